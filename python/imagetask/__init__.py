@@ -1,0 +1,28 @@
+"""imagetask: turn rows of data into image datasets.
+
+An `ImageTask` formats each input row into a prompt, calls an image generation backend
+and builds one output row per generated image with its metadata; the per-row work runs
+in the native extension `imagetask._core`.
+"""
+
+from imagetask import _core
+from imagetask.config import RuntimeParameter, Secret
+from imagetask.errors import ConfigError, ImageTaskError, InputRowError, MissingExtraError
+from imagetask.generation import ImageGeneration
+from imagetask.models import AsyncImageGenerationModel, ImageGenerationModel, ImageModel
+from imagetask.task import ImageTask
+
+__all__ = [
+    "AsyncImageGenerationModel",
+    "ConfigError",
+    "ImageGeneration",
+    "ImageGenerationModel",
+    "ImageModel",
+    "ImageTask",
+    "ImageTaskError",
+    "InputRowError",
+    "MissingExtraError",
+    "RuntimeParameter",
+    "Secret",
+    "_core",
+]

@@ -1,0 +1,85 @@
+"""`ImageGeneration`: the text-to-image task."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Generator
+from typing import Any
+
+from imagetask.errors import ConfigError
+from imagetask.task import ImageTask, Row, native_hook
+
+__all__ = ["IMAGE_FORMATS", "ImageGeneration"]
+
+IMAGE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+"""The formats `image_format` accepts."""
+
+
+class ImageGeneration(ImageTask):
+    """Generates images from the `prompt` column.
+
+    Output columns: `image` (base64 text, or bytes with `images_as_bytes`), `image_path`
+    (only with `save_artifacts`) and `model_name`. Every row is built by the native
+    extension unless a subclass overrides `format_input` or `format_output`.
+
+    Parameters
+    ----------
+    save_artifacts:
+        Write each image to a file and record its path in `image_path`.
+    image_format:
+        The format of saved artifacts, one of `IMAGE_FORMATS`.
+
+    Examples
+    --------
+    >>> task = ImageGeneration(image_generation_model=model, num_generations=2)
+    >>> rows = task.process_batch([{"prompt": "a red bicycle"}])
+    >>> len(rows)
+    2
+    """
+
+    save_artifacts: bool = False
+    image_format: str = "JPEG"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        image_format = self.image_format.upper()
+        if image_format not in IMAGE_FORMATS:
+            raise ConfigError(
+                f"ImageGeneration: bad field `image_format` = {self.image_format!r}: expected one "
+                f"of {sorted(IMAGE_FORMATS)}"
+            )
+        self.image_format = image_format
+        if self.save_artifacts:
+            raise NotImplementedError(
+                "ImageGeneration(save_artifacts=True): saving image artifacts is not available "
+                "in this version; leave save_artifacts=False"
+            )
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["image", "image_path", "model_name"]
+
+    def _row_outputs(self) -> list[str]:
+        return ["image", "image_path"] if self.save_artifacts else ["image"]
+
+    @native_hook
+    def format_input(self, input: Row) -> str:
+        prompt: str = input["prompt"]
+        return prompt
+
+    @native_hook
+    def format_output(self, output: dict[str, Any], input: Row | None = None) -> Row:
+        images = output.get("images") or [None]
+        image = images[0]
+        if isinstance(image, bytes) and not self.images_as_bytes:
+            image = base64.b64encode(image).decode("ascii")
+        elif isinstance(image, str) and self.images_as_bytes:
+            image = base64.b64decode(image + "=" * (-len(image) % 4))
+        return {"image": image, "model_name": self.image_generation_model.model_name}
+
+    def process(self, inputs: list[Row]) -> Generator[list[Row], None, None]:
+        yield self.process_batch(inputs)

@@ -1,0 +1,215 @@
+"""`ImageTask`: formats input rows into prompts, calls an image model, builds output rows."""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Iterable
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+from imagetask._core import RowBuilder
+from imagetask.config import Configurable, RuntimeParameter
+from imagetask.errors import ConfigError
+from imagetask.models import Answer, ImageModel
+
+__all__ = ["ImageTask", "native_hook"]
+
+logger = logging.getLogger("imagetask")
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Row = dict[str, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_LOGGED_FAILURES = 5
+
+
+def native_hook(method: F) -> F:
+    """Marks a hook that the extension implements natively; overrides are called instead."""
+    method.__imagetask_native__ = True  # type: ignore[attr-defined]
+    return method
+
+
+class ImageTask(Configurable, ABC):
+    """A task that generates images for input rows with an image generation model.
+
+    Subclasses declare `inputs` and `outputs` and implement `format_input`,
+    `format_output` and `process`; `process_batch` does the work of a batch.
+
+    Parameters
+    ----------
+    image_generation_model:
+        The backend: any object with `model_name`, `load()`, `unload()` and
+        `generate(inputs, num_generations, **kwargs)`.
+    name:
+        The task's name, used in metadata keys; defaults to the class name in snake case
+        with `_0` appended (`image_generation_0`).
+    input_batch_size:
+        Rows per batch when the task runs over a dataset.
+    num_generations:
+        Images generated per input row.
+    group_generations:
+        One row per input whose output columns are lists of `num_generations` values,
+        instead of one row per generation.
+    add_raw_output, add_raw_input:
+        Record the model's answer and the prompt in the metadata column.
+    input_mappings:
+        Task input name -> dataset column it is read from (the row keeps its names).
+    output_mappings:
+        Output column -> the name it gets in the output row.
+    metadata_column:
+        The column holding the metadata dict.
+    images_as_bytes:
+        Put raw image bytes in the image column instead of base64 text.
+    inline_raw_images:
+        Keep the image payload itself in the raw output instead of its
+        `sha256:<hex>` reference (rows then match distilabel byte for byte).
+    on_invalid_row:
+        `"raise"`: a row that is not a mapping or lacks an input column raises
+        `InputRowError` before the model is called; `"fail"`: it becomes a failure row.
+    """
+
+    image_generation_model: ImageModel
+    name: str = ""
+    input_batch_size: RuntimeParameter[PositiveInt] = 50
+    num_generations: RuntimeParameter[PositiveInt] = 1
+    group_generations: bool = False
+    add_raw_output: RuntimeParameter[bool] = True
+    add_raw_input: RuntimeParameter[bool] = True
+    input_mappings: dict[str, str] = msgspec.field(default_factory=dict)
+    output_mappings: dict[str, str] = msgspec.field(default_factory=dict)
+    metadata_column: str = "distilabel_metadata"
+    images_as_bytes: bool = False
+    inline_raw_images: bool = False
+    on_invalid_row: Literal["raise", "fail"] = "raise"
+
+    def __init__(self, **fields: Any) -> None:
+        if "llm" in fields:
+            raise ConfigError(
+                f"{type(self).__name__} does not take `llm`: pass the image model as "
+                "`image_generation_model`"
+            )
+        super().__init__(**fields)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cls = type(self).__name__
+        if not self.name:
+            self.name = _SNAKE.sub("_", cls).lower() + "_0"
+        if not _NAME.match(self.name):
+            raise ConfigError(f"{cls}: bad field `name` = {self.name!r}: must match {_NAME.pattern}")
+        model = self.image_generation_model
+        if not (callable(getattr(model, "generate", None)) and hasattr(model, "model_name")):
+            raise ConfigError(
+                f"{cls}: bad field `image_generation_model` = {type(model).__name__}: expected an "
+                "image generation model (an object with model_name, load, unload and generate)"
+            )
+        for field, names in (("input_mappings", self.inputs), ("output_mappings", self.outputs)):
+            for key in getattr(self, field):
+                if key not in names:
+                    raise ConfigError(
+                        f"{cls}: bad field `{field}`: {key!r} is not one of the task's "
+                        f"{field.split('_')[0]}s {names}"
+                    )
+
+    @property
+    def llm(self) -> ImageModel:
+        """The image model (kept for distilabel's `_Task` interface)."""
+        return self.image_generation_model
+
+    @property
+    @abstractmethod
+    def inputs(self) -> list[str]:
+        """The columns a row must have."""
+
+    @property
+    @abstractmethod
+    def outputs(self) -> list[str]:
+        """The columns the task adds to a row."""
+
+    @abstractmethod
+    def format_input(self, input: Row) -> str:
+        """The prompt for one input row."""
+
+    @abstractmethod
+    def format_output(self, output: dict[str, Any], input: Row | None = None) -> Row:
+        """The output columns of one generation, from its part of the model's answer
+        (`{"images": [image], ...}`); keys not in `outputs` are ignored."""
+
+    @abstractmethod
+    def process(self, inputs: list[Row]) -> Generator[list[Row], None, None]:
+        """Yields the output rows of a batch of input rows."""
+
+    def load(self) -> None:
+        """Loads the model."""
+        self.image_generation_model.load()
+
+    def unload(self) -> None:
+        """Unloads the model."""
+        self.image_generation_model.unload()
+
+    def _row_outputs(self) -> list[str]:
+        """The output columns written on every row, besides `model_name`."""
+        return [column for column in self.outputs if column != "model_name"]
+
+    def _hook(self, name: str) -> Callable[..., Any] | None:
+        method = getattr(type(self), name)
+        return None if getattr(method, "__imagetask_native__", False) else getattr(self, name)
+
+    def _builder(self) -> RowBuilder:
+        mapped_in = self.input_mappings
+        mapped_out = self.output_mappings
+        return RowBuilder(
+            task_name=self.name,
+            model_name=self.image_generation_model.model_name,
+            inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
+            outputs=[(name, mapped_out.get(name, name)) for name in self._row_outputs()],
+            num_generations=self.num_generations,
+            group_generations=self.group_generations,
+            add_raw_output=self.add_raw_output,
+            add_raw_input=self.add_raw_input,
+            image_bytes=self.images_as_bytes,
+            inline_raw_images=self.inline_raw_images,
+            pass_invalid_rows=self.on_invalid_row == "fail",
+            model_name_column=mapped_out.get("model_name", "model_name"),
+            metadata_column=self.metadata_column,
+        )
+
+    def _generate(self, prompts: list[str]) -> list[Answer | BaseException] | BaseException:
+        model = self.image_generation_model
+        get_kwargs = getattr(model, "get_generation_kwargs", None)
+        kwargs = get_kwargs() if callable(get_kwargs) else {}
+        try:
+            return model.generate(inputs=prompts, num_generations=self.num_generations, **kwargs)
+        except Exception as exc:
+            return exc
+
+    def process_batch(self, inputs: Iterable[Row]) -> list[Row]:
+        """Formats, generates and builds the output rows of one batch.
+
+        Returns `len(inputs) * num_generations` rows (`len(inputs)` when grouped): a row
+        whose generation failed holds `None` in its output columns and the error under
+        `error_<name>` in its metadata.
+        """
+        rows = inputs if type(inputs) is list else list(inputs)
+        builder = self._builder()
+        prompts, invalid = builder.prompts(rows, self._hook("format_input"))
+        answers = self._generate(prompts) if prompts else []
+        built, failures = builder.build(
+            rows, prompts, answers, invalid, self._hook("format_output")
+        )
+        for row, generation, error in failures[:_LOGGED_FAILURES]:
+            logger.warning(
+                "Task '%s' failed for row %d, generation %d: %s", self.name, row, generation, error
+            )
+        if len(failures) > _LOGGED_FAILURES:
+            logger.warning(
+                "Task '%s': %d more failed generations in this batch",
+                self.name,
+                len(failures) - _LOGGED_FAILURES,
+            )
+        return built

@@ -1,0 +1,14 @@
+//! Native core of imagetask: the per-row and per-batch loops of an `ImageTask`.
+
+pub mod answers;
+pub mod errors;
+pub mod payload;
+pub mod rows;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = false)]
+mod _core {
+    #[pymodule_export]
+    use crate::rows::RowBuilder;
+}

@@ -1,0 +1,591 @@
+//! `RowBuilder`: turns a batch of input rows and the model's answers into output rows.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString};
+
+use crate::answers::{self, describe_exception, type_name, Answers, Entry, Generation};
+use crate::errors::InputRowError;
+use crate::payload::{self, content_ref, Derived, Needs, Payload};
+
+/// Keys written on every row, built once per builder.
+struct Keys {
+    model_name: Py<PyString>,
+    metadata: Py<PyString>,
+    raw_output: Py<PyString>,
+    raw_input: Py<PyString>,
+    statistics: Py<PyString>,
+    error: Py<PyString>,
+    images: Py<PyString>,
+    answer_statistics: Py<PyString>,
+}
+
+/// A `(task name, dataset column)` pair.
+type Column = (Py<PyString>, Py<PyString>);
+
+/// Builds the output rows of one task configuration.
+#[pyclass(frozen, module = "imagetask._core")]
+pub struct RowBuilder {
+    keys: Keys,
+    model_name: Py<PyAny>,
+    inputs: Vec<Column>,
+    renames_inputs: bool,
+    outputs: Vec<Column>,
+    image: Option<usize>,
+    n: usize,
+    group: bool,
+    add_raw_output: bool,
+    add_raw_input: bool,
+    image_bytes: bool,
+    inline_raw_images: bool,
+    pass_invalid_rows: bool,
+}
+
+/// One input row as the builder sees it while building its output rows.
+struct RowContext<'py> {
+    index: usize,
+    base: Bound<'py, PyDict>,
+    original: Bound<'py, PyAny>,
+    upstream: Option<Bound<'py, PyDict>>,
+    prompt: Option<Bound<'py, PyAny>>,
+}
+
+/// The source of one generation: an image to format, or why there is none.
+enum Source<'a, 'py> {
+    Image(&'a Generation<'py>, &'a Result<Derived, String>),
+    Missing {
+        error: String,
+        raw: Option<Bound<'py, PyAny>>,
+    },
+}
+
+fn interned<'py>(py: Python<'py>, text: &str) -> Py<PyString> {
+    PyString::intern(py, text).unbind()
+}
+
+fn columns(py: Python<'_>, pairs: Vec<(String, String)>) -> Vec<Column> {
+    pairs
+        .into_iter()
+        .map(|(task, column)| (interned(py, &task), interned(py, &column)))
+        .collect()
+}
+
+fn quoted_keys(dict: &Bound<'_, PyDict>) -> String {
+    let keys: Vec<String> = dict
+        .keys()
+        .iter()
+        .map(|key| key.repr().map(|r| r.to_string()).unwrap_or_default())
+        .collect();
+    if keys.is_empty() {
+        "none".to_owned()
+    } else {
+        keys.join(", ")
+    }
+}
+
+#[pymethods]
+impl RowBuilder {
+    #[new]
+    #[pyo3(signature = (
+        *, task_name, model_name, inputs, outputs, num_generations, group_generations,
+        add_raw_output, add_raw_input, image_bytes, inline_raw_images, pass_invalid_rows,
+        model_name_column, metadata_column,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        task_name: &str,
+        model_name: Bound<'_, PyAny>,
+        inputs: Vec<(String, String)>,
+        outputs: Vec<(String, String)>,
+        num_generations: usize,
+        group_generations: bool,
+        add_raw_output: bool,
+        add_raw_input: bool,
+        image_bytes: bool,
+        inline_raw_images: bool,
+        pass_invalid_rows: bool,
+        model_name_column: &str,
+        metadata_column: &str,
+    ) -> PyResult<Self> {
+        if num_generations == 0 {
+            return Err(PyValueError::new_err("num_generations must be at least 1"));
+        }
+        if inputs.is_empty() {
+            return Err(PyValueError::new_err("a task needs at least one input column"));
+        }
+        let image = outputs.iter().position(|(task, _)| task == "image");
+        let renames_inputs = inputs.iter().any(|(task, column)| task != column);
+        Ok(Self {
+            keys: Keys {
+                model_name: interned(py, model_name_column),
+                metadata: interned(py, metadata_column),
+                raw_output: interned(py, &format!("raw_output_{task_name}")),
+                raw_input: interned(py, &format!("raw_input_{task_name}")),
+                statistics: interned(py, &format!("statistics_{task_name}")),
+                error: interned(py, &format!("error_{task_name}")),
+                images: interned(py, "images"),
+                answer_statistics: interned(py, "statistics"),
+            },
+            model_name: model_name.unbind(),
+            inputs: columns(py, inputs),
+            renames_inputs,
+            outputs: columns(py, outputs),
+            image,
+            n: num_generations,
+            group: group_generations,
+            add_raw_output,
+            add_raw_input,
+            image_bytes,
+            inline_raw_images,
+            pass_invalid_rows,
+        })
+    }
+
+    /// Reads the prompt of every row; returns `(prompts, invalid)`.
+    #[pyo3(signature = (rows, format_input=None))]
+    fn prompts<'py>(
+        &self,
+        py: Python<'py>,
+        rows: &Bound<'py, PyList>,
+        format_input: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyDict>)> {
+        let mut prompts = Vec::with_capacity(rows.len());
+        let invalid = PyDict::new(py);
+        for (index, row) in rows.iter().enumerate() {
+            match self.prompt(py, index, &row, format_input)? {
+                Ok(prompt) => prompts.push(prompt),
+                Err((message, column)) => {
+                    if !self.pass_invalid_rows {
+                        return Err(InputRowError::new_err((message, index, column)));
+                    }
+                    invalid.set_item(index, message)?;
+                }
+            }
+        }
+        Ok((PyList::new(py, prompts)?, invalid))
+    }
+
+    /// Builds the output rows of a batch; returns `(rows, failures)`.
+    #[pyo3(signature = (rows, prompts, answers, invalid, format_output=None))]
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        rows: &Bound<'py, PyList>,
+        prompts: &Bound<'py, PyList>,
+        answers: &Bound<'py, PyAny>,
+        invalid: &Bound<'py, PyDict>,
+        format_output: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let valid = rows.len().saturating_sub(invalid.len());
+        if prompts.len() != valid {
+            return Err(PyValueError::new_err(format!(
+                "{} prompts for {valid} valid rows",
+                prompts.len()
+            )));
+        }
+        let read = answers::read(answers, valid, self.n, self.keys.images.bind(py))?;
+        let derived = self.derive(py, &read)?;
+        let mut out = Vec::with_capacity(if self.group { rows.len() } else { rows.len() * self.n });
+        let mut failures: Vec<(usize, usize, String)> = Vec::new();
+        let mut entries = read.entries.iter();
+        let mut prompts = prompts.iter();
+        for (index, original) in rows.iter().enumerate() {
+            let problem = if invalid.is_empty() {
+                None
+            } else {
+                invalid.get_item(index)?
+            };
+            let mut context = RowContext {
+                index,
+                base: self.as_dict(py, &original)?,
+                original,
+                upstream: None,
+                prompt: None,
+            };
+            context.upstream = self.upstream(&context.base)?;
+            let sources: Vec<Source<'_, 'py>> = match problem {
+                Some(message) => {
+                    let error: String = message.extract()?;
+                    (0..self.n)
+                        .map(|_| Source::Missing {
+                            error: error.clone(),
+                            raw: None,
+                        })
+                        .collect()
+                }
+                None => {
+                    context.prompt = prompts.next();
+                    match entries.next() {
+                        Some(Entry::Read { start, found }) => (0..self.n)
+                            .map(|k| {
+                                if k < *found {
+                                    Source::Image(&read.generations[start + k], &derived[start + k])
+                                } else {
+                                    Source::Missing {
+                                        error: format!(
+                                            "the model returned {found} image(s) for {} generation(s)",
+                                            self.n
+                                        ),
+                                        raw: None,
+                                    }
+                                }
+                            })
+                            .collect(),
+                        Some(Entry::Failed { error, raw }) => (0..self.n)
+                            .map(|_| Source::Missing {
+                                error: error.clone(),
+                                raw: raw.clone(),
+                            })
+                            .collect(),
+                        None => return Err(PyValueError::new_err("fewer answers than rows")),
+                    }
+                }
+            };
+            if self.group {
+                out.push(self.grouped_row(py, &context, sources, format_output, &mut failures)?);
+            } else {
+                for (k, source) in sources.into_iter().enumerate() {
+                    let row = context.base.copy()?;
+                    let meta = self.generation(py, &context, k, source, format_output, &mut failures, |c, value| {
+                        row.set_item(self.outputs[c].1.bind(py), value)
+                    })?;
+                    row.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
+                    row.set_item(self.keys.metadata.bind(py), meta)?;
+                    out.push(row.into_any());
+                }
+            }
+        }
+        Ok((PyList::new(py, out)?, PyList::new(py, failures)?))
+    }
+}
+
+impl RowBuilder {
+    /// The prompt of one row, or why the row cannot be sent (message, column).
+    #[allow(clippy::type_complexity)]
+    fn prompt<'py>(
+        &self,
+        py: Python<'py>,
+        index: usize,
+        row: &Bound<'py, PyAny>,
+        format_input: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Result<Bound<'py, PyAny>, (String, Option<String>)>> {
+        let dict = match row.cast::<PyDict>() {
+            Ok(dict) => dict.clone(),
+            Err(_) if row.cast::<PyMapping>().is_ok() => self.as_dict(py, row)?,
+            Err(_) => {
+                return Ok(Err((
+                    format!("row {index} of the batch is a {}, not a mapping", type_name(row)),
+                    None,
+                )))
+            }
+        };
+        for (_, column) in &self.inputs {
+            if !dict.contains(column.bind(py))? {
+                return Ok(Err((
+                    format!(
+                        "row {index} of the batch lacks the input column '{column}' (its columns: {})",
+                        quoted_keys(&dict)
+                    ),
+                    Some(column.to_string()),
+                )));
+            }
+        }
+        if let Some(meta) = dict.get_item(self.keys.metadata.bind(py))? {
+            if !meta.is_none() && meta.cast::<PyDict>().is_err() {
+                return Ok(Err((
+                    format!(
+                        "row {index} of the batch has a {} in column '{}', expected a dict of metadata",
+                        type_name(&meta),
+                        self.keys.metadata
+                    ),
+                    Some(self.keys.metadata.to_string()),
+                )));
+            }
+        }
+        let (prompt, source) = match format_input {
+            Some(hook) => match hook.call1((self.view(py, &dict)?,)) {
+                Ok(prompt) => (prompt, "format_input returned".to_owned()),
+                Err(err) => {
+                    return Ok(Err((
+                        format!(
+                            "format_input failed for row {index} of the batch: {}",
+                            describe_exception(err.value(py).as_any())
+                        ),
+                        None,
+                    )))
+                }
+            },
+            None => {
+                let column = self.inputs[0].1.bind(py);
+                let value = dict.get_item(column)?.unwrap_or_else(|| py.None().into_bound(py));
+                (value, format!("its column '{column}' holds"))
+            }
+        };
+        if prompt.cast::<PyString>().is_err() {
+            let column = format_input.map_or_else(|| Some(self.inputs[0].1.to_string()), |_| None);
+            return Ok(Err((
+                format!(
+                    "row {index} of the batch has no text prompt: {source} a {}",
+                    type_name(&prompt)
+                ),
+                column,
+            )));
+        }
+        Ok(Ok(prompt))
+    }
+
+    /// A row as a dict: the row itself when it is one, else a dict of its items.
+    fn as_dict<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        if let Ok(dict) = row.cast::<PyDict>() {
+            return Ok(dict.clone());
+        }
+        let dict = PyDict::new(py);
+        if let Ok(mapping) = row.cast::<PyMapping>() {
+            dict.update(mapping)?;
+        }
+        Ok(dict)
+    }
+
+    /// The row as the task's hooks see it: dataset columns renamed to the task's inputs.
+    fn view<'py>(&self, py: Python<'py>, row: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        if !self.renames_inputs {
+            return Ok(row.clone());
+        }
+        let view = row.copy()?;
+        for (task, column) in &self.inputs {
+            if let Some(value) = row.get_item(column.bind(py))? {
+                view.del_item(column.bind(py))?;
+                view.set_item(task.bind(py), value)?;
+            }
+        }
+        Ok(view)
+    }
+
+    fn upstream<'py>(&self, row: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let py = row.py();
+        Ok(match row.get_item(self.keys.metadata.bind(py))? {
+            Some(meta) => meta.cast_into::<PyDict>().ok(),
+            None => None,
+        })
+    }
+
+    /// What the batch's payloads need, derived with the GIL released.
+    fn derive(&self, py: Python<'_>, read: &Answers<'_>) -> PyResult<Vec<Result<Derived, String>>> {
+        let needs = Needs {
+            hash: self.add_raw_output && !self.inline_raw_images,
+            bytes: self.image_bytes,
+            text: !self.image_bytes,
+        };
+        let mut work: Vec<Result<Payload<'_>, String>> = Vec::with_capacity(read.generations.len());
+        let mut any = false;
+        for generation in &read.generations {
+            let payload = &generation.payload;
+            let item = if let Ok(text) = payload.cast::<PyString>() {
+                text.to_str().map(|s| Payload::Text(s.as_bytes())).map_err(|_| {
+                    "is not valid base64 (it is not ASCII text)".to_owned()
+                })
+            } else if let Ok(bytes) = payload.cast::<PyBytes>() {
+                Ok(Payload::Bytes(bytes.as_bytes()))
+            } else {
+                Err(format!("is a {}, expected base64 text or bytes", type_name(payload)))
+            };
+            if let Ok(payload) = &item {
+                any |= needs.any_for(matches!(payload, Payload::Text(_)));
+            }
+            work.push(item);
+        }
+        let run = |work: &[Result<Payload<'_>, String>]| {
+            let mut scratch = Vec::new();
+            work.iter()
+                .map(|item| match item {
+                    Ok(payload) => payload::derive(*payload, needs, &mut scratch),
+                    Err(error) => Err(error.clone()),
+                })
+                .collect::<Vec<_>>()
+        };
+        Ok(if any { py.detach(|| run(&work)) } else { run(&work) })
+    }
+
+    fn grouped_row<'py>(
+        &self,
+        py: Python<'py>,
+        context: &RowContext<'py>,
+        sources: Vec<Source<'_, 'py>>,
+        format_output: Option<&Bound<'py, PyAny>>,
+        failures: &mut Vec<(usize, usize, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut cells: Vec<Vec<Bound<'py, PyAny>>> =
+            (0..self.outputs.len()).map(|_| Vec::with_capacity(self.n)).collect();
+        let mut metas = Vec::with_capacity(self.n);
+        for (k, source) in sources.into_iter().enumerate() {
+            let meta = self.generation(py, context, k, source, format_output, failures, |c, value| {
+                cells[c].push(value);
+                Ok(())
+            })?;
+            metas.push(meta);
+        }
+        let row = context.base.copy()?;
+        for ((_, column), values) in self.outputs.iter().zip(cells) {
+            row.set_item(column.bind(py), PyList::new(py, values)?)?;
+        }
+        row.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
+        row.set_item(self.keys.metadata.bind(py), PyList::new(py, metas)?)?;
+        Ok(row.into_any())
+    }
+
+    /// Puts the output columns of generation `k` and returns its metadata.
+    #[allow(clippy::too_many_arguments)]
+    fn generation<'py>(
+        &self,
+        py: Python<'py>,
+        context: &RowContext<'py>,
+        k: usize,
+        source: Source<'_, 'py>,
+        format_output: Option<&Bound<'py, PyAny>>,
+        failures: &mut Vec<(usize, usize, String)>,
+        mut put: impl FnMut(usize, Bound<'py, PyAny>) -> PyResult<()>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (error, raw) = match source {
+            Source::Image(generation, Ok(derived)) => {
+                match self.format(py, context, generation, derived, format_output)? {
+                    Ok(values) => {
+                        for (c, value) in values.into_iter().enumerate() {
+                            put(c, value)?;
+                        }
+                        return self.success_meta(py, context, generation, derived);
+                    }
+                    Err(error) => (error, Some(self.narrowed(py, generation, generation.payload.clone())?)),
+                }
+            }
+            Source::Image(generation, Err(error)) => (
+                format!("image {k} of the model's answer {error}"),
+                Some(self.narrowed(py, generation, generation.payload.clone())?),
+            ),
+            Source::Missing { error, raw } => (error, raw),
+        };
+        for c in 0..self.outputs.len() {
+            put(c, py.None().into_bound(py))?;
+        }
+        let meta = self.meta(py, context)?;
+        if self.add_raw_output {
+            meta.set_item(self.keys.raw_output.bind(py), raw)?;
+        }
+        if self.add_raw_input {
+            meta.set_item(self.keys.raw_input.bind(py), &context.prompt)?;
+        }
+        meta.set_item(self.keys.error.bind(py), &error)?;
+        failures.push((context.index, k, error));
+        Ok(meta)
+    }
+
+    /// The values of the output columns of one generation, or the error of its formatting.
+    fn format<'py>(
+        &self,
+        py: Python<'py>,
+        context: &RowContext<'py>,
+        generation: &Generation<'py>,
+        derived: &Derived,
+        format_output: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Result<Vec<Bound<'py, PyAny>>, String>> {
+        let Some(hook) = format_output else {
+            let image = match (self.image_bytes, &derived.bytes, &derived.text) {
+                (true, Some(bytes), _) => PyBytes::new(py, bytes).into_any(),
+                (false, _, Some(text)) => PyString::new(py, text).into_any(),
+                _ => generation.payload.clone(),
+            };
+            return Ok(Ok((0..self.outputs.len())
+                .map(|c| if Some(c) == self.image { image.clone() } else { py.None().into_bound(py) })
+                .collect()));
+        };
+        let input = match context.original.cast::<PyDict>() {
+            Ok(_) => self.view(py, &context.base)?,
+            Err(_) => context.base.clone(),
+        };
+        let output = self.narrowed(py, generation, generation.payload.clone())?;
+        let formatted = match hook.call1((output, input)) {
+            Ok(formatted) => formatted,
+            Err(err) => return Ok(Err(describe_exception(err.value(py).as_any()))),
+        };
+        let Ok(formatted) = formatted.cast::<PyDict>() else {
+            return Ok(Err(format!(
+                "format_output returned a {}, expected a dict",
+                type_name(&formatted)
+            )));
+        };
+        let mut values = Vec::with_capacity(self.outputs.len());
+        for (task, _) in &self.outputs {
+            values.push(formatted.get_item(task.bind(py))?.unwrap_or_else(|| py.None().into_bound(py)));
+        }
+        Ok(Ok(values))
+    }
+
+    fn success_meta<'py>(
+        &self,
+        py: Python<'py>,
+        context: &RowContext<'py>,
+        generation: &Generation<'py>,
+        derived: &Derived,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let meta = self.meta(py, context)?;
+        if self.add_raw_output {
+            let raw = if self.inline_raw_images {
+                if generation.alone {
+                    generation.source.clone().into_any()
+                } else {
+                    self.narrowed(py, generation, generation.payload.clone())?
+                }
+            } else {
+                let hash = derived.hash.as_ref().ok_or_else(|| {
+                    PyValueError::new_err("internal error: image hash was not computed")
+                })?;
+                let reference = content_ref(hash);
+                // Content references are ASCII by construction.
+                let reference = std::str::from_utf8(&reference).unwrap_or_default();
+                self.narrowed(py, generation, PyString::new(py, reference).into_any())?
+            };
+            meta.set_item(self.keys.raw_output.bind(py), raw)?;
+        }
+        if self.add_raw_input {
+            meta.set_item(self.keys.raw_input.bind(py), &context.prompt)?;
+        }
+        if !generation.alone {
+            if let Some(statistics) = generation.source.get_item(self.keys.answer_statistics.bind(py))? {
+                if !statistics.is_none() {
+                    meta.set_item(self.keys.statistics.bind(py), statistics)?;
+                }
+            }
+        }
+        Ok(meta)
+    }
+
+    /// A generation's part of the answer: its dict with the images narrowed to `image`,
+    /// and the statistics left out (they have a metadata key of their own).
+    fn narrowed<'py>(
+        &self,
+        py: Python<'py>,
+        generation: &Generation<'py>,
+        image: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let dict = if generation.alone {
+            PyDict::new(py)
+        } else {
+            let dict = generation.source.copy()?;
+            let statistics = self.keys.answer_statistics.bind(py);
+            if dict.contains(statistics)? {
+                dict.del_item(statistics)?;
+            }
+            dict
+        };
+        dict.set_item(self.keys.images.bind(py), PyList::new(py, [image])?)?;
+        Ok(dict.into_any())
+    }
+
+    /// A fresh metadata dict holding the row's upstream metadata.
+    fn meta<'py>(&self, py: Python<'py>, context: &RowContext<'py>) -> PyResult<Bound<'py, PyDict>> {
+        match &context.upstream {
+            Some(upstream) => upstream.copy(),
+            None => Ok(PyDict::new(py)),
+        }
+    }
+}

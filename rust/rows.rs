@@ -382,9 +382,12 @@ impl RowBuilder {
         for generation in &read.generations {
             let payload = &generation.payload;
             let item = if let Ok(text) = payload.cast::<PyString>() {
-                text.to_str().map(|s| Payload::Text(s.as_bytes())).map_err(|_| {
-                    "is not valid base64 (it is not ASCII text)".to_owned()
-                })
+                match text.to_str() {
+                    Ok(text) => Ok(Payload::Text(text.as_bytes())),
+                    // Nothing is read from a text payload that needs no work.
+                    Err(_) if !needs.any_for(true) => Ok(Payload::Text(b"")),
+                    Err(_) => Err("is not valid base64 (it is not ASCII text)".to_owned()),
+                }
             } else if let Ok(bytes) = payload.cast::<PyBytes>() {
                 Ok(Payload::Bytes(bytes.as_bytes()))
             } else {

@@ -45,6 +45,7 @@ Secret = Annotated[T, _SECRET]
 
 _MASK = "**********"
 _PATH = re.compile(r"at `\$\.([^`.\[]+)")
+_AT = re.compile(r" - at `[^`]*`")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 
 
@@ -114,7 +115,7 @@ class Configurable:
             shown = ""
         else:
             shown = f" = {fields[field]!r}"
-        message = _PATH.sub("", message).rstrip(" -")
+        message = _AT.sub("", message)
         return ConfigError(f"{cls}: bad field `{field}`{shown}: {message}")
 
     def __post_init__(self) -> None:

@@ -1,0 +1,187 @@
+"""Property: the native row builder agrees with the plain-Python reference on any input."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from conftest import ScriptedModel, b64
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference_rows import problem, reference_rows
+
+from imagetask import ImageGeneration, InputRowError
+
+settings.register_profile(
+    "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile("ci")
+
+COLLIDING = ["prompt", "text", "image", "picture", "model_name", "distilabel_metadata", "meta"]
+keys = st.one_of(st.sampled_from(COLLIDING), st.text(max_size=6))
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8),
+    st.binary(max_size=8),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6,
+)
+payloads = st.one_of(
+    st.binary(max_size=24).map(b64),
+    st.binary(max_size=24).map(lambda data: b64(data).rstrip("=")),
+    st.binary(max_size=24),
+    st.sampled_from(["@@@@", "YR==", "héllo", 42, None]),
+)
+extras = st.dictionaries(
+    st.sampled_from(["seed", "revised_prompt", "statistics", "usage"]),
+    st.one_of(st.none(), st.integers(), st.text(max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)),
+    max_size=3,
+)
+
+
+@st.composite
+def tasks(draw: st.DrawFn) -> ImageGeneration:
+    mappings = draw(st.sampled_from([{}, {"prompt": "text"}]))
+    outputs = draw(st.sampled_from([{}, {"image": "picture"}, {"model_name": "prompt"}]))
+    return ImageGeneration(
+        image_generation_model=ScriptedModel([], name=draw(st.sampled_from(["m", "ünï"]))),
+        name=draw(st.sampled_from(["image_generation_0", "t-1"])),
+        num_generations=draw(st.integers(1, 4)),
+        group_generations=draw(st.booleans()),
+        add_raw_output=draw(st.booleans()),
+        add_raw_input=draw(st.booleans()),
+        images_as_bytes=draw(st.booleans()),
+        inline_raw_images=draw(st.booleans()),
+        metadata_column=draw(st.sampled_from(["distilabel_metadata", "meta"])),
+        input_mappings=mappings,
+        output_mappings=outputs,
+        on_invalid_row="fail",
+    )
+
+
+@st.composite
+def rows_for(draw: st.DrawFn, task: ImageGeneration) -> list[Any]:
+    column = task.input_mappings.get("prompt", "prompt")
+    rows: list[Any] = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["good"] * 8 + ["missing", "not-mapping", "bad-meta", "bad-prompt"]))
+        if kind == "not-mapping":
+            rows.append(draw(st.one_of(st.integers(), st.lists(st.integers(), max_size=2))))
+            continue
+        row = draw(st.dictionaries(keys, values, max_size=4))
+        row.pop(column, None)
+        if kind != "missing":
+            row[column] = draw(st.text(max_size=10)) if kind != "bad-prompt" else draw(st.integers())
+        meta = task.metadata_column
+        if kind == "bad-meta":
+            row[meta] = draw(st.text(max_size=3))
+        elif meta in row:
+            row[meta] = draw(st.one_of(st.none(), st.dictionaries(st.text(max_size=5), values, max_size=3)))
+        rows.append(row)
+    return rows
+
+
+@st.composite
+def entries(draw: st.DrawFn, n: int) -> Any:
+    kind = draw(st.sampled_from(["one-dict"] * 4 + ["per-generation"] * 4 + ["none", "raise", "bad", "bad-part"]))
+    if kind == "none":
+        return None
+    if kind == "raise":
+        return draw(st.sampled_from([TimeoutError("slow"), ValueError(), RuntimeError("ünï")]))
+    if kind == "bad":
+        return draw(st.one_of(st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.integers()))
+    count = draw(st.integers(0, n + 1))
+    if kind == "one-dict":
+        return [{"images": draw(st.lists(payloads, min_size=count, max_size=count)), **draw(extras)}]
+    parts: list[Any] = [{**draw(extras), "images": [draw(payloads)]} for _ in range(count)]
+    if kind == "bad-part":
+        parts.append(draw(st.sampled_from([{"pictures": []}, "x", {"images": "abc"}])))
+    return parts
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[ImageGeneration, list[Any], Any]:
+    task = draw(tasks())
+    rows = draw(rows_for(task))
+    valid = sum(problem(task, i, row) is None for i, row in enumerate(rows))
+    answers: Any = [draw(entries(task.num_generations)) for _ in range(valid)]
+    batch = draw(st.sampled_from(["as-is"] * 8 + ["raise", "none", "short", "long"]))
+    if batch == "raise":
+        answers = RuntimeError("backend down")
+    elif batch == "none":
+        answers = None
+    elif batch == "short" and answers:
+        answers = answers[:-1]
+    elif batch == "long":
+        answers = [*answers, None]
+    return task, rows, answers
+
+
+def normalised(failures: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    return [(i, k, re.sub(r"not valid base64 \(.*\)$", "not valid base64", e)) for i, k, e in failures]
+
+
+def normalised_rows(rows: list[dict[str, Any]], task: ImageGeneration) -> list[dict[str, Any]]:
+    key = f"error_{task.name}"
+
+    def fix(meta: Any) -> Any:
+        if isinstance(meta, dict) and isinstance(meta.get(key), str):
+            return {**meta, key: re.sub(r"not valid base64 \(.*\)$", "not valid base64", meta[key])}
+        return meta
+
+    column = task.metadata_column
+    out = []
+    for row in rows:
+        meta = row[column]
+        out.append({**row, column: [fix(m) for m in meta] if isinstance(meta, list) else fix(meta)})
+    return out
+
+
+@given(cases())
+def test_native_rows_equal_the_reference(case: tuple[ImageGeneration, list[Any], Any]) -> None:
+    task, rows, answers = case
+    builder = task._builder()
+    prompts, invalid = builder.prompts(rows)
+    built, failures = builder.build(rows, prompts, answers, invalid)
+    expected_rows, expected_failures = reference_rows(task, rows, answers)
+    assert normalised_rows(built, task) == normalised_rows(expected_rows, task)
+    assert normalised(failures) == expected_failures
+    per_input = 1 if task.group_generations else task.num_generations
+    assert len(built) == len(rows) * per_input
+
+
+@given(cases())
+def test_process_batch_sends_each_valid_prompt_once_and_loses_no_row(
+    case: tuple[ImageGeneration, list[Any], Any],
+) -> None:
+    task, rows, answers = case
+    model = task.image_generation_model
+    assert isinstance(model, ScriptedModel)
+    model.answers = answers
+    model.calls.clear()
+    built = task.process_batch(rows)
+    column = task.input_mappings.get("prompt", "prompt")
+    sent = [row[column] for i, row in enumerate(rows) if problem(task, i, row) is None]
+    assert [call[0] for call in model.calls] == ([sent] if sent else [])
+    per_input = 1 if task.group_generations else task.num_generations
+    assert len(built) == len(rows) * per_input
+
+
+@given(cases())
+def test_invalid_rows_raise_naming_the_first_one_when_not_passed_through(
+    case: tuple[ImageGeneration, list[Any], Any],
+) -> None:
+    task, rows, answers = case
+    task.on_invalid_row = "raise"
+    problems = [(i, problem(task, i, row)) for i, row in enumerate(rows)]
+    first = next(((i, p) for i, p in problems if p is not None), None)
+    if first is None:
+        assert len(task._builder().prompts(rows)[0]) == len(rows)
+    else:
+        with pytest.raises(InputRowError) as info:
+            task._builder().prompts(rows)
+        assert (info.value.row, str(info.value)) == first

@@ -51,7 +51,7 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "object".to_owned())
 }
 
-fn items<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+fn items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
     if let Ok(list) = obj.cast::<PyList>() {
         Some(list.iter().collect())
     } else if let Ok(tuple) = obj.cast::<PyTuple>() {

@@ -2,6 +2,7 @@
 
 pub mod answers;
 pub mod errors;
+pub mod gc;
 pub mod payload;
 pub mod rows;
 

@@ -60,7 +60,11 @@ pub struct Derived {
 }
 
 /// Derives what `needs` asks for from one payload; an error names what is wrong with it.
-pub fn derive(payload: Payload<'_>, needs: Needs, scratch: &mut Vec<u8>) -> Result<Derived, String> {
+pub fn derive(
+    payload: Payload<'_>,
+    needs: Needs,
+    scratch: &mut Vec<u8>,
+) -> Result<Derived, String> {
     let mut out = Derived::default();
     match payload {
         Payload::Text(text) => {

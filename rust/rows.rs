@@ -6,6 +6,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString};
 
 use crate::answers::{self, describe_exception, type_name, Answers, Entry, Generation};
 use crate::errors::InputRowError;
+use crate::gc::GcPause;
 use crate::payload::{self, content_ref, Derived, Needs, Payload};
 
 /// Keys written on every row, built once per builder.
@@ -112,7 +113,9 @@ impl RowBuilder {
             return Err(PyValueError::new_err("num_generations must be at least 1"));
         }
         if inputs.is_empty() {
-            return Err(PyValueError::new_err("a task needs at least one input column"));
+            return Err(PyValueError::new_err(
+                "a task needs at least one input column",
+            ));
         }
         let image = outputs.iter().position(|(task, _)| task == "image");
         let renames_inputs = inputs.iter().any(|(task, column)| task != column);
@@ -184,9 +187,14 @@ impl RowBuilder {
                 prompts.len()
             )));
         }
+        let _pause = GcPause::new(py);
         let read = answers::read(answers, valid, self.n, self.keys.images.bind(py))?;
         let derived = self.derive(py, &read)?;
-        let mut out = Vec::with_capacity(if self.group { rows.len() } else { rows.len() * self.n });
+        let mut out = Vec::with_capacity(if self.group {
+            rows.len()
+        } else {
+            rows.len() * self.n
+        });
         let mut failures: Vec<(usize, usize, String)> = Vec::new();
         let mut entries = read.entries.iter();
         let mut prompts = prompts.iter();
@@ -247,9 +255,15 @@ impl RowBuilder {
             } else {
                 for (k, source) in sources.into_iter().enumerate() {
                     let row = context.base.copy()?;
-                    let meta = self.generation(py, &context, k, source, format_output, &mut failures, |c, value| {
-                        row.set_item(self.outputs[c].1.bind(py), value)
-                    })?;
+                    let meta = self.generation(
+                        py,
+                        &context,
+                        k,
+                        source,
+                        format_output,
+                        &mut failures,
+                        |c, value| row.set_item(self.outputs[c].1.bind(py), value),
+                    )?;
                     row.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
                     row.set_item(self.keys.metadata.bind(py), meta)?;
                     out.push(row.into_any());
@@ -275,7 +289,10 @@ impl RowBuilder {
             Err(_) if row.cast::<PyMapping>().is_ok() => self.as_dict(py, row)?,
             Err(_) => {
                 return Ok(Err((
-                    format!("row {index} of the batch is a {}, not a mapping", type_name(row)),
+                    format!(
+                        "row {index} of the batch is a {}, not a mapping",
+                        type_name(row)
+                    ),
                     None,
                 )))
             }
@@ -318,7 +335,9 @@ impl RowBuilder {
             },
             None => {
                 let column = self.inputs[0].1.bind(py);
-                let value = dict.get_item(column)?.unwrap_or_else(|| py.None().into_bound(py));
+                let value = dict
+                    .get_item(column)?
+                    .unwrap_or_else(|| py.None().into_bound(py));
                 (value, format!("its column '{column}' holds"))
             }
         };
@@ -336,7 +355,11 @@ impl RowBuilder {
     }
 
     /// A row as a dict: the row itself when it is one, else a dict of its items.
-    fn as_dict<'py>(&self, py: Python<'py>, row: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn as_dict<'py>(
+        &self,
+        py: Python<'py>,
+        row: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         if let Ok(dict) = row.cast::<PyDict>() {
             return Ok(dict.clone());
         }
@@ -391,7 +414,10 @@ impl RowBuilder {
             } else if let Ok(bytes) = payload.cast::<PyBytes>() {
                 Ok(Payload::Bytes(bytes.as_bytes()))
             } else {
-                Err(format!("is a {}, expected base64 text or bytes", type_name(payload)))
+                Err(format!(
+                    "is a {}, expected base64 text or bytes",
+                    type_name(payload)
+                ))
             };
             if let Ok(payload) = &item {
                 any |= needs.any_for(matches!(payload, Payload::Text(_)));
@@ -407,7 +433,11 @@ impl RowBuilder {
                 })
                 .collect::<Vec<_>>()
         };
-        Ok(if any { py.detach(|| run(&work)) } else { run(&work) })
+        Ok(if any {
+            py.detach(|| run(&work))
+        } else {
+            run(&work)
+        })
     }
 
     fn grouped_row<'py>(
@@ -418,14 +448,23 @@ impl RowBuilder {
         format_output: Option<&Bound<'py, PyAny>>,
         failures: &mut Vec<(usize, usize, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mut cells: Vec<Vec<Bound<'py, PyAny>>> =
-            (0..self.outputs.len()).map(|_| Vec::with_capacity(self.n)).collect();
+        let mut cells: Vec<Vec<Bound<'py, PyAny>>> = (0..self.outputs.len())
+            .map(|_| Vec::with_capacity(self.n))
+            .collect();
         let mut metas = Vec::with_capacity(self.n);
         for (k, source) in sources.into_iter().enumerate() {
-            let meta = self.generation(py, context, k, source, format_output, failures, |c, value| {
-                cells[c].push(value);
-                Ok(())
-            })?;
+            let meta = self.generation(
+                py,
+                context,
+                k,
+                source,
+                format_output,
+                failures,
+                |c, value| {
+                    cells[c].push(value);
+                    Ok(())
+                },
+            )?;
             metas.push(meta);
         }
         let row = context.base.copy()?;
@@ -458,7 +497,10 @@ impl RowBuilder {
                         }
                         return self.success_meta(py, context, generation, derived);
                     }
-                    Err(error) => (error, Some(self.narrowed(py, generation, generation.payload.clone())?)),
+                    Err(error) => (
+                        error,
+                        Some(self.narrowed(py, generation, generation.payload.clone())?),
+                    ),
                 }
             }
             Source::Image(generation, Err(error)) => (
@@ -498,7 +540,13 @@ impl RowBuilder {
                 _ => generation.payload.clone(),
             };
             return Ok(Ok((0..self.outputs.len())
-                .map(|c| if Some(c) == self.image { image.clone() } else { py.None().into_bound(py) })
+                .map(|c| {
+                    if Some(c) == self.image {
+                        image.clone()
+                    } else {
+                        py.None().into_bound(py)
+                    }
+                })
                 .collect()));
         };
         let input = match context.original.cast::<PyDict>() {
@@ -518,7 +566,11 @@ impl RowBuilder {
         };
         let mut values = Vec::with_capacity(self.outputs.len());
         for (task, _) in &self.outputs {
-            values.push(formatted.get_item(task.bind(py))?.unwrap_or_else(|| py.None().into_bound(py)));
+            values.push(
+                formatted
+                    .get_item(task.bind(py))?
+                    .unwrap_or_else(|| py.None().into_bound(py)),
+            );
         }
         Ok(Ok(values))
     }
@@ -553,7 +605,10 @@ impl RowBuilder {
             meta.set_item(self.keys.raw_input.bind(py), &context.prompt)?;
         }
         if !generation.alone {
-            if let Some(statistics) = generation.source.get_item(self.keys.answer_statistics.bind(py))? {
+            if let Some(statistics) = generation
+                .source
+                .get_item(self.keys.answer_statistics.bind(py))?
+            {
                 if !statistics.is_none() {
                     meta.set_item(self.keys.statistics.bind(py), statistics)?;
                 }
@@ -585,7 +640,11 @@ impl RowBuilder {
     }
 
     /// A fresh metadata dict holding the row's upstream metadata.
-    fn meta<'py>(&self, py: Python<'py>, context: &RowContext<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn meta<'py>(
+        &self,
+        py: Python<'py>,
+        context: &RowContext<'py>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         match &context.upstream {
             Some(upstream) => upstream.copy(),
             None => Ok(PyDict::new(py)),

@@ -25,7 +25,9 @@ def ref(data: bytes) -> str:
 class ScriptedModel:
     """A duck-typed backend (no base class) that returns what the test scripted."""
 
-    def __init__(self, answers: Answers | Callable[[list[str], int], Answers], name: str = "scripted") -> None:
+    def __init__(
+        self, answers: Answers | Callable[[list[str], int], Answers], name: str = "scripted"
+    ) -> None:
         self.answers = answers
         self.name = name
         self.calls: list[tuple[list[str], int, dict[str, Any]]] = []

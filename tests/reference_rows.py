@@ -41,7 +41,9 @@ def problem(task: ImageTask, index: int, row: Any) -> str | None:
         column = task.input_mappings.get(name, name)
         if column not in row:
             keys = ", ".join(repr(key) for key in row) or "none"
-            return f"row {index} of the batch lacks the input column '{column}' (its columns: {keys})"
+            return (
+                f"row {index} of the batch lacks the input column '{column}' (its columns: {keys})"
+            )
     meta = row.get(task.metadata_column)
     if meta is not None and not isinstance(meta, dict):
         return (
@@ -57,24 +59,32 @@ def problem(task: ImageTask, index: int, row: Any) -> str | None:
     return None
 
 
-def read_entry(entry: Any, n: int) -> tuple[list[tuple[dict[str, Any], Any, bool]], str | None, Any]:
+def read_entry(
+    entry: Any, n: int
+) -> tuple[list[tuple[dict[str, Any], Any, bool]], str | None, Any]:
     """(generations, error, raw) of one input's entry."""
     if isinstance(entry, BaseException):
         return [], f"the model raised {describe(entry)}", None
     if entry is None:
         return [], "the model returned no answer for this input", None
     if not isinstance(entry, (list, tuple)):
-        return [], (
-            f"the model's answer is {type(entry).__name__}, expected a list of dicts with an "
-            "'images' list"
-        ), entry
+        return (
+            [],
+            (
+                f"the model's answer is {type(entry).__name__}, expected a list of dicts with an "
+                "'images' list"
+            ),
+            entry,
+        )
     generations = []
     for index, part in enumerate(entry):
         images = part.get("images") if isinstance(part, dict) else None
         if not isinstance(images, (list, tuple)):
-            return [], (
-                f"part {index} of the model's answer is not a dict with an 'images' list"
-            ), entry
+            return (
+                [],
+                (f"part {index} of the model's answer is not a dict with an 'images' list"),
+                entry,
+            )
         alone = len(images) == 1 and len(part) == 1
         generations.extend((part, image, alone) for image in images)
     return generations[:n], None, None
@@ -102,13 +112,15 @@ def reference_rows(
     elif answers is None:
         batch_error = "the model returned None instead of a list of answers"
     elif not isinstance(answers, (list, tuple)):
-        batch_error = f"the model returned {type(answers).__name__}, expected a list of {len(valid)} answers"
+        batch_error = (
+            f"the model returned {type(answers).__name__}, expected a list of {len(valid)} answers"
+        )
     elif len(answers) != len(valid):
         batch_error = (
             f"the model returned {len(answers)} answers for {len(valid)} inputs; "
             "they cannot be matched to rows"
         )
-    entries = dict(zip(valid, answers)) if batch_error is None else {}
+    entries = dict(zip(valid, answers, strict=True)) if batch_error is None else {}
 
     out: list[dict[str, Any]] = []
     failures: list[tuple[int, int, str]] = []
@@ -183,7 +195,7 @@ def convert(task: ImageTask, payload: Any) -> tuple[Any, str | None]:
     """The image column's value for a payload, or why the payload is unusable."""
     if not isinstance(payload, (str, bytes)):
         return None, f"is a {type(payload).__name__}, expected base64 text or bytes"
-    needs_bytes = task.add_raw_output and not task.inline_raw_images or task.images_as_bytes
+    needs_bytes = (task.add_raw_output and not task.inline_raw_images) or task.images_as_bytes
     if isinstance(payload, str):
         if not needs_bytes:
             return payload, None

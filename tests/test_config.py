@@ -32,20 +32,53 @@ def test_auto_name_is_snake_case_of_the_class() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"num_generations": 0}, "ImageGeneration: bad field `num_generations` = 0: Expected `int` >= 1"),
-        ({"num_generations": -2}, "ImageGeneration: bad field `num_generations` = -2: Expected `int` >= 1"),
-        ({"input_batch_size": 0}, "ImageGeneration: bad field `input_batch_size` = 0: Expected `int` >= 1"),
-        ({"num_generations": "2"}, "ImageGeneration: bad field `num_generations` = '2': Expected `int`, got `str`"),
-        ({"group_generations": 1}, "ImageGeneration: bad field `group_generations` = 1: Expected `bool`, got `int`"),
-        ({"colour": "red"}, "ImageGeneration: bad field `colour` = 'red': Object contains unknown field `colour`"),
-        ({"image_format": "jpg"}, "ImageGeneration: bad field `image_format` = 'jpg': expected one of "
-         "['BMP', 'GIF', 'JPEG', 'PNG', 'TIFF', 'WEBP']"),
-        ({"name": "has space"}, "ImageGeneration: bad field `name` = 'has space': must match ^[A-Za-z0-9_-]+$"),
-        ({"input_mappings": {"text": "prompt"}}, "ImageGeneration: bad field `input_mappings`: 'text' is not "
-         "one of the task's inputs ['prompt']"),
-        ({"output_mappings": {"picture": "x"}}, "ImageGeneration: bad field `output_mappings`: 'picture' is not "
-         "one of the task's outputs ['image', 'image_path', 'model_name']"),
-        ({"on_invalid_row": "skip"}, "ImageGeneration: bad field `on_invalid_row` = 'skip': Invalid enum value 'skip'"),
+        (
+            {"num_generations": 0},
+            "ImageGeneration: bad field `num_generations` = 0: Expected `int` >= 1",
+        ),
+        (
+            {"num_generations": -2},
+            "ImageGeneration: bad field `num_generations` = -2: Expected `int` >= 1",
+        ),
+        (
+            {"input_batch_size": 0},
+            "ImageGeneration: bad field `input_batch_size` = 0: Expected `int` >= 1",
+        ),
+        (
+            {"num_generations": "2"},
+            "ImageGeneration: bad field `num_generations` = '2': Expected `int`, got `str`",
+        ),
+        (
+            {"group_generations": 1},
+            "ImageGeneration: bad field `group_generations` = 1: Expected `bool`, got `int`",
+        ),
+        (
+            {"colour": "red"},
+            "ImageGeneration: bad field `colour` = 'red': Object contains unknown field `colour`",
+        ),
+        (
+            {"image_format": "jpg"},
+            "ImageGeneration: bad field `image_format` = 'jpg': expected one of "
+            "['BMP', 'GIF', 'JPEG', 'PNG', 'TIFF', 'WEBP']",
+        ),
+        (
+            {"name": "has space"},
+            "ImageGeneration: bad field `name` = 'has space': must match ^[A-Za-z0-9_-]+$",
+        ),
+        (
+            {"input_mappings": {"text": "prompt"}},
+            "ImageGeneration: bad field `input_mappings`: 'text' is not "
+            "one of the task's inputs ['prompt']",
+        ),
+        (
+            {"output_mappings": {"picture": "x"}},
+            "ImageGeneration: bad field `output_mappings`: 'picture' is not "
+            "one of the task's outputs ['image', 'image_path', 'model_name']",
+        ),
+        (
+            {"on_invalid_row": "skip"},
+            "ImageGeneration: bad field `on_invalid_row` = 'skip': Invalid enum value 'skip'",
+        ),
     ],
 )
 def test_bad_fields_name_the_field_and_value(fields: dict[str, Any], message: str) -> None:
@@ -57,7 +90,10 @@ def test_bad_fields_name_the_field_and_value(fields: dict[str, Any], message: st
 def test_missing_model_and_wrong_model() -> None:
     with pytest.raises(ConfigError, match="Object missing required field `image_generation_model`"):
         ImageGeneration()
-    with pytest.raises(ConfigError, match=r"bad field `image_generation_model` = str: expected an image generation model"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bad field `image_generation_model` = str: expected an image generation model",
+    ):
         ImageGeneration(image_generation_model="dall-e-3")
 
 
@@ -75,7 +111,10 @@ def test_save_artifacts_is_refused_until_available() -> None:
 
 
 def test_image_format_is_normalised() -> None:
-    assert ImageGeneration(image_generation_model=EchoModel(), image_format="png").image_format == "PNG"
+    assert (
+        ImageGeneration(image_generation_model=EchoModel(), image_format="png").image_format
+        == "PNG"
+    )
 
 
 def test_runtime_parameters() -> None:
@@ -87,8 +126,13 @@ def test_runtime_parameters() -> None:
         "add_raw_output": True,
         "add_raw_input": True,
     }
-    task.set_runtime_parameters({"num_generations": 3, "add_raw_input": False,
-                                 "image_generation_model": {"generation_kwargs": {"seed": 1}}})
+    task.set_runtime_parameters(
+        {
+            "num_generations": 3,
+            "add_raw_input": False,
+            "image_generation_model": {"generation_kwargs": {"seed": 1}},
+        }
+    )
     assert (task.num_generations, task.add_raw_input) == (3, False)
     assert task.image_generation_model.generation_kwargs == {"seed": 1}
     assert len(task.process_batch([{"prompt": "x"}])) == 3

@@ -29,7 +29,9 @@ def task_for(answers: Any, **fields: Any) -> ImageGeneration:
 
 def test_format_output_raising_fails_only_that_generation(caplog: pytest.LogCaptureFixture) -> None:
     class Picky(ImageGeneration):
-        def format_output(self, output: dict[str, Any], input: dict[str, Any] | None = None) -> dict[str, Any]:
+        def format_output(
+            self, output: dict[str, Any], input: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
             if output["images"][0] == b64(b"bad"):
                 raise ValueError("cannot use this one")
             return {"image": output["images"][0]}
@@ -71,8 +73,14 @@ def test_model_raising_fails_every_row_of_the_batch_with_the_error() -> None:
     [
         (None, "the model returned None instead of a list of answers"),
         ("nope", "the model returned str, expected a list of 2 answers"),
-        ([[{"images": [b64(b"a")]}]], "the model returned 1 answers for 2 inputs; they cannot be matched to rows"),
-        ([[{"images": [b64(b"a")]}]] * 3, "the model returned 3 answers for 2 inputs; they cannot be matched to rows"),
+        (
+            [[{"images": [b64(b"a")]}]],
+            "the model returned 1 answers for 2 inputs; they cannot be matched to rows",
+        ),
+        (
+            [[{"images": [b64(b"a")]}]] * 3,
+            "the model returned 3 answers for 2 inputs; they cannot be matched to rows",
+        ),
     ],
 )
 def test_unusable_batch_answers_keep_every_row(answers: Any, error: str) -> None:
@@ -99,11 +107,16 @@ def test_per_input_failures_leave_batch_mates_untouched() -> None:
     assert errors[0:2] == [None, "the model returned 1 image(s) for 2 generation(s)"]
     assert errors[2:4] == ["the model raised TimeoutError: request timed out"] * 2
     assert errors[4:6] == ["the model returned no answer for this input"] * 2
-    assert errors[6:8] == ["the model's answer is dict, expected a list of dicts with an 'images' list"] * 2
+    assert (
+        errors[6:8]
+        == ["the model's answer is dict, expected a list of dicts with an 'images' list"] * 2
+    )
     assert errors[8:10] == ["part 0 of the model's answer is not a dict with an 'images' list"] * 2
     assert errors[10:12] == [None, "the model returned 1 image(s) for 2 generation(s)"]
-    assert errors[12:14] == ["image 0 of the model's answer is a int, expected base64 text or bytes",
-                             "the model returned 1 image(s) for 2 generation(s)"]
+    assert errors[12:14] == [
+        "image 0 of the model's answer is a int, expected base64 text or bytes",
+        "the model returned 1 image(s) for 2 generation(s)",
+    ]
     assert errors[14].startswith("image 0 of the model's answer is not valid base64 (")
     assert rows[0]["image"] == b64(b"g") and rows[10]["image"] == b64(b"only-one")
     # raw answers are kept, payloads inlined since no image column holds them
@@ -125,7 +138,9 @@ def test_failures_have_the_same_top_level_keys_as_successes() -> None:
 
 def test_grouped_failure_keeps_list_lengths() -> None:
     answers = [[{"images": [b64(b"a")]}]]
-    rows = task_for(answers, num_generations=3, group_generations=True).process_batch([{"prompt": "x"}])
+    rows = task_for(answers, num_generations=3, group_generations=True).process_batch(
+        [{"prompt": "x"}]
+    )
     (row,) = rows
     assert row["image"] == [b64(b"a"), None, None]
     assert len(row[META]) == 3
@@ -144,7 +159,10 @@ def test_missing_column_raises_naming_the_row_and_column_before_the_model_is_cal
     task = ImageGeneration(image_generation_model=model)
     with pytest.raises(InputRowError) as info:
         task.process_batch([{"prompt": "a"}, {"text": "b", "id": 2}])
-    assert str(info.value) == "row 1 of the batch lacks the input column 'prompt' (its columns: 'text', 'id')"
+    assert (
+        str(info.value)
+        == "row 1 of the batch lacks the input column 'prompt' (its columns: 'text', 'id')"
+    )
     assert (info.value.row, info.value.column) == (1, "prompt")
     assert model.calls == []
 
@@ -153,7 +171,11 @@ def test_missing_column_raises_naming_the_row_and_column_before_the_model_is_cal
     ("row", "message", "column"),
     [
         (["prompt"], "row 0 of the batch is a list, not a mapping", None),
-        ({"prompt": 3}, "row 0 of the batch has no text prompt: its column 'prompt' holds a int", "prompt"),
+        (
+            {"prompt": 3},
+            "row 0 of the batch has no text prompt: its column 'prompt' holds a int",
+            "prompt",
+        ),
         (
             {"prompt": "x", META: "oops"},
             f"row 0 of the batch has a str in column '{META}', expected a dict of metadata",
@@ -174,7 +196,10 @@ def test_invalid_rows_pass_through_as_failure_rows_when_asked() -> None:
     assert model.calls[0][0] == ["a", "c"]
     assert [row["image"] for row in rows] == [b64(b"a"), None, None, b64(b"c")]
     assert rows[1] == failure(
-        None, None, "row 1 of the batch lacks the input column 'prompt' (its columns: 'text')", text="b"
+        None,
+        None,
+        "row 1 of the batch lacks the input column 'prompt' (its columns: 'text')",
+        text="b",
     ) | {"model_name": "scripted"}
     assert rows[2][META][f"error_{NAME}"] == "row 2 of the batch is a int, not a mapping"
 
@@ -207,5 +232,7 @@ def test_format_input_raising_names_the_row() -> None:
         def format_input(self, input: dict[str, Any]) -> str:
             raise KeyError("style")
 
-    with pytest.raises(InputRowError, match=r"^format_input failed for row 0 of the batch: KeyError: 'style'$"):
+    with pytest.raises(
+        InputRowError, match=r"^format_input failed for row 0 of the batch: KeyError: 'style'$"
+    ):
         Broken(image_generation_model=EchoModel()).process_batch([{"prompt": "x"}])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from conftest import EchoModel, ScriptedModel, b64, ref
@@ -52,7 +52,9 @@ def test_inline_raw_images_matches_distilabel_byte_for_byte() -> None:
     ]
 
 
-def expected_meta(prompt: str, k: int, raw_output: bool, raw_input: bool, inline: bool) -> dict[str, Any]:
+def expected_meta(
+    prompt: str, k: int, raw_output: bool, raw_input: bool, inline: bool
+) -> dict[str, Any]:
     data = f"{prompt}#{k}".encode()
     meta: dict[str, Any] = {}
     if raw_output:
@@ -64,7 +66,11 @@ def expected_meta(prompt: str, k: int, raw_output: bool, raw_input: bool, inline
 
 @pytest.mark.parametrize(
     ("n", "group", "raw_output", "raw_input", "as_bytes", "inline"),
-    list(itertools.product([1, 3], [False, True], [False, True], [False, True], [False, True], [False, True])),
+    list(
+        itertools.product(
+            [1, 3], [False, True], [False, True], [False, True], [False, True], [False, True]
+        )
+    ),
 )
 def test_every_flag_combination(
     n: int, group: bool, raw_output: bool, raw_input: bool, as_bytes: bool, inline: bool
@@ -91,7 +97,9 @@ def test_every_flag_combination(
                 **r,
                 "image": [image(r["prompt"], k) for k in range(n)],
                 "model_name": "echo",
-                META: [expected_meta(r["prompt"], k, raw_output, raw_input, inline) for k in range(n)],
+                META: [
+                    expected_meta(r["prompt"], k, raw_output, raw_input, inline) for k in range(n)
+                ],
             }
             for r in inputs
         ]
@@ -121,7 +129,9 @@ def test_one_dict_holding_all_images_keeps_every_image_in_order() -> None:
 
 
 def test_one_dict_per_generation_is_not_truncated() -> None:
-    model = ScriptedModel([[{"images": [b64(b"a")], "seed": 1}, {"images": [b64(b"b")], "seed": 2}]])
+    model = ScriptedModel(
+        [[{"images": [b64(b"a")], "seed": 1}, {"images": [b64(b"b")], "seed": 2}]]
+    )
     task = ImageGeneration(image_generation_model=model, num_generations=2)
     rows = task.process_batch([{"prompt": "x"}])
     assert [row["image"] for row in rows] == [b64(b"a"), b64(b"b")]
@@ -160,7 +170,12 @@ def test_mappings_and_metadata_column() -> None:
         metadata_column="meta",
     )
     assert task.process_batch([{"text": "x"}]) == [
-        {"text": "x", "picture": b64(b"x#0"), "generator": "echo", "meta": expected_meta("x", 0, True, True, False)}
+        {
+            "text": "x",
+            "picture": b64(b"x#0"),
+            "generator": "echo",
+            "meta": expected_meta("x", 0, True, True, False),
+        }
     ]
 
 
@@ -185,13 +200,17 @@ def test_format_output_override_is_called_per_generation() -> None:
     seen: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
 
     class Captioned(ImageGeneration):
-        def format_output(self, output: dict[str, Any], input: dict[str, Any] | None = None) -> dict[str, Any]:
+        def format_output(
+            self, output: dict[str, Any], input: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
             seen.append((output, input))
             return {"image": output["images"][0][::-1], "unused": 1}
 
     img_a, img_b = b64(b"aa"), b64(b"bb")
     model = ScriptedModel([[{"images": [img_a, img_b], "seed": 3}]])
-    task = Captioned(image_generation_model=model, num_generations=2, output_mappings={"image": "pic"})
+    task = Captioned(
+        image_generation_model=model, num_generations=2, output_mappings={"image": "pic"}
+    )
     rows = task.process_batch([{"prompt": "x"}])
     assert seen == [
         ({"images": [img_a], "seed": 3}, {"prompt": "x"}),
@@ -209,7 +228,7 @@ def test_process_yields_one_batch_like_distilabel() -> None:
 
 def test_generation_kwargs_reach_the_model() -> None:
     class Recording(EchoModel):
-        seen: list[dict[str, Any]] = []
+        seen: ClassVar[list[dict[str, Any]]] = []
 
         def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
             Recording.seen.append(kwargs)

@@ -26,7 +26,9 @@ class SlowModel(AsyncImageGenerationModel):
     def model_name(self) -> str:
         return "slow"
 
-    async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> list[dict[str, Any]]:
+    async def agenerate(
+        self, input: str, num_generations: int = 1, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
@@ -43,7 +45,9 @@ def test_concurrency_is_capped_and_answers_keep_input_order() -> None:
     prompts = [f"p{i}" for i in range(20)]
     answers = model.generate(prompts, num_generations=2)
     assert model.peak == 3
-    assert answers == [[{"images": [b64(f"{p}0".encode()), b64(f"{p}1".encode())]}] for p in prompts]
+    assert answers == [
+        [{"images": [b64(f"{p}0".encode()), b64(f"{p}1".encode())]}] for p in prompts
+    ]
     model.unload()
 
 

@@ -22,12 +22,18 @@ settings.load_profile("ci")
 COLLIDING = ["prompt", "text", "image", "picture", "model_name", "distilabel_metadata", "meta"]
 keys = st.one_of(st.sampled_from(COLLIDING), st.text(max_size=6))
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
     st.binary(max_size=8),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 payloads = st.one_of(
@@ -38,7 +44,12 @@ payloads = st.one_of(
 )
 extras = st.dictionaries(
     st.sampled_from(["seed", "revised_prompt", "statistics", "usage"]),
-    st.one_of(st.none(), st.integers(), st.text(max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)),
+    st.one_of(
+        st.none(),
+        st.integers(),
+        st.text(max_size=4),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    ),
     max_size=3,
 )
 
@@ -68,35 +79,51 @@ def rows_for(draw: st.DrawFn, task: ImageGeneration) -> list[Any]:
     column = task.input_mappings.get("prompt", "prompt")
     rows: list[Any] = []
     for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.sampled_from(["good"] * 8 + ["missing", "not-mapping", "bad-meta", "bad-prompt"]))
+        kind = draw(
+            st.sampled_from(["good"] * 8 + ["missing", "not-mapping", "bad-meta", "bad-prompt"])
+        )
         if kind == "not-mapping":
             rows.append(draw(st.one_of(st.integers(), st.lists(st.integers(), max_size=2))))
             continue
         row = draw(st.dictionaries(keys, values, max_size=4))
         row.pop(column, None)
         if kind != "missing":
-            row[column] = draw(st.text(max_size=10)) if kind != "bad-prompt" else draw(st.integers())
+            row[column] = (
+                draw(st.text(max_size=10)) if kind != "bad-prompt" else draw(st.integers())
+            )
         meta = task.metadata_column
         if kind == "bad-meta":
             row[meta] = draw(st.text(max_size=3))
         elif meta in row:
-            row[meta] = draw(st.one_of(st.none(), st.dictionaries(st.text(max_size=5), values, max_size=3)))
+            row[meta] = draw(
+                st.one_of(st.none(), st.dictionaries(st.text(max_size=5), values, max_size=3))
+            )
         rows.append(row)
     return rows
 
 
 @st.composite
 def entries(draw: st.DrawFn, n: int) -> Any:
-    kind = draw(st.sampled_from(["one-dict"] * 4 + ["per-generation"] * 4 + ["none", "raise", "bad", "bad-part"]))
+    kind = draw(
+        st.sampled_from(
+            ["one-dict"] * 4 + ["per-generation"] * 4 + ["none", "raise", "bad", "bad-part"]
+        )
+    )
     if kind == "none":
         return None
     if kind == "raise":
         return draw(st.sampled_from([TimeoutError("slow"), ValueError(), RuntimeError("ünï")]))
     if kind == "bad":
-        return draw(st.one_of(st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.integers()))
+        return draw(
+            st.one_of(
+                st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.integers()
+            )
+        )
     count = draw(st.integers(0, n + 1))
     if kind == "one-dict":
-        return [{"images": draw(st.lists(payloads, min_size=count, max_size=count)), **draw(extras)}]
+        return [
+            {"images": draw(st.lists(payloads, min_size=count, max_size=count)), **draw(extras)}
+        ]
     parts: list[Any] = [{**draw(extras), "images": [draw(payloads)]} for _ in range(count)]
     if kind == "bad-part":
         parts.append(draw(st.sampled_from([{"pictures": []}, "x", {"images": "abc"}])))
@@ -122,7 +149,9 @@ def cases(draw: st.DrawFn) -> tuple[ImageGeneration, list[Any], Any]:
 
 
 def normalised(failures: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    return [(i, k, re.sub(r"not valid base64 \(.*\)$", "not valid base64", e)) for i, k, e in failures]
+    return [
+        (i, k, re.sub(r"not valid base64 \(.*\)$", "not valid base64", e)) for i, k, e in failures
+    ]
 
 
 def normalised_rows(rows: list[dict[str, Any]], task: ImageGeneration) -> list[dict[str, Any]]:
@@ -175,7 +204,7 @@ def test_process_batch_sends_each_valid_prompt_once_and_loses_no_row(
 def test_invalid_rows_raise_naming_the_first_one_when_not_passed_through(
     case: tuple[ImageGeneration, list[Any], Any],
 ) -> None:
-    task, rows, answers = case
+    task, rows, _ = case
     task.on_invalid_row = "raise"
     problems = [(i, problem(task, i, row)) for i, row in enumerate(rows)]
     first = next(((i, p) for i, p in problems if p is not None), None)

@@ -1,8 +1,11 @@
 """Native core of imagetask: the per-row and per-batch loops of an `ImageTask`."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
 
+__all__ = ["RowBuilder"]
+
+@final
 class RowBuilder:
     """Builds the output rows of one task configuration.
 

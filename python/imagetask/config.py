@@ -111,10 +111,8 @@ class Configurable:
         if found is None:
             return ConfigError(f"{cls}: {message}")
         field = found.group(1)
-        if field in self.__secret__ or field not in fields:
-            shown = ""
-        else:
-            shown = f" = {fields[field]!r}"
+        hidden = field in self.__secret__ or field not in fields
+        shown = "" if hidden else f" = {fields[field]!r}"
         message = _AT.sub("", message)
         return ConfigError(f"{cls}: bad field `{field}`{shown}: {message}")
 

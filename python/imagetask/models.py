@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import msgspec
@@ -12,8 +13,8 @@ from imagetask.config import Configurable, RuntimeParameter
 from imagetask.runtime import BackgroundLoop
 
 __all__ = [
-    "AsyncImageGenerationModel",
     "Answer",
+    "AsyncImageGenerationModel",
     "ImageGenerationModel",
     "ImageModel",
 ]
@@ -35,7 +36,7 @@ class ImageModel(Protocol):
 
     def generate(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any
-    ) -> list[Answer]: ...
+    ) -> Sequence[Answer | BaseException]: ...
 
 
 class ImageGenerationModel(Configurable, ABC):
@@ -59,9 +60,7 @@ class ImageGenerationModel(Configurable, ABC):
         """Releases what `load` acquired."""
 
     @abstractmethod
-    def generate(
-        self, inputs: list[str], num_generations: int = 1, **kwargs: Any
-    ) -> list[Answer]:
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> list[Answer]:
         """Generates `num_generations` images per input; returns one answer per input."""
 
     def generate_outputs(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -101,7 +101,9 @@ class ImageTask(Configurable, ABC):
         if not self.name:
             self.name = _SNAKE.sub("_", cls).lower() + "_0"
         if not _NAME.match(self.name):
-            raise ConfigError(f"{cls}: bad field `name` = {self.name!r}: must match {_NAME.pattern}")
+            raise ConfigError(
+                f"{cls}: bad field `name` = {self.name!r}: must match {_NAME.pattern}"
+            )
         model = self.image_generation_model
         if not (callable(getattr(model, "generate", None)) and hasattr(model, "model_name")):
             raise ConfigError(
@@ -179,14 +181,15 @@ class ImageTask(Configurable, ABC):
             metadata_column=self.metadata_column,
         )
 
-    def _generate(self, prompts: list[str]) -> list[Answer | BaseException] | BaseException:
+    def _generate(self, prompts: list[str]) -> Sequence[Answer | BaseException] | BaseException:
         model = self.image_generation_model
         get_kwargs = getattr(model, "get_generation_kwargs", None)
         kwargs = get_kwargs() if callable(get_kwargs) else {}
         try:
-            return model.generate(inputs=prompts, num_generations=self.num_generations, **kwargs)
+            answers = model.generate(inputs=prompts, num_generations=self.num_generations, **kwargs)
         except Exception as exc:
             return exc
+        return answers
 
     def process_batch(self, inputs: Iterable[Row]) -> list[Row]:
         """Formats, generates and builds the output rows of one batch.

@@ -1,0 +1,53 @@
+"""The benchmark's plain-Python baseline builds exactly the rows imagetask builds."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from imagetask import ImageGeneration
+
+
+def load_bench() -> ModuleType:
+    path = Path(__file__).parent.parent / "benches" / "bench_rows.py"
+    spec = importlib.util.spec_from_file_location("bench_rows", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("n", "raw", "group"), list(itertools.product([1, 4], [True, False], [False, True]))
+)
+def test_python_baseline_matches_imagetask(n: int, raw: bool, group: bool) -> None:
+    bench = load_bench()
+    rows = bench.make_rows(2500)
+    answers = bench.make_answers(2500, n)
+
+    class Model:
+        model_name = bench.MODEL
+        generate = staticmethod(bench.Replay(answers))
+
+        def load(self) -> None: ...
+
+        def unload(self) -> None: ...
+
+    task = ImageGeneration(
+        image_generation_model=Model(),
+        num_generations=n,
+        group_generations=group,
+        add_raw_output=raw,
+        add_raw_input=raw,
+    )
+    replay = bench.Replay(answers)
+    for start in range(0, len(rows), bench.BATCH):
+        batch: list[dict[str, Any]] = rows[start : start + bench.BATCH]
+        expected = bench.python_rows(batch, replay([r["prompt"] for r in batch], n), n, raw, group)
+        assert task.process_batch(batch) == expected
+        assert len(expected) == len(batch) * (1 if group else n)

@@ -91,28 +91,33 @@ def python_rows(
     return out
 
 
+def imagetask_task(replay: Replay, n: int, raw: bool, group: bool) -> Any:
+    """imagetask's `ImageGeneration` over a duck-typed model replaying `replay`."""
+    from imagetask import ImageGeneration
+
+    class Model:
+        model_name = MODEL
+        generate = staticmethod(replay)
+
+        def load(self) -> None: ...
+
+        def unload(self) -> None: ...
+
+    return ImageGeneration(
+        image_generation_model=Model(),
+        num_generations=n,
+        group_generations=group,
+        add_raw_output=raw,
+        add_raw_input=raw,
+    )
+
+
 def worker(contender: str, n_rows: int, n: int, raw: bool, group: bool) -> dict[str, Any]:
     rows = make_rows(n_rows)
     replay = Replay(make_answers(n_rows, n))
     batches = [rows[start : start + BATCH] for start in range(0, n_rows, BATCH)]
     if contender == "imagetask":
-        from imagetask import ImageGeneration
-
-        class Model:
-            model_name = MODEL
-            generate = staticmethod(replay)
-
-            def load(self) -> None: ...
-
-            def unload(self) -> None: ...
-
-        task: Any = ImageGeneration(
-            image_generation_model=Model(),
-            num_generations=n,
-            group_generations=group,
-            add_raw_output=raw,
-            add_raw_input=raw,
-        )
+        task = imagetask_task(replay, n, raw, group)
 
         def run(batch: list[dict[str, Any]]) -> int:
             return len(next(task.process(batch)))
@@ -208,7 +213,7 @@ def main() -> None:
         f"Python {platform.python_version()}; repeats={args.repeats}, batch={BATCH}"
     )
     print(
-        "| rows | n | raw | grouped | contender | median rows/s | best rows/s | "
+        "| rows | n | raw | grouped | contender | median input rows/s | best input rows/s | "
         "vs python | vs distilabel | peak RSS MB |"
     )
     print("|---:|---:|:-:|:-:|---|---:|---:|---:|---:|---:|")

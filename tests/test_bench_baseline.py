@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from imagetask import ImageGeneration
-
 
 def load_bench() -> ModuleType:
     path = Path(__file__).parent.parent / "benches" / "bench_rows.py"
@@ -30,21 +28,7 @@ def test_python_baseline_matches_imagetask(n: int, raw: bool, group: bool) -> No
     rows = bench.make_rows(2500)
     answers = bench.make_answers(2500, n)
 
-    class Model:
-        model_name = bench.MODEL
-        generate = staticmethod(bench.Replay(answers))
-
-        def load(self) -> None: ...
-
-        def unload(self) -> None: ...
-
-    task = ImageGeneration(
-        image_generation_model=Model(),
-        num_generations=n,
-        group_generations=group,
-        add_raw_output=raw,
-        add_raw_input=raw,
-    )
+    task = bench.imagetask_task(bench.Replay(answers), n, raw, group)
     replay = bench.Replay(answers)
     for start in range(0, len(rows), bench.BATCH):
         batch: list[dict[str, Any]] = rows[start : start + bench.BATCH]

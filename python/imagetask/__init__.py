@@ -7,7 +7,7 @@ in the native extension `imagetask._core`.
 
 from imagetask import _core
 from imagetask.config import RuntimeParameter, Secret
-from imagetask.errors import ConfigError, ImageTaskError, InputRowError, MissingExtraError
+from imagetask.errors import ConfigError, ImageTaskError, InputRowError
 from imagetask.generation import ImageGeneration
 from imagetask.models import AsyncImageGenerationModel, ImageGenerationModel, ImageModel
 from imagetask.task import ImageTask
@@ -21,7 +21,6 @@ __all__ = [
     "ImageTask",
     "ImageTaskError",
     "InputRowError",
-    "MissingExtraError",
     "RuntimeParameter",
     "Secret",
     "_core",

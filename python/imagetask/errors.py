@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ImageTaskError", "InputRowError", "MissingExtraError"]
+__all__ = ["ConfigError", "ImageTaskError", "InputRowError"]
 
 
 class ImageTaskError(Exception):
@@ -28,7 +28,3 @@ class InputRowError(ImageTaskError, ValueError):
         super().__init__(message)
         self.row = row
         self.column = column
-
-
-class MissingExtraError(ImageTaskError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""

@@ -413,6 +413,12 @@ impl RowBuilder {
                 }
             } else if let Ok(bytes) = payload.cast::<PyBytes>() {
                 Ok(Payload::Bytes(bytes.as_bytes()))
+            } else if payload.is_none() {
+                // A backend that lost some images of an input says why under "error".
+                Err(match generation.source.get_item("error")? {
+                    Some(error) if !error.is_none() => format!("is missing: {}", error.str()?),
+                    _ => "is None, expected base64 text or bytes".to_owned(),
+                })
             } else {
                 Err(format!(
                     "is a {}, expected base64 text or bytes",

@@ -144,7 +144,7 @@ def reference_rows(
                 fail = f"the model returned {len(gens)} image(s) for {n} generation(s)"
             if fail is None:
                 part, payload, alone = gens[k]
-                image, fail = convert(task, payload)
+                image, fail = convert(task, part, payload)
                 if fail is not None:
                     fail = f"image {k} of the model's answer {fail}"
                     fail_raw = narrowed(part, payload)
@@ -191,8 +191,13 @@ def reference_rows(
     return out, failures
 
 
-def convert(task: ImageTask, payload: Any) -> tuple[Any, str | None]:
+def convert(task: ImageTask, part: dict[str, Any], payload: Any) -> tuple[Any, str | None]:
     """The image column's value for a payload, or why the payload is unusable."""
+    if payload is None:
+        error = part.get("error")
+        if error is not None:
+            return None, f"is missing: {error}"
+        return None, "is None, expected base64 text or bytes"
     if not isinstance(payload, (str, bytes)):
         return None, f"is a {type(payload).__name__}, expected base64 text or bytes"
     needs_bytes = (task.add_raw_output and not task.inline_raw_images) or task.images_as_bytes

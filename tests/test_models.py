@@ -21,6 +21,7 @@ class SlowModel(AsyncImageGenerationModel):
         super().__post_init__()
         self.in_flight = 0
         self.peak = 0
+        self.calls: dict[str, int] = {}
 
     @property
     def model_name(self) -> str:
@@ -29,6 +30,7 @@ class SlowModel(AsyncImageGenerationModel):
     async def agenerate(
         self, input: str, num_generations: int = 1, **kwargs: Any
     ) -> list[dict[str, Any]]:
+        self.calls[input] = self.calls.get(input, 0) + 1
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
@@ -51,13 +53,16 @@ def test_concurrency_is_capped_and_answers_keep_input_order() -> None:
     model.unload()
 
 
-def test_a_failing_request_fails_only_its_rows() -> None:
-    task = ImageGeneration(image_generation_model=SlowModel())
+def test_a_failing_request_fails_only_its_rows_after_its_retries() -> None:
+    model = SlowModel(max_retries=2, retry_backoff=0.001)
+    task = ImageGeneration(image_generation_model=model)
     rows = task.process_batch([{"prompt": "a"}, {"prompt": "boom"}, {"prompt": "c"}])
     assert [row["image"] for row in rows] == [b64(b"a0"), None, b64(b"c0")]
     assert rows[1]["distilabel_metadata"]["error_image_generation_0"] == (
-        "the model raised ConnectionError: server went away"
+        "the model raised RequestError: request failed after 3 attempts: "
+        "ConnectionError: server went away"
     )
+    assert model.calls == {"a": 1, "boom": 3, "c": 1}
     task.unload()
 
 

@@ -43,7 +43,7 @@ payloads = st.one_of(
     st.sampled_from(["@@@@", "YR==", "héllo", 42, None]),
 )
 extras = st.dictionaries(
-    st.sampled_from(["seed", "revised_prompt", "statistics", "usage"]),
+    st.sampled_from(["seed", "revised_prompt", "statistics", "usage", "error"]),
     st.one_of(
         st.none(),
         st.integers(),

@@ -1,9 +1,30 @@
 """Native core of imagetask: the per-row and per-batch loops of an `ImageTask`."""
 
+import os
 from collections.abc import Callable
 from typing import Any, final
 
-__all__ = ["RowBuilder"]
+__all__ = ["RowBuilder", "placeholder_images", "write_artifacts"]
+
+def placeholder_images(
+    prompts: list[str], *, num_generations: int, seed: int, width: int, height: int
+) -> list[list[bytes]]:
+    """Placeholder PNG pictures: `num_generations` per prompt, `width` x `height` pixels."""
+
+def write_artifacts(
+    rows: list[dict[str, Any]],
+    *,
+    image_column: str,
+    path_column: str,
+    metadata_column: str,
+    error_key: str,
+    folder: str | os.PathLike[str],
+    prefix: str,
+    convert: Callable[[bytes], bytes] | None = None,
+) -> list[tuple[int, int, str]]:
+    """Writes each row's image to `folder/<sha256>.<ext>` and sets its path column to
+    `prefix/<sha256>.<ext>` once the file is on disk; returns `(row, generation, error)`
+    for the images that could not be written (their path is `None`)."""
 
 @final
 class RowBuilder:

@@ -35,6 +35,11 @@ class BackgroundLoop:
                 self._loop, self._thread = loop, thread
             return self._loop
 
+    @property
+    def started(self) -> bool:
+        """Whether the loop's thread is running."""
+        return self._loop is not None
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Runs `coroutine` on the background loop and waits for its result."""
         loop = self._ensure()

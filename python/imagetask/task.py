@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -191,20 +192,51 @@ class ImageTask(Configurable, ABC):
             return exc
         return answers
 
-    def process_batch(self, inputs: Iterable[Row]) -> list[Row]:
-        """Formats, generates and builds the output rows of one batch.
+    async def _agenerate(
+        self, prompts: list[str]
+    ) -> Sequence[Answer | BaseException] | BaseException:
+        model = self.image_generation_model
+        agenerate_batch = getattr(model, "agenerate_batch", None)
+        if not callable(agenerate_batch):
+            return await asyncio.to_thread(self._generate, prompts)
+        get_kwargs = getattr(model, "get_generation_kwargs", None)
+        kwargs = get_kwargs() if callable(get_kwargs) else {}
+        try:
+            answers: Sequence[Answer | BaseException] = await agenerate_batch(
+                prompts, self.num_generations, **kwargs
+            )
+        except Exception as exc:
+            return exc
+        return answers
 
-        Returns `len(inputs) * num_generations` rows (`len(inputs)` when grouped): a row
-        whose generation failed holds `None` in its output columns and the error under
-        `error_<name>` in its metadata.
-        """
+    def _start(self, inputs: Iterable[Row]) -> tuple[RowBuilder, list[Row], list[str], Any]:
+        """Checks and formats a batch: its builder, rows, prompts and invalid rows."""
         rows = inputs if type(inputs) is list else list(inputs)
         builder = self._builder()
         prompts, invalid = builder.prompts(rows, self._hook("format_input"))
-        answers = self._generate(prompts) if prompts else []
+        return builder, rows, prompts, invalid
+
+    def _finish(
+        self,
+        builder: RowBuilder,
+        rows: list[Row],
+        prompts: list[str],
+        answers: Any,
+        invalid: Any,
+    ) -> list[Row]:
+        """Builds a batch's output rows from the model's answers and logs its failures."""
         built, failures = builder.build(
             rows, prompts, answers, invalid, self._hook("format_output")
         )
+        failures.extend(self._after_build(built))
+        self._log_failures(failures)
+        return built
+
+    def _after_build(self, rows: list[Row]) -> list[tuple[int, int, str]]:
+        """Work on the built rows of a batch (artifacts); returns the failures it caused."""
+        return []
+
+    def _log_failures(self, failures: list[tuple[int, int, str]]) -> None:
         for row, generation, error in failures[:_LOGGED_FAILURES]:
             logger.warning(
                 "Task '%s' failed for row %d, generation %d: %s", self.name, row, generation, error
@@ -215,4 +247,28 @@ class ImageTask(Configurable, ABC):
                 self.name,
                 len(failures) - _LOGGED_FAILURES,
             )
-        return built
+
+    def process_batch(self, inputs: Iterable[Row]) -> list[Row]:
+        """Formats, generates and builds the output rows of one batch.
+
+        Returns `len(inputs) * num_generations` rows (`len(inputs)` when grouped): a row
+        whose generation failed holds `None` in its output columns and the error under
+        `error_<name>` in its metadata.
+        """
+        builder, rows, prompts, invalid = self._start(inputs)
+        answers = self._generate(prompts) if prompts else []
+        return self._finish(builder, rows, prompts, answers, invalid)
+
+    async def agenerate(self, inputs: Iterable[Row]) -> list[Row]:
+        """`process_batch` for callers that are already async: the model's requests run
+        on the caller's event loop (a synchronous model runs in a worker thread)."""
+        builder, rows, prompts, invalid = self._start(inputs)
+        answers = await self._agenerate(prompts) if prompts else []
+        return self._finish(builder, rows, prompts, answers, invalid)
+
+    async def aunload(self) -> None:
+        """Unloads the model, first closing the clients it made on the running loop."""
+        aclose = getattr(self.image_generation_model, "aclose", None)
+        if callable(aclose):
+            await aclose()
+        self.unload()

@@ -1,0 +1,23 @@
+"""Optional dependencies, imported when first needed, with the extra that installs them."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["MissingExtraError", "require"]
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def require(module: str, extra: str, needed_by: str) -> ModuleType:
+    """Imports `module`, or raises `MissingExtraError` naming `imagetask[extra]`."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{needed_by} needs the `{module.split('.')[0]}` package, which is not installed: "
+            f"pip install 'imagetask[{extra}]' ({exc})"
+        ) from None

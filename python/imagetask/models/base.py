@@ -1,0 +1,203 @@
+"""The base classes every image generation backend derives from."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import msgspec
+
+from imagetask.config import Configurable, RuntimeParameter
+from imagetask.models.requests import (
+    RequestError,
+    backoff_delay,
+    describe,
+    retry_after,
+    transient,
+)
+from imagetask.runtime import BackgroundLoop
+
+__all__ = [
+    "Answer",
+    "AsyncImageGenerationModel",
+    "ImageGenerationModel",
+    "ImageModel",
+]
+
+T = TypeVar("T")
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+Answer = list[dict[str, Any]]
+"""One input's answer: dicts of `{"images": [str | bytes, ...], ...}`."""
+
+
+@runtime_checkable
+class ImageModel(Protocol):
+    """What a task needs of a backend; a distilabel image model is one as it is."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def load(self) -> None: ...
+
+    def unload(self) -> None: ...
+
+    def generate(
+        self, inputs: list[str], num_generations: int = 1, **kwargs: Any
+    ) -> Sequence[Answer | BaseException]: ...
+
+
+class ImageGenerationModel(Configurable, ABC):
+    """A synchronous image generation backend.
+
+    Subclasses implement `model_name` and `generate`, and may override `load` and
+    `unload` to acquire and release resources.
+    """
+
+    generation_kwargs: RuntimeParameter[dict[str, Any]] = msgspec.field(default_factory=dict)
+
+    @property
+    @abstractmethod
+    def model_name(self) -> str:
+        """The name recorded in the `model_name` column."""
+
+    def load(self) -> None:
+        """Acquires what `generate` needs (clients, weights)."""
+
+    def unload(self) -> None:
+        """Releases what `load` acquired."""
+
+    @abstractmethod
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> list[Answer]:
+        """Generates `num_generations` images per input; returns one answer per input."""
+
+    def generate_outputs(
+        self, inputs: list[str], num_generations: int = 1, **kwargs: Any
+    ) -> list[Answer]:
+        """Same as `generate` (the name distilabel's tasks call)."""
+        return self.generate(inputs=inputs, num_generations=num_generations, **kwargs)
+
+    def get_generation_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments passed to every `generate` call."""
+        return dict(self.generation_kwargs)
+
+
+class AsyncImageGenerationModel(ImageGenerationModel):
+    """A backend whose requests are coroutines, run concurrently on one event loop.
+
+    Subclasses implement `agenerate` for one input. Every request goes through `_call`:
+    at most `max_concurrency` requests are in flight at once (across all the batches that
+    share the loop), each has `timeout` seconds, and a transient fault (429, 5xx, a
+    timeout, a lost connection) is retried up to `max_retries` times with exponential
+    backoff and jitter, waiting what the server's `Retry-After` asks when it says.
+    A subclass whose `agenerate` makes several requests calls `_call` for each and sets
+    `_calls_requests = True`; otherwise each `agenerate` is treated as one request.
+    An input whose request fails for good gets the error as its answer, so only its own
+    rows fail.
+    """
+
+    max_concurrency: RuntimeParameter[PositiveInt] = 16
+    max_retries: RuntimeParameter[Annotated[int, msgspec.Meta(ge=0)]] = 4
+    timeout: RuntimeParameter[PositiveFloat] = 120.0
+    retry_backoff: RuntimeParameter[PositiveFloat] = 0.5
+
+    _calls_requests: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not hasattr(self, "_loop"):
+            self._loop = BackgroundLoop()
+            self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+                weakref.WeakKeyDictionary()
+            )
+
+    @abstractmethod
+    async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
+        """Generates `num_generations` images for one input."""
+
+    def _secrets(self) -> list[str]:
+        """Values that must never appear in an error message (API keys)."""
+        return [
+            value
+            for name in self.__secret__
+            if isinstance(value := getattr(self, name), str) and value
+        ]
+
+    def _transient(self, exc: BaseException) -> bool:
+        """Whether a failed attempt is worth repeating; backends add their client's errors."""
+        return transient(exc)
+
+    def _on_loop(self, key: str, factory: Callable[[], T]) -> T:
+        """An object made once per event loop (clients are bound to the loop they run on)."""
+        loop = asyncio.get_running_loop()
+        made = self._per_loop.setdefault(loop, {})
+        if key not in made:
+            made[key] = factory()
+        value: T = made[key]
+        return value
+
+    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
+        """Runs one request under the concurrency cap, with its timeout and retries."""
+        slots = self._on_loop(
+            f"slots-{self.max_concurrency}", lambda: asyncio.Semaphore(self.max_concurrency)
+        )
+        attempt = 0
+        while True:
+            async with slots:
+                try:
+                    return await asyncio.wait_for(request(), self.timeout)
+                except Exception as exc:
+                    if not self._transient(exc) or attempt >= self.max_retries:
+                        raise self._final_error(exc, attempt + 1) from None
+                    delay = retry_after(exc)
+            if delay is None:
+                delay = backoff_delay(self.retry_backoff, attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _final_error(self, exc: BaseException, attempts: int) -> RequestError:
+        what = describe(exc)
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
+            what = f"TimeoutError: no answer within {self.timeout:g} s"
+        for secret in self._secrets():
+            what = what.replace(secret, "**********")
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        return RequestError(f"request failed after {tries}: {what}")
+
+    async def agenerate_batch(
+        self, inputs: list[str], num_generations: int = 1, **kwargs: Any
+    ) -> list[Answer | BaseException]:
+        """Answers every input concurrently; a failed request's answer is its exception."""
+
+        def one(prompt: str) -> Awaitable[Answer]:
+            def request() -> Awaitable[Answer]:
+                return self.agenerate(input=prompt, num_generations=num_generations, **kwargs)
+
+            return request() if self._calls_requests else self._call(request)
+
+        return await asyncio.gather(*(one(prompt) for prompt in inputs), return_exceptions=True)
+
+    def generate(  # type: ignore[override]
+        self, inputs: list[str], num_generations: int = 1, **kwargs: Any
+    ) -> list[Answer | BaseException]:
+        return self._loop.run(self.agenerate_batch(inputs, num_generations, **kwargs))
+
+    async def aclose(self) -> None:
+        """Closes the clients made on the running loop (after `await task.agenerate`)."""
+        made = self._per_loop.pop(asyncio.get_running_loop(), {})
+        for value in made.values():
+            close = getattr(value, "aclose", None) or getattr(value, "close", None)
+            if callable(close):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+    def unload(self) -> None:
+        """Closes the clients and stops the background loop."""
+        if self._loop.started:
+            self._loop.run(self.aclose())
+        self._loop.close()

@@ -1,0 +1,206 @@
+"""OpenAI Images API backend (`imagetask[openai]`): OpenAI and OpenAI-compatible servers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import os
+import time
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import msgspec
+
+from imagetask.config import Secret
+from imagetask.errors import ConfigError
+from imagetask.extras import require
+from imagetask.models.base import Answer, AsyncImageGenerationModel
+from imagetask.models.requests import transient_status
+
+if TYPE_CHECKING:
+    import openai
+
+__all__ = ["OpenAIImageGeneration"]
+
+_ONE_PER_REQUEST = ("dall-e-3",)
+_MAX_PER_REQUEST = 10
+
+
+@functools.cache
+def _signature_names(method: Any) -> frozenset[str]:
+    return frozenset(inspect.signature(method).parameters)
+
+
+def _parameters(method: Any) -> frozenset[str]:
+    """The keyword parameters the installed client's `images.generate` knows; the others
+    are sent in `extra_body` (parameters of OpenAI-compatible servers, such as `seed`)."""
+    return _signature_names(getattr(method, "__func__", method))
+
+
+def _http_module() -> Any:
+    """The HTTP client library the installed `openai` is built on."""
+    for name in ("httpx2", "httpx"):
+        try:
+            return __import__(name)
+        except ImportError:
+            continue
+    return require("httpx", "openai", "OpenAIImageGeneration")
+
+
+class OpenAIImageGeneration(AsyncImageGenerationModel):
+    """Images from `POST /v1/images/generations` (GPT image, DALL-E, or any compatible
+    server through `base_url`: LocalAI, vLLM-Omni, ...), with the official `openai` client.
+
+    Only the parameters in `generation_kwargs` are sent (`size`, `quality`,
+    `response_format`, ...; those the client does not know, such as a compatible server's
+    `seed`, in the request body as they are), plus `model`, `prompt` and `n` when more
+    than one image is asked. `num_generations` images are asked `images_per_request` at a
+    time (1 for DALL-E 3, 10 otherwise). `b64_json` answers are used as they are; `url` answers are
+    downloaded. Each image's raw output keeps `revised_prompt` and the `seed` sent;
+    its statistics hold the request's latency, the image's size in bytes and the
+    request's token usage.
+
+    Parameters
+    ----------
+    model:
+        The model name sent to the server (`gpt-image-1`, `dall-e-3`, ...).
+    base_url:
+        The server's API root (default: `OPENAI_BASE_URL`, else OpenAI's).
+    api_key:
+        The API key (default: `OPENAI_API_KEY`); never dumped, shown or logged. A server
+        at `base_url` that needs no key may be used without one.
+    images_per_request:
+        The most images asked in one request (`n`).
+    """
+
+    model: str
+    base_url: str | None = None
+    api_key: Secret[str | None] = None
+    images_per_request: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+    _calls_requests: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require("openai", "openai", type(self).__name__)
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    def load(self) -> None:
+        """Checks that there is an API key to send."""
+        self._key()
+
+    def _key(self) -> str:
+        key = self.api_key or os.environ.get("OPENAI_API_KEY")
+        if key:
+            return key
+        if self.base_url or os.environ.get("OPENAI_BASE_URL"):
+            return "no-key"
+        raise ConfigError(
+            f"{type(self).__name__}: no API key: pass `api_key` or set OPENAI_API_KEY"
+        )
+
+    def _secrets(self) -> list[str]:
+        env = os.environ.get("OPENAI_API_KEY")
+        return [*super()._secrets(), *([env] if env else [])]
+
+    def _client(self) -> openai.AsyncOpenAI:
+        library = require("openai", "openai", type(self).__name__)
+        client: openai.AsyncOpenAI = self._on_loop(
+            "client",
+            lambda: library.AsyncOpenAI(
+                api_key=self._key(), base_url=self.base_url, max_retries=0, timeout=self.timeout
+            ),
+        )
+        return client
+
+    def _transient(self, exc: BaseException) -> bool:
+        openai = require("openai", "openai", type(self).__name__)
+        if isinstance(exc, openai.APIStatusError):
+            return transient_status(exc.status_code)
+        if isinstance(exc, openai.APIConnectionError):
+            return True
+        http = _http_module()
+        if isinstance(exc, http.HTTPStatusError):
+            return transient_status(exc.response.status_code)
+        if isinstance(exc, http.TransportError):
+            return True
+        return super()._transient(exc)
+
+    def _per_request(self) -> int:
+        if self.images_per_request is not None:
+            return self.images_per_request
+        return 1 if self.model.startswith(_ONE_PER_REQUEST) else _MAX_PER_REQUEST
+
+    async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
+        per = self._per_request()
+        counts = [min(per, num_generations - start) for start in range(0, num_generations, per)]
+        parts = await asyncio.gather(
+            *(self._images(input, count, kwargs) for count in counts), return_exceptions=True
+        )
+        if all(isinstance(part, BaseException) for part in parts):
+            raise parts[0]  # type: ignore[misc]
+        answer: Answer = []
+        for count, part in zip(counts, parts, strict=True):
+            if isinstance(part, BaseException):
+                answer.append({"images": [None] * count, "error": str(part)})
+            else:
+                answer.extend(part)
+        return answer
+
+    async def _images(self, prompt: str, count: int, kwargs: dict[str, Any]) -> Answer:
+        """One request for `count` images (downloads included), one dict per image."""
+        client = self._client()
+        known = _parameters(client.images.generate)
+        params: dict[str, Any] = {"model": self.model, "prompt": prompt}
+        extra = {name: value for name, value in kwargs.items() if name not in known}
+        params.update((name, value) for name, value in kwargs.items() if name in known)
+        if extra:
+            params["extra_body"] = {**params.get("extra_body", {}), **extra}
+        if count > 1:
+            params["n"] = count
+
+        async def request() -> tuple[Any, float]:
+            started = time.perf_counter()
+            response = await client.images.generate(**params)
+            return response, time.perf_counter() - started
+
+        response, latency = await self._call(request)
+        data = response.data or []
+        if len(data) != count:
+            raise ValueError(f"the server returned {len(data)} image(s) for n={count}")
+        usage = response.usage.model_dump(exclude_none=True) if response.usage else {}
+        answer: Answer = []
+        for item in data:
+            if item.b64_json is not None:
+                image: str | bytes = item.b64_json
+                size = len(image) * 3 // 4 - item.b64_json[-2:].count("=")
+            elif item.url is not None:
+                url = item.url
+                image = await self._call(lambda url=url: self._download(url))  # type: ignore[misc]
+                size = len(image)
+            else:
+                raise ValueError("the server returned an image with neither b64_json nor url")
+            part: dict[str, Any] = {"images": [image]}
+            if item.revised_prompt is not None:
+                part["revised_prompt"] = item.revised_prompt
+            if "seed" in kwargs:
+                part["seed"] = kwargs["seed"]
+            part["statistics"] = {
+                "latency_s": latency,
+                "image_bytes": size,
+                "images_in_request": count,
+                **usage,
+            }
+            answer.append(part)
+        return answer
+
+    async def _download(self, url: str) -> bytes:
+        http = _http_module()
+        client = self._on_loop("download", lambda: http.AsyncClient(timeout=self.timeout))
+        response = await client.get(url)
+        response.raise_for_status()
+        content: bytes = response.content
+        return content

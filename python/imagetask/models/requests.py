@@ -1,0 +1,89 @@
+"""What the async backends share about one HTTP request: fault kinds, delays, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+
+from imagetask.errors import ImageTaskError
+
+__all__ = [
+    "RequestError",
+    "backoff_delay",
+    "describe",
+    "retry_after",
+    "status_code",
+    "transient",
+    "transient_status",
+]
+
+MAX_BACKOFF = 30.0
+"""Longest wait between two attempts of a request, in seconds, unless the server says more."""
+MAX_RETRY_AFTER = 300.0
+"""Longest `Retry-After` honoured, in seconds."""
+
+_TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+
+
+class RequestError(ImageTaskError):
+    """A request that failed for good (after its retries, or at once when not transient)."""
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status of the response an exception carries, if any."""
+    for holder in (exc, getattr(exc, "response", None)):
+        code = getattr(holder, "status_code", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def transient_status(code: int) -> bool:
+    """Whether an HTTP status is worth retrying: 408, 409, 425, 429 and every 5xx."""
+    return code in _TRANSIENT_STATUS or code >= 500
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an exception is a fault that a later attempt may not meet."""
+    code = status_code(exc)
+    if code is not None:
+        return transient_status(code)
+    return isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError))
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The wait, in seconds, that the response's `Retry-After` header asks for."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return min(max(float(millis) / 1000, 0.0), MAX_RETRY_AFTER)
+        value = headers.get("retry-after")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def backoff_delay(first: float, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, first * 2**attempt], capped."""
+    return random.uniform(0.0, min(MAX_BACKOFF, first * 2**attempt))
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` of an exception, naming timeouts that carry no message."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
+        return "TimeoutError: no answer in time"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

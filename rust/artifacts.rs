@@ -1,0 +1,127 @@
+//! Image artifacts on disk: format sniffing and content-addressed, all-or-nothing writes.
+//!
+//! Plain Rust with no Python types, covered by `cargo test`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// The file extension of an image's format, read from its first bytes.
+pub fn extension(bytes: &[u8]) -> Option<&'static str> {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if starts(b"\x89PNG\r\n\x1a\n") {
+        Some("png")
+    } else if starts(b"\xff\xd8\xff") {
+        Some("jpg")
+    } else if starts(b"GIF87a") || starts(b"GIF89a") {
+        Some("gif")
+    } else if bytes.len() >= 12 && starts(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some("webp")
+    } else if starts(b"BM") {
+        Some("bmp")
+    } else if starts(b"II*\0") || starts(b"MM\0*") {
+        Some("tiff")
+    } else {
+        None
+    }
+}
+
+/// The name of an image's artifact file: `<sha256 hex>.<extension>`.
+pub fn file_name(bytes: &[u8]) -> Result<String, String> {
+    let ext = extension(bytes).ok_or_else(|| {
+        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "the image bytes are in no known image format (first bytes: {})",
+            head.join(" ")
+        )
+    })?;
+    let digest = Sha256::digest(bytes);
+    let mut name = String::with_capacity(64 + 1 + ext.len());
+    for byte in digest {
+        name.push_str(&format!("{byte:02x}"));
+    }
+    name.push('.');
+    name.push_str(ext);
+    Ok(name)
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `dir/name` unless that file exists: first to a temporary file in
+/// `dir`, then renamed, so the name never points to a partial file. Returns whether the
+/// file was written (false: an identical file was already there).
+pub fn store(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<bool> {
+    let target = dir.join(name);
+    if target.exists() {
+        return Ok(false);
+    }
+    let temp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = fs::File::create(&temp).and_then(|mut file| file.write_all(bytes));
+    if let Err(error) = written.and_then(|()| fs::rename(&temp, &target)) {
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("imagetask-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn formats_are_recognised_by_their_magic_bytes() {
+        assert_eq!(extension(b"\x89PNG\r\n\x1a\nrest"), Some("png"));
+        assert_eq!(extension(b"\xff\xd8\xff\xe0"), Some("jpg"));
+        assert_eq!(extension(b"GIF89a.."), Some("gif"));
+        assert_eq!(extension(b"RIFF\0\0\0\0WEBPVP8 "), Some("webp"));
+        assert_eq!(extension(b"RIFF\0\0\0\0WAVE"), None);
+        assert_eq!(extension(b"II*\0"), Some("tiff"));
+        assert_eq!(extension(b"hello"), None);
+    }
+
+    #[test]
+    fn names_are_the_hash_of_the_bytes() {
+        let name = file_name(b"GIF89a").unwrap();
+        let hex: String = Sha256::digest(b"GIF89a")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(name, format!("{hex}.gif"));
+        let err = file_name(b"hello").unwrap_err();
+        assert!(err.ends_with("(first bytes: 68 65 6c 6c 6f)"), "{err}");
+    }
+
+    #[test]
+    fn store_writes_once_and_leaves_no_temporary_file() {
+        let dir = scratch_dir("store");
+        assert!(store(&dir, "a.gif", b"GIF89a-1").unwrap());
+        assert!(!store(&dir, "a.gif", b"GIF89a-1").unwrap());
+        assert_eq!(fs::read(dir.join("a.gif")).unwrap(), b"GIF89a-1");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.gif")]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn store_into_a_missing_folder_is_an_error() {
+        let dir = scratch_dir("missing").join("nope");
+        assert!(store(&dir, "a.gif", b"GIF89a").is_err());
+    }
+}

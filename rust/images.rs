@@ -1,0 +1,215 @@
+//! Python-facing image functions: placeholder pictures and artifact files for built rows.
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+use crate::answers::{describe_exception, type_name};
+use crate::artifacts;
+use crate::payload::{self, Needs, Payload};
+use crate::png;
+
+/// Placeholder PNG pictures: `num_generations` per prompt, `width` x `height` pixels.
+#[pyfunction]
+#[pyo3(signature = (prompts, *, num_generations, seed, width, height))]
+pub fn placeholder_images(
+    py: Python<'_>,
+    prompts: Vec<String>,
+    num_generations: u32,
+    seed: u64,
+    width: u32,
+    height: u32,
+) -> PyResult<Vec<Vec<Py<PyBytes>>>> {
+    for (side, value) in [("width", width), ("height", height)] {
+        if value == 0 || value > png::MAX_SIDE {
+            return Err(PyValueError::new_err(format!(
+                "placeholder {side} must be between 1 and {}, got {value}",
+                png::MAX_SIDE
+            )));
+        }
+    }
+    let pictures: Vec<Vec<Vec<u8>>> = py.detach(|| {
+        prompts
+            .iter()
+            .map(|prompt| {
+                (0..num_generations)
+                    .map(|k| png::placeholder(prompt.as_bytes(), seed, k, width, height))
+                    .collect()
+            })
+            .collect()
+    });
+    Ok(pictures
+        .into_iter()
+        .map(|images| {
+            images
+                .into_iter()
+                .map(|image| PyBytes::new(py, &image).unbind())
+                .collect()
+        })
+        .collect())
+}
+
+/// One image of a built row, owned so that it can be written with the GIL released.
+struct Slot {
+    row: usize,
+    k: usize,
+    image: Result<Option<Owned>, String>,
+}
+
+enum Owned {
+    Text(Vec<u8>),
+    Bytes(Vec<u8>),
+}
+
+fn owned(value: &Bound<'_, PyAny>) -> Result<Option<Owned>, String> {
+    if value.is_none() {
+        Ok(None)
+    } else if let Ok(text) = value.cast::<PyString>() {
+        let text = text
+            .to_str()
+            .map_err(|_| "the image is not valid base64 (it is not ASCII text)".to_owned())?;
+        Ok(Some(Owned::Text(text.as_bytes().to_vec())))
+    } else if let Ok(bytes) = value.cast::<PyBytes>() {
+        Ok(Some(Owned::Bytes(bytes.as_bytes().to_vec())))
+    } else {
+        Err(format!(
+            "the image is a {}, expected base64 text or bytes",
+            type_name(value)
+        ))
+    }
+}
+
+fn decoded(image: Owned) -> Result<Vec<u8>, String> {
+    match image {
+        Owned::Bytes(bytes) => Ok(bytes),
+        Owned::Text(text) => {
+            let needs = Needs {
+                bytes: true,
+                ..Needs::default()
+            };
+            let mut scratch = Vec::new();
+            let derived = payload::derive(Payload::Text(&text), needs, &mut scratch)
+                .map_err(|e| format!("the image {e}"))?;
+            Ok(derived.bytes.unwrap_or_default())
+        }
+    }
+}
+
+/// Calls the user's converter on one image's bytes.
+fn convert(py: Python<'_>, hook: &Bound<'_, PyAny>, image: Owned) -> Result<Option<Owned>, String> {
+    let bytes = decoded(image)?;
+    let converted = hook
+        .call1((PyBytes::new(py, &bytes),))
+        .map_err(|err| describe_exception(err.value(py).as_any()))?;
+    let converted = converted.cast::<PyBytes>().map_err(|_| {
+        format!(
+            "the converter returned a {}, expected bytes",
+            type_name(&converted)
+        )
+    })?;
+    Ok(Some(Owned::Bytes(converted.as_bytes().to_vec())))
+}
+
+/// Writes the image of every built row to `folder/<sha256>.<ext>` and sets the row's
+/// path column to `prefix/<sha256>.<ext>` once the file is on disk.
+///
+/// Grouped rows (the image column holds a list) get a list of paths. A row without an
+/// image gets `None`; a row whose image cannot be written keeps its image, gets `None`
+/// as its path and the error under `error_key` in its metadata. Returns those failures
+/// as `(row, generation, error)`.
+#[pyfunction]
+#[pyo3(signature = (
+    rows, *, image_column, path_column, metadata_column, error_key, folder, prefix, convert=None
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn write_artifacts(
+    py: Python<'_>,
+    rows: &Bound<'_, PyList>,
+    image_column: &str,
+    path_column: &str,
+    metadata_column: &str,
+    error_key: &str,
+    folder: PathBuf,
+    prefix: &str,
+    convert: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<(usize, usize, String)>> {
+    let mut slots = Vec::with_capacity(rows.len());
+    let mut grouped = vec![false; rows.len()];
+    for (index, row) in rows.iter().enumerate() {
+        let row = row.cast::<PyDict>().map_err(|_| {
+            PyValueError::new_err(format!(
+                "row {index} is a {}, expected a dict",
+                type_name(&row)
+            ))
+        })?;
+        let value = row.get_item(image_column)?.ok_or_else(|| {
+            PyValueError::new_err(format!("row {index} has no column {image_column:?}"))
+        })?;
+        let images: Vec<Bound<'_, PyAny>> = match value.cast::<PyList>() {
+            Ok(list) => {
+                grouped[index] = true;
+                list.iter().collect()
+            }
+            Err(_) => vec![value],
+        };
+        for (k, image) in images.iter().enumerate() {
+            let image = match (owned(image), convert) {
+                (Ok(Some(image)), Some(hook)) => self::convert(py, hook, image),
+                (image, _) => image,
+            };
+            slots.push(Slot {
+                row: index,
+                k,
+                image,
+            });
+        }
+    }
+    let written: Vec<Result<Option<String>, String>> = py.detach(|| {
+        slots
+            .iter_mut()
+            .map(|slot| {
+                let image = std::mem::replace(&mut slot.image, Ok(None));
+                let Some(image) = image? else {
+                    return Ok(None);
+                };
+                let bytes = decoded(image)?;
+                let name = artifacts::file_name(&bytes)?;
+                artifacts::store(&folder, &name, &bytes).map_err(|e| {
+                    format!("could not write {}: {e}", folder.join(&name).display())
+                })?;
+                Ok(Some(format!("{prefix}/{name}")))
+            })
+            .collect()
+    });
+    let mut failures = Vec::new();
+    let mut paths: Vec<Vec<Option<String>>> = vec![Vec::new(); rows.len()];
+    for (slot, result) in slots.iter().zip(written) {
+        let path = match result {
+            Ok(path) => path,
+            Err(error) => {
+                let error = format!("the image artifact was not saved: {error}");
+                let meta = rows.get_item(slot.row)?.get_item(metadata_column)?;
+                let meta = if grouped[slot.row] {
+                    meta.get_item(slot.k)?
+                } else {
+                    meta
+                };
+                meta.set_item(error_key, &error)?;
+                failures.push((slot.row, slot.k, error));
+                None
+            }
+        };
+        paths[slot.row].push(path);
+    }
+    for (index, mut row_paths) in paths.into_iter().enumerate() {
+        let row = rows.get_item(index)?;
+        if grouped[index] {
+            row.set_item(path_column, row_paths)?;
+        } else {
+            row.set_item(path_column, row_paths.pop().flatten())?;
+        }
+    }
+    Ok(failures)
+}

@@ -1,0 +1,242 @@
+"""Loopback HTTP servers speaking the OpenAI Images and Hugging Face text-to-image wire
+formats, with injectable faults, for the real client libraries to talk to."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from imagetask import _core
+
+OPENAI_PARAMS = {
+    "prompt": str,
+    "model": str,
+    "n": int,
+    "size": str,
+    "quality": str,
+    "style": str,
+    "response_format": str,
+    "output_format": str,
+    "background": str,
+    "moderation": str,
+    "seed": int,
+    "user": str,
+}
+
+
+@dataclass
+class Fault:
+    """One injected answer: an HTTP status (with headers), or a delay before answering."""
+
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Served:
+    """What the server did: every request's body, the images it answered with, timings."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    images: list[bytes] = field(default_factory=list)
+    times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: list[int] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+    in_flight: int = 0
+    peak: int = 0
+
+
+class ImageServer(ThreadingHTTPServer):
+    """Serves `POST /v1/images/generations`, `GET /files/<name>` and `POST /hf`.
+
+    `faults[prompt]` is a list of `Fault`s consumed one per request for that prompt;
+    `always_fail` prompts get a 500 on every request; `latency` delays every answer.
+    Each image is a distinct PNG (the serial number of the image is in its prompt).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, key: str | None = None, latency: float = 0.0) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.key = key
+        self.latency = latency
+        self.faults: dict[str, list[Fault]] = {}
+        self.always_fail: set[str] = set()
+        self.served = Served()
+        self.files: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+        self.serial = itertools.count()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def image(self, prompt: str, size: str = "8x8") -> bytes:
+        width, height = (int(side) for side in size.split("x"))
+        with self.lock:
+            serial = next(self.serial)
+        [[image]] = _core.placeholder_images(
+            [f"{prompt}#{serial}"], num_generations=1, seed=0, width=width, height=height
+        )
+        with self.lock:
+            self.served.images.append(image)
+        return image
+
+    def fault(self, prompt: str) -> Fault | None:
+        with self.lock:
+            if prompt in self.always_fail:
+                return Fault(status=500)
+            queue = self.faults.get(prompt)
+            return queue.pop(0) if queue else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ImageServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read `server.served` instead."""
+
+    def send(
+        self, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None
+    ) -> None:
+        with self.server.lock:
+            self.server.served.statuses.append(status)
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
+        self.send(status, body.encode(), "application/json", headers)
+
+    def body(self) -> Any:
+        length = int(self.headers.get("Content-Length", "0"))
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def do_GET(self) -> None:
+        name = self.path.removeprefix("/files/")
+        data = self.server.files.get(name)
+        if data is None:
+            self.error(404, f"no file {name}")
+        else:
+            self.send(200, data, "image/png")
+
+    def do_POST(self) -> None:
+        server = self.server
+        with server.lock:
+            server.served.in_flight += 1
+            server.served.peak = max(server.served.peak, server.served.in_flight)
+            server.served.auth.append(self.headers.get("Authorization"))
+        try:
+            body = self.body()
+            with server.lock:
+                server.served.requests.append(body)
+            if self.path == "/v1/images/generations":
+                self.openai(body)
+            elif self.path == "/hf":
+                self.hf(body)
+            else:
+                self.error(404, f"no route {self.path}")
+        finally:
+            with server.lock:
+                server.served.in_flight -= 1
+
+    def injected(self, prompt: str) -> bool:
+        """Applies latency and the next fault for `prompt`; True when it answered."""
+        server = self.server
+        with server.lock:
+            server.served.times[prompt].append(time.monotonic())
+        fault = server.fault(prompt)
+        time.sleep(server.latency + (fault.delay if fault else 0.0))
+        if fault and fault.status:
+            self.error(fault.status, f"injected {fault.status}", fault.headers)
+            return True
+        return False
+
+    def openai(self, body: Any) -> None:
+        server = self.server
+        if server.key is not None and self.headers.get("Authorization") != f"Bearer {server.key}":
+            self.error(401, "Incorrect API key provided")
+            return
+        if not isinstance(body, dict):
+            self.error(400, "the body must be a JSON object")
+            return
+        for name, value in body.items():
+            kind = OPENAI_PARAMS.get(name)
+            if kind is None:
+                self.error(400, f"Unknown parameter: '{name}'.")
+                return
+            if not isinstance(value, kind):
+                self.error(400, f"Invalid type for '{name}': got {json.dumps(value)}")
+                return
+        if "prompt" not in body or "model" not in body:
+            self.error(400, "Missing required parameter: 'prompt' and 'model'.")
+            return
+        n = body.get("n", 1)
+        if not 1 <= n <= 10:
+            self.error(400, f"Invalid 'n': {n}, must be between 1 and 10")
+            return
+        if body["model"] == "dall-e-3" and n != 1:
+            self.error(400, "dall-e-3 only supports n=1")
+            return
+        prompt = body["prompt"]
+        if self.injected(prompt):
+            return
+        data = []
+        for _ in range(n):
+            image = server.image(prompt, body.get("size", "8x8"))
+            item: dict[str, Any] = {"revised_prompt": f"revised: {prompt}"}
+            if body.get("response_format") == "url":
+                with server.lock:
+                    name = f"{next(server.serial)}.png"
+                    server.files[name] = image
+                item["url"] = f"{server.url}/files/{name}"
+            else:
+                item["b64_json"] = base64.b64encode(image).decode()
+            data.append(item)
+        words = len(prompt.split())
+        usage = {"input_tokens": words, "output_tokens": 100 * n, "total_tokens": words + 100 * n}
+        answer = {"created": int(time.time()), "data": data, "usage": usage}
+        self.send(200, json.dumps(answer).encode(), "application/json")
+
+    def hf(self, body: Any) -> None:
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
+            self.error(400, "expected {'inputs': <prompt>, 'parameters': {...}}")
+            return
+        parameters = body.get("parameters", {})
+        if not isinstance(parameters.get("seed"), int):
+            self.error(422, "parameters.seed must be an integer")
+            return
+        if self.injected(body["inputs"]):
+            return
+        width, height = parameters.get("width", 8), parameters.get("height", 8)
+        self.send(200, self.server.image(body["inputs"], f"{width}x{height}"), "image/png")
+
+
+@contextmanager
+def image_server(key: str | None = None, latency: float = 0.0) -> Iterator[ImageServer]:
+    """A running `ImageServer` on a free loopback port."""
+    server = ImageServer(key=key, latency=latency)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

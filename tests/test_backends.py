@@ -1,0 +1,386 @@
+"""The built-in backends against loopback servers speaking the real wire formats."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from PIL import Image
+from servers import Fault, ImageServer, image_server
+
+from imagetask import ConfigError, ImageGeneration
+from imagetask.extras import MissingExtraError
+from imagetask.models import (
+    InferenceEndpointsImageGeneration,
+    OpenAIImageGeneration,
+    PlaceholderImageGeneration,
+)
+
+KEY = "sk-test-very-secret-0123456789"
+META = "distilabel_metadata"
+ERROR = "error_image_generation_0"
+RAW = "raw_output_image_generation_0"
+STATS = "statistics_image_generation_0"
+
+
+@pytest.fixture
+def server() -> Iterator[ImageServer]:
+    with image_server(key=KEY) as running:
+        yield running
+
+
+def openai_task(server: ImageServer, **model: Any) -> ImageGeneration:
+    task_fields = {
+        name: model.pop(name) for name in ("num_generations", "images_as_bytes") if name in model
+    }
+    model.setdefault("model", "gpt-image-1")
+    model.setdefault("retry_backoff", 0.001)
+    backend = OpenAIImageGeneration(base_url=f"{server.url}/v1", api_key=KEY, **model)
+    return ImageGeneration(image_generation_model=backend, **task_fields)
+
+
+def decoded(rows: list[dict[str, Any]]) -> list[bytes]:
+    return [base64.b64decode(row["image"]) for row in rows]
+
+
+# --- placeholder -----------------------------------------------------------------------
+
+
+def test_placeholder_makes_real_pngs_of_the_requested_size() -> None:
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="40x24"), num_generations=3
+    )
+    rows = task.process_batch([{"prompt": "a red bicycle"}, {"prompt": "a blue boat"}])
+    assert len(rows) == 6
+    images = decoded(rows)
+    for image in images:
+        picture = Image.open(io.BytesIO(image))
+        assert (picture.format, picture.size, picture.mode) == ("PNG", (40, 24), "RGB")
+        picture.load()
+    assert len(set(images)) == 6
+    assert rows[0][META][RAW] == {
+        "images": ["sha256:" + hashlib.sha256(images[0]).hexdigest()],
+        "seed": 0,
+    }
+    assert rows[0]["model_name"] == "placeholder"
+
+
+def test_placeholder_is_identical_across_runs_and_depends_on_the_seed() -> None:
+    def images(**fields: Any) -> list[bytes]:
+        model = PlaceholderImageGeneration(size="8x8", **fields)
+        return [image for [answer] in model.generate(["p", "q"], 2) for image in answer["images"]]
+
+    assert images() == images()
+    assert images(seed=1) == images(seed=1)
+    assert not set(images()) & set(images(seed=1))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"size": "0x8"}, "PlaceholderImageGeneration: bad `size`: size '0x8' is not WIDTHxHEIGHT"),
+        ({"size": "9000x8"}, "larger than 8192 pixels on a side"),
+        ({"seed": -1}, "bad `seed` = -1: expected an int in [0, 2**64)"),
+        ({"generation_kwargs": {"steps": 4}}, "unknown generation kwargs ['steps']"),
+    ],
+)
+def test_placeholder_rejects_bad_settings(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        PlaceholderImageGeneration(**fields)
+    assert message in str(caught.value)
+
+
+# --- OpenAI: wire format ---------------------------------------------------------------
+
+
+def test_openai_sends_only_the_parameters_set(server: ImageServer) -> None:
+    task = openai_task(server, generation_kwargs={"size": "16x16", "quality": "low"})
+    rows = task.process_batch([{"prompt": "a cat"}])
+    assert server.served.requests == [
+        {"model": "gpt-image-1", "prompt": "a cat", "size": "16x16", "quality": "low"}
+    ]
+    assert server.served.auth == [f"Bearer {KEY}"]
+    assert decoded(rows) == server.served.images
+    assert Image.open(io.BytesIO(decoded(rows)[0])).size == (16, 16)
+    task.unload()
+
+
+def test_openai_splits_generations_into_requests_of_at_most_n(server: ImageServer) -> None:
+    task = openai_task(server, images_per_request=2, num_generations=5)
+    rows = task.process_batch([{"prompt": "a cat"}])
+    assert sorted(request.get("n", 1) for request in server.served.requests) == [1, 2, 2]
+    assert len(rows) == 5
+    assert Counter(decoded(rows)) == Counter(server.served.images)
+    task.unload()
+
+
+def test_dall_e_3_asks_one_image_per_request(server: ImageServer) -> None:
+    task = openai_task(server, model="dall-e-3", num_generations=3)
+    rows = task.process_batch([{"prompt": "a cat"}])
+    assert [request.get("n") for request in server.served.requests] == [None, None, None]
+    assert all(row["image"] is not None for row in rows) and len(rows) == 3
+    task.unload()
+
+
+def test_openai_url_answers_are_downloaded(server: ImageServer) -> None:
+    task = openai_task(
+        server,
+        generation_kwargs={"response_format": "url"},
+        num_generations=2,
+        images_as_bytes=True,
+    )
+    rows = task.process_batch([{"prompt": "a cat"}, {"prompt": "a dog"}])
+    assert Counter(row["image"] for row in rows) == Counter(server.served.images)
+    assert len(rows) == 4
+    task.unload()
+
+
+def test_openai_raw_output_and_statistics(server: ImageServer) -> None:
+    task = openai_task(server, generation_kwargs={"seed": 42}, num_generations=2)
+    rows = task.process_batch([{"prompt": "two red cats"}])
+    for row, image in zip(rows, decoded(rows), strict=True):
+        meta = row[META]
+        assert meta[RAW] == {
+            "images": ["sha256:" + hashlib.sha256(image).hexdigest()],
+            "revised_prompt": "revised: two red cats",
+            "seed": 42,
+        }
+        stats = dict(meta[STATS])
+        assert stats.pop("latency_s") > 0
+        assert stats == {
+            "image_bytes": len(image),
+            "images_in_request": 2,
+            "input_tokens": 3,
+            "output_tokens": 200,
+            "total_tokens": 203,
+        }
+    task.unload()
+
+
+# --- OpenAI: concurrency, retries, failures --------------------------------------------
+
+
+def test_the_concurrency_cap_holds_across_the_batch() -> None:
+    with image_server(key=KEY, latency=0.05) as server:
+        task = openai_task(server, max_concurrency=3, images_per_request=1, num_generations=2)
+        rows = task.process_batch([{"prompt": f"p{i}"} for i in range(8)])
+        assert server.served.peak == 3
+        assert len(server.served.requests) == 16
+        assert all(row["image"] is not None for row in rows)
+        task.unload()
+
+
+def test_retries_recover_with_no_lost_or_duplicated_image(server: ImageServer) -> None:
+    server.faults = {
+        "p1": [Fault(status=429), Fault(status=500)],
+        "p2": [Fault(status=503), Fault(status=502), Fault(status=429)],
+        "p3": [Fault(delay=1.0)],
+    }
+    task = openai_task(server, timeout=0.3, num_generations=2)
+    rows = task.process_batch([{"prompt": f"p{i}"} for i in range(5)])
+    assert len(rows) == 10
+    assert all(ERROR not in row[META] for row in rows)
+    assert Counter(decoded(rows)) == Counter(server.served.images)
+    assert len(set(server.served.images)) == 10
+    assert [row["prompt"] for row in rows] == [f"p{i}" for i in range(5) for _ in range(2)]
+    counts = Counter(request["prompt"] for request in server.served.requests)
+    assert counts == {"p0": 1, "p1": 3, "p2": 4, "p3": 2, "p4": 1}
+    task.unload()
+
+
+def test_retry_after_is_honoured(server: ImageServer) -> None:
+    server.faults = {"p": [Fault(status=429, headers={"Retry-After": "0.4"})]}
+    task = openai_task(server)
+    task.process_batch([{"prompt": "p"}])
+    first, second = server.served.times["p"]
+    assert second - first >= 0.4
+    task.unload()
+
+
+def test_a_permanently_failing_prompt_fails_only_its_rows(server: ImageServer) -> None:
+    server.always_fail = {"bad"}
+    task = openai_task(server, max_retries=2, num_generations=2)
+    rows = task.process_batch([{"prompt": "ok1"}, {"prompt": "bad"}, {"prompt": "ok2"}])
+    assert [row["image"] is None for row in rows] == [False, False, True, True, False, False]
+    error = rows[2][META][ERROR]
+    assert error.startswith(
+        "the model raised RequestError: request failed after 3 attempts: InternalServerError:"
+    )
+    assert "injected 500" in error
+    assert rows[3][META][ERROR] == error
+    assert Counter(request["prompt"] for request in server.served.requests)["bad"] == 3
+    task.unload()
+
+
+def test_a_failed_request_fails_only_its_own_images(server: ImageServer) -> None:
+    server.faults = {"p": [Fault(status=400)]}
+    task = openai_task(server, images_per_request=1, num_generations=2)
+    rows = task.process_batch([{"prompt": "p"}])
+    failed = [row for row in rows if row["image"] is None]
+    assert len(failed) == 1 and len(rows) == 2
+    assert failed[0][META][ERROR].startswith(
+        "image 0 of the model's answer is missing: request failed after 1 attempt: "
+        "BadRequestError: Error code: 400"
+    )
+    task.unload()
+
+
+def test_a_wrong_key_is_not_retried(server: ImageServer) -> None:
+    backend = OpenAIImageGeneration(
+        model="gpt-image-1", base_url=f"{server.url}/v1", api_key="sk-wrong-key-abc"
+    )
+    rows = ImageGeneration(image_generation_model=backend).process_batch([{"prompt": "p"}])
+    assert "AuthenticationError: Error code: 401" in rows[0][META][ERROR]
+    assert len(server.served.requests) == 1
+    backend.unload()
+
+
+# --- OpenAI: secrets, event loops, extras ----------------------------------------------
+
+
+def test_the_key_never_leaks(
+    server: ImageServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.always_fail = {"bad"}
+    server.key = None
+    original = server.RequestHandlerClass.error
+
+    def echoing(handler: Any, status: int, message: str, headers: Any = None) -> None:
+        original(handler, status, f"{message} (got {handler.headers['Authorization']})", headers)
+
+    monkeypatch.setattr(server.RequestHandlerClass, "error", echoing)
+    task = openai_task(server, max_retries=0)
+    with caplog.at_level(logging.DEBUG):
+        rows = task.process_batch([{"prompt": "bad"}])
+        text = "\n".join(
+            [repr(task), repr(task.image_generation_model), json.dumps(task.dump()), caplog.text]
+        )
+    error = rows[0][META][ERROR]
+    assert "got Bearer **********" in error
+    assert KEY not in text + error
+    assert "**********" in repr(task.image_generation_model)
+    task.unload()
+
+
+def test_the_key_comes_from_the_environment(
+    server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    backend = OpenAIImageGeneration(model="gpt-image-1", base_url=f"{server.url}/v1")
+    rows = ImageGeneration(image_generation_model=backend).process_batch([{"prompt": "p"}])
+    assert rows[0]["image"] is not None
+    assert server.served.auth == [f"Bearer {KEY}"]
+    assert KEY not in json.dumps(backend.dump()) + repr(backend)
+    backend.unload()
+
+
+def test_no_key_for_openai_is_a_clear_error_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    task = ImageGeneration(image_generation_model=OpenAIImageGeneration(model="gpt-image-1"))
+    with pytest.raises(ConfigError, match="no API key: pass `api_key` or set OPENAI_API_KEY"):
+        task.load()
+
+
+def test_openai_works_inside_a_running_event_loop(server: ImageServer) -> None:
+    task = openai_task(server, num_generations=2)
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        synchronous = task.process_batch([{"prompt": "a"}])
+        asynchronous = await task.agenerate([{"prompt": "b"}, {"prompt": "c"}])
+        await task.aunload()
+        return synchronous, asynchronous
+
+    synchronous, asynchronous = asyncio.run(main())
+    assert len(synchronous) == 2 and len(asynchronous) == 4
+    assert Counter(decoded(synchronous + asynchronous)) == Counter(server.served.images)
+
+
+def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)
+    with pytest.raises(MissingExtraError) as caught:
+        OpenAIImageGeneration(model="gpt-image-1")
+    assert str(caught.value).startswith(
+        "OpenAIImageGeneration needs the `openai` package, which is not installed: "
+        "pip install 'imagetask[openai]'"
+    )
+
+
+def test_openai_model_round_trips_without_its_key() -> None:
+    task = ImageGeneration(
+        image_generation_model=OpenAIImageGeneration(
+            model="dall-e-3", api_key=KEY, max_concurrency=4, generation_kwargs={"size": "1x1"}
+        )
+    )
+    dumped = json.loads(json.dumps(task.dump()))
+    assert "api_key" not in dumped["image_generation_model"]
+    again = ImageGeneration.from_dict(dumped)
+    model = again.image_generation_model
+    assert isinstance(model, OpenAIImageGeneration)
+    assert (model.model, model.max_concurrency, model.api_key) == ("dall-e-3", 4, None)
+    assert model.generation_kwargs == {"size": "1x1"}
+
+
+# --- Hugging Face ----------------------------------------------------------------------
+
+
+def hf_task(server: ImageServer, **model: Any) -> ImageGeneration:
+    num_generations = model.pop("num_generations", 1)
+    model.setdefault("retry_backoff", 0.001)
+    backend = InferenceEndpointsImageGeneration(base_url=f"{server.url}/hf", **model)
+    return ImageGeneration(
+        image_generation_model=backend, num_generations=num_generations, images_as_bytes=True
+    )
+
+
+def test_hf_one_request_per_image_with_distinct_seeds(server: ImageServer) -> None:
+    task = hf_task(
+        server,
+        seed=100,
+        api_key="hf_secret_token",
+        num_generations=3,
+        generation_kwargs={"width": 12, "height": 10},
+    )
+    rows = task.process_batch([{"prompt": "a cat"}])
+    seeds = sorted(request["parameters"]["seed"] for request in server.served.requests)
+    assert seeds == [100, 101, 102]
+    assert [row[META][RAW]["seed"] for row in rows] == [100, 101, 102]
+    assert sorted(server.served.requests, key=lambda r: r["parameters"]["seed"]) == [
+        {"inputs": "a cat", "parameters": {"width": 12, "height": 10, "seed": seed}}
+        for seed in seeds
+    ]
+    assert set(server.served.auth) == {"Bearer hf_secret_token"}
+    assert Counter(row["image"] for row in rows) == Counter(server.served.images)
+    assert Image.open(io.BytesIO(rows[0]["image"])).size == (12, 10)
+    stats = rows[0][META][STATS]
+    assert stats["image_bytes"] == len(rows[0]["image"]) and stats["latency_s"] > 0
+    task.unload()
+
+
+def test_hf_retries_and_fails_per_image(server: ImageServer) -> None:
+    server.faults = {"flaky": [Fault(status=503, headers={"Retry-After": "0"})]}
+    server.always_fail = {"bad"}
+    task = hf_task(server, seed=1, max_retries=1, num_generations=2)
+    rows = task.process_batch([{"prompt": "flaky"}, {"prompt": "bad"}])
+    assert [row["image"] is None for row in rows] == [False, False, True, True]
+    assert rows[2][META][ERROR].startswith(
+        "the model raised RequestError: request failed after 2 attempts: HfHubHTTPError:"
+    )
+    assert Counter(row["image"] for row in rows[:2]) == Counter(server.served.images)
+    task.unload()
+
+
+def test_hf_needs_exactly_one_of_model_id_and_base_url() -> None:
+    with pytest.raises(ConfigError, match="pass exactly one of `model_id` and `base_url`"):
+        InferenceEndpointsImageGeneration()
+    with pytest.raises(ConfigError, match="pass exactly one of `model_id` and `base_url`"):
+        InferenceEndpointsImageGeneration(model_id="a/b", base_url="http://x")

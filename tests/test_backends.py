@@ -225,11 +225,11 @@ def test_a_failed_request_fails_only_its_own_images(server: ImageServer) -> None
     server.faults = {"p": [Fault(status=400)]}
     task = openai_task(server, images_per_request=1, num_generations=2)
     rows = task.process_batch([{"prompt": "p"}])
-    failed = [row for row in rows if row["image"] is None]
+    failed = [k for k, row in enumerate(rows) if row["image"] is None]
     assert len(failed) == 1 and len(rows) == 2
-    assert failed[0][META][ERROR].startswith(
-        "image 0 of the model's answer is missing: request failed after 1 attempt: "
-        "BadRequestError: Error code: 400"
+    assert rows[failed[0]][META][ERROR] == (
+        f"image {failed[0]} of the model's answer is missing: request failed after 1 attempt: "
+        "BadRequestError: Error code: 400 - injected 400"
     )
     task.unload()
 

@@ -17,7 +17,7 @@ def test_defaults_match_distilabel() -> None:
     assert (task.input_batch_size, task.num_generations, task.group_generations) == (50, 1, False)
     assert (task.add_raw_output, task.add_raw_input) == (True, True)
     assert (task.input_mappings, task.output_mappings) == ({}, {})
-    assert (task.save_artifacts, task.image_format) == (False, "JPEG")
+    assert (task.save_artifacts, task.image_format, task.output_dir) == (False, None, ".")
     assert task.llm is task.image_generation_model
     assert task.inputs == ["prompt"] and task.outputs == ["image", "image_path", "model_name"]
 
@@ -105,11 +105,6 @@ def test_passing_llm_says_to_pass_image_generation_model() -> None:
     )
 
 
-def test_save_artifacts_is_refused_until_available() -> None:
-    with pytest.raises(NotImplementedError, match="saving image artifacts is not available"):
-        ImageGeneration(image_generation_model=EchoModel(), save_artifacts=True)
-
-
 def test_image_format_is_normalised() -> None:
     assert (
         ImageGeneration(image_generation_model=EchoModel(), image_format="png").image_format
@@ -125,6 +120,7 @@ def test_runtime_parameters() -> None:
         "num_generations": True,
         "add_raw_output": True,
         "add_raw_input": True,
+        "output_dir": True,
     }
     task.set_runtime_parameters(
         {

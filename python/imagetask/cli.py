@@ -1,1 +1,232 @@
-def main() -> None: ...
+"""The `imagetask` command: generate an image dataset from a file of prompts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from imagetask.errors import ImageTaskError
+from imagetask.extras import MissingExtraError
+from imagetask.generation import ImageGeneration
+from imagetask.models import (
+    ImageGenerationModel,
+    InferenceEndpointsImageGeneration,
+    OpenAIImageGeneration,
+    PlaceholderImageGeneration,
+)
+from imagetask.models.placeholder import parse_size
+from imagetask.readers import FORMATS, Reader
+from imagetask.runner import RunInterrupted, run
+
+__all__ = ["main", "run_main"]
+
+_EPILOG = """\
+model specs:
+  placeholder        built-in placeholder pictures (no network, no GPU); the default
+  openai:<model>     OpenAI Images API (gpt-image-1, dall-e-3, ...); key from
+                     OPENAI_API_KEY; --base-url for an OpenAI-compatible server
+  hf:<model id>      Hugging Face text-to-image inference; token from HF_TOKEN
+  hf:<https://url>   a dedicated Inference Endpoint at that URL
+
+output (in OUTDIR):
+  data.jsonl | data.parquet   one row per generated image (see the README)
+  artifacts/<task>/images/    the images, named by their sha256 (--save-artifacts)
+  checkpoint.json             progress, for --resume after a crash or Ctrl-C
+  run.json                    the task, row counts and timings of a finished run
+
+examples:
+  imagetask generate examples/prompts.txt -o out
+  imagetask generate prompts.csv -o out --column prompt=caption --num-generations 4
+  imagetask generate prompts.jsonl -o out --model openai:gpt-image-1 --size 1024x1024
+"""
+
+
+class UsageError(ImageTaskError):
+    """A command-line value that cannot be used."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagetask",
+        description="Turn rows of data into image datasets.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    generate = commands.add_parser(
+        "generate",
+        help="generate images for every row of an input file",
+        description=(
+            "Read INPUT (JSONL, CSV, Parquet, or text with one prompt per line), generate "
+            "images for each row and write the dataset to OUTDIR. A run can be stopped "
+            "(Ctrl-C, or killed) and continued with --resume."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    generate.add_argument(
+        "input", metavar="INPUT", help=f"the input file ({', '.join(sorted(FORMATS))})"
+    )
+    generate.add_argument(
+        "-o", "--output", metavar="OUTDIR", required=True, help="the output folder"
+    )
+    generate.add_argument(
+        "--model",
+        default="placeholder",
+        metavar="SPEC",
+        help="placeholder | openai:<model> | hf:<model id or URL> (default: placeholder)",
+    )
+    generate.add_argument(
+        "--num-generations", type=int, default=1, metavar="N", help="images per row (default: 1)"
+    )
+    generate.add_argument(
+        "--batch-size", type=int, default=50, metavar="B", help="rows per batch (default: 50)"
+    )
+    generate.add_argument(
+        "--save-artifacts",
+        action="store_true",
+        help="write each image to OUTDIR/artifacts/ and record its path in image_path",
+    )
+    generate.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help="output format (default: jsonl; parquet needs imagetask[parquet])",
+    )
+    generate.add_argument(
+        "--resume", action="store_true", help="continue the run recorded in OUTDIR"
+    )
+    generate.add_argument(
+        "--limit", type=int, metavar="N", help="stop after N input rows (in all, resumes included)"
+    )
+    generate.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="prompt=COL",
+        help="read the prompt from column COL of the input",
+    )
+    generate.add_argument(
+        "--size",
+        metavar="WxH",
+        help="image size (placeholder default: 256x256; sent as `size` to OpenAI, "
+        "as width/height to Hugging Face)",
+    )
+    generate.add_argument("--seed", type=int, help="seed (placeholder, hf)")
+    generate.add_argument("--base-url", metavar="URL", help="the server of openai:<model>")
+    generate.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight at once for HTTP models (default: 16)",
+    )
+    generate.add_argument(
+        "--quiet", action="store_true", help="no progress, only errors and the final line"
+    )
+    return parser
+
+
+def _model(args: argparse.Namespace) -> ImageGenerationModel:
+    kind, _, name = args.model.partition(":")
+    size = args.size
+    if size is not None:
+        try:
+            width, height = parse_size(size)
+        except ValueError as exc:
+            raise UsageError(f"--size: {exc}") from None
+    if kind == "placeholder" and not name:
+        fields: dict[str, Any] = {"size": size or "256x256"}
+        if args.seed is not None:
+            fields["seed"] = args.seed
+        return PlaceholderImageGeneration(**fields)
+    if kind == "openai" and name:
+        return OpenAIImageGeneration(
+            model=name,
+            base_url=args.base_url,
+            max_concurrency=args.max_concurrency,
+            generation_kwargs={"size": size} if size else {},
+        )
+    if kind == "hf" and name:
+        url = name.startswith(("http://", "https://"))
+        return InferenceEndpointsImageGeneration(
+            model_id=None if url else name,
+            base_url=name if url else None,
+            seed=args.seed,
+            max_concurrency=args.max_concurrency,
+            generation_kwargs={"width": width, "height": height} if size else {},
+        )
+    raise UsageError(
+        f"--model: unknown model spec {args.model!r} (expected placeholder, openai:<model> "
+        "or hf:<model id or URL>)"
+    )
+
+
+def _mappings(columns: Sequence[str]) -> dict[str, str]:
+    mappings = {}
+    for column in columns:
+        name, sep, source = column.partition("=")
+        if not sep or not source or name != "prompt":
+            raise UsageError(f"--column: expected prompt=<column>, got {column!r}")
+        mappings[name] = source
+    return mappings
+
+
+def _generate(args: argparse.Namespace) -> int:
+    for flag, value in (
+        ("--num-generations", args.num_generations),
+        ("--batch-size", args.batch_size),
+        ("--max-concurrency", args.max_concurrency),
+    ):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit must be at least 0, got {args.limit}")
+    reader = Reader(args.input)
+    task = ImageGeneration(
+        image_generation_model=_model(args),
+        num_generations=args.num_generations,
+        input_batch_size=args.batch_size,
+        input_mappings=_mappings(args.column),
+        save_artifacts=args.save_artifacts,
+        images_as_bytes=args.format == "parquet",
+    )
+    summary = run(
+        task,
+        reader,
+        args.output,
+        format=args.format,
+        resume=args.resume,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    images = summary.rows_in * task.num_generations - summary.failed
+    print(
+        f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
+        f"({images:,} images, {summary.failed:,} failed) -> {args.output}/data.{args.format}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (0 done, 1 error, 130 Ctrl-C)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="imagetask: %(levelname)s: %(message)s")
+    try:
+        return _generate(args)
+    except RunInterrupted as exc:
+        print(f"imagetask: {exc}", file=sys.stderr)
+        return 130
+    except (ImageTaskError, MissingExtraError, OSError) as exc:
+        print(f"imagetask: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_main() -> None:
+    """The console script: `main` with its status as the exit code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run_main()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
+from imagetask.artifacts import write_artifacts
+from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.task import ImageTask, Row, native_hook
 
 __all__ = ["IMAGE_FORMATS", "ImageGeneration"]
 
 IMAGE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
-"""The formats `image_format` accepts."""
+"""The formats `image_format` accepts (Pillow's names)."""
 
 
 class ImageGeneration(ImageTask):
@@ -25,9 +28,15 @@ class ImageGeneration(ImageTask):
     Parameters
     ----------
     save_artifacts:
-        Write each image to a file and record its path in `image_path`.
+        Write each image to `<output_dir>/artifacts/<name>/images/<sha256>.<ext>` and set
+        `image_path` to that path, relative to `output_dir`, once the file is on disk.
+        Identical images are stored once; the file holds the model's bytes as they are.
     image_format:
-        The format of saved artifacts, one of `IMAGE_FORMATS`.
+        `None` (default): artifacts keep the model's format. One of `IMAGE_FORMATS`:
+        artifacts in another format are converted (Pillow, `imagetask[images]`); an
+        image that cannot be converted fails its row only.
+    output_dir:
+        The folder artifacts are written under (`run` sets it to its output folder).
 
     Examples
     --------
@@ -38,10 +47,13 @@ class ImageGeneration(ImageTask):
     """
 
     save_artifacts: bool = False
-    image_format: str = "JPEG"
+    image_format: str | None = None
+    output_dir: RuntimeParameter[str] = "."
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.image_format is None:
+            return
         image_format = self.image_format.upper()
         if image_format not in IMAGE_FORMATS:
             raise ConfigError(
@@ -49,11 +61,6 @@ class ImageGeneration(ImageTask):
                 f"of {sorted(IMAGE_FORMATS)}"
             )
         self.image_format = image_format
-        if self.save_artifacts:
-            raise NotImplementedError(
-                "ImageGeneration(save_artifacts=True): saving image artifacts is not available "
-                "in this version; leave save_artifacts=False"
-            )
 
     @property
     def inputs(self) -> list[str]:
@@ -65,6 +72,21 @@ class ImageGeneration(ImageTask):
 
     def _row_outputs(self) -> list[str]:
         return ["image", "image_path"] if self.save_artifacts else ["image"]
+
+    def _after_build(self, rows: list[Row]) -> list[tuple[int, int, str]]:
+        if not self.save_artifacts:
+            return []
+        names = self.output_mappings
+        return write_artifacts(
+            rows,
+            task_name=self.name,
+            model_name=self.image_generation_model.model_name,
+            output_dir=Path(self.output_dir),
+            image_column=names.get("image", "image"),
+            path_column=names.get("image_path", "image_path"),
+            metadata_column=self.metadata_column,
+            image_format=self.image_format,
+        )
 
     @native_hook
     def format_input(self, input: Row) -> str:

@@ -7,14 +7,20 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from imagetask import runner
 from imagetask._core import RowBuilder
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models import Answer, ImageModel
+from imagetask.progress import Progress
+from imagetask.readers import Reader
+from imagetask.runner import RunSummary
+from imagetask.sinks import OutputFormat
 
 __all__ = ["ImageTask", "native_hook"]
 
@@ -147,6 +153,33 @@ class ImageTask(Configurable, ABC):
     def process(self, inputs: list[Row]) -> Generator[list[Row], None, None]:
         """Yields the output rows of a batch of input rows."""
 
+    def run(
+        self,
+        rows: Iterable[Row] | Reader,
+        output_dir: str | Path,
+        *,
+        format: OutputFormat = "jsonl",
+        resume: bool = False,
+        limit: int | None = None,
+        progress: bool | Progress = False,
+        batches_in_flight: int = 2,
+    ) -> RunSummary:
+        """Runs the task over a whole dataset into `output_dir`: `data.jsonl` (or
+        `data.parquet`), artifacts, a checkpoint to resume from and `run.json`.
+
+        See `imagetask.runner.run`.
+        """
+        return runner.run(
+            self,
+            rows,
+            output_dir,
+            format=format,
+            resume=resume,
+            limit=limit,
+            progress=progress,
+            batches_in_flight=batches_in_flight,
+        )
+
     def load(self) -> None:
         """Loads the model."""
         self.image_generation_model.load()
@@ -223,14 +256,15 @@ class ImageTask(Configurable, ABC):
         prompts: list[str],
         answers: Any,
         invalid: Any,
-    ) -> list[Row]:
-        """Builds a batch's output rows from the model's answers and logs its failures."""
+    ) -> tuple[list[Row], int]:
+        """Builds a batch's output rows from the model's answers and logs its failures;
+        returns the rows and how many generations failed."""
         built, failures = builder.build(
             rows, prompts, answers, invalid, self._hook("format_output")
         )
         failures.extend(self._after_build(built))
         self._log_failures(failures)
-        return built
+        return built, len(failures)
 
     def _after_build(self, rows: list[Row]) -> list[tuple[int, int, str]]:
         """Work on the built rows of a batch (artifacts); returns the failures it caused."""
@@ -257,14 +291,14 @@ class ImageTask(Configurable, ABC):
         """
         builder, rows, prompts, invalid = self._start(inputs)
         answers = self._generate(prompts) if prompts else []
-        return self._finish(builder, rows, prompts, answers, invalid)
+        return self._finish(builder, rows, prompts, answers, invalid)[0]
 
     async def agenerate(self, inputs: Iterable[Row]) -> list[Row]:
         """`process_batch` for callers that are already async: the model's requests run
         on the caller's event loop (a synchronous model runs in a worker thread)."""
         builder, rows, prompts, invalid = self._start(inputs)
         answers = await self._agenerate(prompts) if prompts else []
-        return self._finish(builder, rows, prompts, answers, invalid)
+        return self._finish(builder, rows, prompts, answers, invalid)[0]
 
     async def aunload(self) -> None:
         """Unloads the model, first closing the clients it made on the running loop."""

@@ -1,0 +1,82 @@
+"""Image artifacts: content-addressed files under `artifacts/<task name>/images/`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from imagetask import _core
+from imagetask.extras import require
+
+__all__ = ["artifacts_folder", "converter", "write_artifacts"]
+
+
+def artifacts_folder(task_name: str) -> str:
+    """Where a task's images go, relative to the output folder."""
+    return f"artifacts/{task_name}/images"
+
+
+def converter(image_format: str) -> Callable[[bytes], bytes]:
+    """Re-encodes image bytes in `image_format` (Pillow's name), unless already in it."""
+    image = require("PIL.Image", "images", f"image_format={image_format!r}")
+
+    def convert(data: bytes) -> bytes:
+        with image.open(io.BytesIO(data)) as picture:
+            if picture.format == image_format:
+                return data
+            out = io.BytesIO()
+            picture.save(out, format=image_format)
+            return out.getvalue()
+
+    return convert
+
+
+def _write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
+    """Writes `metadata.json` once per artifact folder (temporary file, then renamed)."""
+    target = folder / "metadata.json"
+    if target.exists():
+        return
+    temp = folder / f".metadata.json.{os.getpid()}.tmp"
+    temp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, target)
+
+
+def write_artifacts(
+    rows: list[dict[str, Any]],
+    *,
+    task_name: str,
+    model_name: str,
+    output_dir: Path,
+    image_column: str,
+    path_column: str,
+    metadata_column: str,
+    image_format: str | None,
+) -> list[tuple[int, int, str]]:
+    """Saves the image of every row and sets its path column; returns the failures."""
+    prefix = artifacts_folder(task_name)
+    images = output_dir / prefix
+    images.mkdir(parents=True, exist_ok=True)
+    _write_metadata(
+        images.parent,
+        {
+            "type": "image",
+            "task": task_name,
+            "model_name": model_name,
+            "naming": "sha256 of the file's bytes, extension from its format",
+            "format": image_format or "as generated",
+        },
+    )
+    return _core.write_artifacts(
+        rows,
+        image_column=image_column,
+        path_column=path_column,
+        metadata_column=metadata_column,
+        error_key=f"error_{task_name}",
+        folder=images,
+        prefix=prefix,
+        convert=converter(image_format) if image_format else None,
+    )

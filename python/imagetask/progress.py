@@ -1,0 +1,85 @@
+"""Progress of a run: a redrawn bar on a terminal, plain periodic lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+__all__ = ["Progress"]
+
+_BAR = 24
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Reports rows done, images per second, failures and the time left.
+
+    On a terminal the line is redrawn at most every `redraw` seconds; elsewhere (a log
+    file, CI) a plain line is written every `interval` seconds and at the end.
+    """
+
+    def __init__(
+        self,
+        total: int | None,
+        *,
+        done: int = 0,
+        stream: TextIO | None = None,
+        interval: float = 10.0,
+        redraw: float = 0.2,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.total = total
+        self.rows = done
+        self.images = 0
+        self.failed = 0
+        self._resumed = done
+        self._tty = self.stream.isatty()
+        self._every = redraw if self._tty else interval
+        self._started = time.monotonic()
+        self._shown = self._started
+
+    def update(self, rows: int, images: int, failed: int) -> None:
+        """Counts one finished batch."""
+        self.rows += rows
+        self.images += images
+        self.failed += failed
+        now = time.monotonic()
+        if now - self._shown >= self._every:
+            self._shown = now
+            self._show(now)
+
+    def line(self, now: float | None = None) -> str:
+        """The current report, without bar."""
+        elapsed = max((now or time.monotonic()) - self._started, 1e-9)
+        rate = self.images / elapsed
+        done = f"{self.rows:,}" + (f"/{self.total:,}" if self.total is not None else "")
+        parts = [f"{done} rows", f"{self.images:,} images", f"{rate:,.1f} images/s"]
+        parts.append(f"{self.failed:,} failed")
+        fresh = self.rows - self._resumed
+        if self.total is not None and fresh > 0:
+            left = (self.total - self.rows) * elapsed / fresh
+            parts.append(f"ETA {_clock(max(left, 0.0))}")
+        return " | ".join(parts)
+
+    def _show(self, now: float) -> None:
+        if self._tty:
+            bar = ""
+            if self.total:
+                filled = min(_BAR, _BAR * self.rows // self.total)
+                bar = "[" + "#" * filled + "." * (_BAR - filled) + "] "
+            self.stream.write("\r\x1b[2K" + bar + self.line(now))
+        else:
+            self.stream.write(time.strftime("%H:%M:%S ") + self.line(now) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Writes the final report."""
+        self._show(time.monotonic())
+        if self._tty:
+            self.stream.write("\n")
+            self.stream.flush()

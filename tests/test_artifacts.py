@@ -1,0 +1,130 @@
+"""Image artifacts: content-addressed files, written whole, paths set after the write."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ScriptedModel, b64
+from PIL import Image
+
+from imagetask import ImageGeneration
+from imagetask.models import PlaceholderImageGeneration
+
+META = "distilabel_metadata"
+ERROR = "error_image_generation_0"
+FOLDER = "artifacts/image_generation_0/images"
+
+
+def png(colour: tuple[int, ...], mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, (4, 4), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def name_of(data: bytes, ext: str) -> str:
+    return f"{FOLDER}/{hashlib.sha256(data).hexdigest()}.{ext}"
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in (root / FOLDER).iterdir())
+
+
+def task_for(model: Any, root: Path, **fields: Any) -> ImageGeneration:
+    return ImageGeneration(
+        image_generation_model=model, save_artifacts=True, output_dir=str(root), **fields
+    )
+
+
+def test_each_image_is_written_under_its_hash(tmp_path: Path) -> None:
+    task = task_for(PlaceholderImageGeneration(size="8x8"), tmp_path, num_generations=2)
+    rows = task.process_batch([{"prompt": "a"}, {"prompt": "b"}])
+    images = [base64.b64decode(row["image"]) for row in rows]
+    assert [row["image_path"] for row in rows] == [name_of(image, "png") for image in images]
+    for row, image in zip(rows, images, strict=True):
+        assert (tmp_path / row["image_path"]).read_bytes() == image
+    assert files(tmp_path) == sorted(name_of(image, "png") for image in images)
+    metadata = json.loads((tmp_path / "artifacts/image_generation_0/metadata.json").read_text())
+    assert metadata == {
+        "type": "image",
+        "task": "image_generation_0",
+        "model_name": "placeholder",
+        "naming": "sha256 of the file's bytes, extension from its format",
+        "format": "as generated",
+    }
+
+
+def test_identical_images_are_stored_once_and_different_ones_never_collide(
+    tmp_path: Path,
+) -> None:
+    red, blue = png((255, 0, 0)), png((0, 0, 255))
+    model = ScriptedModel([[{"images": [b64(red)]}], [{"images": [red]}], [{"images": [blue]}]])
+    rows = task_for(model, tmp_path).process_batch([{"prompt": "same"}] * 3)
+    assert [row["image_path"] for row in rows] == [
+        name_of(red, "png"),
+        name_of(red, "png"),
+        name_of(blue, "png"),
+    ]
+    assert files(tmp_path) == sorted({name_of(red, "png"), name_of(blue, "png")})
+
+
+def test_grouped_rows_get_a_list_of_paths_and_failures_get_none(tmp_path: Path) -> None:
+    red = png((255, 0, 0))
+    model = ScriptedModel([[{"images": [b64(red)]}], RuntimeError("down")])
+    task = task_for(model, tmp_path, num_generations=2, group_generations=True)
+    rows = task.process_batch([{"prompt": "a"}, {"prompt": "b"}])
+    assert rows[0]["image_path"] == [name_of(red, "png"), None]
+    assert rows[1]["image_path"] == [None, None]
+
+
+def test_the_model_format_is_kept_unless_another_is_asked(tmp_path: Path) -> None:
+    red = png((200, 10, 10))
+    model = ScriptedModel([[{"images": [b64(red)]}]])
+    rows = task_for(model, tmp_path, image_format="PNG").process_batch([{"prompt": "a"}])
+    assert rows[0]["image_path"] == name_of(red, "png")
+
+    converted = task_for(model, tmp_path / "jpeg", image_format="JPEG")
+    [row] = converted.process_batch([{"prompt": "a"}])
+    written = (tmp_path / "jpeg" / row["image_path"]).read_bytes()
+    assert row["image_path"] == name_of(written, "jpg")
+    assert Image.open(io.BytesIO(written)).format == "JPEG"
+    assert row["image"] == b64(red)
+
+
+def test_an_image_that_cannot_be_converted_fails_its_row_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rgba, rgb = png((1, 2, 3, 4), "RGBA"), png((1, 2, 3))
+    model = ScriptedModel([[{"images": [b64(rgba)]}], [{"images": [b64(rgb)]}]])
+    task = task_for(model, tmp_path, image_format="JPEG")
+    rows = task.process_batch([{"prompt": "a"}, {"prompt": "b"}])
+    assert rows[0]["image"] == b64(rgba)
+    assert rows[0]["image_path"] is None
+    assert rows[0][META][ERROR] == (
+        "the image artifact was not saved: OSError: cannot write mode RGBA as JPEG"
+    )
+    assert rows[1]["image_path"] is not None and ERROR not in rows[1][META]
+    assert "failed for row 0, generation 0: the image artifact was not saved" in caplog.text
+
+
+def test_bytes_in_no_image_format_are_not_saved(tmp_path: Path) -> None:
+    model = ScriptedModel([[{"images": [b64(b"hello")]}]])
+    [row] = task_for(model, tmp_path).process_batch([{"prompt": "a"}])
+    assert row["image_path"] is None
+    assert row[META][ERROR] == (
+        "the image artifact was not saved: the image bytes are in no known image format "
+        "(first bytes: 68 65 6c 6c 6f)"
+    )
+
+
+def test_no_temporary_file_is_left(tmp_path: Path) -> None:
+    task = task_for(PlaceholderImageGeneration(size="4x4"), tmp_path, num_generations=3)
+    task.process_batch([{"prompt": str(i)} for i in range(20)])
+    leftovers = [p.name for p in (tmp_path / "artifacts").rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+    assert len(files(tmp_path)) == 60

@@ -1,0 +1,199 @@
+"""The `imagetask` command: runs, help, and one clear line for every user mistake."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pyarrow.parquet as pq
+import pytest
+
+from imagetask.cli import main
+
+PROMPTS = Path(__file__).parent.parent / "examples" / "prompts.txt"
+
+
+def test_generate_on_the_shipped_prompts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    status = main(
+        [
+            "generate",
+            str(PROMPTS),
+            "-o",
+            str(out),
+            "--num-generations",
+            "2",
+            "--save-artifacts",
+            "--size",
+            "16x16",
+        ]
+    )
+    assert status == 0
+    prompts = [line for line in PROMPTS.read_text().splitlines() if line.strip()]
+    rows = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+    assert [row["prompt"] for row in rows] == [p for p in prompts for _ in range(2)]
+    assert all((out / row["image_path"]).is_file() for row in rows)
+    assert {row["model_name"] for row in rows} == {"placeholder"}
+    report = json.loads((out / "run.json").read_text())
+    assert (report["rows_in"], report["rows_out"], report["failed"]) == (
+        len(prompts),
+        2 * len(prompts),
+        0,
+    )
+    captured = capsys.readouterr()
+    assert captured.out == (
+        f"imagetask: {len(prompts)} rows in, {2 * len(prompts)} rows out "
+        f"({2 * len(prompts)} images, 0 failed) -> {out}/data.jsonl\n"
+    )
+    # Not a terminal: plain progress lines.
+    assert f"{len(prompts)}/{len(prompts)} rows | {2 * len(prompts)} images" in captured.err
+
+
+def test_parquet_output_with_a_mapped_column(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("caption,id\na cat,1\na dog,2\n")
+    status = main(
+        [
+            "generate",
+            str(source),
+            "-o",
+            str(tmp_path / "out"),
+            "--format",
+            "parquet",
+            "--column",
+            "prompt=caption",
+            "--size",
+            "4x4",
+            "--quiet",
+        ]
+    )
+    assert status == 0
+    table = pq.read_table(tmp_path / "out" / "data.parquet")
+    assert table.column("caption").to_pylist() == ["a cat", "a dog"]
+    assert all(image.startswith(b"\x89PNG") for image in table.column("image").to_pylist())
+
+
+def test_limit_and_resume(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    assert (
+        main(["generate", str(PROMPTS), "-o", out, "--limit", "5", "--quiet", "--size", "4x4"]) == 0
+    )
+    assert main(["generate", str(PROMPTS), "-o", out, "--resume", "--quiet", "--size", "4x4"]) == 0
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert report["rows_in"] == 5  # the limited run was complete: resume has nothing to add
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.jsonl"], "imagetask: error: missing.jsonl: no such file"),
+        ([str(PROMPTS), "--model", "gpt"], "imagetask: error: --model: unknown model spec 'gpt'"),
+        (
+            [str(PROMPTS), "--column", "text"],
+            "imagetask: error: --column: expected prompt=<column>, got 'text'",
+        ),
+        (
+            [str(PROMPTS), "--size", "big"],
+            "imagetask: error: --size: size 'big' is not WIDTHxHEIGHT",
+        ),
+        (
+            [str(PROMPTS), "--batch-size", "0"],
+            "imagetask: error: --batch-size must be at least 1, got 0",
+        ),
+    ],
+)
+def test_user_mistakes_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    status = main(["generate", *args, "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_a_bad_row_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "a"}\n{"caption": "b"}\n')
+    assert main(["generate", str(source), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {source} line 2: the row lacks the input column 'prompt' "
+        "(its columns: 'caption')\n"
+    )
+    source.write_text('{"prompt": "a"}\n{"prompt": "b"\n')
+    assert main(["generate", str(source), "-o", str(tmp_path / "out2"), "--quiet"]) == 1
+    assert capsys.readouterr().err.startswith(f"imagetask: error: {source} line 2: invalid JSON: ")
+
+
+def test_a_missing_openai_key_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    status = main(
+        ["generate", str(PROMPTS), "-o", str(tmp_path / "o"), "--model", "openai:gpt-image-1"]
+    )
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "imagetask: error: OpenAIImageGeneration: no API key: pass `api_key` or set "
+        "OPENAI_API_KEY\n"
+    )
+
+
+def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["generate", "--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "INPUT",
+        "-o OUTDIR",
+        "--model SPEC",
+        "--num-generations N",
+        "--batch-size B",
+        "--save-artifacts",
+        "--format {jsonl,parquet}",
+        "--resume",
+        "--limit N",
+        "--column prompt=COL",
+        "--size WxH",
+        "--seed SEED",
+        "--base-url URL",
+        "--max-concurrency N",
+        "--quiet",
+        "openai:<model>",
+        "hf:<model id>",
+        "checkpoint.json",
+    ):
+        assert option in text, option
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "generate" in capsys.readouterr().out
+
+
+def test_the_console_script_is_installed(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imagetask.cli",
+            "generate",
+            str(PROMPTS),
+            "-o",
+            str(tmp_path / "o"),
+            "--size",
+            "4x4",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("imagetask: 12 rows in, 12 rows out")

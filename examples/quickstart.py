@@ -1,31 +1,16 @@
-"""Generate image rows with a tiny in-code backend."""
+"""The Python API on the built-in placeholder backend: one batch, then a whole dataset."""
 
-import base64
+from imagetask import ImageGeneration
+from imagetask.models import PlaceholderImageGeneration
 
-from imagetask import ImageGeneration, ImageGenerationModel
+task = ImageGeneration(
+    image_generation_model=PlaceholderImageGeneration(size="64x64"),
+    num_generations=2,
+)
 
-
-class Tiny(ImageGenerationModel):
-    """Returns the prompt's bytes as the 'image' (a stand-in for a real model)."""
-
-    @property
-    def model_name(self) -> str:
-        return "tiny"
-
-    def generate(self, inputs, num_generations=1, **kwargs):  # type: ignore[no-untyped-def]
-        return [
-            [
-                {
-                    "images": [
-                        base64.b64encode(f"{p}#{k}".encode()).decode()
-                        for k in range(num_generations)
-                    ]
-                }
-            ]
-            for p in inputs
-        ]
-
-
-task = ImageGeneration(image_generation_model=Tiny(), num_generations=2)
 for row in task.process_batch([{"prompt": "a red bicycle"}, {"prompt": "a blue kite"}]):
-    print(row)
+    print(row["prompt"], row["image"][:24] + "...", row["distilabel_metadata"])
+
+rows = ({"prompt": f"a photo of object {i}"} for i in range(1000))
+summary = task.run(rows, "quickstart-out")
+print(summary)

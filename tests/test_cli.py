@@ -166,6 +166,7 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--seed SEED",
         "--base-url URL",
         "--max-concurrency N",
+        "--checkpoint-every SECONDS",
         "--quiet",
         "openai:<model>",
         "hf:<model id>",

@@ -17,7 +17,7 @@ import msgspec
 
 from imagetask.models import PlaceholderImageGeneration
 
-PROMPTS = 8000
+PROMPTS = 12000
 GENERATIONS = 2
 
 
@@ -25,7 +25,7 @@ def command(source: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "imagetask.cli", "generate", str(source), "-o", str(out),
         "--num-generations", str(GENERATIONS), "--batch-size", "4", "--save-artifacts",
-        "--size", "6x6", "--quiet", *extra,
+        "--size", "6x6", "--quiet", "--checkpoint-every", "0", *extra,
     ]  # fmt: skip
 
 
@@ -46,6 +46,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "out"
     rng = random.Random(20261125)
     kills = 0
+    progress = []
     for attempt in range(8):
         extra = ("--resume",) if attempt else ()
         process = subprocess.Popen(command(source, out, *extra), stderr=subprocess.PIPE)
@@ -55,7 +56,13 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
             kills += 1
         process.wait()
         process.stderr.close()  # type: ignore[union-attr]
+        checkpoint = out / "checkpoint.json"
+        if checkpoint.exists():
+            progress.append(json.loads(checkpoint.read_text())["rows_in"])
     assert kills >= 3, "the run finished before it could be killed often enough"
+    # Killed at several different points, each resume going further.
+    assert len({done for done in progress if 0 < done < PROMPTS}) >= 3, progress
+    assert progress == sorted(progress)
     final = subprocess.run(command(source, out, "--resume"), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
 

@@ -123,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
         help="requests in flight at once for HTTP models (default: 16)",
     )
     generate.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="sync the output and write the checkpoint at most this often; a crash repeats "
+        "at most this much work (default: 1; 0: after every batch)",
+    )
+    generate.add_argument(
         "--quiet", action="store_true", help="no progress, only errors and the final line"
     )
     return parser
@@ -181,6 +189,8 @@ def _generate(args: argparse.Namespace) -> int:
     ):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be at least 0, got {args.checkpoint_every}")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be at least 0, got {args.limit}")
     reader = Reader(args.input)
@@ -200,6 +210,7 @@ def _generate(args: argparse.Namespace) -> int:
         resume=args.resume,
         limit=args.limit,
         progress=not args.quiet,
+        checkpoint_seconds=args.checkpoint_every,
     )
     images = summary.rows_in * task.num_generations - summary.failed
     print(

@@ -1,10 +1,11 @@
 """Running a task over a whole dataset: streamed in batches, checkpointed, resumable.
 
 The output folder holds `data.jsonl` (or `data.parquet`), `artifacts/` when the task saves
-them, `checkpoint.json` and, once the run is complete, `run.json`. After each batch the
-rows are appended and synced, then the checkpoint records how many input rows are done
-and where the output ends; a resumed run cuts the output back to that point and goes on
-with the next input row, so a crash at any moment loses nothing and repeats nothing.
+them, `checkpoint.json` and, once the run is complete, `run.json`. Each batch's rows are
+appended whole, after its artifacts are on disk; then, at most every `checkpoint_seconds`,
+the output is synced and the checkpoint records how many input rows are done and where
+the output ends. A resumed run cuts the output back to that point and goes on with the
+next input row, so a crash at any moment loses nothing and repeats nothing.
 """
 
 from __future__ import annotations
@@ -118,8 +119,11 @@ class _Run:
         output: Path,
         format: OutputFormat,
         resume: bool,
+        checkpoint_seconds: float,
     ) -> None:
         self.task = task
+        self.checkpoint_seconds = checkpoint_seconds
+        self._saved = time.monotonic()
         self.output = output
         self.format = format
         output.mkdir(parents=True, exist_ok=True)
@@ -189,10 +193,18 @@ class _Run:
         state["rows_out"] += len(rows)
         state["failed"] += failed
         state["sink"] = self.sink.state()
-        _write_json(self.checkpoint, state)
+        if time.monotonic() - self._saved >= self.checkpoint_seconds:
+            self.save()
         if progress is not None:
             generations = len(batch.rows) * self.task.num_generations
             progress.update(len(batch.rows), generations - failed, failed)
+
+    def save(self) -> None:
+        """Syncs the output, then records the checkpoint that points to its end."""
+        if self.sink is not None:
+            self.sink.sync()
+        _write_json(self.checkpoint, self.state)
+        self._saved = time.monotonic()
 
     def summary(self, seconds: float) -> RunSummary:
         state = self.state
@@ -223,6 +235,7 @@ def run(
     limit: int | None = None,
     progress: bool | Progress = False,
     batches_in_flight: int = 2,
+    checkpoint_seconds: float = 1.0,
 ) -> RunSummary:
     """Runs `task` over `rows` into `output_dir`; see the module's docstring.
 
@@ -230,6 +243,8 @@ def run(
     `limit` caps the input rows of the whole run (resumed ones included). Batches of
     `task.input_batch_size` rows are generated `batches_in_flight` at a time while the
     finished ones are written in order; memory stays bounded whatever the input size.
+    The output is synced and the checkpoint written at most every `checkpoint_seconds`
+    (and when the run ends or stops): a crash repeats at most that much work.
     Raises `RunError` for a bad input row (after writing the batches before it) and
     `RunInterrupted` on Ctrl-C.
     """
@@ -242,7 +257,7 @@ def run(
     started = time.monotonic()
     task.load()
     try:
-        state = _Run(task, Path(output_dir), format, resume)
+        state = _Run(task, Path(output_dir), format, resume, checkpoint_seconds)
         try:
             if state.done:
                 return state.summary(0.0)
@@ -294,6 +309,7 @@ def _stream(
         except ImageTaskError:
             while pending:
                 state.commit(pending.popleft(), reporter)
+            state.save()
             raise
         assert state.sink is not None
         state.sink.finish()
@@ -337,7 +353,7 @@ def _finish(state: _Run, started: float, *, complete: bool) -> RunSummary:
     """Records the time spent and, for a complete run, writes `run.json`."""
     seconds = time.monotonic() - started
     state.state["seconds"] = round(state.state["seconds"] + seconds, 3)
-    _write_json(state.checkpoint, state.state)
+    state.save()
     summary = state.summary(0.0)
     if complete:
         images = summary.rows_in * state.task.num_generations - summary.failed

@@ -1,6 +1,6 @@
-"""Output sinks: whole batches appended durably, with a state to resume from.
+"""Output sinks: whole batches appended, synced before each checkpoint.
 
-A sink's `state()` after `write` is what a checkpoint records; a sink reopened with that
+A sink's `state()` after `write` and `sync` is what a checkpoint records; a sink reopened with that
 state drops whatever was written after it (a batch cut short by a crash), so the output
 holds every committed batch exactly once.
 """
@@ -32,7 +32,10 @@ class Sink(Protocol):
     path: Path
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        """Appends one batch's rows, durably, as a whole."""
+        """Appends one batch's rows as a whole."""
+
+    def sync(self) -> None:
+        """Makes what was written durable (before a checkpoint records it)."""
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint records to reopen the sink at this point."""
@@ -53,7 +56,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class JsonlSink:
-    """`data.jsonl`: one JSON object per line (bytes as base64), fsynced per batch."""
+    """`data.jsonl`: one JSON object per line (bytes as base64)."""
 
     def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
         self.path = folder / "data.jsonl"
@@ -72,6 +75,8 @@ class JsonlSink:
             raise SinkError(f"{self.path}: a row cannot be written as JSON: {exc}") from None
         self._file.write(data)
         self._file.flush()
+
+    def sync(self) -> None:
         os.fsync(self._file.fileno())
 
     def state(self) -> dict[str, Any]:
@@ -94,6 +99,7 @@ class ParquetSink:
         self.path = folder / "data.parquet"
         self._parts = folder / "parts"
         self._count = state["parts"] if state is not None else 0
+        self._unsynced: list[Path] = []
         if state is None and self._parts.exists():
             shutil.rmtree(self._parts)
         self._parts.mkdir(exist_ok=True)
@@ -119,11 +125,17 @@ class ParquetSink:
         target = self._part(self._count)
         temp = target.with_suffix(".tmp")
         self._parquet.write_table(table, temp)
-        with temp.open("rb") as file:
-            os.fsync(file.fileno())
         os.replace(temp, target)
-        _fsync_dir(self._parts)
+        self._unsynced.append(target)
         self._count += 1
+
+    def sync(self) -> None:
+        for part in self._unsynced:
+            with part.open("rb") as file:
+                os.fsync(file.fileno())
+        self._unsynced.clear()
+        if self._parts.exists():
+            _fsync_dir(self._parts)
 
     def state(self) -> dict[str, Any]:
         return {"parts": self._count}
@@ -144,8 +156,12 @@ class ParquetSink:
         with self._parquet.ParquetWriter(temp, schema) as writer:
             for part in parts:
                 writer.write_table(self._parquet.read_table(part).cast(schema))
+        with temp.open("rb") as file:
+            os.fsync(file.fileno())
         os.replace(temp, self.path)
+        _fsync_dir(self.path.parent)
         shutil.rmtree(self._parts)
+        self._unsynced.clear()
 
 
 def open_sink(

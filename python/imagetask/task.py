@@ -163,6 +163,7 @@ class ImageTask(Configurable, ABC):
         limit: int | None = None,
         progress: bool | Progress = False,
         batches_in_flight: int = 2,
+        checkpoint_seconds: float = 1.0,
     ) -> RunSummary:
         """Runs the task over a whole dataset into `output_dir`: `data.jsonl` (or
         `data.parquet`), artifacts, a checkpoint to resume from and `run.json`.
@@ -178,6 +179,7 @@ class ImageTask(Configurable, ABC):
             limit=limit,
             progress=progress,
             batches_in_flight=batches_in_flight,
+            checkpoint_seconds=checkpoint_seconds,
         )
 
     def load(self) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -12,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagetask.cli import main
+from imagetask.progress import Progress
 
 PROMPTS = Path(__file__).parent.parent / "examples" / "prompts.txt"
 
@@ -198,3 +202,42 @@ def test_the_console_script_is_installed(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("imagetask: 12 rows in, 12 rows out")
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    source = tmp_path / "prompts.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(12000)))
+    command = [
+        sys.executable, "-m", "imagetask", "generate", str(source), "-o", str(tmp_path / "o"),
+        "--size", "4x4", "--batch-size", "4", "--checkpoint-every", "0", "--quiet",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate()
+    assert process.returncode == 130, err
+    done = json.loads((tmp_path / "o" / "checkpoint.json").read_text())["rows_in"]
+    assert 0 < done < 12000
+    assert err == (
+        f"imagetask: interrupted after {done:,} input rows; run again with resume (--resume) "
+        "to continue\n"
+    )
+    assert (tmp_path / "o" / "data.jsonl").read_bytes().count(b"\n") == done
+    finished = subprocess.run([*command, "--resume"], capture_output=True, text=True, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert (tmp_path / "o" / "data.jsonl").read_bytes().count(b"\n") == 12000
+
+
+def test_progress_redraws_one_line_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = Progress(10, stream=stream, redraw=0.0)
+    progress.update(5, 9, 1)
+    progress.close()
+    frames = stream.getvalue().split("\r\x1b[2K")[1:]
+    assert len(frames) == 2 and frames[-1].endswith("\n")
+    assert frames[0].startswith("[############............] 5/10 rows | 9 images | ")
+    assert " images/s | 1 failed | ETA 0:00:0" in frames[0]

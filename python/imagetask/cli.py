@@ -229,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunInterrupted as exc:
         print(f"imagetask: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("imagetask: interrupted", file=sys.stderr)
+        return 130
     except (ImageTaskError, MissingExtraError, OSError) as exc:
         print(f"imagetask: error: {exc}", file=sys.stderr)
         return 1

@@ -89,7 +89,7 @@ def test_limit_and_resume(tmp_path: Path) -> None:
     )
     assert main(["generate", str(PROMPTS), "-o", out, "--resume", "--quiet", "--size", "4x4"]) == 0
     report = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert report["rows_in"] == 5  # the limited run was complete: resume has nothing to add
+    assert (report["rows_in"], report["resumed_from"], report["complete"]) == (12, 5, True)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +97,14 @@ def test_limit_and_resume(tmp_path: Path) -> None:
     [
         (["missing.jsonl"], "imagetask: error: missing.jsonl: no such file"),
         ([str(PROMPTS), "--model", "gpt"], "imagetask: error: --model: unknown model spec 'gpt'"),
+        (
+            [str(PROMPTS), "--model", "openai:dall-e-3", "--seed", "1"],
+            "imagetask: error: --seed: the OpenAI Images API takes no seed",
+        ),
+        (
+            [str(PROMPTS), "--base-url", "http://localhost:1/v1"],
+            "imagetask: error: --base-url is for openai:<model>",
+        ),
         (
             [str(PROMPTS), "--column", "text"],
             "imagetask: error: --column: expected prompt=<column>, got 'text'",

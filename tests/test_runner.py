@@ -68,19 +68,36 @@ def test_a_generator_input_streams(tmp_path: Path) -> None:
     assert summary.rows_in == 7
 
 
-def test_a_limited_run_is_the_start_of_the_whole_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_a_limited_run_resumes_to_the_whole_run(tmp_path: Path, format: Any) -> None:
     rows = prompts(11)
-    make_task().run(rows, tmp_path / "whole")
-    first = make_task().run(rows, tmp_path / "parts", limit=4)
-    assert (first.rows_in, first.complete) == (4, True)
+    fields = {"images_as_bytes": True, "num_generations": 2}
+    make_task(**fields).run(rows, tmp_path / "whole", format=format)
+    first = make_task(**fields).run(rows, tmp_path / "parts", format=format, limit=4)
+    assert (first.rows_in, first.rows_out, first.complete) == (4, 8, False)
+    data = f"data.{format}"
+    if format == "jsonl":
+        assert (tmp_path / "parts" / data).read_bytes().count(b"\n") == 8
+    else:
+        assert pq.read_table(tmp_path / "parts" / data).num_rows == 8
     with pytest.raises(RunError, match=r"already holds a run \(checkpoint.json\): resume it"):
-        make_task().run(rows, tmp_path / "parts")
-    # A finished limited run is complete: resuming it does nothing more.
-    again = make_task().run(rows, tmp_path / "parts", resume=True)
-    assert again.rows_in == 4
-    part = (tmp_path / "parts" / "data.jsonl").read_bytes()
-    assert part.count(b"\n") == 4
-    assert (tmp_path / "whole" / "data.jsonl").read_bytes().startswith(part)
+        make_task(**fields).run(rows, tmp_path / "parts", format=format)
+    more = make_task(**fields).run(rows, tmp_path / "parts", format=format, resume=True, limit=7)
+    assert (more.resumed_from, more.rows_in, more.complete) == (4, 7, False)
+    rest = make_task(**fields).run(rows, tmp_path / "parts", format=format, resume=True)
+    assert (rest.resumed_from, rest.rows_in, rest.rows_out, rest.complete) == (7, 11, 22, True)
+    again = make_task(**fields).run(rows, tmp_path / "parts", format=format, resume=True)
+    assert (again.rows_in, again.complete) == (11, True)
+    if format == "jsonl":
+        assert (tmp_path / "parts" / data).read_bytes() == (tmp_path / "whole" / data).read_bytes()
+    else:
+        whole = pq.read_table(tmp_path / "whole" / data)
+        assert pq.read_table(tmp_path / "parts" / data).equals(whole)
+        assert not (tmp_path / "parts" / "parts").exists()
+
+
+def test_a_limit_at_the_input_end_completes_the_run(tmp_path: Path) -> None:
+    assert make_task().run(prompts(6), tmp_path, limit=6).complete is True
 
 
 def test_resume_cuts_an_unfinished_batch_and_goes_on(tmp_path: Path) -> None:
@@ -88,9 +105,6 @@ def test_resume_cuts_an_unfinished_batch_and_goes_on(tmp_path: Path) -> None:
     make_task().run(rows, tmp_path / "whole")
     out = tmp_path / "crashed"
     make_task().run(rows, out, limit=6)
-    checkpoint = json.loads((out / "checkpoint.json").read_text())
-    checkpoint["complete"] = False
-    (out / "checkpoint.json").write_text(json.dumps(checkpoint))
     with (out / "data.jsonl").open("ab") as data:
         data.write(b'{"prompt":"prompt 6","image":"iVBO')
     summary = make_task().run(rows, out, resume=True)
@@ -100,9 +114,6 @@ def test_resume_cuts_an_unfinished_batch_and_goes_on(tmp_path: Path) -> None:
 
 def test_resume_refuses_a_different_task(tmp_path: Path) -> None:
     make_task().run(prompts(5), tmp_path, limit=2)
-    state = json.loads((tmp_path / "checkpoint.json").read_text())
-    state["complete"] = False
-    (tmp_path / "checkpoint.json").write_text(json.dumps(state))
     with pytest.raises(
         RunError, match=r"the task differs from the run's: `num_generations` was 1, now 3"
     ):

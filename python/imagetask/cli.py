@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         "generate",
         help="generate images for every row of an input file",
         description=(
-            "Read INPUT (JSONL, CSV, Parquet, or text with one prompt per line), generate "
-            "images for each row and write the dataset to OUTDIR. A run can be stopped "
+            "Read INPUT (JSONL, CSV, Parquet, or text with one prompt per line), generate\n"
+            "images for each row and write the dataset to OUTDIR. A run can be stopped\n"
             "(Ctrl-C, or killed) and continued with --resume."
         ),
         epilog=_EPILOG,
@@ -98,7 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run recorded in OUTDIR"
     )
     generate.add_argument(
-        "--limit", type=int, metavar="N", help="stop after N input rows (in all, resumes included)"
+        "--limit",
+        type=int,
+        metavar="N",
+        help="stop after N input rows in all (resumes included); --resume goes further",
     )
     generate.add_argument(
         "--column",
@@ -113,7 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         help="image size (placeholder default: 256x256; sent as `size` to OpenAI, "
         "as width/height to Hugging Face)",
     )
-    generate.add_argument("--seed", type=int, help="seed (placeholder, hf)")
+    generate.add_argument(
+        "--seed",
+        type=int,
+        help="placeholder: the seed its pictures derive from (default 0); hf: the seed of "
+        "each prompt's first image, k added for image k (default: random)",
+    )
     generate.add_argument("--base-url", metavar="URL", help="the server of openai:<model>")
     generate.add_argument(
         "--max-concurrency",
@@ -145,11 +153,15 @@ def _model(args: argparse.Namespace) -> ImageGenerationModel:
         except ValueError as exc:
             raise UsageError(f"--size: {exc}") from None
     if kind == "placeholder" and not name:
+        if args.base_url is not None:
+            raise UsageError("--base-url is for openai:<model>")
         fields: dict[str, Any] = {"size": size or "256x256"}
         if args.seed is not None:
             fields["seed"] = args.seed
         return PlaceholderImageGeneration(**fields)
     if kind == "openai" and name:
+        if args.seed is not None:
+            raise UsageError("--seed: the OpenAI Images API takes no seed")
         return OpenAIImageGeneration(
             model=name,
             base_url=args.base_url,
@@ -157,6 +169,8 @@ def _model(args: argparse.Namespace) -> ImageGenerationModel:
             generation_kwargs={"size": size} if size else {},
         )
     if kind == "hf" and name:
+        if args.base_url is not None:
+            raise UsageError("--base-url is for openai:<model>; give hf:<endpoint URL> instead")
         url = name.startswith(("http://", "https://"))
         return InferenceEndpointsImageGeneration(
             model_id=None if url else name,

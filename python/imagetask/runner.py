@@ -1,7 +1,7 @@
 """Running a task over a whole dataset: streamed in batches, checkpointed, resumable.
 
 The output folder holds `data.jsonl` (or `data.parquet`), `artifacts/` when the task saves
-them, `checkpoint.json` and, once the run is complete, `run.json`. Each batch's rows are
+them, `checkpoint.json` and, once the run has ended, `run.json`. Each batch's rows are
 appended whole, after its artifacts are on disk; then, at most every `checkpoint_seconds`,
 the output is synced and the checkpoint records how many input rows are done and where
 the output ends. A resumed run cuts the output back to that point and goes on with the
@@ -240,7 +240,8 @@ def run(
     """Runs `task` over `rows` into `output_dir`; see the module's docstring.
 
     `rows` is any iterable of dicts, or a `Reader` (then errors name the file's line).
-    `limit` caps the input rows of the whole run (resumed ones included). Batches of
+    `limit` caps the input rows of the whole run (resumed ones included); a run it
+    stopped before the input's end is not complete, and resuming it goes further. Batches of
     `task.input_batch_size` rows are generated `batches_in_flight` at a time while the
     finished ones are written in order; memory stays bounded whatever the input size.
     The output is synced and the checkpoint written at most every `checkpoint_seconds`
@@ -311,16 +312,18 @@ def _stream(
                 state.commit(pending.popleft(), reporter)
             state.save()
             raise
+        # A run stopped by `limit` before the input's end can be resumed further.
+        complete = budget != 0 or next(numbered, None) is None
         assert state.sink is not None
-        state.sink.finish()
-        state.state["complete"] = True
+        state.sink.finish(final=complete)
+        state.state["complete"] = complete
     except KeyboardInterrupt:
-        raise RunInterrupted(_finish(state, started, complete=False)) from None
+        raise RunInterrupted(_finish(state, started, ended=False)) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         if reporter is not None:
             reporter.close()
-    return _finish(state, started, complete=True)
+    return _finish(state, started, ended=True)
 
 
 def _total(rows: Iterable[Row] | Reader, limit: int | None) -> int | None:
@@ -349,13 +352,13 @@ def _start(
     return _Batch(lines, builder, rows, prompts, invalid, answers)
 
 
-def _finish(state: _Run, started: float, *, complete: bool) -> RunSummary:
-    """Records the time spent and, for a complete run, writes `run.json`."""
+def _finish(state: _Run, started: float, *, ended: bool) -> RunSummary:
+    """Records the time spent and, for a run that ended (not interrupted), `run.json`."""
     seconds = time.monotonic() - started
     state.state["seconds"] = round(state.state["seconds"] + seconds, 3)
     state.save()
     summary = state.summary(0.0)
-    if complete:
+    if ended:
         images = summary.rows_in * state.task.num_generations - summary.failed
         _write_json(
             state.output / SUMMARY,

@@ -40,8 +40,9 @@ class Sink(Protocol):
     def state(self) -> dict[str, Any]:
         """What a checkpoint records to reopen the sink at this point."""
 
-    def finish(self) -> None:
-        """Completes the output file once every batch is written."""
+    def finish(self, final: bool) -> None:
+        """Completes the output file with the batches written so far; `final`: no batch
+        will be added (a run stopped by its limit is not final)."""
 
     def close(self) -> None:
         """Releases open files (a finished or abandoned run)."""
@@ -82,7 +83,7 @@ class JsonlSink:
     def state(self) -> dict[str, Any]:
         return {"bytes": self._file.tell()}
 
-    def finish(self) -> None:
+    def finish(self, final: bool) -> None:
         """Nothing to complete: every line is written when its batch is."""
 
     def close(self) -> None:
@@ -91,7 +92,8 @@ class JsonlSink:
 
 class ParquetSink:
     """`data.parquet`: each batch is first written as a part file (temporary name, then
-    renamed); `finish` merges the parts into one file, its schema the union of theirs."""
+    renamed); `finish` merges the parts into one file, its schema the union of theirs,
+    and removes them once the run is final (a resumed run adds parts and merges again)."""
 
     def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
         self._arrow = require("pyarrow", "parquet", "writing Parquet")
@@ -143,7 +145,7 @@ class ParquetSink:
     def close(self) -> None:
         """Nothing is held open between batches."""
 
-    def finish(self) -> None:
+    def finish(self, final: bool) -> None:
         parts = [self._part(index) for index in range(self._count)]
         if self.path.exists() and not any(part.exists() for part in parts):
             return  # merged before a crash cut the run short of recording it
@@ -160,8 +162,9 @@ class ParquetSink:
             os.fsync(file.fileno())
         os.replace(temp, self.path)
         _fsync_dir(self.path.parent)
-        shutil.rmtree(self._parts)
-        self._unsynced.clear()
+        self.sync()
+        if final:
+            shutil.rmtree(self._parts)
 
 
 def open_sink(

@@ -72,6 +72,7 @@ def _rows(batch: list[str], width: int, height: int, name: str, core: object) ->
                         "seed": 0,
                     },
                     f"raw_input_{name}": prompt,
+                    f"statistics_{name}": {"image_bytes": len(image)},
                 },
             }
         )

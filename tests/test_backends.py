@@ -71,13 +71,14 @@ def test_placeholder_makes_real_pngs_of_the_requested_size() -> None:
         "images": ["sha256:" + hashlib.sha256(images[0]).hexdigest()],
         "seed": 0,
     }
+    assert rows[0][META][STATS] == {"image_bytes": len(images[0])}
     assert rows[0]["model_name"] == "placeholder"
 
 
 def test_placeholder_is_identical_across_runs_and_depends_on_the_seed() -> None:
     def images(**fields: Any) -> list[bytes]:
         model = PlaceholderImageGeneration(size="8x8", **fields)
-        return [image for [answer] in model.generate(["p", "q"], 2) for image in answer["images"]]
+        return [part["images"][0] for answer in model.generate(["p", "q"], 2) for part in answer]
 
     assert images() == images()
     assert images(seed=1) == images(seed=1)

@@ -34,8 +34,8 @@ def expected_pairs(prompts: list[str]) -> Counter[tuple[str, str]]:
     answers = model.generate(prompts, GENERATIONS)
     return Counter(
         (prompt, base64.b64encode(image).decode())
-        for prompt, [answer] in zip(prompts, answers, strict=True)
-        for image in answer["images"]
+        for prompt, answer in zip(prompts, answers, strict=True)
+        for image in (part["images"][0] for part in answer)
     )
 
 

@@ -34,7 +34,8 @@ class PlaceholderImageGeneration(ImageGenerationModel):
     whose colours are derived from the prompt, `seed` and the generation index: distinct
     per generation and identical across runs. It is for trying a pipeline end to end,
     testing and benchmarking; the pictures show nothing of the prompt. The PNGs are
-    encoded natively with the GIL released.
+    encoded natively with the GIL released. Each image's raw output holds the seed, its
+    statistics the PNG's size.
 
     `generation_kwargs` may set `size` and `seed` for every call.
     """
@@ -72,4 +73,10 @@ class PlaceholderImageGeneration(ImageGenerationModel):
         images = _core.placeholder_images(
             inputs, num_generations=num_generations, seed=seed, width=width, height=height
         )
-        return [[{"images": pictures, "seed": seed}] for pictures in images]
+        return [
+            [
+                {"images": [picture], "seed": seed, "statistics": {"image_bytes": len(picture)}}
+                for picture in pictures
+            ]
+            for pictures in images
+        ]

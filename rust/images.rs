@@ -135,6 +135,8 @@ pub fn write_artifacts(
     prefix: &str,
     convert: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<(usize, usize, String)>> {
+    let image_key = PyString::intern(py, image_column);
+    let path_key = PyString::intern(py, path_column);
     let mut slots = Vec::with_capacity(rows.len());
     let mut grouped = vec![false; rows.len()];
     for (index, row) in rows.iter().enumerate() {
@@ -144,7 +146,7 @@ pub fn write_artifacts(
                 type_name(&row)
             ))
         })?;
-        let value = row.get_item(image_column)?.ok_or_else(|| {
+        let value = row.get_item(&image_key)?.ok_or_else(|| {
             PyValueError::new_err(format!("row {index} has no column {image_column:?}"))
         })?;
         let images: Vec<Bound<'_, PyAny>> = match value.cast::<PyList>() {
@@ -206,9 +208,9 @@ pub fn write_artifacts(
     for (index, mut row_paths) in paths.into_iter().enumerate() {
         let row = rows.get_item(index)?;
         if grouped[index] {
-            row.set_item(path_column, row_paths)?;
+            row.set_item(&path_key, row_paths)?;
         } else {
-            row.set_item(path_column, row_paths.pop().flatten())?;
+            row.set_item(&path_key, row_paths.pop().flatten())?;
         }
     }
     Ok(failures)

@@ -8,8 +8,17 @@ in the native extension `imagetask._core`.
 from imagetask import _core
 from imagetask.config import RuntimeParameter, Secret
 from imagetask.errors import ConfigError, ImageTaskError, InputRowError
+from imagetask.extras import MissingExtraError
 from imagetask.generation import ImageGeneration
-from imagetask.models import AsyncImageGenerationModel, ImageGenerationModel, ImageModel
+from imagetask.models import (
+    AsyncImageGenerationModel,
+    ImageGenerationModel,
+    ImageModel,
+    RequestError,
+)
+from imagetask.readers import Reader, ReadError
+from imagetask.runner import RunError, RunInterrupted, RunSummary
+from imagetask.sinks import SinkError
 from imagetask.task import ImageTask
 
 __all__ = [
@@ -21,7 +30,15 @@ __all__ = [
     "ImageTask",
     "ImageTaskError",
     "InputRowError",
+    "MissingExtraError",
+    "ReadError",
+    "Reader",
+    "RequestError",
+    "RunError",
+    "RunInterrupted",
+    "RunSummary",
     "RuntimeParameter",
     "Secret",
+    "SinkError",
     "_core",
 ]

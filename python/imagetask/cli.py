@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from imagetask.errors import ImageTaskError
-from imagetask.extras import MissingExtraError
 from imagetask.generation import ImageGeneration
 from imagetask.models import (
     ImageGenerationModel,
@@ -246,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imagetask: interrupted", file=sys.stderr)
         return 130
-    except (ImageTaskError, MissingExtraError, OSError) as exc:
+    except (ImageTaskError, OSError) as exc:
         print(f"imagetask: error: {exc}", file=sys.stderr)
         return 1
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from imagetask.errors import ImageTaskError
+
 __all__ = ["MissingExtraError", "require"]
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(ImageTaskError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 

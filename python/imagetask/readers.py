@@ -31,7 +31,7 @@ FORMATS: dict[str, Format] = {
 _PARQUET_BATCH = 4096
 
 
-class ReadError(ImageTaskError):
+class ReadError(ImageTaskError, ValueError):
     """An input file or one of its rows cannot be read; the message names the line."""
 
 

@@ -39,7 +39,7 @@ _FREE_TASK_FIELDS = frozenset({"output_dir", "input_batch_size"})
 _FREE_MODEL_FIELDS = frozenset({"max_concurrency", "max_retries", "timeout", "retry_backoff"})
 
 
-class RunError(ImageTaskError):
+class RunError(ImageTaskError, RuntimeError):
     """A run cannot start or go on; the message says why (and names the input line)."""
 
 

@@ -22,7 +22,7 @@ __all__ = ["JsonlSink", "ParquetSink", "Sink", "SinkError", "open_sink"]
 OutputFormat = Literal["jsonl", "parquet"]
 
 
-class SinkError(ImageTaskError):
+class SinkError(ImageTaskError, ValueError):
     """Output rows cannot be written in the sink's format."""
 
 

@@ -27,7 +27,7 @@ MAX_RETRY_AFTER = 300.0
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 
 
-class RequestError(ImageTaskError):
+class RequestError(ImageTaskError, RuntimeError):
     """A request that failed for good (after its retries, or at once when not transient)."""
 
 

@@ -184,9 +184,10 @@ def test_retries_recover_with_no_lost_or_duplicated_image(server: ImageServer) -
     server.faults = {
         "p1": [Fault(status=429), Fault(status=500)],
         "p2": [Fault(status=503), Fault(status=502), Fault(status=429)],
-        "p3": [Fault(delay=1.0)],
+        # Slower than the timeout, then an error: the abandoned request serves no image.
+        "p3": [Fault(delay=2.0, status=500)],
     }
-    task = openai_task(server, timeout=0.3, num_generations=2)
+    task = openai_task(server, timeout=0.8, num_generations=2)
     rows = task.process_batch([{"prompt": f"p{i}"} for i in range(5)])
     assert len(rows) == 10
     assert all(ERROR not in row[META] for row in rows)

@@ -220,7 +220,9 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
         "--size", "4x4", "--batch-size", "4", "--checkpoint-every", "0", "--quiet",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    checkpoint = tmp_path / "o" / "checkpoint.json"
+    while process.poll() is None and not checkpoint.exists():
+        time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate()
     assert process.returncode == 130, err

@@ -29,6 +29,14 @@ def command(source: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def rows_done(out: Path) -> int:
+    """The input rows the checkpoint records as done (0 before the first)."""
+    try:
+        return int(json.loads((out / "checkpoint.json").read_text())["rows_in"])
+    except (OSError, ValueError):
+        return 0
+
+
 def expected_pairs(prompts: list[str]) -> Counter[tuple[str, str]]:
     model = PlaceholderImageGeneration(size="6x6")
     answers = model.generate(prompts, GENERATIONS)
@@ -45,20 +53,22 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     source.write_text("\n".join(prompts) + "\n")
     out = tmp_path / "out"
     rng = random.Random(20261125)
+    targets = sorted(rng.sample(range(1, PROMPTS), 6))
     kills = 0
     progress = []
-    for attempt in range(8):
+    for attempt, target in enumerate(targets):
         extra = ("--resume",) if attempt else ()
         process = subprocess.Popen(command(source, out, *extra), stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.4, 1.6))
+        # Kill once the run has passed `target` rows, at a random moment after that.
+        while process.poll() is None and rows_done(out) < target:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait()
         process.stderr.close()  # type: ignore[union-attr]
-        checkpoint = out / "checkpoint.json"
-        if checkpoint.exists():
-            progress.append(json.loads(checkpoint.read_text())["rows_in"])
+        progress.append(rows_done(out))
     assert kills >= 3, "the run finished before it could be killed often enough"
     # Killed at several different points, each resume going further.
     assert len({done for done in progress if 0 < done < PROMPTS}) >= 3, progress

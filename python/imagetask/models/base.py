@@ -97,7 +97,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     A subclass whose `agenerate` makes several requests calls `_call` for each and sets
     `_calls_requests = True`; otherwise each `agenerate` is treated as one request.
     An input whose request fails for good gets the error as its answer, so only its own
-    rows fail.
+    rows fail; an `agenerate` that lost only some of an input's images answers with a
+    part `{"images": [None] * k, "error": "<why>"}` for them, so only those rows fail.
     """
 
     max_concurrency: RuntimeParameter[PositiveInt] = 16

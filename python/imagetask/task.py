@@ -7,7 +7,6 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -17,10 +16,6 @@ from imagetask._core import RowBuilder
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models import Answer, ImageModel
-from imagetask.progress import Progress
-from imagetask.readers import Reader
-from imagetask.runner import RunSummary
-from imagetask.sinks import OutputFormat
 
 __all__ = ["ImageTask", "native_hook"]
 
@@ -153,34 +148,9 @@ class ImageTask(Configurable, ABC):
     def process(self, inputs: list[Row]) -> Generator[list[Row], None, None]:
         """Yields the output rows of a batch of input rows."""
 
-    def run(
-        self,
-        rows: Iterable[Row] | Reader,
-        output_dir: str | Path,
-        *,
-        format: OutputFormat = "jsonl",
-        resume: bool = False,
-        limit: int | None = None,
-        progress: bool | Progress = False,
-        batches_in_flight: int = 2,
-        checkpoint_seconds: float = 1.0,
-    ) -> RunSummary:
-        """Runs the task over a whole dataset into `output_dir`: `data.jsonl` (or
-        `data.parquet`), artifacts, a checkpoint to resume from and `run.json`.
-
-        See `imagetask.runner.run`.
-        """
-        return runner.run(
-            self,
-            rows,
-            output_dir,
-            format=format,
-            resume=resume,
-            limit=limit,
-            progress=progress,
-            batches_in_flight=batches_in_flight,
-            checkpoint_seconds=checkpoint_seconds,
-        )
+    # `task.run(rows, output_dir, ...)`: the whole dataset into `output_dir`
+    # (`data.jsonl`/`data.parquet`, artifacts, checkpoint, `run.json`); see `runner.run`.
+    run = runner.run
 
     def load(self) -> None:
         """Loads the model."""

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+import socket
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -386,3 +387,30 @@ def test_hf_needs_exactly_one_of_model_id_and_base_url() -> None:
         InferenceEndpointsImageGeneration()
     with pytest.raises(ConfigError, match="pass exactly one of `model_id` and `base_url`"):
         InferenceEndpointsImageGeneration(model_id="a/b", base_url="http://x")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("backend", "error"),
+    [
+        (
+            lambda url: OpenAIImageGeneration(model="m", base_url=f"{url}/v1", api_key=KEY),
+            "APIConnectionError: Connection error.",
+        ),
+        (lambda url: InferenceEndpointsImageGeneration(base_url=f"{url}/hf"), "ConnectError: "),
+    ],
+)
+def test_a_refused_connection_is_retried(backend: Any, error: str) -> None:
+    model = backend(f"http://127.0.0.1:{closed_port()}")
+    model.set_runtime_parameters({"max_retries": 2, "retry_backoff": 0.001})
+    [row] = ImageGeneration(image_generation_model=model).process_batch([{"prompt": "p"}])
+    assert row[META][ERROR].startswith(
+        f"the model raised RequestError: request failed after 3 attempts: {error}"
+    )
+    model.unload()

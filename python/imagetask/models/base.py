@@ -161,13 +161,29 @@ class AsyncImageGenerationModel(ImageGenerationModel):
             await asyncio.sleep(delay)
 
     def _final_error(self, exc: BaseException, attempts: int) -> RequestError:
-        what = describe(exc)
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
-            what = f"TimeoutError: no answer within {self.timeout:g} s"
+        what = describe(exc, self.timeout)
         for secret in self._secrets():
             what = what.replace(secret, "**********")
         tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         return RequestError(f"request failed after {tries}: {what}")
+
+    async def _parts(self, requests: list[tuple[dict[str, Any], Awaitable[Answer]]]) -> Answer:
+        """Runs the requests of one input concurrently and joins their answers.
+
+        Each request comes with the part that stands for its images if it fails (`images`
+        of `None`, plus keys such as the seed); a failed request's part gets its error, so
+        only its images' rows fail. Raises the first error when every request failed.
+        """
+        results = await asyncio.gather(*(job for _, job in requests), return_exceptions=True)
+        if all(isinstance(result, BaseException) for result in results):
+            raise results[0]  # type: ignore[misc]
+        answer: Answer = []
+        for (missing, _), result in zip(requests, results, strict=True):
+            if isinstance(result, BaseException):
+                answer.append({**missing, "error": str(result)})
+            else:
+                answer.extend(result)
+        return answer
 
     async def agenerate_batch(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any

@@ -86,29 +86,17 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
             ),
         )
 
-    def _transient(self, exc: BaseException) -> bool:
-        http = require("httpx2", "hf", type(self).__name__)
-        if isinstance(exc, http.TransportError):
-            return True
-        return super()._transient(exc)
-
     async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
         base = self.seed if self.seed is not None else random.randrange(2**31)
-        seeds = [base + k for k in range(num_generations)]
-        parts = await asyncio.gather(
-            *(self._image(input, seed, kwargs) for seed in seeds), return_exceptions=True
+        return await self._parts(
+            [
+                ({"images": [None], "seed": seed}, self._image(input, seed, kwargs))
+                for seed in range(base, base + num_generations)
+            ]
         )
-        if all(isinstance(part, BaseException) for part in parts):
-            raise parts[0]  # type: ignore[misc]
-        return [
-            {"images": [None], "seed": seed, "error": str(part)}
-            if isinstance(part, BaseException)
-            else part
-            for seed, part in zip(seeds, parts, strict=True)
-        ]
 
-    async def _image(self, prompt: str, seed: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """One request for one image, with its seed and statistics."""
+    async def _image(self, prompt: str, seed: int, kwargs: dict[str, Any]) -> Answer:
+        """One request for one image: its part, with its seed and statistics."""
 
         async def request() -> tuple[bytes, float]:
             started = time.perf_counter()
@@ -117,7 +105,7 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
 
         image, latency = await self._call(request)
         statistics = {"latency_s": latency, "image_bytes": len(image)}
-        return {"images": [image], "seed": seed, "statistics": statistics}
+        return [{"images": [image], "seed": seed, "statistics": statistics}]
 
     async def _request(self, prompt: str, seed: int, kwargs: dict[str, Any]) -> bytes:
         providers = require("huggingface_hub.inference._providers", "hf", type(self).__name__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
@@ -15,7 +14,6 @@ from imagetask.config import Secret
 from imagetask.errors import ConfigError
 from imagetask.extras import require
 from imagetask.models.base import Answer, AsyncImageGenerationModel
-from imagetask.models.requests import transient_status
 
 if TYPE_CHECKING:
     import openai
@@ -118,16 +116,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
 
     def _transient(self, exc: BaseException) -> bool:
         openai = require("openai", "openai", type(self).__name__)
-        if isinstance(exc, openai.APIStatusError):
-            return transient_status(exc.status_code)
-        if isinstance(exc, openai.APIConnectionError):
-            return True
-        http = _http_module()
-        if isinstance(exc, http.HTTPStatusError):
-            return transient_status(exc.response.status_code)
-        if isinstance(exc, http.TransportError):
-            return True
-        return super()._transient(exc)
+        return isinstance(exc, openai.APIConnectionError) or super()._transient(exc)
 
     def _per_request(self) -> int:
         if self.images_per_request is not None:
@@ -137,18 +126,9 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
     async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
         per = self._per_request()
         counts = [min(per, num_generations - start) for start in range(0, num_generations, per)]
-        parts = await asyncio.gather(
-            *(self._images(input, count, kwargs) for count in counts), return_exceptions=True
+        return await self._parts(
+            [({"images": [None] * count}, self._images(input, count, kwargs)) for count in counts]
         )
-        if all(isinstance(part, BaseException) for part in parts):
-            raise parts[0]  # type: ignore[misc]
-        answer: Answer = []
-        for count, part in zip(counts, parts, strict=True):
-            if isinstance(part, BaseException):
-                answer.append({"images": [None] * count, "error": str(part)})
-            else:
-                answer.extend(part)
-        return answer
 
     async def _images(self, prompt: str, count: int, kwargs: dict[str, Any]) -> Answer:
         """One request for `count` images (downloads included), one dict per image."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import sys
 import time
 
 from imagetask.errors import ImageTaskError
@@ -46,11 +47,18 @@ def transient_status(code: int) -> bool:
 
 
 def transient(exc: BaseException) -> bool:
-    """Whether an exception is a fault that a later attempt may not meet."""
+    """Whether an exception is a fault that a later attempt may not meet: a transient
+    HTTP status, a timeout, a lost connection (the HTTP client's transport errors too)."""
     code = status_code(exc)
     if code is not None:
         return transient_status(code)
-    return isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError))
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
+        return True
+    for client in ("httpx2", "httpx"):
+        module = sys.modules.get(client)
+        if module is not None and isinstance(exc, module.TransportError):
+            return True
+    return False
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -82,8 +90,8 @@ def backoff_delay(first: float, attempt: int) -> float:
     return random.uniform(0.0, min(MAX_BACKOFF, first * 2**attempt))
 
 
-def describe(exc: BaseException) -> str:
-    """`Type: message` of an exception, naming timeouts that carry no message."""
+def describe(exc: BaseException, timeout: float) -> str:
+    """`Type: message` of an exception; a timeout without message says how long it was."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
-        return "TimeoutError: no answer in time"
+        return f"TimeoutError: no answer within {timeout:g} s"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

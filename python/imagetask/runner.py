@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from imagetask.errors import ImageTaskError, InputRowError
 from imagetask.progress import Progress
 from imagetask.readers import Reader
-from imagetask.sinks import OutputFormat, open_sink
+from imagetask.sinks import OutputFormat, fsync_dir, open_sink
 
 if TYPE_CHECKING:
     from imagetask._core import RowBuilder
@@ -69,7 +69,6 @@ class RunInterrupted(ImageTaskError):
 
 @dataclass
 class _Batch:
-    lines: list[int]
     builder: RowBuilder
     rows: list[Row]
     prompts: list[str]
@@ -86,11 +85,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temp, path)
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_dir(path.parent)
 
 
 def _identity(dump: dict[str, Any]) -> dict[str, Any]:
@@ -342,14 +337,13 @@ def _start(
     where: Any,
     pool: ThreadPoolExecutor,
 ) -> _Batch:
-    lines = [line for line, _ in chunk]
     try:
         builder, rows, prompts, invalid = task._start([row for _, row in chunk])
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
-        raise RunError(f"{where(lines[exc.row])}: the row {detail}") from None
+        raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
     answers = pool.submit(task._generate, prompts) if prompts else None
-    return _Batch(lines, builder, rows, prompts, invalid, answers)
+    return _Batch(builder, rows, prompts, invalid, answers)
 
 
 def _finish(state: _Run, started: float, *, ended: bool) -> RunSummary:

@@ -17,7 +17,7 @@ import msgspec
 from imagetask.errors import ImageTaskError
 from imagetask.extras import require
 
-__all__ = ["JsonlSink", "ParquetSink", "Sink", "SinkError", "open_sink"]
+__all__ = ["JsonlSink", "ParquetSink", "Sink", "SinkError", "fsync_dir", "open_sink"]
 
 OutputFormat = Literal["jsonl", "parquet"]
 
@@ -48,7 +48,8 @@ class Sink(Protocol):
         """Releases open files (a finished or abandoned run)."""
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Makes a folder's entries (a rename into it) durable."""
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -137,7 +138,7 @@ class ParquetSink:
                 os.fsync(file.fileno())
         self._unsynced.clear()
         if self._parts.exists():
-            _fsync_dir(self._parts)
+            fsync_dir(self._parts)
 
     def state(self) -> dict[str, Any]:
         return {"parts": self._count}
@@ -161,7 +162,7 @@ class ParquetSink:
         with temp.open("rb") as file:
             os.fsync(file.fileno())
         os.replace(temp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self.sync()
         if final:
             shutil.rmtree(self._parts)

@@ -15,7 +15,9 @@ ratio to the loop, and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import base64
 import filecmp
+import hashlib
 import os
 import platform
 import shutil
@@ -25,6 +27,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from imagetask import _core
 
 SIZE = "4x4"
 BATCH_SIZES = (50, 1000)
@@ -32,10 +39,6 @@ BATCH_SIZES = (50, 1000)
 
 def baseline(source: Path, output: Path, batch_size: int) -> None:
     """The simplest loop doing the command's work (run in its own process)."""
-    import msgspec
-
-    from imagetask import _core
-
     encoder = msgspec.json.Encoder()
     width, height = (int(side) for side in SIZE.split("x"))
     name = "image_generation_0"
@@ -46,19 +49,14 @@ def baseline(source: Path, output: Path, batch_size: int) -> None:
             if prompt.strip():
                 batch.append(prompt)
             if len(batch) == batch_size:
-                out.write(encoder.encode_lines(_rows(batch, width, height, name, _core)))
+                out.write(encoder.encode_lines(_rows(batch, width, height, name)))
                 batch = []
         if batch:
-            out.write(encoder.encode_lines(_rows(batch, width, height, name, _core)))
+            out.write(encoder.encode_lines(_rows(batch, width, height, name)))
 
 
-def _rows(batch: list[str], width: int, height: int, name: str, core: object) -> list[dict]:
-    import base64
-    import hashlib
-
-    images = core.placeholder_images(  # type: ignore[attr-defined]
-        batch, num_generations=1, seed=0, width=width, height=height
-    )
+def _rows(batch: list[str], width: int, height: int, name: str) -> list[dict[str, Any]]:
+    images = _core.placeholder_images(batch, num_generations=1, seed=0, width=width, height=height)
     rows = []
     for prompt, [image] in zip(batch, images, strict=True):
         rows.append(

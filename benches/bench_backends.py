@@ -4,7 +4,8 @@ fixed latency, as a fraction of the ideal `max_concurrency / latency` requests p
 The server is the test suite's (`tests/servers.py`: the OpenAI Images and Hugging Face
 text-to-image wire formats), run in a separate process so that it does not share the
 client's interpreter. Each configuration runs `--repeats` times; the table gives the
-median and best images/s and the median's fraction of the ideal.
+median and best images/s, the median's fraction of the ideal, and the client process's
+CPU time per request (`time.process_time`), which bounds what one event loop can reach.
 
     python benches/bench_backends.py
     python benches/bench_backends.py --latency 0.05 --requests 400 --concurrency 4 16 64
@@ -47,20 +48,21 @@ def backend(kind: str, url: str, concurrency: int) -> Any:
     )
 
 
-def once(kind: str, url: str, concurrency: int, requests: int) -> float:
-    """Images per second for `requests` one-image prompts through `ImageGeneration`."""
+def once(kind: str, url: str, concurrency: int, requests: int) -> tuple[float, float]:
+    """Images per second for `requests` one-image prompts through `ImageGeneration`, and
+    the client process's CPU milliseconds per request (all its threads)."""
     from imagetask import ImageGeneration
 
     task = ImageGeneration(image_generation_model=backend(kind, url, concurrency))
     task.process_batch([{"prompt": "warm up"}] * concurrency)
     rows = [{"prompt": f"prompt {i}"} for i in range(requests)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     out = task.process_batch(rows)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     task.unload()
     if sum(row["image"] is not None for row in out) != requests:
         raise SystemExit(f"{kind}: some requests failed")
-    return requests / seconds
+    return requests / seconds, cpu * 1000 / requests
 
 
 def main() -> None:
@@ -87,17 +89,19 @@ def main() -> None:
         f"{args.repeats} repeats\n"
     )
     print("| backend | max_concurrency | ideal images/s | images/s (median) | images/s (best) "
-          "| median / ideal |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
+          "| median / ideal | client CPU ms/request (median) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
     try:
         for kind in ("openai", "hf"):
             for concurrency in args.concurrency:
                 ideal = concurrency / args.latency
-                rates = [once(kind, url, concurrency, args.requests) for _ in range(args.repeats)]
+                runs = [once(kind, url, concurrency, args.requests) for _ in range(args.repeats)]
+                rates = [rate for rate, _ in runs]
                 median = statistics.median(rates)
+                cpu = statistics.median(ms for _, ms in runs)
                 print(
                     f"| {kind} | {concurrency} | {ideal:,.0f} | {median:,.0f} | {max(rates):,.0f} "
-                    f"| {median / ideal:.0%} |",
+                    f"| {median / ideal:.0%} | {cpu:.2f} |",
                     flush=True,
                 )
     finally:

@@ -3,8 +3,9 @@
 Both read a text file of prompts, make one placeholder PNG per prompt with the same
 native function, build the same rows (base64 image, model name, raw output with the
 image's sha256 reference, raw input) and write them to JSONL; the loop's output is
-checked to be byte-identical to the command's. The command also syncs each batch and
-its checkpoint to disk (crash safety) and reports progress; the loop does neither.
+checked to be byte-identical to the command's. The command also syncs its output and
+checkpoint to disk (crash safety: at most every second by default, after every batch as
+`imagetask-sync`); the loop does neither.
 Each measurement is a fresh process; the table gives the median of the repeats, the
 ratio to the loop, and the process's peak RSS.
 
@@ -35,6 +36,8 @@ from imagetask import _core
 
 SIZE = "4x4"
 BATCH_SIZES = (50, 1000)
+CONTENDERS = ("imagetask", "imagetask-sync", "python")
+"""`imagetask-sync` checkpoints after every batch (`--checkpoint-every 0`)."""
 
 
 def baseline(source: Path, output: Path, batch_size: int) -> None:
@@ -113,34 +116,24 @@ def measure(prompts: int, repeats: int, work: Path) -> list[str]:
     source.write_text("".join(f"a photo of object number {i}\n" for i in range(prompts)))
     lines = []
     for batch_size in BATCH_SIZES:
-        results: dict[str, list[tuple[float, int]]] = {"imagetask": [], "python": []}
+        results: dict[str, list[tuple[float, int]]] = {name: [] for name in CONTENDERS}
         for repeat in range(repeats):
-            out = work / f"out-{prompts}-{batch_size}-{repeat}"
-            results["imagetask"].append(
-                timed(
-                    [
-                        "-m",
-                        "imagetask.cli",
-                        "generate",
-                        str(source),
-                        "-o",
-                        str(out),
-                        "--size",
-                        SIZE,
-                        "--batch-size",
-                        str(batch_size),
-                        "--quiet",
-                    ],
-                    work,
-                )
-            )
+            outputs = []
+            for name, checkpoint_every in (("imagetask", "1"), ("imagetask-sync", "0")):
+                out = work / f"{name}-{prompts}-{batch_size}-{repeat}"
+                command = ["-m", "imagetask.cli", "generate", str(source), "-o", str(out)]
+                options = ["--size", SIZE, "--batch-size", str(batch_size), "--quiet"]
+                checkpoint = ["--checkpoint-every", checkpoint_every]
+                results[name].append(timed([*command, *options, *checkpoint], work))
+                outputs.append(out)
             loop_out = work / f"loop-{prompts}-{batch_size}-{repeat}.jsonl"
             results["python"].append(
                 timed([__file__, "--baseline", str(source), str(loop_out), str(batch_size)], work)
             )
-            if not filecmp.cmp(loop_out, out / "data.jsonl", shallow=False):
-                raise SystemExit("the loop's output differs from the command's")
-            shutil.rmtree(out)
+            for out in outputs:
+                if not filecmp.cmp(loop_out, out / "data.jsonl", shallow=False):
+                    raise SystemExit("the loop's output differs from the command's")
+                shutil.rmtree(out)
             loop_out.unlink()
         medians = {
             name: statistics.median(seconds for seconds, _ in runs)

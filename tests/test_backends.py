@@ -19,7 +19,7 @@ from PIL import Image
 from servers import Fault, ImageServer, image_server
 
 from imagetask import ConfigError, ImageGeneration
-from imagetask.extras import MissingExtraError
+from imagetask.errors import MissingExtraError
 from imagetask.models import (
     InferenceEndpointsImageGeneration,
     OpenAIImageGeneration,

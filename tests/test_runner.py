@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagetask import ImageGeneration
+from imagetask.errors import ReadError, RunError, RunInterrupted
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.readers import Reader, ReadError
-from imagetask.runner import RunError, RunInterrupted
+from imagetask.readers import Reader
 
 
 def make_task(**fields: Any) -> ImageGeneration:

@@ -7,18 +7,25 @@ in the native extension `imagetask._core`.
 
 from imagetask import _core
 from imagetask.config import RuntimeParameter, Secret
-from imagetask.errors import ConfigError, ImageTaskError, InputRowError
-from imagetask.extras import MissingExtraError
+from imagetask.errors import (
+    ConfigError,
+    ImageTaskError,
+    InputRowError,
+    MissingExtraError,
+    ReadError,
+    RequestError,
+    RunError,
+    RunInterrupted,
+    SinkError,
+)
 from imagetask.generation import ImageGeneration
 from imagetask.models import (
     AsyncImageGenerationModel,
     ImageGenerationModel,
     ImageModel,
-    RequestError,
 )
-from imagetask.readers import Reader, ReadError
-from imagetask.runner import RunError, RunInterrupted, RunSummary
-from imagetask.sinks import SinkError
+from imagetask.readers import Reader
+from imagetask.runner import RunSummary
 from imagetask.task import ImageTask
 
 __all__ = [

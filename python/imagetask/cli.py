@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from imagetask.errors import ImageTaskError
+from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
 from imagetask.generation import ImageGeneration
 from imagetask.models import (
     ImageGenerationModel,
@@ -18,7 +18,7 @@ from imagetask.models import (
 )
 from imagetask.models.placeholder import parse_size
 from imagetask.readers import FORMATS, Reader
-from imagetask.runner import RunInterrupted, run
+from imagetask.runner import run
 
 __all__ = ["main", "run_main"]
 
@@ -41,10 +41,6 @@ examples:
   imagetask generate prompts.csv -o out --column prompt=caption --num-generations 4
   imagetask generate prompts.jsonl -o out --model openai:gpt-image-1 --size 1024x1024
 """
-
-
-class UsageError(ImageTaskError):
-    """A command-line value that cannot be used."""
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,8 +1,41 @@
-"""The exceptions raised by imagetask."""
+"""Every exception imagetask raises, in one hierarchy.
+
+```
+ImageTaskError                      base of them all
+├── ConfigError (ValueError)        a bad field or value for a task, a model or a run
+├── InputRowError (ValueError)      an input row cannot be sent to the model
+├── ReadError (ValueError)          an input file or one of its rows cannot be read
+├── SinkError (ValueError)          output rows cannot be written in the sink's format
+├── UsageError (ValueError)         a command-line value that cannot be used
+├── RunError (RuntimeError)         a run cannot start or go on
+├── RequestError (RuntimeError)     a backend request failed for good
+├── MissingExtraError (ImportError) an optional dependency is not installed
+└── RunInterrupted                  a run was stopped (Ctrl-C) after writing its finished batches
+```
+
+Every class pickles (its arguments are kept in `args`), so errors cross process
+boundaries (multiprocessing, Ray, distilabel) intact.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ImageTaskError", "InputRowError"]
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagetask.runner import RunSummary
+
+__all__ = [
+    "ConfigError",
+    "ImageTaskError",
+    "InputRowError",
+    "MissingExtraError",
+    "ReadError",
+    "RequestError",
+    "RunError",
+    "RunInterrupted",
+    "SinkError",
+    "UsageError",
+]
 
 
 class ImageTaskError(Exception):
@@ -25,6 +58,57 @@ class InputRowError(ImageTaskError, ValueError):
     """
 
     def __init__(self, message: str, row: int, column: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, row, column)
         self.row = row
         self.column = column
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ReadError(ImageTaskError, ValueError):
+    """An input file or one of its rows cannot be read; the message names the line."""
+
+
+class SinkError(ImageTaskError, ValueError):
+    """Output rows cannot be written in the sink's format."""
+
+
+class UsageError(ImageTaskError, ValueError):
+    """A command-line value that cannot be used."""
+
+
+class RunError(ImageTaskError, RuntimeError):
+    """A run cannot start or go on; the message says why (and names the input line)."""
+
+
+class RequestError(ImageTaskError, RuntimeError):
+    """A request that failed for good (after its retries, or at once when not transient)."""
+
+
+class MissingExtraError(ImageTaskError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ImportError pickles its `name`/`path` keywords, not `args`.
+        return (type(self), self.args)
+
+
+class RunInterrupted(ImageTaskError):
+    """The run was stopped (Ctrl-C) after its finished batches were written.
+
+    Attributes
+    ----------
+    summary:
+        What the run had done when it stopped.
+    """
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__(summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return (
+            f"interrupted after {self.summary.rows_in:,} input rows; "
+            "run again with resume (--resume) to continue"
+        )

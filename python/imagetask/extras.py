@@ -5,13 +5,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from imagetask.errors import ImageTaskError
+from imagetask.errors import MissingExtraError
 
-__all__ = ["MissingExtraError", "require"]
-
-
-class MissingExtraError(ImageTaskError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+__all__ = ["require"]
 
 
 def require(module: str, extra: str, needed_by: str) -> ModuleType:

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from imagetask.errors import ImageTaskError
+from imagetask.errors import ReadError
 from imagetask.extras import require
 
-__all__ = ["FORMATS", "ReadError", "Reader"]
+__all__ = ["FORMATS", "Reader"]
 
 Format = Literal["jsonl", "csv", "txt", "parquet"]
 FORMATS: dict[str, Format] = {
@@ -29,10 +29,6 @@ FORMATS: dict[str, Format] = {
 """File extension -> input format."""
 
 _PARQUET_BATCH = 4096
-
-
-class ReadError(ImageTaskError, ValueError):
-    """An input file or one of its rows cannot be read; the message names the line."""
 
 
 class Reader:

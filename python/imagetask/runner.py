@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imagetask.errors import ImageTaskError, InputRowError
+from imagetask.errors import ImageTaskError, InputRowError, RunError, RunInterrupted
 from imagetask.progress import Progress
 from imagetask.readers import Reader
 from imagetask.sinks import OutputFormat, fsync_dir, open_sink
@@ -30,17 +30,13 @@ if TYPE_CHECKING:
     from imagetask._core import RowBuilder
     from imagetask.task import ImageTask, Row
 
-__all__ = ["CHECKPOINT", "RunError", "RunInterrupted", "RunSummary", "run"]
+__all__ = ["CHECKPOINT", "RunSummary", "run"]
 
 CHECKPOINT = "checkpoint.json"
 SUMMARY = "run.json"
 _VERSION = 1
 _FREE_TASK_FIELDS = frozenset({"output_dir", "input_batch_size"})
 _FREE_MODEL_FIELDS = frozenset({"max_concurrency", "max_retries", "timeout", "retry_backoff"})
-
-
-class RunError(ImageTaskError, RuntimeError):
-    """A run cannot start or go on; the message says why (and names the input line)."""
 
 
 @dataclass(frozen=True)
@@ -54,17 +50,6 @@ class RunSummary:
     seconds: float
     resumed_from: int
     complete: bool
-
-
-class RunInterrupted(ImageTaskError):
-    """The run was stopped (Ctrl-C) after its finished batches were written."""
-
-    def __init__(self, summary: RunSummary) -> None:
-        super().__init__(
-            f"interrupted after {summary.rows_in:,} input rows; "
-            "run again with resume (--resume) to continue"
-        )
-        self.summary = summary
 
 
 @dataclass

@@ -14,16 +14,12 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from imagetask.errors import ImageTaskError
+from imagetask.errors import SinkError
 from imagetask.extras import require
 
-__all__ = ["JsonlSink", "ParquetSink", "Sink", "SinkError", "fsync_dir", "open_sink"]
+__all__ = ["JsonlSink", "ParquetSink", "Sink", "fsync_dir", "open_sink"]
 
 OutputFormat = Literal["jsonl", "parquet"]
-
-
-class SinkError(ImageTaskError, ValueError):
-    """Output rows cannot be written in the sink's format."""
 
 
 class Sink(Protocol):

@@ -4,6 +4,7 @@
 their extra (`imagetask[openai]`, `imagetask[hf]`), imported when they are first used.
 """
 
+from imagetask.errors import RequestError
 from imagetask.models.base import (
     Answer,
     AsyncImageGenerationModel,
@@ -13,7 +14,6 @@ from imagetask.models.base import (
 from imagetask.models.hf_inference import InferenceEndpointsImageGeneration
 from imagetask.models.openai_images import OpenAIImageGeneration
 from imagetask.models.placeholder import PlaceholderImageGeneration
-from imagetask.models.requests import RequestError
 
 __all__ = [
     "Answer",

@@ -11,8 +11,8 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkabl
 import msgspec
 
 from imagetask.config import Configurable, RuntimeParameter
+from imagetask.errors import RequestError
 from imagetask.models.requests import (
-    RequestError,
     backoff_delay,
     describe,
     retry_after,

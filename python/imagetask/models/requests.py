@@ -8,10 +8,7 @@ import random
 import sys
 import time
 
-from imagetask.errors import ImageTaskError
-
 __all__ = [
-    "RequestError",
     "backoff_delay",
     "describe",
     "retry_after",
@@ -26,10 +23,6 @@ MAX_RETRY_AFTER = 300.0
 """Longest `Retry-After` honoured, in seconds."""
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
-
-
-class RequestError(ImageTaskError, RuntimeError):
-    """A request that failed for good (after its retries, or at once when not transient)."""
 
 
 def status_code(exc: BaseException) -> int | None:

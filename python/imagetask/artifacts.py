@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imagetask import _core
+from imagetask.batch import Failure
 from imagetask.extras import require
 
 __all__ = ["artifacts_folder", "converter", "write_artifacts"]
@@ -55,7 +56,7 @@ def write_artifacts(
     path_column: str,
     metadata_column: str,
     image_format: str | None,
-) -> list[tuple[int, int, str]]:
+) -> list[Failure]:
     """Saves the image of every row and sets its path column; returns the failures."""
     prefix = artifacts_folder(task_name)
     images = output_dir / prefix
@@ -70,7 +71,7 @@ def write_artifacts(
             "format": image_format or "as generated",
         },
     )
-    return _core.write_artifacts(
+    failures = _core.write_artifacts(
         rows,
         image_column=image_column,
         path_column=path_column,
@@ -80,3 +81,4 @@ def write_artifacts(
         prefix=prefix,
         convert=converter(image_format) if image_format else None,
     )
+    return [Failure(*failure) for failure in failures]

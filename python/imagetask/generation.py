@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imagetask.artifacts import write_artifacts
+from imagetask.batch import Failure
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.task import ImageTask, Row, native_hook
@@ -73,7 +74,8 @@ class ImageGeneration(ImageTask):
     def _row_outputs(self) -> list[str]:
         return ["image", "image_path"] if self.save_artifacts else ["image"]
 
-    def _after_build(self, rows: list[Row]) -> list[tuple[int, int, str]]:
+    def complete_rows(self, rows: list[Row]) -> list[Failure]:
+        """Writes the artifacts of a batch's rows (with `save_artifacts`)."""
         if not self.save_artifacts:
             return []
         names = self.output_mappings

@@ -27,7 +27,7 @@ from imagetask.readers import Reader
 from imagetask.sinks import OutputFormat, fsync_dir, open_sink
 
 if TYPE_CHECKING:
-    from imagetask._core import RowBuilder
+    from imagetask.batch import Batch
     from imagetask.task import ImageTask, Row
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
@@ -53,12 +53,11 @@ class RunSummary:
 
 
 @dataclass
-class _Batch:
-    builder: RowBuilder
-    rows: list[Row]
-    prompts: list[str]
-    invalid: Any
-    answers: Future[Any] | None
+class _Pending:
+    """A batch whose model call runs in the pool."""
+
+    batch: Batch
+    generated: Future[None]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -161,16 +160,16 @@ class _Run:
             )
         return state
 
-    def commit(self, batch: _Batch, progress: Progress | None) -> None:
-        answers = batch.answers.result() if batch.answers is not None else []
-        rows, failed = self.task._finish(
-            batch.builder, batch.rows, batch.prompts, answers, batch.invalid
-        )
+    def commit(self, pending: _Pending, progress: Progress | None) -> None:
+        pending.generated.result()
+        batch = pending.batch
+        output = batch.finish()
+        failed = len(output.failures)
         assert self.sink is not None
-        self.sink.write(rows)
+        self.sink.write(output.rows)
         state = self.state
         state["rows_in"] += len(batch.rows)
-        state["rows_out"] += len(rows)
+        state["rows_out"] += len(output.rows)
         state["failed"] += failed
         state["sink"] = self.sink.state()
         if time.monotonic() - self._saved >= self.checkpoint_seconds:
@@ -268,7 +267,7 @@ def _stream(
     reporter = progress if isinstance(progress, Progress) else None
     if progress is True:
         reporter = Progress(_total(rows, limit), done=state.resumed_from)
-    pending: deque[_Batch] = deque()
+    pending: deque[_Pending] = deque()
     pool = ThreadPoolExecutor(max_workers=batches_in_flight, thread_name_prefix="imagetask")
     budget = None if limit is None else max(limit - state.resumed_from, 0)
     try:
@@ -321,14 +320,13 @@ def _start(
     chunk: list[tuple[int, Row]],
     where: Any,
     pool: ThreadPoolExecutor,
-) -> _Batch:
+) -> _Pending:
     try:
-        builder, rows, prompts, invalid = task._start([row for _, row in chunk])
+        batch = task.prepare([row for _, row in chunk])
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
-    answers = pool.submit(task._generate, prompts) if prompts else None
-    return _Batch(builder, rows, prompts, invalid, answers)
+    return _Pending(batch, pool.submit(batch.generate))
 
 
 def _finish(state: _Run, started: float, *, ended: bool) -> RunSummary:

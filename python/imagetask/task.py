@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from imagetask import runner
 from imagetask._core import RowBuilder
+from imagetask.batch import Batch, Failure
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
-from imagetask.models import Answer, ImageModel
+from imagetask.models import ImageModel
 
 __all__ = ["ImageTask", "native_hook"]
-
-logger = logging.getLogger("imagetask")
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Row = dict[str, Any]
@@ -27,7 +24,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_LOGGED_FAILURES = 5
 
 
 def native_hook(method: F) -> F:
@@ -187,72 +183,24 @@ class ImageTask(Configurable, ABC):
             metadata_column=self.metadata_column,
         )
 
-    def _generate(self, prompts: list[str]) -> Sequence[Answer | BaseException] | BaseException:
-        model = self.image_generation_model
-        get_kwargs = getattr(model, "get_generation_kwargs", None)
-        kwargs = get_kwargs() if callable(get_kwargs) else {}
-        try:
-            answers = model.generate(inputs=prompts, num_generations=self.num_generations, **kwargs)
-        except Exception as exc:
-            return exc
-        return answers
+    def prepare(self, inputs: Iterable[Row]) -> Batch:
+        """Checks a batch of input rows and formats their prompts (see `imagetask.batch`).
 
-    async def _agenerate(
-        self, prompts: list[str]
-    ) -> Sequence[Answer | BaseException] | BaseException:
-        model = self.image_generation_model
-        agenerate_batch = getattr(model, "agenerate_batch", None)
-        if not callable(agenerate_batch):
-            return await asyncio.to_thread(self._generate, prompts)
-        get_kwargs = getattr(model, "get_generation_kwargs", None)
-        kwargs = get_kwargs() if callable(get_kwargs) else {}
-        try:
-            answers: Sequence[Answer | BaseException] = await agenerate_batch(
-                prompts, self.num_generations, **kwargs
-            )
-        except Exception as exc:
-            return exc
-        return answers
-
-    def _start(self, inputs: Iterable[Row]) -> tuple[RowBuilder, list[Row], list[str], Any]:
-        """Checks and formats a batch: its builder, rows, prompts and invalid rows."""
-        rows = inputs if type(inputs) is list else list(inputs)
-        builder = self._builder()
-        prompts, invalid = builder.prompts(rows, self._hook("format_input"))
-        return builder, rows, prompts, invalid
-
-    def _finish(
-        self,
-        builder: RowBuilder,
-        rows: list[Row],
-        prompts: list[str],
-        answers: Any,
-        invalid: Any,
-    ) -> tuple[list[Row], int]:
-        """Builds a batch's output rows from the model's answers and logs its failures;
-        returns the rows and how many generations failed."""
-        built, failures = builder.build(
-            rows, prompts, answers, invalid, self._hook("format_output")
+        Raises `InputRowError` naming the first row that is not a mapping or lacks an
+        input column, unless `on_invalid_row="fail"`.
+        """
+        return Batch(
+            self,
+            list(inputs),
+            self._builder(),
+            self._hook("format_input"),
+            self._hook("format_output"),
         )
-        failures.extend(self._after_build(built))
-        self._log_failures(failures)
-        return built, len(failures)
 
-    def _after_build(self, rows: list[Row]) -> list[tuple[int, int, str]]:
-        """Work on the built rows of a batch (artifacts); returns the failures it caused."""
+    def complete_rows(self, rows: list[Row]) -> list[Failure]:
+        """Work on a batch's built rows before they are returned (`ImageGeneration`
+        writes its artifacts); returns the generations it failed."""
         return []
-
-    def _log_failures(self, failures: list[tuple[int, int, str]]) -> None:
-        for row, generation, error in failures[:_LOGGED_FAILURES]:
-            logger.warning(
-                "Task '%s' failed for row %d, generation %d: %s", self.name, row, generation, error
-            )
-        if len(failures) > _LOGGED_FAILURES:
-            logger.warning(
-                "Task '%s': %d more failed generations in this batch",
-                self.name,
-                len(failures) - _LOGGED_FAILURES,
-            )
 
     def process_batch(self, inputs: Iterable[Row]) -> list[Row]:
         """Formats, generates and builds the output rows of one batch.
@@ -261,16 +209,16 @@ class ImageTask(Configurable, ABC):
         whose generation failed holds `None` in its output columns and the error under
         `error_<name>` in its metadata.
         """
-        builder, rows, prompts, invalid = self._start(inputs)
-        answers = self._generate(prompts) if prompts else []
-        return self._finish(builder, rows, prompts, answers, invalid)[0]
+        batch = self.prepare(inputs)
+        batch.generate()
+        return batch.finish().rows
 
     async def agenerate(self, inputs: Iterable[Row]) -> list[Row]:
         """`process_batch` for callers that are already async: the model's requests run
         on the caller's event loop (a synchronous model runs in a worker thread)."""
-        builder, rows, prompts, invalid = self._start(inputs)
-        answers = await self._agenerate(prompts) if prompts else []
-        return self._finish(builder, rows, prompts, answers, invalid)[0]
+        batch = self.prepare(inputs)
+        await batch.agenerate()
+        return batch.finish().rows
 
     async def aunload(self) -> None:
         """Unloads the model, first closing the clients it made on the running loop."""

@@ -1,0 +1,132 @@
+"""A batch: the rows a task sends to its model together, on their way to output rows.
+
+`task.prepare(rows)` checks the rows and formats their prompts; `batch.generate()` (or
+`await batch.agenerate()`) asks the model for their images; `batch.finish()` builds the
+output rows. `process_batch`, `agenerate` and the runner all go through these steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from imagetask._core import RowBuilder
+    from imagetask.models import Answer, ImageModel
+    from imagetask.task import ImageTask
+
+__all__ = ["Batch", "BatchOutput", "Failure"]
+
+logger = logging.getLogger("imagetask")
+
+Row = dict[str, Any]
+Answers = Sequence["Answer | BaseException"] | BaseException
+_LOGGED_FAILURES = 5
+
+
+class Failure(NamedTuple):
+    """A generation that has no image: its row's index in the batch, the generation's
+    index and the error recorded in the row's metadata."""
+
+    row: int
+    generation: int
+    error: str
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """The output rows of a batch and the generations among them that failed."""
+
+    rows: list[Row]
+    failures: list[Failure]
+
+
+def _generation_kwargs(model: ImageModel) -> dict[str, Any]:
+    get_kwargs = getattr(model, "get_generation_kwargs", None)
+    return get_kwargs() if callable(get_kwargs) else {}
+
+
+class Batch:
+    """One batch of input rows, prepared by its task (see the module's docstring).
+
+    Attributes
+    ----------
+    rows:
+        The input rows, as read when the batch was prepared.
+    prompts:
+        The prompt of every valid row, in order: what is sent to the model.
+    """
+
+    def __init__(
+        self,
+        task: ImageTask,
+        rows: list[Row],
+        builder: RowBuilder,
+        format_input: Callable[..., Any] | None,
+        format_output: Callable[..., Any] | None,
+    ) -> None:
+        self.task = task
+        self.rows = rows
+        self._builder = builder
+        self._format_output = format_output
+        self.prompts, self._invalid = builder.prompts(rows, format_input)
+        self._answers: Answers = []
+
+    def generate(self) -> None:
+        """Asks the model for the images of every prompt (in the calling thread)."""
+        if not self.prompts:
+            return
+        model = self.task.image_generation_model
+        try:
+            self._answers = model.generate(
+                inputs=self.prompts,
+                num_generations=self.task.num_generations,
+                **_generation_kwargs(model),
+            )
+        except Exception as exc:
+            self._answers = exc
+
+    async def agenerate(self) -> None:
+        """`generate` on the running event loop: an async model's requests run on it, a
+        synchronous model runs in a worker thread."""
+        model = self.task.image_generation_model
+        agenerate_batch = getattr(model, "agenerate_batch", None)
+        if not self.prompts:
+            return
+        if not callable(agenerate_batch):
+            await asyncio.to_thread(self.generate)
+            return
+        try:
+            self._answers = await agenerate_batch(
+                self.prompts, self.task.num_generations, **_generation_kwargs(model)
+            )
+        except Exception as exc:
+            self._answers = exc
+
+    def finish(self) -> BatchOutput:
+        """Builds the output rows from the model's answers, does the task's work on them
+        (artifacts) and logs the failed generations."""
+        built, failed = self._builder.build(
+            self.rows, self.prompts, self._answers, self._invalid, self._format_output
+        )
+        failures = [Failure(*failure) for failure in failed]
+        failures.extend(self.task.complete_rows(built))
+        name = self.task.name
+        for failure in failures[:_LOGGED_FAILURES]:
+            logger.warning(
+                "Task '%s' failed for row %d, generation %d: %s",
+                name,
+                failure.row,
+                failure.generation,
+                failure.error,
+            )
+        if len(failures) > _LOGGED_FAILURES:
+            logger.warning(
+                "Task '%s': %d more failed generations in this batch",
+                name,
+                len(failures) - _LOGGED_FAILURES,
+            )
+        return BatchOutput(built, failures)

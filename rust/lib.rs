@@ -16,5 +16,12 @@ mod _core {
     #[pymodule_export]
     use crate::images::{placeholder_images, write_artifacts};
     #[pymodule_export]
-    use crate::rows::RowBuilder;
+    use crate::rows::{Prepared, RowBuilder};
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
+        module.add("MAX_GENERATIONS", crate::rows::MAX_GENERATIONS)
+    }
 }

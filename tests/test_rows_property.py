@@ -57,7 +57,7 @@ extras = st.dictionaries(
 @st.composite
 def tasks(draw: st.DrawFn) -> ImageGeneration:
     mappings = draw(st.sampled_from([{}, {"prompt": "text"}]))
-    outputs = draw(st.sampled_from([{}, {"image": "picture"}, {"model_name": "prompt"}]))
+    outputs = draw(st.sampled_from([{}, {"image": "picture"}, {"model_name": "model"}]))
     return ImageGeneration(
         image_generation_model=ScriptedModel([], name=draw(st.sampled_from(["m", "ünï"]))),
         name=draw(st.sampled_from(["image_generation_0", "t-1"])),
@@ -174,8 +174,7 @@ def normalised_rows(rows: list[dict[str, Any]], task: ImageGeneration) -> list[d
 def test_native_rows_equal_the_reference(case: tuple[ImageGeneration, list[Any], Any]) -> None:
     task, rows, answers = case
     builder = task._builder()
-    prompts, invalid = builder.prompts(rows)
-    built, failures = builder.build(rows, prompts, answers, invalid)
+    built, failures = builder.build(builder.prepare(rows), answers)
     expected_rows, expected_failures = reference_rows(task, rows, answers)
     assert normalised_rows(built, task) == normalised_rows(expected_rows, task)
     assert normalised(failures) == expected_failures
@@ -209,8 +208,8 @@ def test_invalid_rows_raise_naming_the_first_one_when_not_passed_through(
     problems = [(i, problem(task, i, row)) for i, row in enumerate(rows)]
     first = next(((i, p) for i, p in problems if p is not None), None)
     if first is None:
-        assert len(task._builder().prompts(rows)[0]) == len(rows)
+        assert len(task._builder().prepare(rows).prompts) == len(rows)
     else:
         with pytest.raises(InputRowError) as info:
-            task._builder().prompts(rows)
+            task._builder().prepare(rows)
         assert (info.value.row, str(info.value)) == first

@@ -4,7 +4,10 @@ import os
 from collections.abc import Callable
 from typing import Any, final
 
-__all__ = ["RowBuilder", "placeholder_images", "write_artifacts"]
+__all__ = ["MAX_GENERATIONS", "Prepared", "RowBuilder", "placeholder_images", "write_artifacts"]
+
+MAX_GENERATIONS: int
+"""The most images a task asks per input row."""
 
 def placeholder_images(
     prompts: list[str], *, num_generations: int, seed: int, width: int, height: int
@@ -52,25 +55,34 @@ class RowBuilder:
         model_name_column: str,
         metadata_column: str,
     ) -> RowBuilder: ...
-    def prompts(
+    def prepare(
         self,
         rows: list[Any],
         format_input: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> tuple[list[str], dict[int, str]]:
-        """Reads the prompt of every row: `(prompts of the valid rows, {index: problem})`.
+    ) -> Prepared:
+        """Reads every row once and formats the prompt of each valid one.
 
-        Raises `InputRowError` for the first invalid row unless `pass_invalid_rows`.
+        Raises `InputRowError` for the first invalid row unless `pass_invalid_rows`; an
+        exception that is not an `Exception` (Ctrl-C) raised by a row or a hook propagates.
         """
     def build(
         self,
-        rows: list[Any],
-        prompts: list[str],
+        prepared: Prepared,
         answers: Any,
-        invalid: dict[int, str],
         format_output: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None,
     ) -> tuple[list[dict[str, Any]], list[tuple[int, int, str]]]:
-        """Builds the output rows of a batch: `(rows, [(row, generation, error), ...])`.
+        """Builds the output rows of a prepared batch: `(rows, [(row, generation, error)])`.
 
-        `answers` is what the model returned for the valid rows' prompts (or the exception
-        it raised).
+        `answers` is what the model returned for the prepared prompts (or the exception it
+        raised). A batch is built once.
         """
+
+@final
+class Prepared:
+    """A batch whose rows were read and whose prompts were formatted."""
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompts of the valid rows, in order."""
+    def __len__(self) -> int:
+        """How many rows the batch holds."""

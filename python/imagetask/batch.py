@@ -54,8 +54,8 @@ class Batch:
 
     Attributes
     ----------
-    rows:
-        The input rows, as read when the batch was prepared.
+    size:
+        How many input rows the batch holds.
     prompts:
         The prompt of every valid row, in order: what is sent to the model.
     """
@@ -69,10 +69,11 @@ class Batch:
         format_output: Callable[..., Any] | None,
     ) -> None:
         self.task = task
-        self.rows = rows
         self._builder = builder
         self._format_output = format_output
-        self.prompts, self._invalid = builder.prompts(rows, format_input)
+        self._prepared = builder.prepare(rows, format_input)
+        self.size = len(rows)
+        self.prompts: list[str] = self._prepared.prompts
         self._answers: Answers = []
 
     def generate(self) -> None:
@@ -109,9 +110,7 @@ class Batch:
     def finish(self) -> BatchOutput:
         """Builds the output rows from the model's answers, does the task's work on them
         (artifacts) and logs the failed generations."""
-        built, failed = self._builder.build(
-            self.rows, self.prompts, self._answers, self._invalid, self._format_output
-        )
+        built, failed = self._builder.build(self._prepared, self._answers, self._format_output)
         failures = [Failure(*failure) for failure in failed]
         failures.extend(self.task.complete_rows(built))
         name = self.task.name

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from imagetask import runner
-from imagetask._core import RowBuilder
+from imagetask._core import MAX_GENERATIONS, RowBuilder
 from imagetask.batch import Batch, Failure
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
@@ -22,7 +22,7 @@ PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Row = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -74,7 +74,7 @@ class ImageTask(Configurable, ABC):
     image_generation_model: ImageModel
     name: str = ""
     input_batch_size: RuntimeParameter[PositiveInt] = 50
-    num_generations: RuntimeParameter[PositiveInt] = 1
+    num_generations: RuntimeParameter[Annotated[int, msgspec.Meta(ge=1, le=MAX_GENERATIONS)]] = 1
     group_generations: bool = False
     add_raw_output: RuntimeParameter[bool] = True
     add_raw_input: RuntimeParameter[bool] = True
@@ -98,9 +98,11 @@ class ImageTask(Configurable, ABC):
         cls = type(self).__name__
         if not self.name:
             self.name = _SNAKE.sub("_", cls).lower() + "_0"
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
+            shown = repr(self.name) if len(self.name) <= 120 else f"{self.name[:100]!r}..."
             raise ConfigError(
-                f"{cls}: bad field `name` = {self.name!r}: must match {_NAME.pattern}"
+                f"{cls}: bad field `name` = {shown}: must be 1 to 100 characters among "
+                "A-Z a-z 0-9 _ - (it names metadata keys and the artifacts folder)"
             )
         model = self.image_generation_model
         if not (callable(getattr(model, "generate", None)) and hasattr(model, "model_name")):
@@ -115,6 +117,23 @@ class ImageTask(Configurable, ABC):
                         f"{cls}: bad field `{field}`: {key!r} is not one of the task's "
                         f"{field.split('_')[0]}s {names}"
                     )
+        self._check_output_names()
+
+    def _check_output_names(self) -> None:
+        """Every output column, the metadata column and the input columns have distinct
+        names: two of them sharing a name would silently drop one's values."""
+        mapped_in, mapped_out = self.input_mappings, self.output_mappings
+        owners: dict[str, str] = {}
+        named = [(f"input `{name}`", mapped_in.get(name, name)) for name in self.inputs]
+        named += [(f"output `{name}`", mapped_out.get(name, name)) for name in self.outputs]
+        named.append(("`metadata_column`", self.metadata_column))
+        for owner, column in named:
+            if column in owners:
+                raise ConfigError(
+                    f"{type(self).__name__}: {owner} and {owners[column]} are both named "
+                    f"{column!r}: give them distinct names (output_mappings, metadata_column)"
+                )
+            owners[column] = owner
 
     @property
     def llm(self) -> ImageModel:

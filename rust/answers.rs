@@ -4,7 +4,7 @@
 //! wild are read the same way: one dict holding all `n` images, or `n` dicts holding one
 //! image each. Generation `k` of an input is the k-th image across its entry's dicts.
 
-use pyo3::exceptions::{PyBaseException, PyException};
+use pyo3::exceptions::{PyBaseException, PyException, PyMemoryError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
@@ -51,10 +51,16 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "object".to_owned())
 }
 
-/// Raises an answer that is an exception but not an `Exception` (`KeyboardInterrupt`,
-/// `SystemExit`, a cancelled request): the batch stops instead of failing its rows.
+/// Whether an exception is a row's failure: an `Exception`, but not a `MemoryError`. The
+/// others (`KeyboardInterrupt`, `SystemExit`, a cancelled request, memory exhausted)
+/// stop the work instead.
+pub fn fails_a_row(exc: &Bound<'_, PyAny>) -> bool {
+    exc.is_instance_of::<PyException>() && !exc.is_instance_of::<PyMemoryError>()
+}
+
+/// Raises an answer that is an exception but not a row's failure.
 fn stop_if_interrupted(answer: &Bound<'_, PyAny>) -> PyResult<()> {
-    if answer.is_instance_of::<PyBaseException>() && !answer.is_instance_of::<PyException>() {
+    if answer.is_instance_of::<PyBaseException>() && !fails_a_row(answer) {
         return Err(PyErr::from_value(answer.clone()));
     }
     Ok(())

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::answers::{describe_exception, type_name};
+use crate::answers::{describe_exception, fails_a_row, type_name};
 use crate::artifacts;
 use crate::payload::{self, Needs, Payload};
 use crate::png;
@@ -110,7 +110,7 @@ fn convert(
     };
     let converted = match hook.call1((PyBytes::new(py, &bytes),)) {
         Ok(converted) => converted,
-        Err(err) if err.is_instance_of::<PyException>(py) => {
+        Err(err) if fails_a_row(err.value(py)) => {
             return Ok(Err(describe_exception(err.value(py).as_any())))
         }
         Err(err) => return Err(err),

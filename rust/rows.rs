@@ -2,11 +2,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString};
 
-use crate::answers::{self, describe_exception, type_name, Answers, Entry, Generation};
+use crate::answers::{
+    self, describe_exception, fails_a_row, type_name, Answers, Entry, Generation,
+};
 use crate::errors::InputRowError;
 use crate::gc::GcPause;
 use crate::payload::{self, content_ref, Derived, Needs, Payload};
@@ -88,10 +90,10 @@ fn quoted_keys(dict: &Bound<'_, PyDict>) -> String {
     }
 }
 
-/// The text of an error a row caused (`Type: message`); an exception that is not an
-/// `Exception` (`KeyboardInterrupt`, `SystemExit`) is raised instead.
+/// The text of an error a row caused (`Type: message`); an exception that is not a row's
+/// failure (`KeyboardInterrupt`, `SystemExit`, `MemoryError`) is raised instead.
 fn row_error(py: Python<'_>, err: PyErr) -> PyResult<String> {
-    if err.is_instance_of::<PyException>(py) {
+    if fails_a_row(err.value(py)) {
         Ok(describe_exception(err.value(py).as_any()))
     } else {
         Err(err)

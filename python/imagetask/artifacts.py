@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ def _write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
     target = folder / "metadata.json"
     if target.exists():
         return
-    temp = folder / f".metadata.json.{os.getpid()}.tmp"
-    temp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    # A temporary file of its own: threads and processes may write the folder at once.
+    descriptor, temp = tempfile.mkstemp(dir=folder, prefix=".metadata.json.", suffix=".tmp")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(json.dumps(metadata, indent=2) + "\n")
     os.replace(temp, target)
 
 

@@ -87,6 +87,8 @@ class Batch:
                 num_generations=self.task.num_generations,
                 **_generation_kwargs(model),
             )
+        except MemoryError:
+            raise
         except Exception as exc:
             self._answers = exc
 
@@ -104,6 +106,8 @@ class Batch:
             self._answers = await agenerate_batch(
                 self.prompts, self.task.num_generations, **_generation_kwargs(model)
             )
+        except MemoryError:
+            raise
         except Exception as exc:
             self._answers = exc
 

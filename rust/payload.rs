@@ -88,6 +88,11 @@ pub fn derive(
     Ok(out)
 }
 
+/// Standard base64 text of `bytes`, padded.
+pub fn encode(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
 /// Payload bytes above which a batch is checked on every core.
 const PARALLEL_BYTES: usize = 4 << 20;
 

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from imagetask import _core
 from imagetask.batch import Failure
 from imagetask.extras import require
 
-__all__ = ["artifacts_folder", "converter", "write_artifacts"]
+__all__ = ["ArtifactTarget", "artifact_target", "artifacts_folder", "converter", "write_artifacts"]
 
 
 def artifacts_folder(task_name: str) -> str:
@@ -49,18 +50,18 @@ def _write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
     os.replace(temp, target)
 
 
-def write_artifacts(
-    rows: list[dict[str, Any]],
-    *,
-    task_name: str,
-    model_name: str,
-    output_dir: Path,
-    image_column: str,
-    path_column: str,
-    metadata_column: str,
-    image_format: str | None,
-) -> list[Failure]:
-    """Saves the image of every row and sets its path column; returns the failures."""
+@dataclass(frozen=True)
+class ArtifactTarget:
+    """Where a batch's image files go: `folder`, recorded in rows as `prefix/<name>`."""
+
+    folder: Path
+    prefix: str
+
+
+def artifact_target(
+    *, task_name: str, model_name: str, output_dir: Path, image_format: str | None
+) -> ArtifactTarget:
+    """Makes a task's artifact folder (and its `metadata.json`) under `output_dir`."""
     prefix = artifacts_folder(task_name)
     images = output_dir / prefix
     images.mkdir(parents=True, exist_ok=True)
@@ -74,14 +75,28 @@ def write_artifacts(
             "format": image_format or "as generated",
         },
     )
+    return ArtifactTarget(images, prefix)
+
+
+def write_artifacts(
+    rows: list[dict[str, Any]],
+    *,
+    target: ArtifactTarget,
+    task_name: str,
+    image_column: str,
+    path_column: str,
+    metadata_column: str,
+    image_format: str | None,
+) -> list[Failure]:
+    """Saves the image of every row and sets its path column; returns the failures."""
     failures = _core.write_artifacts(
         rows,
         image_column=image_column,
         path_column=path_column,
         metadata_column=metadata_column,
         error_key=f"error_{task_name}",
-        folder=images,
-        prefix=prefix,
+        folder=target.folder,
+        prefix=target.prefix,
         convert=converter(image_format) if image_format else None,
     )
     return [Failure(*failure) for failure in failures]

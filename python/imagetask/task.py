@@ -5,16 +5,21 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from imagetask import runner
-from imagetask._core import MAX_GENERATIONS, RowBuilder
+from imagetask._core import MAX_GENERATIONS, ColumnBuilder, RowBuilder
+from imagetask.artifacts import ArtifactTarget
 from imagetask.batch import Batch, Failure
+from imagetask.columnar import ArrowBatch, arrow, as_table
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models import ImageModel
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["ImageTask", "native_hook"]
 
@@ -175,7 +180,8 @@ class ImageTask(Configurable, ABC):
         """Unloads the model."""
         self.image_generation_model.unload()
 
-    def _row_outputs(self) -> list[str]:
+    @property
+    def output_columns(self) -> list[str]:
         """The output columns written on every row, besides `model_name`."""
         return [column for column in self.outputs if column != "model_name"]
 
@@ -190,7 +196,7 @@ class ImageTask(Configurable, ABC):
             task_name=self.name,
             model_name=self.image_generation_model.model_name,
             inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
-            outputs=[(name, mapped_out.get(name, name)) for name in self._row_outputs()],
+            outputs=[(name, mapped_out.get(name, name)) for name in self.output_columns],
             num_generations=self.num_generations,
             group_generations=self.group_generations,
             add_raw_output=self.add_raw_output,
@@ -214,6 +220,58 @@ class ImageTask(Configurable, ABC):
             self._builder(),
             self._hook("format_input"),
             self._hook("format_output"),
+        )
+
+    def prepare_arrow(self, data: Any) -> ArrowBatch:
+        """`prepare` for Arrow data (see `imagetask.columnar`): reads the prompt column
+        natively when the task's hooks are its own, else materialises the rows as dicts."""
+        table = as_table(data)
+        native = self._column_builder(table)
+        if native is None:
+            return ArrowBatch(self, table, None, self.prepare(table.to_pylist()), None)
+        return ArrowBatch(self, table, native, None, self.artifact_target())
+
+    def process_arrow(self, data: Any) -> pa.Table:
+        """`process_batch` for Arrow data: any object exporting the Arrow PyCapsule
+        interface in, a `pyarrow.Table` out (the layout is in `imagetask.columnar`)."""
+        batch = self.prepare_arrow(data)
+        batch.generate()
+        return batch.finish().table
+
+    @property
+    def builds_columns_natively(self) -> bool:
+        """Whether the extension builds this task's output columns itself when its
+        hooks are its own (`ImageGeneration`); otherwise `format_output` builds them."""
+        return False
+
+    def artifact_target(self) -> ArtifactTarget | None:
+        """Where the task writes its image files, when it writes them (the folder made)."""
+        return None
+
+    def _column_builder(self, table: pa.Table) -> ColumnBuilder | None:
+        pa = arrow()
+        hooks = (self._hook("format_input"), self._hook("format_output"))
+        if not self.builds_columns_natively or hooks != (None, None):
+            return None
+        prompt = self.input_mappings.get(self.inputs[0], self.inputs[0])
+        if prompt not in table.column_names:
+            return None
+        kind = table.schema.field(prompt).type
+        text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+        if not any(is_text(kind) for is_text in text):
+            return None
+        if self.metadata_column in table.column_names:
+            kind = table.schema.field(self.metadata_column).type
+            if not (pa.types.is_struct(kind) or pa.types.is_null(kind)):
+                return None
+        return ColumnBuilder(
+            prompt_column=prompt,
+            model_name=self.image_generation_model.model_name,
+            num_generations=self.num_generations,
+            group_generations=self.group_generations,
+            add_raw_output=self.add_raw_output,
+            inline_raw_images=self.inline_raw_images,
+            pass_invalid_rows=self.on_invalid_row == "fail",
         )
 
     def complete_rows(self, rows: list[Row]) -> list[Failure]:

@@ -94,7 +94,7 @@ pub fn encode(bytes: &[u8]) -> String {
 }
 
 /// Payload bytes above which a batch is checked on every core.
-const PARALLEL_BYTES: usize = 4 << 20;
+const PARALLEL_BYTES: usize = 1 << 20;
 
 /// `derive` for every payload of a batch (an `Err` is passed through), in order; a batch
 /// with many bytes is split across the machine's cores.
@@ -111,18 +111,10 @@ pub fn derive_all(
             })
             .collect::<Vec<_>>()
     };
-    let bytes: usize = work
-        .iter()
-        .map(|item| match item {
-            Ok(Payload::Text(data) | Payload::Bytes(data)) => data.len(),
-            Err(_) => 0,
-        })
-        .sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if bytes < PARALLEL_BYTES || threads < 2 || work.len() < 2 {
+    let chunk = parallel_chunk(work);
+    if chunk >= work.len() {
         return run(work);
     }
-    let chunk = work.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = work
             .chunks(chunk)
@@ -137,6 +129,125 @@ pub fn derive_all(
             })
             .collect()
     })
+}
+
+/// One image of a batch decoded into [`Decoded::values`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub hash: Option<[u8; 32]>,
+}
+
+/// A batch's images decoded into one buffer, in order, each checked as `derive` checks.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub values: Vec<u8>,
+    pub spans: Vec<Result<Span, String>>,
+}
+
+impl Decoded {
+    /// The bytes of a decoded image.
+    pub fn bytes(&self, span: &Span) -> &[u8] {
+        &self.values[span.start..span.end]
+    }
+
+    fn push(&mut self, payload: Payload<'_>, hash: bool) -> Result<Span, String> {
+        let start = self.values.len();
+        match payload {
+            Payload::Text(text) => {
+                if let Err(e) = BASE64.decode_vec(text, &mut self.values) {
+                    self.values.truncate(start);
+                    return Err(format!("is not valid base64 ({e})"));
+                }
+            }
+            Payload::Bytes(bytes) => self.values.extend_from_slice(bytes),
+        }
+        let end = self.values.len();
+        if end == start {
+            return Err("is empty".to_owned());
+        }
+        let hash = hash.then(|| Sha256::digest(&self.values[start..end]).into());
+        Ok(Span { start, end, hash })
+    }
+}
+
+/// Decodes every payload of a batch (an `Err` is passed through) into one buffer, hashing
+/// each when asked; a batch with many bytes is split across the machine's cores.
+pub fn decode_all(work: &[Result<Payload<'_>, String>], hash: bool) -> Decoded {
+    let run = |work: &[Result<Payload<'_>, String>]| {
+        let capacity = work
+            .iter()
+            .map(|item| match item {
+                Ok(Payload::Text(text)) => text.len() / 4 * 3 + 3,
+                Ok(Payload::Bytes(bytes)) => bytes.len(),
+                Err(_) => 0,
+            })
+            .sum();
+        let mut decoded = Decoded {
+            values: Vec::with_capacity(capacity),
+            spans: Vec::with_capacity(work.len()),
+        };
+        for item in work {
+            let span = match item {
+                Ok(payload) => decoded.push(*payload, hash),
+                Err(error) => Err(error.clone()),
+            };
+            decoded.spans.push(span);
+        }
+        decoded
+    };
+    let chunk = parallel_chunk(work);
+    if chunk >= work.len() {
+        return run(work);
+    }
+    let parts: Vec<Decoded> = std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || run(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut all = Decoded {
+        values: Vec::with_capacity(parts.iter().map(|part| part.values.len()).sum()),
+        spans: Vec::with_capacity(work.len()),
+    };
+    for part in parts {
+        let shift = all.values.len();
+        all.values.extend_from_slice(&part.values);
+        all.spans.extend(part.spans.into_iter().map(|span| {
+            span.map(|span| Span {
+                start: span.start + shift,
+                end: span.end + shift,
+                hash: span.hash,
+            })
+        }));
+    }
+    all
+}
+
+/// How many payloads each core takes: all of them when the batch is too small to split.
+fn parallel_chunk(work: &[Result<Payload<'_>, String>]) -> usize {
+    let bytes: usize = work
+        .iter()
+        .map(|item| match item {
+            Ok(Payload::Text(data) | Payload::Bytes(data)) => data.len(),
+            Err(_) => 0,
+        })
+        .sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if bytes < PARALLEL_BYTES || threads < 2 {
+        work.len()
+    } else {
+        work.len().div_ceil(threads).max(1)
+    }
 }
 
 /// The content reference `sha256:<hex>` of a digest, as ASCII bytes.
@@ -233,5 +344,33 @@ mod tests {
         );
         let got = derive(Payload::Text(b"YWJj"), none, &mut scratch).unwrap();
         assert_eq!(got, Derived::default());
+    }
+
+    #[test]
+    fn a_batch_decodes_into_one_buffer_in_order() {
+        let big = vec![7u8; PARALLEL_BYTES];
+        let text = encode(&big);
+        let work = vec![
+            Ok(Payload::Text(b"YWJj")),
+            Ok(Payload::Text(b"!!")),
+            Err("is None".to_owned()),
+            Ok(Payload::Bytes(b"xyz")),
+            Ok(Payload::Text(text.as_bytes())),
+            Ok(Payload::Bytes(b"")),
+        ];
+        let decoded = decode_all(&work, true);
+        let spans = &decoded.spans;
+        let first = spans[0].as_ref().unwrap();
+        assert_eq!(decoded.bytes(first), b"abc");
+        assert_eq!(first.hash, Some(Sha256::digest(b"abc").into()));
+        assert!(spans[1]
+            .as_ref()
+            .unwrap_err()
+            .starts_with("is not valid base64"));
+        assert_eq!(spans[2].as_ref().unwrap_err(), "is None");
+        assert_eq!(decoded.bytes(spans[3].as_ref().unwrap()), b"xyz");
+        assert_eq!(decoded.bytes(spans[4].as_ref().unwrap()), &big[..]);
+        assert_eq!(spans[5].as_ref().unwrap_err(), "is empty");
+        assert_eq!(decoded.values.len(), 3 + 3 + big.len());
     }
 }

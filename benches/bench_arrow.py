@@ -277,7 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=CONTENDERS)
     parser.add_argument("--images-worker", type=int)
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--rows", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--gens", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--raw", type=int, nargs="+", default=[1, 0])
     parser.add_argument("--images", type=int, default=0, help="also the large-image table")

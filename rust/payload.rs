@@ -139,7 +139,8 @@ pub struct Span {
     pub hash: Option<[u8; 32]>,
 }
 
-/// A batch's images decoded into one buffer, in order, each checked as `derive` checks.
+/// A batch's images decoded into one buffer, in order, each checked as `derive` checks;
+/// the buffer holds nothing but the images, back to back.
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub values: Vec<u8>,
@@ -151,86 +152,145 @@ impl Decoded {
     pub fn bytes(&self, span: &Span) -> &[u8] {
         &self.values[span.start..span.end]
     }
+}
 
-    fn push(&mut self, payload: Payload<'_>, hash: bool) -> Result<Span, String> {
-        let start = self.values.len();
-        match payload {
-            Payload::Text(text) => {
-                if let Err(e) = BASE64.decode_vec(text, &mut self.values) {
-                    self.values.truncate(start);
-                    return Err(format!("is not valid base64 ({e})"));
+/// The length of the bytes a payload holds, as far as its length tells (base64 text that
+/// turns out invalid is found out when decoded).
+fn decoded_len(payload: &Result<Payload<'_>, String>) -> usize {
+    match payload {
+        Ok(Payload::Text(text)) => {
+            let pads = text
+                .iter()
+                .rev()
+                .take(2)
+                .take_while(|&&b| b == b'=')
+                .count();
+            let digits = text.len() - pads;
+            digits / 4 * 3
+                + match digits % 4 {
+                    2 => 1,
+                    3 => 2,
+                    _ => 0,
                 }
-            }
-            Payload::Bytes(bytes) => self.values.extend_from_slice(bytes),
         }
-        let end = self.values.len();
-        if end == start {
-            return Err("is empty".to_owned());
-        }
-        let hash = hash.then(|| Sha256::digest(&self.values[start..end]).into());
-        Ok(Span { start, end, hash })
+        Ok(Payload::Bytes(bytes)) => bytes.len(),
+        Err(_) => 0,
     }
 }
 
+/// Decodes one payload into `out` (sized by `decoded_len`).
+fn decode_into(payload: &Result<Payload<'_>, String>, out: &mut [u8]) -> Result<(), String> {
+    match payload {
+        Ok(Payload::Text(text)) => match BASE64.decode_slice(text, out) {
+            Ok(written) if written == out.len() => {}
+            Ok(_) | Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                return Err("is not valid base64 (its length does not fit its padding)".to_owned())
+            }
+            Err(base64::DecodeSliceError::DecodeError(e)) => {
+                return Err(format!("is not valid base64 ({e})"))
+            }
+        },
+        Ok(Payload::Bytes(bytes)) => out.copy_from_slice(bytes),
+        Err(error) => return Err(error.clone()),
+    }
+    if out.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    Ok(())
+}
+
+/// The payloads one core decodes, and where their bytes go (`out` starts at `base`).
+struct Part<'a, 'p> {
+    items: &'a [Result<Payload<'p>, String>],
+    lengths: &'a [usize],
+    out: &'a mut [u8],
+    base: usize,
+}
+
 /// Decodes every payload of a batch (an `Err` is passed through) into one buffer, hashing
-/// each when asked; a batch with many bytes is split across the machine's cores.
+/// each when asked. Each payload's bytes go straight to their place in the buffer; a batch
+/// with many bytes is split across the machine's cores.
 pub fn decode_all(work: &[Result<Payload<'_>, String>], hash: bool) -> Decoded {
-    let run = |work: &[Result<Payload<'_>, String>]| {
-        let capacity = work
+    let sizes: Vec<usize> = work.iter().map(decoded_len).collect();
+    let mut values = vec![0u8; sizes.iter().sum()];
+    let chunk = parallel_chunk(work).max(1);
+    let mut parts = Vec::new();
+    let mut rest: &mut [u8] = &mut values;
+    let mut base = 0;
+    for (items, lengths) in work.chunks(chunk).zip(sizes.chunks(chunk)) {
+        let length: usize = lengths.iter().sum();
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(length);
+        rest = tail;
+        parts.push(Part {
+            items,
+            lengths,
+            out: head,
+            base,
+        });
+        base += length;
+    }
+    let run = |part: Part<'_, '_>| {
+        let mut at = 0;
+        part.items
             .iter()
-            .map(|item| match item {
-                Ok(Payload::Text(text)) => text.len() / 4 * 3 + 3,
-                Ok(Payload::Bytes(bytes)) => bytes.len(),
-                Err(_) => 0,
+            .zip(part.lengths)
+            .map(|(item, length)| {
+                let target = &mut part.out[at..at + length];
+                let start = part.base + at;
+                at += length;
+                decode_into(item, target)?;
+                let hash = hash.then(|| Sha256::digest(&*target).into());
+                Ok(Span {
+                    start,
+                    end: start + length,
+                    hash,
+                })
             })
-            .sum();
-        let mut decoded = Decoded {
-            values: Vec::with_capacity(capacity),
-            spans: Vec::with_capacity(work.len()),
-        };
-        for item in work {
-            let span = match item {
-                Ok(payload) => decoded.push(*payload, hash),
-                Err(error) => Err(error.clone()),
-            };
-            decoded.spans.push(span);
+            .collect::<Vec<Result<Span, String>>>()
+    };
+    let spans: Vec<Result<Span, String>> = if parts.len() == 1 {
+        parts.into_iter().flat_map(run).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| scope.spawn(move || run(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    let mut decoded = Decoded { values, spans };
+    let wasted = decoded
+        .spans
+        .iter()
+        .zip(&sizes)
+        .any(|(span, size)| span.is_err() && *size > 0);
+    if wasted {
+        decoded.compact();
+    }
+    decoded
+}
+
+impl Decoded {
+    /// Drops the room left by payloads that failed, keeping the images back to back.
+    fn compact(&mut self) {
+        let mut end = 0;
+        for span in self.spans.iter_mut().flatten() {
+            let length = span.end - span.start;
+            self.values.copy_within(span.start..span.end, end);
+            span.start = end;
+            span.end = end + length;
+            end += length;
         }
-        decoded
-    };
-    let chunk = parallel_chunk(work);
-    if chunk >= work.len() {
-        return run(work);
+        self.values.truncate(end);
     }
-    let parts: Vec<Decoded> = std::thread::scope(|scope| {
-        let handles: Vec<_> = work
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || run(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    let mut all = Decoded {
-        values: Vec::with_capacity(parts.iter().map(|part| part.values.len()).sum()),
-        spans: Vec::with_capacity(work.len()),
-    };
-    for part in parts {
-        let shift = all.values.len();
-        all.values.extend_from_slice(&part.values);
-        all.spans.extend(part.spans.into_iter().map(|span| {
-            span.map(|span| Span {
-                start: span.start + shift,
-                end: span.end + shift,
-                hash: span.hash,
-            })
-        }));
-    }
-    all
 }
 
 /// How many payloads each core takes: all of them when the batch is too small to split.

@@ -590,20 +590,23 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         )
         attempt = 0
         while True:
+            failure: RequestError | None = None
             async with slots:
                 try:
                     if timeout is None:
                         return await request()
                     return await asyncio.wait_for(request(), timeout)
                 except Exception as exc:
-                    if not self._transient(exc) or (not patient and attempt >= self.max_retries):
-                        raise self._final_error(exc, attempt + 1) from None
-                    delay = retry_after(exc)
-                    if patient and attempt % 10 == 0:
-                        logger.warning(
-                            "batch API call failed (%s); retrying",
-                            self._final_error(exc, attempt + 1),
-                        )
+                    failure = self._final_error(exc, attempt + 1)
+                    if self._transient(exc) and (patient or attempt < self.max_retries):
+                        delay = retry_after(exc)
+                        if attempt % 10 == 0:
+                            logger.warning("batch API call failed (%s); retrying", failure)
+                        failure = None
+            if failure is not None:
+                # Raised outside the handler: the original error, which may hold a
+                # secret, is not kept as its context.
+                raise failure
             if delay is None:
                 delay = backoff_delay(self.retry_backoff, attempt)
             attempt += 1

@@ -1,4 +1,6 @@
-"""Crash safety: `kill -9` at random moments, then resume; nothing lost, nothing twice."""
+"""Crash safety with real processes: `kill -9` at random moments and before the first
+batch, Ctrl-C with requests in flight, two runs on one folder; then resume: nothing lost,
+nothing twice."""
 
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
+from servers import Fault, ImageServer, image_server
 
 from imagetask.models import PlaceholderImageGeneration
 
@@ -93,3 +99,137 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     images = out / "artifacts" / "image_generation_0" / "images"
     visible = {path.name for path in images.iterdir() if not path.name.startswith(".")}
     assert visible == {Path(row["image_path"]).name for row in rows}
+
+
+# Against the loopback OpenAI server: requests held until the test lets them go.
+
+HANG_GUARD = 60.0
+"""Seconds after which a test calls a process hung (it normally takes well under one)."""
+
+
+def openai_command(source: Path, out: Path, server: ImageServer, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "imagetask.cli", "generate", str(source), "-o", str(out),
+        "--model", "openai:test-image", "--base-url", f"{server.url}/v1", "--batch-size", "4",
+        "--max-concurrency", "8", "--checkpoint-every", "0", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+    """Waits until `condition` holds while `process` runs (failing if it hangs or ends)."""
+    deadline = time.monotonic() + HANG_GUARD
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+@contextmanager
+def held_server(prompts: list[str]) -> Iterator[tuple[ImageServer, threading.Event]]:
+    """A server whose first answer to each of `prompts` waits for the event."""
+    hold = threading.Event()
+    with image_server() as server:
+        server.faults = {prompt: [Fault(hold=hold)] for prompt in prompts}
+        try:
+            yield server, hold
+        finally:
+            hold.set()
+
+
+def requested(server: ImageServer, prompt: str) -> bool:
+    with server.lock:
+        return any(body.get("prompt") == prompt for body in server.served.requests)
+
+
+def prompts_written(out: Path) -> list[str]:
+    raw = (out / "data.jsonl").read_bytes()
+    return [msgspec.json.decode(line)["prompt"] for line in raw.splitlines()]
+
+
+def test_kill_before_the_first_batch_leaves_a_folder_resume_accepts(tmp_path: Path) -> None:
+    prompts = [f"prompt {i}" for i in range(10)]
+    source = tmp_path / "prompts.txt"
+    source.write_text("\n".join(prompts) + "\n")
+    out = tmp_path / "out"
+    with held_server(prompts[:4]) as (server, _):
+        process = subprocess.Popen(
+            openai_command(source, out, server), stderr=subprocess.PIPE, text=True
+        )
+        wait_for(lambda: requested(server, prompts[0]), process)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        assert rows_done(out) == 0
+        finished = subprocess.run(
+            openai_command(source, out, server, "--resume"),
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD,
+        )
+    assert finished.returncode == 0, finished.stderr
+    assert prompts_written(out) == prompts
+
+
+def test_ctrl_c_cancels_requests_in_flight_and_resume_completes(tmp_path: Path) -> None:
+    prompts = [f"prompt {i}" for i in range(40)]
+    source = tmp_path / "prompts.txt"
+    source.write_text("\n".join(prompts) + "\n")
+    out = tmp_path / "out"
+    with held_server(prompts[8:]) as (server, _):
+        process = subprocess.Popen(
+            openai_command(source, out, server), stderr=subprocess.PIPE, text=True
+        )
+        # Two batches done, the next two waiting on their requests.
+        wait_for(lambda: rows_done(out) == 8 and requested(server, prompts[12]), process)
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=HANG_GUARD)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise AssertionError("Ctrl-C left the command hanging") from None
+        assert process.returncode == 130, err
+        assert err == (
+            "imagetask: interrupted after 8 input rows; run again with resume (--resume) to "
+            "continue\n"
+        )
+        assert prompts_written(out) == prompts[:8]
+        with server.lock:
+            server.faults.clear()
+        finished = subprocess.run(
+            openai_command(source, out, server, "--resume"),
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD,
+        )
+    assert finished.returncode == 0, finished.stderr
+    assert prompts_written(out) == prompts
+
+
+def test_a_second_run_on_the_same_folder_fails_at_once_naming_the_first(
+    tmp_path: Path,
+) -> None:
+    prompts = [f"prompt {i}" for i in range(12)]
+    source = tmp_path / "prompts.txt"
+    source.write_text("\n".join(prompts) + "\n")
+    out = tmp_path / "out"
+    with held_server(prompts[:4]) as (server, hold):
+        first = subprocess.Popen(
+            openai_command(source, out, server), stderr=subprocess.PIPE, text=True
+        )
+        wait_for(lambda: requested(server, prompts[0]), first)
+        for extra in ((), ("--resume",)):
+            second = subprocess.run(
+                openai_command(source, out, server, *extra),
+                capture_output=True,
+                text=True,
+                timeout=HANG_GUARD,
+            )
+            assert second.returncode == 1
+            assert second.stderr == (
+                f"imagetask: error: {out} is in use by another run (process {first.pid} holds "
+                f"{out / '.imagetask.lock'}): wait for it to end, or choose another folder\n"
+            )
+        hold.set()
+        _, err = first.communicate(timeout=HANG_GUARD)
+    assert first.returncode == 0, err
+    assert prompts_written(out) == prompts

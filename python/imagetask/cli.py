@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -198,8 +199,13 @@ def _generate(args: argparse.Namespace) -> int:
     ):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
-    if args.checkpoint_every < 0:
-        raise UsageError(f"--checkpoint-every must be at least 0, got {args.checkpoint_every}")
+    if not math.isfinite(args.checkpoint_every) or args.checkpoint_every < 0:
+        raise UsageError(
+            f"--checkpoint-every must be a finite number of seconds >= 0, got "
+            f"{args.checkpoint_every}"
+        )
+    if not args.output:
+        raise UsageError("-o/--output: the output folder is an empty path")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be at least 0, got {args.limit}")
     reader = Reader(args.input)
@@ -224,7 +230,7 @@ def _generate(args: argparse.Namespace) -> int:
     images = summary.rows_in * task.num_generations - summary.failed
     print(
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
-        f"({images:,} images, {summary.failed:,} failed) -> {args.output}/data.{args.format}"
+        f"({images:,} images, {summary.failed:,} failed) -> {summary.data}"
     )
     return 0
 
@@ -242,8 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("imagetask: interrupted", file=sys.stderr)
         return 130
     except (ImageTaskError, OSError) as exc:
-        print(f"imagetask: error: {exc}", file=sys.stderr)
+        print(f"imagetask: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
+
+
+def _one_line(message: str) -> str:
+    """A message on one line (errors of pyarrow and others may span several)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def run_main() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 import pyarrow.parquet as pq
 import pytest
+from outputs import image_bytes, recorded_table
 from test_crash import rows_done
 
 from imagetask.cli import main
@@ -79,9 +80,9 @@ def test_parquet_output_with_a_mapped_column(tmp_path: Path) -> None:
         ]
     )
     assert status == 0
-    table = pq.read_table(tmp_path / "out" / "data.parquet")
+    table = recorded_table(tmp_path / "out")
     assert table.column("caption").to_pylist() == ["a cat", "a dog"]
-    assert all(image.startswith(b"\x89PNG") for image in table.column("image").to_pylist())
+    assert all(image.startswith(b"\x89PNG") for image in image_bytes(table))
 
 
 def test_limit_and_resume(tmp_path: Path) -> None:
@@ -276,7 +277,7 @@ def hostile_inputs(tmp_path: Path) -> list[tuple[Path, str]]:
         (
             path,
             f"{path} line 1: the batch from this row cannot be written, so the run stops "
-            f"with the rows before it: {tmp_path / 'out' / 'data.parquet'}: the column 'x' is "
+            f"with the rows before it: {tmp_path / 'out' / 'data'}: the column 'x' is "
             "nested too deeply for Parquet (readers accept 100 levels)",
         )
     )
@@ -337,5 +338,6 @@ def test_an_empty_input_gives_an_empty_parquet_file(tmp_path: Path) -> None:
     source.write_bytes(b"")
     out = tmp_path / "out"
     assert main(["generate", str(source), "-o", str(out), "--quiet", "--format", "parquet"]) == 0
-    table = pq.read_table(out / "data.parquet")
+    table = pq.read_table(out / "data" / "train-00000.parquet")
     assert (table.num_rows, table.column_names) == (0, ["prompt", "image", "model_name"])
+    assert sorted(path.name for path in (out / "data").iterdir()) == ["train-00000.parquet"]

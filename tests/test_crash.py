@@ -17,8 +17,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import datasets
 import msgspec
+import pytest
+from outputs import image_bytes, recorded_table
 from servers import Fault, ImageServer, image_server
 
 from imagetask.models import PlaceholderImageGeneration
@@ -53,18 +57,33 @@ def expected_pairs(prompts: list[str]) -> Counter[tuple[str, str]]:
     )
 
 
-def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
+def written_rows(out: Path, format: str) -> list[dict[str, Any]]:
+    """The output's rows, images as base64 (as JSONL holds them)."""
+    if format == "jsonl":
+        raw = (out / "data.jsonl").read_bytes()
+        assert raw.endswith(b"\n")
+        return [msgspec.json.decode(line) for line in raw.splitlines()]
+    table = recorded_table(out)
+    images = [base64.b64encode(image or b"").decode() for image in image_bytes(table)]
+    rows = table.drop_columns(["image"]).to_pylist()
+    return [{**row, "image": image} for row, image in zip(rows, images, strict=True)]
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path, format: str) -> None:
     prompts = [f"prompt number {i}" for i in range(PROMPTS)]
     source = tmp_path / "prompts.txt"
     source.write_text("\n".join(prompts) + "\n")
     out = tmp_path / "out"
+    # Parquet: shards of about 200 kB, so that kills land around shards being finished.
+    options = ("--format", format, "--shard-mb", "0.2")
     rng = random.Random(20261125)
     targets = sorted(rng.sample(range(1, PROMPTS), 6))
     kills = 0
     progress = []
     for attempt, target in enumerate(targets):
         extra = ("--resume",) if attempt else ()
-        process = subprocess.Popen(command(source, out, *extra), stderr=subprocess.PIPE)
+        process = subprocess.Popen(command(source, out, *options, *extra), stderr=subprocess.PIPE)
         # Kill once the run has passed `target` rows, at a random moment after that.
         while process.poll() is None and rows_done(out) < target:
             time.sleep(0.005)
@@ -79,12 +98,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     # Killed at several different points, each resume going further.
     assert len({done for done in progress if 0 < done < PROMPTS}) >= 3, progress
     assert progress == sorted(progress)
-    final = subprocess.run(command(source, out, "--resume"), capture_output=True, text=True)
+    final = subprocess.run(
+        command(source, out, *options, "--resume"), capture_output=True, text=True
+    )
     assert final.returncode == 0, final.stderr
 
-    raw = (out / "data.jsonl").read_bytes()
-    assert raw.endswith(b"\n")
-    rows = [msgspec.json.decode(line) for line in raw.splitlines()]
+    rows = written_rows(out, format)
     assert Counter((row["prompt"], row["image"]) for row in rows) == expected_pairs(prompts)
     assert [row["prompt"] for row in rows] == [p for p in prompts for _ in range(GENERATIONS)]
     for row in rows:
@@ -99,6 +118,13 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     images = out / "artifacts" / "image_generation_0" / "images"
     visible = {path.name for path in images.iterdir() if not path.name.startswith(".")}
     assert visible == {Path(row["image_path"]).name for row in rows}
+    if format == "parquet":
+        shards = sorted(path.name for path in (out / "data").iterdir())
+        assert len(shards) > 3
+        assert shards == [f"train-{index:05d}.parquet" for index in range(len(shards))]
+        assert not (out / ".staging").exists()
+        dataset = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "c"))
+        assert dataset["prompt"] == [row["prompt"] for row in rows]  # type: ignore[index]
 
 
 # Against the loopback OpenAI server: requests held until the test lets them go.

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from outputs import recorded_table
 
 from imagetask.cli import main
 
@@ -129,10 +130,8 @@ def output_prompts(out: Path, format: str) -> list[str]:
     if format == "jsonl":
         raw = (out / "data.jsonl").read_bytes()[: state["sink"]["bytes"]]
         return [msgspec.json.decode(line)["prompt"] for line in raw.splitlines()]
-    if state["complete"]:
-        return pq.read_table(out / "data.parquet").column("prompt").to_pylist()  # type: ignore[no-any-return]
-    parts = [out / "parts" / f"part-{index:08d}.parquet" for index in range(state["sink"]["parts"])]
-    return [p for part in parts for p in pq.read_table(part).column("prompt").to_pylist()]
+    table = recorded_table(out)
+    return table.column("prompt").to_pylist() if table.num_rows else []
 
 
 counter = itertools.count()

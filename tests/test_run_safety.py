@@ -14,9 +14,10 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from outputs import recorded_table
 
 from imagetask import ImageGeneration
-from imagetask.errors import ConfigError, RunError, SinkError
+from imagetask.errors import ConfigError, RunError, RunInterrupted, SinkError
 from imagetask.lock import FolderLock
 from imagetask.models import PlaceholderImageGeneration
 
@@ -75,7 +76,7 @@ def test_a_parquet_column_whose_type_changes_stops_the_run(tmp_path: Path) -> No
         task.run(rows, out, format="parquet", batches_in_flight=2)
     assert str(caught.value) == (
         "input row 3: the batch from this row cannot be written, so the run stops with the "
-        f"rows before it: {out / 'data.parquet'}: the batch's columns do not agree with the "
+        f"rows before it: {out / 'data'}: the batch's columns do not agree with the "
         "previous ones': Unable to merge: Field id has incompatible types: int64 vs string"
     )
     state = checkpoint(out)
@@ -84,7 +85,7 @@ def test_a_parquet_column_whose_type_changes_stops_the_run(tmp_path: Path) -> No
         row["id"] = int(row["id"].removeprefix("text "))
     summary = task.run(rows, out, format="parquet", resume=True)
     assert (summary.rows_in, summary.rows_out) == (9, 9)
-    assert pq.read_table(out / "data.parquet").column("id").to_pylist() == list(range(9))
+    assert recorded_table(out).column("id").to_pylist() == list(range(9))
 
 
 # Resume checks the checkpoint and the output against each other.
@@ -171,14 +172,38 @@ def test_resume_refuses_an_output_whose_rows_differ_from_recorded(tmp_path: Path
         make_task().run(prompts(10), tmp_path, resume=True)
 
 
-def test_resume_refuses_a_parquet_part_that_went_missing(tmp_path: Path) -> None:
+def test_resume_refuses_parquet_shards_or_staged_batches_that_changed(tmp_path: Path) -> None:
     task = make_task(images_as_bytes=True)
-    task.run(prompts(10), tmp_path, format="parquet", limit=6)
-    state = checkpoint(tmp_path)
-    state["sink"]["parts"] = 3
-    (tmp_path / "checkpoint.json").write_text(json.dumps(state))
-    with pytest.raises(RunError, match=r"part-00000002.parquet: missing, but the checkpoint"):
-        task.run(prompts(10), tmp_path, format="parquet", resume=True)
+    task.run(prompts(10), tmp_path / "limited", format="parquet", limit=6)
+    state = checkpoint(tmp_path / "limited")
+    shard = tmp_path / "limited" / "data" / state["sink"]["shards"][0]["name"]
+    shard.write_bytes(shard.read_bytes()[:-1])
+    with pytest.raises(RunError, match=r"train-00000.parquet: [\d,]+ bytes, not the [\d,]+ bytes"):
+        task.run(prompts(10), tmp_path / "limited", format="parquet", resume=True)
+    shard.unlink()
+    with pytest.raises(RunError, match=r"train-00000.parquet: missing, not the [\d,]+ bytes"):
+        task.run(prompts(10), tmp_path / "limited", format="parquet", resume=True)
+
+    class Stop(PlaceholderImageGeneration):
+        def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
+            if "prompt 6" in inputs:
+                raise KeyboardInterrupt
+            return super().generate(inputs, num_generations, **kwargs)
+
+    out = tmp_path / "staged"
+    stopped = ImageGeneration(
+        image_generation_model=Stop(size="4x4"), input_batch_size=3, images_as_bytes=True
+    )
+    with pytest.raises(RunInterrupted):
+        stopped.run(prompts(10), out, format="parquet", batches_in_flight=1)
+    [staged] = checkpoint(out)["sink"]["staged"]
+    assert staged["rows"] == 6
+    stream = out / ".staging" / staged["name"]
+    with stream.open("r+b") as file:
+        file.truncate(staged["bytes"] - 1)
+    with pytest.raises(RunError, match=r"staged-00000.arrows: [\d,]+ bytes, fewer than the"):
+        stopped.run(prompts(10), out, format="parquet", resume=True)
+    assert stream.stat().st_size == staged["bytes"] - 1
 
 
 def test_resume_after_the_first_checkpoint_only(tmp_path: Path) -> None:
@@ -278,12 +303,13 @@ def test_an_empty_input_gives_an_empty_output(tmp_path: Path, format: Any) -> No
     if format == "jsonl":
         assert (tmp_path / "data.jsonl").read_bytes() == b""
         return
-    table = pq.read_table(tmp_path / "data.parquet")
+    table = pq.read_table(tmp_path / "data" / "train-00000.parquet")
     assert table.num_rows == 0
-    assert table.schema == pa.schema(
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    assert table.schema.remove_metadata() == pa.schema(
         [
             ("prompt", pa.string()),
-            ("image", pa.binary()),
+            ("image", image),
             ("image_path", pa.string()),
             ("model_name", pa.string()),
         ]

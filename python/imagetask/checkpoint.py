@@ -3,21 +3,20 @@ output ends, written all or nothing and validated field by field when read back.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from imagetask.durable import write_atomic
 from imagetask.errors import RunError
-from imagetask.sinks import OutputFormat, fsync_dir
+from imagetask.sinks import OutputFormat
 
 __all__ = [
     "CHECKPOINT",
     "VERSION",
     "Checkpoint",
     "read_checkpoint",
-    "write_atomic",
     "write_checkpoint",
 ]
 
@@ -53,17 +52,6 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     seconds: Annotated[float, msgspec.Meta(ge=0)]
     complete: bool
     sink: dict[str, Any]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes `path` all or nothing: a synced temporary file renamed over it."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    fsync_dir(path.parent)
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

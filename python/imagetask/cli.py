@@ -11,6 +11,7 @@ from typing import Any
 
 from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
 from imagetask.generation import ImageGeneration
+from imagetask.hf_dataset import SHARD_BYTES
 from imagetask.models import (
     ImageGenerationModel,
     InferenceEndpointsImageGeneration,
@@ -32,7 +33,9 @@ model specs:
   hf:<https://url>   a dedicated Inference Endpoint at that URL
 
 output (in OUTDIR):
-  data.jsonl | data.parquet   one row per generated image (see the README)
+  data.jsonl                  one row per generated image (see the README)
+  data/train-*.parquet        the same with --format parquet, as a Hugging Face
+  README.md                   dataset: load_dataset(OUTDIR, split="train")
   artifacts/<task>/images/    the images, named by their sha256 (--save-artifacts)
   checkpoint.json             progress, for --resume after a crash or Ctrl-C
   run.json                    the task, row counts and timings of a finished run
@@ -89,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=["jsonl", "parquet"],
         default="jsonl",
         help="output format (default: jsonl; parquet needs imagetask[parquet])",
+    )
+    generate.add_argument(
+        "--shard-mb",
+        type=float,
+        default=SHARD_BYTES / 1e6,
+        metavar="MB",
+        help="parquet: start a new shard of OUTDIR/data/ after this many MB of rows "
+        f"(default: {SHARD_BYTES / 1e6:g})",
     )
     generate.add_argument(
         "--resume", action="store_true", help="continue the run recorded in OUTDIR"
@@ -204,6 +215,8 @@ def _generate(args: argparse.Namespace) -> int:
             f"--checkpoint-every must be a finite number of seconds >= 0, got "
             f"{args.checkpoint_every}"
         )
+    if not math.isfinite(args.shard_mb) or args.shard_mb * 1e6 < 1:
+        raise UsageError(f"--shard-mb must be a positive number of MB, got {args.shard_mb}")
     if not args.output:
         raise UsageError("-o/--output: the output folder is an empty path")
     if args.limit is not None and args.limit < 0:
@@ -226,6 +239,7 @@ def _generate(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.quiet,
         checkpoint_seconds=args.checkpoint_every,
+        shard_bytes=round(args.shard_mb * 1e6),
     )
     images = summary.rows_in * task.num_generations - summary.failed
     print(

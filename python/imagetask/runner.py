@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -34,9 +33,9 @@ from imagetask.checkpoint import (
     VERSION,
     Checkpoint,
     read_checkpoint,
-    write_atomic,
     write_checkpoint,
 )
+from imagetask.durable import fsync_dir, fsync_file, write_atomic
 from imagetask.errors import (
     ConfigError,
     ImageTaskError,
@@ -46,6 +45,7 @@ from imagetask.errors import (
     SinkError,
 )
 from imagetask.extras import require
+from imagetask.hf_dataset import DATA, SHARD_BYTES, STAGING
 from imagetask.lock import FolderLock
 from imagetask.progress import Progress
 from imagetask.readers import Reader
@@ -56,7 +56,6 @@ from imagetask.sinks import (
     OutputFormat,
     ParquetSink,
     empty_state,
-    fsync_dir,
     open_sink,
 )
 
@@ -115,14 +114,6 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
     return f"`{path}` was {json.dumps(old)}, now {json.dumps(new)}"
 
 
-def _fsync_file(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _empty_schema(task: ImageTask) -> Any:
     """The Parquet schema of a run without rows: the task's input columns as text, its
     image as bytes, its other outputs as text (no metadata column: it has no field)."""
@@ -158,7 +149,7 @@ class _ImageSync:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(_SYNC_THREADS, "imagetask-fsync")
             path = self._output / relative
-            self._pending.append(self._pool.submit(_fsync_file, path))
+            self._pending.append(self._pool.submit(fsync_file, path))
             self._folders.add(path.parent)
 
     def wait(self) -> None:
@@ -189,6 +180,7 @@ class _Run:
         format: OutputFormat,
         resume: bool,
         checkpoint_seconds: float,
+        shard_bytes: int,
     ) -> None:
         self.task = task
         self.checkpoint_seconds = checkpoint_seconds
@@ -197,14 +189,22 @@ class _Run:
         self.format = format
         self.dump = task.dump()
         self.path = output / CHECKPOINT
-        self.data = output / f"data.{format}"
+        self.data = output / (DATA if format == "parquet" else "data.jsonl")
         self._images = _ImageSync(output)
         self._path_column = (
             task.output_mappings.get("image_path", "image_path")
             if getattr(task, "save_artifacts", False)
             else None
         )
-        empty = _empty_schema(task) if format == "parquet" else None
+        options: dict[str, Any] = {}
+        if format == "parquet":
+            mapped = task.output_mappings
+            options = {
+                "empty_schema": _empty_schema(task),
+                "image_column": mapped.get("image", "image"),
+                "path_column": self._path_column,
+                "shard_bytes": shard_bytes,
+            }
         previous = self._previous(resume)
         if previous is None:
             # The checkpoint comes before the first byte of output: a run killed at any
@@ -221,10 +221,13 @@ class _Run:
                 sink=empty_state(format),
             )
             write_checkpoint(self.path, self.checkpoint)
-            self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, empty)
+            self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
         else:
             self.checkpoint = previous
-            self.sink = None if self.done else open_sink(output, format, previous.sink, empty)
+            if not self.done:
+                self.sink = open_sink(output, format, previous.sink, **options)
+            else:
+                self.sink = None
         self.resumed_from = self.checkpoint.rows_in
 
     @property
@@ -233,7 +236,8 @@ class _Run:
 
     def _previous(self, resume: bool) -> Checkpoint | None:
         if not self.path.exists():
-            if any((self.output / f"data.{kind}").exists() for kind in OUTPUT_FORMATS):
+            found = [self.output / name for name in ("data.jsonl", DATA, STAGING)]
+            if any(path.exists() for path in found):
                 raise RunError(
                     f"{self.output} holds output without a {CHECKPOINT}: choose an empty folder"
                 )
@@ -270,7 +274,11 @@ class _Run:
         failed = len(output.failures)
         assert self.sink is not None
         try:
-            self.sink.write(output.rows)
+            if isinstance(self.sink, ParquetSink):
+                # The rows as an Arrow table; a task's columnar output goes here as it is.
+                self.sink.write_table(self.sink.table_from_rows(output.rows))
+            else:
+                self.sink.write(output.rows)
         except SinkError as exc:
             raise SinkError(
                 f"{pending.where}: the batch from this row cannot be written, so the run "
@@ -300,6 +308,8 @@ class _Run:
             self.sink.sync()
         self._images.wait()
         write_checkpoint(self.path, self.checkpoint)
+        if self.sink is not None:
+            self.sink.saved()
         self._saved = time.monotonic()
 
     def complete(self, seconds: float, complete: bool) -> None:
@@ -308,6 +318,12 @@ class _Run:
             complete=complete,
             seconds=round(self.checkpoint.seconds + seconds, 3),
         )
+
+    def finish_sink(self, final: bool) -> None:
+        """Completes the output (the last Parquet shard, the dataset card)."""
+        assert self.sink is not None
+        self.sink.finish(final=final, about=_about(self))
+        self.checkpoint = msgspec.structs.replace(self.checkpoint, sink=self.sink.state())
 
     def summary(self) -> RunSummary:
         state = self.checkpoint
@@ -345,8 +361,10 @@ def _numbered(rows: Iterable[Row] | Reader) -> tuple[Iterator[tuple[int, Row]], 
 
 
 def _check_options(
-    format: Any, limit: Any, batches_in_flight: Any, checkpoint_seconds: Any
+    format: Any, limit: Any, batches_in_flight: Any, checkpoint_seconds: Any, shard_bytes: Any
 ) -> None:
+    if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
+        raise ConfigError(f"run: shard_bytes={shard_bytes!r}: expected an int >= 1")
     if format not in OUTPUT_FORMATS:
         raise ConfigError(f"run: format={format!r}: expected one of {list(OUTPUT_FORMATS)}")
     if not isinstance(batches_in_flight, int) or batches_in_flight < 1:
@@ -375,6 +393,7 @@ def run(
     progress: bool | Progress = False,
     batches_in_flight: int = 2,
     checkpoint_seconds: float = 1.0,
+    shard_bytes: int = SHARD_BYTES,
 ) -> RunSummary:
     """Runs `task` over `rows` into `output_dir`; see the module's docstring.
 
@@ -393,7 +412,7 @@ def run(
     (after writing the batches before it), `SinkError` for a batch that cannot be
     written (after writing the batches before it), and `RunInterrupted` on Ctrl-C.
     """
-    _check_options(format, limit, batches_in_flight, checkpoint_seconds)
+    _check_options(format, limit, batches_in_flight, checkpoint_seconds, shard_bytes)
     if format == "parquet" and not task.images_as_bytes:
         raise RunError(
             "format='parquet' stores images as bytes: create the task with images_as_bytes=True"
@@ -408,7 +427,7 @@ def run(
     try:
         task.load()
         try:
-            state = _Run(task, output, format, resume, checkpoint_seconds)
+            state = _Run(task, output, format, resume, checkpoint_seconds, shard_bytes)
             try:
                 if state.done:
                     return state.summary()
@@ -465,9 +484,8 @@ def _stream(
             raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
         complete = budget != 0 or _exhausted(numbered)
-        assert state.sink is not None
-        state.sink.finish(final=complete)
         state.complete(time.monotonic() - started, complete)
+        state.finish_sink(complete)
         state.save()
     except KeyboardInterrupt:
         state.complete(time.monotonic() - started, False)
@@ -516,13 +534,33 @@ def _start(
     return _Pending(batch, workers.submit(batch.generate), where(chunk[0][0]))
 
 
+def _about(state: _Run) -> str:
+    """What the run was, for the dataset card."""
+    task, done = state.task, state.checkpoint
+    model = task.image_generation_model
+    generations = done.rows_in * task.num_generations
+    status = "complete" if done.complete else "not complete (resume it to go on)"
+    return (
+        f"# {state.output.name or 'imagetask output'}\n\n"
+        f"Images generated with imagetask: task `{type(task).__name__}` (`{task.name}`), "
+        f"model `{model.model_name}` ({type(model).__name__}), "
+        f"{task.num_generations} generation(s) per input row.\n\n"
+        "| input rows | output rows | images | failed generations | run |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        f"| {done.rows_in:,} | {done.rows_out:,} | {generations - done.failed:,} | "
+        f"{done.failed:,} | {status} |\n\n"
+        "The task's configuration is in `run.json`; failed generations have a null image "
+        f"and their error in `{task.metadata_column}`."
+    )
+
+
 def _report(state: _Run) -> RunSummary:
     """Writes `run.json` for a run that ended (not interrupted)."""
     summary = state.summary()
     images = summary.rows_in * state.task.num_generations - summary.failed
     report = {
         **asdict(summary),
-        "data": state.data.name,
+        "data": state.data.name + ("/" if state.data.name == DATA else ""),
         "images": images,
         "rows_per_s": round(summary.rows_in / max(summary.seconds, 1e-9), 1),
         "images_per_s": round(images / max(summary.seconds, 1e-9), 1),

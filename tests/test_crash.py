@@ -259,3 +259,56 @@ def test_a_second_run_on_the_same_folder_fails_at_once_naming_the_first(
         _, err = first.communicate(timeout=HANG_GUARD)
     assert first.returncode == 0, err
     assert prompts_written(out) == prompts
+
+
+HANGING_RUN = """
+import sys
+import threading
+
+from imagetask import ImageGeneration
+from imagetask.models import PlaceholderImageGeneration
+
+
+class Hanging(PlaceholderImageGeneration):
+    def generate(self, inputs, num_generations=1, **kwargs):
+        if "p 4" in inputs:
+            threading.Event().wait()  # a backend call that never returns
+        return super().generate(inputs, num_generations, **kwargs)
+
+
+task = ImageGeneration(image_generation_model=Hanging(size="4x4"), input_batch_size=4)
+try:
+    task.run([{"prompt": f"p {i}"} for i in range(12)], sys.argv[1], checkpoint_seconds=0)
+except Exception as exc:
+    print("swallowed", type(exc).__name__, flush=True)
+"""
+
+
+def test_ctrl_c_ends_the_process_even_when_a_backend_call_never_returns(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "hanging.py"
+    script.write_text(HANGING_RUN)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: rows_done(out) == 4, process)
+    process.send_signal(signal.SIGINT)
+    try:
+        printed, err = process.communicate(timeout=HANG_GUARD)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("a hung backend call kept the process alive") from None
+    # `RunInterrupted` went through `except Exception` and ended the script as Ctrl-C does.
+    assert printed == ""
+    assert process.returncode == -signal.SIGINT or process.returncode == 1, err
+    assert err.strip().splitlines()[-1] == (
+        "imagetask.errors.RunInterrupted: interrupted after 4 input rows; run again with "
+        "resume (--resume) to continue"
+    )
+    assert prompts_written(out) == ["p 0", "p 1", "p 2", "p 3"]

@@ -174,6 +174,8 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--batch-size B",
         "--save-artifacts",
         "--format {jsonl,parquet}",
+        "--shard-mb MB",
+        "data/train-*.parquet",
         "--resume",
         "--limit N",
         "--column prompt=COL",

@@ -307,6 +307,8 @@ class ParquetSink:
     def _unify(self, schema: Any, new: Any) -> Any:
         if schema is None:
             return new.remove_metadata()
+        if new.equals(schema):  # the common case, and much cheaper than unifying
+            return schema
         try:
             return self._arrow.unify_schemas(
                 [schema, new.remove_metadata()], promote_options="permissive"
@@ -380,7 +382,13 @@ class ParquetSink:
             table = table.set_column(index, arrow.field(self._image_column, images.type), images)
         dataset = self._unify(self._dataset_schema, table.schema)
         schema = self._unify(self._schema, table.schema)
-        table = self._conform(table, schema)
+        try:
+            table = self._conform(table, schema)
+        except (arrow.ArrowException, ValueError) as exc:
+            reason = " ".join(str(exc).split())
+            raise SinkError(
+                f"{self.path}: the batch cannot take the columns' types: {reason}"
+            ) from None
         if self._writer is None or not schema.equals(self._schema):
             self._start_stream(schema)
         self._writer.write_table(table)

@@ -1,6 +1,7 @@
 """Running a task over a whole dataset: streamed in batches, checkpointed, resumable.
 
-The output folder holds `data.jsonl` (or `data.parquet`), `artifacts/` when the task saves
+The output folder holds `data.jsonl` (or, for Parquet, the Hugging Face layout of
+`imagetask.hf_dataset`: `data/` shards and `README.md`), `artifacts/` when the task saves
 them, `checkpoint.json`, the lock file and, once the run has ended, `run.json`. A run holds
 an exclusive lock on the folder from start to end. A fresh run writes its checkpoint
 before the first byte of output. Each batch's rows are appended whole, after its image

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from imagetask.errors import RunError
-from imagetask.sinks import fsync_dir
+from imagetask.durable import fsync_dir
 
 __all__ = ["JOURNAL", "Entry", "Job", "Journal"]
 

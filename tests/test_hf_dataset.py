@@ -96,8 +96,9 @@ def test_load_dataset_gives_image_features_that_decode_to_the_generated_pictures
         decoded = row["image"]
         assert (decoded.mode, decoded.size, decoded.tobytes()) == pixels(want["image"])
         assert (out / row["image_path"]).read_bytes() == want["image"]
+        # The raw output is JSON text in the columnar layout (imagetask.columnar).
         assert (
-            metadata["raw_output_image_generation_0"]
+            json.loads(metadata["raw_output_image_generation_0"])
             == want["distilabel_metadata"]["raw_output_image_generation_0"]
         )
     assert failed == 6 * GENERATIONS  # inputs 3, 10, 17, 24, 31 and 38

@@ -222,9 +222,16 @@ def test_ctrl_c_keeps_the_finished_batches_and_resume_completes(
         assert (tmp_path / "out" / path).read_bytes() == row["image"]
 
 
-def test_parquet_needs_images_as_bytes(tmp_path: Path) -> None:
-    with pytest.raises(RunError, match="create the task with images_as_bytes=True"):
-        make_task().run(prompts(1), tmp_path, format="parquet")
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_parquet_stores_image_bytes_whatever_images_as_bytes_says(
+    tmp_path: Path, as_bytes: bool
+) -> None:
+    task = make_task(images_as_bytes=as_bytes)
+    task.run(prompts(3), tmp_path, format="parquet")
+    table = pq.read_table(tmp_path / "data")
+    stored = [image["bytes"] for image in table.column("image").to_pylist()]
+    expected = [row["image"] for row in make_task(images_as_bytes=True).process_batch(prompts(3))]
+    assert stored == expected
 
 
 def test_failure_rows_are_counted(tmp_path: Path) -> None:

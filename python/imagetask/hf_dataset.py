@@ -352,16 +352,6 @@ class ParquetSink:
             mask=values.is_null(),
         )
 
-    def table_from_rows(self, rows: list[dict[str, Any]]) -> Any:
-        """A batch's dict rows as an Arrow table (`SinkError` when they cannot be one)."""
-        try:
-            return self._arrow.Table.from_pylist(rows)
-        except (self._arrow.ArrowException, TypeError, ValueError, RecursionError) as exc:
-            reason = " ".join(str(exc).split())
-            raise SinkError(
-                f"{self.path}: a batch cannot be written as Parquet: {reason}"
-            ) from None
-
     def write_table(self, table: Any) -> None:
         """Stages one batch (an Arrow table) whole, or raises `SinkError` having staged
         nothing; a full stage becomes a shard."""

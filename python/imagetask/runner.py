@@ -36,6 +36,7 @@ from imagetask.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from imagetask.columnar import ArrowOutput
 from imagetask.durable import fsync_dir, fsync_file, write_atomic
 from imagetask.errors import (
     ConfigError,
@@ -62,6 +63,7 @@ from imagetask.sinks import (
 
 if TYPE_CHECKING:
     from imagetask.batch import Batch
+    from imagetask.columnar import ArrowBatch
     from imagetask.task import ImageTask, Row
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
@@ -91,7 +93,7 @@ class RunSummary:
 class _Pending:
     """A batch whose model call runs on a worker, and where its first input row is."""
 
-    batch: Batch
+    batch: Batch | ArrowBatch
     generated: Future[None]
     where: str
 
@@ -275,10 +277,11 @@ class _Run:
         failed = len(output.failures)
         assert self.sink is not None
         try:
-            if isinstance(self.sink, ParquetSink):
-                # The rows as an Arrow table; a task's columnar output goes here as it is.
-                self.sink.write_table(self.sink.table_from_rows(output.rows))
+            if isinstance(output, ArrowOutput):
+                assert isinstance(self.sink, ParquetSink)
+                self.sink.write_table(output.table)
             else:
+                assert isinstance(self.sink, JsonlSink)
                 self.sink.write(output.rows)
         except SinkError as exc:
             raise SinkError(
@@ -286,13 +289,19 @@ class _Run:
                 f"stops with the rows before it: {exc}"
             ) from None
         if self._path_column is not None:
-            self._images.add(_paths(output.rows, self._path_column))
+            rows = (
+                output.table.column(self._path_column).to_pylist()
+                if isinstance(output, ArrowOutput)
+                else [row.get(self._path_column) for row in output.rows]
+            )
+            self._images.add(_paths(rows))
+        written = output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
         done = self.checkpoint
         # One assignment: a Ctrl-C lands before or after it, never halfway.
         self.checkpoint = msgspec.structs.replace(
             done,
             rows_in=done.rows_in + batch.size,
-            rows_out=done.rows_out + len(output.rows),
+            rows_out=done.rows_out + written,
             failed=done.failed + failed,
             sink=self.sink.state(),
         )
@@ -345,10 +354,9 @@ class _Run:
             self.sink.close()
 
 
-def _paths(rows: list[Row], column: str) -> Iterator[str]:
-    """The image paths of built rows (lists of them when generations are grouped)."""
-    for row in rows:
-        value = row.get(column)
+def _paths(values: list[Any]) -> Iterator[str]:
+    """The image paths of a batch's path column (lists of them when grouped)."""
+    for value in values:
         if isinstance(value, str):
             yield value
         elif isinstance(value, list):
@@ -414,10 +422,6 @@ def run(
     written (after writing the batches before it), and `RunInterrupted` on Ctrl-C.
     """
     _check_options(format, limit, batches_in_flight, checkpoint_seconds, shard_bytes)
-    if format == "parquet" and not task.images_as_bytes:
-        raise RunError(
-            "format='parquet' stores images as bytes: create the task with images_as_bytes=True"
-        )
     started = time.monotonic()
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -471,7 +475,7 @@ def _stream(
                 chunk = list(islice(numbered, size)) if size else []
                 if not chunk:
                     break
-                pending.append(_start(task, chunk, where, workers))
+                pending.append(_start(task, chunk, where, workers, state.format == "parquet"))
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
                 break
@@ -526,13 +530,41 @@ def _start(
     chunk: list[tuple[int, Row]],
     where: Any,
     workers: Workers,
+    columnar: bool,
 ) -> _Pending:
+    rows = [row for _, row in chunk]
+    batch: Batch | ArrowBatch
     try:
-        batch = task.prepare([row for _, row in chunk])
+        batch = (
+            task.prepare_arrow(_table(task, rows, where(chunk[0][0])))
+            if columnar
+            else task.prepare(rows)
+        )
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
     return _Pending(batch, workers.submit(batch.generate), where(chunk[0][0]))
+
+
+def _table(task: ImageTask, rows: list[Row], where: str) -> Any:
+    """A batch's input rows as an Arrow table, for the columnar path (Parquet output).
+
+    A row that is not a mapping or lacks a column raises `InputRowError` as
+    `process_batch` does; columns whose values cannot share one Arrow type are a
+    `RunError` naming the batch's first line.
+    """
+    arrow = require("pyarrow", "arrow", "writing Parquet")
+    if not all(isinstance(row, dict) for row in rows):
+        task.prepare(rows)  # raises InputRowError naming the row
+    names = dict.fromkeys(name for row in rows for name in row)
+    try:
+        return arrow.table({name: [row.get(name) for row in rows] for name in names})
+    except (arrow.ArrowException, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())
+        raise RunError(
+            f"{where}: the rows of the batch from this row cannot be one Arrow table for "
+            f"Parquet (a column's values must share one type): {reason}"
+        ) from None
 
 
 def _about(state: _Run) -> str:

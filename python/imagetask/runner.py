@@ -70,7 +70,19 @@ __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
 SUMMARY = "run.json"
 _FREE_TASK_FIELDS = frozenset({"output_dir", "input_batch_size"})
-_FREE_MODEL_FIELDS = frozenset({"max_concurrency", "max_retries", "timeout", "retry_backoff"})
+_FREE_MODEL_FIELDS = frozenset(
+    {
+        "max_concurrency",
+        "max_retries",
+        "timeout",
+        "retry_backoff",
+        "output_dir",
+        "poll_interval",
+        "max_poll_interval",
+        "resubmit_expired",
+    }
+)
+"""Model fields that change how a run gets its images, not which rows it writes."""
 _SYNC_THREADS = 4
 """Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
 

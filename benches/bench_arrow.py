@@ -19,7 +19,7 @@ each process's peak RSS.
 the machine's own limit measured in the same run: SHA-256 of the same bytes with hashlib.
 
     python benches/bench_arrow.py                          # 1M rows, n=1 and 4, raw on/off
-    python benches/bench_arrow.py --rows 100000 10000000 --gens 1 --raw 1
+    python benches/bench_arrow.py --rows 100000 10000000 --gens 1 --raw 1 --contenders imagetask
     python benches/bench_arrow.py --images 2000
     python benches/bench_arrow.py --distilabel-python /path/to/venv/bin/python
 """
@@ -238,10 +238,11 @@ def rows_table(args: argparse.Namespace) -> None:
     for config in itertools.product(args.rows, args.gens, args.raw):
         n_rows, n, raw = config
         results = {
-            "imagetask": measure(args, sys.executable, "imagetask", config),
-            "python": measure(args, sys.executable, "python", config),
+            name: measure(args, sys.executable, name, config)
+            for name in ("imagetask", "python")
+            if name in args.contenders
         }
-        if with_distilabel:
+        if with_distilabel and "distilabel" in args.contenders:
             results["distilabel"] = measure(args, args.distilabel_python, "distilabel", config)
         for name, result in results.items():
             if result is None:
@@ -283,6 +284,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=0, help="also the large-image table")
     parser.add_argument("--size", type=int, default=100_000, help="bytes per large image")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--distilabel-python", default=sys.executable)
     args = parser.parse_args()
     if args.worker:

@@ -53,6 +53,7 @@ def test_generate_on_the_shipped_prompts(
     assert captured.out == (
         f"imagetask: {len(prompts)} rows in, {2 * len(prompts)} rows out "
         f"({2 * len(prompts)} images, 0 failed) -> {out}/data.jsonl\n"
+        f"browse: imagetask gallery {out}\n"
     )
     # Not a terminal: plain progress lines.
     assert f"{len(prompts)}/{len(prompts)} rows | {2 * len(prompts)} images" in captured.err

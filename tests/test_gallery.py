@@ -477,3 +477,13 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "gallery" in capsys.readouterr().out
+
+
+def test_an_empty_run(tmp_path: Path) -> None:
+    make_run(tmp_path / "run", prompts=[])
+    page = build_gallery(tmp_path / "run")
+    [meta] = script_data(page.parent / "index-data" / "meta.js", "meta")
+    assert (meta["entries"], meta["chunks"], meta["runs"][0]["rows"]) == (0, [], 0)
+    assert sorted(path.name for path in (page.parent / "index-data").iterdir()) == ["meta.js"]
+    with pytest.raises(ValueError, match=r"^chunk must be at least 1, got 0$"):
+        build_gallery(tmp_path / "run", chunk=0)

@@ -2,12 +2,12 @@
 
 `build_gallery(run)` writes `<run>/gallery/index.html`; `build_gallery(run, other)` writes
 `<run>/gallery/compare.html`, where the same prompts of both runs stand side by side. The
-page (with `gallery.js`, `gallery.css` and `icon.png`) needs no network and opens from `file://` as
-well as from a static server. The rows are kept in `<page>-data/`: `meta.js` (the runs,
-their counts and task) and one script per `CHUNK` prompts, loaded when the page shows
-them. Images are not copied: the page points at the run's artifact files by relative
-path; a run without artifacts gets previews written once into `<run>/gallery/thumbs/`
-(see `imagetask.thumbnails`).
+page (with `gallery.js`, `gallery.css` and `icon.png`) needs no network and opens from
+`file://` as well as from a static server. The rows are kept in `<page>-data/`: `meta.js`
+(the runs, their counts and task) and one script per `CHUNK` prompts, loaded when the page
+shows them. Images are not copied: the page points at the run's artifact files by
+relative path; a run without artifacts gets previews written once into
+`<run>/gallery/thumbs/` (see `imagetask.thumbnails`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import re
 import shutil
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +48,12 @@ CHUNK = 1000
 
 _PLAIN = re.compile(r"[A-Za-z0-9._-]+")
 """A file name that needs no quoting in a URL."""
+
+_BLOCK = 256
+"""Rows read before the previews they need are made."""
+
+_WORKERS = min(4, os.cpu_count() or 1)
+"""Threads making previews (Pillow decodes and encodes without the GIL)."""
 
 _ASSETS = ("gallery.js", "gallery.css", "icon.png")
 
@@ -110,6 +118,14 @@ class RunView:
         return sum(g.error is not None for entry in self.entries for g in entry.generations)
 
 
+@dataclass(frozen=True)
+class _Preview:
+    """A generation whose image is only in its row: a preview is to be made of `data`."""
+
+    data: bytes
+    error: str | None
+
+
 class _Reader:
     """Turns a run's rows into entries, with the column names its task recorded."""
 
@@ -152,15 +168,28 @@ class _Reader:
         file = os.path.join(self.root, path)
         return self.url(file) if os.path.isfile(file) else None
 
-    def preview(self, data: bytes) -> Generation:
+    def with_previews(
+        self, items: list[Generation | _Preview], pool: ThreadPoolExecutor
+    ) -> list[Generation]:
+        """`items` with each `_Preview` made (in `pool`) and turned into its generation."""
+        wanted = [item.data for item in items if isinstance(item, _Preview)]
+        if not wanted:
+            return items  # type: ignore[return-value]
         if self.thumbnails is None:
             self.thumbnails = Thumbnails(Path(self.root, FOLDER, "thumbs"))
-        thumbnail = self.thumbnails(data)
-        if thumbnail.name is None:
-            return Generation(None, thumbnail.error)
-        return Generation(self.url(os.path.join(self.thumbnails.folder, thumbnail.name)))
+        folder = str(self.thumbnails.folder)
+        made = pool.map(self.thumbnails, wanted)
+        done = []
+        for item in items:
+            if isinstance(item, _Preview):
+                thumbnail = next(made)
+                name = thumbnail.name
+                url = None if name is None else self.url(os.path.join(folder, name))
+                item = Generation(url, item.error if item.error is not None else thumbnail.error)
+            done.append(item)
+        return done
 
-    def generation(self, image: Any, path: Any, metadata: Any, model: Any) -> Generation:
+    def generation(self, image: Any, path: Any, metadata: Any, model: Any) -> Generation | _Preview:
         if isinstance(model, str):
             self.models[model] = None
         error = metadata.get(self.error_key) if isinstance(metadata, dict) else None
@@ -180,7 +209,7 @@ class _Reader:
             if url is not None:
                 shown = Generation(url)
             elif payload.data:
-                shown = self.preview(payload.data)
+                return _Preview(payload.data, error)
         return Generation(shown.image, error if error is not None else shown.error)
 
     def prompt_of(self, row: dict[str, Any]) -> str:
@@ -193,7 +222,7 @@ class _Reader:
                 prompt = metadata.get(self.raw_input_key)
         return "" if prompt is None else str(prompt)
 
-    def generations(self, row: dict[str, Any], grouped: bool) -> list[Generation]:
+    def generations(self, row: dict[str, Any], grouped: bool) -> list[Generation | _Preview]:
         cells = [row.get(column) for column in (self.image, self.path, self.metadata, self.model)]
         if not grouped:
             return [self.generation(*cells)]
@@ -208,7 +237,8 @@ def view_run(run: RunFolder, page_folder: Path) -> RunView:
     """Reads `run` into entries whose image URLs are relative to `page_folder`.
 
     Rows are grouped per input row: `num_generations` consecutive rows, or one row when
-    the task grouped its generations. Writes previews of images that are in no file.
+    the task grouped its generations. Writes previews of images that are in no file, those
+    of `_BLOCK` rows at a time in parallel.
     """
     reader = _Reader(run, page_folder)
     grouped = bool(run.task.get("group_generations"))
@@ -217,13 +247,22 @@ def view_run(run: RunFolder, page_folder: Path) -> RunView:
     entries: list[Entry] = []
     prompt = ""
     pending: list[Generation] = []
-    for row in read_rows(run):
-        if not pending:
-            prompt = reader.prompt_of(row)
-        pending.extend(reader.generations(row, grouped))
-        if grouped or len(pending) >= per_input:
-            entries.append(Entry(prompt, tuple(pending)))
-            pending = []
+    rows = read_rows(run)
+    with ThreadPoolExecutor(_WORKERS, thread_name_prefix="imagetask-gallery") as pool:
+        while block := list(islice(rows, _BLOCK)):
+            items: list[Generation | _Preview] = []
+            ends = []
+            for row in block:
+                items.extend(reader.generations(row, grouped))
+                ends.append(len(items))
+            done = reader.with_previews(items, pool)
+            for row, start, end in zip(block, [0, *ends[:-1]], ends, strict=True):
+                if not pending:
+                    prompt = reader.prompt_of(row)
+                pending.extend(done[start:end])
+                if grouped or len(pending) >= per_input:
+                    entries.append(Entry(prompt, tuple(pending)))
+                    pending = []
     if pending:
         entries.append(Entry(prompt, tuple(pending)))
     return RunView(
@@ -295,25 +334,10 @@ def _write(path: Path, data: str | bytes) -> None:
     os.replace(temp, path)
 
 
-def build_gallery(
-    run: str | Path, compare: str | Path | None = None, *, chunk: int = CHUNK
-) -> Path:
-    """Writes the page of `run` (compared with the run `compare` if given); returns its path.
-
-    Raises `ReadError` when a folder is not a run or a data file cannot be read.
-    """
-    first = open_run(run)
-    second = None if compare is None else open_run(compare)
-    folder = first.path / FOLDER
-    views = [view_run(first, folder)]
-    if second is not None:
-        views.append(view_run(second, folder))
-    if len(views) == 1:
-        rows: list[tuple[Entry | None, ...]] = [(entry,) for entry in views[0].entries]
-    else:
-        rows = compare_entries(views[0].entries, views[1].entries)
-    page = "index" if second is None else "compare"
-    data = folder / f"{page}-data"
+def _write_data(
+    data: Path, views: list[RunView], rows: list[tuple[Entry | None, ...]], chunk: int
+) -> None:
+    """Writes `data/<i>.js` for each `chunk` rows, then `data/meta.js`."""
     if data.exists():
         shutil.rmtree(data)
     data.mkdir(parents=True)
@@ -342,10 +366,34 @@ def build_gallery(
         "runs": [_run_meta(view, dirs[r]) for r, view in enumerate(views)],
     }
     _write(data / "meta.js", _script("meta", meta))
+
+
+def build_gallery(
+    run: str | Path, compare: str | Path | None = None, *, chunk: int = CHUNK
+) -> Path:
+    """Writes the page of `run` (compared with the run `compare` if given); returns its path.
+
+    `chunk` is the number of prompts per data file. Raises `ReadError` when a folder is
+    not a run or a data file cannot be read.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    first = open_run(run)
+    second = None if compare is None else open_run(compare)
+    folder = first.path / FOLDER
+    views = [view_run(first, folder)]
+    if second is None:
+        page = "index"
+        rows: list[tuple[Entry | None, ...]] = [(entry,) for entry in views[0].entries]
+    else:
+        page = "compare"
+        views.append(view_run(second, folder))
+        rows = compare_entries(views[0].entries, views[1].entries)
+    _write_data(folder / f"{page}-data", views, rows, chunk)
     assets = resources.files("imagetask") / "gallery_page"
     for name in _ASSETS:
         _write(folder / name, assets.joinpath(name).read_bytes())
     html = assets.joinpath("page.html").read_text(encoding="utf-8")
     target = folder / f"{page}.html"
-    _write(target, html.replace("@DATA@", quote(data.name)))
+    _write(target, html.replace("@DATA@", f"{page}-data"))
     return target

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -63,6 +64,7 @@ class Thumbnails:
     def __init__(self, folder: Path, resize: bool | None = None) -> None:
         self.folder = folder
         self.written = 0
+        self._lock = threading.Lock()
         self._image: ModuleType | None = None
         if resize is not False:
             try:
@@ -74,7 +76,8 @@ class Thumbnails:
         """`resized` (large images shrunk with Pillow) or `original` (the images' bytes)."""
 
     def __call__(self, data: bytes) -> Thumbnail:
-        """The preview of the image `data`, written unless it is already there."""
+        """The preview of the image `data`, written unless it is already there; safe to
+        call from several threads at once."""
         digest = hashlib.sha256(data).hexdigest()
         ext = _browser_extension(data)
         if self._image is None:
@@ -108,8 +111,9 @@ class Thumbnails:
         target = self.folder / name
         if not target.is_file():
             self.folder.mkdir(parents=True, exist_ok=True)
-            temp = self.folder / f".{name}.{os.getpid()}.tmp"
+            temp = self.folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
             temp.write_bytes(data)
             os.replace(temp, target)
-            self.written += 1
+            with self._lock:
+                self.written += 1
         return Thumbnail(name)

@@ -233,9 +233,8 @@
       $("prev").disabled = page <= 1;
       $("next").disabled = page >= pages;
       state.page = page;
-      state.summary = total
-        ? `prompts ${fmt(first + 1)}\u2013${fmt(last)} of ${fmt(total)}${filtered ? " matching" : ""}`
-        : "no prompts";
+      const range = `prompts ${fmt(first + 1)}\u2013${fmt(last)} of ${fmt(total)}`;
+      state.summary = total ? `${range}${filtered ? " matching" : ""}` : "no prompts";
       $("status").dataset.state = "ready";
       $("status").dataset.shown = wanted.length;
       showCounts();
@@ -280,17 +279,18 @@
     runs.replaceChildren(...meta.runs.map((run, r) => runCard(run, labels[r])));
     if (meta.runs.length > 1) {
       const [a, b] = meta.runs;
-      runs.append(
-        el(
-          "p",
-          "matched",
-          `${plural(meta.matched, "prompt")} in both runs \u00b7 ${fmt(a.rows - meta.matched)} only in A \u00b7 ` +
-            `${fmt(b.rows - meta.matched)} only in B`,
-        ),
-      );
+      const matched = [
+        `${plural(meta.matched, "prompt")} in both runs`,
+        `${fmt(a.rows - meta.matched)} only in A`,
+        `${fmt(b.rows - meta.matched)} only in B`,
+      ];
+      runs.append(el("p", "matched", matched.join(" \u00b7 ")));
       const columns = $("columns");
       columns.append(el("span", null, "prompt"));
-      meta.runs.forEach((run, r) => columns.append(el("span", null, `${labels[r]} \u00b7 ${run.name} (${run.models.join(", ")})`)));
+      meta.runs.forEach((run, r) => {
+        const models = run.models.join(", ");
+        columns.append(el("span", null, `${labels[r]} \u00b7 ${run.name} (${models})`));
+      });
     }
     document.body.classList.add(`runs-${meta.runs.length}`);
     document.title = `imagetask gallery \u00b7 ${meta.runs.map((run) => run.name).join(" vs ")}`;
@@ -308,8 +308,12 @@
       clearTimeout(typing);
       go({ q: $("search").value.trim(), page: 1 });
     });
-    $("failures").addEventListener("change", (event) => go({ failures: event.target.checked, page: 1 }));
-    $("size").addEventListener("change", (event) => go({ size: Number(event.target.value), page: 1 }));
+    $("failures").addEventListener("change", (event) => {
+      go({ failures: event.target.checked, page: 1 });
+    });
+    $("size").addEventListener("change", (event) => {
+      go({ size: Number(event.target.value), page: 1 });
+    });
     $("prev").addEventListener("click", () => go({ page: state.page - 1 }));
     $("next").addEventListener("click", () => go({ page: state.page + 1 }));
     document.addEventListener("keydown", (event) => {

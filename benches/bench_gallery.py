@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 SIZE = "64x64"
@@ -137,7 +138,7 @@ def main() -> None:
             (f"gallery, {n // 100:,} 1024x1024 images shrunk: first build", "large", 1),
         ):
             PEAK_MB.clear()
-            seconds = median_seconds(lambda run=run: command("gallery", str(root / run)), repeats)
+            seconds = median_seconds(partial(command, "gallery", str(root / run)), repeats)
             ratio = f"{seconds / floor:.2f}" if run != "large" else "-"
             print(f"| {label} | {seconds:.2f} | {ratio} | {max(PEAK_MB):.0f} |")
         command("gallery", str(root / "small"))
@@ -169,7 +170,7 @@ def main() -> None:
             (f"{n:,}-prompt run, first page", page.as_uri()),
             (f"{n:,}-prompt run, search for its last prompt", f"{page.as_uri()}#q={last}"),
         ):
-            seconds = median_seconds(lambda url=url: open_page(browser, url, profile), args.repeats)
+            seconds = median_seconds(partial(open_page, browser, url, profile), args.repeats)
             print(f"| {label} | {seconds:.2f} | {seconds / base:.2f} |")
 
 

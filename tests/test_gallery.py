@@ -455,6 +455,16 @@ def test_open_hands_the_page_to_the_browser(tmp_path: Path, artifacts_run: Path)
     page = run / "gallery" / "index.html"
     assert done.stdout == f"{page}\n"
     assert opened.read_text() == page.resolve().as_uri() + "\n"
+    browser.write_text("#!/bin/sh\nexit 1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "imagetask", "gallery", str(run), "--open"],
+        env={**os.environ, "BROWSER": str(browser)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, f"{page}\n")
+    assert done.stderr == f"imagetask: could not open a web browser; the page is {page}\n"
 
 
 def test_generate_tells_how_to_browse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -323,7 +323,7 @@ def _gallery(args: argparse.Namespace) -> int:
     page = build_gallery(args.run, args.compare)
     print(page)
     if args.open and not webbrowser.open(page.resolve().as_uri()):
-        print(f"imagetask: no web browser to open; open {page}", file=sys.stderr)
+        print(f"imagetask: could not open a web browser; the page is {page}", file=sys.stderr)
     return 0
 
 

@@ -143,28 +143,49 @@ class AsyncImageGenerationModel(ImageGenerationModel):
 
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
         """Runs one request under the concurrency cap, with its timeout and retries."""
+        return await self._retrying(request, timeout=self.timeout)
+
+    async def _retrying(
+        self,
+        request: Callable[[], Awaitable[T]],
+        *,
+        timeout: float | None,
+        patient: bool = False,
+        longest_wait: float | None = None,
+        on_retry: Callable[[RequestError, int], None] | None = None,
+    ) -> T:
+        """`_call` with its knobs: `timeout` per attempt (`None`: none), transient faults
+        retried `max_retries` times or, when `patient`, without end, waits capped at
+        `longest_wait`, and `on_retry` told of each failed attempt that is retried."""
         slots = self._on_loop(
             f"slots-{self.max_concurrency}", lambda: asyncio.Semaphore(self.max_concurrency)
         )
         attempt = 0
         while True:
             failure: RequestError | None = None
+            retried: RequestError | None = None
             async with slots:
                 try:
-                    return await asyncio.wait_for(request(), self.timeout)
+                    if timeout is None:
+                        return await request()
+                    return await asyncio.wait_for(request(), timeout)
                 except Exception as exc:
-                    if not self._transient(exc) or attempt >= self.max_retries:
-                        failure = self._final_error(exc, attempt + 1)
-                    else:
+                    error = self._final_error(exc, attempt + 1)
+                    if self._transient(exc) and (patient or attempt < self.max_retries):
+                        retried = error
                         delay = retry_after(exc)
+                    else:
+                        failure = error
             if failure is not None:
                 # Raised outside the handler: the original error, which may hold a
                 # secret, is not kept as its context.
                 raise failure
+            if on_retry is not None and retried is not None:
+                on_retry(retried, attempt)
             if delay is None:
                 delay = backoff_delay(self.retry_backoff, attempt)
             attempt += 1
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay if longest_wait is None else min(delay, longest_wait))
 
     def _final_error(self, exc: BaseException, attempts: int) -> RequestError:
         what = describe(exc, self.timeout)

@@ -23,7 +23,6 @@ from imagetask.errors import ConfigError, RequestError
 from imagetask.models.base import Answer
 from imagetask.models.batch_journal import Entry, Job, Journal
 from imagetask.models.openai_images import OpenAIImageGeneration
-from imagetask.models.requests import backoff_delay, retry_after
 from imagetask.runner import CHECKPOINT
 
 if TYPE_CHECKING:
@@ -585,32 +584,18 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     ) -> T:
         """One API call, its transient faults retried: `max_retries` times, or without end
         when `patient` (a job that is paid for is never given up for a lost connection)."""
-        slots = self._on_loop(
-            f"slots-{self.max_concurrency}", lambda: asyncio.Semaphore(self.max_concurrency)
+
+        def report(error: RequestError, attempt: int) -> None:
+            if attempt % 10 == 0:
+                logger.warning("batch API call failed (%s); retrying", error)
+
+        return await self._retrying(
+            request,
+            timeout=timeout,
+            patient=patient,
+            longest_wait=self.max_poll_interval,
+            on_retry=report,
         )
-        attempt = 0
-        while True:
-            failure: RequestError | None = None
-            async with slots:
-                try:
-                    if timeout is None:
-                        return await request()
-                    return await asyncio.wait_for(request(), timeout)
-                except Exception as exc:
-                    failure = self._final_error(exc, attempt + 1)
-                    if self._transient(exc) and (patient or attempt < self.max_retries):
-                        delay = retry_after(exc)
-                        if attempt % 10 == 0:
-                            logger.warning("batch API call failed (%s); retrying", failure)
-                        failure = None
-            if failure is not None:
-                # Raised outside the handler: the original error, which may hold a
-                # secret, is not kept as its context.
-                raise failure
-            if delay is None:
-                delay = backoff_delay(self.retry_backoff, attempt)
-            attempt += 1
-            await asyncio.sleep(min(delay, self.max_poll_interval))
 
 
 async def _cancel_other_tasks() -> None:

@@ -1,4 +1,5 @@
-"""The `imagetask` command: generate an image dataset from a file of prompts."""
+"""The `imagetask` command: generate an image dataset from a file of prompts (`generate`),
+or measure what building its rows costs (`bench`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from imagetask import bench
 from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
 from imagetask.generation import ImageGeneration
 from imagetask.models import (
@@ -136,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--quiet", action="store_true", help="no progress, only errors and the final line"
     )
+    bench.add_command(commands)
     return parser
 
 
@@ -234,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="imagetask: %(levelname)s: %(message)s")
     try:
+        if args.command == "bench":
+            return bench.main(args)
         return _generate(args)
     except RunInterrupted as exc:
         print(f"imagetask: {exc}", file=sys.stderr)

@@ -4,7 +4,7 @@
 //! wild are read the same way: one dict holding all `n` images, or `n` dicts holding one
 //! image each. Generation `k` of an input is the k-th image across its entry's dicts.
 
-use pyo3::exceptions::PyBaseException;
+use pyo3::exceptions::{PyBaseException, PyException, PyMemoryError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
@@ -51,6 +51,21 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "object".to_owned())
 }
 
+/// Whether an exception is a row's failure: an `Exception`, but not a `MemoryError`. The
+/// others (`KeyboardInterrupt`, `SystemExit`, a cancelled request, memory exhausted)
+/// stop the work instead.
+pub fn fails_a_row(exc: &Bound<'_, PyAny>) -> bool {
+    exc.is_instance_of::<PyException>() && !exc.is_instance_of::<PyMemoryError>()
+}
+
+/// Raises an answer that is an exception but not a row's failure.
+fn stop_if_interrupted(answer: &Bound<'_, PyAny>) -> PyResult<()> {
+    if answer.is_instance_of::<PyBaseException>() && !fails_a_row(answer) {
+        return Err(PyErr::from_value(answer.clone()));
+    }
+    Ok(())
+}
+
 fn items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
     if let Ok(list) = obj.cast::<PyList>() {
         Some(list.iter().collect())
@@ -70,8 +85,9 @@ pub fn read<'py>(
 ) -> PyResult<Answers<'py>> {
     let mut read = Answers {
         entries: Vec::with_capacity(inputs),
-        generations: Vec::with_capacity(inputs * n),
+        generations: Vec::with_capacity(inputs),
     };
+    stop_if_interrupted(answers)?;
     let batch_error = if answers.is_instance_of::<PyBaseException>() {
         Some(format!("the model raised {}", describe_exception(answers)))
     } else if answers.is_none() {
@@ -112,6 +128,7 @@ fn read_entry<'py>(
     images_key: &Bound<'py, PyString>,
     generations: &mut Vec<Generation<'py>>,
 ) -> PyResult<Entry<'py>> {
+    stop_if_interrupted(entry)?;
     if entry.is_instance_of::<PyBaseException>() {
         return Ok(Entry::Failed {
             error: format!("the model raised {}", describe_exception(entry)),

@@ -31,6 +31,11 @@ pub fn extension(bytes: &[u8]) -> Option<&'static str> {
 
 /// The name of an image's artifact file: `<sha256 hex>.<extension>`.
 pub fn file_name(bytes: &[u8]) -> Result<String, String> {
+    file_name_of(bytes, &Sha256::digest(bytes).into())
+}
+
+/// `file_name` of an image whose SHA-256 is known.
+pub fn file_name_of(bytes: &[u8], hash: &[u8; 32]) -> Result<String, String> {
     let ext = extension(bytes).ok_or_else(|| {
         let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!(
@@ -38,9 +43,8 @@ pub fn file_name(bytes: &[u8]) -> Result<String, String> {
             head.join(" ")
         )
     })?;
-    let digest = Sha256::digest(bytes);
     let mut name = String::with_capacity(64 + 1 + ext.len());
-    for byte in digest {
+    for byte in hash {
         name.push_str(&format!("{byte:02x}"));
     }
     name.push('.');

@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::answers::{describe_exception, type_name};
+use crate::answers::{describe_exception, fails_a_row, type_name};
 use crate::artifacts;
 use crate::payload::{self, Needs, Payload};
 use crate::png;
@@ -97,19 +97,31 @@ fn decoded(image: Owned) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Calls the user's converter on one image's bytes.
-fn convert(py: Python<'_>, hook: &Bound<'_, PyAny>, image: Owned) -> Result<Option<Owned>, String> {
-    let bytes = decoded(image)?;
-    let converted = hook
-        .call1((PyBytes::new(py, &bytes),))
-        .map_err(|err| describe_exception(err.value(py).as_any()))?;
-    let converted = converted.cast::<PyBytes>().map_err(|_| {
-        format!(
+/// Calls the user's converter on one image's bytes: the converted image, or why it could
+/// not be converted. An exception that is not an `Exception` (Ctrl-C) is raised.
+fn convert(
+    py: Python<'_>,
+    hook: &Bound<'_, PyAny>,
+    image: Owned,
+) -> PyResult<Result<Option<Owned>, String>> {
+    let bytes = match decoded(image) {
+        Ok(bytes) => bytes,
+        Err(error) => return Ok(Err(error)),
+    };
+    let converted = match hook.call1((PyBytes::new(py, &bytes),)) {
+        Ok(converted) => converted,
+        Err(err) if fails_a_row(err.value(py)) => {
+            return Ok(Err(describe_exception(err.value(py).as_any())))
+        }
+        Err(err) => return Err(err),
+    };
+    Ok(match converted.cast::<PyBytes>() {
+        Ok(bytes) => Ok(Some(Owned::Bytes(bytes.as_bytes().to_vec()))),
+        Err(_) => Err(format!(
             "the converter returned a {}, expected bytes",
             type_name(&converted)
-        )
-    })?;
-    Ok(Some(Owned::Bytes(converted.as_bytes().to_vec())))
+        )),
+    })
 }
 
 /// Writes the image of every built row to `folder/<sha256>.<ext>` and sets the row's
@@ -137,15 +149,22 @@ pub fn write_artifacts(
 ) -> PyResult<Vec<(usize, usize, String)>> {
     let image_key = PyString::intern(py, image_column);
     let path_key = PyString::intern(py, path_column);
+    // The rows as they are now: a converter that changes the list cannot move them.
+    let rows: Vec<Bound<'_, PyDict>> = rows
+        .iter()
+        .enumerate()
+        .map(|(index, row)| {
+            row.cast_into::<PyDict>().map_err(|err| {
+                PyValueError::new_err(format!(
+                    "row {index} is a {}, expected a dict",
+                    type_name(&err.into_inner())
+                ))
+            })
+        })
+        .collect::<PyResult<_>>()?;
     let mut slots = Vec::with_capacity(rows.len());
     let mut grouped = vec![false; rows.len()];
     for (index, row) in rows.iter().enumerate() {
-        let row = row.cast::<PyDict>().map_err(|_| {
-            PyValueError::new_err(format!(
-                "row {index} is a {}, expected a dict",
-                type_name(&row)
-            ))
-        })?;
         let value = row.get_item(&image_key)?.ok_or_else(|| {
             PyValueError::new_err(format!("row {index} has no column {image_column:?}"))
         })?;
@@ -158,7 +177,7 @@ pub fn write_artifacts(
         };
         for (k, image) in images.iter().enumerate() {
             let image = match (owned(image), convert) {
-                (Ok(Some(image)), Some(hook)) => self::convert(py, hook, image),
+                (Ok(Some(image)), Some(hook)) => self::convert(py, hook, image)?,
                 (image, _) => image,
             };
             slots.push(Slot {
@@ -192,7 +211,7 @@ pub fn write_artifacts(
             Ok(path) => path,
             Err(error) => {
                 let error = format!("the image artifact was not saved: {error}");
-                let meta = rows.get_item(slot.row)?.get_item(metadata_column)?;
+                let meta = rows[slot.row].as_any().get_item(metadata_column)?;
                 let meta = if grouped[slot.row] {
                     meta.get_item(slot.k)?
                 } else {
@@ -205,8 +224,7 @@ pub fn write_artifacts(
         };
         paths[slot.row].push(path);
     }
-    for (index, mut row_paths) in paths.into_iter().enumerate() {
-        let row = rows.get_item(index)?;
+    for ((index, row), mut row_paths) in rows.iter().enumerate().zip(paths) {
         if grouped[index] {
             row.set_item(&path_key, row_paths)?;
         } else {

@@ -31,17 +31,6 @@ pub struct Needs {
     pub text: bool,
 }
 
-impl Needs {
-    /// Whether a payload of this kind needs any work at all.
-    pub fn any_for(&self, payload_is_text: bool) -> bool {
-        if payload_is_text {
-            self.hash || self.bytes
-        } else {
-            self.hash || self.text
-        }
-    }
-}
-
 /// One image payload as the model returned it.
 #[derive(Clone, Copy, Debug)]
 pub enum Payload<'a> {
@@ -59,7 +48,9 @@ pub struct Derived {
     pub text: Option<String>,
 }
 
-/// Derives what `needs` asks for from one payload; an error names what is wrong with it.
+/// Checks one payload and derives what `needs` asks for from it; an error names what is
+/// wrong with it. Every payload is checked the same way whatever is needed: base64 text
+/// must decode, and an image must not be empty.
 pub fn derive(
     payload: Payload<'_>,
     needs: Needs,
@@ -68,13 +59,13 @@ pub fn derive(
     let mut out = Derived::default();
     match payload {
         Payload::Text(text) => {
-            if !(needs.hash || needs.bytes) {
-                return Ok(out);
-            }
             scratch.clear();
             BASE64
                 .decode_vec(text, scratch)
                 .map_err(|e| format!("is not valid base64 ({e})"))?;
+            if scratch.is_empty() {
+                return Err("is empty".to_owned());
+            }
             if needs.hash {
                 out.hash = Some(Sha256::digest(&scratch[..]).into());
             }
@@ -83,6 +74,9 @@ pub fn derive(
             }
         }
         Payload::Bytes(bytes) => {
+            if bytes.is_empty() {
+                return Err("is empty".to_owned());
+            }
             if needs.hash {
                 out.hash = Some(Sha256::digest(bytes).into());
             }
@@ -92,6 +86,57 @@ pub fn derive(
         }
     }
     Ok(out)
+}
+
+/// Standard base64 text of `bytes`, padded.
+pub fn encode(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
+/// Payload bytes above which a batch is checked on every core.
+const PARALLEL_BYTES: usize = 4 << 20;
+
+/// `derive` for every payload of a batch (an `Err` is passed through), in order; a batch
+/// with many bytes is split across the machine's cores.
+pub fn derive_all(
+    work: &[Result<Payload<'_>, String>],
+    needs: Needs,
+) -> Vec<Result<Derived, String>> {
+    let run = |work: &[Result<Payload<'_>, String>]| {
+        let mut scratch = Vec::new();
+        work.iter()
+            .map(|item| match item {
+                Ok(payload) => derive(*payload, needs, &mut scratch),
+                Err(error) => Err(error.clone()),
+            })
+            .collect::<Vec<_>>()
+    };
+    let bytes: usize = work
+        .iter()
+        .map(|item| match item {
+            Ok(Payload::Text(data) | Payload::Bytes(data)) => data.len(),
+            Err(_) => 0,
+        })
+        .sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if bytes < PARALLEL_BYTES || threads < 2 || work.len() < 2 {
+        return run(work);
+    }
+    let chunk = work.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || run(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// The content reference `sha256:<hex>` of a digest, as ASCII bytes.
@@ -166,15 +211,27 @@ mod tests {
     }
 
     #[test]
-    fn nothing_needed_means_no_decoding() {
+    fn every_payload_is_checked_whatever_is_needed() {
         let mut scratch = Vec::new();
-        let needs = Needs {
-            text: true,
-            ..Needs::default()
-        };
-        assert!(!needs.any_for(true));
-        assert!(needs.any_for(false));
-        let got = derive(Payload::Text(b"not base64 at all!"), needs, &mut scratch).unwrap();
+        let none = Needs::default();
+        let err = derive(Payload::Text(b"not base64!"), none, &mut scratch).unwrap_err();
+        assert!(err.starts_with("is not valid base64"), "{err}");
+        let err = derive(
+            Payload::Text(b"data:image/png;base64,iVBO"),
+            none,
+            &mut scratch,
+        );
+        assert!(err.unwrap_err().starts_with("is not valid base64"));
+        assert_eq!(
+            derive(Payload::Text(b""), none, &mut scratch).unwrap_err(),
+            "is empty"
+        );
+        assert!(derive(Payload::Text(b"="), none, &mut scratch).is_err());
+        assert_eq!(
+            derive(Payload::Bytes(b""), none, &mut scratch).unwrap_err(),
+            "is empty"
+        );
+        let got = derive(Payload::Text(b"YWJj"), none, &mut scratch).unwrap();
         assert_eq!(got, Derived::default());
     }
 }

@@ -1,13 +1,20 @@
 //! `RowBuilder`: turns a batch of input rows and the model's answers into output rows.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString};
 
-use crate::answers::{self, describe_exception, type_name, Answers, Entry, Generation};
+use crate::answers::{
+    self, describe_exception, fails_a_row, type_name, Answers, Entry, Generation,
+};
 use crate::errors::InputRowError;
 use crate::gc::GcPause;
 use crate::payload::{self, content_ref, Derived, Needs, Payload};
+
+/// The most images a task asks per input row.
+pub const MAX_GENERATIONS: usize = 10_000;
 
 /// Keys written on every row, built once per builder.
 struct Keys {
@@ -46,7 +53,6 @@ pub struct RowBuilder {
 struct RowContext<'py> {
     index: usize,
     base: Bound<'py, PyDict>,
-    original: Bound<'py, PyAny>,
     upstream: Option<Bound<'py, PyDict>>,
     prompt: Option<Bound<'py, PyAny>>,
 }
@@ -84,6 +90,47 @@ fn quoted_keys(dict: &Bound<'_, PyDict>) -> String {
     }
 }
 
+/// The text of an error a row caused (`Type: message`); an exception that is not a row's
+/// failure (`KeyboardInterrupt`, `SystemExit`, `MemoryError`) is raised instead.
+fn row_error(py: Python<'_>, err: PyErr) -> PyResult<String> {
+    if fails_a_row(err.value(py)) {
+        Ok(describe_exception(err.value(py).as_any()))
+    } else {
+        Err(err)
+    }
+}
+
+/// A payload as a failure row's raw output keeps it: text that cannot be encoded (lone
+/// surrogates) has those characters replaced, so that any sink can write the row.
+fn keepable<'py>(payload: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    match payload.cast::<PyString>() {
+        Ok(text) if text.to_str().is_err() => {
+            PyString::new(payload.py(), &text.to_string_lossy()).into_any()
+        }
+        _ => payload.clone(),
+    }
+}
+
+/// A batch whose rows were read and whose prompts were formatted, ready for the model.
+#[pyclass(frozen, module = "imagetask._core")]
+pub struct Prepared {
+    /// Every row as read, in order (an invalid row's readable columns, or none).
+    rows: Vec<Py<PyDict>>,
+    /// The prompts of the valid rows, in order.
+    #[pyo3(get)]
+    prompts: Py<PyList>,
+    /// `(row index, problem)` of the invalid rows, in order.
+    invalid: Vec<(usize, String)>,
+    built: AtomicBool,
+}
+
+#[pymethods]
+impl Prepared {
+    fn __len__(&self) -> usize {
+        self.rows.len()
+    }
+}
+
 #[pymethods]
 impl RowBuilder {
     #[new]
@@ -109,8 +156,10 @@ impl RowBuilder {
         model_name_column: &str,
         metadata_column: &str,
     ) -> PyResult<Self> {
-        if num_generations == 0 {
-            return Err(PyValueError::new_err("num_generations must be at least 1"));
+        if !(1..=MAX_GENERATIONS).contains(&num_generations) {
+            return Err(PyValueError::new_err(format!(
+                "num_generations must be between 1 and {MAX_GENERATIONS}, got {num_generations}"
+            )));
         }
         if inputs.is_empty() {
             return Err(PyValueError::new_err(
@@ -145,42 +194,60 @@ impl RowBuilder {
         })
     }
 
-    /// Reads the prompt of every row; returns `(prompts, invalid)`.
+    /// Reads every row once and formats its prompt: the batch, ready for the model.
     #[pyo3(signature = (rows, format_input=None))]
-    fn prompts<'py>(
+    fn prepare<'py>(
         &self,
         py: Python<'py>,
         rows: &Bound<'py, PyList>,
         format_input: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyDict>)> {
-        let mut prompts = Vec::with_capacity(rows.len());
-        let invalid = PyDict::new(py);
-        for (index, row) in rows.iter().enumerate() {
-            match self.prompt(py, index, &row, format_input)? {
-                Ok(prompt) => prompts.push(prompt),
-                Err((message, column)) => {
+    ) -> PyResult<Prepared> {
+        let items: Vec<Bound<'py, PyAny>> = rows.iter().collect();
+        let mut prompts = Vec::with_capacity(items.len());
+        let mut read = Vec::with_capacity(items.len());
+        let mut invalid = Vec::new();
+        for (index, row) in items.iter().enumerate() {
+            let (dict, problem) = match self.read_row(py, index, row, format_input)? {
+                (dict, Ok(prompt)) => {
+                    prompts.push(prompt);
+                    (dict, None)
+                }
+                (dict, Err((message, column))) => {
                     if !self.pass_invalid_rows {
                         return Err(InputRowError::new_err((message, index, column)));
                     }
-                    invalid.set_item(index, message)?;
+                    (dict, Some(message))
                 }
+            };
+            if let Some(message) = problem {
+                invalid.push((index, message));
             }
+            read.push(dict.unbind());
         }
-        Ok((PyList::new(py, prompts)?, invalid))
+        Ok(Prepared {
+            rows: read,
+            prompts: PyList::new(py, prompts)?.unbind(),
+            invalid,
+            built: AtomicBool::new(false),
+        })
     }
 
-    /// Builds the output rows of a batch; returns `(rows, failures)`.
-    #[pyo3(signature = (rows, prompts, answers, invalid, format_output=None))]
+    /// Builds the output rows of a prepared batch; returns `(rows, failures)`.
+    #[pyo3(signature = (prepared, answers, format_output=None))]
     fn build<'py>(
         &self,
         py: Python<'py>,
-        rows: &Bound<'py, PyList>,
-        prompts: &Bound<'py, PyList>,
+        prepared: &Prepared,
         answers: &Bound<'py, PyAny>,
-        invalid: &Bound<'py, PyDict>,
         format_output: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let valid = rows.len().saturating_sub(invalid.len());
+        if prepared.built.swap(true, Ordering::AcqRel) {
+            return Err(PyValueError::new_err(
+                "a prepared batch can be built only once",
+            ));
+        }
+        let prompts: Vec<Bound<'py, PyAny>> = prepared.prompts.bind(py).iter().collect();
+        let valid = prepared.rows.len() - prepared.invalid.len();
         if prompts.len() != valid {
             return Err(PyValueError::new_err(format!(
                 "{} prompts for {valid} valid rows",
@@ -191,37 +258,37 @@ impl RowBuilder {
         let read = answers::read(answers, valid, self.n, self.keys.images.bind(py))?;
         let derived = self.derive(py, &read)?;
         let mut out = Vec::with_capacity(if self.group {
-            rows.len()
+            prepared.rows.len()
         } else {
-            rows.len() * self.n
+            prepared.rows.len().saturating_mul(self.n)
         });
         let mut failures: Vec<(usize, usize, String)> = Vec::new();
         let mut entries = read.entries.iter();
-        let mut prompts = prompts.iter();
-        for (index, original) in rows.iter().enumerate() {
-            let problem = if invalid.is_empty() {
-                None
-            } else {
-                invalid.get_item(index)?
+        let mut prompts = prompts.into_iter();
+        let mut invalid = prepared.invalid.iter().peekable();
+        for (index, base) in prepared.rows.iter().enumerate() {
+            let problem = match invalid.peek() {
+                Some((at, message)) if *at == index => {
+                    invalid.next();
+                    Some(message)
+                }
+                _ => None,
             };
+            let base = base.bind(py).clone();
+            let upstream = self.upstream(&base)?;
             let mut context = RowContext {
                 index,
-                base: self.as_dict(py, &original)?,
-                original,
-                upstream: None,
+                base,
+                upstream,
                 prompt: None,
             };
-            context.upstream = self.upstream(&context.base)?;
             let sources: Vec<Source<'_, 'py>> = match problem {
-                Some(message) => {
-                    let error: String = message.extract()?;
-                    (0..self.n)
-                        .map(|_| Source::Missing {
-                            error: error.clone(),
-                            raw: None,
-                        })
-                        .collect()
-                }
+                Some(error) => (0..self.n)
+                    .map(|_| Source::Missing {
+                        error: error.clone(),
+                        raw: None,
+                    })
+                    .collect(),
                 None => {
                     context.prompt = prompts.next();
                     match entries.next() {
@@ -254,7 +321,13 @@ impl RowBuilder {
                 out.push(self.grouped_row(py, &context, sources, format_output, &mut failures)?);
             } else {
                 for (k, source) in sources.into_iter().enumerate() {
-                    let row = context.base.copy()?;
+                    // The row read by `prepare` is this batch's own: the last generation
+                    // takes it, the others a copy.
+                    let row = if k + 1 == self.n {
+                        context.base.clone()
+                    } else {
+                        context.base.copy()?
+                    };
                     let meta = self.generation(
                         py,
                         &context,
@@ -275,34 +348,74 @@ impl RowBuilder {
 }
 
 impl RowBuilder {
-    /// The prompt of one row, or why the row cannot be sent (message, column).
+    /// Reads one row into the dict the batch keeps, and its prompt or why the row cannot
+    /// be sent (message, column). A row that is not a dict is read into a new one.
     #[allow(clippy::type_complexity)]
-    fn prompt<'py>(
+    fn read_row<'py>(
         &self,
         py: Python<'py>,
         index: usize,
         row: &Bound<'py, PyAny>,
         format_input: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Result<Bound<'py, PyAny>, (String, Option<String>)>> {
-        let dict = match row.cast::<PyDict>() {
-            Ok(dict) => dict.clone(),
-            Err(_) if row.cast::<PyMapping>().is_ok() => self.as_dict(py, row)?,
-            Err(_) => {
-                return Ok(Err((
+    ) -> PyResult<(
+        Bound<'py, PyDict>,
+        Result<Bound<'py, PyAny>, (String, Option<String>)>,
+    )> {
+        let dict = if let Ok(dict) = row.cast::<PyDict>() {
+            dict.copy()?
+        } else if let Ok(mapping) = row.cast::<PyMapping>() {
+            let dict = PyDict::new(py);
+            if let Err(err) = dict.update(mapping) {
+                let reason = row_error(py, err)?;
+                return Ok((
+                    PyDict::new(py),
+                    Err((
+                        format!("row {index} of the batch cannot be read as a mapping: {reason}"),
+                        None,
+                    )),
+                ));
+            }
+            dict
+        } else {
+            return Ok((
+                PyDict::new(py),
+                Err((
                     format!(
                         "row {index} of the batch is a {}, not a mapping",
                         type_name(row)
                     ),
                     None,
-                )))
-            }
+                )),
+            ));
         };
+        let prompt = match self.check_and_format(py, index, &dict, format_input) {
+            Ok(result) => result,
+            Err(err) => Err((
+                format!(
+                    "row {index} of the batch cannot be read: {}",
+                    row_error(py, err)?
+                ),
+                None,
+            )),
+        };
+        Ok((dict, prompt))
+    }
+
+    /// Checks a row's columns and formats its prompt.
+    #[allow(clippy::type_complexity)]
+    fn check_and_format<'py>(
+        &self,
+        py: Python<'py>,
+        index: usize,
+        dict: &Bound<'py, PyDict>,
+        format_input: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Result<Bound<'py, PyAny>, (String, Option<String>)>> {
         for (_, column) in &self.inputs {
             if !dict.contains(column.bind(py))? {
                 return Ok(Err((
                     format!(
                         "row {index} of the batch lacks the input column '{column}' (its columns: {})",
-                        quoted_keys(&dict)
+                        quoted_keys(dict)
                     ),
                     Some(column.to_string()),
                 )));
@@ -321,13 +434,13 @@ impl RowBuilder {
             }
         }
         let (prompt, source) = match format_input {
-            Some(hook) => match hook.call1((self.view(py, &dict)?,)) {
+            Some(hook) => match hook.call1((self.view(py, dict)?,)) {
                 Ok(prompt) => (prompt, "format_input returned".to_owned()),
                 Err(err) => {
                     return Ok(Err((
                         format!(
                             "format_input failed for row {index} of the batch: {}",
-                            describe_exception(err.value(py).as_any())
+                            row_error(py, err)?
                         ),
                         None,
                     )))
@@ -354,28 +467,13 @@ impl RowBuilder {
         Ok(Ok(prompt))
     }
 
-    /// A row as a dict: the row itself when it is one, else a dict of its items.
-    fn as_dict<'py>(
-        &self,
-        py: Python<'py>,
-        row: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        if let Ok(dict) = row.cast::<PyDict>() {
-            return Ok(dict.clone());
-        }
-        let dict = PyDict::new(py);
-        if let Ok(mapping) = row.cast::<PyMapping>() {
-            dict.update(mapping)?;
-        }
-        Ok(dict)
-    }
-
     /// The row as the task's hooks see it: dataset columns renamed to the task's inputs.
+    /// A copy of its own, so that a hook that changes it changes no row of the batch.
     fn view<'py>(&self, py: Python<'py>, row: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
-        if !self.renames_inputs {
-            return Ok(row.clone());
-        }
         let view = row.copy()?;
+        if !self.renames_inputs {
+            return Ok(view);
+        }
         for (task, column) in &self.inputs {
             if let Some(value) = row.get_item(column.bind(py))? {
                 view.del_item(column.bind(py))?;
@@ -393,7 +491,7 @@ impl RowBuilder {
         })
     }
 
-    /// What the batch's payloads need, derived with the GIL released.
+    /// What the batch's payloads need, checked and derived with the GIL released.
     fn derive(&self, py: Python<'_>, read: &Answers<'_>) -> PyResult<Vec<Result<Derived, String>>> {
         let needs = Needs {
             hash: self.add_raw_output && !self.inline_raw_images,
@@ -401,14 +499,11 @@ impl RowBuilder {
             text: !self.image_bytes,
         };
         let mut work: Vec<Result<Payload<'_>, String>> = Vec::with_capacity(read.generations.len());
-        let mut any = false;
         for generation in &read.generations {
             let payload = &generation.payload;
             let item = if let Ok(text) = payload.cast::<PyString>() {
                 match text.to_str() {
                     Ok(text) => Ok(Payload::Text(text.as_bytes())),
-                    // Nothing is read from a text payload that needs no work.
-                    Err(_) if !needs.any_for(true) => Ok(Payload::Text(b"")),
                     Err(_) => Err("is not valid base64 (it is not ASCII text)".to_owned()),
                 }
             } else if let Ok(bytes) = payload.cast::<PyBytes>() {
@@ -416,7 +511,10 @@ impl RowBuilder {
             } else if payload.is_none() {
                 // A backend that lost some images of an input says why under "error".
                 Err(match generation.source.get_item("error")? {
-                    Some(error) if !error.is_none() => format!("is missing: {}", error.str()?),
+                    Some(error) if !error.is_none() => match error.str() {
+                        Ok(text) => format!("is missing: {text}"),
+                        Err(err) => format!("is missing: {}", row_error(py, err)?),
+                    },
                     _ => "is None, expected base64 text or bytes".to_owned(),
                 })
             } else {
@@ -425,25 +523,9 @@ impl RowBuilder {
                     type_name(payload)
                 ))
             };
-            if let Ok(payload) = &item {
-                any |= needs.any_for(matches!(payload, Payload::Text(_)));
-            }
             work.push(item);
         }
-        let run = |work: &[Result<Payload<'_>, String>]| {
-            let mut scratch = Vec::new();
-            work.iter()
-                .map(|item| match item {
-                    Ok(payload) => payload::derive(*payload, needs, &mut scratch),
-                    Err(error) => Err(error.clone()),
-                })
-                .collect::<Vec<_>>()
-        };
-        Ok(if any {
-            py.detach(|| run(&work))
-        } else {
-            run(&work)
-        })
+        Ok(py.detach(|| payload::derive_all(&work, needs)))
     }
 
     fn grouped_row<'py>(
@@ -473,7 +555,7 @@ impl RowBuilder {
             )?;
             metas.push(meta);
         }
-        let row = context.base.copy()?;
+        let row = context.base.clone();
         for ((_, column), values) in self.outputs.iter().zip(cells) {
             row.set_item(column.bind(py), PyList::new(py, values)?)?;
         }
@@ -505,13 +587,13 @@ impl RowBuilder {
                     }
                     Err(error) => (
                         error,
-                        Some(self.narrowed(py, generation, generation.payload.clone())?),
+                        Some(self.narrowed(py, generation, keepable(&generation.payload))?),
                     ),
                 }
             }
             Source::Image(generation, Err(error)) => (
                 format!("image {k} of the model's answer {error}"),
-                Some(self.narrowed(py, generation, generation.payload.clone())?),
+                Some(self.narrowed(py, generation, keepable(&generation.payload))?),
             ),
             Source::Missing { error, raw } => (error, raw),
         };
@@ -555,14 +637,11 @@ impl RowBuilder {
                 })
                 .collect()));
         };
-        let input = match context.original.cast::<PyDict>() {
-            Ok(_) => self.view(py, &context.base)?,
-            Err(_) => context.base.clone(),
-        };
+        let input = self.view(py, &context.base)?;
         let output = self.narrowed(py, generation, generation.payload.clone())?;
         let formatted = match hook.call1((output, input)) {
             Ok(formatted) => formatted,
-            Err(err) => return Ok(Err(describe_exception(err.value(py).as_any()))),
+            Err(err) => return Ok(Err(row_error(py, err)?)),
         };
         let Ok(formatted) = formatted.cast::<PyDict>() else {
             return Ok(Err(format!(

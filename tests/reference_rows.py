@@ -200,13 +200,14 @@ def convert(task: ImageTask, part: dict[str, Any], payload: Any) -> tuple[Any, s
         return None, "is None, expected base64 text or bytes"
     if not isinstance(payload, (str, bytes)):
         return None, f"is a {type(payload).__name__}, expected base64 text or bytes"
-    needs_bytes = (task.add_raw_output and not task.inline_raw_images) or task.images_as_bytes
     if isinstance(payload, str):
-        if not needs_bytes:
-            return payload, None
         try:
             data = decode(payload)
         except ValueError:
             return None, "is not valid base64"
+        if not data:
+            return None, "is empty"
         return (data if task.images_as_bytes else payload), None
+    if not payload:
+        return None, "is empty"
     return (payload if task.images_as_bytes else base64.b64encode(payload).decode()), None

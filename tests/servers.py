@@ -74,6 +74,8 @@ class ImageServer(ThreadingHTTPServer):
         self.latency = latency
         self.faults: dict[str, list[Fault]] = {}
         self.always_fail: set[str] = set()
+        self.empty_images = False
+        self.echo_key = False
         self.served = Served()
         self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
@@ -129,6 +131,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        if self.server.echo_key:  # some servers quote the credentials they were sent
+            message += f" (Authorization: {self.headers.get('Authorization')})"
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
         self.send(status, body.encode(), "application/json", headers)
 
@@ -215,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
                     server.files[name] = image
                 item["url"] = f"{server.url}/files/{name}"
             else:
-                item["b64_json"] = base64.b64encode(image).decode()
+                item["b64_json"] = "" if server.empty_images else base64.b64encode(image).decode()
             data.append(item)
         words = len(prompt.split())
         usage = {"input_tokens": words, "output_tokens": 100 * n, "total_tokens": words + 100 * n}

@@ -218,9 +218,13 @@ class RaisesOnText(ImageGeneration):
         return {"image": output["images"][0]}
 
 
-class StripsItsInput(ImageGeneration):
+class NotesInItsInput(ImageGeneration):
+    """Writes into the row's upstream metadata: the hook's row is a shallow copy."""
+
     def format_input(self, input: Row) -> str:
-        input["prompt"] = input["prompt"].strip()
+        meta = input.get("distilabel_metadata")
+        if isinstance(meta, dict):
+            meta["seen_by"] = self.name
         prompt: str = input["prompt"]
         return prompt
 
@@ -285,7 +289,7 @@ class RewritesRawInput(Completing):
     [
         (RaisesOnText, "hooks_do_not_raise", "failed although the model's answer had an image"),
         (DropsARow, "one_row_per_generation", "input rows gave"),
-        (StripsItsInput, "input_rows_unmodified", "before the task ran"),
+        (NotesInItsInput, "input_rows_unmodified", "before the task ran"),
         (UppercasesThePrompt, "input_columns_unchanged", "in its input column 'prompt'"),
         (MarksImagesOnly, "same_columns_on_every_row", "like every other row"),
         (DropsUpstreamMetadata, "upstream_metadata_merged", "lost the upstream metadata"),

@@ -54,7 +54,7 @@ def test_auto_name_is_snake_case_of_the_class() -> None:
         ),
         (
             {"colour": "red"},
-            "ImageGeneration: bad field `colour` = 'red': Object contains unknown field `colour`",
+            "ImageGeneration: bad field `colour`: Object contains unknown field `colour`",
         ),
         (
             {"image_format": "jpg"},
@@ -63,7 +63,8 @@ def test_auto_name_is_snake_case_of_the_class() -> None:
         ),
         (
             {"name": "has space"},
-            "ImageGeneration: bad field `name` = 'has space': must match ^[A-Za-z0-9_-]+$",
+            "ImageGeneration: bad field `name` = 'has space': must be 1 to 100 characters among "
+            "A-Z a-z 0-9 _ - (it names metadata keys and the artifacts folder)",
         ),
         (
             {"input_mappings": {"text": "prompt"}},

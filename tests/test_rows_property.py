@@ -48,7 +48,7 @@ extras = st.dictionaries(
 @st.composite
 def tasks(draw: st.DrawFn) -> ImageGeneration:
     mappings = draw(st.sampled_from([{}, {"prompt": "text"}]))
-    outputs = draw(st.sampled_from([{}, {"image": "picture"}, {"model_name": "prompt"}]))
+    outputs = draw(st.sampled_from([{}, {"image": "picture"}, {"model_name": "model"}]))
     return ImageGeneration(
         image_generation_model=ScriptedModel([], model_name=draw(st.sampled_from(["m", "ünï"]))),
         name=draw(st.sampled_from(["image_generation_0", "t-1"])),

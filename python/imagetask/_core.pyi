@@ -4,7 +4,20 @@ import os
 from collections.abc import Callable
 from typing import Any, final
 
-__all__ = ["RowBuilder", "placeholder_images", "write_artifacts"]
+__all__ = [
+    "MAX_GENERATIONS",
+    "ArrowArray",
+    "ColumnBuilder",
+    "Prepared",
+    "PreparedColumns",
+    "RowBuilder",
+    "json_text",
+    "placeholder_images",
+    "write_artifacts",
+]
+
+MAX_GENERATIONS: int
+"""The most images a task asks per input row."""
 
 def placeholder_images(
     prompts: list[str], *, num_generations: int, seed: int, width: int, height: int
@@ -52,25 +65,88 @@ class RowBuilder:
         model_name_column: str,
         metadata_column: str,
     ) -> RowBuilder: ...
-    def prompts(
+    def prepare(
         self,
         rows: list[Any],
         format_input: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> tuple[list[str], dict[int, str]]:
-        """Reads the prompt of every row: `(prompts of the valid rows, {index: problem})`.
+    ) -> Prepared:
+        """Reads every row once and formats the prompt of each valid one.
 
-        Raises `InputRowError` for the first invalid row unless `pass_invalid_rows`.
+        Raises `InputRowError` for the first invalid row unless `pass_invalid_rows`; an
+        exception that is not an `Exception` (Ctrl-C) raised by a row or a hook propagates.
         """
     def build(
         self,
-        rows: list[Any],
-        prompts: list[str],
+        prepared: Prepared,
         answers: Any,
-        invalid: dict[int, str],
         format_output: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None,
     ) -> tuple[list[dict[str, Any]], list[tuple[int, int, str]]]:
-        """Builds the output rows of a batch: `(rows, [(row, generation, error), ...])`.
+        """Builds the output rows of a prepared batch: `(rows, [(row, generation, error)])`.
 
-        `answers` is what the model returned for the valid rows' prompts (or the exception
-        it raised).
+        `answers` is what the model returned for the prepared prompts (or the exception it
+        raised). A batch is built once.
         """
+
+@final
+class Prepared:
+    """A batch whose rows were read and whose prompts were formatted."""
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompts of the valid rows, in order."""
+    def __len__(self) -> int:
+        """How many rows the batch holds."""
+
+def json_text(value: Any) -> str:
+    """The JSON text the columnar path stores for a value (bytes as base64 text, a value
+    of another kind as its `str()`)."""
+
+@final
+class ArrowArray:
+    """An Arrow array handed to Python through the Arrow PyCapsule interface."""
+
+    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]:
+        """`(schema capsule, array capsule)`."""
+    def __len__(self) -> int:
+        """How many values the array holds."""
+
+@final
+class ColumnBuilder:
+    """Builds the output columns of one task configuration from Arrow input."""
+
+    def __new__(
+        cls,
+        *,
+        prompt_column: str,
+        model_name: str,
+        num_generations: int,
+        group_generations: bool,
+        add_raw_output: bool,
+        inline_raw_images: bool,
+        pass_invalid_rows: bool,
+    ) -> ColumnBuilder: ...
+    def prepare(self, prompts: Any) -> PreparedColumns:
+        """Reads the prompt column (any object exporting an Arrow stream of strings).
+
+        Raises `InputRowError` for the first null prompt unless `pass_invalid_rows`.
+        """
+    def build(
+        self,
+        prepared: PreparedColumns,
+        answers: Any,
+        artifacts_folder: str | os.PathLike[str] | None = None,
+        artifacts_prefix: str | None = None,
+    ) -> tuple[ArrowArray, ArrowArray, ArrowArray | None, list[tuple[int, int, str]]]:
+        """Builds the output columns of a prepared batch: `(columns, rows, offsets,
+        failures)`; `columns` is a struct array with one entry per row and generation,
+        `rows` the input row of each entry, `offsets` (grouped only) the list offsets."""
+
+@final
+class PreparedColumns:
+    """An Arrow batch whose prompts were read."""
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompts of the valid rows, in order."""
+    def __len__(self) -> int:
+        """How many rows the batch holds."""

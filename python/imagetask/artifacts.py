@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from imagetask import _core
 from imagetask.batch import Failure
 from imagetask.extras import require
 
-__all__ = ["artifacts_folder", "converter", "write_artifacts"]
+__all__ = ["ArtifactTarget", "artifact_target", "artifacts_folder", "converter", "write_artifacts"]
 
 
 def artifacts_folder(task_name: str) -> str:
@@ -41,23 +43,25 @@ def _write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
     target = folder / "metadata.json"
     if target.exists():
         return
-    temp = folder / f".metadata.json.{os.getpid()}.tmp"
-    temp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    # A temporary file of its own: threads and processes may write the folder at once.
+    descriptor, temp = tempfile.mkstemp(dir=folder, prefix=".metadata.json.", suffix=".tmp")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(json.dumps(metadata, indent=2) + "\n")
     os.replace(temp, target)
 
 
-def write_artifacts(
-    rows: list[dict[str, Any]],
-    *,
-    task_name: str,
-    model_name: str,
-    output_dir: Path,
-    image_column: str,
-    path_column: str,
-    metadata_column: str,
-    image_format: str | None,
-) -> list[Failure]:
-    """Saves the image of every row and sets its path column; returns the failures."""
+@dataclass(frozen=True)
+class ArtifactTarget:
+    """Where a batch's image files go: `folder`, recorded in rows as `prefix/<name>`."""
+
+    folder: Path
+    prefix: str
+
+
+def artifact_target(
+    *, task_name: str, model_name: str, output_dir: Path, image_format: str | None
+) -> ArtifactTarget:
+    """Makes a task's artifact folder (and its `metadata.json`) under `output_dir`."""
     prefix = artifacts_folder(task_name)
     images = output_dir / prefix
     images.mkdir(parents=True, exist_ok=True)
@@ -71,14 +75,28 @@ def write_artifacts(
             "format": image_format or "as generated",
         },
     )
+    return ArtifactTarget(images, prefix)
+
+
+def write_artifacts(
+    rows: list[dict[str, Any]],
+    *,
+    target: ArtifactTarget,
+    task_name: str,
+    image_column: str,
+    path_column: str,
+    metadata_column: str,
+    image_format: str | None,
+) -> list[Failure]:
+    """Saves the image of every row and sets its path column; returns the failures."""
     failures = _core.write_artifacts(
         rows,
         image_column=image_column,
         path_column=path_column,
         metadata_column=metadata_column,
         error_key=f"error_{task_name}",
-        folder=images,
-        prefix=prefix,
+        folder=target.folder,
+        prefix=target.prefix,
         convert=converter(image_format) if image_format else None,
     )
     return [Failure(*failure) for failure in failures]

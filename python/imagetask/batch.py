@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from imagetask.models import Answer, ImageModel
     from imagetask.task import ImageTask
 
-__all__ = ["Batch", "BatchOutput", "Failure"]
+__all__ = ["Batch", "BatchOutput", "Failure", "ModelCall"]
 
 logger = logging.getLogger("imagetask")
 
@@ -49,31 +49,24 @@ def _generation_kwargs(model: ImageModel) -> dict[str, Any]:
     return get_kwargs() if callable(get_kwargs) else {}
 
 
-class Batch:
-    """One batch of input rows, prepared by its task (see the module's docstring).
+class ModelCall:
+    """The model's part of a batch: the prompts of its valid rows, and the answers.
 
     Attributes
     ----------
-    rows:
-        The input rows, as read when the batch was prepared.
+    size:
+        How many input rows the batch holds.
     prompts:
         The prompt of every valid row, in order: what is sent to the model.
+    answers:
+        What the model returned for them (or the exception it raised), once generated.
     """
 
-    def __init__(
-        self,
-        task: ImageTask,
-        rows: list[Row],
-        builder: RowBuilder,
-        format_input: Callable[..., Any] | None,
-        format_output: Callable[..., Any] | None,
-    ) -> None:
+    def __init__(self, task: ImageTask, prompts: list[str], size: int) -> None:
         self.task = task
-        self.rows = rows
-        self._builder = builder
-        self._format_output = format_output
-        self.prompts, self._invalid = builder.prompts(rows, format_input)
-        self._answers: Answers = []
+        self.prompts = prompts
+        self.size = size
+        self.answers: Answers = []
 
     def generate(self) -> None:
         """Asks the model for the images of every prompt (in the calling thread)."""
@@ -81,13 +74,15 @@ class Batch:
             return
         model = self.task.image_generation_model
         try:
-            self._answers = model.generate(
+            self.answers = model.generate(
                 inputs=self.prompts,
                 num_generations=self.task.num_generations,
                 **_generation_kwargs(model),
             )
+        except MemoryError:
+            raise
         except Exception as exc:
-            self._answers = exc
+            self.answers = exc
 
     async def agenerate(self) -> None:
         """`generate` on the running event loop: an async model's requests run on it, a
@@ -100,20 +95,16 @@ class Batch:
             await asyncio.to_thread(self.generate)
             return
         try:
-            self._answers = await agenerate_batch(
+            self.answers = await agenerate_batch(
                 self.prompts, self.task.num_generations, **_generation_kwargs(model)
             )
+        except MemoryError:
+            raise
         except Exception as exc:
-            self._answers = exc
+            self.answers = exc
 
-    def finish(self) -> BatchOutput:
-        """Builds the output rows from the model's answers, does the task's work on them
-        (artifacts) and logs the failed generations."""
-        built, failed = self._builder.build(
-            self.rows, self.prompts, self._answers, self._invalid, self._format_output
-        )
-        failures = [Failure(*failure) for failure in failed]
-        failures.extend(self.task.complete_rows(built))
+    def log(self, failures: list[Failure]) -> None:
+        """Logs a batch's failed generations (the first few, then a count)."""
         name = self.task.name
         for failure in failures[:_LOGGED_FAILURES]:
             logger.warning(
@@ -129,4 +120,29 @@ class Batch:
                 name,
                 len(failures) - _LOGGED_FAILURES,
             )
+
+
+class Batch(ModelCall):
+    """One batch of input rows, prepared by its task (see the module's docstring)."""
+
+    def __init__(
+        self,
+        task: ImageTask,
+        rows: list[Row],
+        builder: RowBuilder,
+        format_input: Callable[..., Any] | None,
+        format_output: Callable[..., Any] | None,
+    ) -> None:
+        self._builder = builder
+        self._format_output = format_output
+        self._prepared = builder.prepare(rows, format_input)
+        super().__init__(task, self._prepared.prompts, len(rows))
+
+    def finish(self) -> BatchOutput:
+        """Builds the output rows from the model's answers, does the task's work on them
+        (artifacts) and logs the failed generations."""
+        built, failed = self._builder.build(self._prepared, self.answers, self._format_output)
+        failures = [Failure(*failure) for failure in failed]
+        failures.extend(self.task.complete_rows(built))
+        self.log(failures)
         return BatchOutput(built, failures)

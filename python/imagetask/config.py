@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 import typing
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
@@ -43,10 +44,23 @@ RuntimeParameter = Annotated[T, _RUNTIME]
 Secret = Annotated[T, _SECRET]
 """Marks a field that never appears in a dump, a repr or an error message."""
 
+_REGISTRY: dict[str, type[Configurable]] = {}
+"""Every `Configurable` class defined in this process, by `module.qualname`."""
 _MASK = "**********"
 _PATH = re.compile(r"at `\$\.([^`.\[]+)")
 _AT = re.compile(r" - at `[^`]*`")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+def _dump_value(value: Any) -> Any:
+    dump = getattr(value, "dump", None)
+    if callable(dump):
+        return dump()
+    try:
+        return msgspec.to_builtins(value)
+    except TypeError:
+        cls = type(value)
+        return {"type_info": {"module": cls.__module__, "name": cls.__qualname__}}
 
 
 def _markers(hint: Any) -> tuple[Any, ...]:
@@ -92,6 +106,7 @@ class Configurable:
         cls.__fields__ = tuple(name for name, _, _ in fields)
         cls.__runtime__ = frozenset(runtime)
         cls.__secret__ = frozenset(secret)
+        _REGISTRY[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     def __init__(self, **fields: Any) -> None:
         self._configure(fields)
@@ -111,7 +126,8 @@ class Configurable:
         if found is None:
             return ConfigError(f"{cls}: {message}")
         field = found.group(1)
-        hidden = field in self.__secret__ or field not in fields
+        unknown = field not in self.__fields__
+        hidden = unknown or field in self.__secret__ or field not in fields
         shown = "" if hidden else f" = {fields[field]!r}"
         message = _AT.sub("", message)
         return ConfigError(f"{cls}: bad field `{field}`{shown}: {message}")
@@ -155,29 +171,35 @@ class Configurable:
     def dump(self) -> dict[str, Any]:
         """The fields as JSON-compatible data, with `type_info` to load them back.
 
-        Secret fields are left out: they are read again from the environment on load.
+        Secret fields are left out: they are read again from the environment on load. A
+        value that has no `dump()` and is not plain data (a backend that is a plain object)
+        is recorded by its class alone.
         """
         data: dict[str, Any] = {}
         for name in self.__fields__:
             if name in self.__secret__:
                 continue
-            value = getattr(self, name)
-            dump = getattr(value, "dump", None)
-            data[name] = dump() if callable(dump) else msgspec.to_builtins(value)
+            data[name] = _dump_value(getattr(self, name))
         cls = type(self)
         data["type_info"] = {"module": cls.__module__, "name": cls.__qualname__}
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Rebuilds an object from `dump()` output (the class named by `type_info`)."""
+    def from_dict(cls, data: dict[str, Any], allow: Iterable[type] = ()) -> Self:
+        """Rebuilds an object from `dump()` output (the class named by `type_info`).
+
+        A dump is data, not code: `type_info` may name imagetask's own classes and the
+        `Configurable` classes this program defines; any other class (a backend that is
+        a plain object, say) loads only when it is passed in `allow`.
+        """
+        allow = tuple(allow)
         fields = dict(data)
-        target = _import_type(fields.pop("type_info", None)) or cls
+        target = _import_type(fields.pop("type_info", None), allow) or cls
         if not (isinstance(target, type) and issubclass(target, cls)):
             raise ConfigError(f"{cls.__name__}.from_dict: `type_info` names {target!r}")
         for name, value in fields.items():
             if isinstance(value, dict) and "type_info" in value:
-                fields[name] = load_object(value)
+                fields[name] = load_object(value, allow)
         return target(**fields)
 
     def __repr__(self) -> str:
@@ -188,25 +210,39 @@ class Configurable:
         return f"{type(self).__name__}({shown})"
 
 
-def _import_type(type_info: Any) -> Any:
+def _import_type(type_info: Any, allow: Iterable[type]) -> Any:
+    """The class a dump's `type_info` names: one of imagetask's own, a `Configurable`
+    subclass the program has defined, or one of `allow`; never any other importable name."""
     if type_info is None:
         return None
-    try:
-        module = importlib.import_module(type_info["module"])
-        target: Any = module
-        for part in type_info["name"].split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"cannot load `type_info` {type_info!r}: {exc}") from None
-    return target
+    module = type_info.get("module") if isinstance(type_info, dict) else None
+    name = type_info.get("name") if isinstance(type_info, dict) else None
+    if not (isinstance(module, str) and isinstance(name, str)):
+        raise ConfigError("cannot load `type_info`: expected {'module': str, 'name': str}")
+    key = f"{module}.{name}"
+    allowed = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in allow}
+    if key in allowed:
+        return allowed[key]
+    if key not in _REGISTRY and (module == "imagetask" or module.startswith("imagetask.")):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"cannot load `type_info` {key}: {exc}") from None
+    if key not in _REGISTRY:
+        raise ConfigError(
+            f"cannot load `type_info` {key}: not a class of imagetask nor a Configurable class "
+            "this program defines; pass it in `allow` to load it"
+        )
+    return _REGISTRY[key]
 
 
-def load_object(data: dict[str, Any]) -> Any:
-    """Loads a dumped object (ours or any class with `from_dict`) from its `type_info`."""
+def load_object(data: dict[str, Any], allow: Iterable[type] = ()) -> Any:
+    """Loads a dumped object from its `type_info` (see `Configurable.from_dict`)."""
     fields = dict(data)
-    target = _import_type(fields.get("type_info"))
+    target = _import_type(fields.pop("type_info", None), allow)
+    if target is None:
+        raise ConfigError(f"cannot load {sorted(fields)}: the dump has no `type_info`")
     from_dict = getattr(target, "from_dict", None)
     if callable(from_dict):
-        return from_dict(fields)
-    fields.pop("type_info")
+        return from_dict({**fields, "type_info": data["type_info"]}, allow=allow)
     return target(**fields)

@@ -7,7 +7,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from imagetask.artifacts import write_artifacts
+from imagetask.artifacts import ArtifactTarget, artifact_target, write_artifacts
 from imagetask.batch import Failure
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
@@ -71,24 +71,39 @@ class ImageGeneration(ImageTask):
     def outputs(self) -> list[str]:
         return ["image", "image_path", "model_name"]
 
-    def _row_outputs(self) -> list[str]:
+    @property
+    def output_columns(self) -> list[str]:
         return ["image", "image_path"] if self.save_artifacts else ["image"]
 
     def complete_rows(self, rows: list[Row]) -> list[Failure]:
         """Writes the artifacts of a batch's rows (with `save_artifacts`)."""
-        if not self.save_artifacts:
+        target = self.artifact_target()
+        if target is None:
             return []
         names = self.output_mappings
         return write_artifacts(
             rows,
+            target=target,
             task_name=self.name,
-            model_name=self.image_generation_model.model_name,
-            output_dir=Path(self.output_dir),
             image_column=names.get("image", "image"),
             path_column=names.get("image_path", "image_path"),
             metadata_column=self.metadata_column,
             image_format=self.image_format,
         )
+
+    def artifact_target(self) -> ArtifactTarget | None:
+        if not self.save_artifacts:
+            return None
+        return artifact_target(
+            task_name=self.name,
+            model_name=self.image_generation_model.model_name,
+            output_dir=Path(self.output_dir),
+            image_format=self.image_format,
+        )
+
+    @property
+    def builds_columns_natively(self) -> bool:
+        return self.image_format is None
 
     @native_hook
     def format_input(self, input: Row) -> str:

@@ -168,15 +168,15 @@ class _Run:
         assert self.sink is not None
         self.sink.write(output.rows)
         state = self.state
-        state["rows_in"] += len(batch.rows)
+        state["rows_in"] += batch.size
         state["rows_out"] += len(output.rows)
         state["failed"] += failed
         state["sink"] = self.sink.state()
         if time.monotonic() - self._saved >= self.checkpoint_seconds:
             self.save()
         if progress is not None:
-            generations = len(batch.rows) * self.task.num_generations
-            progress.update(len(batch.rows), generations - failed, failed)
+            generations = batch.size * self.task.num_generations
+            progress.update(batch.size, generations - failed, failed)
 
     def save(self) -> None:
         """Syncs the output, then records the checkpoint that points to its end."""

@@ -5,16 +5,21 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from imagetask import runner
-from imagetask._core import RowBuilder
+from imagetask._core import MAX_GENERATIONS, ColumnBuilder, RowBuilder
+from imagetask.artifacts import ArtifactTarget
 from imagetask.batch import Batch, Failure
+from imagetask.columnar import ArrowBatch, arrow, as_table
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models import ImageModel
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["ImageTask", "native_hook"]
 
@@ -22,7 +27,7 @@ PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Row = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -74,7 +79,7 @@ class ImageTask(Configurable, ABC):
     image_generation_model: ImageModel
     name: str = ""
     input_batch_size: RuntimeParameter[PositiveInt] = 50
-    num_generations: RuntimeParameter[PositiveInt] = 1
+    num_generations: RuntimeParameter[Annotated[int, msgspec.Meta(ge=1, le=MAX_GENERATIONS)]] = 1
     group_generations: bool = False
     add_raw_output: RuntimeParameter[bool] = True
     add_raw_input: RuntimeParameter[bool] = True
@@ -98,9 +103,11 @@ class ImageTask(Configurable, ABC):
         cls = type(self).__name__
         if not self.name:
             self.name = _SNAKE.sub("_", cls).lower() + "_0"
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
+            shown = repr(self.name) if len(self.name) <= 120 else f"{self.name[:100]!r}..."
             raise ConfigError(
-                f"{cls}: bad field `name` = {self.name!r}: must match {_NAME.pattern}"
+                f"{cls}: bad field `name` = {shown}: must be 1 to 100 characters among "
+                "A-Z a-z 0-9 _ - (it names metadata keys and the artifacts folder)"
             )
         model = self.image_generation_model
         if not (callable(getattr(model, "generate", None)) and hasattr(model, "model_name")):
@@ -115,6 +122,23 @@ class ImageTask(Configurable, ABC):
                         f"{cls}: bad field `{field}`: {key!r} is not one of the task's "
                         f"{field.split('_')[0]}s {names}"
                     )
+        self._check_output_names()
+
+    def _check_output_names(self) -> None:
+        """Every output column, the metadata column and the input columns have distinct
+        names: two of them sharing a name would silently drop one's values."""
+        mapped_in, mapped_out = self.input_mappings, self.output_mappings
+        owners: dict[str, str] = {}
+        named = [(f"input `{name}`", mapped_in.get(name, name)) for name in self.inputs]
+        named += [(f"output `{name}`", mapped_out.get(name, name)) for name in self.outputs]
+        named.append(("`metadata_column`", self.metadata_column))
+        for owner, column in named:
+            if column in owners:
+                raise ConfigError(
+                    f"{type(self).__name__}: {owner} and {owners[column]} are both named "
+                    f"{column!r}: give them distinct names (output_mappings, metadata_column)"
+                )
+            owners[column] = owner
 
     @property
     def llm(self) -> ImageModel:
@@ -156,7 +180,8 @@ class ImageTask(Configurable, ABC):
         """Unloads the model."""
         self.image_generation_model.unload()
 
-    def _row_outputs(self) -> list[str]:
+    @property
+    def output_columns(self) -> list[str]:
         """The output columns written on every row, besides `model_name`."""
         return [column for column in self.outputs if column != "model_name"]
 
@@ -171,7 +196,7 @@ class ImageTask(Configurable, ABC):
             task_name=self.name,
             model_name=self.image_generation_model.model_name,
             inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
-            outputs=[(name, mapped_out.get(name, name)) for name in self._row_outputs()],
+            outputs=[(name, mapped_out.get(name, name)) for name in self.output_columns],
             num_generations=self.num_generations,
             group_generations=self.group_generations,
             add_raw_output=self.add_raw_output,
@@ -195,6 +220,58 @@ class ImageTask(Configurable, ABC):
             self._builder(),
             self._hook("format_input"),
             self._hook("format_output"),
+        )
+
+    def prepare_arrow(self, data: Any) -> ArrowBatch:
+        """`prepare` for Arrow data (see `imagetask.columnar`): reads the prompt column
+        natively when the task's hooks are its own, else materialises the rows as dicts."""
+        table = as_table(data)
+        native = self._column_builder(table)
+        if native is None:
+            return ArrowBatch(self, table, None, self.prepare(table.to_pylist()), None)
+        return ArrowBatch(self, table, native, None, self.artifact_target())
+
+    def process_arrow(self, data: Any) -> pa.Table:
+        """`process_batch` for Arrow data: any object exporting the Arrow PyCapsule
+        interface in, a `pyarrow.Table` out (the layout is in `imagetask.columnar`)."""
+        batch = self.prepare_arrow(data)
+        batch.generate()
+        return batch.finish().table
+
+    @property
+    def builds_columns_natively(self) -> bool:
+        """Whether the extension builds this task's output columns itself when its
+        hooks are its own (`ImageGeneration`); otherwise `format_output` builds them."""
+        return False
+
+    def artifact_target(self) -> ArtifactTarget | None:
+        """Where the task writes its image files, when it writes them (the folder made)."""
+        return None
+
+    def _column_builder(self, table: pa.Table) -> ColumnBuilder | None:
+        pa = arrow()
+        hooks = (self._hook("format_input"), self._hook("format_output"))
+        if not self.builds_columns_natively or hooks != (None, None):
+            return None
+        prompt = self.input_mappings.get(self.inputs[0], self.inputs[0])
+        if prompt not in table.column_names:
+            return None
+        kind = table.schema.field(prompt).type
+        text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+        if not any(is_text(kind) for is_text in text):
+            return None
+        if self.metadata_column in table.column_names:
+            kind = table.schema.field(self.metadata_column).type
+            if not (pa.types.is_struct(kind) or pa.types.is_null(kind)):
+                return None
+        return ColumnBuilder(
+            prompt_column=prompt,
+            model_name=self.image_generation_model.model_name,
+            num_generations=self.num_generations,
+            group_generations=self.group_generations,
+            add_raw_output=self.add_raw_output,
+            inline_raw_images=self.inline_raw_images,
+            pass_invalid_rows=self.on_invalid_row == "fail",
         )
 
     def complete_rows(self, rows: list[Row]) -> list[Failure]:

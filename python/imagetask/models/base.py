@@ -148,13 +148,19 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         )
         attempt = 0
         while True:
+            failure: RequestError | None = None
             async with slots:
                 try:
                     return await asyncio.wait_for(request(), self.timeout)
                 except Exception as exc:
                     if not self._transient(exc) or attempt >= self.max_retries:
-                        raise self._final_error(exc, attempt + 1) from None
-                    delay = retry_after(exc)
+                        failure = self._final_error(exc, attempt + 1)
+                    else:
+                        delay = retry_after(exc)
+            if failure is not None:
+                # Raised outside the handler: the original error, which may hold a
+                # secret, is not kept as its context.
+                raise failure
             if delay is None:
                 delay = backoff_delay(self.retry_backoff, attempt)
             attempt += 1

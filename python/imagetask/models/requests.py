@@ -70,11 +70,14 @@ def retry_after(exc: BaseException) -> float | None:
         return None
     try:
         seconds = float(value)
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        if when is None:
-            return None
+    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None  # an unreadable header: the usual backoff applies
         seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 

@@ -354,9 +354,10 @@ INVARIANTS: tuple[Invariant, ...] = (
 
 
 def _is_image(payload: Any) -> bool:
-    """Whether an answer's payload is an image: bytes, or canonical base64 text."""
+    """Whether an answer's payload is an image: non-empty bytes, or canonical base64 text
+    of some."""
     if isinstance(payload, bytes):
-        return True
+        return bool(payload)
     if not isinstance(payload, str) or not payload.isascii():
         return False
     padded = payload + "=" * (-len(payload) % 4)
@@ -364,7 +365,7 @@ def _is_image(payload: Any) -> bool:
         data = base64.b64decode(padded, validate=True)
     except binascii.Error:
         return False
-    return base64.b64encode(data).decode("ascii") == padded
+    return bool(data) and base64.b64encode(data).decode("ascii") == padded
 
 
 def _answer_images(answers: Any, count: int, n: int) -> list[list[bool]]:

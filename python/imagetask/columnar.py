@@ -1,0 +1,314 @@
+"""The columnar path: Arrow tables in, Arrow tables out, built natively.
+
+`task.process_arrow(data)` takes any object that exports the Arrow PyCapsule interface (a
+pyarrow Table or RecordBatch, a Polars DataFrame, the table under a Hugging Face
+Dataset) and returns a `pyarrow.Table` with the information `process_batch` gives for
+the same rows, laid out as columns:
+
+- the input columns, as they are (each row repeated when `num_generations > 1` and the
+  generations are not grouped, when string and binary views become large strings and
+  binary); an input column named like an output column or the metadata
+  column is replaced by it;
+- the task's output columns; for `ImageGeneration`, `image` holds the image's bytes
+  (binary, whatever `images_as_bytes` says) and `image_path` its artifact's path;
+- `model_name` (string);
+- the metadata column, a struct whose fields are the input's metadata struct fields
+  (but those named like one of the following, which replace them), then
+  `raw_output_<name>` (with `add_raw_output`), `raw_input_<name>` (with
+  `add_raw_input`), `statistics_<name>` and `error_<name>`. The raw output and the
+  statistics are JSON text (their keys depend on the backend, so text keeps the schema
+  the same for every batch of a configuration); bytes in them are base64 text.
+
+With `group_generations=True` the output columns and the metadata are lists, one item
+per generation. `dict_rows(task, table)` turns such a table back into the dict rows
+`process_batch` returns: images as (padded) base64 text unless `images_as_bytes`, the JSON texts
+parsed, and the metadata fields that are null left out (a null field stands for a key
+that is absent).
+
+`ImageGeneration` with its own hooks builds every column natively. A task whose
+`format_input` or `format_output` is overridden, an `image_format` conversion, a prompt
+column that is not text or a metadata column that is not a struct take a slower path:
+the rows are materialised as dicts for the hooks, built as `process_batch` builds them,
+and converted to the same columns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from imagetask import _core
+from imagetask.artifacts import ArtifactTarget
+from imagetask.batch import Batch, Failure, ModelCall
+from imagetask.extras import require
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from imagetask.task import ImageTask, Row
+
+__all__ = ["ArrowBatch", "ArrowOutput", "as_table", "dict_rows"]
+
+
+@dataclass(frozen=True)
+class ArrowOutput:
+    """The output table of a batch and the generations in it that failed."""
+
+    table: pa.Table
+    failures: list[Failure]
+
+
+def arrow() -> Any:
+    """The pyarrow module, or `MissingExtraError` naming `imagetask[arrow]`."""
+    return require("pyarrow", "arrow", "the Arrow path (process_arrow)")
+
+
+def as_table(data: Any) -> pa.Table:
+    """A pyarrow Table of any object exporting the Arrow PyCapsule interface."""
+    pa = arrow()
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    if hasattr(data, "__arrow_c_array__"):
+        return pa.Table.from_batches([pa.record_batch(data)])
+    raise TypeError(
+        f"process_arrow takes an object exporting the Arrow PyCapsule interface "
+        f"(__arrow_c_stream__ or __arrow_c_array__), got a {type(data).__name__}"
+    )
+
+
+class _Names:
+    """The column and metadata key names of a task."""
+
+    def __init__(self, task: ImageTask) -> None:
+        mapped = task.output_mappings
+        self.outputs = task.output_columns
+        self.columns = {name: mapped.get(name, name) for name in task.outputs}
+        self.model_name = self.columns.get("model_name", mapped.get("model_name", "model_name"))
+        self.metadata = task.metadata_column
+        self.raw_output = f"raw_output_{task.name}"
+        self.raw_input = f"raw_input_{task.name}"
+        self.statistics = f"statistics_{task.name}"
+        self.error = f"error_{task.name}"
+
+
+class ArrowBatch(ModelCall):
+    """One Arrow batch on its way through a task: prompts read from the prompt column,
+    the model called once, the output columns built natively (see the module)."""
+
+    def __init__(
+        self,
+        task: ImageTask,
+        data: Any,
+        native: _core.ColumnBuilder | None,
+        slow: Batch | None,
+        artifacts: ArtifactTarget | None,
+    ) -> None:
+        self.table = as_table(data)
+        self._native = native
+        self._slow = slow
+        self._artifacts = artifacts
+        if slow is not None:
+            super().__init__(task, slow.prompts, slow.size)
+            return
+        assert native is not None
+        prompt = task.input_mappings.get("prompt", "prompt")
+        self._prepared = native.prepare(self.table.column(prompt))
+        super().__init__(task, self._prepared.prompts, self.table.num_rows)
+
+    def finish(self) -> ArrowOutput:
+        """Builds the output table from the model's answers and logs the failures."""
+        pa = arrow()
+        if self._slow is not None:
+            self._slow.answers = self.answers
+            output = self._slow.finish()
+            cells, rows, offsets = _cells_of(self.task, output.rows, self.table.num_rows)
+            failures = output.failures
+        else:
+            assert self._native is not None
+            target = self._artifacts
+            built, index, groups, failed = self._native.build(
+                self._prepared,
+                self.answers,
+                None if target is None else target.folder,
+                None if target is None else target.prefix,
+            )
+            cells = pa.record_batch(built)
+            rows = pa.array(index)
+            offsets = None if groups is None else pa.array(groups)
+            prompt = self.task.input_mappings.get("prompt", "prompt")
+            raw_input = _take(self.table.column(prompt), rows).cast(pa.string())
+            cells = cells.append_column("raw_input", raw_input.combine_chunks())
+            failures = [Failure(*failure) for failure in failed]
+            self.log(failures)
+        return ArrowOutput(_assemble(self.task, self.table, cells, rows, offsets), failures)
+
+
+def _takeable(kind: pa.DataType) -> pa.DataType:
+    """`kind` with string and binary views (as Polars writes them), at any depth, made
+    large strings and binary, which pyarrow can take from."""
+    pa = arrow()
+    if pa.types.is_string_view(kind):
+        return pa.large_string()
+    if pa.types.is_binary_view(kind):
+        return pa.large_binary()
+    if pa.types.is_struct(kind):
+        return pa.struct([field.with_type(_takeable(field.type)) for field in kind])
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        field = kind.value_field.with_type(_takeable(kind.value_type))
+        return pa.list_(field) if pa.types.is_list(kind) else pa.large_list(field)
+    if pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind):
+        return pa.large_list(kind.value_field.with_type(_takeable(kind.value_type)))
+    return kind
+
+
+def _take(column: pa.ChunkedArray, rows: pa.Array) -> pa.ChunkedArray:
+    """`column.take(rows)`, views made takeable first (see `_takeable`)."""
+    kind = _takeable(column.type)
+    return (column if kind == column.type else column.cast(kind)).take(rows)
+
+
+def _repeat(rows: int, n: int) -> pa.Array:
+    pa = arrow()
+    return pa.array([row for row in range(rows) for _ in range(n)], pa.uint32())
+
+
+def _image_bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            return value.encode("utf-8", "backslashreplace")
+    return bytes(value)
+
+
+def _cells_of(
+    task: ImageTask, rows: list[Row], inputs: int
+) -> tuple[pa.RecordBatch, pa.Array, Any]:
+    """The cells (one per input row and generation) of the dict rows `process_batch`
+    built for `inputs` input rows."""
+    pa = arrow()
+    names = _Names(task)
+    n = task.num_generations
+    columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
+    raw_output: list[str | None] = []
+    raw_input: list[Any] = []
+    statistics: list[str | None] = []
+    error: list[Any] = []
+    model_name: list[Any] = []
+    for row in rows:
+        metas = row[names.metadata] if task.group_generations else [row[names.metadata]]
+        for k, meta in enumerate(metas):
+            for name in names.outputs:
+                value = row[names.columns[name]]
+                columns[name].append(value[k] if task.group_generations else value)
+            raw = meta.get(names.raw_output)
+            raw_output.append(None if raw is None else _core.json_text(raw))
+            raw_input.append(meta.get(names.raw_input))
+            stats = meta.get(names.statistics)
+            statistics.append(None if stats is None else _core.json_text(stats))
+            error.append(meta.get(names.error))
+            model_name.append(row[names.model_name])
+    arrays: dict[str, Any] = {}
+    for name, values in columns.items():
+        if name == "image":
+            arrays[name] = pa.array([_image_bytes(value) for value in values], pa.binary())
+        elif name == "image_path":
+            arrays[name] = pa.array(values, pa.string())
+        else:
+            arrays[name] = pa.array(values)
+    if task.add_raw_output:
+        arrays["raw_output"] = pa.array(raw_output, pa.string())
+    arrays["statistics"] = pa.array(statistics, pa.string())
+    arrays["error"] = pa.array(error, pa.string())
+    arrays["model_name"] = pa.array(model_name, pa.string())
+    arrays["raw_input"] = pa.array(raw_input, pa.string())
+    cells = pa.record_batch(list(arrays.values()), names=list(arrays))
+    offsets = pa.array(range(0, (inputs + 1) * n, n), pa.int32())
+    return cells, _repeat(inputs, n), offsets if task.group_generations else None
+
+
+def _assemble(
+    task: ImageTask, table: pa.Table, cells: pa.RecordBatch, rows: pa.Array, offsets: Any
+) -> pa.Table:
+    """The output table: input columns, output columns, `model_name`, metadata."""
+    pa = arrow()
+    names = _Names(task)
+    grouped = offsets is not None
+    repeat = not grouped and task.num_generations > 1
+    replaced = {*names.columns.values(), names.metadata}
+    columns: dict[str, Any] = {}
+    for name in table.column_names:
+        if name not in replaced:
+            column = table.column(name)
+            columns[name] = _take(column, rows) if repeat else column
+
+    def per_row(values: Any) -> Any:
+        return pa.ListArray.from_arrays(offsets, values) if grouped else values
+
+    for name in names.outputs:
+        columns[names.columns[name]] = per_row(cells.column(name))
+    model_name = cells.column("model_name")
+    if grouped:
+        model_name = model_name.take(offsets[:-1]) if len(model_name) else model_name
+    columns[names.model_name] = model_name
+    ours = {
+        names.raw_output: cells.column("raw_output") if task.add_raw_output else None,
+        names.raw_input: cells.column("raw_input") if task.add_raw_input else None,
+        names.statistics: cells.column("statistics"),
+        names.error: cells.column("error"),
+    }
+    fields: dict[str, Any] = {}
+    if names.metadata in table.column_names:
+        upstream = table.column(names.metadata)
+        if pa.types.is_struct(upstream.type):
+            upstream = _take(upstream, rows).combine_chunks()
+            for field, values in zip(upstream.type, upstream.flatten(), strict=True):
+                if ours.get(field.name) is None:
+                    fields[field.name] = values
+    fields.update((key, value) for key, value in ours.items() if value is not None)
+    metadata = pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
+    columns[names.metadata] = per_row(metadata)
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+
+
+def dict_rows(task: ImageTask, table: pa.Table) -> list[Row]:
+    """The dict rows `process_batch` gives, from the table `process_arrow` gives for the
+    same rows and answers (the mapping in the module's docstring)."""
+    names = _Names(task)
+    json_keys = {names.raw_output, names.statistics}
+
+    def image(value: Any) -> Any:
+        if value is None or task.images_as_bytes:
+            return value
+        return base64.b64encode(value).decode("ascii")
+
+    def meta(value: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, item in value.items():
+            if key in (names.raw_output, names.raw_input) and key in value:
+                out[key] = json.loads(item) if key in json_keys and item is not None else item
+            elif item is not None:
+                out[key] = json.loads(item) if key in json_keys else item
+        return out
+
+    image_column = names.columns.get("image")
+    rows: list[Row] = table.to_pylist()
+    for row in rows:
+        if task.group_generations:
+            row[names.metadata] = [meta(item) for item in row[names.metadata]]
+            if image_column is not None:
+                row[image_column] = [image(item) for item in row[image_column]]
+        else:
+            row[names.metadata] = meta(row[names.metadata])
+            if image_column is not None:
+                row[image_column] = image(row[image_column])
+    return rows

@@ -1,0 +1,385 @@
+//! The columnar output of a batch: the image, path and metadata columns as Arrow arrays.
+//!
+//! The binding reads the model's answers into [`Image`]s and plans each output cell
+//! (one per row and generation, row-major); this module checks and decodes every image
+//! (on every core for large batches), hashes it, writes its artifact file when asked, and
+//! builds the columns. Plain Rust with no Python types, covered by `cargo test`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, StringBuilder};
+use arrow_array::{ArrayRef, Int32Array, StringArray, UInt32Array};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+
+use crate::artifacts;
+use crate::json::{self, Members};
+use crate::payload::{self, content_ref, Derived, Needs, Payload};
+
+/// One image of the model's answer, with what its raw output needs.
+pub struct Image<'a> {
+    /// The payload, or why it cannot be an image (`is a int, expected ...`).
+    pub payload: Result<Payload<'a>, String>,
+    /// JSON of the payload itself, when the binding had to make it (a payload that is not
+    /// text or bytes, or text that cannot be encoded).
+    pub payload_json: Option<String>,
+    /// The other members of its answer dict as JSON (without `statistics`).
+    pub members: Arc<Members>,
+    /// Its answer dict's statistics as JSON, when it has any.
+    pub statistics: Option<Arc<str>>,
+}
+
+/// What one output cell (a row's generation) holds.
+pub enum Cell {
+    /// The image at this index of the batch's images.
+    Image(usize),
+    /// No image: why, and the raw output to keep (JSON), if any.
+    Failed {
+        error: Arc<str>,
+        raw: Option<Arc<str>>,
+    },
+}
+
+/// Where artifact files go: `folder/<sha256>.<ext>`, recorded as `prefix/<sha256>.<ext>`.
+pub struct Artifacts {
+    pub folder: PathBuf,
+    pub prefix: String,
+}
+
+/// How the columns are built.
+pub struct Options {
+    pub raw_output: bool,
+    pub inline_raw_images: bool,
+    pub artifacts: Option<Artifacts>,
+}
+
+/// A generation that has no image, or whose artifact was not saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub row: usize,
+    pub generation: usize,
+    pub error: String,
+}
+
+/// The columns of a batch, one value per cell.
+pub struct Columns {
+    pub image: ArrayRef,
+    pub image_path: Option<ArrayRef>,
+    pub raw_output: Option<ArrayRef>,
+    pub statistics: ArrayRef,
+    pub error: ArrayRef,
+    pub failures: Vec<Failure>,
+}
+
+/// The largest number of image bytes one batch's binary column holds (32-bit offsets).
+pub const MAX_BATCH_BYTES: usize = i32::MAX as usize;
+
+/// Builds the columns of `cells` (`n` per row) from the batch's `images`.
+pub fn build(
+    images: &[Image<'_>],
+    cells: &[Cell],
+    n: usize,
+    options: &Options,
+) -> Result<Columns, String> {
+    let needs = Needs {
+        hash: (options.raw_output && !options.inline_raw_images) || options.artifacts.is_some(),
+        bytes: true,
+        text: false,
+    };
+    let work: Vec<Result<Payload<'_>, String>> =
+        images.iter().map(|image| image.payload.clone()).collect();
+    let derived = payload::derive_all(&work, needs);
+    let size: usize = images
+        .iter()
+        .zip(&derived)
+        .map(|(image, derived)| derived.as_ref().map_or(0, |d| image_bytes(image, d).len()))
+        .sum();
+    if size > MAX_BATCH_BYTES {
+        return Err(format!(
+            "the batch's images hold {size} bytes, more than one Arrow binary column holds \
+             ({MAX_BATCH_BYTES}): use smaller batches"
+        ));
+    }
+    let saved = options
+        .artifacts
+        .as_ref()
+        .map(|artifacts| save(artifacts, images, &derived));
+
+    let mut image = BinaryBuilder::with_capacity(cells.len(), size);
+    let mut path = StringBuilder::new();
+    let mut raw = StringBuilder::new();
+    let mut statistics = StringBuilder::new();
+    let mut error = StringBuilder::new();
+    let mut failures = Vec::new();
+    for (index, cell) in cells.iter().enumerate() {
+        let (row, generation) = (index / n, index % n);
+        let used = match cell {
+            Cell::Image(at) => match (&images[*at], &derived[*at]) {
+                (source, Ok(found)) => Ok((source, found, *at)),
+                (source, Err(problem)) => Err((
+                    format!("image {generation} of the model's answer {problem}"),
+                    Some(json::raw_output(&inline_json(source), &source.members).into()),
+                )),
+            },
+            Cell::Failed { error, raw } => Err((error.to_string(), raw.clone())),
+        };
+        match used {
+            Ok((source, found, at)) => {
+                image.append_value(image_bytes(source, found));
+                if options.raw_output {
+                    let reference = if options.inline_raw_images {
+                        inline_json(source)
+                    } else {
+                        let hash = found.hash.as_ref().ok_or("image hash was not computed")?;
+                        format!("\"{}\"", String::from_utf8_lossy(&content_ref(hash)))
+                    };
+                    raw.append_value(json::raw_output(&reference, &source.members));
+                }
+                statistics.append_option(source.statistics.as_deref());
+                match saved.as_ref().map(|saved| &saved[at]) {
+                    None => error.append_null(),
+                    Some(Ok(name)) => {
+                        path.append_value(name);
+                        error.append_null();
+                    }
+                    Some(Err(problem)) => {
+                        let problem = format!("the image artifact was not saved: {problem}");
+                        path.append_null();
+                        error.append_value(&problem);
+                        failures.push(Failure {
+                            row,
+                            generation,
+                            error: problem,
+                        });
+                    }
+                }
+            }
+            Err((problem, raw_json)) => {
+                image.append_null();
+                if options.raw_output {
+                    raw.append_option(raw_json.as_deref());
+                }
+                statistics.append_null();
+                if saved.is_some() {
+                    path.append_null();
+                }
+                error.append_value(&problem);
+                failures.push(Failure {
+                    row,
+                    generation,
+                    error: problem,
+                });
+            }
+        }
+    }
+    Ok(Columns {
+        image: Arc::new(image.finish()),
+        image_path: saved.map(|_| Arc::new(path.finish()) as ArrayRef),
+        raw_output: options
+            .raw_output
+            .then(|| Arc::new(raw.finish()) as ArrayRef),
+        statistics: Arc::new(statistics.finish()),
+        error: Arc::new(error.finish()),
+        failures,
+    })
+}
+
+/// The bytes of a usable image: decoded from base64 text, or the payload's own bytes.
+fn image_bytes<'a>(image: &'a Image<'_>, derived: &'a Derived) -> &'a [u8] {
+    match &image.payload {
+        Ok(Payload::Bytes(bytes)) => bytes,
+        _ => derived.bytes.as_deref().unwrap_or_default(),
+    }
+}
+
+/// JSON of an image payload as the raw output keeps it inline.
+fn inline_json(image: &Image<'_>) -> String {
+    if let Some(json) = &image.payload_json {
+        return json.clone();
+    }
+    let mut out = String::new();
+    match &image.payload {
+        Ok(Payload::Text(text)) => json::write_str(&mut out, &String::from_utf8_lossy(text)),
+        Ok(Payload::Bytes(bytes)) => json::write_str(&mut out, &payload::encode(bytes)),
+        Err(_) => out.push_str("null"),
+    }
+    out
+}
+
+/// Writes the artifact file of every usable image: its recorded path, or why not.
+fn save(
+    artifacts: &Artifacts,
+    images: &[Image<'_>],
+    derived: &[Result<Derived, String>],
+) -> Vec<Result<String, String>> {
+    images
+        .iter()
+        .zip(derived)
+        .map(|(image, derived)| {
+            let Ok(derived) = derived else {
+                return Err("the image is unusable".to_owned());
+            };
+            let bytes = image_bytes(image, derived);
+            let hash = derived.hash.as_ref().ok_or("image hash was not computed")?;
+            let name = artifacts::file_name_of(bytes, hash)?;
+            artifacts::store(&artifacts.folder, &name, bytes).map_err(|e| {
+                format!(
+                    "could not write {}: {e}",
+                    artifacts.folder.join(&name).display()
+                )
+            })?;
+            Ok(format!("{}/{name}", artifacts.prefix))
+        })
+        .collect()
+}
+
+/// The input row of each output row: every row `n` times, in order.
+pub fn repeated_rows(rows: usize, n: usize) -> UInt32Array {
+    UInt32Array::from_iter_values((0..rows).flat_map(|row| std::iter::repeat_n(row as u32, n)))
+}
+
+/// List offsets that group `n` consecutive cells into one list per row.
+pub fn group_offsets(rows: usize, n: usize) -> Int32Array {
+    let offsets: Vec<i32> = (0..=rows).map(|row| (row * n) as i32).collect();
+    Int32Array::from(offsets)
+}
+
+/// A column holding `text` `len` times.
+pub fn constant(text: &str, len: usize) -> StringArray {
+    let offsets = OffsetBuffer::new(ScalarBuffer::from_iter(
+        (0..=len).map(|i| (i * text.len()) as i32),
+    ));
+    StringArray::new(offsets, text.repeat(len).into_bytes().into(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, BinaryArray};
+
+    fn image<'a>(payload: Payload<'a>, after: &str) -> Image<'a> {
+        Image {
+            payload: Ok(payload),
+            payload_json: None,
+            members: Arc::new(Members {
+                before: String::new(),
+                after: after.to_owned(),
+            }),
+            statistics: None,
+        }
+    }
+
+    fn options(raw_output: bool) -> Options {
+        Options {
+            raw_output,
+            inline_raw_images: false,
+            artifacts: None,
+        }
+    }
+
+    fn strings(array: &ArrayRef) -> Vec<Option<String>> {
+        let array = array.as_any().downcast_ref::<StringArray>().unwrap();
+        array.iter().map(|v| v.map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn images_become_bytes_and_raw_output_refers_to_them() {
+        let images = [
+            image(Payload::Text(b"YWJj"), "\"seed\":1"),
+            image(Payload::Bytes(b"xyz"), ""),
+        ];
+        let cells = [Cell::Image(0), Cell::Image(1)];
+        let columns = build(&images, &cells, 1, &options(true)).unwrap();
+        let bytes = columns
+            .image
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .unwrap();
+        assert_eq!(bytes.value(0), b"abc");
+        assert_eq!(bytes.value(1), b"xyz");
+        let raw = strings(columns.raw_output.as_ref().unwrap());
+        assert_eq!(
+            raw[0].as_deref(),
+            Some(
+                "{\"images\":[\"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"],\"seed\":1}"
+            )
+        );
+        assert_eq!(columns.error.null_count(), 2);
+        assert!(columns.failures.is_empty());
+    }
+
+    #[test]
+    fn a_bad_image_fails_its_cell_with_its_payload_inline() {
+        let images = [image(Payload::Text(b"not base64!"), "")];
+        let cells = [
+            Cell::Image(0),
+            Cell::Failed {
+                error: "the model returned 1 image(s) for 2 generation(s)".into(),
+                raw: None,
+            },
+        ];
+        let columns = build(&images, &cells, 2, &options(true)).unwrap();
+        assert_eq!(columns.image.null_count(), 2);
+        let errors = strings(&columns.error);
+        assert!(errors[0]
+            .as_deref()
+            .unwrap()
+            .starts_with("image 0 of the model's answer is not valid base64"));
+        assert_eq!(
+            strings(columns.raw_output.as_ref().unwrap()),
+            vec![Some("{\"images\":[\"not base64!\"]}".to_owned()), None]
+        );
+        assert_eq!(
+            columns
+                .failures
+                .iter()
+                .map(|f| (f.row, f.generation))
+                .collect::<Vec<_>>(),
+            vec![(0, 0), (0, 1)]
+        );
+    }
+
+    #[test]
+    fn artifacts_are_written_and_their_paths_recorded() {
+        let dir = std::env::temp_dir().join(format!("imagetask-columns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let images = [
+            image(Payload::Bytes(b"GIF89a-1"), ""),
+            image(Payload::Bytes(b"??"), ""),
+        ];
+        let cells = [Cell::Image(0), Cell::Image(1)];
+        let opts = Options {
+            raw_output: false,
+            inline_raw_images: false,
+            artifacts: Some(Artifacts {
+                folder: dir.clone(),
+                prefix: "images".to_owned(),
+            }),
+        };
+        let columns = build(&images, &cells, 1, &opts).unwrap();
+        let paths = strings(columns.image_path.as_ref().unwrap());
+        let name = artifacts::file_name(b"GIF89a-1").unwrap();
+        assert_eq!(paths, vec![Some(format!("images/{name}")), None]);
+        assert_eq!(std::fs::read(dir.join(&name)).unwrap(), b"GIF89a-1");
+        assert_eq!(columns.failures.len(), 1);
+        assert!(columns.failures[0].error.starts_with(
+            "the image artifact was not saved: the image bytes are in no known image format"
+        ));
+        // The image stays in its row.
+        assert_eq!(columns.image.null_count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn helpers_repeat_group_and_fill() {
+        assert_eq!(
+            repeated_rows(2, 3).values().to_vec(),
+            vec![0, 0, 0, 1, 1, 1]
+        );
+        assert_eq!(group_offsets(2, 3).values().to_vec(), vec![0, 3, 6]);
+        let names = constant("model", 3);
+        assert_eq!(names.iter().collect::<Vec<_>>(), vec![Some("model"); 3]);
+        assert_eq!(constant("m", 0).len(), 0);
+    }
+}

@@ -1,0 +1,97 @@
+//! JSON text for the metadata the columnar path stores as text: string escaping and the
+//! raw output of one generation assembled from its parts.
+//!
+//! Plain Rust with no Python types, covered by `cargo test`.
+
+use std::fmt::Write;
+
+/// Appends `text` as a JSON string literal.
+pub fn write_str(out: &mut String, text: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..at]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = at + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// The members of an answer dict around its `images` key, as JSON without braces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    pub before: String,
+    pub after: String,
+}
+
+/// A generation's raw output: its answer dict with `images` narrowed to one image (given
+/// as JSON), between the dict's other members, in the dict's order.
+pub fn raw_output(image: &str, members: &Members) -> String {
+    let mut out =
+        String::with_capacity(16 + image.len() + members.before.len() + members.after.len());
+    out.push('{');
+    if !members.before.is_empty() {
+        out.push_str(&members.before);
+        out.push(',');
+    }
+    out.push_str("\"images\":[");
+    out.push_str(image);
+    out.push(']');
+    if !members.after.is_empty() {
+        out.push(',');
+        out.push_str(&members.after);
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quoted(text: &str) -> String {
+        let mut out = String::new();
+        write_str(&mut out, text);
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        assert_eq!(quoted("plain"), "\"plain\"");
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(quoted("l1\nl2\t\r"), "\"l1\\nl2\\t\\r\"");
+        assert_eq!(quoted("\u{1}x\u{1f}"), "\"\\u0001x\\u001f\"");
+        assert_eq!(quoted("ünï 🎨"), "\"ünï 🎨\"");
+    }
+
+    #[test]
+    fn raw_output_narrows_images_and_keeps_the_order() {
+        let none = Members::default();
+        assert_eq!(
+            raw_output("\"sha256:ab\"", &none),
+            "{\"images\":[\"sha256:ab\"]}"
+        );
+        let members = Members {
+            before: "\"seed\":3".to_owned(),
+            after: "\"revised_prompt\":\"r\"".to_owned(),
+        };
+        assert_eq!(
+            raw_output("\"x\"", &members),
+            "{\"seed\":3,\"images\":[\"x\"],\"revised_prompt\":\"r\"}"
+        );
+    }
+}

@@ -1,0 +1,316 @@
+"""The columnar path: `process_arrow` against `process_batch`, exact tables, inputs from
+pyarrow and Polars, and the slow path for overridden hooks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from conftest import ScriptedModel, b64
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_rows_property import entries
+
+from imagetask import ImageGeneration, InputRowError
+from imagetask.columnar import dict_rows
+from imagetask.models import PlaceholderImageGeneration
+
+META = "distilabel_metadata"
+NAME = "image_generation_0"
+OURS = {f"raw_output_{NAME}", f"raw_input_{NAME}"}
+
+
+def comparable(rows: list[dict[str, Any]], task: ImageGeneration) -> list[dict[str, Any]]:
+    """Rows with the documented differences of the Arrow layout taken out: images as
+    padded base64, raw outputs and statistics as JSON values (bytes as base64), null
+    metadata fields left out."""
+    raw, stats = f"raw_output_{task.name}", f"statistics_{task.name}"
+    keep = {raw, f"raw_input_{task.name}"}
+
+    def meta(value: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, item in value.items():
+            if key in (raw, stats) and item is not None:
+                item = json.loads(pl_json(item))
+            if item is not None or key in keep:
+                out[key] = item
+        return out
+
+    def image(value: Any) -> Any:
+        if isinstance(value, str):  # canonical padded base64
+            return base64.b64encode(base64.b64decode(value + "=" * (-len(value) % 4))).decode()
+        return value
+
+    picture = task.output_mappings.get("image", "image")
+    out = []
+    for row in rows:
+        row = dict(row)
+        row[picture] = (
+            [image(i) for i in row[picture]] if task.group_generations else image(row[picture])
+        )
+        column = task.metadata_column
+        row[column] = (
+            [meta(m) for m in row[column]] if task.group_generations else meta(row[column])
+        )
+        out.append(row)
+    return out
+
+
+def pl_json(value: Any) -> str:
+    from imagetask import _core
+
+    return _core.json_text(value)
+
+
+# --- tables and answers ---------------------------------------------------------------
+
+
+@st.composite
+def tasks(draw: st.DrawFn) -> ImageGeneration:
+    return ImageGeneration(
+        image_generation_model=ScriptedModel([], name=draw(st.sampled_from(["m", "ünï"]))),
+        num_generations=draw(st.integers(1, 3)),
+        group_generations=draw(st.booleans()),
+        add_raw_output=draw(st.booleans()),
+        add_raw_input=draw(st.booleans()),
+        images_as_bytes=draw(st.booleans()),
+        inline_raw_images=draw(st.booleans()),
+        input_mappings=draw(st.sampled_from([{}, {"prompt": "text"}])),
+        output_mappings=draw(st.sampled_from([{}, {"image": "picture"}])),
+        on_invalid_row="fail",
+    )
+
+
+@st.composite
+def tables(draw: st.DrawFn, task: ImageGeneration) -> pa.Table:
+    rows = draw(st.integers(0, 6))
+    prompt = task.input_mappings.get("prompt", "prompt")
+    columns: dict[str, pa.Array] = {
+        prompt: pa.array(
+            draw(st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=rows, max_size=rows)),
+            pa.string(),
+        ),
+        "id": pa.array(range(rows), pa.int64()),
+    }
+    if draw(st.booleans()):
+        upstream = [
+            draw(
+                st.one_of(
+                    st.none(),
+                    st.fixed_dictionaries(
+                        {
+                            "source": st.one_of(st.none(), st.text(max_size=4)),
+                            "n": st.integers(0, 9),
+                        }
+                    ),
+                )
+            )
+            for _ in range(rows)
+        ]
+        kind = pa.struct([("source", pa.string()), ("n", pa.int64())])
+        columns[META] = pa.array(upstream, kind)
+    if draw(st.booleans()):
+        columns["image"] = pa.array([b"old"] * rows, pa.binary())  # replaced by the output
+    if draw(st.booleans()):
+        columns["nested"] = pa.array([{"tags": ["a", "b"], "w": 1.5}] * rows)
+    return pa.table(columns)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[ImageGeneration, pa.Table, Any, str]:
+    task = draw(tasks())
+    table = draw(tables(task))
+    prompt = task.input_mappings.get("prompt", "prompt")
+    valid = sum(value is not None for value in table.column(prompt).to_pylist())
+    answers: Any = [draw(entries(task.num_generations)) for _ in range(valid)]
+    whole = draw(st.sampled_from(["as-is"] * 8 + ["raise", "none", "short"]))
+    if whole == "raise":
+        answers = RuntimeError("backend down")
+    elif whole == "none":
+        answers = None
+    elif whole == "short" and answers:
+        answers = answers[:-1]
+    source = draw(st.sampled_from(["pyarrow", "polars", "record-batch"]))
+    return task, table, answers, source
+
+
+def as_input(table: pa.Table, source: str) -> Any:
+    if source == "polars":
+        return pl.from_arrow(table)
+    if source == "record-batch":
+        return table.combine_chunks().to_batches()[0] if table.num_rows else table
+    return table
+
+
+PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(cases())
+def test_process_arrow_carries_what_process_batch_gives(
+    case: tuple[ImageGeneration, pa.Table, Any, str],
+) -> None:
+    task, table, answers, source = case
+    model = task.image_generation_model
+    assert isinstance(model, ScriptedModel)
+    model.answers = answers
+    expected = task.process_batch(table.to_pylist())
+    out = task.process_arrow(as_input(table, source))
+    assert comparable(dict_rows(task, out), task) == comparable(expected, task)
+    assert out.num_rows == table.num_rows * (1 if task.group_generations else task.num_generations)
+
+
+class Formatted(ImageGeneration):
+    """The same task with a hook of its own (doing what the native one does): the slow
+    path."""
+
+    def format_output(self, output: dict[str, Any], input: dict[str, Any] | None = None) -> Any:
+        return ImageGeneration.format_output(self, output, input)
+
+
+@PROPERTY
+@given(cases())
+def test_the_slow_path_builds_the_same_table(
+    case: tuple[ImageGeneration, pa.Table, Any, str],
+) -> None:
+    task, table, answers, source = case
+    fields = {name: getattr(task, name) for name in task.__fields__}
+    slow = Formatted(**fields)
+    assert isinstance(task.image_generation_model, ScriptedModel)
+    task.image_generation_model.answers = answers
+    fast = task.process_arrow(as_input(table, source))
+    assert slow.process_arrow(as_input(table, source)).equals(fast)
+
+
+# --- exact tables ---------------------------------------------------------------------
+
+
+def placeholder_task(**fields: Any) -> ImageGeneration:
+    return ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="4x4"), **fields)
+
+
+def test_the_table_has_the_documented_schema() -> None:
+    table = pa.table({"prompt": ["a", "b"], "id": [1, 2]})
+    out = placeholder_task(num_generations=2).process_arrow(table)
+    assert out.schema == pa.schema(
+        [
+            ("prompt", pa.string()),
+            ("id", pa.int64()),
+            ("image", pa.binary()),
+            ("model_name", pa.string()),
+            (
+                META,
+                pa.struct(
+                    [
+                        (f"raw_output_{NAME}", pa.string()),
+                        (f"raw_input_{NAME}", pa.string()),
+                        (f"statistics_{NAME}", pa.string()),
+                        (f"error_{NAME}", pa.string()),
+                    ]
+                ),
+            ),
+        ]
+    )
+    assert out.column("prompt").to_pylist() == ["a", "a", "b", "b"]
+    images = out.column("image").to_pylist()
+    assert len(set(images)) == 4 and all(image.startswith(b"\x89PNG") for image in images)
+    meta = out.column(META).to_pylist()[0]
+    assert json.loads(meta[f"raw_output_{NAME}"]) == {
+        "images": ["sha256:" + hashlib.sha256(images[0]).hexdigest()],
+        "seed": 0,
+    }
+    assert json.loads(meta[f"statistics_{NAME}"]) == {"image_bytes": len(images[0])}
+    assert meta[f"raw_input_{NAME}"] == "a" and meta[f"error_{NAME}"] is None
+
+
+def test_the_schema_is_the_same_for_failures() -> None:
+    table = pa.table({"prompt": ["a"]})
+    task = ImageGeneration(image_generation_model=ScriptedModel(RuntimeError("down")))
+    failed = task.process_arrow(table)
+    ok = placeholder_task().process_arrow(table)
+    assert failed.schema == ok.schema
+    [meta] = failed.column(META).to_pylist()
+    assert meta[f"error_{NAME}"] == "the model raised RuntimeError: down"
+    assert failed.column("image").to_pylist() == [None]
+
+
+def test_input_columns_pass_through_without_copying() -> None:
+    table = pa.table({"prompt": ["a", "b"], "payload": [b"x" * 64, b"y" * 64]})
+    out = placeholder_task().process_arrow(table)
+    before = table.column("payload").chunk(0).buffers()[2].address
+    assert out.column("payload").chunk(0).buffers()[2].address == before
+
+
+def test_grouped_generations_are_lists() -> None:
+    out = placeholder_task(num_generations=3, group_generations=True).process_arrow(
+        pa.table({"prompt": ["a", "b"]})
+    )
+    assert out.schema.field("image").type == pa.list_(pa.binary())
+    assert [len(images) for images in out.column("image").to_pylist()] == [3, 3]
+    assert out.column("model_name").to_pylist() == ["placeholder", "placeholder"]
+    assert [len(m) for m in out.column(META).to_pylist()] == [3, 3]
+
+
+def test_upstream_metadata_is_merged() -> None:
+    kind = pa.struct([("source", pa.string())])
+    table = pa.table({"prompt": ["a", "b"], META: pa.array([{"source": "web"}, None], kind)})
+    out = placeholder_task().process_arrow(table)
+    meta = out.column(META).to_pylist()
+    assert [m["source"] for m in meta] == ["web", None]
+    assert out.schema.field(META).type.field(0).name == "source"
+
+
+def test_a_null_prompt_raises_naming_its_row() -> None:
+    with pytest.raises(InputRowError) as info:
+        placeholder_task().process_arrow(pa.table({"prompt": ["a", None]}))
+    assert info.value.row == 1
+    assert str(info.value) == (
+        "row 1 of the batch has no text prompt: its column 'prompt' holds a NoneType"
+    )
+
+
+def test_a_missing_prompt_column_raises_like_process_batch() -> None:
+    with pytest.raises(InputRowError) as info:
+        placeholder_task().process_arrow(pa.table({"text": ["a"]}))
+    assert str(info.value) == (
+        "row 0 of the batch lacks the input column 'prompt' (its columns: 'text')"
+    )
+
+
+def test_polars_and_record_batches_are_read() -> None:
+    frame = pl.DataFrame({"prompt": ["a", "b"], "id": [1, 2]})
+    from_polars = placeholder_task().process_arrow(frame)
+    from_batch = placeholder_task().process_arrow(pa.table(frame).to_batches()[0])
+    assert from_polars.column("image").equals(from_batch.column("image"))
+    assert from_polars.column("id").to_pylist() == [1, 2]
+
+
+def test_something_that_is_not_arrow_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="exporting the Arrow PyCapsule interface"):
+        placeholder_task().process_arrow([{"prompt": "a"}])
+
+
+def test_artifacts_are_written_natively(tmp_path: Path) -> None:
+    task = placeholder_task(save_artifacts=True, output_dir=str(tmp_path), num_generations=2)
+    out = task.process_arrow(pa.table({"prompt": ["a", "a"]}))
+    paths = out.column("image_path").to_pylist()
+    images = out.column("image").to_pylist()
+    for path, image in zip(paths, images, strict=True):
+        assert (tmp_path / path).read_bytes() == image
+        assert path.endswith(hashlib.sha256(image).hexdigest() + ".png")
+    rows = task.process_batch([{"prompt": "a"}, {"prompt": "a"}])
+    assert [row["image_path"] for row in rows] == paths
+
+
+def test_images_are_bytes_whatever_images_as_bytes_says() -> None:
+    answers = [[{"images": [b64(b"GIF89a")]}]]
+    task = ImageGeneration(image_generation_model=ScriptedModel(answers))
+    out = task.process_arrow(pa.table({"prompt": ["a"]}))
+    assert out.column("image").to_pylist() == [b"GIF89a"]
+    assert dict_rows(task, out)[0]["image"] == base64.b64encode(b"GIF89a").decode()

@@ -1,0 +1,592 @@
+"""Hostile input to the task and its row builder: each test names the defect it guards."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import pickle
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from conftest import EchoModel, ScriptedModel, b64
+from servers import Fault, ImageServer, image_server
+
+from imagetask import (
+    ConfigError,
+    ImageGeneration,
+    InputRowError,
+    MissingExtraError,
+    ReadError,
+    RequestError,
+    RunError,
+    RunInterrupted,
+    RunSummary,
+    SinkError,
+    _core,
+)
+from imagetask.errors import ImageTaskError, UsageError
+from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
+
+META = "distilabel_metadata"
+ERROR = "error_image_generation_0"
+RAW = "raw_output_image_generation_0"
+PNG = b"\x89PNG\r\n\x1a\n-image"
+
+
+def task_for(answers: Any, **fields: Any) -> ImageGeneration:
+    return ImageGeneration(image_generation_model=ScriptedModel(answers), **fields)
+
+
+# --- counts: bounded, never pre-allocated from an unchecked number ---------------------
+
+
+@pytest.mark.parametrize("count", [10**12, 2**63, 2**64, 10_001])
+def test_a_huge_num_generations_is_a_config_error(count: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        ImageGeneration(image_generation_model=EchoModel(), num_generations=count)
+    assert str(info.value) == (
+        f"ImageGeneration: bad field `num_generations` = {count}: Expected `int` <= 10000"
+    )
+
+
+def test_a_huge_num_generations_at_run_time_is_a_config_error() -> None:
+    task = ImageGeneration(image_generation_model=EchoModel())
+    with pytest.raises(ConfigError, match="`num_generations` = 1000000000000"):
+        task.set_runtime_parameters({"num_generations": 10**12})
+    assert task.num_generations == 1
+
+
+@pytest.mark.parametrize("count", [0, 10**12, 2**63])
+def test_the_native_builder_refuses_an_unbounded_count(count: int) -> None:
+    with pytest.raises(ValueError, match="num_generations must be between 1 and 10000"):
+        _core.RowBuilder(
+            task_name="t",
+            model_name="m",
+            inputs=[("prompt", "prompt")],
+            outputs=[("image", "image")],
+            num_generations=count,
+            group_generations=False,
+            add_raw_output=True,
+            add_raw_input=True,
+            image_bytes=False,
+            inline_raw_images=False,
+            pass_invalid_rows=False,
+            model_name_column="model_name",
+            metadata_column=META,
+        )
+
+
+def test_the_largest_count_builds_every_row() -> None:
+    n = _core.MAX_GENERATIONS
+    answer = [[{"images": [b64(f"{k}".encode()) for k in range(n)]}]]
+    rows = task_for(answer, num_generations=n, add_raw_output=False).process_batch(
+        [{"prompt": "p"}]
+    )
+    assert len(rows) == n
+    assert [base64.b64decode(row["image"]) for row in rows[:3]] == [b"0", b"1", b"2"]
+
+
+# --- only Exception is a failed row --------------------------------------------------
+
+
+class Interrupting(ImageGeneration):
+    """Raises `what` from `format_input` (or `format_output`) for the prompt "stop"."""
+
+    def format_input(self, input: dict[str, Any]) -> str:
+        if input["prompt"] == "stop" and self.name == "in_0":
+            raise STOP[0]
+        return str(input["prompt"])
+
+    def format_output(self, output: dict[str, Any], input: dict[str, Any] | None = None) -> Any:
+        if input is not None and input["prompt"] == "stop" and self.name == "out_0":
+            raise STOP[0]
+        return {"image": output["images"][0]}
+
+
+STOP: list[BaseException] = []
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), SystemExit(3), MemoryError()])
+@pytest.mark.parametrize("hook", ["in_0", "out_0"])
+def test_interrupts_in_a_hook_propagate_instead_of_failing_a_row(
+    stop: BaseException, hook: str
+) -> None:
+    STOP[:] = [stop]
+    answers = [[{"images": [b64(b"a")]}], [{"images": [b64(b"b")]}]]
+    task = Interrupting(image_generation_model=ScriptedModel(answers), name=hook)
+    with pytest.raises(type(stop)):
+        task.process_batch([{"prompt": "go"}, {"prompt": "stop"}])
+
+
+def test_an_exception_in_a_hook_fails_only_its_row() -> None:
+    STOP[:] = [ValueError("bad row")]
+    answers = [[{"images": [b64(b"a")]}], [{"images": [b64(b"b")]}]]
+    task = Interrupting(image_generation_model=ScriptedModel(answers), name="out_0")
+    rows = task.process_batch([{"prompt": "go"}, {"prompt": "stop"}])
+    assert [row["image"] for row in rows] == [b64(b"a"), None]
+    assert rows[1][META]["error_out_0"] == "ValueError: bad row"
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), SystemExit(2), MemoryError()])
+def test_a_model_that_is_interrupted_stops_the_batch(stop: BaseException) -> None:
+    with pytest.raises(type(stop)):
+        task_for(stop).process_batch([{"prompt": "p"}])
+    with pytest.raises(type(stop)):
+        task_for([stop]).process_batch([{"prompt": "p"}])
+
+
+def test_a_cancelled_request_stops_the_batch_instead_of_failing_its_row() -> None:
+    import asyncio
+
+    with pytest.raises(asyncio.CancelledError):
+        task_for([[{"images": [b64(b"a")]}], asyncio.CancelledError()]).process_batch(
+            [{"prompt": "a"}, {"prompt": "b"}]
+        )
+
+
+def test_an_interrupted_converter_propagates(tmp_path: Path) -> None:
+    rows = [{"image": b64(PNG), "image_path": None, META: {}}]
+
+    def convert(data: bytes) -> bytes:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _core.write_artifacts(
+            rows,
+            image_column="image",
+            path_column="image_path",
+            metadata_column=META,
+            error_key=ERROR,
+            folder=tmp_path,
+            prefix="images",
+            convert=convert,
+        )
+
+
+# --- rows are read once; what the caller changes later does not reach the output ------
+
+
+class Hostile(Mapping[str, Any]):
+    """A Mapping whose methods raise or count their calls."""
+
+    def __init__(self, data: dict[str, Any], fail: str | None = None) -> None:
+        self.data = data
+        self.fail = fail
+        self.reads = 0
+
+    def __getitem__(self, key: str) -> Any:
+        self.reads += 1
+        if self.fail == "getitem":
+            raise RuntimeError("getitem exploded")
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        if self.fail == "iter":
+            raise RuntimeError("iter exploded")
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def keys(self) -> Any:
+        if self.fail == "keys":
+            raise RuntimeError("keys exploded")
+        return self.data.keys()
+
+
+@pytest.mark.parametrize("fail", ["getitem", "keys"])
+def test_a_raising_mapping_is_an_input_row_error_naming_the_row(fail: str) -> None:
+    rows: list[Any] = [{"prompt": "a"}, Hostile({"prompt": "b"}, fail=fail)]
+    with pytest.raises(InputRowError) as info:
+        task_for([]).process_batch(rows)
+    assert info.value.row == 1
+    assert str(info.value) == (
+        f"row 1 of the batch cannot be read as a mapping: RuntimeError: {fail} exploded"
+    )
+
+
+def test_a_raising_mapping_is_a_failure_row_when_invalid_rows_pass() -> None:
+    rows: list[Any] = [{"prompt": "a"}, Hostile({"prompt": "b"}, fail="keys")]
+    task = task_for([[{"images": [b64(b"a")]}]], on_invalid_row="fail")
+    out = task.process_batch(rows)
+    assert [row.get("prompt") for row in out] == ["a", None]
+    assert out[1][META][ERROR] == (
+        "row 1 of the batch cannot be read as a mapping: RuntimeError: keys exploded"
+    )
+    assert out[1]["image"] is None
+
+
+def test_a_mapping_is_read_once() -> None:
+    row = Hostile({"prompt": "p", "extra": 1})
+    rows = task_for([[{"images": [b64(b"a")]}]], num_generations=1).process_batch([row])
+    assert row.reads == 2  # one __getitem__ per key, once
+    assert rows[0]["prompt"] == "p" and rows[0]["extra"] == 1
+
+
+def test_rows_changed_while_the_model_runs_do_not_change_the_output() -> None:
+    rows: list[dict[str, Any]] = [{"prompt": "a", "keep": 1}, {"prompt": "b", "keep": 2}]
+
+    def answer(prompts: list[str], n: int) -> Any:
+        rows.clear()
+        rows.append({"other": True})
+        return [[{"images": [b64(p.encode())]}] for p in prompts]
+
+    out = task_for(answer).process_batch(rows)
+    assert [(row["prompt"], row["keep"]) for row in out] == [("a", 1), ("b", 2)]
+
+
+def test_a_row_dict_changed_while_the_model_runs_does_not_change_the_output() -> None:
+    row = {"prompt": "a", "keep": 1}
+
+    def answer(prompts: list[str], n: int) -> Any:
+        row.clear()
+        return [[{"images": [b64(b"x")]}]]
+
+    [out] = task_for(answer).process_batch([row])
+    assert (out["prompt"], out["keep"]) == ("a", 1)
+
+
+def test_a_converter_that_changes_the_rows_cannot_crash_the_writer(tmp_path: Path) -> None:
+    rows = [{"image": b64(PNG), "image_path": None, META: {}} for _ in range(3)]
+    original = list(rows)
+
+    def convert(data: bytes) -> bytes:
+        rows.clear()
+        return data
+
+    failures = _core.write_artifacts(
+        rows,
+        image_column="image",
+        path_column="image_path",
+        metadata_column=META,
+        error_key=ERROR,
+        folder=tmp_path,
+        prefix="images",
+        convert=convert,
+    )
+    assert failures == []
+    assert {row["image_path"] for row in original} == {f"images/{_sha(PNG)}.png"}
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- every image is checked the same way whatever the flags ---------------------------
+
+BAD_IMAGES = [
+    ("not base64!", "image 0 of the model's answer is not valid base64"),
+    ("data:image/png;base64,iVBORw0KGgo=", "image 0 of the model's answer is not valid base64"),
+    ("", "image 0 of the model's answer is empty"),
+    (b"", "image 0 of the model's answer is empty"),
+    ("\ud800abc", "image 0 of the model's answer is not valid base64 (it is not ASCII text)"),
+]
+
+
+@pytest.mark.parametrize(("image", "error"), BAD_IMAGES)
+@pytest.mark.parametrize("raw", [True, False])
+@pytest.mark.parametrize("inline", [True, False])
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_a_bad_image_fails_its_row_whatever_the_flags(
+    image: Any, error: str, raw: bool, inline: bool, as_bytes: bool
+) -> None:
+    task = task_for(
+        [[{"images": [image]}]],
+        add_raw_output=raw,
+        inline_raw_images=inline,
+        images_as_bytes=as_bytes,
+    )
+    [row] = task.process_batch([{"prompt": "p"}])
+    assert row["image"] is None
+    assert row[META][ERROR].startswith(error)
+    # Any sink can write the row, a lone surrogate included.
+    line = msgspec.json.encode(row)
+    assert json.loads(line)["prompt"] == "p"
+
+
+def test_an_empty_openai_b64_json_is_a_failure_row() -> None:
+    with image_server() as server:
+        server.empty_images = True
+        backend = OpenAIImageGeneration(
+            model="gpt-image-1", base_url=f"{server.url}/v1", api_key="k", retry_backoff=0.001
+        )
+        [row] = ImageGeneration(image_generation_model=backend).process_batch([{"prompt": "p"}])
+        backend.unload()
+    assert row["image"] is None
+    assert row[META][ERROR] == "image 0 of the model's answer is empty"
+
+
+# --- the garbage collector is left as it was found -------------------------------------
+
+
+def test_a_build_leaves_a_disabled_collector_disabled() -> None:
+    task = task_for([[{"images": [b64(b"a")]}]])
+    gc.disable()
+    try:
+        task.process_batch([{"prompt": "p"}])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    task = task_for([[{"images": [b64(b"a")]}]])
+    task.process_batch([{"prompt": "p"}])
+    assert gc.isenabled()
+
+
+def test_nested_builds_in_threads_leave_the_collector_on() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_answer(prompts: list[str], n: int) -> Any:
+        return [[{"images": [b64(b"a")]}] for _ in prompts]
+
+    class Waiting(ImageGeneration):
+        def format_output(self, output: dict[str, Any], input: Any = None) -> Any:
+            started.set()
+            release.wait(10)
+            return {"image": output["images"][0]}
+
+    waiting = Waiting(image_generation_model=ScriptedModel(slow_answer))
+    thread = threading.Thread(target=waiting.process_batch, args=([{"prompt": "a"}],))
+    thread.start()
+    assert started.wait(10)
+    task_for(slow_answer).process_batch([{"prompt": "b"}])  # a second build ends first
+    release.set()
+    thread.join(10)
+    assert gc.isenabled()
+
+
+# --- artifacts from many threads ------------------------------------------------------
+
+
+def test_threads_saving_artifacts_into_a_fresh_folder_lose_nothing(tmp_path: Path) -> None:
+    model = PlaceholderImageGeneration(size="4x4")
+    errors: list[BaseException] = []
+    results: dict[int, list[dict[str, Any]]] = {}
+
+    def work(index: int) -> None:
+        task = ImageGeneration(
+            image_generation_model=model, save_artifacts=True, output_dir=str(tmp_path)
+        )
+        try:
+            results[index] = task.process_batch([{"prompt": f"{index}-{i}"} for i in range(5)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    rows = [row for index in sorted(results) for row in results[index]]
+    assert len(rows) == 40
+    assert all((tmp_path / row["image_path"]).exists() for row in rows)
+    folder = tmp_path / "artifacts" / "image_generation_0"
+    assert sorted(p.name for p in folder.iterdir()) == ["images", "metadata.json"]
+
+
+# --- names and columns ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"output_mappings": {"image": "distilabel_metadata"}},
+            "ImageGeneration: `metadata_column` and output `image` are both named "
+            "'distilabel_metadata'",
+        ),
+        (
+            {"output_mappings": {"model_name": "image"}},
+            "ImageGeneration: output `model_name` and output `image` are both named 'image'",
+        ),
+        (
+            {"metadata_column": "image"},
+            "ImageGeneration: `metadata_column` and output `image` are both named 'image'",
+        ),
+        (
+            {"output_mappings": {"image": "prompt"}},
+            "ImageGeneration: output `image` and input `prompt` are both named 'prompt'",
+        ),
+        (
+            {"output_mappings": {"image_path": "image"}},
+            "ImageGeneration: output `image_path` and output `image` are both named 'image'",
+        ),
+    ],
+)
+def test_colliding_output_names_are_a_config_error(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ImageGeneration(image_generation_model=EchoModel(), **fields)
+    assert str(info.value) == (
+        message + ": give them distinct names (output_mappings, metadata_column)"
+    )
+
+
+@pytest.mark.parametrize("name", ["x\n", "a" * 101, "", "é", "a/b", "..", "a b"])
+def test_bad_names_are_refused_at_construction(name: str) -> None:
+    with pytest.raises(ConfigError, match="bad field `name`"):
+        ImageGeneration(image_generation_model=EchoModel(), name=name or " ")
+
+
+def test_a_long_name_is_not_echoed_whole() -> None:
+    with pytest.raises(ConfigError) as info:
+        ImageGeneration(image_generation_model=EchoModel(), name="n" * 5000)
+    assert len(str(info.value)) < 300
+
+
+# --- secrets --------------------------------------------------------------------------
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def test_an_unknown_field_never_shows_its_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        ImageGeneration(image_generation_model=EchoModel(), api_key=SECRET)
+    assert str(info.value) == (
+        "ImageGeneration: bad field `api_key`: Object contains unknown field `api_key`"
+    )
+    assert SECRET not in repr(info.value)
+
+
+def _all_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)) + repr(exc.__context__)
+
+
+@pytest.fixture
+def keyed_server() -> Iterator[ImageServer]:
+    with image_server(key=SECRET) as running:
+        yield running
+
+
+def test_a_request_error_chains_nothing_that_holds_the_key(keyed_server: ImageServer) -> None:
+    keyed_server.always_fail = {"p"}
+    keyed_server.echo_key = True
+    backend = OpenAIImageGeneration(
+        model="gpt-image-1",
+        base_url=f"{keyed_server.url}/v1",
+        api_key=SECRET,
+        max_retries=0,
+        retry_backoff=0.001,
+    )
+    [error] = backend.generate(["p"], 1)
+    backend.unload()
+    assert isinstance(error, RequestError)
+    assert error.__context__ is None and error.__cause__ is None
+    assert SECRET not in _all_text(error)
+    assert "Authorization: Bearer **********" in str(error)
+
+
+def test_an_unparsable_retry_after_is_retried_and_masked(keyed_server: ImageServer) -> None:
+    keyed_server.faults = {"p": [Fault(status=429, headers={"Retry-After": "soon, maybe"})]}
+    backend = OpenAIImageGeneration(
+        model="gpt-image-1", base_url=f"{keyed_server.url}/v1", api_key=SECRET, retry_backoff=0.001
+    )
+    [row] = ImageGeneration(image_generation_model=backend).process_batch([{"prompt": "p"}])
+    backend.unload()
+    assert row["image"] is not None
+    assert keyed_server.served.statuses == [429, 200]
+
+
+# --- dumps are data -------------------------------------------------------------------
+
+
+class PlainModel:
+    """A backend that is a plain object: the four members, nothing else."""
+
+    model_name = "plain"
+
+    def load(self) -> None:
+        pass
+
+    def unload(self) -> None:
+        pass
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
+        return [[{"images": [b64(PNG)] * num_generations}] for _ in inputs]
+
+
+def test_a_run_takes_a_plain_object_backend(tmp_path: Path) -> None:
+    task = ImageGeneration(image_generation_model=PlainModel(), num_generations=2)
+    summary = task.run([{"prompt": "a"}, {"prompt": "b"}], tmp_path / "out")
+    assert (summary.rows_in, summary.rows_out, summary.failed) == (2, 4, 0)
+    dumped = json.loads((tmp_path / "out" / "run.json").read_text())["task"]
+    assert dumped["image_generation_model"] == {
+        "type_info": {"module": "test_hostile", "name": "PlainModel"}
+    }
+    again = ImageGeneration(image_generation_model=PlainModel(), num_generations=2)
+    assert again.run([{"prompt": "a"}, {"prompt": "b"}], tmp_path / "out", resume=True).complete
+
+
+def test_from_dict_loads_a_plain_backend_only_when_allowed() -> None:
+    dumped = ImageGeneration(image_generation_model=PlainModel()).dump()
+    with pytest.raises(ConfigError, match="pass it in `allow` to load it"):
+        ImageGeneration.from_dict(dumped)
+    loaded = ImageGeneration.from_dict(dumped, allow=[PlainModel])
+    assert isinstance(loaded.image_generation_model, PlainModel)
+
+
+@pytest.mark.parametrize(
+    "type_info",
+    [
+        {"module": "os", "name": "system"},
+        {"module": "subprocess", "name": "Popen"},
+        {"module": "builtins", "name": "eval"},
+        {"module": "imagetask.config", "name": "importlib.import_module"},
+        {"module": 3, "name": None},
+        "os.system",
+    ],
+)
+def test_from_dict_never_calls_what_a_dump_names(type_info: Any) -> None:
+    dumped = ImageGeneration(image_generation_model=EchoModel()).dump()
+    dumped["image_generation_model"] = {"type_info": type_info, "command": "touch /tmp/pwned"}
+    with pytest.raises(ConfigError, match="cannot load `type_info`"):
+        ImageGeneration.from_dict(dumped)
+    dumped["type_info"] = type_info
+    with pytest.raises(ConfigError, match="cannot load `type_info`"):
+        ImageGeneration.from_dict(dumped)
+
+
+def test_from_dict_still_loads_imagetask_and_program_classes() -> None:
+    task = ImageGeneration(image_generation_model=EchoModel(label="x"), num_generations=3)
+    loaded = ImageGeneration.from_dict(json.loads(json.dumps(task.dump())))
+    assert isinstance(loaded.image_generation_model, EchoModel)
+    assert loaded.dump() == task.dump()
+
+
+# --- every exception of the library pickles -------------------------------------------
+
+SUMMARY = RunSummary("out", 3, 6, 1, 1.5, 0, False)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ImageTaskError("base"),
+        ConfigError("config"),
+        InputRowError("row 2 of the batch lacks the input column 'prompt'", 2, "prompt"),
+        InputRowError("row 0 of the batch is a int, not a mapping", 0),
+        ReadError("file.jsonl:3: bad line"),
+        SinkError("sink"),
+        UsageError("--size: bad"),
+        RunError("run"),
+        RequestError("request failed after 1 attempt"),
+        MissingExtraError("pip install 'imagetask[parquet]'"),
+        RunInterrupted(SUMMARY),
+    ],
+)
+def test_every_exception_round_trips_through_pickle(error: ImageTaskError) -> None:
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error)
+    assert str(again) == str(error)
+    assert vars(again) == vars(error)
+    if isinstance(error, InputRowError):
+        assert (again.row, again.column) == (error.row, error.column)
+    if isinstance(error, RunInterrupted):
+        assert again.summary == SUMMARY

@@ -1,4 +1,5 @@
-"""Shared test helpers: image payload helpers and a validated backend with fixed answers.
+"""Shared test helpers: image payload helpers, a validated backend with fixed answers, and
+a scripted backend that can break the shape of a whole batch.
 
 The scripted backend the tests choose answers for is `imagetask.testing.ScriptedModel`.
 """
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from imagetask import ImageGenerationModel
+from imagetask.testing import Call, ScriptedModel
 
 
 def b64(data: bytes) -> str:
@@ -43,3 +45,21 @@ class EchoModel(ImageGenerationModel):
 @pytest.fixture
 def echo() -> EchoModel:
     return EchoModel()
+
+
+class BatchScriptedModel(ScriptedModel):
+    """The kit's `ScriptedModel` scripting whole batches, for backends that break a batch's
+    shape: `answers` is returned as it is by every call (`None` included), raised when it
+    is an exception, or called with the batch's prompts and `num_generations`."""
+
+    def __init__(self, answers: Any, name: str = "scripted") -> None:
+        super().__init__(model_name=name)
+        self.answers = answers
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
+        self.calls.append(Call(list(inputs), num_generations, kwargs))
+        if isinstance(self.answers, BaseException):
+            raise self.answers
+        if callable(self.answers):
+            return self.answers(inputs, num_generations)
+        return self.answers

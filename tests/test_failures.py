@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import EchoModel, b64, ref
+from conftest import BatchScriptedModel, EchoModel, b64, ref
 
 from imagetask import ImageGeneration, InputRowError
 from imagetask.testing import ScriptedModel
@@ -22,13 +22,6 @@ def failure(sent: str | None, raw: Any, error: str, **columns: Any) -> dict[str,
         "model_name": "scripted",
         META: {f"raw_output_{NAME}": raw, f"raw_input_{NAME}": sent, f"error_{NAME}": error},
     }
-
-
-class ReturnsNone(ScriptedModel):
-    """A backend that returns `None` instead of a list of answers."""
-
-    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
-        return None
 
 
 def task_for(answers: Any, **fields: Any) -> ImageGeneration:
@@ -92,7 +85,7 @@ def test_model_raising_fails_every_row_of_the_batch_with_the_error() -> None:
     ],
 )
 def test_unusable_batch_answers_keep_every_row(answers: Any, error: str) -> None:
-    model = ReturnsNone() if answers is None else ScriptedModel(answers)
+    model = BatchScriptedModel(None) if answers is None else ScriptedModel(answers)
     task = ImageGeneration(image_generation_model=model)
     rows = task.process_batch([{"prompt": "a"}, {"prompt": "b"}])
     assert rows == [failure("a", None, error, prompt="a"), failure("b", None, error, prompt="b")]

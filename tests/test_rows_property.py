@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import b64
+from conftest import BatchScriptedModel, b64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_rows import problem, reference_rows
@@ -150,19 +150,13 @@ def normalised_rows(rows: list[dict[str, Any]], task: ImageGeneration) -> list[d
     return out
 
 
-class ReturnsNone(ScriptedModel):
-    """A backend that returns `None` instead of a list of answers."""
-
-    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
-        super().generate(inputs, num_generations, **kwargs)
-        return None
-
-
 def answered(task: ImageGeneration, answers: Any) -> ScriptedModel:
     """Makes the task's model answer `answers` for its next batch."""
     name = task.image_generation_model.model_name
     model = (
-        ReturnsNone(model_name=name) if answers is None else ScriptedModel(answers, model_name=name)
+        BatchScriptedModel(None, name=name)
+        if answers is None
+        else ScriptedModel(answers, model_name=name)
     )
     task.image_generation_model = model
     return model

@@ -53,6 +53,8 @@ class ScriptedModel:
 
     Attributes
     ----------
+    answers:
+        What the model answers; it may be changed between calls.
     calls:
         Every call so far, in order (`Call`).
     """
@@ -65,14 +67,9 @@ class ScriptedModel:
                 f"ScriptedModel: bad `answers`: a {type(answers).__name__}, expected None, a "
                 "sequence of answers, an exception or a callable of the prompt"
             )
-        self._answers = answers
+        self.answers = answers
         self.model_name = model_name
         self.calls: list[Call] = []
-
-    @property
-    def answers(self) -> ScriptedAnswers:
-        """What the model was told to answer."""
-        return self._answers
 
     def dump(self) -> dict[str, Any]:
         """The model's name and class, as a run records its task (`run.json`); the scripted
@@ -93,7 +90,7 @@ class ScriptedModel:
     def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Sequence[Any]:
         """The scripted answers for `inputs` (see the class)."""
         self.calls.append(Call(list(inputs), num_generations, kwargs))
-        answers = self._answers
+        answers = self.answers
         if answers is None:
             images = _core.placeholder_images(
                 inputs,

@@ -247,6 +247,14 @@ def test_input_columns_pass_through_without_copying() -> None:
     assert out.column("payload").chunk(0).buffers()[2].address == before
 
 
+def test_an_input_column_named_like_an_output_the_task_does_not_write_passes_through() -> None:
+    task = placeholder_task()  # no save_artifacts: image_path is not written
+    table = pa.table({"prompt": ["a"], "image_path": ["mine"]})
+    out = task.process_arrow(table)
+    assert out.column("image_path").to_pylist() == ["mine"]
+    assert task.process_batch(table.to_pylist())[0]["image_path"] == "mine"
+
+
 def test_grouped_generations_are_lists() -> None:
     out = placeholder_task(num_generations=3, group_generations=True).process_arrow(
         pa.table({"prompt": ["a", "b"]})

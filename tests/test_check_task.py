@@ -237,6 +237,17 @@ class Numbered(ImageGeneration):
         return f"{input['prompt']} #{next(NUMBERS)}"
 
 
+CAPTIONS = itertools.count()
+
+
+class NumberedCaptions(Captioned):
+    """Captions from a counter: format_output is not a function of its generation, so the
+    Arrow path and the dict path caption the same rows differently."""
+
+    def format_output(self, output: dict[str, Any], input: Row | None = None) -> Row:
+        return {"image": output["images"][0], "caption": f"#{next(CAPTIONS)}"}
+
+
 class Completing(ImageGeneration):
     """A `complete_rows` that changes the built rows: `change` says how."""
 
@@ -296,11 +307,12 @@ class RewritesRawInput(Completing):
         (HidesErrors, "model_failures_fail_only_their_rows", "records no 'error_hides_errors_0'"),
         (Numbered, "raw_input_is_what_format_input_returned", "expected one call with"),
         (RewritesRawInput, "raw_input_is_what_format_input_returned", "as its raw input"),
+        (NumberedCaptions, "columnar_matches_dict", "process_arrow gave"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else None,
 )
 def test_each_invariant_catches_its_planted_bug(
-    cls: type[ImageGeneration], invariant: str, problem: str
+    cls: type[ImageTask], invariant: str, problem: str
 ) -> None:
     task = cls(image_generation_model=ScriptedModel(), num_generations=2)
     found, _, message = failure_of(task)
@@ -321,4 +333,5 @@ def test_every_invariant_has_a_planted_bug_above() -> None:
         "model_failures_fail_only_their_rows",
         "upstream_metadata_merged",
         "raw_input_is_what_format_input_returned",
+        "columnar_matches_dict",
     ]

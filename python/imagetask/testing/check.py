@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from imagetask import _core
+from imagetask.columnar import arrow, dict_rows
 from imagetask.errors import InputRowError
 from imagetask.extras import require
 from imagetask.testing.models import ScriptedModel
@@ -51,6 +54,8 @@ class Example:
         The task that ran (a copy of the checked task, answered by a `ScriptedModel`).
     rows:
         The input rows as drawn; `given` are the same rows after the task ran on them.
+    answers:
+        What the model answered (or raised) for the batch.
     prompts:
         The prompts the model was sent, call by call.
     output:
@@ -62,11 +67,12 @@ class Example:
         `images[i][k]`: whether the model's answer had an image for generation `k` of row `i`.
     written:
         The columns the task wrote on the first output row whose input has none of the
-        names the task may write (`None` when every input has one).
+        names the task writes (`None` when every input has one).
     """
 
     task: ImageTask
     rows: list[Row]
+    answers: Sequence[Any] | BaseException
     given: list[Row]
     prompts: list[list[str]]
     output: list[Row]
@@ -127,8 +133,8 @@ def _model_name_column(task: ImageTask) -> str:
 
 
 def _may_write(task: ImageTask) -> set[str]:
-    """Every column name the task may write."""
-    names = {task.output_mappings.get(name, name) for name in task.outputs}
+    """The columns the task writes on every row."""
+    names = {task.output_mappings.get(name, name) for name in task.output_columns}
     return names | {_model_name_column(task), task.metadata_column}
 
 
@@ -295,6 +301,76 @@ def _raw_input_is_what_format_input_returned(example: Example) -> str | None:
     return None
 
 
+def _comparable(task: ImageTask, rows: list[Row]) -> list[Row]:
+    """Rows with the documented differences of the Arrow layout taken out (see
+    `imagetask.columnar`): images as their bytes (base64 text decoded), raw outputs and
+    statistics as JSON values, metadata keys holding `None` left out but the raw output
+    and input."""
+    raw_output, raw_input = f"raw_output_{task.name}", f"raw_input_{task.name}"
+    as_json = {raw_output, f"statistics_{task.name}"}
+    image = task.output_mappings.get("image", "image") if "image" in task.outputs else None
+
+    def meta(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for key, item in value.items():
+            if key in as_json and item is not None:
+                item = json.loads(_core.json_text(item))
+            if item is not None or key in (raw_output, raw_input):
+                out[key] = item
+        return out
+
+    def picture(value: Any) -> Any:
+        if isinstance(value, str) and _is_image(value):
+            return base64.b64decode(value + "=" * (-len(value) % 4))
+        return value
+
+    out = []
+    for row in rows:
+        row = dict(row)
+        grouped = task.group_generations
+        column = task.metadata_column
+        row[column] = [meta(m) for m in row[column]] if grouped else meta(row[column])
+        if image is not None and image in row:
+            value = row[image]
+            row[image] = [picture(v) for v in value] if grouped else picture(value)
+        out.append(row)
+    return out
+
+
+def _outcome(task: ImageTask, build: Callable[[], list[Row]]) -> list[Row] | str:
+    """The comparable rows `build` gives, or what it raised."""
+    try:
+        return _comparable(task, build())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _columnar_matches_dict(example: Example) -> str | None:
+    pa = arrow()
+    try:
+        table = pa.Table.from_pylist(example.rows)
+        rows = table.to_pylist()
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None  # rows that are not a table are checked on the dict path only
+    task, answers = example.task, example.answers
+    _answered(task, answers)
+    expected = _outcome(task, lambda: task.process_batch(rows))
+    _answered(task, answers)
+    got = _outcome(task, lambda: dict_rows(task, task.process_arrow(table)))
+    if got == expected:
+        return None
+    if isinstance(got, str) or isinstance(expected, str):
+        return f"process_arrow gave {got!r} where process_batch gave {expected!r}"
+    for index, (arrow_row, dict_row) in enumerate(zip(got, expected, strict=False)):
+        if arrow_row != dict_row:
+            return (
+                f"output row {index}: process_arrow gave {arrow_row!r}, process_batch {dict_row!r}"
+            )
+    return f"process_arrow gave {len(got)} rows, process_batch {len(expected)}"
+
+
 INVARIANTS: tuple[Invariant, ...] = (
     Invariant(
         "hooks_do_not_raise",
@@ -349,6 +425,12 @@ INVARIANTS: tuple[Invariant, ...] = (
         "input recorded is that value",
         _raw_input_is_what_format_input_returned,
     ),
+    Invariant(
+        "columnar_matches_dict",
+        "process_arrow carries the same information as process_batch for the same rows "
+        "and answers (checked on rows pyarrow holds as a table)",
+        _columnar_matches_dict,
+    ),
 )
 """The invariants `check_task` checks, in order."""
 
@@ -389,7 +471,7 @@ def _answer_images(answers: Any, count: int, n: int) -> list[list[bool]]:
 
 def _written(task: ImageTask, rows: list[Row], output: list[Row]) -> frozenset[str] | None:
     """The columns the task wrote on the first output row whose input has none of the
-    names it may write (besides its declared inputs)."""
+    names it writes (besides its declared inputs)."""
     declared = {task.input_mappings.get(name, name) for name in task.inputs}
     may_write = _may_write(task)
     per_input = 1 if task.group_generations else task.num_generations
@@ -399,10 +481,16 @@ def _written(task: ImageTask, rows: list[Row], output: list[Row]) -> frozenset[s
     return None
 
 
+def _answered(task: ImageTask, answers: Sequence[Any] | BaseException) -> ScriptedModel:
+    """Gives the task a model that answers `answers` (a copy) and returns it."""
+    model = ScriptedModel(copy.deepcopy(answers), model_name=task.llm.model_name)
+    task.image_generation_model = model
+    return model
+
+
 def _run(task: ImageTask, case: Case) -> Example:
     """Runs one case through the task: `prepare`, `generate`, `finish`."""
-    model = ScriptedModel(copy.deepcopy(case.answers), model_name=task.llm.model_name)
-    task.image_generation_model = model
+    model = _answered(task, case.answers)
     given = copy.deepcopy(case.rows)
     output: list[Row] = []
     error = None
@@ -417,6 +505,7 @@ def _run(task: ImageTask, case: Case) -> Example:
     return Example(
         task=task,
         rows=case.rows,
+        answers=case.answers,
         given=given,
         prompts=[call.prompts for call in model.calls],
         output=output,

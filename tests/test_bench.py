@@ -39,8 +39,8 @@ def bench_lines(out: str) -> tuple[str, dict[str, tuple[int, int]], str]:
         assert found is not None, line
         paths[found["path"]] = (int(found["rows"].replace(",", "")), int(found["failed"]))
     assert re.fullmatch(
-        r"peak memory: [\d.]+ MB resident \(ru_maxrss of this process; [\d.]+ MB before the "
-        r"first batch\)",
+        r"peak memory: [\d.]+ MB resident \(ru_maxrss of this process, every path; [\d.]+ MB "
+        r"before the first batch\)",
         lines[-1],
     ), lines[-1]
     return lines[0], paths, lines[-1]
@@ -53,14 +53,14 @@ def test_bench_builds_every_row_with_the_scripted_model(capsys: pytest.CaptureFi
         "imagetask bench: ImageGeneration, 120 rows x 3 generations, raw output and input on, "
         "one row per generation, batches of 50, model: scripted (8x8 PNG bytes)"
     )
-    assert paths == {"dict": (360, 0)}
+    assert paths == {"dict": (360, 0), "arrow": (360, 0)}
 
 
 def test_bench_grouped_without_raw_metadata(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--rows", "7", "--num-generations", "2", "--grouped", "--no-raw"]) == 0
     description, paths, _ = bench_lines(capsys.readouterr().out)
     assert "raw output and input off, one row per input, batches of 50" in description
-    assert paths == {"dict": (7, 0)}
+    assert paths == {"dict": (7, 0), "arrow": (7, 0)}
 
 
 def test_bench_replays_a_finished_run_for_its_rows(
@@ -76,7 +76,7 @@ def test_bench_replays_a_finished_run_for_its_rows(
     assert main(["bench", "--rows", "10", "--num-generations", "2", "--replay", str(run)]) == 0
     description, paths, _ = bench_lines(capsys.readouterr().out)
     assert description.endswith(f"model: replay of {run}")
-    assert paths == {"dict": (20, 0)}
+    assert paths == {"dict": (20, 0), "arrow": (20, 0)}
 
 
 def test_bench_runs_your_own_task_from_the_current_folder(tmp_path: Path) -> None:
@@ -105,7 +105,24 @@ def test_bench_runs_your_own_task_from_the_current_folder(tmp_path: Path) -> Non
     assert (done.returncode, done.stderr) == (0, "")
     description, paths, _ = bench_lines(done.stdout)
     assert description.startswith("imagetask bench: Styled, 60 rows x 1 generation, ")
-    assert paths == {"dict": (60, 0)}
+    assert paths == {"dict": (60, 0), "arrow": (60, 0)}
+
+
+def test_bench_without_pyarrow_measures_the_dict_path_and_says_why_not_arrow() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['pyarrow'] = None  # makes `import pyarrow` fail\n"
+        "from imagetask.cli import main\n"
+        "sys.exit(main(['bench', '--rows', '30']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    lines = done.stdout.splitlines()
+    assert LINE.match(lines[2]) is not None and lines[2].startswith("dict ")
+    assert lines[3].startswith(
+        "arrow  not measured: the Arrow path (process_arrow) needs the `pyarrow` package, "
+        "which is not installed: pip install 'imagetask[arrow]'"
+    )
 
 
 @pytest.mark.parametrize(

@@ -66,11 +66,34 @@ fn stop_if_interrupted(answer: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-fn items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+/// The items of a list or a tuple, read in place.
+enum Items<'py> {
+    List(Bound<'py, PyList>),
+    Tuple(Bound<'py, PyTuple>),
+}
+
+impl<'py> Items<'py> {
+    fn len(&self) -> usize {
+        match self {
+            Items::List(list) => list.len(),
+            Items::Tuple(tuple) => tuple.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Bound<'py, PyAny>> + '_ {
+        // A list is read by index: its length is read again at each step.
+        (0..).map_while(move |index| match self {
+            Items::List(list) => list.get_item(index).ok(),
+            Items::Tuple(tuple) => tuple.get_item(index).ok(),
+        })
+    }
+}
+
+fn items<'py>(obj: &Bound<'py, PyAny>) -> Option<Items<'py>> {
     if let Ok(list) = obj.cast::<PyList>() {
-        Some(list.iter().collect())
+        Some(Items::List(list.clone()))
     } else if let Ok(tuple) = obj.cast::<PyTuple>() {
-        Some(tuple.iter().collect())
+        Some(Items::Tuple(tuple.clone()))
     } else {
         None
     }
@@ -103,7 +126,7 @@ pub fn read<'py>(
                 list.len()
             )),
             Some(list) => {
-                for entry in list {
+                for entry in list.iter() {
                     let entry = read_entry(&entry, n, images_key, &mut read.generations)?;
                     read.entries.push(entry);
                 }
@@ -166,14 +189,12 @@ fn read_entry<'py>(
             });
         };
         let alone = images.len() == 1 && source.len() == 1;
-        for payload in images {
-            if generations.len() - start < n {
-                generations.push(Generation {
-                    source: source.clone(),
-                    payload,
-                    alone,
-                });
-            }
+        for payload in images.iter().take(n - (generations.len() - start)) {
+            generations.push(Generation {
+                source: source.clone(),
+                payload,
+                alone,
+            });
         }
     }
     Ok(Entry::Read {

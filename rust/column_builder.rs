@@ -228,12 +228,18 @@ impl ColumnBuilder {
         // Answer dicts are shared by the images they hold: their JSON is made once.
         let mut dicts: HashMap<usize, (Arc<Members>, Option<Arc<str>>)> = HashMap::new();
         let mut images = Vec::with_capacity(generations.len());
+        let empty = Arc::new(Members::default());
         for generation in generations {
             let source = &generation.source;
-            let (members, statistics) = dicts
-                .entry(source.as_ptr() as usize)
-                .or_insert_with(|| self.describe_dict(source, generation.alone))
-                .clone();
+            // A dict that holds nothing but this image has nothing else to describe.
+            let (members, statistics) = if generation.alone {
+                (empty.clone(), None)
+            } else {
+                dicts
+                    .entry(source.as_ptr() as usize)
+                    .or_insert_with(|| self.describe_dict(source))
+                    .clone()
+            };
             let payload = &generation.payload;
             let (payload, payload_json) = if let Ok(text) = payload.cast::<PyString>() {
                 match text.to_str() {
@@ -274,23 +280,15 @@ impl ColumnBuilder {
     }
 
     /// The JSON of an answer dict's other members and of its statistics.
-    fn describe_dict(
-        &self,
-        source: &Bound<'_, PyDict>,
-        alone: bool,
-    ) -> (Arc<Members>, Option<Arc<str>>) {
-        let members = if self.raw_output && !alone {
+    fn describe_dict(&self, source: &Bound<'_, PyDict>) -> (Arc<Members>, Option<Arc<str>>) {
+        let members = if self.raw_output {
             pyjson::members(source, "statistics")
         } else {
             Members::default()
         };
-        let statistics = if alone {
-            None
-        } else {
-            match source.get_item("statistics") {
-                Ok(Some(value)) if !value.is_none() => Some(pyjson::to_json(&value).into()),
-                _ => None,
-            }
+        let statistics = match source.get_item("statistics") {
+            Ok(Some(value)) if !value.is_none() => Some(pyjson::to_json(&value).into()),
+            _ => None,
         };
         (Arc::new(members), statistics)
     }
@@ -311,21 +309,18 @@ impl ColumnBuilder {
             }
             match entries.next() {
                 Some(Entry::Read { start, found }) => {
-                    let missing: Arc<str> = format!(
-                        "the model returned {found} image(s) for {} generation(s)",
-                        self.n
-                    )
-                    .into();
-                    cells.extend((0..self.n).map(|k| {
-                        if k < *found {
-                            Cell::Image(start + k)
-                        } else {
-                            Cell::Failed {
-                                error: missing.clone(),
-                                raw: None,
-                            }
-                        }
-                    }));
+                    cells.extend((0..*found).map(|k| Cell::Image(start + k)));
+                    if *found < self.n {
+                        let missing: Arc<str> = format!(
+                            "the model returned {found} image(s) for {} generation(s)",
+                            self.n
+                        )
+                        .into();
+                        cells.extend((*found..self.n).map(|_| Cell::Failed {
+                            error: missing.clone(),
+                            raw: None,
+                        }));
+                    }
                 }
                 Some(Entry::Failed { error, raw }) => {
                     let error: Arc<str> = error.as_str().into();

@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, StringBuilder};
-use arrow_array::{ArrayRef, Int32Array, StringArray, UInt32Array};
-use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_array::builder::{BooleanBufferBuilder, StringBuilder};
+use arrow_array::{ArrayRef, BinaryArray, Int32Array, StringArray, UInt32Array};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 
 use crate::artifacts;
 use crate::json::{self, Members};
-use crate::payload::{self, content_ref, Derived, Needs, Payload};
+use crate::payload::{self, content_ref, Decoded, Payload};
 
 /// One image of the model's answer, with what its raw output needs.
 pub struct Image<'a> {
@@ -75,65 +75,63 @@ pub struct Columns {
 pub const MAX_BATCH_BYTES: usize = i32::MAX as usize;
 
 /// Builds the columns of `cells` (`n` per row) from the batch's `images`.
+///
+/// Every image is referenced by one cell, in order (the binding reads them so), which
+/// lets the decoded images' buffer become the image column's values as it is.
 pub fn build(
     images: &[Image<'_>],
     cells: &[Cell],
     n: usize,
     options: &Options,
 ) -> Result<Columns, String> {
-    let needs = Needs {
-        hash: (options.raw_output && !options.inline_raw_images) || options.artifacts.is_some(),
-        bytes: true,
-        text: false,
-    };
+    let hash = (options.raw_output && !options.inline_raw_images) || options.artifacts.is_some();
     let work: Vec<Result<Payload<'_>, String>> =
         images.iter().map(|image| image.payload.clone()).collect();
-    let derived = payload::derive_all(&work, needs);
-    let size: usize = images
-        .iter()
-        .zip(&derived)
-        .map(|(image, derived)| derived.as_ref().map_or(0, |d| image_bytes(image, d).len()))
-        .sum();
-    if size > MAX_BATCH_BYTES {
+    let decoded = payload::decode_all(&work, hash);
+    if decoded.values.len() > MAX_BATCH_BYTES {
         return Err(format!(
-            "the batch's images hold {size} bytes, more than one Arrow binary column holds \
-             ({MAX_BATCH_BYTES}): use smaller batches"
+            "the batch's images hold {} bytes, more than one Arrow binary column holds \
+             ({MAX_BATCH_BYTES}): use smaller batches",
+            decoded.values.len()
         ));
     }
     let saved = options
         .artifacts
         .as_ref()
-        .map(|artifacts| save(artifacts, images, &derived));
+        .map(|artifacts| save(artifacts, &decoded));
 
-    let mut image = BinaryBuilder::with_capacity(cells.len(), size);
+    let mut offsets: Vec<i32> = Vec::with_capacity(cells.len() + 1);
+    offsets.push(0);
+    let mut valid = BooleanBufferBuilder::new(cells.len());
+    let mut raw = JsonColumn::with_capacity(if options.raw_output { cells.len() } else { 0 });
     let mut path = StringBuilder::new();
-    let mut raw = StringBuilder::new();
     let mut statistics = StringBuilder::new();
     let mut error = StringBuilder::new();
     let mut failures = Vec::new();
+    let mut end = 0;
     for (index, cell) in cells.iter().enumerate() {
         let (row, generation) = (index / n, index % n);
         let used = match cell {
-            Cell::Image(at) => match (&images[*at], &derived[*at]) {
-                (source, Ok(found)) => Ok((source, found, *at)),
-                (source, Err(problem)) => Err((
+            Cell::Image(at) => match &decoded.spans[*at] {
+                Ok(span) => Ok((&images[*at], span, *at)),
+                Err(problem) => Err((
                     format!("image {generation} of the model's answer {problem}"),
-                    Some(json::raw_output(&inline_json(source), &source.members).into()),
+                    RawOutput::Inline(&images[*at]),
                 )),
             },
-            Cell::Failed { error, raw } => Err((error.to_string(), raw.clone())),
+            Cell::Failed { error, raw } => {
+                Err((error.to_string(), RawOutput::Given(raw.as_deref())))
+            }
         };
         match used {
-            Ok((source, found, at)) => {
-                image.append_value(image_bytes(source, found));
+            Ok((source, span, at)) => {
+                end = span.end;
+                valid.append(true);
                 if options.raw_output {
-                    let reference = if options.inline_raw_images {
-                        inline_json(source)
-                    } else {
-                        let hash = found.hash.as_ref().ok_or("image hash was not computed")?;
-                        format!("\"{}\"", String::from_utf8_lossy(&content_ref(hash)))
-                    };
-                    raw.append_value(json::raw_output(&reference, &source.members));
+                    match (options.inline_raw_images, &span.hash) {
+                        (false, Some(hash)) => raw.push_reference(hash, &source.members),
+                        _ => raw.push_inline(source),
+                    }
                 }
                 statistics.append_option(source.statistics.as_deref());
                 match saved.as_ref().map(|saved| &saved[at]) {
@@ -154,10 +152,13 @@ pub fn build(
                     }
                 }
             }
-            Err((problem, raw_json)) => {
-                image.append_null();
+            Err((problem, raw_output)) => {
+                valid.append(false);
                 if options.raw_output {
-                    raw.append_option(raw_json.as_deref());
+                    match raw_output {
+                        RawOutput::Inline(source) => raw.push_inline(source),
+                        RawOutput::Given(given) => raw.push(given),
+                    }
                 }
                 statistics.append_null();
                 if saved.is_some() {
@@ -171,9 +172,18 @@ pub fn build(
                 });
             }
         }
+        offsets.push(end as i32);
     }
+    let nulls = NullBuffer::new(valid.finish());
+    // Failed images left no bytes behind (`decode_all` cuts them out), so the values
+    // between two offsets are exactly the cell's image.
+    let image = BinaryArray::new(
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Buffer::from_vec(decoded.values),
+        Some(nulls),
+    );
     Ok(Columns {
-        image: Arc::new(image.finish()),
+        image: Arc::new(image),
         image_path: saved.map(|_| Arc::new(path.finish()) as ArrayRef),
         raw_output: options
             .raw_output
@@ -184,43 +194,98 @@ pub fn build(
     })
 }
 
-/// The bytes of a usable image: decoded from base64 text, or the payload's own bytes.
-fn image_bytes<'a>(image: &'a Image<'_>, derived: &'a Derived) -> &'a [u8] {
-    match &image.payload {
-        Ok(Payload::Bytes(bytes)) => bytes,
-        _ => derived.bytes.as_deref().unwrap_or_default(),
+/// The raw output a failed cell keeps.
+enum RawOutput<'a, 'b> {
+    /// Its answer dict, the image payload inline.
+    Inline(&'a Image<'b>),
+    /// What the binding made of the answer (JSON), or nothing.
+    Given(Option<&'a str>),
+}
+
+/// A string column of JSON texts, written in place.
+struct JsonColumn {
+    values: String,
+    offsets: Vec<i32>,
+    valid: BooleanBufferBuilder,
+}
+
+impl JsonColumn {
+    fn with_capacity(cells: usize) -> Self {
+        let mut offsets = Vec::with_capacity(cells + 1);
+        offsets.push(0);
+        Self {
+            values: String::with_capacity(cells * 96),
+            offsets,
+            valid: BooleanBufferBuilder::new(cells),
+        }
+    }
+
+    fn close(&mut self, valid: bool) {
+        self.offsets.push(self.values.len() as i32);
+        self.valid.append(valid);
+    }
+
+    fn push(&mut self, json: Option<&str>) {
+        if let Some(json) = json {
+            self.values.push_str(json);
+        }
+        self.close(json.is_some());
+    }
+
+    /// The raw output of an image, referred to by its content hash.
+    fn push_reference(&mut self, hash: &[u8; 32], members: &Members) {
+        let reference = content_ref(hash);
+        // Content references are ASCII by construction.
+        let reference = std::str::from_utf8(&reference).unwrap_or_default();
+        json::write_raw_output(&mut self.values, members, |out| {
+            out.push('"');
+            out.push_str(reference);
+            out.push('"');
+        });
+        self.close(true);
+    }
+
+    /// The raw output of an image, its payload inline.
+    fn push_inline(&mut self, image: &Image<'_>) {
+        json::write_raw_output(&mut self.values, &image.members, |out| {
+            write_payload(out, image)
+        });
+        self.close(true);
+    }
+
+    fn finish(mut self) -> StringArray {
+        StringArray::new(
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            Buffer::from_vec(self.values.into_bytes()),
+            Some(NullBuffer::new(self.valid.finish())),
+        )
     }
 }
 
 /// JSON of an image payload as the raw output keeps it inline.
-fn inline_json(image: &Image<'_>) -> String {
+fn write_payload(out: &mut String, image: &Image<'_>) {
     if let Some(json) = &image.payload_json {
-        return json.clone();
+        out.push_str(json);
+        return;
     }
-    let mut out = String::new();
     match &image.payload {
-        Ok(Payload::Text(text)) => json::write_str(&mut out, &String::from_utf8_lossy(text)),
-        Ok(Payload::Bytes(bytes)) => json::write_str(&mut out, &payload::encode(bytes)),
+        Ok(Payload::Text(text)) => json::write_str(out, &String::from_utf8_lossy(text)),
+        Ok(Payload::Bytes(bytes)) => json::write_str(out, &payload::encode(bytes)),
         Err(_) => out.push_str("null"),
     }
-    out
 }
 
-/// Writes the artifact file of every usable image: its recorded path, or why not.
-fn save(
-    artifacts: &Artifacts,
-    images: &[Image<'_>],
-    derived: &[Result<Derived, String>],
-) -> Vec<Result<String, String>> {
-    images
+/// Writes the artifact file of every decoded image: its recorded path, or why not.
+fn save(artifacts: &Artifacts, decoded: &Decoded) -> Vec<Result<String, String>> {
+    decoded
+        .spans
         .iter()
-        .zip(derived)
-        .map(|(image, derived)| {
-            let Ok(derived) = derived else {
-                return Err("the image is unusable".to_owned());
-            };
-            let bytes = image_bytes(image, derived);
-            let hash = derived.hash.as_ref().ok_or("image hash was not computed")?;
+        .map(|span| {
+            let span = span
+                .as_ref()
+                .map_err(|_| "the image is unusable".to_owned())?;
+            let hash = span.hash.as_ref().ok_or("image hash was not computed")?;
+            let bytes = decoded.bytes(span);
             let name = artifacts::file_name_of(bytes, hash)?;
             artifacts::store(&artifacts.folder, &name, bytes).map_err(|e| {
                 format!(

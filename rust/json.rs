@@ -38,25 +38,22 @@ pub struct Members {
     pub after: String,
 }
 
-/// A generation's raw output: its answer dict with `images` narrowed to one image (given
-/// as JSON), between the dict's other members, in the dict's order.
-pub fn raw_output(image: &str, members: &Members) -> String {
-    let mut out =
-        String::with_capacity(16 + image.len() + members.before.len() + members.after.len());
+/// Appends a generation's raw output: its answer dict with `images` narrowed to one
+/// image (written by `image`), between the dict's other members, in the dict's order.
+pub fn write_raw_output(out: &mut String, members: &Members, image: impl FnOnce(&mut String)) {
     out.push('{');
     if !members.before.is_empty() {
         out.push_str(&members.before);
         out.push(',');
     }
     out.push_str("\"images\":[");
-    out.push_str(image);
+    image(out);
     out.push(']');
     if !members.after.is_empty() {
         out.push(',');
         out.push_str(&members.after);
     }
     out.push('}');
-    out
 }
 
 #[cfg(test)]
@@ -76,6 +73,12 @@ mod tests {
         assert_eq!(quoted("l1\nl2\t\r"), "\"l1\\nl2\\t\\r\"");
         assert_eq!(quoted("\u{1}x\u{1f}"), "\"\\u0001x\\u001f\"");
         assert_eq!(quoted("ünï 🎨"), "\"ünï 🎨\"");
+    }
+
+    fn raw_output(image: &str, members: &Members) -> String {
+        let mut out = String::new();
+        write_raw_output(&mut out, members, |out| out.push_str(image));
+        out
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn encode(bytes: &[u8]) -> String {
 }
 
 /// Payload bytes above which a batch is checked on every core.
-const PARALLEL_BYTES: usize = 4 << 20;
+const PARALLEL_BYTES: usize = 1 << 20;
 
 /// `derive` for every payload of a batch (an `Err` is passed through), in order; a batch
 /// with many bytes is split across the machine's cores.
@@ -111,18 +111,10 @@ pub fn derive_all(
             })
             .collect::<Vec<_>>()
     };
-    let bytes: usize = work
-        .iter()
-        .map(|item| match item {
-            Ok(Payload::Text(data) | Payload::Bytes(data)) => data.len(),
-            Err(_) => 0,
-        })
-        .sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if bytes < PARALLEL_BYTES || threads < 2 || work.len() < 2 {
+    let chunk = parallel_chunk(work);
+    if chunk >= work.len() {
         return run(work);
     }
-    let chunk = work.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = work
             .chunks(chunk)
@@ -137,6 +129,185 @@ pub fn derive_all(
             })
             .collect()
     })
+}
+
+/// One image of a batch decoded into [`Decoded::values`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub hash: Option<[u8; 32]>,
+}
+
+/// A batch's images decoded into one buffer, in order, each checked as `derive` checks;
+/// the buffer holds nothing but the images, back to back.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub values: Vec<u8>,
+    pub spans: Vec<Result<Span, String>>,
+}
+
+impl Decoded {
+    /// The bytes of a decoded image.
+    pub fn bytes(&self, span: &Span) -> &[u8] {
+        &self.values[span.start..span.end]
+    }
+}
+
+/// The length of the bytes a payload holds, as far as its length tells (base64 text that
+/// turns out invalid is found out when decoded).
+fn decoded_len(payload: &Result<Payload<'_>, String>) -> usize {
+    match payload {
+        Ok(Payload::Text(text)) => {
+            let pads = text
+                .iter()
+                .rev()
+                .take(2)
+                .take_while(|&&b| b == b'=')
+                .count();
+            let digits = text.len() - pads;
+            digits / 4 * 3
+                + match digits % 4 {
+                    2 => 1,
+                    3 => 2,
+                    _ => 0,
+                }
+        }
+        Ok(Payload::Bytes(bytes)) => bytes.len(),
+        Err(_) => 0,
+    }
+}
+
+/// Decodes one payload into `out` (sized by `decoded_len`).
+fn decode_into(payload: &Result<Payload<'_>, String>, out: &mut [u8]) -> Result<(), String> {
+    match payload {
+        Ok(Payload::Text(text)) => match BASE64.decode_slice(text, out) {
+            Ok(written) if written == out.len() => {}
+            Ok(_) | Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                return Err("is not valid base64 (its length does not fit its padding)".to_owned())
+            }
+            Err(base64::DecodeSliceError::DecodeError(e)) => {
+                return Err(format!("is not valid base64 ({e})"))
+            }
+        },
+        Ok(Payload::Bytes(bytes)) => out.copy_from_slice(bytes),
+        Err(error) => return Err(error.clone()),
+    }
+    if out.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    Ok(())
+}
+
+/// The payloads one core decodes, and where their bytes go (`out` starts at `base`).
+struct Part<'a, 'p> {
+    items: &'a [Result<Payload<'p>, String>],
+    lengths: &'a [usize],
+    out: &'a mut [u8],
+    base: usize,
+}
+
+/// Decodes every payload of a batch (an `Err` is passed through) into one buffer, hashing
+/// each when asked. Each payload's bytes go straight to their place in the buffer; a batch
+/// with many bytes is split across the machine's cores.
+pub fn decode_all(work: &[Result<Payload<'_>, String>], hash: bool) -> Decoded {
+    let sizes: Vec<usize> = work.iter().map(decoded_len).collect();
+    let mut values = vec![0u8; sizes.iter().sum()];
+    let chunk = parallel_chunk(work).max(1);
+    let mut parts = Vec::new();
+    let mut rest: &mut [u8] = &mut values;
+    let mut base = 0;
+    for (items, lengths) in work.chunks(chunk).zip(sizes.chunks(chunk)) {
+        let length: usize = lengths.iter().sum();
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(length);
+        rest = tail;
+        parts.push(Part {
+            items,
+            lengths,
+            out: head,
+            base,
+        });
+        base += length;
+    }
+    let run = |part: Part<'_, '_>| {
+        let mut at = 0;
+        part.items
+            .iter()
+            .zip(part.lengths)
+            .map(|(item, length)| {
+                let target = &mut part.out[at..at + length];
+                let start = part.base + at;
+                at += length;
+                decode_into(item, target)?;
+                let hash = hash.then(|| Sha256::digest(&*target).into());
+                Ok(Span {
+                    start,
+                    end: start + length,
+                    hash,
+                })
+            })
+            .collect::<Vec<Result<Span, String>>>()
+    };
+    let spans: Vec<Result<Span, String>> = if parts.len() == 1 {
+        parts.into_iter().flat_map(run).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| scope.spawn(move || run(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    let mut decoded = Decoded { values, spans };
+    let wasted = decoded
+        .spans
+        .iter()
+        .zip(&sizes)
+        .any(|(span, size)| span.is_err() && *size > 0);
+    if wasted {
+        decoded.compact();
+    }
+    decoded
+}
+
+impl Decoded {
+    /// Drops the room left by payloads that failed, keeping the images back to back.
+    fn compact(&mut self) {
+        let mut end = 0;
+        for span in self.spans.iter_mut().flatten() {
+            let length = span.end - span.start;
+            self.values.copy_within(span.start..span.end, end);
+            span.start = end;
+            span.end = end + length;
+            end += length;
+        }
+        self.values.truncate(end);
+    }
+}
+
+/// How many payloads each core takes: all of them when the batch is too small to split.
+fn parallel_chunk(work: &[Result<Payload<'_>, String>]) -> usize {
+    let bytes: usize = work
+        .iter()
+        .map(|item| match item {
+            Ok(Payload::Text(data) | Payload::Bytes(data)) => data.len(),
+            Err(_) => 0,
+        })
+        .sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if bytes < PARALLEL_BYTES || threads < 2 {
+        work.len()
+    } else {
+        work.len().div_ceil(threads).max(1)
+    }
 }
 
 /// The content reference `sha256:<hex>` of a digest, as ASCII bytes.
@@ -233,5 +404,33 @@ mod tests {
         );
         let got = derive(Payload::Text(b"YWJj"), none, &mut scratch).unwrap();
         assert_eq!(got, Derived::default());
+    }
+
+    #[test]
+    fn a_batch_decodes_into_one_buffer_in_order() {
+        let big = vec![7u8; PARALLEL_BYTES];
+        let text = encode(&big);
+        let work = vec![
+            Ok(Payload::Text(b"YWJj")),
+            Ok(Payload::Text(b"!!")),
+            Err("is None".to_owned()),
+            Ok(Payload::Bytes(b"xyz")),
+            Ok(Payload::Text(text.as_bytes())),
+            Ok(Payload::Bytes(b"")),
+        ];
+        let decoded = decode_all(&work, true);
+        let spans = &decoded.spans;
+        let first = spans[0].as_ref().unwrap();
+        assert_eq!(decoded.bytes(first), b"abc");
+        assert_eq!(first.hash, Some(Sha256::digest(b"abc").into()));
+        assert!(spans[1]
+            .as_ref()
+            .unwrap_err()
+            .starts_with("is not valid base64"));
+        assert_eq!(spans[2].as_ref().unwrap_err(), "is None");
+        assert_eq!(decoded.bytes(spans[3].as_ref().unwrap()), b"xyz");
+        assert_eq!(decoded.bytes(spans[4].as_ref().unwrap()), &big[..]);
+        assert_eq!(spans[5].as_ref().unwrap_err(), "is empty");
+        assert_eq!(decoded.values.len(), 3 + 3 + big.len());
     }
 }

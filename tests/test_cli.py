@@ -221,7 +221,14 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "o" / "checkpoint.json"
-    while process.poll() is None and not checkpoint.exists():
+
+    def rows_done() -> int:
+        try:
+            return int(json.loads(checkpoint.read_text())["rows_in"])
+        except (OSError, ValueError):
+            return 0
+
+    while process.poll() is None and rows_done() == 0:
         time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate()

@@ -124,6 +124,8 @@ class _Run:
         }
         self.resumed_from = self.state["rows_in"]
         self.sink = open_sink(output, format, self.state["sink"]) if not self.done else None
+        if state is None:
+            self.save()  # a run killed before its first checkpoint can be resumed too
 
     @property
     def done(self) -> bool:

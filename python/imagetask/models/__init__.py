@@ -12,6 +12,7 @@ from imagetask.models.base import (
     ImageModel,
 )
 from imagetask.models.hf_inference import InferenceEndpointsImageGeneration
+from imagetask.models.openai_batch import OpenAIBatchImageGeneration
 from imagetask.models.openai_images import OpenAIImageGeneration
 from imagetask.models.placeholder import PlaceholderImageGeneration
 
@@ -21,6 +22,7 @@ __all__ = [
     "ImageGenerationModel",
     "ImageModel",
     "InferenceEndpointsImageGeneration",
+    "OpenAIBatchImageGeneration",
     "OpenAIImageGeneration",
     "PlaceholderImageGeneration",
     "RequestError",

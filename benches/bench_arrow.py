@@ -1,0 +1,306 @@
+"""Columnar throughput: `process_arrow` against plain Python columnar code and distilabel.
+
+Each contender turns an Arrow table of N prompts into the output table in batches of
+1000 rows, with a model that does no work: it replays answers built before timing (one
+dict per input holding `n` distinct base64 images, 48 bytes each), cycling through at
+most 100 prebuilt batches so that 10M rows fit in memory. Every measurement runs in a
+fresh process with the default garbage collector settings; the table reports the median
+and best of the repeats, the ratios against the baselines measured in the same run, and
+each process's peak RSS.
+
+- imagetask: `ImageGeneration.process_arrow(batch)`.
+- python: the simplest pure-Python columnar code building the same table (lists,
+  `hashlib`, `base64`, `json`, `pyarrow`); `tests/test_bench_baseline.py` checks that it
+  builds exactly imagetask's table.
+- distilabel (when the given interpreter has 1.5.3): `ImageGeneration.process` on the
+  batch's rows (`to_pylist()`; its dict rows are not converted back to Arrow).
+
+`--images` runs the second table: realistic images (about 100 KB of base64 each) against
+the machine's own limit measured in the same run: SHA-256 of the same bytes with hashlib.
+
+    python benches/bench_arrow.py                          # 1M rows, n=1 and 4, raw on/off
+    python benches/bench_arrow.py --rows 100000 10000000 --gens 1 --raw 1
+    python benches/bench_arrow.py --images 2000
+    python benches/bench_arrow.py --distilabel-python /path/to/venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+BATCH = 1000
+POOL = 100
+NAME = "image_generation_0"
+MODEL = "bench-model"
+META = "distilabel_metadata"
+CONTENDERS = ("imagetask", "python", "distilabel")
+
+
+def make_table(n_rows: int) -> Any:
+    import pyarrow as pa
+
+    prompts = pa.array([f"a photo of object {i}" for i in range(n_rows)], pa.string())
+    return pa.table({"prompt": prompts, "id": pa.array(range(n_rows), pa.int64())})
+
+
+def make_answers(n_batches: int, n: int, size: int = 48) -> list[list[list[dict[str, Any]]]]:
+    """`n_batches` batches of answers: one dict per input holding `n` distinct images."""
+    pad = bytes(range(256)) * (size // 256 + 1)
+    answers = []
+    for b in range(n_batches):
+        batch = []
+        for i in range(BATCH):
+            serial = (b * BATCH + i).to_bytes(8, "little")
+            images = [
+                base64.b64encode(serial + bytes([k]) + pad[: size - 9]).decode() for k in range(n)
+            ]
+            batch.append([{"images": images}])
+        answers.append(batch)
+    return answers
+
+
+class Replay:
+    """Hands out the prepared answers batch after batch, cycling, cut to the batch."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def __call__(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
+        batch = self.answers[self.calls % len(self.answers)]
+        self.calls += 1
+        return batch[: len(inputs)]
+
+
+def python_columns(table: Any, answers: Any, n: int, raw: bool) -> Any:
+    """The plain-Python equivalent: the same columns, metadata and content hashes."""
+    import pyarrow as pa
+
+    prompts = table.column("prompt").to_pylist()
+    images: list[bytes] = []
+    raw_outputs: list[str] = []
+    raw_inputs: list[str] = []
+    rows: list[int] = []
+    for index, (prompt, entry) in enumerate(zip(prompts, answers, strict=True)):
+        for part in entry:
+            for image in part["images"][:n]:
+                data = base64.b64decode(image)
+                images.append(data)
+                rows.append(index)
+                if raw:
+                    ref = "sha256:" + hashlib.sha256(data).hexdigest()
+                    raw_outputs.append(json.dumps({"images": [ref]}, separators=(",", ":")))
+                    raw_inputs.append(prompt)
+    count = len(images)
+    take = pa.array(rows, pa.uint32())
+    columns = {name: table.column(name).take(take) for name in table.column_names}
+    columns["image"] = pa.array(images, pa.binary())
+    columns["model_name"] = pa.array([MODEL] * count, pa.string())
+    fields: dict[str, Any] = {}
+    if raw:
+        fields[f"raw_output_{NAME}"] = pa.array(raw_outputs, pa.string())
+        fields[f"raw_input_{NAME}"] = pa.array(raw_inputs, pa.string())
+    fields[f"statistics_{NAME}"] = pa.nulls(count, pa.string())
+    fields[f"error_{NAME}"] = pa.nulls(count, pa.string())
+    columns[META] = pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+
+
+def imagetask_task(replay: Replay, n: int, raw: bool) -> Any:
+    """imagetask's `ImageGeneration` over a duck-typed model replaying `replay`."""
+    from imagetask import ImageGeneration
+
+    class Model:
+        model_name = MODEL
+        generate = staticmethod(replay)
+
+        def load(self) -> None: ...
+
+        def unload(self) -> None: ...
+
+    return ImageGeneration(
+        image_generation_model=Model(), num_generations=n, add_raw_output=raw, add_raw_input=raw
+    )
+
+
+def worker(contender: str, n_rows: int, n: int, raw: bool) -> dict[str, Any]:
+    table = make_table(n_rows)
+    replay = Replay(make_answers(min(POOL, -(-n_rows // BATCH)), n))
+    if contender == "imagetask":
+        task = imagetask_task(replay, n, raw)
+
+        def run(batch: Any) -> int:
+            return int(task.process_arrow(batch).num_rows)
+    elif contender == "python":
+
+        def run(batch: Any) -> int:
+            answers = replay(batch.column("prompt").to_pylist(), n)
+            return int(python_columns(batch, answers, n, raw).num_rows)
+    else:
+        import logging
+
+        logging.disable(logging.WARNING)
+        from distilabel.models.image_generation.base import ImageGenerationModel
+        from distilabel.steps.tasks import ImageGeneration as DistilabelImageGeneration
+
+        class DistilabelModel(ImageGenerationModel):  # type: ignore[misc]
+            @property
+            def model_name(self) -> str:
+                return MODEL
+
+            def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
+                return replay(inputs, num_generations)
+
+        task = DistilabelImageGeneration(
+            image_generation_model=DistilabelModel(),
+            num_generations=n,
+            add_raw_output=raw,
+            add_raw_input=raw,
+        )
+        task.load()
+
+        def run(batch: Any) -> int:
+            return len(next(task.process(batch.to_pylist())))
+
+    start = time.perf_counter()
+    produced = 0
+    for offset in range(0, n_rows, BATCH):
+        produced += run(table.slice(offset, BATCH))
+    elapsed = time.perf_counter() - start
+    return {
+        "seconds": elapsed,
+        "rows_out": produced,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def images_worker(count: int, size: int) -> dict[str, Any]:
+    """Large images: process_arrow's image bytes/s and hashlib's SHA-256 bytes/s."""
+    table = make_table(count)
+    answers = make_answers(-(-count // BATCH), 1, size)
+    decoded = [base64.b64decode(entry[0]["images"][0]) for batch in answers for entry in batch]
+    start = time.perf_counter()
+    for data in decoded[:count]:
+        hashlib.sha256(data).digest()
+    hashed = time.perf_counter() - start
+    task = imagetask_task(Replay(answers), 1, True)
+    start = time.perf_counter()
+    for offset in range(0, count, BATCH):
+        task.process_arrow(table.slice(offset, BATCH))
+    built = time.perf_counter() - start
+    total = sum(len(data) for data in decoded[:count])
+    return {"hashlib": total / hashed, "imagetask": total / built, "bytes": total}
+
+
+def measure(args: argparse.Namespace, python: str, contender: str, config: tuple[Any, ...]) -> Any:
+    n_rows, n, raw = config
+    runs = []
+    for _ in range(args.repeats):
+        cmd = [python, __file__, "--worker", contender, "--rows", str(n_rows), "--gens", str(n)]
+        cmd += ["--raw", str(int(raw))]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.stderr.write(f"{contender} failed: {done.stderr[-2000:]}\n")
+            return None
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rates = [n_rows / run["seconds"] for run in runs]
+    return {
+        "median": statistics.median(rates),
+        "best": max(rates),
+        "rss": max(run["peak_rss_mb"] for run in runs),
+    }
+
+
+def has_distilabel(python: str) -> bool:
+    probe = [python, "-c", "import distilabel.steps.tasks"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def rows_table(args: argparse.Namespace) -> None:
+    with_distilabel = has_distilabel(args.distilabel_python)
+    print(
+        "| rows | n | raw | contender | median input rows/s | best input rows/s | "
+        "vs python | vs distilabel | peak RSS MB |"
+    )
+    print("|---:|---:|:-:|---|---:|---:|---:|---:|---:|")
+    for config in itertools.product(args.rows, args.gens, args.raw):
+        n_rows, n, raw = config
+        results = {
+            "imagetask": measure(args, sys.executable, "imagetask", config),
+            "python": measure(args, sys.executable, "python", config),
+        }
+        if with_distilabel:
+            results["distilabel"] = measure(args, args.distilabel_python, "distilabel", config)
+        for name, result in results.items():
+            if result is None:
+                continue
+            base_py, base_dl = results.get("python"), results.get("distilabel")
+            vs_py = f"{result['median'] / base_py['median']:.2f}x" if base_py else "-"
+            vs_dl = f"{result['median'] / base_dl['median']:.2f}x" if base_dl else "-"
+            print(
+                f"| {n_rows:,} | {n} | {'on' if raw else 'off'} | {name} "
+                f"| {result['median']:,.0f} | {result['best']:,.0f} | {vs_py} | {vs_dl} "
+                f"| {result['rss']:,.0f} |",
+                flush=True,
+            )
+
+
+def images_table(args: argparse.Namespace) -> None:
+    runs = []
+    for _ in range(args.repeats):
+        cmd = [sys.executable, __file__, "--images-worker", str(args.images)]
+        cmd += ["--size", str(args.size)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    limit = statistics.median(run["hashlib"] for run in runs)
+    ours = statistics.median(run["imagetask"] for run in runs)
+    print(f"\n{args.images:,} images of {args.size:,} bytes (base64 in the answers), n=1, raw on")
+    print("| contender | median MB/s of image bytes | vs limit |")
+    print("|---|---:|---:|")
+    print(f"| hashlib SHA-256 of the same bytes (limit) | {limit / 1e6:,.0f} | 1.00x |")
+    print(f"| imagetask process_arrow | {ours / 1e6:,.0f} | {ours / limit:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", choices=CONTENDERS)
+    parser.add_argument("--images-worker", type=int)
+    parser.add_argument("--rows", type=int, nargs="*", default=[1_000_000])
+    parser.add_argument("--gens", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--raw", type=int, nargs="+", default=[1, 0])
+    parser.add_argument("--images", type=int, default=0, help="also the large-image table")
+    parser.add_argument("--size", type=int, default=100_000, help="bytes per large image")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--distilabel-python", default=sys.executable)
+    args = parser.parse_args()
+    if args.worker:
+        result = worker(args.worker, args.rows[0], args.gens[0], bool(args.raw[0]))
+        print(json.dumps(result))
+        return
+    if args.images_worker:
+        print(json.dumps(images_worker(args.images_worker, args.size)))
+        return
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; repeats={args.repeats}, batch={BATCH}"
+    )
+    if args.rows:
+        rows_table(args)
+    if args.images:
+        images_table(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -321,6 +321,22 @@ def test_each_invariant_catches_its_planted_bug(
     assert f"({statement})" in message
 
 
+class ReplacesARow(Completing):
+    def complete_rows(self, rows: list[Row]) -> list[Failure]:
+        rows[0] = "not a row"
+        return []
+
+
+def test_rows_that_break_a_check_are_reported_as_its_failure() -> None:
+    task = ReplacesARow(image_generation_model=ScriptedModel())
+    invariant, rows, message = failure_of(task)
+    assert invariant == "hooks_do_not_raise"
+    assert "does not hold: checking it raised AttributeError: 'str' object has no attribute" in (
+        message
+    )
+    assert rows == [{"prompt": ""}]
+
+
 def test_every_invariant_has_a_planted_bug_above() -> None:
     names = [invariant.name for invariant in INVARIANTS]
     assert names == [

@@ -36,11 +36,13 @@ OPENAI_PARAMS = {
 
 @dataclass
 class Fault:
-    """One injected answer: an HTTP status (with headers), or a delay before answering."""
+    """One injected answer: an HTTP status (with headers), or a delay before answering, or
+    no answer until `hold` is set."""
 
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -174,6 +176,8 @@ class Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.served.times[prompt].append(time.monotonic())
         fault = server.fault(prompt)
+        if fault is not None and fault.hold is not None:
+            fault.hold.wait()
         time.sleep(server.latency + (fault.delay if fault else 0.0))
         if fault and fault.status:
             self.error(fault.status, f"injected {fault.status}", fault.headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import msgspec
 import pyarrow.parquet as pq
 import pytest
+from outputs import image_bytes, recorded_table
+from test_crash import rows_done
 
 from imagetask.cli import main
 from imagetask.progress import Progress
@@ -77,9 +80,9 @@ def test_parquet_output_with_a_mapped_column(tmp_path: Path) -> None:
         ]
     )
     assert status == 0
-    table = pq.read_table(tmp_path / "out" / "data.parquet")
+    table = recorded_table(tmp_path / "out")
     assert table.column("caption").to_pylist() == ["a cat", "a dog"]
-    assert all(image.startswith(b"\x89PNG") for image in table.column("image").to_pylist())
+    assert all(image.startswith(b"\x89PNG") for image in image_bytes(table))
 
 
 def test_limit_and_resume(tmp_path: Path) -> None:
@@ -171,6 +174,8 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--batch-size B",
         "--save-artifacts",
         "--format {jsonl,parquet}",
+        "--shard-mb MB",
+        "data/train-*.parquet",
         "--resume",
         "--limit N",
         "--column prompt=COL",
@@ -220,15 +225,8 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
         "--size", "4x4", "--batch-size", "4", "--checkpoint-every", "0", "--quiet",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoint = tmp_path / "o" / "checkpoint.json"
-
-    def rows_done() -> int:
-        try:
-            return int(json.loads(checkpoint.read_text())["rows_in"])
-        except (OSError, ValueError):
-            return 0
-
-    while process.poll() is None and rows_done() == 0:
+    # Interrupt once the first batches are checkpointed.
+    while process.poll() is None and rows_done(tmp_path / "o") == 0:
         time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate()
@@ -258,3 +256,90 @@ def test_progress_redraws_one_line_on_a_terminal() -> None:
     assert len(frames) == 2 and frames[-1].endswith("\n")
     assert frames[0].startswith("[############............] 5/10 rows | 9 images | ")
     assert " images/s | 1 failed | ETA 0:00:0" in frames[0]
+
+
+def hostile_inputs(tmp_path: Path) -> list[tuple[Path, str]]:
+    """Input files a user may well have, and the one line each must give."""
+    cases = []
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "a"}\n{"prompt": "caf\xe9"}\n')
+    cases.append((path, f"{path} line 2: not UTF-8 text ("))
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(b'{"prompt": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n")
+    cases.append((path, f"{path} line 1: JSON nested too deeply"))
+    path = tmp_path / "corrupt.parquet"
+    path.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
+    cases.append((path, f"{path}: not a readable Parquet file: "))
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"prompt\n" + b"a fine prompt\n" * 3000 + b"caf\xe9\n" + b"more\n" * 10)
+    cases.append((path, f"{path} line 3002: not UTF-8 text ("))
+    path = tmp_path / "deep-for-parquet.jsonl"
+    path.write_bytes(b'{"prompt": "a", "x": ' + b"[" * 60 + b"]" * 60 + b"}\n")
+    cases.append(
+        (
+            path,
+            f"{path} line 1: the batch from this row cannot be written, so the run stops "
+            f"with the rows before it: {tmp_path / 'out' / 'data'}: the column 'x' is "
+            "nested too deeply for Parquet (readers accept 100 levels)",
+        )
+    )
+    return cases
+
+
+def test_hostile_input_files_are_one_line_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for source, message in hostile_inputs(tmp_path):
+        out = tmp_path / "out"
+        status = main(["generate", str(source), "-o", str(out), "--quiet", "--format", "parquet"])
+        err = capsys.readouterr().err
+        assert status == 1, source
+        assert err.startswith(f"imagetask: error: {message}"), err
+        assert err.count("\n") == 1, err
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_a_byte_order_mark_does_not_rename_the_first_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "excel.csv"
+    source.write_bytes(b"\xef\xbb\xbfprompt,id\r\na cat,1\r\na dog,2\r\n")
+    out = tmp_path / "out"
+    assert main(["generate", str(source), "-o", str(out), "--quiet", "--size", "4x4"]) == 0
+    rows = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+    assert [(row["prompt"], row["id"]) for row in rows] == [("a cat", "1"), ("a dog", "2")]
+    assert capsys.readouterr().out.endswith(f"-> {out / 'data.jsonl'}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", ""], "imagetask: error: -o/--output: the output folder is an empty path\n"),
+        (
+            ["-o", "x", "--checkpoint-every", "nan"],
+            "imagetask: error: --checkpoint-every must be a finite number of seconds >= 0, "
+            "got nan\n",
+        ),
+    ],
+)
+def test_empty_output_path_and_nan_checkpoints_are_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", str(PROMPTS), *args, "--quiet"]) == 1
+    assert capsys.readouterr().err == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_input_gives_an_empty_parquet_file(tmp_path: Path) -> None:
+    source = tmp_path / "empty.jsonl"
+    source.write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["generate", str(source), "-o", str(out), "--quiet", "--format", "parquet"]) == 0
+    table = pq.read_table(out / "data" / "train-00000.parquet")
+    assert (table.num_rows, table.column_names) == (0, ["prompt", "image", "model_name"])
+    assert sorted(path.name for path in (out / "data").iterdir()) == ["train-00000.parquet"]

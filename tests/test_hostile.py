@@ -562,7 +562,7 @@ def test_from_dict_still_loads_imagetask_and_program_classes() -> None:
 
 # --- every exception of the library pickles -------------------------------------------
 
-SUMMARY = RunSummary("out", 3, 6, 1, 1.5, 0, False)
+SUMMARY = RunSummary("out", "out/data.jsonl", 3, 6, 1, 1.5, 0, False)
 
 
 @pytest.mark.parametrize(

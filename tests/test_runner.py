@@ -10,6 +10,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from outputs import image_bytes, recorded_table
 
 from imagetask import ImageGeneration
 from imagetask.errors import ReadError, RunError, RunInterrupted
@@ -75,11 +76,11 @@ def test_a_limited_run_resumes_to_the_whole_run(tmp_path: Path, format: Any) -> 
     make_task(**fields).run(rows, tmp_path / "whole", format=format)
     first = make_task(**fields).run(rows, tmp_path / "parts", format=format, limit=4)
     assert (first.rows_in, first.rows_out, first.complete) == (4, 8, False)
-    data = f"data.{format}"
+    data = "data.jsonl"
     if format == "jsonl":
         assert (tmp_path / "parts" / data).read_bytes().count(b"\n") == 8
     else:
-        assert pq.read_table(tmp_path / "parts" / data).num_rows == 8
+        assert recorded_table(tmp_path / "parts").num_rows == 8
     with pytest.raises(RunError, match=r"already holds a run \(checkpoint.json\): resume it"):
         make_task(**fields).run(rows, tmp_path / "parts", format=format)
     more = make_task(**fields).run(rows, tmp_path / "parts", format=format, resume=True, limit=7)
@@ -91,9 +92,12 @@ def test_a_limited_run_resumes_to_the_whole_run(tmp_path: Path, format: Any) -> 
     if format == "jsonl":
         assert (tmp_path / "parts" / data).read_bytes() == (tmp_path / "whole" / data).read_bytes()
     else:
-        whole = pq.read_table(tmp_path / "whole" / data)
-        assert pq.read_table(tmp_path / "parts" / data).equals(whole)
-        assert not (tmp_path / "parts" / "parts").exists()
+        whole = recorded_table(tmp_path / "whole").to_pylist()
+        assert recorded_table(tmp_path / "parts").to_pylist() == whole
+        # Each session ended with a shard: 4, 3, then 4 input rows.
+        shards = sorted(path.name for path in (tmp_path / "parts" / "data").iterdir())
+        assert shards == ["train-00000.parquet", "train-00001.parquet", "train-00002.parquet"]
+        assert not (tmp_path / "parts" / ".staging").exists()
 
 
 def test_a_limit_at_the_input_end_completes_the_run(tmp_path: Path) -> None:
@@ -206,22 +210,28 @@ def test_ctrl_c_keeps_the_finished_batches_and_resume_completes(
         image_generation_model=Interrupting(size="4x4"), input_batch_size=3, **fields
     ).run(rows, tmp_path / "out", format=format, resume=True)
     assert (resumed.resumed_from, resumed.rows_in, resumed.rows_out) == (9, 20, whole.rows_out)
-    data = f"data.{format}"
     if format == "jsonl":
+        data = "data.jsonl"
         assert (tmp_path / "out" / data).read_bytes() == (tmp_path / "whole" / data).read_bytes()
         return
-    table = pq.read_table(tmp_path / "out" / data)
-    assert table.equals(pq.read_table(tmp_path / "whole" / data))
+    table = recorded_table(tmp_path / "out")
+    assert table.to_pylist() == recorded_table(tmp_path / "whole").to_pylist()
     built = make_task(images_as_bytes=True, num_generations=2).process_batch(rows)
-    assert table.column("image").to_pylist() == [row["image"] for row in built]
+    assert image_bytes(table) == [row["image"] for row in built]
     for path, row in zip(table.column("image_path").to_pylist(), built, strict=True):
         assert (tmp_path / "out" / path).read_bytes() == row["image"]
-    assert not (tmp_path / "out" / "parts").exists()
 
 
-def test_parquet_needs_images_as_bytes(tmp_path: Path) -> None:
-    with pytest.raises(RunError, match="create the task with images_as_bytes=True"):
-        make_task().run(prompts(1), tmp_path, format="parquet")
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_parquet_stores_image_bytes_whatever_images_as_bytes_says(
+    tmp_path: Path, as_bytes: bool
+) -> None:
+    task = make_task(images_as_bytes=as_bytes)
+    task.run(prompts(3), tmp_path, format="parquet")
+    table = pq.read_table(tmp_path / "data")
+    stored = [image["bytes"] for image in table.column("image").to_pylist()]
+    expected = [row["image"] for row in make_task(images_as_bytes=True).process_batch(prompts(3))]
+    assert stored == expected
 
 
 def test_failure_rows_are_counted(tmp_path: Path) -> None:

@@ -113,6 +113,22 @@ def test_replay_reads_parquet_and_grouped_runs(tmp_path: Path) -> None:
     expected = PlaceholderImageGeneration(size="4x4").generate(["a blue kite"], 2)[0]
     assert [part["images"] for part in answer] == [part["images"] for part in expected]
     assert [part["statistics"] for part in answer] == [part["statistics"] for part in expected]
+    assert [part["seed"] for part in answer] == [0, 0]
+
+
+def test_replay_of_a_parquet_run_answers_what_the_jsonl_run_answers(tmp_path: Path) -> None:
+    def replayed(out: Path) -> list[Any]:
+        answers: list[Any] = list(ReplayModel.from_run(out).generate(["a red bicycle"], 2))
+        for part in answers[0]:
+            image = part["images"][0]
+            part["images"] = [base64.b64decode(image) if isinstance(image, str) else image]
+        return answers
+
+    jsonl = placeholder_run(tmp_path / "jsonl", ROWS)
+    parquet = placeholder_run(tmp_path / "parquet", ROWS, images_as_bytes=True)
+    assert ReplayModel.from_run(parquet).rows == ROWS
+    assert replayed(parquet) == replayed(jsonl)
+    assert [part["seed"] for part in replayed(parquet)[0]] == [0, 0]
 
 
 def test_replay_fails_again_what_failed_and_what_the_run_never_saw(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from imagetask import bench
 from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
 from imagetask.generation import ImageGeneration
+from imagetask.hf_dataset import SHARD_BYTES
 from imagetask.models import (
     ImageGenerationModel,
     InferenceEndpointsImageGeneration,
@@ -42,7 +44,9 @@ model specs:
   hf:<https://url>   a dedicated Inference Endpoint at that URL
 
 output (in OUTDIR):
-  data.jsonl | data.parquet   one row per generated image (see the README)
+  data.jsonl                  one row per generated image (see the README)
+  data/train-*.parquet        the same with --format parquet, as a Hugging Face
+  README.md                   dataset: load_dataset(OUTDIR, split="train")
   artifacts/<task>/images/    the images, named by their sha256 (--save-artifacts)
   checkpoint.json             progress, for --resume after a crash or Ctrl-C
   run.json                    the task, row counts and timings of a finished run
@@ -104,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=["jsonl", "parquet"],
         default="jsonl",
         help="output format (default: jsonl; parquet needs imagetask[parquet])",
+    )
+    generate.add_argument(
+        "--shard-mb",
+        type=float,
+        default=SHARD_BYTES / 1e6,
+        metavar="MB",
+        help="parquet: start a new shard of OUTDIR/data/ after this many MB of rows "
+        f"(default: {SHARD_BYTES / 1e6:g})",
     )
     generate.add_argument(
         "--resume", action="store_true", help="continue the run recorded in OUTDIR"
@@ -272,8 +284,15 @@ def _generate(args: argparse.Namespace) -> int:
     ):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
-    if args.checkpoint_every < 0:
-        raise UsageError(f"--checkpoint-every must be at least 0, got {args.checkpoint_every}")
+    if not math.isfinite(args.checkpoint_every) or args.checkpoint_every < 0:
+        raise UsageError(
+            f"--checkpoint-every must be a finite number of seconds >= 0, got "
+            f"{args.checkpoint_every}"
+        )
+    if not math.isfinite(args.shard_mb) or args.shard_mb * 1e6 < 1:
+        raise UsageError(f"--shard-mb must be a positive number of MB, got {args.shard_mb}")
+    if not args.output:
+        raise UsageError("-o/--output: the output folder is an empty path")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be at least 0, got {args.limit}")
     reader = Reader(args.input)
@@ -295,11 +314,12 @@ def _generate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         checkpoint_seconds=args.checkpoint_every,
         batches_in_flight=in_flight,
+        shard_bytes=round(args.shard_mb * 1e6),
     )
     images = summary.rows_in * task.num_generations - summary.failed
     print(
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
-        f"({images:,} images, {summary.failed:,} failed) -> {args.output}/data.{args.format}"
+        f"({images:,} images, {summary.failed:,} failed) -> {summary.data}"
     )
     return 0
 
@@ -319,8 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("imagetask: interrupted", file=sys.stderr)
         return 130
     except (ImageTaskError, OSError) as exc:
-        print(f"imagetask: error: {exc}", file=sys.stderr)
+        print(f"imagetask: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
+
+
+def _one_line(message: str) -> str:
+    """A message on one line (errors of pyarrow and others may span several)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def run_main() -> None:

@@ -9,9 +9,13 @@ ImageTaskError                      base of them all
 ├── UsageError (ValueError)         a command-line value that cannot be used
 ├── RunError (RuntimeError)         a run cannot start or go on
 ├── RequestError (RuntimeError)     a backend request failed for good
-├── MissingExtraError (ImportError) an optional dependency is not installed
-└── RunInterrupted                  a run was stopped (Ctrl-C) after writing its finished batches
+└── MissingExtraError (ImportError) an optional dependency is not installed
 ```
+
+RunInterrupted (KeyboardInterrupt)  a run was stopped (Ctrl-C) after writing its finished batches
+
+`RunInterrupted` is a `KeyboardInterrupt`, outside `ImageTaskError` on purpose: like Ctrl-C
+itself, no `except Exception` swallows it.
 
 Every class pickles (its arguments are kept in `args`), so errors cross process
 boundaries (multiprocessing, Ray, distilabel) intact.
@@ -94,8 +98,9 @@ class MissingExtraError(ImageTaskError, ImportError):
         return (type(self), self.args)
 
 
-class RunInterrupted(ImageTaskError):
-    """The run was stopped (Ctrl-C) after its finished batches were written.
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped (Ctrl-C) after its finished batches were written; a
+    `KeyboardInterrupt`, so that `except Exception` does not swallow it.
 
     Attributes
     ----------

@@ -29,6 +29,7 @@ FORMATS: dict[str, Format] = {
 """File extension -> input format."""
 
 _PARQUET_BATCH = 4096
+_BOM = b"\xef\xbb\xbf"
 
 
 class Reader:
@@ -64,8 +65,7 @@ class Reader:
     def count(self) -> int | None:
         """How many rows the file holds, when that is cheap to know (no parsing)."""
         if self.format == "parquet":
-            parquet = require("pyarrow.parquet", "parquet", "reading Parquet")
-            rows: int = parquet.ParquetFile(self.path).metadata.num_rows
+            rows: int = self._parquet_file().metadata.num_rows
             return rows
         if self.format == "csv":
             return None
@@ -78,50 +78,78 @@ class Reader:
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         return getattr(self, f"_{self.format}")()  # type: ignore[no-any-return]
 
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        """The file's lines with their numbers, a UTF-8 byte order mark dropped."""
+        with self.path.open("rb") as file:
+            for number, line in enumerate(file, start=1):
+                yield number, line.removeprefix(_BOM) if number == 1 else line
+
+    def _text(self, number: int, line: bytes) -> str:
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReadError(f"{self.where(number)}: not UTF-8 text ({exc})") from None
+
     def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
         decoder = msgspec.json.Decoder()
-        with self.path.open("rb") as file:
-            for number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = decoder.decode(line)
-                except msgspec.DecodeError as exc:
-                    raise ReadError(f"{self.where(number)}: invalid JSON: {exc}") from None
-                if not isinstance(row, dict):
-                    raise ReadError(
-                        f"{self.where(number)}: expected a JSON object, got {type(row).__name__}"
-                    )
-                yield number, row
+        for number, line in self._lines():
+            if not line.strip():
+                continue
+            try:
+                row = decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                raise ReadError(f"{self.where(number)}: invalid JSON: {exc}") from None
+            except UnicodeDecodeError as exc:
+                raise ReadError(f"{self.where(number)}: not UTF-8 text ({exc})") from None
+            except RecursionError:
+                raise ReadError(f"{self.where(number)}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise ReadError(
+                    f"{self.where(number)}: expected a JSON object, got {type(row).__name__}"
+                )
+            yield number, row
 
     def _txt(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        with self.path.open("rb") as file:
-            for number, line in enumerate(file, start=1):
-                try:
-                    prompt = line.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as exc:
-                    raise ReadError(f"{self.where(number)}: not UTF-8 text ({exc})") from None
-                if prompt.strip():
-                    yield number, {"prompt": prompt}
+        for number, line in self._lines():
+            prompt = self._text(number, line).rstrip("\r\n")
+            if prompt.strip():
+                yield number, {"prompt": prompt}
 
     def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        with self.path.open(newline="", encoding="utf-8") as file:
-            reader = csv.DictReader(file)
-            try:
-                for row in reader:
-                    if None in row:
-                        raise ReadError(
-                            f"{self.where(reader.line_num)}: more fields than the header's "
-                            f"{len(reader.fieldnames or [])}"
-                        )
-                    yield reader.line_num, row
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise ReadError(f"{self.where(reader.line_num)}: {exc}") from None
+        # Lines are decoded here, one by one, so a decoding error names its own line;
+        # `line_num` counts the lines the csv module has read (a quoted field may span
+        # several).
+        reader = csv.DictReader(self._text(number, line) for number, line in self._lines())
+        try:
+            for row in reader:
+                if None in row:
+                    raise ReadError(
+                        f"{self.where(reader.line_num)}: more fields than the header's "
+                        f"{len(reader.fieldnames or [])}"
+                    )
+                yield reader.line_num, row
+        except csv.Error as exc:
+            raise ReadError(f"{self.where(reader.line_num)}: {exc}") from None
+
+    def _parquet_file(self) -> Any:
+        arrow = require("pyarrow", "parquet", "reading Parquet")
+        parquet = require("pyarrow.parquet", "parquet", "reading Parquet")
+        try:
+            return parquet.ParquetFile(self.path)
+        except (arrow.ArrowException, OSError) as exc:
+            raise ReadError(f"{self.path}: not a readable Parquet file: {exc}") from None
 
     def _parquet(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        parquet = require("pyarrow.parquet", "parquet", "reading Parquet")
+        arrow = require("pyarrow", "parquet", "reading Parquet")
         number = 0
-        for batch in parquet.ParquetFile(self.path).iter_batches(batch_size=_PARQUET_BATCH):
+        batches = self._parquet_file().iter_batches(batch_size=_PARQUET_BATCH)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (arrow.ArrowException, OSError) as exc:
+                raise ReadError(f"{self.where(number + 1)}: cannot be read: {exc}") from None
+            if batch is None:
+                return
             for row in batch.to_pylist():
                 number += 1
                 yield number, row

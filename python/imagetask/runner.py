@@ -1,17 +1,23 @@
 """Running a task over a whole dataset: streamed in batches, checkpointed, resumable.
 
-The output folder holds `data.jsonl` (or `data.parquet`), `artifacts/` when the task saves
-them, `checkpoint.json` and, once the run has ended, `run.json`. Each batch's rows are
-appended whole, after its artifacts are on disk; then, at most every `checkpoint_seconds`,
-the output is synced and the checkpoint records how many input rows are done and where
-the output ends. A resumed run cuts the output back to that point and goes on with the
-next input row, so a crash at any moment loses nothing and repeats nothing.
+The output folder holds `data.jsonl` (or, for Parquet, the Hugging Face layout of
+`imagetask.hf_dataset`: `data/` shards and `README.md`), `artifacts/` when the task saves
+them, `checkpoint.json`, the lock file and, once the run has ended, `run.json`. A run holds
+an exclusive lock on the folder from start to end. A fresh run writes its checkpoint
+before the first byte of output. Each batch's rows are appended whole, after its image
+files are on disk; a batch that cannot be written stops the run with the checkpoint at
+the batch before. At most every `checkpoint_seconds` the output and the image files
+written since the last checkpoint are synced, then the checkpoint records how many input
+rows are done and where the output ends. A resumed run checks the checkpoint and the
+output against each other, cuts the output back to that point and goes on with the next
+input row, so a crash at any moment loses nothing and repeats nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import os
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -21,29 +27,72 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imagetask.errors import ImageTaskError, InputRowError, RunError, RunInterrupted
+import msgspec
+
+from imagetask.checkpoint import (
+    CHECKPOINT,
+    VERSION,
+    Checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
+from imagetask.columnar import ArrowOutput
+from imagetask.durable import fsync_dir, fsync_file, write_atomic
+from imagetask.errors import (
+    ConfigError,
+    ImageTaskError,
+    InputRowError,
+    RunError,
+    RunInterrupted,
+    SinkError,
+)
+from imagetask.extras import require
+from imagetask.hf_dataset import DATA, SHARD_BYTES, STAGING
+from imagetask.lock import FolderLock
 from imagetask.progress import Progress
 from imagetask.readers import Reader
-from imagetask.sinks import OutputFormat, fsync_dir, open_sink
+from imagetask.runtime import Workers
+from imagetask.sinks import (
+    OUTPUT_FORMATS,
+    JsonlSink,
+    OutputFormat,
+    ParquetSink,
+    empty_state,
+    open_sink,
+)
 
 if TYPE_CHECKING:
     from imagetask.batch import Batch
+    from imagetask.columnar import ArrowBatch
     from imagetask.task import ImageTask, Row
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
-CHECKPOINT = "checkpoint.json"
 SUMMARY = "run.json"
-_VERSION = 1
 _FREE_TASK_FIELDS = frozenset({"output_dir", "input_batch_size"})
-_FREE_MODEL_FIELDS = frozenset({"max_concurrency", "max_retries", "timeout", "retry_backoff"})
+_FREE_MODEL_FIELDS = frozenset(
+    {
+        "max_concurrency",
+        "max_retries",
+        "timeout",
+        "retry_backoff",
+        "output_dir",
+        "poll_interval",
+        "max_poll_interval",
+        "resubmit_expired",
+    }
+)
+"""Model fields that change how a run gets its images, not which rows it writes."""
+_SYNC_THREADS = 4
+"""Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a run did, as recorded in `run.json`."""
+    """What a run did, as recorded in `run.json`; `data` is the output file."""
 
     output: str
+    data: str
     rows_in: int
     rows_out: int
     failed: int
@@ -54,22 +103,11 @@ class RunSummary:
 
 @dataclass
 class _Pending:
-    """A batch whose model call runs in the pool."""
+    """A batch whose model call runs on a worker, and where its first input row is."""
 
-    batch: Batch
+    batch: Batch | ArrowBatch
     generated: Future[None]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Writes `path` all or nothing: a synced temporary file renamed over it."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    fsync_dir(path.parent)
+    where: str
 
 
 def _identity(dump: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +129,65 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
     return f"`{path}` was {json.dumps(old)}, now {json.dumps(new)}"
 
 
+def _empty_schema(task: ImageTask) -> Any:
+    """The Parquet schema of a run without rows: the task's input columns as text, its
+    image as bytes, its other outputs as text (no metadata column: it has no field)."""
+    arrow = require("pyarrow", "parquet", "writing Parquet")
+    mapped_in, mapped_out = task.input_mappings, task.output_mappings
+    fields = [arrow.field(mapped_in.get(name, name), arrow.string()) for name in task.inputs]
+    for name in task.outputs:
+        if name == "image_path" and not getattr(task, "save_artifacts", False):
+            continue
+        kind = arrow.binary() if name == "image" else arrow.string()
+        if task.group_generations and name != "model_name":
+            kind = arrow.list_(kind)
+        fields.append(arrow.field(mapped_out.get(name, name), kind))
+    return arrow.schema(fields)
+
+
+class _ImageSync:
+    """fsyncs the image files of written batches on a few threads, while the next batches
+    are generated; `wait` (before a checkpoint) waits for them and syncs their folders."""
+
+    def __init__(self, output: Path) -> None:
+        self._output = output
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        self._seen: set[str] = set()
+        self._folders: set[Path] = set()
+
+    def add(self, paths: Iterable[str]) -> None:
+        for relative in paths:
+            if relative in self._seen:
+                continue
+            self._seen.add(relative)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(_SYNC_THREADS, "imagetask-fsync")
+            path = self._output / relative
+            self._pending.append(self._pool.submit(fsync_file, path))
+            self._folders.add(path.parent)
+
+    def wait(self) -> None:
+        """Returns once every file added and its folders up to the output are durable."""
+        for done in self._pending:
+            done.result()
+        folders = set(self._folders)
+        for folder in self._folders:
+            folders.update(parent for parent in folder.parents if self._output in parent.parents)
+        for folder in folders:
+            fsync_dir(folder)
+        self._pending.clear()
+        self._seen.clear()
+        self._folders.clear()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _Run:
+    """A run's output folder: its checkpoint, its sink and the image files to sync."""
+
     def __init__(
         self,
         task: ImageTask,
@@ -99,42 +195,64 @@ class _Run:
         format: OutputFormat,
         resume: bool,
         checkpoint_seconds: float,
+        shard_bytes: int,
     ) -> None:
         self.task = task
         self.checkpoint_seconds = checkpoint_seconds
         self._saved = time.monotonic()
         self.output = output
         self.format = format
-        output.mkdir(parents=True, exist_ok=True)
-        if hasattr(task, "output_dir"):
-            task.set_runtime_parameters({"output_dir": str(output)})
         self.dump = task.dump()
-        self.checkpoint = output / CHECKPOINT
-        state = self._previous(resume)
-        self.state: dict[str, Any] = state or {
-            "version": _VERSION,
-            "format": format,
-            "task": self.dump,
-            "rows_in": 0,
-            "rows_out": 0,
-            "failed": 0,
-            "seconds": 0.0,
-            "complete": False,
-            "sink": None,
-        }
-        self.resumed_from = self.state["rows_in"]
-        self.sink = open_sink(output, format, self.state["sink"]) if not self.done else None
-        if state is None:
-            self.save()  # a run killed before its first checkpoint can be resumed too
+        self.path = output / CHECKPOINT
+        self.data = output / (DATA if format == "parquet" else "data.jsonl")
+        self._images = _ImageSync(output)
+        self._path_column = (
+            task.output_mappings.get("image_path", "image_path")
+            if getattr(task, "save_artifacts", False)
+            else None
+        )
+        options: dict[str, Any] = {}
+        if format == "parquet":
+            mapped = task.output_mappings
+            options = {
+                "empty_schema": _empty_schema(task),
+                "image_column": mapped.get("image", "image"),
+                "path_column": self._path_column,
+                "shard_bytes": shard_bytes,
+            }
+        previous = self._previous(resume)
+        if previous is None:
+            # The checkpoint comes before the first byte of output: a run killed at any
+            # moment leaves a folder that `resume` accepts.
+            self.checkpoint = Checkpoint(
+                version=VERSION,
+                format=format,
+                task=self.dump,
+                rows_in=0,
+                rows_out=0,
+                failed=0,
+                seconds=0.0,
+                complete=False,
+                sink=empty_state(format),
+            )
+            write_checkpoint(self.path, self.checkpoint)
+            self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
+        else:
+            self.checkpoint = previous
+            if not self.done:
+                self.sink = open_sink(output, format, previous.sink, **options)
+            else:
+                self.sink = None
+        self.resumed_from = self.checkpoint.rows_in
 
     @property
     def done(self) -> bool:
-        return bool(self.state["complete"])
+        return self.checkpoint.complete
 
-    def _previous(self, resume: bool) -> dict[str, Any] | None:
-        data = [self.output / f"data.{kind}" for kind in ("jsonl", "parquet")]
-        if not self.checkpoint.exists():
-            if any(path.exists() for path in data):
+    def _previous(self, resume: bool) -> Checkpoint | None:
+        if not self.path.exists():
+            found = [self.output / name for name in ("data.jsonl", DATA, STAGING)]
+            if any(path.exists() for path in found):
                 raise RunError(
                     f"{self.output} holds output without a {CHECKPOINT}: choose an empty folder"
                 )
@@ -144,18 +262,18 @@ class _Run:
                 f"{self.output} already holds a run ({CHECKPOINT}): resume it (--resume) "
                 "or choose an empty folder"
             )
-        try:
-            state: dict[str, Any] = json.loads(self.checkpoint.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{self.checkpoint}: unreadable checkpoint: {exc}") from None
-        if state.get("version") != _VERSION:
-            raise RunError(f"{self.checkpoint}: checkpoint version {state.get('version')!r}")
-        if state["format"] != self.format:
+        state = read_checkpoint(self.path)
+        if state.format != self.format:
             raise RunError(
-                f"{self.output}: the run writes {state['format']}, not {self.format}: "
+                f"{self.output}: the run writes {state.format}, not {self.format}: "
                 f"resume it with the same format"
             )
-        old, new = _identity(state["task"]), _identity(self.dump)
+        if state.sink.get("rows") != state.rows_out:
+            raise RunError(
+                f"{self.path}: not a checkpoint this version can resume: `sink.rows` "
+                f"({state.sink.get('rows')!r}) is not `rows_out` ({state.rows_out})"
+            )
+        old, new = _identity(state.task), _identity(self.dump)
         if old != new:
             raise RunError(
                 f"{self.output}: the task differs from the run's: {_first_difference(old, new)}"
@@ -163,17 +281,42 @@ class _Run:
         return state
 
     def commit(self, pending: _Pending, progress: Progress | None) -> None:
+        """Writes a generated batch whole, or raises `SinkError` having written none of it
+        (the checkpoint then stays at the batch before)."""
         pending.generated.result()
         batch = pending.batch
         output = batch.finish()
         failed = len(output.failures)
         assert self.sink is not None
-        self.sink.write(output.rows)
-        state = self.state
-        state["rows_in"] += batch.size
-        state["rows_out"] += len(output.rows)
-        state["failed"] += failed
-        state["sink"] = self.sink.state()
+        try:
+            if isinstance(output, ArrowOutput):
+                assert isinstance(self.sink, ParquetSink)
+                self.sink.write_table(output.table)
+            else:
+                assert isinstance(self.sink, JsonlSink)
+                self.sink.write(output.rows)
+        except SinkError as exc:
+            raise SinkError(
+                f"{pending.where}: the batch from this row cannot be written, so the run "
+                f"stops with the rows before it: {exc}"
+            ) from None
+        if self._path_column is not None:
+            rows = (
+                output.table.column(self._path_column).to_pylist()
+                if isinstance(output, ArrowOutput)
+                else [row.get(self._path_column) for row in output.rows]
+            )
+            self._images.add(_paths(rows))
+        written = output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
+        done = self.checkpoint
+        # One assignment: a Ctrl-C lands before or after it, never halfway.
+        self.checkpoint = msgspec.structs.replace(
+            done,
+            rows_in=done.rows_in + batch.size,
+            rows_out=done.rows_out + written,
+            failed=done.failed + failed,
+            sink=self.sink.state(),
+        )
         if time.monotonic() - self._saved >= self.checkpoint_seconds:
             self.save()
         if progress is not None:
@@ -181,29 +324,83 @@ class _Run:
             progress.update(batch.size, generations - failed, failed)
 
     def save(self) -> None:
-        """Syncs the output, then records the checkpoint that points to its end."""
+        """Syncs the output and its image files, then records the checkpoint that points
+        to its end."""
         if self.sink is not None:
             self.sink.sync()
-        _write_json(self.checkpoint, self.state)
+        self._images.wait()
+        write_checkpoint(self.path, self.checkpoint)
+        if self.sink is not None:
+            self.sink.saved()
         self._saved = time.monotonic()
 
-    def summary(self, seconds: float) -> RunSummary:
-        state = self.state
+    def complete(self, seconds: float, complete: bool) -> None:
+        self.checkpoint = msgspec.structs.replace(
+            self.checkpoint,
+            complete=complete,
+            seconds=round(self.checkpoint.seconds + seconds, 3),
+        )
+
+    def finish_sink(self, final: bool) -> None:
+        """Completes the output (the last Parquet shard, the dataset card)."""
+        assert self.sink is not None
+        self.sink.finish(final=final, about=_about(self))
+        self.checkpoint = msgspec.structs.replace(self.checkpoint, sink=self.sink.state())
+
+    def summary(self) -> RunSummary:
+        state = self.checkpoint
         return RunSummary(
             output=str(self.output),
-            rows_in=state["rows_in"],
-            rows_out=state["rows_out"],
-            failed=state["failed"],
-            seconds=round(state["seconds"] + seconds, 3),
+            data=str(self.data),
+            rows_in=state.rows_in,
+            rows_out=state.rows_out,
+            failed=state.failed,
+            seconds=state.seconds,
             resumed_from=self.resumed_from,
-            complete=state["complete"],
+            complete=state.complete,
         )
+
+    def close(self) -> None:
+        self._images.close()
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _paths(values: list[Any]) -> Iterator[str]:
+    """The image paths of a batch's path column (lists of them when grouped)."""
+    for value in values:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            yield from (path for path in value if isinstance(path, str))
 
 
 def _numbered(rows: Iterable[Row] | Reader) -> tuple[Iterator[tuple[int, Row]], Any]:
     if isinstance(rows, Reader):
         return iter(rows), rows.where
     return enumerate(rows), lambda index: f"input row {index}"
+
+
+def _check_options(
+    format: Any, limit: Any, batches_in_flight: Any, checkpoint_seconds: Any, shard_bytes: Any
+) -> None:
+    if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
+        raise ConfigError(f"run: shard_bytes={shard_bytes!r}: expected an int >= 1")
+    if format not in OUTPUT_FORMATS:
+        raise ConfigError(f"run: format={format!r}: expected one of {list(OUTPUT_FORMATS)}")
+    if not isinstance(batches_in_flight, int) or batches_in_flight < 1:
+        raise ConfigError(f"run: batches_in_flight={batches_in_flight!r}: expected an int >= 1")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"run: limit={limit!r}: expected None or an int >= 0")
+    if (
+        isinstance(checkpoint_seconds, bool)
+        or not isinstance(checkpoint_seconds, (int, float))
+        or not math.isfinite(checkpoint_seconds)
+        or checkpoint_seconds < 0
+    ):
+        raise ConfigError(
+            f"run: checkpoint_seconds={checkpoint_seconds!r}: expected a finite number >= 0"
+        )
 
 
 def run(
@@ -217,6 +414,7 @@ def run(
     progress: bool | Progress = False,
     batches_in_flight: int = 2,
     checkpoint_seconds: float = 1.0,
+    shard_bytes: int = SHARD_BYTES,
 ) -> RunSummary:
     """Runs `task` over `rows` into `output_dir`; see the module's docstring.
 
@@ -227,28 +425,36 @@ def run(
     finished ones are written in order; memory stays bounded whatever the input size.
     The output is synced and the checkpoint written at most every `checkpoint_seconds`
     (and when the run ends or stops): a crash repeats at most that much work.
-    Raises `RunError` for a bad input row (after writing the batches before it) and
-    `RunInterrupted` on Ctrl-C.
+    The run holds an exclusive lock on `output_dir` and works on a copy of `task` (its
+    `output_dir` set to the folder): the caller's task is left as it was.
+
+    Raises `ConfigError` for a bad option, `RunError` when the folder is in use, holds
+    another run or an output that does not match its checkpoint, or for a bad input row
+    (after writing the batches before it), `SinkError` for a batch that cannot be
+    written (after writing the batches before it), and `RunInterrupted` on Ctrl-C.
     """
-    if batches_in_flight < 1:
-        raise ValueError("batches_in_flight must be >= 1")
-    if format == "parquet" and not task.images_as_bytes:
-        raise RunError(
-            "format='parquet' stores images as bytes: create the task with images_as_bytes=True"
-        )
+    _check_options(format, limit, batches_in_flight, checkpoint_seconds, shard_bytes)
     started = time.monotonic()
-    task.load()
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    task = copy.copy(task)
+    if hasattr(task, "output_dir"):
+        task.set_runtime_parameters({"output_dir": str(output)})
+    lock = FolderLock(output)
     try:
-        state = _Run(task, Path(output_dir), format, resume, checkpoint_seconds)
+        task.load()
         try:
-            if state.done:
-                return state.summary(0.0)
-            return _stream(state, rows, limit, progress, batches_in_flight, started)
+            state = _Run(task, output, format, resume, checkpoint_seconds, shard_bytes)
+            try:
+                if state.done:
+                    return state.summary()
+                return _stream(state, rows, limit, progress, batches_in_flight, started)
+            finally:
+                state.close()
         finally:
-            if state.sink is not None:
-                state.sink.close()
+            task.unload()
     finally:
-        task.unload()
+        lock.release()
 
 
 def _stream(
@@ -260,51 +466,65 @@ def _stream(
     started: float,
 ) -> RunSummary:
     task = state.task
-    numbered, where = _numbered(rows)
-    skipped = sum(1 for _ in islice(numbered, state.resumed_from))
-    if skipped < state.resumed_from:
-        raise RunError(
-            f"the input has {skipped:,} rows, but the run to resume had done {state.resumed_from:,}"
-        )
     reporter = progress if isinstance(progress, Progress) else None
-    if progress is True:
-        reporter = Progress(_total(rows, limit), done=state.resumed_from)
     pending: deque[_Pending] = deque()
-    pool = ThreadPoolExecutor(max_workers=batches_in_flight, thread_name_prefix="imagetask")
-    budget = None if limit is None else max(limit - state.resumed_from, 0)
+    workers = Workers(batches_in_flight, "imagetask")
     try:
-        try:
-            while True:
-                size = (
-                    task.input_batch_size if budget is None else min(task.input_batch_size, budget)
-                )
+        numbered, where = _numbered(rows)
+        skipped = sum(1 for _ in islice(numbered, state.resumed_from))
+        if skipped < state.resumed_from:
+            raise RunError(
+                f"the input has {skipped:,} rows, but the run to resume had done "
+                f"{state.resumed_from:,}"
+            )
+        if progress is True:
+            reporter = Progress(_total(rows, limit), done=state.resumed_from)
+        budget = None if limit is None else max(limit - state.resumed_from, 0)
+        stop: ImageTaskError | None = None
+        while True:
+            size = task.input_batch_size if budget is None else min(task.input_batch_size, budget)
+            try:
                 chunk = list(islice(numbered, size)) if size else []
                 if not chunk:
                     break
-                if budget is not None:
-                    budget -= len(chunk)
-                pending.append(_start(task, chunk, where, pool))
-                while len(pending) >= batches_in_flight:
-                    state.commit(pending.popleft(), reporter)
-            while pending:
+                pending.append(_start(task, chunk, where, workers, state.format == "parquet"))
+            except ImageTaskError as exc:
+                stop = exc  # a bad input row: the batches before it are written first
+                break
+            if budget is not None:
+                budget -= len(chunk)
+            while len(pending) >= batches_in_flight:
                 state.commit(pending.popleft(), reporter)
-        except ImageTaskError:
-            while pending:
-                state.commit(pending.popleft(), reporter)
-            state.save()
-            raise
+        while pending:
+            state.commit(pending.popleft(), reporter)
+        if stop is not None:
+            raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
-        complete = budget != 0 or next(numbered, None) is None
-        assert state.sink is not None
-        state.sink.finish(final=complete)
-        state.state["complete"] = complete
+        complete = budget != 0 or _exhausted(numbered)
+        state.complete(time.monotonic() - started, complete)
+        state.finish_sink(complete)
+        state.save()
     except KeyboardInterrupt:
-        raise RunInterrupted(_finish(state, started, ended=False)) from None
+        state.complete(time.monotonic() - started, False)
+        state.save()
+        raise RunInterrupted(state.summary()) from None
+    except Exception:
+        state.complete(time.monotonic() - started, False)
+        state.save()
+        raise
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        workers.shutdown()
         if reporter is not None:
             reporter.close()
-    return _finish(state, started, ended=True)
+    return _report(state)
+
+
+def _exhausted(numbered: Iterator[tuple[int, Row]]) -> bool:
+    """Whether the input has no row left (a row that cannot be read counts as one)."""
+    try:
+        return next(numbered, None) is None
+    except ImageTaskError:
+        return False
 
 
 def _total(rows: Iterable[Row] | Reader, limit: int | None) -> int | None:
@@ -321,33 +541,75 @@ def _start(
     task: ImageTask,
     chunk: list[tuple[int, Row]],
     where: Any,
-    pool: ThreadPoolExecutor,
+    workers: Workers,
+    columnar: bool,
 ) -> _Pending:
+    rows = [row for _, row in chunk]
+    batch: Batch | ArrowBatch
     try:
-        batch = task.prepare([row for _, row in chunk])
+        batch = (
+            task.prepare_arrow(_table(task, rows, where(chunk[0][0])))
+            if columnar
+            else task.prepare(rows)
+        )
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
-    return _Pending(batch, pool.submit(batch.generate))
+    return _Pending(batch, workers.submit(batch.generate), where(chunk[0][0]))
 
 
-def _finish(state: _Run, started: float, *, ended: bool) -> RunSummary:
-    """Records the time spent and, for a run that ended (not interrupted), `run.json`."""
-    seconds = time.monotonic() - started
-    state.state["seconds"] = round(state.state["seconds"] + seconds, 3)
-    state.save()
-    summary = state.summary(0.0)
-    if ended:
-        images = summary.rows_in * state.task.num_generations - summary.failed
-        _write_json(
-            state.output / SUMMARY,
-            {
-                **asdict(summary),
-                "data": f"data.{state.format}",
-                "images": images,
-                "rows_per_s": round(summary.rows_in / max(summary.seconds, 1e-9), 1),
-                "images_per_s": round(images / max(summary.seconds, 1e-9), 1),
-                "task": state.dump,
-            },
-        )
+def _table(task: ImageTask, rows: list[Row], where: str) -> Any:
+    """A batch's input rows as an Arrow table, for the columnar path (Parquet output).
+
+    A row that is not a mapping or lacks a column raises `InputRowError` as
+    `process_batch` does; columns whose values cannot share one Arrow type are a
+    `RunError` naming the batch's first line.
+    """
+    arrow = require("pyarrow", "arrow", "writing Parquet")
+    if not all(isinstance(row, dict) for row in rows):
+        task.prepare(rows)  # raises InputRowError naming the row
+    names = dict.fromkeys(name for row in rows for name in row)
+    try:
+        return arrow.table({name: [row.get(name) for row in rows] for name in names})
+    except (arrow.ArrowException, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())
+        raise RunError(
+            f"{where}: the rows of the batch from this row cannot be one Arrow table for "
+            f"Parquet (a column's values must share one type): {reason}"
+        ) from None
+
+
+def _about(state: _Run) -> str:
+    """What the run was, for the dataset card."""
+    task, done = state.task, state.checkpoint
+    model = task.image_generation_model
+    generations = done.rows_in * task.num_generations
+    status = "complete" if done.complete else "not complete (resume it to go on)"
+    return (
+        f"# {state.output.name or 'imagetask output'}\n\n"
+        f"Images generated with imagetask: task `{type(task).__name__}` (`{task.name}`), "
+        f"model `{model.model_name}` ({type(model).__name__}), "
+        f"{task.num_generations} generation(s) per input row.\n\n"
+        "| input rows | output rows | images | failed generations | run |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        f"| {done.rows_in:,} | {done.rows_out:,} | {generations - done.failed:,} | "
+        f"{done.failed:,} | {status} |\n\n"
+        "The task's configuration is in `run.json`; failed generations have a null image "
+        f"and their error in `{task.metadata_column}`."
+    )
+
+
+def _report(state: _Run) -> RunSummary:
+    """Writes `run.json` for a run that ended (not interrupted)."""
+    summary = state.summary()
+    images = summary.rows_in * state.task.num_generations - summary.failed
+    report = {
+        **asdict(summary),
+        "data": state.data.name + ("/" if state.data.name == DATA else ""),
+        "images": images,
+        "rows_per_s": round(summary.rows_in / max(summary.seconds, 1e-9), 1),
+        "images_per_s": round(images / max(summary.seconds, 1e-9), 1),
+        "task": state.dump,
+    }
+    write_atomic(state.output / SUMMARY, json.dumps(report, indent=2).encode() + b"\n")
     return summary

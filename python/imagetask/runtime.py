@@ -1,15 +1,27 @@
-"""Running coroutines from synchronous code, whatever loop the caller is in."""
+"""Running work off the caller's thread: coroutines on a background event loop, blocking
+calls on daemon worker threads."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop"]
+__all__ = ["BackgroundLoop", "Workers"]
 
 T = TypeVar("T")
+
+
+async def _cancel_all() -> None:
+    """Cancels every other task of the running loop and waits until they have ended."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class BackgroundLoop:
@@ -41,20 +53,86 @@ class BackgroundLoop:
         return self._loop is not None
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Runs `coroutine` on the background loop and waits for its result."""
+        """Runs `coroutine` on the background loop and waits for its result.
+
+        Raises `concurrent.futures.CancelledError` when `close` cancels it.
+        """
         loop = self._ensure()
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise RuntimeError("BackgroundLoop.run called from its own loop; await instead")
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
-    def close(self) -> None:
-        """Stops the loop and its thread; a later `run` starts them again."""
+    def close(self, cleanup: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Cancels every task still on the loop and waits for them (their callers in
+        `run` get `CancelledError` at once), awaits `cleanup()` (closing clients), then
+        stops the loop and its thread; a later `run` starts them again."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+
+        async def finish() -> None:
+            await _cancel_all()
+            if cleanup is not None:
+                await cleanup()
+            await loop.shutdown_asyncgens()
+
+        try:
+            asyncio.run_coroutine_threadsafe(finish(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+
+class Workers:
+    """Daemon threads that run submitted calls in order of submission.
+
+    Unlike `ThreadPoolExecutor`'s threads, they are not joined when the interpreter
+    exits: a call that never returns (a hung backend) cannot keep the process alive after
+    Ctrl-C.
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
+            for index in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, call = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # handed to the caller, whatever it is
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        """Queues `call`; its future holds what it returns or raises."""
+        future: Future[T] = Future()
+        self._jobs.put((future, call))
+        return future
+
+    def shutdown(self) -> None:
+        """Cancels the calls not started yet and lets the threads end after their
+        current call (without waiting for it)."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)

@@ -1,34 +1,57 @@
 """Output sinks: whole batches appended, synced before each checkpoint.
 
-A sink's `state()` after `write` and `sync` is what a checkpoint records; a sink reopened with that
-state drops whatever was written after it (a batch cut short by a crash), so the output
-holds every committed batch exactly once.
+A sink's `state()` after `write` and `sync` is what a checkpoint records; a sink reopened
+with that state first checks that its output holds at least that much (else `RunError`:
+nothing is written), then drops whatever was written after it (a batch cut short by a
+crash), so the output holds every committed batch exactly once. A batch that cannot be
+written raises `SinkError` before any of its bytes reach the output.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import msgspec
 
-from imagetask.errors import SinkError
-from imagetask.extras import require
+from imagetask.errors import RunError, SinkError
+from imagetask.hf_dataset import ParquetSink
 
-__all__ = ["JsonlSink", "ParquetSink", "Sink", "fsync_dir", "open_sink"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "JsonlSink",
+    "OutputFormat",
+    "ParquetSink",
+    "Sink",
+    "empty_state",
+    "open_sink",
+]
 
 OutputFormat = Literal["jsonl", "parquet"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "parquet")
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+_CHUNK = 1 << 20
+
+
+class _JsonlState(msgspec.Struct, forbid_unknown_fields=True):
+    bytes: Count
+    rows: Count
+
+
+def _state(kind: type[msgspec.Struct], state: dict[str, Any], path: Path) -> Any:
+    try:
+        return msgspec.convert(state, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise RunError(f"{path}: the checkpoint's `sink` is not valid: {exc}") from None
 
 
 class Sink(Protocol):
-    """Where a run's output rows go."""
+    """Where a run's output rows go: `JsonlSink.write(rows)` appends a batch's dict rows,
+    `ParquetSink.write_table(table)` a batch as an Arrow table, each whole or not at all."""
 
     path: Path
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Appends one batch's rows as a whole."""
 
     def sync(self) -> None:
         """Makes what was written durable (before a checkpoint records it)."""
@@ -36,138 +59,102 @@ class Sink(Protocol):
     def state(self) -> dict[str, Any]:
         """What a checkpoint records to reopen the sink at this point."""
 
-    def finish(self, final: bool) -> None:
-        """Completes the output file with the batches written so far; `final`: no batch
-        will be added (a run stopped by its limit is not final)."""
+    def saved(self) -> None:
+        """Called once a checkpoint recorded `state()`: drops what it made obsolete."""
+
+    def finish(self, final: bool, about: str) -> None:
+        """Completes the output with the batches written so far; `final`: no batch will
+        be added (a run stopped by its limit is not final); `about`: what the run was."""
 
     def close(self) -> None:
         """Releases open files (a finished or abandoned run)."""
 
 
-def fsync_dir(folder: Path) -> None:
-    """Makes a folder's entries (a rename into it) durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class JsonlSink:
     """`data.jsonl`: one JSON object per line (bytes as base64)."""
+
+    EMPTY: ClassVar[dict[str, Any]] = {"bytes": 0, "rows": 0}
 
     def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
         self.path = folder / "data.jsonl"
         self._encoder = msgspec.json.Encoder()
+        self._rows = 0
+        if state is None:
+            self._file = self.path.open("wb")
+            return
+        checked: _JsonlState = _state(_JsonlState, state, self.path)
+        self._check(checked)
         self._file = self.path.open("ab")
-        if state is not None:
-            self._file.truncate(state["bytes"])
-        else:
-            self._file.truncate(0)
+        self._file.truncate(checked.bytes)
         self._file.seek(0, os.SEEK_END)
+        self._rows = checked.rows
+
+    def _check(self, state: _JsonlState) -> None:
+        """Checks that the file starts with `state.rows` whole lines in `state.bytes`."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < state.bytes:
+            raise RunError(
+                f"{self.path}: holds {size:,} bytes, fewer than the {state.bytes:,} the "
+                "checkpoint records: the output was changed or lost since; start again in "
+                "an empty folder"
+            )
+        lines, last, left = 0, b"\n", state.bytes
+        if left:
+            with self.path.open("rb") as file:
+                while left:
+                    chunk = file.read(min(left, _CHUNK))
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+                    left -= len(chunk)
+        if lines != state.rows or last != b"\n":
+            raise RunError(
+                f"{self.path}: its first {state.bytes:,} bytes hold {lines:,} whole lines, "
+                f"not the {state.rows:,} rows the checkpoint records: the output was changed "
+                "since; start again in an empty folder"
+            )
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         try:
             data = self._encoder.encode_lines(rows)
-        except (TypeError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
             raise SinkError(f"{self.path}: a row cannot be written as JSON: {exc}") from None
         self._file.write(data)
         self._file.flush()
+        self._rows += len(rows)
 
     def sync(self) -> None:
         os.fsync(self._file.fileno())
 
     def state(self) -> dict[str, Any]:
-        return {"bytes": self._file.tell()}
+        return {"bytes": self._file.tell(), "rows": self._rows}
 
-    def finish(self, final: bool) -> None:
+    def saved(self) -> None:
+        """Nothing is ever obsolete."""
+
+    def finish(self, final: bool, about: str) -> None:
         """Nothing to complete: every line is written when its batch is."""
 
     def close(self) -> None:
         self._file.close()
 
 
-class ParquetSink:
-    """`data.parquet`: each batch is first written as a part file (temporary name, then
-    renamed); `finish` merges the parts into one file, its schema the union of theirs,
-    and removes them once the run is final (a resumed run adds parts and merges again)."""
-
-    def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
-        self._arrow = require("pyarrow", "parquet", "writing Parquet")
-        self._parquet = require("pyarrow.parquet", "parquet", "writing Parquet")
-        self.path = folder / "data.parquet"
-        self._parts = folder / "parts"
-        self._count = state["parts"] if state is not None else 0
-        self._unsynced: list[Path] = []
-        if state is None and self._parts.exists():
-            shutil.rmtree(self._parts)
-        self._parts.mkdir(exist_ok=True)
-        for stale in self._parts.iterdir():
-            if not stale.name.endswith(".parquet") or self._index(stale) >= self._count:
-                stale.unlink()
-
-    @staticmethod
-    def _index(part: Path) -> int:
-        try:
-            return int(part.stem.removeprefix("part-"))
-        except ValueError:
-            return -1
-
-    def _part(self, index: int) -> Path:
-        return self._parts / f"part-{index:08d}.parquet"
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        try:
-            table = self._arrow.Table.from_pylist(rows)
-        except (self._arrow.ArrowException, TypeError, ValueError) as exc:
-            raise SinkError(f"{self.path}: a batch cannot be written as Parquet: {exc}") from None
-        target = self._part(self._count)
-        temp = target.with_suffix(".tmp")
-        self._parquet.write_table(table, temp)
-        os.replace(temp, target)
-        self._unsynced.append(target)
-        self._count += 1
-
-    def sync(self) -> None:
-        for part in self._unsynced:
-            with part.open("rb") as file:
-                os.fsync(file.fileno())
-        self._unsynced.clear()
-        if self._parts.exists():
-            fsync_dir(self._parts)
-
-    def state(self) -> dict[str, Any]:
-        return {"parts": self._count}
-
-    def close(self) -> None:
-        """Nothing is held open between batches."""
-
-    def finish(self, final: bool) -> None:
-        parts = [self._part(index) for index in range(self._count)]
-        if self.path.exists() and not any(part.exists() for part in parts):
-            return  # merged before a crash cut the run short of recording it
-        schemas = [self._parquet.read_schema(part) for part in parts]
-        try:
-            schema = self._arrow.unify_schemas(schemas, promote_options="permissive")
-        except (self._arrow.ArrowException, ValueError) as exc:
-            raise SinkError(f"{self.path}: the batches' columns do not agree: {exc}") from None
-        temp = self.path.with_suffix(".tmp")
-        with self._parquet.ParquetWriter(temp, schema) as writer:
-            for part in parts:
-                writer.write_table(self._parquet.read_table(part).cast(schema))
-        with temp.open("rb") as file:
-            os.fsync(file.fileno())
-        os.replace(temp, self.path)
-        fsync_dir(self.path.parent)
-        self.sync()
-        if final:
-            shutil.rmtree(self._parts)
+def empty_state(format: OutputFormat) -> dict[str, Any]:
+    """The state of a sink of `format` that holds no row yet."""
+    return dict(ParquetSink.EMPTY if format == "parquet" else JsonlSink.EMPTY)
 
 
 def open_sink(
-    folder: Path, format: OutputFormat, state: dict[str, Any] | None = None
+    folder: Path,
+    format: OutputFormat,
+    state: dict[str, Any] | None = None,
+    **parquet: Any,
 ) -> JsonlSink | ParquetSink:
-    """The sink of `format` in `folder`, reopened at `state` when resuming."""
+    """The sink of `format` in `folder`, reopened at `state` when resuming (`RunError`
+    when the output does not hold what `state` records); `parquet` are the `ParquetSink`
+    options."""
     if format == "parquet":
-        return ParquetSink(folder, state)
+        return ParquetSink(folder, state, **parquet)
     return JsonlSink(folder, state)

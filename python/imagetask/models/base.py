@@ -220,7 +220,6 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                     await result
 
     def unload(self) -> None:
-        """Closes the clients and stops the background loop."""
-        if self._loop.started:
-            self._loop.run(self.aclose())
-        self._loop.close()
+        """Cancels the requests still in flight, closes the clients and stops the
+        background loop (the callers of `generate` waiting on it see their requests fail)."""
+        self._loop.close(cleanup=self.aclose)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagetask.durable import fsync_dir
 from imagetask.errors import RunError
-from imagetask.sinks import fsync_dir
 
 __all__ = ["JOURNAL", "Entry", "Job", "Journal"]
 

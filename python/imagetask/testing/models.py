@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -203,7 +204,7 @@ def _read_run(folder: Path) -> _Recorded:
     answers: dict[str, list[Answer]] = {}
     model_name = ""
     answer: Answer = []
-    for where, row in _data_rows(data):
+    for where, row in _data_rows(data, layout):
         model_name = model_name or str(row.get(layout.model_name, ""))
         prompt = layout.prompt(row, where)
         generations = list(layout.generations(row, where))
@@ -217,12 +218,16 @@ def _read_run(folder: Path) -> _Recorded:
     return _Recorded(rows, answers, model_name)
 
 
-def _data_rows(path: Path) -> Iterator[tuple[str, Row]]:
-    """The rows of a run's data file, each with where it is (for errors)."""
-    if path.suffix == ".parquet":
+def _data_rows(path: Path, layout: _Layout) -> Iterator[tuple[str, Row]]:
+    """The rows of a run's data (JSONL, a Parquet file, or a folder of Parquet shards),
+    each with where it is (for errors), Parquet rows read back as dict rows."""
+    if path.is_dir() or path.suffix == ".parquet":
         parquet = require("pyarrow.parquet", "parquet", "replaying a Parquet run")
-        for index, row in enumerate(parquet.read_table(path).to_pylist()):
-            yield f"{path} row {index}", row
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        for file in files:
+            for index, row in enumerate(parquet.read_table(file).to_pylist()):
+                where = f"{file} row {index}"
+                yield where, layout.dict_row(row, where)
         return
     decoder = msgspec.json.Decoder()
     try:
@@ -262,6 +267,37 @@ class _Layout:
         inputs: dict[str, str] = task.get("input_mappings") or {}
         self.prompt_column = inputs.get("prompt", "prompt") if plain else None
         self.add_raw_input = bool(task.get("add_raw_input", True))
+
+    def dict_row(self, row: Row, where: str) -> Row:
+        """A row read from Parquet as the dict path gives it (see `imagetask.columnar`):
+        the image's bytes out of its `Image` struct, the raw output and statistics parsed
+        from their JSON text, the metadata fields that are null left out."""
+
+        def image(value: Any) -> Any:
+            return value.get("bytes") if isinstance(value, dict) else value
+
+        def meta(value: Any) -> Any:
+            if not isinstance(value, dict):
+                return value
+            out = {}
+            for key, item in value.items():
+                if isinstance(item, str) and key in (self.raw_output, self.statistics):
+                    try:
+                        item = json.loads(item)
+                    except json.JSONDecodeError as exc:
+                        raise ReadError(f"{where}: {key} is not JSON: {exc}") from None
+                if item is not None:
+                    out[key] = item
+            return out
+
+        row = dict(row)
+        if self.image in row:
+            pictures = row[self.image]
+            grouped = self.grouped and isinstance(pictures, list)
+            row[self.image] = [image(v) for v in pictures] if grouped else image(pictures)
+        metas = row.get(self.metadata)
+        row[self.metadata] = [meta(m) for m in metas] if isinstance(metas, list) else meta(metas)
+        return row
 
     def prompt(self, row: Row, where: str) -> str | None:
         """The prompt the run sent for this row (`None`: the row was not sent)."""

@@ -1,0 +1,76 @@
+"""A run's checkpoint (`checkpoint.json`): how many input rows are done and where the
+output ends, written all or nothing and validated field by field when read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from imagetask.durable import write_atomic
+from imagetask.errors import RunError
+from imagetask.sinks import OutputFormat
+
+__all__ = [
+    "CHECKPOINT",
+    "VERSION",
+    "Checkpoint",
+    "read_checkpoint",
+    "write_checkpoint",
+]
+
+CHECKPOINT = "checkpoint.json"
+VERSION: Literal[2] = 2
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The state of a run.
+
+    Attributes
+    ----------
+    task:
+        The task's dump (a resumed run must have the same, see `runner`).
+    rows_in, rows_out, failed:
+        Input rows done, output rows written, failed generations among them.
+    seconds:
+        Time spent by the run's sessions so far.
+    complete:
+        Whether the whole input is done.
+    sink:
+        The sink's state (`Sink.state()`): where its output ends.
+    """
+
+    version: Literal[2]
+    format: OutputFormat
+    task: dict[str, Any]
+    rows_in: Count
+    rows_out: Count
+    failed: Count
+    seconds: Annotated[float, msgspec.Meta(ge=0)]
+    complete: bool
+    sink: dict[str, Any]
+
+
+def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Records `checkpoint` at `path` (all or nothing)."""
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(checkpoint), indent=2) + b"\n")
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint at `path`, every key and type checked.
+
+    Raises `RunError` naming the problem (unreadable, not JSON, a missing or unknown key,
+    a wrong type, a negative count, another version).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunError(f"{path}: unreadable checkpoint: {exc}") from None
+    try:
+        checkpoint = msgspec.json.decode(data, type=Checkpoint, strict=True)
+    except msgspec.DecodeError as exc:
+        raise RunError(f"{path}: not a checkpoint this version can resume: {exc}") from None
+    return checkpoint

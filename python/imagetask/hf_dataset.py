@@ -1,0 +1,496 @@
+"""Parquet output laid out as a Hugging Face dataset repository.
+
+```
+OUT/README.md                         dataset card: YAML `configs` + `dataset_info`, the run
+OUT/data/train-00000.parquet          finished shards, each about `shard_bytes` at most
+OUT/data/train-00001.parquet
+OUT/.staging/staged-00003.arrows      batches of the shard being filled (Arrow IPC streams)
+```
+
+`datasets.load_dataset(OUT, split="train")` reads the shards (the card's `configs` names
+them: `data/train-*.parquet`; the JSONL, artifacts and checkpoint beside them are not
+data files). The image column is stored as the `Image` feature (`struct<bytes: binary,
+path: string>`, the artifact's path in `path` when the task saves artifacts) and every
+shard carries the `huggingface` schema metadata with its features.
+
+Batches are appended to the staging stream as they are written; when it holds
+`shard_bytes`, its batches become the next shard (row groups of `IMAGE_ROW_GROUP` rows:
+image rows are large), written under a temporary name, synced and renamed. Nothing is
+rewritten at the end of the run: `finish` only turns the last staged batches into the last
+shard and writes the card. The checkpoint records the shards and the staged streams with
+their sizes and row counts; a resumed run checks them, drops what came after (a shard
+finished after the checkpoint, staged bytes beyond it) and goes on staging in a new
+stream. A stream is deleted only once a checkpoint records its shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+
+from imagetask.durable import fsync_dir, fsync_file, write_atomic
+from imagetask.errors import RunError, SinkError
+from imagetask.extras import require
+
+__all__ = [
+    "DATA",
+    "IMAGE_ROW_GROUP",
+    "SHARD_BYTES",
+    "STAGING",
+    "ParquetSink",
+    "dataset_card",
+    "features",
+]
+
+DATA = "data"
+STAGING = ".staging"
+SHARD_BYTES = 500_000_000
+"""Default bound of a shard's size (the bytes of its rows as Arrow holds them)."""
+IMAGE_ROW_GROUP = 100
+"""Rows per Parquet row group when rows hold images (as the Hub's own image datasets)."""
+PARQUET_DEPTH = 100
+"""The deepest schema Parquet readers accept (Arrow C++'s limit), the root counted."""
+
+_SHARD = re.compile(r"train-(\d{5})\.parquet")
+_STAGED = re.compile(r"staged-(\d{5})\.arrows")
+_DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    rows: Count
+    bytes: Count
+
+
+class _State(msgspec.Struct, forbid_unknown_fields=True):
+    rows: Count
+    shards: list[_File]
+    staged: list[_File]
+
+
+def _feature(arrow: Any, kind: Any, image: bool) -> Any:
+    types = arrow.types
+    if image and (types.is_struct(kind) or types.is_null(kind)):
+        return {"_type": "Image"}
+    if types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind):
+        name = "LargeList" if types.is_large_list(kind) else "List"
+        return {"_type": name, "feature": _feature(arrow, kind.value_type, image)}
+    if types.is_struct(kind):
+        return {field.name: _feature(arrow, field.type, False) for field in kind}
+    return {"dtype": _DTYPES.get(str(kind), str(kind)), "_type": "Value"}
+
+
+def features(schema: Any, image_column: str) -> dict[str, Any]:
+    """The `datasets` features (as `Features.to_dict()` gives them) of a shard's schema,
+    `image_column` as `Image`."""
+    arrow = require("pyarrow", "parquet", "writing Parquet")
+    return {field.name: _feature(arrow, field.type, field.name == image_column) for field in schema}
+
+
+def _yaml_feature(feature: Any) -> dict[str, Any]:
+    """A feature in the card's YAML form (what `datasets` writes and reads)."""
+    kind = feature.get("_type")
+    if kind == "Value":
+        return {"dtype": feature["dtype"]}
+    if kind == "Image":
+        return {"dtype": "image"}
+    if kind in ("List", "LargeList"):
+        inner = _yaml_feature(feature["feature"])
+        if list(inner) in (["dtype"], ["struct"]):
+            inner = next(iter(inner.values()))
+        return {"list" if kind == "List" else "large_list": inner}
+    return {"struct": [{"name": name, **_yaml_feature(sub)} for name, sub in feature.items()]}
+
+
+def _yaml(value: Any, indent: str = "") -> list[str]:
+    """Block-style YAML lines; scalars as JSON (valid YAML)."""
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{indent}{key}:")
+                lines.extend(_yaml(item, indent + ("" if isinstance(item, list) else "  ")))
+            else:
+                lines.append(f"{indent}{key}: {json.dumps(item)}")
+        return lines
+    for item in value:
+        inner = _yaml(item, indent + "  ") if isinstance(item, (dict, list)) else []
+        if inner:
+            lines.append(f"{indent}- {inner[0].lstrip()}")
+            lines.extend(inner[1:])
+        else:
+            lines.append(f"{indent}- {json.dumps(item)}")
+    return lines
+
+
+def dataset_card(features: dict[str, Any], rows: int, size: int, shards: int, about: str) -> str:
+    """`README.md` of the output: YAML front matter for `datasets` and the Hub, then
+    `about` (what the run was)."""
+    header = {
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": f"{DATA}/train-*.parquet"}],
+            }
+        ],
+        "dataset_info": {
+            "features": [{"name": name, **_yaml_feature(sub)} for name, sub in features.items()],
+            "splits": [{"name": "train", "num_bytes": size, "num_examples": rows}],
+            "download_size": size,
+            "dataset_size": size,
+        },
+        "tags": ["imagetask", "synthetic", "image"],
+    }
+    files = "file" if shards == 1 else "files"
+    return (
+        "---\n"
+        + "\n".join(_yaml(header))
+        + "\n---\n\n"
+        + about
+        + f"\n\nThe data: {rows:,} rows in {shards} Parquet {files} under `{DATA}/`.\n\n"
+        "```python\nfrom datasets import load_dataset\n\n"
+        'dataset = load_dataset("path/to/this/folder", split="train")\n```\n'
+    )
+
+
+class ParquetSink:
+    """The Hugging Face layout described in the module's docstring.
+
+    Parameters
+    ----------
+    folder:
+        The output folder.
+    state:
+        The checkpoint's state to resume from (`None`: a fresh output).
+    image_column, path_column:
+        The column holding the image bytes, and the one holding its artifact path if any.
+    empty_schema:
+        The schema of the one (empty) shard of a run without rows.
+    shard_bytes:
+        When the staged batches hold this many bytes, they become a shard.
+    """
+
+    EMPTY: ClassVar[dict[str, Any]] = {"rows": 0, "shards": [], "staged": []}
+
+    def __init__(
+        self,
+        folder: Path,
+        state: dict[str, Any] | None = None,
+        *,
+        image_column: str = "image",
+        path_column: str | None = None,
+        empty_schema: Any = None,
+        shard_bytes: int = SHARD_BYTES,
+    ) -> None:
+        self._arrow = require("pyarrow", "parquet", "writing Parquet")
+        self._parquet = require("pyarrow.parquet", "parquet", "writing Parquet")
+        self.folder = folder
+        self.path = folder / DATA
+        self._staging = folder / STAGING
+        self._image_column = image_column
+        self._path_column = path_column
+        self._image_type = self._arrow.struct(
+            [("bytes", self._arrow.binary()), ("path", self._arrow.string())]
+        )
+        self._empty_schema = empty_schema and self._arrow.schema(
+            [
+                field.with_type(self._images(self._arrow.nulls(0, field.type), None).type)
+                if field.name == image_column
+                else field
+                for field in empty_schema
+            ]
+        )
+        self._shard_bytes = shard_bytes
+        try:
+            checked = msgspec.convert(state or self.EMPTY, _State, strict=True)
+        except msgspec.ValidationError as exc:
+            raise RunError(f"{self.path}: the checkpoint's `sink` is not valid: {exc}") from None
+        self._rows = checked.rows
+        self._shards = checked.shards
+        self._staged = checked.staged
+        self._obsolete: list[Path] = []
+        self._unsynced: set[Path] = set()
+        self._writer: Any = None
+        self._file: Any = None
+        self._schema: Any = None  # the schema of the stream being written
+        self._dataset_schema: Any = None  # the union of every row's schema so far
+        self.path.mkdir(exist_ok=True)
+        self._staging.mkdir(exist_ok=True)
+        self._restore()
+
+    # -- resuming --------------------------------------------------------------
+
+    def _refuse(self, message: str) -> RunError:
+        return RunError(f"{message}: the output was changed since; start again in an empty folder")
+
+    def _restore(self) -> None:
+        """Checks the recorded shards and staged streams, drops what is not recorded."""
+        for kind, pattern, files, folder in (
+            ("shard", _SHARD, self._shards, self.path),
+            ("staged stream", _STAGED, self._staged, self._staging),
+        ):
+            for index, recorded in enumerate(files):
+                found = pattern.fullmatch(recorded.name)
+                if found is None or (kind == "shard" and int(found.group(1)) != index):
+                    raise RunError(
+                        f"{folder}: the checkpoint's `sink` names {recorded.name!r}, not a "
+                        f"{kind} of this output"
+                    )
+            names = {recorded.name for recorded in files}
+            for path in folder.iterdir():
+                temporary = path.name.startswith(".train-") and path.name.endswith(".tmp")
+                if path.name not in names and (pattern.fullmatch(path.name) or temporary):
+                    path.unlink()
+        rows = 0
+        for shard in self._shards:
+            path = self.path / shard.name
+            size = path.stat().st_size if path.exists() else None
+            if size != shard.bytes:
+                raise self._refuse(
+                    f"{path}: {'missing' if size is None else f'{size:,} bytes'}, "
+                    f"not the {shard.bytes:,} bytes the checkpoint records"
+                )
+            try:
+                metadata = self._parquet.read_metadata(path)
+            except (self._arrow.ArrowException, OSError) as exc:
+                raise self._refuse(f"{path}: unreadable ({exc})") from None
+            if metadata.num_rows != shard.rows:
+                raise self._refuse(f"{path}: holds {metadata.num_rows:,} rows, not {shard.rows:,}")
+            self._widen(metadata.schema.to_arrow_schema())
+            rows += shard.rows
+        for staged in self._staged:
+            path = self._staging / staged.name
+            size = path.stat().st_size if path.exists() else None
+            if size is None or size < staged.bytes:
+                raise self._refuse(
+                    f"{path}: {'missing' if size is None else f'{size:,} bytes'}, fewer than "
+                    f"the {staged.bytes:,} bytes the checkpoint records"
+                )
+            os.truncate(path, staged.bytes)
+            counted = 0
+            try:
+                for batch in self._batches(path):
+                    counted += batch.num_rows
+                    self._widen(batch.schema)
+            except (self._arrow.ArrowException, OSError) as exc:
+                raise self._refuse(f"{path}: unreadable ({exc})") from None
+            if counted != staged.rows:
+                raise self._refuse(f"{path}: holds {counted:,} rows, not {staged.rows:,}")
+            rows += staged.rows
+        if rows != self._rows:
+            raise self._refuse(
+                f"{self.path}: the shards and staged batches hold {rows:,} rows, not the "
+                f"{self._rows:,} the checkpoint records"
+            )
+
+    def _batches(self, path: Path) -> Iterator[Any]:
+        with path.open("rb") as file:
+            if not file.read(1):
+                return
+            file.seek(0)
+            yield from self._arrow.ipc.open_stream(file)
+
+    # -- writing ---------------------------------------------------------------
+
+    def _widen(self, schema: Any) -> None:
+        self._dataset_schema = self._unify(self._dataset_schema, schema)
+
+    def _unify(self, schema: Any, new: Any) -> Any:
+        if schema is None:
+            return new.remove_metadata()
+        if new.equals(schema):  # the common case, and much cheaper than unifying
+            return schema
+        try:
+            return self._arrow.unify_schemas(
+                [schema, new.remove_metadata()], promote_options="permissive"
+            )
+        except (self._arrow.ArrowException, ValueError) as exc:
+            reason = " ".join(str(exc).split())
+            raise SinkError(
+                f"{self.path}: the batch's columns do not agree with the previous ones': {reason}"
+            ) from None
+
+    def _depth(self, kind: Any) -> int:
+        """How many levels of a Parquet schema an Arrow type takes (a list takes two)."""
+        children = [kind.field(index).type for index in range(kind.num_fields)]
+        if not children:
+            return 1
+        nested = max(self._depth(child) for child in children)
+        return nested + (1 if self._arrow.types.is_struct(kind) else 2)
+
+    def _images(self, values: Any, paths: Any) -> Any:
+        """`values` (image bytes, or lists of them) as `Image` structs."""
+        arrow = self._arrow
+        kind = values.type
+        if arrow.types.is_list(kind) or arrow.types.is_large_list(kind):
+            flat = values.flatten()
+            flat_paths = paths.flatten() if paths is not None else None
+            if flat_paths is not None and len(flat_paths) != len(flat):
+                flat_paths = None
+            offsets = arrow.compute.subtract(values.offsets, values.offsets[0])
+            return type(values).from_arrays(
+                offsets, self._images(flat, flat_paths), mask=values.is_null()
+            )
+        if arrow.types.is_null(kind):
+            return arrow.nulls(len(values), self._image_type)
+        if not (arrow.types.is_binary(kind) or arrow.types.is_large_binary(kind)):
+            return values
+        if paths is None or not arrow.types.is_string(paths.type):
+            paths = arrow.nulls(len(values), arrow.string())
+        return arrow.StructArray.from_arrays(
+            [values.cast(arrow.binary()), paths],
+            fields=list(self._image_type),
+            mask=values.is_null(),
+        )
+
+    def write_table(self, table: Any) -> None:
+        """Stages one batch (an Arrow table) whole, or raises `SinkError` having staged
+        nothing; a full stage becomes a shard."""
+        arrow = self._arrow
+        for field in table.schema:
+            if 1 + self._depth(field.type) > PARQUET_DEPTH:
+                raise SinkError(
+                    f"{self.path}: the column {field.name!r} is nested too deeply for Parquet "
+                    f"(readers accept {PARQUET_DEPTH} levels)"
+                )
+        index = table.schema.get_field_index(self._image_column)
+        if index >= 0:
+            path_index = (
+                table.schema.get_field_index(self._path_column) if self._path_column else -1
+            )
+            paths = table.column(path_index).combine_chunks() if path_index >= 0 else None
+            images = self._images(table.column(index).combine_chunks(), paths)
+            table = table.set_column(index, arrow.field(self._image_column, images.type), images)
+        dataset = self._unify(self._dataset_schema, table.schema)
+        schema = self._unify(self._schema, table.schema)
+        try:
+            table = self._conform(table, schema)
+        except (arrow.ArrowException, ValueError) as exc:
+            reason = " ".join(str(exc).split())
+            raise SinkError(
+                f"{self.path}: the batch cannot take the columns' types: {reason}"
+            ) from None
+        if self._writer is None or not schema.equals(self._schema):
+            self._start_stream(schema)
+        self._writer.write_table(table)
+        self._file.flush()
+        current = self._staged[-1]
+        current.rows += table.num_rows
+        current.bytes = self._file.tell()
+        self._unsynced.add(self._staging / current.name)
+        self._rows += table.num_rows
+        self._dataset_schema = dataset
+        if sum(staged.bytes for staged in self._staged) >= self._shard_bytes:
+            self._finish_shard()
+
+    def _conform(self, table: Any, schema: Any) -> Any:
+        """`table` with `schema`'s columns, in its order (missing ones null)."""
+        arrow = self._arrow
+        columns = [
+            table.column(field.name).cast(field.type)
+            if field.name in table.column_names
+            else arrow.nulls(table.num_rows, field.type)
+            for field in schema
+        ]
+        return arrow.Table.from_arrays(columns, schema=schema)
+
+    def _start_stream(self, schema: Any) -> None:
+        self._close_stream()
+        used = [int(_STAGED.fullmatch(staged.name).group(1)) for staged in self._staged]  # type: ignore[union-attr]
+        for path in self._staging.iterdir():
+            found = _STAGED.fullmatch(path.name)
+            if found:
+                used.append(int(found.group(1)))
+        name = f"staged-{max(used, default=-1) + 1:05d}.arrows"
+        self._file = (self._staging / name).open("wb")
+        self._writer = self._arrow.ipc.new_stream(self._file, schema)
+        self._schema = schema
+        self._staged.append(_File(name=name, rows=0, bytes=self._file.tell()))
+
+    def _close_stream(self) -> None:
+        """Ends the stream being written (its end-of-stream marker may come after the
+        recorded size: a resumed run cuts it, and a reader stops at the end of the file)."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._file is not None:
+            self._file.close()
+        self._file = self._writer = self._schema = None
+
+    def _finish_shard(self) -> None:
+        """Turns the staged batches into the next shard (synced, then renamed); without
+        staged rows, a shard without row groups (`datasets` reads it as no rows)."""
+        self._close_stream()
+        arrow, parquet = self._arrow, self._parquet
+        schema = self._dataset_schema if self._dataset_schema is not None else self._empty_schema
+        meta = {"info": {"features": features(schema, self._image_column)}}
+        schema = schema.with_metadata({"huggingface": json.dumps(meta)})
+        name = f"train-{len(self._shards):05d}.parquet"
+        temp = self.path / f".{name}.tmp"
+        staged = [self._staging / file.name for file in self._staged]
+        group = IMAGE_ROW_GROUP if self._image_column in schema.names else 10_000
+        with parquet.ParquetWriter(temp, schema) as writer:
+            pending: list[Any] = []
+            for path in staged:
+                for batch in self._batches(path):
+                    pending.append(self._conform(arrow.Table.from_batches([batch]), schema))
+                    if sum(table.num_rows for table in pending) >= group:
+                        writer.write_table(arrow.concat_tables(pending), row_group_size=group)
+                        pending = []
+            if pending:
+                writer.write_table(arrow.concat_tables(pending), row_group_size=group)
+        fsync_file(temp)
+        os.replace(temp, self.path / name)
+        fsync_dir(self.path)
+        rows = sum(file.rows for file in self._staged)
+        self._shards.append(_File(name=name, rows=rows, bytes=(self.path / name).stat().st_size))
+        self._obsolete.extend(staged)
+        self._unsynced.difference_update(staged)
+        self._staged = []
+
+    # -- the sink protocol -------------------------------------------------------
+
+    def sync(self) -> None:
+        for path in self._unsynced:
+            if path.exists():
+                fsync_file(path)
+        self._unsynced.clear()
+        fsync_dir(self._staging)
+
+    def saved(self) -> None:
+        """After a checkpoint recorded the shards: deletes the streams they came from."""
+        for path in self._obsolete:
+            path.unlink(missing_ok=True)
+        self._obsolete.clear()
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = msgspec.to_builtins(
+            _State(rows=self._rows, shards=list(self._shards), staged=list(self._staged))
+        )
+        return state
+
+    def finish(self, final: bool, about: str) -> None:
+        """Turns the staged batches into the last shard (an empty one for a run without
+        rows) and writes the dataset card; `final` makes no difference here."""
+        if self._staged or not self._shards:
+            self._finish_shard()
+        schema = self._dataset_schema if self._dataset_schema is not None else self._empty_schema
+        size = sum(shard.bytes for shard in self._shards)
+        card = dataset_card(
+            features(schema, self._image_column), self._rows, size, len(self._shards), about
+        )
+        write_atomic(self.folder / "README.md", card.encode())
+
+    def close(self) -> None:
+        """Ends the stream being written; removes the staging folder if it is empty."""
+        self._close_stream()
+        with contextlib.suppress(OSError):
+            self._staging.rmdir()

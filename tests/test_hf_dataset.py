@@ -1,0 +1,188 @@
+"""`--format parquet` output, as a Hugging Face user loads it: `datasets.load_dataset`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from imagetask import ImageGeneration, ImageGenerationModel, _core
+from imagetask.hf_dataset import IMAGE_ROW_GROUP, features
+
+GENERATIONS = 2
+
+
+class SometimesFailing(ImageGenerationModel):
+    """Real PNGs, one dict per generation; prompts with "fail" get an error instead."""
+
+    @property
+    def model_name(self) -> str:
+        return "sometimes-failing"
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
+        pictures = _core.placeholder_images(
+            inputs, num_generations=num_generations, seed=3, width=5, height=4
+        )
+        return [
+            RuntimeError(f"no image for {prompt}")
+            if "fail" in prompt
+            else [{"images": [image], "seed": k} for k, image in enumerate(images)]
+            for prompt, images in zip(inputs, pictures, strict=True)
+        ]
+
+
+def make_task(**fields: Any) -> ImageGeneration:
+    return ImageGeneration(
+        image_generation_model=SometimesFailing(),
+        images_as_bytes=True,
+        num_generations=GENERATIONS,
+        input_batch_size=4,
+        **fields,
+    )
+
+
+def rows(count: int) -> list[dict[str, Any]]:
+    return [{"prompt": f"{'fail' if i % 7 == 3 else 'draw'} {i}", "id": i} for i in range(count)]
+
+
+def load(out: Path, cache: Path) -> datasets.Dataset:
+    dataset = datasets.load_dataset(str(out), split="train", cache_dir=str(cache))
+    assert isinstance(dataset, datasets.Dataset)
+    return dataset
+
+
+def pixels(data: bytes) -> tuple[Any, ...]:
+    with Image.open(io.BytesIO(data)) as picture:
+        return picture.mode, picture.size, picture.tobytes()
+
+
+def test_load_dataset_gives_image_features_that_decode_to_the_generated_pictures(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    summary = make_task(save_artifacts=True).run(rows(40), out, format="parquet", shard_bytes=2_000)
+    assert summary.data == str(out / "data")
+    # A file of the user's own and the artifacts beside the shards are not data.
+    (out / "data.jsonl").write_text('{"prompt": "not a row"}\n')
+    expected = make_task().process_batch(rows(40))
+    assert len(expected) == 80
+
+    dataset = load(out, tmp_path / "cache")
+    assert len(dataset) == 80
+    assert dataset.features["image"] == datasets.Image()
+    assert dataset["id"] == [row["id"] for row in expected]
+    stored = dataset.cast_column("image", datasets.Image(decode=False))
+    assert [image and image["bytes"] for image in stored["image"]] == [
+        row["image"] for row in expected
+    ]
+    assert [image and image["path"] for image in stored["image"]] == dataset["image_path"]
+    failed = 0
+    for row, want in zip(dataset, expected, strict=True):
+        metadata = row["distilabel_metadata"]
+        if want["image"] is None:
+            failed += 1
+            assert row["image"] is None
+            assert (
+                metadata["error_image_generation_0"]
+                == want["distilabel_metadata"]["error_image_generation_0"]
+            )
+            continue
+        decoded = row["image"]
+        assert (decoded.mode, decoded.size, decoded.tobytes()) == pixels(want["image"])
+        assert (out / row["image_path"]).read_bytes() == want["image"]
+        # The raw output is JSON text in the columnar layout (imagetask.columnar).
+        assert (
+            json.loads(metadata["raw_output_image_generation_0"])
+            == want["distilabel_metadata"]["raw_output_image_generation_0"]
+        )
+    assert failed == 6 * GENERATIONS  # inputs 3, 10, 17, 24, 31 and 38
+    assert failed == summary.failed
+
+    shards = sorted((out / "data").iterdir())
+    assert len(shards) > 2
+    assert [path.name for path in shards] == [f"train-{i:05d}.parquet" for i in range(len(shards))]
+    for shard in shards:
+        metadata = pq.read_metadata(shard)
+        assert all(
+            metadata.row_group(index).num_rows <= IMAGE_ROW_GROUP
+            for index in range(metadata.num_row_groups)
+        )
+        schema = pq.read_schema(shard)
+        stored_features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
+        assert stored_features == features(schema, "image")
+    card = (out / "README.md").read_text()
+    assert "num_examples: 80" in card
+    assert "| 40 | 80 | 68 | 12 | complete |" in card
+
+
+def test_features_are_what_datasets_infers_with_image_for_the_image_column() -> None:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [
+            ("text", pa.string()),
+            ("big", pa.large_string()),
+            ("count", pa.int64()),
+            ("small", pa.int8()),
+            ("ratio", pa.float64()),
+            ("single", pa.float32()),
+            ("flag", pa.bool_()),
+            ("blob", pa.binary()),
+            ("nothing", pa.null()),
+            ("tags", pa.list_(pa.string())),
+            ("long", pa.large_list(pa.int64())),
+            (
+                "meta",
+                pa.struct([("a", pa.int64()), ("b", pa.list_(pa.struct([("c", pa.string())])))]),
+            ),
+            ("image", image),
+            ("other_images", pa.list_(image)),
+        ]
+    )
+    ours = features(schema, "image")
+    inferred = datasets.Features.from_arrow_schema(schema.remove_metadata()).to_dict()
+    assert datasets.Features.from_dict(ours)["image"] == datasets.Image()
+    grouped = features(pa.schema([("image", pa.list_(image))]), "image")
+    assert datasets.Features.from_dict(grouped)["image"] == datasets.List(datasets.Image())
+    assert {name: ours[name] for name in inferred if name != "image"} == {
+        name: feature for name, feature in inferred.items() if name != "image"
+    }
+
+
+def test_grouped_generations_are_lists_of_images(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    make_task(group_generations=True).run(rows(6), out, format="parquet")
+    dataset = load(out, tmp_path / "cache")
+    assert dataset.features["image"] == datasets.List(datasets.Image())
+    expected = make_task(group_generations=True).process_batch(rows(6))
+    stored = dataset.cast_column("image", datasets.List(datasets.Image(decode=False)))
+    assert [
+        None if images is None else [image and image["bytes"] for image in images]
+        for images in stored["image"]
+    ] == [row["image"] for row in expected]
+
+
+def test_a_resumed_run_loads_whole(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    make_task().run(rows(9), out, format="parquet", limit=4)
+    make_task().run(rows(9), out, format="parquet", resume=True)
+    dataset = load(out, tmp_path / "cache")
+    assert dataset["id"] == [row["id"] for row in make_task().process_batch(rows(9))]
+    assert dataset.features["image"] == datasets.Image()
+
+
+def test_an_empty_run_is_one_empty_shard_with_the_image_feature(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    make_task().run([], out, format="parquet")
+    shard = out / "data" / "train-00000.parquet"
+    assert sorted((out / "data").iterdir()) == [shard]
+    # `datasets` refuses to load a split without rows; its features are there for it.
+    assert pq.read_metadata(shard).num_rows == 0
+    schema = pq.read_schema(shard)
+    assert datasets.Features.from_arrow_schema(schema)["image"] == datasets.Image()
+    assert "num_examples: 0" in (out / "README.md").read_text()

@@ -121,11 +121,11 @@ class ReplayModel(ImageGenerationModel):
 
     A run can so be formatted again (other mappings, other columns) or benchmarked at
     volume without calling the model again. The run's rows (`data.jsonl`, or its Parquet
-    shards) are read once, when the model is made, and held in memory. A prompt is found by its recorded raw input
-    (`raw_input_<name>`), or, for an `ImageGeneration` run without raw inputs, by its
-    prompt column. A prompt the run saw several times gets its recorded answers in turn; a
-    generation that failed in the run fails again with its error; a prompt the run did
-    not see fails its rows with a `RequestError`.
+    shards) are read once, when the model is made, and held in memory. A prompt is found
+    by its recorded raw input (`raw_input_<name>`), or, for an `ImageGeneration` run
+    without raw inputs, by its prompt column. A prompt the run saw several times gets its
+    recorded answers in turn; a generation that failed in the run fails again with its
+    error; a prompt the run did not see fails its rows with a `RequestError`.
 
     Parameters
     ----------

@@ -400,7 +400,7 @@ def test_sigkill_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path)
         resumed.stderr
     )
     assert resumed.stdout.endswith("24 rows in, 24 rows out (24 images, 0 failed) -> " + (
-        f"{out}/data.jsonl\n"
+        f"{out}/data.jsonl\nbrowse: imagetask gallery {out}\n"
     ))  # fmt: skip
 
 

@@ -56,6 +56,7 @@ def test_generate_on_the_shipped_prompts(
     assert captured.out == (
         f"imagetask: {len(prompts)} rows in, {2 * len(prompts)} rows out "
         f"({2 * len(prompts)} images, 0 failed) -> {out}/data.jsonl\n"
+        f"browse: imagetask gallery {out}\n"
     )
     # Not a terminal: plain progress lines.
     assert f"{len(prompts)}/{len(prompts)} rows | {2 * len(prompts)} images" in captured.err
@@ -308,7 +309,9 @@ def test_a_byte_order_mark_does_not_rename_the_first_column(
     assert main(["generate", str(source), "-o", str(out), "--quiet", "--size", "4x4"]) == 0
     rows = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
     assert [(row["prompt"], row["id"]) for row in rows] == [("a cat", "1"), ("a dog", "2")]
-    assert capsys.readouterr().out.endswith(f"-> {out / 'data.jsonl'}\n")
+    assert capsys.readouterr().out.endswith(
+        f"-> {out / 'data.jsonl'}\nbrowse: imagetask gallery {out}\n"
+    )
 
 
 @pytest.mark.parametrize(

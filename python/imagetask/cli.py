@@ -1,18 +1,21 @@
 """The `imagetask` command: generate an image dataset from a file of prompts (`generate`),
-or measure what building its rows costs (`bench`)."""
+browse a run (`gallery`), or measure what building its rows costs (`bench`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import shlex
 import sys
+import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from imagetask import bench
 from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
+from imagetask.gallery import build_gallery
 from imagetask.generation import ImageGeneration
 from imagetask.hf_dataset import SHARD_BYTES
 from imagetask.models import (
@@ -186,6 +189,20 @@ def _parser() -> argparse.ArgumentParser:
         help="submit again, up to N times, the requests that an expired or cancelled job "
         "did not run (default: 0, they become failed rows)",
     )
+    gallery = commands.add_parser(
+        "gallery",
+        help="write a page to browse a run, or to compare two",
+        description=(
+            "Write OUT/gallery/index.html, a static page (no network needed) showing each\n"
+            "prompt of the run OUT with its images and failures, and print its path. With\n"
+            "OUT_B, write OUT/gallery/compare.html instead: the same prompts of both runs\n"
+            "side by side."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gallery.add_argument("run", metavar="OUT", help="the folder of a run")
+    gallery.add_argument("compare", metavar="OUT_B", nargs="?", help="a run to compare with")
+    gallery.add_argument("--open", action="store_true", help="open the page in a web browser")
     bench.add_command(commands)
     return parser
 
@@ -321,6 +338,15 @@ def _generate(args: argparse.Namespace) -> int:
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
         f"({images:,} images, {summary.failed:,} failed) -> {summary.data}"
     )
+    print(f"browse: imagetask gallery {shlex.quote(args.output)}")
+    return 0
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    page = build_gallery(args.run, args.compare)
+    print(page)
+    if args.open and not webbrowser.open(page.resolve().as_uri()):
+        print(f"imagetask: could not open a web browser; the page is {page}", file=sys.stderr)
     return 0
 
 
@@ -331,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return bench.main(args)
-        return _generate(args)
+        return _gallery(args) if args.command == "gallery" else _generate(args)
     except RunInterrupted as exc:
         print(f"imagetask: {exc}", file=sys.stderr)
         return 130

@@ -1,0 +1,120 @@
+"""A run's output folder read back: its task, its rows and their images.
+
+A run folder holds `run.json` (a finished run) or `checkpoint.json` (a run under way or
+stopped), each recording the task's dump, and its rows in `data.jsonl`, `data.parquet` or
+Hugging Face style shards `data/*.parquet`. An image cell is base64 text (JSONL), bytes
+(Parquet), or a `{bytes, path}` struct (the Hugging Face `Image` feature).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from imagetask.errors import ReadError
+from imagetask.readers import Reader
+
+__all__ = ["ImagePayload", "RunFolder", "image_payload", "open_run", "read_rows"]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's output folder.
+
+    Attributes
+    ----------
+    path:
+        The folder.
+    task:
+        The task's dump, as `run.json` or `checkpoint.json` recorded it.
+    complete:
+        Whether the run went through its whole input.
+    data:
+        The files holding its rows, in order.
+    """
+
+    path: Path
+    task: dict[str, Any]
+    complete: bool
+    data: tuple[Path, ...]
+
+    @property
+    def format(self) -> Literal["jsonl", "parquet"]:
+        """`jsonl` or `parquet`."""
+        return "jsonl" if self.data[0].suffix == ".jsonl" else "parquet"
+
+
+@dataclass(frozen=True)
+class ImagePayload:
+    """An image cell: its bytes, or the path of its file, or both (or neither: no image)."""
+
+    data: bytes | None
+    path: str | None
+
+
+def _state(file: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReadError(f"{file}: unreadable: {exc}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("task"), dict):
+        raise ReadError(f"{file}: no task recorded: not written by imagetask")
+    return state
+
+
+def open_run(folder: str | Path) -> RunFolder:
+    """The run in `folder`; a `ReadError` says why it is not one."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise ReadError(f"{path}: no such folder")
+    for name in ("run.json", "checkpoint.json"):
+        if (path / name).is_file():
+            state = _state(path / name)
+            break
+    else:
+        raise ReadError(f"{path}: not a run folder (it has no run.json or checkpoint.json)")
+    data: tuple[Path, ...] = ()
+    for pattern in ("data.jsonl", "data.parquet", "data/*.parquet"):
+        data = tuple(sorted(path.glob(pattern)))
+        if data:
+            break
+    else:
+        raise ReadError(f"{path}: the run has no data.jsonl, data.parquet or data/*.parquet")
+    return RunFolder(path, state["task"], bool(state.get("complete")), data)
+
+
+def read_rows(run: RunFolder) -> Iterator[dict[str, Any]]:
+    """The run's rows in order, from every data file; a `ReadError` names the bad line."""
+    for file in run.data:
+        for _, row in Reader(file, run.format):
+            yield row
+
+
+def image_payload(value: Any) -> ImagePayload:
+    """Reads an image cell: bytes, base64 text, a `{bytes, path}` struct, or `None`.
+
+    Raises `ValueError` for anything else (text that is not base64, another type).
+    """
+    if value is None:
+        return ImagePayload(None, None)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ImagePayload(bytes(value), None)
+    if isinstance(value, str):
+        try:
+            return ImagePayload(
+                base64.b64decode(value + "=" * (-len(value) % 4), validate=True), None
+            )
+        except binascii.Error as exc:
+            raise ValueError(f"the image text is not base64 ({exc})") from None
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if (data is None or isinstance(data, bytes)) and (path is None or isinstance(path, str)):
+            return ImagePayload(data or None, path or None)
+    raise ValueError(
+        f"an image is bytes, base64 text or a {{bytes, path}} struct, not {type(value).__name__}"
+    )

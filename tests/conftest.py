@@ -1,17 +1,19 @@
-"""Shared test helpers: scripted backends whose answers the test chooses."""
+"""Shared test helpers: image payload helpers, a validated backend with fixed answers, and
+a scripted backend that can break the shape of a whole batch.
+
+The scripted backend the tests choose answers for is `imagetask.testing.ScriptedModel`.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from imagetask import ImageGenerationModel
-
-Answers = Any
+from imagetask.testing import Call, ScriptedModel
 
 
 def b64(data: bytes) -> str:
@@ -20,36 +22,6 @@ def b64(data: bytes) -> str:
 
 def ref(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class ScriptedModel:
-    """A duck-typed backend (no base class) that returns what the test scripted."""
-
-    def __init__(
-        self, answers: Answers | Callable[[list[str], int], Answers], name: str = "scripted"
-    ) -> None:
-        self.answers = answers
-        self.name = name
-        self.calls: list[tuple[list[str], int, dict[str, Any]]] = []
-        self.loaded = False
-
-    @property
-    def model_name(self) -> str:
-        return self.name
-
-    def load(self) -> None:
-        self.loaded = True
-
-    def unload(self) -> None:
-        self.loaded = False
-
-    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Answers:
-        self.calls.append((list(inputs), num_generations, kwargs))
-        if isinstance(self.answers, BaseException):
-            raise self.answers
-        if callable(self.answers):
-            return self.answers(inputs, num_generations)
-        return self.answers
 
 
 class EchoModel(ImageGenerationModel):
@@ -73,3 +45,21 @@ class EchoModel(ImageGenerationModel):
 @pytest.fixture
 def echo() -> EchoModel:
     return EchoModel()
+
+
+class BatchScriptedModel(ScriptedModel):
+    """The kit's `ScriptedModel` scripting whole batches, for backends that break a batch's
+    shape: `answers` is returned as it is by every call (`None` included), raised when it
+    is an exception, or called with the batch's prompts and `num_generations`."""
+
+    def __init__(self, answers: Any, name: str = "scripted") -> None:
+        super().__init__(model_name=name)
+        self.answers = answers
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
+        self.calls.append(Call(list(inputs), num_generations, kwargs))
+        if isinstance(self.answers, BaseException):
+            raise self.answers
+        if callable(self.answers):
+            return self.answers(inputs, num_generations)
+        return self.answers

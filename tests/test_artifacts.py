@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ScriptedModel, b64
+from conftest import b64
 from PIL import Image
 
 from imagetask import ImageGeneration
 from imagetask.models import PlaceholderImageGeneration
+from imagetask.testing import ScriptedModel
 
 META = "distilabel_metadata"
 ERROR = "error_image_generation_0"

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pytest
-from conftest import ScriptedModel, b64
+from conftest import BatchScriptedModel, b64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rows_property import entries
@@ -74,7 +74,7 @@ def pl_json(value: Any) -> str:
 @st.composite
 def tasks(draw: st.DrawFn) -> ImageGeneration:
     return ImageGeneration(
-        image_generation_model=ScriptedModel([], name=draw(st.sampled_from(["m", "ünï"]))),
+        image_generation_model=BatchScriptedModel([], name=draw(st.sampled_from(["m", "ünï"]))),
         num_generations=draw(st.integers(1, 3)),
         group_generations=draw(st.booleans()),
         add_raw_output=draw(st.booleans()),
@@ -158,7 +158,7 @@ def test_process_arrow_carries_what_process_batch_gives(
 ) -> None:
     task, table, answers, source = case
     model = task.image_generation_model
-    assert isinstance(model, ScriptedModel)
+    assert isinstance(model, BatchScriptedModel)
     model.answers = answers
     expected = task.process_batch(table.to_pylist())
     out = task.process_arrow(as_input(table, source))
@@ -182,7 +182,7 @@ def test_the_slow_path_builds_the_same_table(
     task, table, answers, source = case
     fields = {name: getattr(task, name) for name in task.__fields__}
     slow = Formatted(**fields)
-    assert isinstance(task.image_generation_model, ScriptedModel)
+    assert isinstance(task.image_generation_model, BatchScriptedModel)
     task.image_generation_model.answers = answers
     fast = task.process_arrow(as_input(table, source))
     assert slow.process_arrow(as_input(table, source)).equals(fast)
@@ -231,7 +231,7 @@ def test_the_table_has_the_documented_schema() -> None:
 
 def test_the_schema_is_the_same_for_failures() -> None:
     table = pa.table({"prompt": ["a"]})
-    task = ImageGeneration(image_generation_model=ScriptedModel(RuntimeError("down")))
+    task = ImageGeneration(image_generation_model=BatchScriptedModel(RuntimeError("down")))
     failed = task.process_arrow(table)
     ok = placeholder_task().process_arrow(table)
     assert failed.schema == ok.schema
@@ -245,6 +245,14 @@ def test_input_columns_pass_through_without_copying() -> None:
     out = placeholder_task().process_arrow(table)
     before = table.column("payload").chunk(0).buffers()[2].address
     assert out.column("payload").chunk(0).buffers()[2].address == before
+
+
+def test_an_input_column_named_like_an_output_the_task_does_not_write_passes_through() -> None:
+    task = placeholder_task()  # no save_artifacts: image_path is not written
+    table = pa.table({"prompt": ["a"], "image_path": ["mine"]})
+    out = task.process_arrow(table)
+    assert out.column("image_path").to_pylist() == ["mine"]
+    assert task.process_batch(table.to_pylist())[0]["image_path"] == "mine"
 
 
 def test_grouped_generations_are_lists() -> None:
@@ -310,7 +318,7 @@ def test_artifacts_are_written_natively(tmp_path: Path) -> None:
 
 def test_images_are_bytes_whatever_images_as_bytes_says() -> None:
     answers = [[{"images": [b64(b"GIF89a")]}]]
-    task = ImageGeneration(image_generation_model=ScriptedModel(answers))
+    task = ImageGeneration(image_generation_model=BatchScriptedModel(answers))
     out = task.process_arrow(pa.table({"prompt": ["a"]}))
     assert out.column("image").to_pylist() == [b"GIF89a"]
     assert dict_rows(task, out)[0]["image"] == base64.b64encode(b"GIF89a").decode()

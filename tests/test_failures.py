@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import EchoModel, ScriptedModel, b64, ref
+from conftest import BatchScriptedModel, EchoModel, b64, ref
 
 from imagetask import ImageGeneration, InputRowError
+from imagetask.testing import ScriptedModel
 
 NAME = "image_generation_0"
 META = "distilabel_metadata"
@@ -84,7 +85,9 @@ def test_model_raising_fails_every_row_of_the_batch_with_the_error() -> None:
     ],
 )
 def test_unusable_batch_answers_keep_every_row(answers: Any, error: str) -> None:
-    rows = task_for(answers).process_batch([{"prompt": "a"}, {"prompt": "b"}])
+    model = BatchScriptedModel(None) if answers is None else ScriptedModel(answers)
+    task = ImageGeneration(image_generation_model=model)
+    rows = task.process_batch([{"prompt": "a"}, {"prompt": "b"}])
     assert rows == [failure("a", None, error, prompt="a"), failure("b", None, error, prompt="b")]
 
 
@@ -190,10 +193,10 @@ def test_bad_rows_raise_clear_errors(row: Any, message: str, column: str | None)
 
 
 def test_invalid_rows_pass_through_as_failure_rows_when_asked() -> None:
-    model = ScriptedModel(lambda inputs, n: [[{"images": [b64(p.encode())]}] for p in inputs])
+    model = ScriptedModel(lambda prompt, n: [{"images": [b64(prompt.encode())]}])
     task = ImageGeneration(image_generation_model=model, on_invalid_row="fail")
     rows = task.process_batch([{"prompt": "a"}, {"text": "b"}, 7, {"prompt": "c"}])
-    assert model.calls[0][0] == ["a", "c"]
+    assert model.calls[0].prompts == ["a", "c"]
     assert [row["image"] for row in rows] == [b64(b"a"), None, None, b64(b"c")]
     assert rows[1] == failure(
         None,

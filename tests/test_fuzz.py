@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
-from conftest import ScriptedModel, b64
+from conftest import BatchScriptedModel, b64
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -171,7 +171,7 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
 def test_hostile_batches_give_documented_outcomes(
     config: dict[str, Any], batch: list[Any], data: st.DataObject
 ) -> None:
-    model = ScriptedModel([])
+    model = BatchScriptedModel([])
     try:
         task = ImageGeneration(image_generation_model=model, **config)
     except ConfigError:

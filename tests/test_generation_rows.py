@@ -6,9 +6,10 @@ import itertools
 from typing import Any, ClassVar
 
 import pytest
-from conftest import EchoModel, ScriptedModel, b64, ref
+from conftest import EchoModel, b64, ref
 
 from imagetask import ImageGeneration
+from imagetask.testing import ScriptedModel
 
 NAME = "image_generation_0"
 META = "distilabel_metadata"
@@ -187,11 +188,11 @@ def test_format_input_is_called_once_per_row_and_its_value_is_recorded() -> None
             calls.append(input)
             return input["prompt"].upper() + f" #{len(calls)}"
 
-    model = ScriptedModel(lambda inputs, n: [[{"images": [b64(p.encode())]}] for p in inputs])
+    model = ScriptedModel(lambda prompt, n: [{"images": [b64(prompt.encode())]}])
     task = Shouting(image_generation_model=model, input_mappings={"prompt": "text"})
     rows = task.process_batch([{"text": "a"}, {"text": "b"}])
     assert calls == [{"prompt": "a"}, {"prompt": "b"}]
-    assert model.calls[0][0] == ["A #1", "B #2"]
+    assert model.calls[0].prompts == ["A #1", "B #2"]
     assert [row[META]["raw_input_shouting_0"] for row in rows] == ["A #1", "B #2"]
     assert [row["text"] for row in rows] == ["a", "b"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import EchoModel, ScriptedModel, b64
+from conftest import BatchScriptedModel, EchoModel, b64
 from servers import Fault, ImageServer, image_server
 
 from imagetask import (
@@ -40,7 +40,7 @@ PNG = b"\x89PNG\r\n\x1a\n-image"
 
 
 def task_for(answers: Any, **fields: Any) -> ImageGeneration:
-    return ImageGeneration(image_generation_model=ScriptedModel(answers), **fields)
+    return ImageGeneration(image_generation_model=BatchScriptedModel(answers), **fields)
 
 
 # --- counts: bounded, never pre-allocated from an unchecked number ---------------------
@@ -119,7 +119,7 @@ def test_interrupts_in_a_hook_propagate_instead_of_failing_a_row(
 ) -> None:
     STOP[:] = [stop]
     answers = [[{"images": [b64(b"a")]}], [{"images": [b64(b"b")]}]]
-    task = Interrupting(image_generation_model=ScriptedModel(answers), name=hook)
+    task = Interrupting(image_generation_model=BatchScriptedModel(answers), name=hook)
     with pytest.raises(type(stop)):
         task.process_batch([{"prompt": "go"}, {"prompt": "stop"}])
 
@@ -127,7 +127,7 @@ def test_interrupts_in_a_hook_propagate_instead_of_failing_a_row(
 def test_an_exception_in_a_hook_fails_only_its_row() -> None:
     STOP[:] = [ValueError("bad row")]
     answers = [[{"images": [b64(b"a")]}], [{"images": [b64(b"b")]}]]
-    task = Interrupting(image_generation_model=ScriptedModel(answers), name="out_0")
+    task = Interrupting(image_generation_model=BatchScriptedModel(answers), name="out_0")
     rows = task.process_batch([{"prompt": "go"}, {"prompt": "stop"}])
     assert [row["image"] for row in rows] == [b64(b"a"), None]
     assert rows[1][META]["error_out_0"] == "ValueError: bad row"
@@ -352,7 +352,7 @@ def test_nested_builds_in_threads_leave_the_collector_on() -> None:
             release.wait(10)
             return {"image": output["images"][0]}
 
-    waiting = Waiting(image_generation_model=ScriptedModel(slow_answer))
+    waiting = Waiting(image_generation_model=BatchScriptedModel(slow_answer))
     thread = threading.Thread(target=waiting.process_batch, args=([{"prompt": "a"}],))
     thread.start()
     assert started.wait(10)

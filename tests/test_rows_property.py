@@ -1,4 +1,9 @@
-"""Property: the native row builder agrees with the plain-Python reference on any input."""
+"""Properties of the row builder: it agrees with the plain-Python reference on any rows and
+answers, sends each valid prompt once and loses no row.
+
+Valid rows and well-formed answers come from the kit (`imagetask.testing.strategies`);
+this file adds the invalid rows and malformed answers only the library itself must handle.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,15 @@ import re
 from typing import Any
 
 import pytest
-from conftest import ScriptedModel, b64
+from conftest import BatchScriptedModel, b64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_rows import problem, reference_rows
 
 from imagetask import ImageGeneration, InputRowError
+from imagetask.batch import BatchOutput
+from imagetask.testing import ScriptedModel
+from imagetask.testing import strategies as kit
 
 settings.register_profile(
     "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -19,23 +27,6 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile("ci")
 
-COLLIDING = ["prompt", "text", "image", "picture", "model_name", "distilabel_metadata", "meta"]
-keys = st.one_of(st.sampled_from(COLLIDING), st.text(max_size=6))
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(allow_nan=False),
-    st.text(max_size=8),
-    st.binary(max_size=8),
-)
-values = st.recursive(
-    scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
 payloads = st.one_of(
     st.binary(max_size=24).map(b64),
     st.binary(max_size=24).map(lambda data: b64(data).rstrip("=")),
@@ -59,7 +50,7 @@ def tasks(draw: st.DrawFn) -> ImageGeneration:
     mappings = draw(st.sampled_from([{}, {"prompt": "text"}]))
     outputs = draw(st.sampled_from([{}, {"image": "picture"}, {"model_name": "model"}]))
     return ImageGeneration(
-        image_generation_model=ScriptedModel([], name=draw(st.sampled_from(["m", "ünï"]))),
+        image_generation_model=ScriptedModel([], model_name=draw(st.sampled_from(["m", "ünï"]))),
         name=draw(st.sampled_from(["image_generation_0", "t-1"])),
         num_generations=draw(st.integers(1, 4)),
         group_generations=draw(st.booleans()),
@@ -77,6 +68,7 @@ def tasks(draw: st.DrawFn) -> ImageGeneration:
 @st.composite
 def rows_for(draw: st.DrawFn, task: ImageGeneration) -> list[Any]:
     column = task.input_mappings.get("prompt", "prompt")
+    good = kit.input_rows(task)
     rows: list[Any] = []
     for _ in range(draw(st.integers(0, 6))):
         kind = draw(
@@ -85,34 +77,22 @@ def rows_for(draw: st.DrawFn, task: ImageGeneration) -> list[Any]:
         if kind == "not-mapping":
             rows.append(draw(st.one_of(st.integers(), st.lists(st.integers(), max_size=2))))
             continue
-        row = draw(st.dictionaries(keys, values, max_size=4))
-        row.pop(column, None)
-        if kind != "missing":
-            row[column] = (
-                draw(st.text(max_size=10)) if kind != "bad-prompt" else draw(st.integers())
-            )
-        meta = task.metadata_column
-        if kind == "bad-meta":
-            row[meta] = draw(st.text(max_size=3))
-        elif meta in row:
-            row[meta] = draw(
-                st.one_of(st.none(), st.dictionaries(st.text(max_size=5), values, max_size=3))
-            )
+        row = draw(good)
+        if kind == "missing":
+            del row[column]
+        elif kind == "bad-prompt":
+            row[column] = draw(st.integers())
+        elif kind == "bad-meta":
+            row[task.metadata_column] = draw(st.text(max_size=3))
         rows.append(row)
     return rows
 
 
 @st.composite
 def entries(draw: st.DrawFn, n: int) -> Any:
-    kind = draw(
-        st.sampled_from(
-            ["one-dict"] * 4 + ["per-generation"] * 4 + ["none", "raise", "bad", "bad-part"]
-        )
-    )
-    if kind == "none":
-        return None
-    if kind == "raise":
-        return draw(st.sampled_from([TimeoutError("slow"), ValueError(), RuntimeError("ünï")]))
+    kind = draw(st.sampled_from(["kit"] * 6 + ["one-dict", "per-generation", "bad", "bad-part"]))
+    if kind == "kit":
+        return draw(kit.answers(n))
     if kind == "bad":
         return draw(
             st.one_of(
@@ -170,16 +150,34 @@ def normalised_rows(rows: list[dict[str, Any]], task: ImageGeneration) -> list[d
     return out
 
 
+def answered(task: ImageGeneration, answers: Any) -> ScriptedModel:
+    """Makes the task's model answer `answers` for its next batch."""
+    name = task.image_generation_model.model_name
+    model = (
+        BatchScriptedModel(None, name=name)
+        if answers is None
+        else ScriptedModel(answers, model_name=name)
+    )
+    task.image_generation_model = model
+    return model
+
+
+def run_batch(task: ImageGeneration, rows: list[Any]) -> BatchOutput:
+    batch = task.prepare(rows)
+    batch.generate()
+    return batch.finish()
+
+
 @given(cases())
 def test_native_rows_equal_the_reference(case: tuple[ImageGeneration, list[Any], Any]) -> None:
     task, rows, answers = case
-    builder = task._builder()
-    built, failures = builder.build(builder.prepare(rows), answers)
+    answered(task, answers)
+    output = run_batch(task, rows)
     expected_rows, expected_failures = reference_rows(task, rows, answers)
-    assert normalised_rows(built, task) == normalised_rows(expected_rows, task)
-    assert normalised(failures) == expected_failures
+    assert normalised_rows(output.rows, task) == normalised_rows(expected_rows, task)
+    assert normalised(output.failures) == expected_failures
     per_input = 1 if task.group_generations else task.num_generations
-    assert len(built) == len(rows) * per_input
+    assert len(output.rows) == len(rows) * per_input
 
 
 @given(cases())
@@ -187,14 +185,11 @@ def test_process_batch_sends_each_valid_prompt_once_and_loses_no_row(
     case: tuple[ImageGeneration, list[Any], Any],
 ) -> None:
     task, rows, answers = case
-    model = task.image_generation_model
-    assert isinstance(model, ScriptedModel)
-    model.answers = answers
-    model.calls.clear()
+    model = answered(task, answers)
     built = task.process_batch(rows)
     column = task.input_mappings.get("prompt", "prompt")
     sent = [row[column] for i, row in enumerate(rows) if problem(task, i, row) is None]
-    assert [call[0] for call in model.calls] == ([sent] if sent else [])
+    assert [call.prompts for call in model.calls] == ([sent] if sent else [])
     per_input = 1 if task.group_generations else task.num_generations
     assert len(built) == len(rows) * per_input
 
@@ -208,8 +203,8 @@ def test_invalid_rows_raise_naming_the_first_one_when_not_passed_through(
     problems = [(i, problem(task, i, row)) for i, row in enumerate(rows)]
     first = next(((i, p) for i, p in problems if p is not None), None)
     if first is None:
-        assert len(task._builder().prepare(rows).prompts) == len(rows)
+        assert len(task.prepare(rows).prompts) == len(rows)
     else:
         with pytest.raises(InputRowError) as info:
-            task._builder().prepare(rows)
+            task.prepare(rows)
         assert (info.value.row, str(info.value)) == first

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, assert_type
+
+from hypothesis.strategies import SearchStrategy
 
 from imagetask import ImageGeneration, Reader, RunSummary
 from imagetask._core import RowBuilder, placeholder_images
@@ -12,6 +15,8 @@ from imagetask.models import (
     OpenAIImageGeneration,
     PlaceholderImageGeneration,
 )
+from imagetask.testing import INVARIANTS, Call, Invariant, ReplayModel, ScriptedModel, check_task
+from imagetask.testing.strategies import answers, batch_answers, input_rows
 
 model = PlaceholderImageGeneration(size="8x8")
 assert_type(model.generate(["a"], 2), list[Answer])
@@ -29,6 +34,24 @@ assert_type(
 )
 assert_type(OpenAIImageGeneration(model="gpt-image-1").images_per_request, int | None)
 assert_type(InferenceEndpointsImageGeneration(base_url="http://x").seed, int | None)
+
+scripted = ScriptedModel(lambda prompt, n: [{"images": [prompt.encode()] * n}], model_name="s")
+assert_type(scripted.generate(["a"], 2), Sequence[Any])
+assert_type(scripted.calls, list[Call])
+assert_type(scripted.calls[0].prompts, list[str])
+assert_type(ScriptedModel([[{"images": [b"x"]}]]).model_name, str)
+assert_type(ScriptedModel(RuntimeError("down")).dump(), dict[str, Any])
+replay = ReplayModel.from_run("out")
+assert_type(replay, ReplayModel)
+assert_type(replay.rows, list[dict[str, Any]])
+assert_type(replay.generate(["a"]), list[Answer])
+assert_type(input_rows(task), SearchStrategy[dict[str, Any]])
+assert_type(answers(2), SearchStrategy[Any])
+assert_type(batch_answers(2, 3), SearchStrategy[Sequence[Any] | BaseException])
+assert_type(check_task(task, max_examples=10), None)
+assert_type(INVARIANTS[0], Invariant)
+assert_type(INVARIANTS[0].name, str)
+check_task(ImageGeneration(image_generation_model=scripted))
 
 
 async def use_async() -> None:

@@ -1,4 +1,5 @@
-"""The `imagetask` command: generate an image dataset from a file of prompts."""
+"""The `imagetask` command: generate an image dataset from a file of prompts (`generate`),
+browse a run (`gallery`), or measure what building its rows costs (`bench`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from imagetask import bench
 from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
 from imagetask.gallery import build_gallery
 from imagetask.generation import ImageGeneration
@@ -201,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     gallery.add_argument("run", metavar="OUT", help="the folder of a run")
     gallery.add_argument("compare", metavar="OUT_B", nargs="?", help="a run to compare with")
     gallery.add_argument("--open", action="store_true", help="open the page in a web browser")
+    bench.add_command(commands)
     return parser
 
 
@@ -352,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="imagetask: %(levelname)s: %(message)s")
     try:
+        if args.command == "bench":
+            return bench.main(args)
         return _gallery(args) if args.command == "gallery" else _generate(args)
     except RunInterrupted as exc:
         print(f"imagetask: {exc}", file=sys.stderr)

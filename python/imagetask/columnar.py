@@ -7,8 +7,8 @@ the same rows, laid out as columns:
 
 - the input columns, as they are (each row repeated when `num_generations > 1` and the
   generations are not grouped, when string and binary views become large strings and
-  binary); an input column named like an output column or the metadata
-  column is replaced by it;
+  binary); an input column named like a column the task writes (an output column,
+  `model_name`, the metadata column) is replaced by it;
 - the task's output columns; for `ImageGeneration`, `image` holds the image's bytes
   (binary, whatever `images_as_bytes` says) and `image_path` its artifact's path;
 - `model_name` (string);
@@ -244,7 +244,7 @@ def _assemble(
     names = _Names(task)
     grouped = offsets is not None
     repeat = not grouped and task.num_generations > 1
-    replaced = {*names.columns.values(), names.metadata}
+    replaced = {names.columns[name] for name in names.outputs} | {names.model_name, names.metadata}
     columns: dict[str, Any] = {}
     for name in table.column_names:
         if name not in replaced:

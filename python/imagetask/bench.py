@@ -1,0 +1,254 @@
+"""`imagetask bench`: what building rows costs for a task configuration, at volume.
+
+Rows go through the task batch by batch with a `ScriptedModel` (or a `ReplayModel` of a
+finished run), on each path of `PATHS`: as dicts (`prepare`, `generate`, `finish`) and as
+Arrow tables (`prepare_arrow`, ...). The time spent outside the model is reported per
+output row, with the process's peak memory. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import itertools
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from imagetask.columnar import arrow
+from imagetask.errors import MissingExtraError, UsageError
+from imagetask.generation import ImageGeneration
+from imagetask.models import ImageModel
+from imagetask.task import ImageTask, Row
+from imagetask.testing.models import ReplayModel, ScriptedModel
+
+__all__ = ["PATHS", "BenchPath", "PathResult", "add_command", "main"]
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """One path's figures: output rows, failed generations, seconds spent building rows
+    (the model's own time excluded) and seconds spent in the model."""
+
+    rows_out: int
+    failed: int
+    seconds: float
+    model_seconds: float
+
+
+@dataclass(frozen=True)
+class BenchPath:
+    """A way of turning rows into output rows, measured by `run`."""
+
+    name: str
+    run: Callable[[ImageTask, Iterator[list[Row]]], PathResult]
+
+
+def _dict_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
+    """`prepare`, `generate`, `finish` per batch: the rows as dicts, as `process_batch`."""
+    rows_out = failed = 0
+    building = modelling = 0.0
+    model = task.image_generation_model
+    for rows in batches:
+        started = time.perf_counter()
+        batch = task.prepare(rows)
+        prepared = time.perf_counter()
+        batch.generate()
+        generated = time.perf_counter()
+        output = batch.finish()
+        finished = time.perf_counter()
+        building += (prepared - started) + (finished - generated)
+        modelling += generated - prepared
+        rows_out += len(output.rows)
+        failed += len(output.failures)
+        if isinstance(model, ScriptedModel):
+            model.calls.clear()
+    return PathResult(rows_out, failed, building, modelling)
+
+
+def _arrow_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
+    """`prepare_arrow`, `generate`, `finish` per batch, each batch first made a pyarrow
+    table (not timed: data read from Parquet or a dataset is one already)."""
+    pa = arrow()
+    rows_out = failed = 0
+    building = modelling = 0.0
+    model = task.image_generation_model
+    for rows in batches:
+        try:
+            table = pa.Table.from_pylist(rows)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise UsageError(f"the input rows cannot be made an Arrow table: {exc}") from None
+        started = time.perf_counter()
+        batch = task.prepare_arrow(table)
+        prepared = time.perf_counter()
+        batch.generate()
+        generated = time.perf_counter()
+        output = batch.finish()
+        finished = time.perf_counter()
+        building += (prepared - started) + (finished - generated)
+        modelling += generated - prepared
+        rows_out += output.table.num_rows
+        failed += len(output.failures)
+        if isinstance(model, ScriptedModel):
+            model.calls.clear()
+    return PathResult(rows_out, failed, building, modelling)
+
+
+PATHS: tuple[BenchPath, ...] = (BenchPath("dict", _dict_path), BenchPath("arrow", _arrow_path))
+"""The paths `imagetask bench` measures, one output line each."""
+
+
+def add_command(commands: Any) -> None:
+    """Adds the `bench` command to the command line's subparsers."""
+    bench = commands.add_parser(
+        "bench",
+        help="measure what building rows costs for a task configuration",
+        description=(
+            "Build output rows at volume with a scripted model (or the images of a finished\n"
+            "run) and print rows per second, the model's own time excluded, and peak memory.\n"
+            "Nothing is written."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
+        "--rows", type=int, default=100_000, metavar="N", help="input rows (default: 100000)"
+    )
+    bench.add_argument(
+        "--num-generations", type=int, default=1, metavar="N", help="images per row (default: 1)"
+    )
+    bench.add_argument(
+        "--batch-size", type=int, default=50, metavar="B", help="rows per batch (default: 50)"
+    )
+    bench.add_argument(
+        "--raw",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record the raw output and raw input in the metadata (default: --raw)",
+    )
+    bench.add_argument(
+        "--grouped", action="store_true", help="one row per input row (group_generations)"
+    )
+    bench.add_argument(
+        "--task",
+        metavar="MODULE:CLASS",
+        help="your ImageTask subclass (importable from the current folder); default: "
+        "ImageGeneration",
+    )
+    bench.add_argument(
+        "--replay",
+        metavar="OUTDIR",
+        help="answer with the images of the finished run in OUTDIR, for its input rows in "
+        "turn, instead of scripted 8x8 PNGs",
+    )
+
+
+def _task_class(spec: str) -> type[ImageTask]:
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise UsageError(f"--task: expected MODULE:CLASS, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UsageError(
+            f"--task: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in name.split("."):
+        target = getattr(target, part, None)
+    if not (isinstance(target, type) and issubclass(target, ImageTask)):
+        raise UsageError(f"--task: {spec!r} is not an ImageTask subclass")
+    return target
+
+
+def _rows(task: ImageTask, count: int, replay: ReplayModel | None) -> Iterator[Row]:
+    """`count` input rows: the replayed run's rows in turn, or rows with a distinct text
+    in each of the task's input columns."""
+    if replay is not None:
+        if not replay.rows:
+            raise UsageError(f"--replay: the run in {replay.output_dir} has no rows to replay")
+        for row in itertools.islice(itertools.cycle(replay.rows), count):
+            yield dict(row)
+        return
+    columns = [(task.input_mappings.get(name, name), name) for name in task.inputs]
+    for i in range(count):
+        yield {column: f"a photo of {name} {i}" for column, name in columns}
+
+
+def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
+
+
+def _peak_rss() -> int:
+    """The process's peak resident memory in bytes (`ru_maxrss`)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _describe(task: ImageTask, rows: int, args: argparse.Namespace) -> str:
+    n = task.num_generations
+    raw = "raw output and input on" if args.raw else "raw output and input off"
+    layout = "one row per input" if task.group_generations else "one row per generation"
+    model = f"replay of {args.replay}" if args.replay else "scripted (8x8 PNG bytes)"
+    return (
+        f"imagetask bench: {type(task).__name__}, {rows:,} rows x {n} generation"
+        f"{'s' if n != 1 else ''}, {raw}, {layout}, batches of {task.input_batch_size}, "
+        f"model: {model}"
+    )
+
+
+_HEADER = f"{'path':<6} {'rows out':>12} {'failed':>8} {'build s':>9} {'rows/s':>12} {'model s':>9}"
+
+
+def _line(name: str, result: PathResult) -> str:
+    """A path's line under `_HEADER`: rows/s is output rows per second of building."""
+    rate = result.rows_out / result.seconds if result.seconds > 0 else float("inf")
+    return (
+        f"{name:<6} {result.rows_out:>12,} {result.failed:>8,} {result.seconds:>9.3f} "
+        f"{rate:>12,.0f} {result.model_seconds:>9.3f}"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs `imagetask bench` with the parsed command line; prints one line per path."""
+    for flag, value in (
+        ("--rows", args.rows),
+        ("--num-generations", args.num_generations),
+        ("--batch-size", args.batch_size),
+    ):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    replay = ReplayModel.from_run(args.replay) if args.replay else None
+    model: ImageModel = replay if replay is not None else ScriptedModel()
+    cls = _task_class(args.task) if args.task else ImageGeneration
+    task = cls(
+        image_generation_model=model,
+        num_generations=args.num_generations,
+        group_generations=args.grouped,
+        add_raw_output=args.raw,
+        add_raw_input=args.raw,
+        input_batch_size=args.batch_size,
+    )
+    print(_describe(task, args.rows, args))
+    with contextlib.suppress(MissingExtraError):
+        arrow()  # loaded first: pyarrow's own libraries are not the rows' memory
+    before = _peak_rss()
+    print(_HEADER)
+    for path in PATHS:
+        try:
+            result = path.run(task, _batches(_rows(task, args.rows, replay), args.batch_size))
+        except MissingExtraError as exc:
+            print(f"{path.name:<6} not measured: {exc}", flush=True)
+            continue
+        print(_line(path.name, result), flush=True)
+    print(
+        f"peak memory: {_peak_rss() / 2**20:.1f} MB resident (ru_maxrss of this process, "
+        f"every path; {before / 2**20:.1f} MB before the first batch)"
+    )
+    return 0

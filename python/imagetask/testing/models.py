@@ -1,0 +1,342 @@
+"""Backends for tests and benchmarks: `ScriptedModel` answers what it is told,
+`ReplayModel` answers with the images of a finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import msgspec
+
+from imagetask import _core
+from imagetask.errors import ConfigError, ReadError, RequestError
+from imagetask.extras import require
+from imagetask.models.base import Answer, ImageGenerationModel
+
+__all__ = ["Call", "ReplayModel", "ScriptedAnswers", "ScriptedModel"]
+
+Row = dict[str, Any]
+
+ScriptedAnswers = Sequence[Any] | BaseException | Callable[[str, int], Any] | None
+"""What a `ScriptedModel` answers: see the class."""
+
+_IMAGE_SIDE = 8
+
+
+class Call(NamedTuple):
+    """One call of a `ScriptedModel`: the prompts it was sent and its arguments."""
+
+    prompts: list[str]
+    num_generations: int
+    kwargs: dict[str, Any]
+
+
+class ScriptedModel:
+    """A backend whose answers the caller chooses; it needs no network and no base class.
+
+    Parameters
+    ----------
+    answers:
+        `None` (default): every prompt gets `num_generations` dicts of one image each, an
+        8x8 PNG (bytes) drawn from the prompt and the generation's index, so every
+        (prompt, generation) has an image of its own.
+        A sequence: returned as it is by every call, one answer per prompt (its length is
+        not checked: a wrong length scripts a broken backend).
+        An exception: raised by every call (a whole batch fails).
+        A callable: called as `answers(prompt, num_generations)` for each prompt; it returns
+        that prompt's answer, or an exception for a request that failed.
+    model_name:
+        The name recorded in the `model_name` column.
+
+    Attributes
+    ----------
+    answers:
+        What the model answers; it may be changed between calls.
+    calls:
+        Every call so far, in order (`Call`).
+    """
+
+    def __init__(self, answers: ScriptedAnswers = None, *, model_name: str = "scripted") -> None:
+        if not (
+            answers is None or isinstance(answers, (Sequence, BaseException)) or callable(answers)
+        ):
+            raise ConfigError(
+                f"ScriptedModel: bad `answers`: a {type(answers).__name__}, expected None, a "
+                "sequence of answers, an exception or a callable of the prompt"
+            )
+        self.answers = answers
+        self.model_name = model_name
+        self.calls: list[Call] = []
+
+    def dump(self) -> dict[str, Any]:
+        """The model's name and class, as a run records its task (`run.json`); the scripted
+        answers are not data and are left out (a loaded dump answers with the default
+        images)."""
+        cls = type(self)
+        return {
+            "model_name": self.model_name,
+            "type_info": {"module": cls.__module__, "name": cls.__qualname__},
+        }
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def unload(self) -> None:
+        """Nothing to unload."""
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Sequence[Any]:
+        """The scripted answers for `inputs` (see the class)."""
+        self.calls.append(Call(list(inputs), num_generations, kwargs))
+        answers = self.answers
+        if answers is None:
+            images = _core.placeholder_images(
+                inputs,
+                num_generations=num_generations,
+                seed=0,
+                width=_IMAGE_SIDE,
+                height=_IMAGE_SIDE,
+            )
+            return [[{"images": [image]} for image in prompt_images] for prompt_images in images]
+        if isinstance(answers, BaseException):
+            raise answers
+        if isinstance(answers, Sequence):
+            return answers
+        return [answers(prompt, num_generations) for prompt in inputs]
+
+
+class _Recorded(NamedTuple):
+    """What a finished run recorded: its input rows and each prompt's answers."""
+
+    rows: list[Row]
+    answers: dict[str, list[Answer]]
+    model_name: str
+
+
+class ReplayModel(ImageGenerationModel):
+    """Answers each prompt with the images and raw outputs a finished run recorded for it.
+
+    A run can so be formatted again (other mappings, other columns) or benchmarked at
+    volume without calling the model again. The run's rows (`data.jsonl`, or its Parquet
+    shards) are read once, when the model is made, and held in memory. A prompt is found
+    by its recorded raw input (`raw_input_<name>`), or, for an `ImageGeneration` run
+    without raw inputs, by its prompt column. A prompt the run saw several times gets its
+    recorded answers in turn; a generation that failed in the run fails again with its
+    error; a prompt the run did not see fails its rows with a `RequestError`.
+
+    Parameters
+    ----------
+    output_dir:
+        The run's output folder (it holds `run.json`).
+    """
+
+    output_dir: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._recorded = _read_run(Path(self.output_dir))
+        self._turns: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_run(cls, output_dir: str | os.PathLike[str]) -> ReplayModel:
+        """The replay of the finished run in `output_dir`.
+
+        Raises `ReadError` when the folder holds no finished run, or its rows cannot be
+        read (the message names the file and line).
+        """
+        return cls(output_dir=os.fspath(output_dir))
+
+    @property
+    def model_name(self) -> str:
+        """The recorded run's model name."""
+        return self._recorded.model_name
+
+    @property
+    def rows(self) -> list[Row]:
+        """The run's input rows in order, one per input row that had a prompt: its first
+        output row without the columns the task added (the image, `image_path`,
+        `model_name` and metadata columns)."""
+        return self._recorded.rows
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> list[Answer]:
+        """The recorded answer of each prompt (all its recorded images: the task takes the
+        first `num_generations`)."""
+        out: list[Any] = []
+        with self._lock:
+            for prompt in inputs:
+                recorded = self._recorded.answers.get(prompt)
+                if recorded is None:
+                    out.append(
+                        RequestError(
+                            f"the prompt {prompt!r} is not in the run replayed from "
+                            f"{self.output_dir}"
+                        )
+                    )
+                    continue
+                turn = self._turns.get(prompt, 0)
+                self._turns[prompt] = turn + 1
+                out.append(recorded[turn % len(recorded)])
+        return out
+
+
+def _read_run(folder: Path) -> _Recorded:
+    summary_path = folder / "run.json"
+    try:
+        summary = msgspec.json.decode(summary_path.read_bytes())
+    except FileNotFoundError:
+        raise ReadError(
+            f"{folder} holds no finished run (no run.json): finish the run first "
+            "(imagetask generate ... --resume)"
+        ) from None
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ReadError(f"{summary_path}: cannot be read: {exc}") from None
+    try:
+        task: dict[str, Any] = summary["task"]
+        layout = _Layout(task)
+        data = folder / summary["data"]
+    except (KeyError, TypeError) as exc:
+        raise ReadError(f"{summary_path}: not a run summary (no {exc})") from None
+    rows: list[Row] = []
+    answers: dict[str, list[Answer]] = {}
+    model_name = ""
+    answer: Answer = []
+    for where, row in _data_rows(data, layout):
+        model_name = model_name or str(row.get(layout.model_name, ""))
+        prompt = layout.prompt(row, where)
+        generations = list(layout.generations(row, where))
+        if (layout.grouped or not answer) and prompt is not None:
+            rows.append({key: value for key, value in row.items() if key not in layout.added})
+        answer.extend(generations)
+        if layout.grouped or len(answer) == layout.num_generations:
+            if prompt is not None:
+                answers.setdefault(prompt, []).append(answer)
+            answer = []
+    return _Recorded(rows, answers, model_name)
+
+
+def _data_rows(path: Path, layout: _Layout) -> Iterator[tuple[str, Row]]:
+    """The rows of a run's data (JSONL, a Parquet file, or a folder of Parquet shards),
+    each with where it is (for errors), Parquet rows read back as dict rows."""
+    if path.is_dir() or path.suffix == ".parquet":
+        parquet = require("pyarrow.parquet", "parquet", "replaying a Parquet run")
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        for file in files:
+            for index, row in enumerate(parquet.read_table(file).to_pylist()):
+                where = f"{file} row {index}"
+                yield where, layout.dict_row(row, where)
+        return
+    decoder = msgspec.json.Decoder()
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot be read: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        where = f"{path} line {number}"
+        try:
+            row = decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ReadError(f"{where}: not valid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise ReadError(f"{where}: not a JSON object")
+        yield where, row
+
+
+class _Layout:
+    """Where a run's rows keep each generation's image, prompt and metadata."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        name = task["name"]
+        outputs: dict[str, str] = task.get("output_mappings") or {}
+        self.image = outputs.get("image", "image")
+        self.model_name = outputs.get("model_name", "model_name")
+        self.metadata = task.get("metadata_column", "distilabel_metadata")
+        self.added = {self.image, outputs.get("image_path", "image_path"), self.model_name}
+        self.added.add(self.metadata)
+        self.raw_output = f"raw_output_{name}"
+        self.raw_input = f"raw_input_{name}"
+        self.statistics = f"statistics_{name}"
+        self.error = f"error_{name}"
+        self.grouped = bool(task.get("group_generations", False))
+        self.num_generations = int(task.get("num_generations", 1))
+        type_info = task.get("type_info") or {}
+        plain = type_info == {"module": "imagetask.generation", "name": "ImageGeneration"}
+        inputs: dict[str, str] = task.get("input_mappings") or {}
+        self.prompt_column = inputs.get("prompt", "prompt") if plain else None
+        self.add_raw_input = bool(task.get("add_raw_input", True))
+
+    def dict_row(self, row: Row, where: str) -> Row:
+        """A row read from Parquet as the dict path gives it (see `imagetask.columnar`):
+        the image's bytes out of its `Image` struct, the raw output and statistics parsed
+        from their JSON text, the metadata fields that are null left out."""
+
+        def image(value: Any) -> Any:
+            return value.get("bytes") if isinstance(value, dict) else value
+
+        def meta(value: Any) -> Any:
+            if not isinstance(value, dict):
+                return value
+            out = {}
+            for key, item in value.items():
+                if isinstance(item, str) and key in (self.raw_output, self.statistics):
+                    try:
+                        item = json.loads(item)
+                    except json.JSONDecodeError as exc:
+                        raise ReadError(f"{where}: {key} is not JSON: {exc}") from None
+                if item is not None:
+                    out[key] = item
+            return out
+
+        row = dict(row)
+        if self.image in row:
+            pictures = row[self.image]
+            grouped = self.grouped and isinstance(pictures, list)
+            row[self.image] = [image(v) for v in pictures] if grouped else image(pictures)
+        metas = row.get(self.metadata)
+        row[self.metadata] = [meta(m) for m in metas] if isinstance(metas, list) else meta(metas)
+        return row
+
+    def prompt(self, row: Row, where: str) -> str | None:
+        """The prompt the run sent for this row (`None`: the row was not sent)."""
+        if self.add_raw_input:
+            metas = self._metas(row, where)
+            prompt = metas[0].get(self.raw_input) if metas else None
+        elif self.prompt_column is not None:
+            prompt = row.get(self.prompt_column)
+        else:
+            raise ReadError(
+                f"{where}: the run recorded no raw input (add_raw_input=False) and its task "
+                "is not ImageGeneration, so its images cannot be matched to prompts"
+            )
+        return prompt if isinstance(prompt, str) else None
+
+    def _metas(self, row: Row, where: str) -> list[dict[str, Any]]:
+        meta = row.get(self.metadata)
+        metas = meta if self.grouped else [meta]
+        if not isinstance(metas, list) or not all(isinstance(m, dict) for m in metas):
+            raise ReadError(f"{where}: column '{self.metadata}' does not hold the run's metadata")
+        return metas
+
+    def generations(self, row: Row, where: str) -> Iterator[dict[str, Any]]:
+        """This row's generations as parts of a model answer (one image each)."""
+        if self.image not in row:
+            raise ReadError(f"{where}: no image column '{self.image}'")
+        images = row[self.image] if self.grouped else [row[self.image]]
+        metas = self._metas(row, where)
+        if not isinstance(images, list) or len(images) != len(metas):
+            raise ReadError(f"{where}: column '{self.image}' does not match the run's metadata")
+        for image, meta in zip(images, metas, strict=True):
+            if image is None:
+                error = meta.get(self.error) or "the run recorded no image"
+                yield {"images": [None], "error": error}
+                continue
+            raw = meta.get(self.raw_output)
+            part = dict(raw) if isinstance(raw, dict) else {}
+            part["images"] = [image]
+            statistics = meta.get(self.statistics)
+            if statistics is not None:
+                part["statistics"] = statistics
+            yield part

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from test_rows_property import entries
 
 from imagetask import ImageGeneration, InputRowError
+from imagetask.batch import Failure
 from imagetask.columnar import dict_rows
 from imagetask.models import PlaceholderImageGeneration
 
@@ -322,3 +323,27 @@ def test_images_are_bytes_whatever_images_as_bytes_says() -> None:
     out = task.process_arrow(pa.table({"prompt": ["a"]}))
     assert out.column("image").to_pylist() == [b"GIF89a"]
     assert dict_rows(task, out)[0]["image"] == base64.b64encode(b"GIF89a").decode()
+
+
+class Audited(ImageGeneration):
+    """Fails, after the build, every generation whose prompt says so."""
+
+    def complete_rows(self, rows: list[dict[str, Any]]) -> list[Failure]:
+        failures = []
+        for index, row in enumerate(rows):
+            if "reject" in row["prompt"]:
+                row["image"] = None
+                row[META][f"error_{NAME}"] = "rejected by review"
+                failures.append(Failure(index, 0, "rejected by review"))
+        return failures
+
+
+def test_an_overridden_complete_rows_is_honoured() -> None:
+    task = Audited(image_generation_model=PlaceholderImageGeneration(size="4x4"), name=NAME)
+    table = pa.table({"prompt": ["keep", "reject me"]})
+    out = task.process_arrow(table)
+    assert out.column("image").null_count == 1
+    assert out.column(META).to_pylist()[1][f"error_{NAME}"] == "rejected by review"
+    assert comparable(dict_rows(task, out), task) == comparable(
+        task.process_batch(table.to_pylist()), task
+    )

@@ -75,6 +75,7 @@ class ImageGeneration(ImageTask):
     def output_columns(self) -> list[str]:
         return ["image", "image_path"] if self.save_artifacts else ["image"]
 
+    @native_hook
     def complete_rows(self, rows: list[Row]) -> list[Failure]:
         """Writes the artifacts of a batch's rows (with `save_artifacts`)."""
         target = self.artifact_target()

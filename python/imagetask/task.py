@@ -250,8 +250,8 @@ class ImageTask(Configurable, ABC):
 
     def _column_builder(self, table: pa.Table) -> ColumnBuilder | None:
         pa = arrow()
-        hooks = (self._hook("format_input"), self._hook("format_output"))
-        if not self.builds_columns_natively or hooks != (None, None):
+        hooks = ("format_input", "format_output", "complete_rows")
+        if not self.builds_columns_natively or any(self._hook(hook) for hook in hooks):
             return None
         prompt = self.input_mappings.get(self.inputs[0], self.inputs[0])
         if prompt not in table.column_names:
@@ -274,6 +274,7 @@ class ImageTask(Configurable, ABC):
             pass_invalid_rows=self.on_invalid_row == "fail",
         )
 
+    @native_hook
     def complete_rows(self, rows: list[Row]) -> list[Failure]:
         """Work on a batch's built rows before they are returned (`ImageGeneration`
         writes its artifacts); returns the generations it failed."""

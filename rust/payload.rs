@@ -111,13 +111,19 @@ pub fn derive_all(
             })
             .collect::<Vec<_>>()
     };
-    let chunk = parallel_chunk(work);
-    if chunk >= work.len() {
-        return run(work);
+    let chunk = parallel_chunk(work).max(1);
+    in_parallel(work.chunks(chunk).collect(), run)
+}
+
+/// `run` on every part, one thread each when there are several, the results in order.
+fn in_parallel<P: Send, T: Send>(parts: Vec<P>, run: impl Fn(P) -> Vec<T> + Sync) -> Vec<T> {
+    if parts.len() == 1 {
+        return parts.into_iter().flat_map(run).collect();
     }
+    let run = &run;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = work
-            .chunks(chunk)
+        let handles: Vec<_> = parts
+            .into_iter()
             .map(|part| scope.spawn(move || run(part)))
             .collect();
         handles
@@ -248,24 +254,7 @@ pub fn decode_all(work: &[Result<Payload<'_>, String>], hash: bool) -> Decoded {
             })
             .collect::<Vec<Result<Span, String>>>()
     };
-    let spans: Vec<Result<Span, String>> = if parts.len() == 1 {
-        parts.into_iter().flat_map(run).collect()
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|part| scope.spawn(move || run(part)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|handle| {
-                    handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        })
-    };
+    let spans = in_parallel(parts, run);
     let mut decoded = Decoded { values, spans };
     let wasted = decoded
         .spans

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from imagetask.columnar import arrow
+from imagetask.batch import Batch
+from imagetask.columnar import ArrowBatch, ArrowOutput, arrow
 from imagetask.errors import MissingExtraError, UsageError
 from imagetask.generation import ImageGeneration
 from imagetask.models import ImageModel
@@ -49,14 +50,18 @@ class BenchPath:
     run: Callable[[ImageTask, Iterator[list[Row]]], PathResult]
 
 
-def _dict_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
-    """`prepare`, `generate`, `finish` per batch: the rows as dicts, as `process_batch`."""
+def _timed(
+    task: ImageTask,
+    inputs: Iterator[Any],
+    prepare: Callable[[Any], Batch | ArrowBatch],
+) -> PathResult:
+    """`prepare`, `generate`, `finish` per batch, the model's time apart from the rest."""
     rows_out = failed = 0
     building = modelling = 0.0
     model = task.image_generation_model
-    for rows in batches:
+    for data in inputs:
         started = time.perf_counter()
-        batch = task.prepare(rows)
+        batch = prepare(data)
         prepared = time.perf_counter()
         batch.generate()
         generated = time.perf_counter()
@@ -64,39 +69,31 @@ def _dict_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
         finished = time.perf_counter()
         building += (prepared - started) + (finished - generated)
         modelling += generated - prepared
-        rows_out += len(output.rows)
+        rows_out += output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
         failed += len(output.failures)
         if isinstance(model, ScriptedModel):
             model.calls.clear()
     return PathResult(rows_out, failed, building, modelling)
+
+
+def _dict_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
+    """The rows as dicts, as `process_batch`."""
+    return _timed(task, batches, task.prepare)
 
 
 def _arrow_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
-    """`prepare_arrow`, `generate`, `finish` per batch, each batch first made a pyarrow
-    table (not timed: data read from Parquet or a dataset is one already)."""
+    """The rows as pyarrow tables, as `process_arrow`; each batch is made a table before
+    its timing starts (data read from Parquet or a dataset is one already)."""
     pa = arrow()
-    rows_out = failed = 0
-    building = modelling = 0.0
-    model = task.image_generation_model
-    for rows in batches:
-        try:
-            table = pa.Table.from_pylist(rows)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-            raise UsageError(f"the input rows cannot be made an Arrow table: {exc}") from None
-        started = time.perf_counter()
-        batch = task.prepare_arrow(table)
-        prepared = time.perf_counter()
-        batch.generate()
-        generated = time.perf_counter()
-        output = batch.finish()
-        finished = time.perf_counter()
-        building += (prepared - started) + (finished - generated)
-        modelling += generated - prepared
-        rows_out += output.table.num_rows
-        failed += len(output.failures)
-        if isinstance(model, ScriptedModel):
-            model.calls.clear()
-    return PathResult(rows_out, failed, building, modelling)
+
+    def tables() -> Iterator[Any]:
+        for rows in batches:
+            try:
+                yield pa.Table.from_pylist(rows)
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+                raise UsageError(f"the input rows cannot be made an Arrow table: {exc}") from None
+
+    return _timed(task, tables(), task.prepare_arrow)
 
 
 PATHS: tuple[BenchPath, ...] = (BenchPath("dict", _dict_path), BenchPath("arrow", _arrow_path))

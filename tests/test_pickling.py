@@ -7,8 +7,11 @@ import base64
 import copy
 import multiprocessing
 import pickle
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
+import msgspec
+from ray import cloudpickle
 from servers import image_server
 
 from imagetask import ImageGeneration
@@ -88,3 +91,25 @@ def test_an_async_model_copies_and_a_placeholder_task_round_trips() -> None:
     assert [base64.b64decode(row["image"]) for row in rows] == [
         base64.b64decode(row["image"]) for row in task.process_batch([{"prompt": "p"}])
     ]
+
+
+class Tagged(PlaceholderImageGeneration):
+    """A backend of a user's script: a field whose default is a `msgspec.field`."""
+
+    tags: list[str] = msgspec.field(default_factory=list)
+
+
+def test_a_class_with_msgspec_field_defaults_pickles_by_value() -> None:
+    fields = [msgspec.field(default_factory=list), msgspec.field(default=3), msgspec.field()]
+    for field in pickle.loads(pickle.dumps(fields)):
+        assert isinstance(field, type(msgspec.field()))
+    factory, three, bare = pickle.loads(pickle.dumps(fields))
+    assert (factory.default_factory, three.default, bare.default) == (list, 3, msgspec.NODEFAULT)
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        blob = cloudpickle.dumps(Tagged)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    copied = pickle.loads(blob)
+    assert copied(tags=["a"]).tags == ["a"] and copied().tags == []

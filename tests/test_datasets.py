@@ -245,3 +245,17 @@ def test_a_task_with_its_own_format_output_still_gets_the_image_feature(tmp_path
     assert [(row["k"], row["caption"], row["image"]["bytes"]) for row in rows] == [
         (row["k"], row["caption"], base64.b64decode(row["image"])) for row in expected
     ]
+
+
+def test_saved_artifacts_are_in_image_path_from_every_process(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    task = task_of(tmp_path / "log", save_artifacts=True, output_dir=str(out), num_generations=2)
+    result = generate(on_disk(tmp_path), task, num_proc=2)
+
+    assert result.features["image_path"] == datasets.Value("string")
+    rows = plain(result)
+    assert len(rows) == 22
+    for row in rows:
+        assert row["image_path"].startswith(f"artifacts/{NAME}/images/")
+        assert (out / row["image_path"]).read_bytes() == row["image"]["bytes"]
+    assert len(list((out / "artifacts" / NAME / "images").iterdir())) == 22

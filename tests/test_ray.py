@@ -4,7 +4,9 @@ worker process that dies mid-batch; rows checked against process_batch."""
 from __future__ import annotations
 
 import base64
+import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -131,6 +133,55 @@ def test_a_worker_that_dies_mid_batch_is_restarted_and_every_row_written_once(
     sent = Counter(record[2] for record in records if record[0] == "generate")
     assert sent == Counter(PROMPTS)  # the lost batch was sent again, after the restart
     assert {pid for event, pid, *_ in records if event == "generate"} != set(killed)
+
+
+SCRIPT = """
+import sys
+
+import ray
+import ray.data
+
+from imagetask import ImageGeneration
+from imagetask.integrations.ray import generate
+from imagetask.models import PlaceholderImageGeneration
+
+
+class ScriptModel(PlaceholderImageGeneration):
+    @property
+    def model_name(self) -> str:
+        return "defined in the script"
+
+
+address, out = sys.argv[1:]
+ray.init(address=address, log_to_driver=False)
+ray.data.DataContext.get_current().enable_progress_bars = False
+prompts = ray.data.from_items([{"prompt": f"p{i}", "k": i} for i in range(10)])
+task = ImageGeneration(image_generation_model=ScriptModel(size="8x8"), input_batch_size=4)
+generate(prompts, task, concurrency=1, num_cpus=0.5).write_parquet(out)
+"""
+
+
+def test_a_script_with_its_own_model_class_runs_on_the_cluster_at_its_address(
+    cluster: None, tmp_path: Path
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    address = ray.get_runtime_context().gcs_address
+    done = subprocess.run(
+        [sys.executable, str(script), address, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    table = pq.read_table(tmp_path / "out")
+    assert set(table.column("model_name").to_pylist()) == {"defined in the script"}
+    got = Counter(
+        zip(table.column("k").to_pylist(), table.column("image").to_pylist(), strict=True)
+    )
+    expected = placeholder_images([{"prompt": f"p{i}", "k": i} for i in range(10)], 1)
+    assert got == expected
 
 
 def test_arguments_generate_sets_are_refused(cluster: None) -> None:

@@ -7,6 +7,7 @@ struct built once per class, and `dump()`/`from_dict()` round-trip through JSON.
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import re
 import typing
@@ -50,6 +51,23 @@ _MASK = "**********"
 _PATH = re.compile(r"at `\$\.([^`.\[]+)")
 _AT = re.compile(r" - at `[^`]*`")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+def _field(default: Any, default_factory: Any, name: str | None) -> Any:
+    if default_factory is not msgspec.NODEFAULT:
+        return msgspec.field(default_factory=default_factory, name=name)
+    if default is not msgspec.NODEFAULT:
+        return msgspec.field(default=default, name=name)
+    return msgspec.field(name=name)
+
+
+def _reduce_field(field: Any) -> tuple[Any, tuple[Any, ...]]:
+    return _field, (field.default, field.default_factory, field.name)
+
+
+# A class that declares `msgspec.field(...)` defaults pickles by value (cloudpickle, as Ray
+# and `datasets` send a class defined in a script to other processes).
+copyreg.pickle(type(msgspec.field()), _reduce_field)
 
 
 def _dump_value(value: Any) -> Any:

@@ -111,10 +111,25 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not hasattr(self, "_loop"):
-            self._loop = BackgroundLoop()
-            self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-                weakref.WeakKeyDictionary()
-            )
+            self._live()
+
+    def _live(self) -> None:
+        """A background loop of its own and no clients yet (made on first request)."""
+        self._loop = BackgroundLoop()
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields (secrets included, as their own fields) without the loop and the
+        clients, which belong to this process: a copy makes its own when it first runs."""
+        state = dict(self.__dict__)
+        del state["_loop"], state["_per_loop"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._live()
 
     @abstractmethod
     async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:

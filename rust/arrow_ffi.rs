@@ -9,7 +9,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyTuple};
 
-/// The arrays of an object that exports an Arrow stream (a pyarrow `ChunkedArray`, say).
+/// The arrays of an object that exports an Arrow stream (a pyarrow `ChunkedArray`, say),
+/// each checked to be valid Arrow data.
 pub fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
     let capsule = data
         .call_method0("__arrow_c_stream__")?
@@ -21,9 +22,17 @@ pub fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
     let reader =
         unsafe { ArrayStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr()) }
             .map_err(|e| PyValueError::new_err(format!("cannot read the Arrow stream: {e}")))?;
-    reader
+    let arrays = reader
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PyValueError::new_err(format!("cannot read the Arrow stream: {e}")))
+        .map_err(|e| PyValueError::new_err(format!("cannot read the Arrow stream: {e}")))?;
+    // Data from elsewhere is checked whole (offsets, views, UTF-8) before it is read.
+    for array in &arrays {
+        array
+            .to_data()
+            .validate_full()
+            .map_err(|e| PyValueError::new_err(format!("the Arrow data is not valid: {e}")))?;
+    }
+    Ok(arrays)
 }
 
 /// An Arrow array handed to Python: `pyarrow.array(it)` (or `pyarrow.record_batch(it)`

@@ -724,15 +724,25 @@ impl RowBuilder {
         Ok(dict.into_any())
     }
 
-    /// A fresh metadata dict holding the row's upstream metadata.
+    /// A fresh metadata dict holding the row's upstream metadata (but this task's own error
+    /// and statistics keys).
     fn meta<'py>(
         &self,
         py: Python<'py>,
         context: &RowContext<'py>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        match &context.upstream {
-            Some(upstream) => upstream.copy(),
-            None => Ok(PyDict::new(py)),
+        let Some(upstream) = &context.upstream else {
+            return Ok(PyDict::new(py));
+        };
+        let meta = upstream.copy()?;
+        // This task's own error and statistics keys say what this generation did: an
+        // earlier run's under the same name (a retried failure, say) are not carried on.
+        for key in [&self.keys.error, &self.keys.statistics] {
+            let key = key.bind(py);
+            if meta.contains(key)? {
+                meta.del_item(key)?;
+            }
         }
+        Ok(meta)
     }
 }

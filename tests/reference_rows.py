@@ -137,7 +137,11 @@ def reference_rows(
             gens, error, raw = read_entry(entries[i], n)
         cells = []
         for k in range(n):
-            meta = dict(upstream)
+            meta = {
+                key: value
+                for key, value in upstream.items()
+                if key not in (f"error_{name}", f"statistics_{name}")
+            }
             fail = error
             fail_raw = raw
             if fail is None and k >= len(gens):

@@ -590,3 +590,79 @@ def test_every_exception_round_trips_through_pickle(error: ImageTaskError) -> No
         assert (again.row, again.column) == (error.row, error.column)
     if isinstance(error, RunInterrupted):
         assert again.summary == SUMMARY
+
+
+INTERRUPTING_ASYNC_MODEL = """
+import sys
+from imagetask import AsyncImageGenerationModel, ImageGeneration
+from imagetask.testing import ScriptedModel
+
+PNG = ScriptedModel().generate(["x"], 1)[0][0]["images"][0]
+
+
+class Stopping(AsyncImageGenerationModel):
+    @property
+    def model_name(self):
+        return "stopping"
+
+    async def agenerate(self, input, num_generations=1, **kwargs):
+        if input == "stop":
+            raise {kind}
+        return [{{"images": [PNG]}}]
+
+
+task = ImageGeneration(image_generation_model=Stopping())
+try:
+    task.process_batch([{{"prompt": "go"}}, {{"prompt": "stop"}}])
+except {name} as exc:
+    print("raised", type(exc).__name__)
+print("next batch", len(task.process_batch([{{"prompt": "go"}}])))
+task.unload()
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("SystemExit(2)", "SystemExit"), ("KeyboardInterrupt()", "KeyboardInterrupt")],
+)
+def test_an_async_model_that_is_interrupted_does_not_hang_the_caller(kind: str, name: str) -> None:
+    import subprocess
+    import sys
+
+    script = INTERRUPTING_ASYNC_MODEL.format(kind=kind, name=name)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout == f"raised {name}\nnext batch 1\n", done.stderr
+
+
+def test_a_retried_failure_does_not_keep_its_old_error() -> None:
+    import pyarrow as pa
+
+    old = {"error_image_generation_0": "old failure", "statistics_image_generation_0": "old"}
+    task = task_for([[{"images": [b64(PNG)]}]])
+    [row] = task.process_batch([{"prompt": "a", META: {**old, "source": "web"}}])
+    assert row[META] == {
+        "source": "web",
+        "raw_output_image_generation_0": {"images": ["sha256:" + _sha(PNG)]},
+        "raw_input_image_generation_0": "a",
+    }
+    task = task_for([[{"images": [b64(PNG)]}]])
+    kind = pa.struct([("error_image_generation_0", pa.string()), ("source", pa.string())])
+    table = pa.table({"prompt": ["a"], META: pa.array([{**old, "source": "web"}], kind)})
+    [meta] = task.process_arrow(table).column(META).to_pylist()
+    assert (meta["source"], meta["error_image_generation_0"]) == ("web", None)
+
+
+def test_invalid_arrow_data_is_an_error_not_a_crash() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    task = task_for([])
+    offsets = pa.py_buffer(np.array([0, 5, 2], np.int32).tobytes())
+    backwards = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"abcdefgh")])
+    with pytest.raises(ValueError, match=r"the Arrow data is not valid: .*Offset invariant"):
+        task.process_arrow(pa.table({"prompt": backwards}))
+    not_utf8 = pa.array([b"ok", b"bad\xff\xfe"]).view(pa.string())
+    with pytest.raises(ValueError, match=r"the Arrow data is not valid: .*Invalid UTF8"):
+        task.process_arrow(pa.table({"prompt": not_utf8}))

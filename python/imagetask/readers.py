@@ -32,6 +32,16 @@ _PARQUET_BATCH = 4096
 _BOM = b"\xef\xbb\xbf"
 
 
+def _first_invalid(arrow: Any, batch: Any) -> int:
+    """The index of the first row of `batch` that is not valid Arrow data (0 if none)."""
+    for index in range(batch.num_rows):
+        try:
+            batch.slice(index, 1).validate(full=True)
+        except arrow.ArrowException:
+            return index
+    return 0
+
+
 class Reader:
     """The rows of one input file, read lazily in order.
 
@@ -150,6 +160,12 @@ class Reader:
                 raise ReadError(f"{self.where(number + 1)}: cannot be read: {exc}") from None
             if batch is None:
                 return
-            for row in batch.to_pylist():
+            try:
+                rows = batch.to_pylist()
+            except (UnicodeDecodeError, arrow.ArrowException, ValueError) as exc:
+                # Text that is not UTF-8: name the first row that holds some.
+                bad = number + 1 + _first_invalid(arrow, batch)
+                raise ReadError(f"{self.where(bad)}: cannot be read: {exc}") from None
+            for row in rows:
                 number += 1
                 yield number, row

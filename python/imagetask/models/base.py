@@ -51,6 +51,15 @@ class ImageModel(Protocol):
     ) -> Sequence[Answer | BaseException]: ...
 
 
+class _Stopped(Exception):
+    """Carries a `KeyboardInterrupt` or `SystemExit` out of a request: raised in a task
+    as they are, they would stop the event loop itself instead of reaching the caller."""
+
+    def __init__(self, interrupt: BaseException) -> None:
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
+
 class ImageGenerationModel(Configurable, ABC):
     """A synchronous image generation backend.
 
@@ -184,6 +193,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                     if timeout is None:
                         return await request()
                     return await asyncio.wait_for(request(), timeout)
+                except _Stopped:
+                    raise
                 except Exception as exc:
                     error = self._final_error(exc, attempt + 1)
                     if self._transient(exc) and (patient or attempt < self.max_retries):
@@ -232,11 +243,20 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     ) -> list[Answer | BaseException]:
         """Answers every input concurrently; a failed request's answer is its exception."""
 
-        def one(prompt: str) -> Awaitable[Answer]:
-            def request() -> Awaitable[Answer]:
-                return self.agenerate(input=prompt, num_generations=num_generations, **kwargs)
+        async def one(prompt: str) -> Answer | BaseException:
+            async def request() -> Answer:
+                try:
+                    return await self.agenerate(
+                        input=prompt, num_generations=num_generations, **kwargs
+                    )
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    raise _Stopped(exc) from None
 
-            return request() if self._calls_requests else self._call(request)
+            try:
+                return await (request() if self._calls_requests else self._call(request))
+            except _Stopped as stopped:
+                # As the answer, it reaches the caller, who raises it (it fails no row).
+                return stopped.interrupt
 
         return await asyncio.gather(*(one(prompt) for prompt in inputs), return_exceptions=True)
 

@@ -357,3 +357,20 @@ def test_image_files_are_synced_before_the_checkpoint_that_covers_them(
     for folder in (images, images.parent, images.parent.parent, tmp_path):
         info = folder.stat()
         assert (info.st_dev, info.st_ino) in synced, folder
+
+
+def test_resuming_with_another_input_is_refused(tmp_path: Path) -> None:
+    first = [{"prompt": f"A{i}"} for i in range(20)]
+    other = [{"prompt": f"B{i}"} for i in range(20)]
+    make_task().run(first, tmp_path, limit=5)
+    with pytest.raises(RunError) as info:
+        make_task().run(other, tmp_path, resume=True)
+    assert str(info.value) == (
+        "input row 0: not the row the run to resume read there: resume it with the input it "
+        "started with"
+    )
+    edited = [*first[:4], {"prompt": "changed"}, *first[5:]]
+    with pytest.raises(RunError, match="^input row 4: not the row"):
+        make_task().run(edited, tmp_path, resume=True)
+    summary = make_task().run(first, tmp_path, resume=True)
+    assert (summary.rows_in, summary.complete) == (20, True)

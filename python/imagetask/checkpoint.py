@@ -3,6 +3,7 @@ output ends, written all or nothing and validated field by field when read back.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,7 +17,9 @@ __all__ = [
     "CHECKPOINT",
     "VERSION",
     "Checkpoint",
+    "InputMark",
     "read_checkpoint",
+    "row_digest",
     "write_checkpoint",
 ]
 
@@ -24,6 +27,23 @@ CHECKPOINT = "checkpoint.json"
 VERSION: Literal[2] = 2
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class InputMark(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What identifies a run's input: digests of its first row and of the last row done
+    (`None` until known, or for a row that has no stable encoding)."""
+
+    first: str | None = None
+    last: str | None = None
+
+
+def row_digest(row: Any) -> str | None:
+    """A digest of one input row, to tell on resume that the input is the run's."""
+    try:
+        data = msgspec.json.encode(row)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return None
+    return hashlib.sha256(data).hexdigest()
 
 
 class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -41,6 +61,8 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
         Whether the whole input is done.
     sink:
         The sink's state (`Sink.state()`): where its output ends.
+    input:
+        What identifies the input the rows done came from.
     """
 
     version: Literal[2]
@@ -52,6 +74,7 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     seconds: Annotated[float, msgspec.Meta(ge=0)]
     complete: bool
     sink: dict[str, Any]
+    input: InputMark = msgspec.field(default_factory=InputMark)
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -33,7 +33,9 @@ from imagetask.checkpoint import (
     CHECKPOINT,
     VERSION,
     Checkpoint,
+    InputMark,
     read_checkpoint,
+    row_digest,
     write_checkpoint,
 )
 from imagetask.columnar import ArrowOutput
@@ -108,6 +110,8 @@ class _Pending:
     batch: Batch | ArrowBatch
     generated: Future[None]
     where: str
+    first: str | None
+    last: str | None
 
 
 def _identity(dump: dict[str, Any]) -> dict[str, Any]:
@@ -310,8 +314,10 @@ class _Run:
         written = output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
         done = self.checkpoint
         # One assignment: a Ctrl-C lands before or after it, never halfway.
+        mark = InputMark(done.input.first if done.rows_in else pending.first, pending.last)
         self.checkpoint = msgspec.structs.replace(
             done,
+            input=mark,
             rows_in=done.rows_in + batch.size,
             rows_out=done.rows_out + written,
             failed=done.failed + failed,
@@ -457,6 +463,26 @@ def run(
         lock.release()
 
 
+def _skip_done(state: _Run, numbered: Iterator[tuple[int, Row]], where: Any) -> None:
+    """Skips the input rows a resumed run had done, checking that they are its rows."""
+    done = state.resumed_from
+    skipped, first, last = 0, None, None
+    for index, row in islice(numbered, done):
+        if skipped == 0:
+            first = (index, row)
+        last = (index, row)
+        skipped += 1
+    if skipped < done:
+        raise RunError(f"the input has {skipped:,} rows, but the run to resume had done {done:,}")
+    mark = state.checkpoint.input
+    for seen, recorded in ((first, mark.first), (last, mark.last)):
+        if seen is not None and recorded is not None and row_digest(seen[1]) != recorded:
+            raise RunError(
+                f"{where(seen[0])}: not the row the run to resume read there: resume it "
+                "with the input it started with"
+            )
+
+
 def _stream(
     state: _Run,
     rows: Iterable[Row] | Reader,
@@ -471,12 +497,7 @@ def _stream(
     workers = Workers(batches_in_flight, "imagetask")
     try:
         numbered, where = _numbered(rows)
-        skipped = sum(1 for _ in islice(numbered, state.resumed_from))
-        if skipped < state.resumed_from:
-            raise RunError(
-                f"the input has {skipped:,} rows, but the run to resume had done "
-                f"{state.resumed_from:,}"
-            )
+        _skip_done(state, numbered, where)
         if progress is True:
             reporter = Progress(_total(rows, limit), done=state.resumed_from)
         budget = None if limit is None else max(limit - state.resumed_from, 0)
@@ -555,7 +576,13 @@ def _start(
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
-    return _Pending(batch, workers.submit(batch.generate), where(chunk[0][0]))
+    return _Pending(
+        batch,
+        workers.submit(batch.generate),
+        where(chunk[0][0]),
+        row_digest(rows[0]),
+        row_digest(rows[-1]),
+    )
 
 
 def _table(task: ImageTask, rows: list[Row], where: str) -> Any:

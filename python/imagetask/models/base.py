@@ -258,7 +258,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 # As the answer, it reaches the caller, who raises it (it fails no row).
                 return stopped.interrupt
 
-        return await asyncio.gather(*(one(prompt) for prompt in inputs), return_exceptions=True)
+        answers = (one(prompt) for prompt in inputs)
+        return list(await asyncio.gather(*answers, return_exceptions=True))
 
     def generate(  # type: ignore[override]
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any

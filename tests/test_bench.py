@@ -155,3 +155,33 @@ def test_bench_replay_of_a_folder_without_a_run_is_one_line(
         f"imagetask: error: {tmp_path} holds no finished run (no run.json): finish the run "
         "first (imagetask generate ... --resume)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "imagetask:ImageTask",
+            "imagetask: error: --task: ImageTask: TypeError: Can't instantiate abstract class",
+        ),
+        ("badtasks:Refusing", "imagetask: error: --task: Refusing: ValueError: not today\n"),
+    ],
+)
+def test_a_task_class_that_cannot_be_made_is_one_line(
+    tmp_path: Path, spec: str, message: str
+) -> None:
+    (tmp_path / "badtasks.py").write_text(
+        "from imagetask import ImageGeneration\n\n"
+        "class Refusing(ImageGeneration):\n"
+        "    def __init__(self, **fields):\n"
+        "        raise ValueError('not today')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "imagetask", "bench", "--rows", "5", "--task", spec],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr

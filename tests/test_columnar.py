@@ -347,3 +347,28 @@ def test_an_overridden_complete_rows_is_honoured() -> None:
     assert comparable(dict_rows(task, out), task) == comparable(
         task.process_batch(table.to_pylist()), task
     )
+
+
+def test_polars_fixed_size_lists_of_strings_repeat_with_their_rows() -> None:
+    frame = pl.DataFrame(
+        {
+            "prompt": ["a", "b"],
+            "pair": pl.Series([["x", "y"], ["z", "w"]], dtype=pl.Array(pl.String, 2)),
+        }
+    )
+    out = placeholder_task(num_generations=2).process_arrow(frame)
+    assert out.column("pair").to_pylist() == [["x", "y"], ["x", "y"], ["z", "w"], ["z", "w"]]
+
+
+def test_a_hugging_face_dataset_gives_its_selected_rows() -> None:
+    import datasets
+
+    selected = datasets.Dataset.from_dict({"prompt": ["a", "b", "c"]}).select([2, 0])
+    out = placeholder_task().process_arrow(selected)
+    assert out.column("prompt").to_pylist() == ["c", "a"]
+
+
+def test_duplicate_column_names_are_an_error_naming_them() -> None:
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["prompt", "prompt"])
+    with pytest.raises(ValueError, match=r"^the table has several columns named 'prompt'$"):
+        placeholder_task().process_arrow(table)

@@ -370,7 +370,7 @@ def test_resuming_with_another_input_is_refused(tmp_path: Path) -> None:
         "started with"
     )
     edited = [*first[:4], {"prompt": "changed"}, *first[5:]]
-    with pytest.raises(RunError, match="^input row 4: not the row"):
+    with pytest.raises(RunError, match=r"^input row 4: not the row"):
         make_task().run(edited, tmp_path, resume=True)
     summary = make_task().run(first, tmp_path, resume=True)
     assert (summary.rows_in, summary.complete) == (20, True)

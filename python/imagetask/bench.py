@@ -22,7 +22,7 @@ from typing import Any
 
 from imagetask.batch import Batch
 from imagetask.columnar import ArrowBatch, ArrowOutput, arrow
-from imagetask.errors import MissingExtraError, UsageError
+from imagetask.errors import ImageTaskError, MissingExtraError, UsageError
 from imagetask.generation import ImageGeneration
 from imagetask.models import ImageModel
 from imagetask.task import ImageTask, Row
@@ -224,14 +224,19 @@ def main(args: argparse.Namespace) -> int:
     replay = ReplayModel.from_run(args.replay) if args.replay else None
     model: ImageModel = replay if replay is not None else ScriptedModel()
     cls = _task_class(args.task) if args.task else ImageGeneration
-    task = cls(
-        image_generation_model=model,
-        num_generations=args.num_generations,
-        group_generations=args.grouped,
-        add_raw_output=args.raw,
-        add_raw_input=args.raw,
-        input_batch_size=args.batch_size,
-    )
+    try:
+        task = cls(
+            image_generation_model=model,
+            num_generations=args.num_generations,
+            group_generations=args.grouped,
+            add_raw_output=args.raw,
+            add_raw_input=args.raw,
+            input_batch_size=args.batch_size,
+        )
+    except ImageTaskError:
+        raise
+    except Exception as exc:  # the user's class could not be made
+        raise UsageError(f"--task: {cls.__name__}: {type(exc).__name__}: {exc}") from None
     print(_describe(task, args.rows, args))
     with contextlib.suppress(MissingExtraError):
         arrow()  # loaded first: pyarrow's own libraries are not the rows' memory

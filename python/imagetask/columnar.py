@@ -17,7 +17,10 @@ the same rows, laid out as columns:
   `raw_output_<name>` (with `add_raw_output`), `raw_input_<name>` (with
   `add_raw_input`), `statistics_<name>` and `error_<name>`. The raw output and the
   statistics are JSON text (their keys depend on the backend, so text keeps the schema
-  the same for every batch of a configuration); bytes in them are base64 text.
+  the same for every batch of a configuration): bytes in them become base64 text, a
+  float that is not finite `null`, a dict key that is not a string its `str()`, a value
+  JSON has no kind for (a set, an object) its `str()` as a string, and text that cannot
+  be encoded (lone surrogates) has those characters replaced.
 
 With `group_generations=True` the output columns and the metadata are lists, one item
 per generation. `dict_rows(task, table)` turns such a table back into the dict rows
@@ -67,20 +70,31 @@ def arrow() -> Any:
 
 
 def as_table(data: Any) -> pa.Table:
-    """A pyarrow Table of any object exporting the Arrow PyCapsule interface."""
+    """A pyarrow Table of any object exporting the Arrow PyCapsule interface (or of a
+    Hugging Face Dataset); its column names must be distinct."""
     pa = arrow()
     if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.table(data)
-    if hasattr(data, "__arrow_c_array__"):
-        return pa.Table.from_batches([pa.record_batch(data)])
-    raise TypeError(
-        f"process_arrow takes an object exporting the Arrow PyCapsule interface "
-        f"(__arrow_c_stream__ or __arrow_c_array__), got a {type(data).__name__}"
-    )
+        table = data
+    elif isinstance(data, pa.RecordBatch):
+        table = pa.Table.from_batches([data])
+    elif hasattr(data, "__arrow_c_stream__"):
+        table = pa.table(data)
+    elif hasattr(data, "__arrow_c_array__"):
+        table = pa.Table.from_batches([pa.record_batch(data)])
+    elif type(data).__module__.startswith("datasets.") and hasattr(data, "with_format"):
+        # A Hugging Face Dataset: its selected rows (its table may hold more).
+        table = data.with_format("arrow")[:]
+    else:
+        raise TypeError(
+            f"process_arrow takes an object exporting the Arrow PyCapsule interface "
+            f"(__arrow_c_stream__ or __arrow_c_array__) or a Hugging Face Dataset, got a "
+            f"{type(data).__name__}"
+        )
+    names = table.column_names
+    if len(set(names)) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"the table has several columns named {', '.join(map(repr, twice))}")
+    return table
 
 
 class _Names:
@@ -163,6 +177,11 @@ def _takeable(kind: pa.DataType) -> pa.DataType:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         field = kind.value_field.with_type(_takeable(kind.value_type))
         return pa.list_(field) if pa.types.is_list(kind) else pa.large_list(field)
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_takeable(kind.value_type)), kind.list_size)
+    if pa.types.is_map(kind):
+        key = kind.key_field.with_type(_takeable(kind.key_type))
+        return pa.map_(key, kind.item_field.with_type(_takeable(kind.item_type)))
     if pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind):
         return pa.large_list(kind.value_field.with_type(_takeable(kind.value_type)))
     return kind

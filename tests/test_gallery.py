@@ -497,3 +497,24 @@ def test_an_empty_run(tmp_path: Path) -> None:
     assert sorted(path.name for path in (page.parent / "index-data").iterdir()) == ["meta.js"]
     with pytest.raises(ValueError, match=r"^chunk must be at least 1, got 0$"):
         build_gallery(tmp_path / "run", chunk=0)
+
+
+def test_an_image_path_outside_the_run_is_not_shown(tmp_path: Path, artifacts_run: Path) -> None:
+    run = copy_run(artifacts_run, tmp_path)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((run / rows_of(run)[0]["image_path"]).read_bytes())
+    rows = rows_of(run)
+    escaping = ["../secret.png", str(outside)]
+    lines = [
+        json.dumps(
+            {**row, "image": None, "image_path": escaping[i] if i < 2 else row["image_path"]}
+        )
+        for i, row in enumerate(rows)
+    ]
+    (run / "data.jsonl").write_text("\n".join(lines) + "\n")
+    view = view_run(open_run(run), run / "gallery")
+    first = view.entries[0].generations
+    assert first == (
+        Generation(None, "the image file is missing: ../secret.png"),
+        Generation(None, f"the image file is missing: {outside}"),
+    )

@@ -162,10 +162,13 @@ class _Reader:
         return prefix + (name if _PLAIN.fullmatch(name) else quote(name))
 
     def existing(self, path: Any) -> str | None:
-        """The URL of `path` (relative to the run folder) if it names a file."""
+        """The URL of `path` (relative to the run folder) if it names a file inside it;
+        a path that leads elsewhere (absolute, or through `..`) is not shown."""
         if not isinstance(path, str) or not path:
             return None
-        file = os.path.join(self.root, path)
+        file = os.path.realpath(os.path.join(self.root, path))
+        if os.path.commonpath([file, os.path.realpath(self.root)]) != os.path.realpath(self.root):
+            return None
         return self.url(file) if os.path.isfile(file) else None
 
     def with_previews(

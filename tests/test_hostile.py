@@ -666,3 +666,18 @@ def test_invalid_arrow_data_is_an_error_not_a_crash() -> None:
     not_utf8 = pa.array([b"ok", b"bad\xff\xfe"]).view(pa.string())
     with pytest.raises(ValueError, match=r"the Arrow data is not valid: .*Invalid UTF8"):
         task.process_arrow(pa.table({"prompt": not_utf8}))
+
+
+def test_credentials_in_a_base_url_are_never_shown() -> None:
+    from imagetask.models import InferenceEndpointsImageGeneration
+
+    url = "http://user:PASSWORD9@127.0.0.1:9/v1?key=QKEY"
+    openai = OpenAIImageGeneration(model="m", api_key="k", base_url=url, max_retries=0)
+    task = ImageGeneration(image_generation_model=openai)
+    hf = InferenceEndpointsImageGeneration(base_url=url, max_retries=0)
+    [error] = openai.generate(["p"], 1)
+    openai.unload()
+    shown = [repr(openai), json.dumps(task.dump()), hf.model_name, repr(hf), str(error)]
+    for text in shown:
+        assert "PASSWORD9" not in text and "QKEY" not in text, text
+    assert hf.model_name == "http://user:**********@127.0.0.1:9/v1?**********"

@@ -11,6 +11,7 @@ import copyreg
 import importlib
 import re
 import typing
+import urllib.parse
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -23,7 +24,7 @@ if typing.TYPE_CHECKING:
 else:
     from typing import dataclass_transform
 
-__all__ = ["Configurable", "RuntimeParameter", "Secret", "load_object"]
+__all__ = ["Configurable", "RuntimeParameter", "Secret", "Url", "load_object", "redact_url"]
 
 T = TypeVar("T")
 
@@ -38,12 +39,32 @@ class _Marker:
 
 _RUNTIME = _Marker("RuntimeParameter")
 _SECRET = _Marker("Secret")
+_URL = _Marker("Url")
 
 RuntimeParameter = Annotated[T, _RUNTIME]
 """Marks a field that may be set at run time with `set_runtime_parameters`."""
 
 Secret = Annotated[T, _SECRET]
 """Marks a field that never appears in a dump, a repr or an error message."""
+
+Url = Annotated[T, _URL]
+"""Marks a URL field: the credentials it may hold (a password, the query string) never
+appear in a dump, a repr or an error message (see `redact_url`)."""
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user part and its query string masked."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return _MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}:{_MASK}@{host}" if ":" in user else netloc
+    query = _MASK if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
 
 _REGISTRY: dict[str, type[Configurable]] = {}
 """Every `Configurable` class defined in this process, by `module.qualname`."""
@@ -101,12 +122,13 @@ class Configurable:
     __fields__: ClassVar[tuple[str, ...]]
     __runtime__: ClassVar[frozenset[str]]
     __secret__: ClassVar[frozenset[str]]
+    __url__: ClassVar[frozenset[str]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         hints = typing.get_type_hints(cls, include_extras=True)
         fields: list[tuple[str, Any, Any]] = []
-        runtime, secret = set(), set()
+        runtime, secret, url = set(), set(), set()
         for name, hint in hints.items():
             if name.startswith("_") or typing.get_origin(hint) is ClassVar:
                 continue
@@ -118,12 +140,15 @@ class Configurable:
                 runtime.add(name)
             if _SECRET in _markers(hint):
                 secret.add(name)
+            if _URL in _markers(hint):
+                url.add(name)
         cls.__struct__ = msgspec.defstruct(
             f"{cls.__name__}Fields", fields, kw_only=True, forbid_unknown_fields=True
         )
         cls.__fields__ = tuple(name for name, _, _ in fields)
         cls.__runtime__ = frozenset(runtime)
         cls.__secret__ = frozenset(secret)
+        cls.__url__ = frozenset(url)
         _REGISTRY[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     def __init__(self, **fields: Any) -> None:
@@ -146,7 +171,7 @@ class Configurable:
         field = found.group(1)
         unknown = field not in self.__fields__
         hidden = unknown or field in self.__secret__ or field not in fields
-        shown = "" if hidden else f" = {fields[field]!r}"
+        shown = "" if hidden else f" = {self._shown(field, fields[field])!r}"
         message = _AT.sub("", message)
         return ConfigError(f"{cls}: bad field `{field}`{shown}: {message}")
 
@@ -197,7 +222,7 @@ class Configurable:
         for name in self.__fields__:
             if name in self.__secret__:
                 continue
-            data[name] = _dump_value(getattr(self, name))
+            data[name] = _dump_value(self._shown(name, getattr(self, name)))
         cls = type(self)
         data["type_info"] = {"module": cls.__module__, "name": cls.__qualname__}
         return data
@@ -220,10 +245,18 @@ class Configurable:
                 fields[name] = load_object(value, allow)
         return target(**fields)
 
+    def _shown(self, name: str, value: Any) -> Any:
+        """A field's value as dumps, reprs and errors show it."""
+        if name in self.__secret__:
+            return _MASK
+        if name in self.__url__ and isinstance(value, str):
+            return redact_url(value)
+        return value
+
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{name}={_MASK if name in self.__secret__ else repr(getattr(self, name))}"
-            for name in self.__fields__
+            f"{name}={_MASK if name in self.__secret__ else repr(self._shown(name, value))}"
+            for name, value in self._field_values().items()
         )
         return f"{type(self).__name__}({shown})"
 

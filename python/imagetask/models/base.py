@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -145,12 +146,15 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """Generates `num_generations` images for one input."""
 
     def _secrets(self) -> list[str]:
-        """Values that must never appear in an error message (API keys)."""
-        return [
-            value
-            for name in self.__secret__
-            if isinstance(value := getattr(self, name), str) and value
-        ]
+        """Values that must never appear in an error message (API keys, the password and
+        query string of a URL field)."""
+        values = [getattr(self, name) for name in self.__secret__]
+        for name in self.__url__:
+            url = getattr(self, name)
+            if isinstance(url, str):
+                parts = urllib.parse.urlsplit(url)
+                values += [parts.password, parts.query]
+        return [value for value in values if isinstance(value, str) and value]
 
     def _transient(self, exc: BaseException) -> bool:
         """Whether a failed attempt is worth repeating; backends add their client's errors."""

@@ -8,7 +8,7 @@ import random
 import time
 from typing import Any, ClassVar
 
-from imagetask.config import Secret
+from imagetask.config import Secret, Url, redact_url
 from imagetask.errors import ConfigError
 from imagetask.extras import require
 from imagetask.models.base import Answer, AsyncImageGenerationModel
@@ -45,7 +45,7 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
     """
 
     model_id: str | None = None
-    base_url: str | None = None
+    base_url: Url[str | None] = None
     provider: str | None = None
     api_key: Secret[str | None] = None
     seed: int | None = None
@@ -61,7 +61,7 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
 
     @property
     def model_name(self) -> str:
-        return self.model_id or self.base_url or ""
+        return self.model_id or redact_url(self.base_url or "")
 
     def _token(self) -> str | None:
         if self.api_key:

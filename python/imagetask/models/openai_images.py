@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
-from imagetask.config import Secret
+from imagetask.config import Secret, Url
 from imagetask.errors import ConfigError
 from imagetask.extras import require
 from imagetask.models.base import Answer, AsyncImageGenerationModel
@@ -72,7 +72,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
     """
 
     model: str
-    base_url: str | None = None
+    base_url: Url[str | None] = None
     api_key: Secret[str | None] = None
     images_per_request: Annotated[int, msgspec.Meta(ge=1)] | None = None
 

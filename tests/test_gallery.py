@@ -28,10 +28,11 @@ from gallery_runs import (
 )
 from PIL import Image
 
-from imagetask import ImageGeneration
+from imagetask import ImageGeneration, RunInterrupted
 from imagetask.cli import main
 from imagetask.errors import ReadError
 from imagetask.gallery import Entry, Generation, build_gallery, compare_entries, view_run
+from imagetask.models import PlaceholderImageGeneration
 from imagetask.run_folder import ImagePayload, image_payload, open_run
 from imagetask.thumbnails import Thumbnails
 
@@ -518,3 +519,23 @@ def test_an_image_path_outside_the_run_is_not_shown(tmp_path: Path, artifacts_ru
         Generation(None, "the image file is missing: ../secret.png"),
         Generation(None, f"the image file is missing: {outside}"),
     )
+
+
+class _StopsAt30(PlaceholderImageGeneration):
+    """Stops the run (as Ctrl-C does) when the prompt p30 comes."""
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
+        if "p30" in inputs:
+            raise KeyboardInterrupt
+        return super().generate(inputs, num_generations, **kwargs)
+
+
+def test_an_interrupted_parquet_run_shows_its_checkpointed_rows(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    task = ImageGeneration(image_generation_model=_StopsAt30(size="4x4"), input_batch_size=10)
+    with pytest.raises(RunInterrupted):
+        task.run([{"prompt": f"p{i}"} for i in range(50)], out, format="parquet")
+    assert not list((out / "data").glob("*.parquet"))  # every row is still staged
+    view = view_run(open_run(out), out / "gallery")
+    assert [entry.prompt for entry in view.entries] == [f"p{i}" for i in range(30)]
+    assert (view.images, view.failures) == (30, 0)

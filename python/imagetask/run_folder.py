@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imagetask.errors import ReadError
+from imagetask.extras import require
+from imagetask.hf_dataset import STAGING
 from imagetask.readers import Reader
 
 __all__ = ["ImagePayload", "RunFolder", "image_payload", "open_run", "read_rows"]
@@ -36,17 +38,21 @@ class RunFolder:
         Whether the run went through its whole input.
     data:
         The files holding its rows, in order.
+    staged:
+        The Arrow streams of a Parquet run that stopped before they became shards, with
+        how many of their rows its checkpoint records.
     """
 
     path: Path
     task: dict[str, Any]
     complete: bool
     data: tuple[Path, ...]
+    staged: tuple[tuple[Path, int], ...] = ()
 
     @property
     def format(self) -> Literal["jsonl", "parquet"]:
         """`jsonl` or `parquet`."""
-        return "jsonl" if self.data[0].suffix == ".jsonl" else "parquet"
+        return "jsonl" if self.data and self.data[0].suffix == ".jsonl" else "parquet"
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,8 @@ def _state(file: Path) -> dict[str, Any]:
 
 
 def open_run(folder: str | Path) -> RunFolder:
-    """The run in `folder`; a `ReadError` says why it is not one."""
+    """The run in `folder` (an unfinished Parquet run with its staged rows); a
+    `ReadError` says why it is not one."""
     path = Path(folder)
     if not path.is_dir():
         raise ReadError(f"{path}: no such folder")
@@ -83,9 +90,24 @@ def open_run(folder: str | Path) -> RunFolder:
         data = tuple(sorted(path.glob(pattern)))
         if data:
             break
-    else:
+    staged = _staged(path, state)
+    if not data and not staged:
         raise ReadError(f"{path}: the run has no data.jsonl, data.parquet or data/*.parquet")
-    return RunFolder(path, state["task"], bool(state.get("complete")), data)
+    return RunFolder(path, state["task"], bool(state.get("complete")), data, staged)
+
+
+def _staged(path: Path, state: dict[str, Any]) -> tuple[tuple[Path, int], ...]:
+    """The staged Arrow streams an unfinished Parquet run's checkpoint records."""
+    sink = state.get("sink")
+    files = sink.get("staged") if isinstance(sink, dict) else None
+    if not isinstance(files, list):
+        return ()
+    staged = []
+    for file in files:
+        name, rows = (file.get("name"), file.get("rows")) if isinstance(file, dict) else (0, 0)
+        if isinstance(name, str) and isinstance(rows, int) and rows > 0:
+            staged.append((path / STAGING / name, rows))
+    return tuple(staged)
 
 
 def read_rows(run: RunFolder) -> Iterator[dict[str, Any]]:
@@ -93,6 +115,22 @@ def read_rows(run: RunFolder) -> Iterator[dict[str, Any]]:
     for file in run.data:
         for _, row in Reader(file, run.format):
             yield row
+    for file, rows in run.staged:
+        yield from _staged_rows(file, rows)
+
+
+def _staged_rows(file: Path, rows: int) -> Iterator[dict[str, Any]]:
+    """The first `rows` rows of a staged Arrow stream (what the checkpoint records)."""
+    arrow = require("pyarrow", "arrow", "reading a Parquet run")
+    try:
+        with arrow.OSFile(str(file), "rb") as source:
+            for batch in arrow.ipc.open_stream(source):
+                yield from batch.to_pylist()[:rows]
+                rows -= batch.num_rows
+                if rows <= 0:
+                    return
+    except (arrow.ArrowException, OSError) as exc:
+        raise ReadError(f"{file}: cannot be read: {exc}") from None
 
 
 def image_payload(value: Any) -> ImagePayload:

@@ -374,3 +374,12 @@ def test_resuming_with_another_input_is_refused(tmp_path: Path) -> None:
         make_task().run(edited, tmp_path, resume=True)
     summary = make_task().run(first, tmp_path, resume=True)
     assert (summary.rows_in, summary.complete) == (20, True)
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "afile"
+    target.write_text("mine\n")
+    with pytest.raises(RunError) as info:
+        make_task().run([{"prompt": "a"}], target)
+    assert str(info.value) == f"{target}: a file, not a folder: choose a folder for the output"
+    assert target.read_text() == "mine\n"

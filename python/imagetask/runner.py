@@ -442,6 +442,8 @@ def run(
     _check_options(format, limit, batches_in_flight, checkpoint_seconds, shard_bytes)
     started = time.monotonic()
     output = Path(output_dir)
+    if output.exists() and not output.is_dir():
+        raise RunError(f"{output}: a file, not a folder: choose a folder for the output")
     output.mkdir(parents=True, exist_ok=True)
     task = copy.copy(task)
     if hasattr(task, "output_dir"):

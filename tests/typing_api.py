@@ -8,7 +8,9 @@ from typing import Any, assert_type
 from hypothesis.strategies import SearchStrategy
 
 from imagetask import ImageGeneration, Reader, RunSummary
-from imagetask._core import RowBuilder, placeholder_images
+from imagetask._core import placeholder_images
+from imagetask.batch import Batch, BatchOutput, Failure
+from imagetask.columnar import ArrowBatch, ArrowOutput
 from imagetask.models import (
     Answer,
     InferenceEndpointsImageGeneration,
@@ -18,6 +20,7 @@ from imagetask.models import (
 from imagetask.testing import INVARIANTS, Call, Invariant, ReplayModel, ScriptedModel, check_task
 from imagetask.testing.strategies import answers, batch_answers, input_rows
 
+table: Any = None  # a pyarrow Table
 model = PlaceholderImageGeneration(size="8x8")
 assert_type(model.generate(["a"], 2), list[Answer])
 assert_type(model.model_name, str)
@@ -26,7 +29,14 @@ task = ImageGeneration(image_generation_model=model, num_generations=2)
 assert_type(task.process_batch([{"prompt": "a"}]), list[dict[str, Any]])
 assert_type(task.run([{"prompt": "a"}], "out"), RunSummary)
 assert_type(task.run(Reader("prompts.txt"), "out", format="parquet"), RunSummary)
-assert_type(task._builder(), RowBuilder)
+batch = task.prepare([{"prompt": "a"}])
+assert_type(batch, Batch)
+assert_type(batch.prompts, list[str])
+assert_type(batch.finish(), BatchOutput)
+assert_type(batch.finish().failures, list[Failure])
+arrow_batch = task.prepare_arrow(table)
+assert_type(arrow_batch, ArrowBatch)
+assert_type(arrow_batch.finish(), ArrowOutput)
 assert_type(task.image_format, str | None)
 
 assert_type(

@@ -6,7 +6,7 @@ in the native extension `imagetask._core`.
 """
 
 from imagetask import _core
-from imagetask.config import RuntimeParameter, Secret
+from imagetask.config import RuntimeParameter, Secret, Url
 from imagetask.errors import (
     ConfigError,
     ImageTaskError,
@@ -47,5 +47,6 @@ __all__ = [
     "RuntimeParameter",
     "Secret",
     "SinkError",
+    "Url",
     "_core",
 ]

@@ -149,27 +149,9 @@ def worker(contender: str, n_rows: int, n: int, raw: bool) -> dict[str, Any]:
             answers = replay(batch.column("prompt").to_pylist(), n)
             return int(python_columns(batch, answers, n, raw).num_rows)
     else:
-        import logging
+        from bench_rows import distilabel_task  # beside this script
 
-        logging.disable(logging.WARNING)
-        from distilabel.models.image_generation.base import ImageGenerationModel
-        from distilabel.steps.tasks import ImageGeneration as DistilabelImageGeneration
-
-        class DistilabelModel(ImageGenerationModel):  # type: ignore[misc]
-            @property
-            def model_name(self) -> str:
-                return MODEL
-
-            def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
-                return replay(inputs, num_generations)
-
-        task = DistilabelImageGeneration(
-            image_generation_model=DistilabelModel(),
-            num_generations=n,
-            add_raw_output=raw,
-            add_raw_input=raw,
-        )
-        task.load()
+        task = distilabel_task(replay, n, raw, group=False)
 
         def run(batch: Any) -> int:
             return len(next(task.process(batch.to_pylist())))

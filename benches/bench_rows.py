@@ -112,6 +112,33 @@ def imagetask_task(replay: Replay, n: int, raw: bool, group: bool) -> Any:
     )
 
 
+def distilabel_task(replay: Any, n: int, raw: bool, group: bool) -> Any:
+    """distilabel 1.5.3's `ImageGeneration`, loaded, over a model replaying `replay`."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    from distilabel.models.image_generation.base import ImageGenerationModel
+    from distilabel.steps.tasks import ImageGeneration as DistilabelImageGeneration
+
+    class DistilabelModel(ImageGenerationModel):  # type: ignore[misc]
+        @property
+        def model_name(self) -> str:
+            return MODEL
+
+        def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
+            return replay(inputs, num_generations)
+
+    task = DistilabelImageGeneration(
+        image_generation_model=DistilabelModel(),
+        num_generations=n,
+        group_generations=group,
+        add_raw_output=raw,
+        add_raw_input=raw,
+    )
+    task.load()
+    return task
+
+
 def worker(contender: str, n_rows: int, n: int, raw: bool, group: bool) -> dict[str, Any]:
     rows = make_rows(n_rows)
     replay = Replay(make_answers(n_rows, n))
@@ -127,28 +154,7 @@ def worker(contender: str, n_rows: int, n: int, raw: bool, group: bool) -> dict[
             prompts = [row["prompt"] for row in batch]
             return len(python_rows(batch, replay(prompts, n), n, raw, group))
     else:
-        import logging
-
-        logging.disable(logging.WARNING)
-        from distilabel.models.image_generation.base import ImageGenerationModel
-        from distilabel.steps.tasks import ImageGeneration as DistilabelImageGeneration
-
-        class DistilabelModel(ImageGenerationModel):  # type: ignore[misc]
-            @property
-            def model_name(self) -> str:
-                return MODEL
-
-            def generate(self, inputs: Any, num_generations: int = 1, **kwargs: Any) -> Any:
-                return replay(inputs, num_generations)
-
-        task = DistilabelImageGeneration(
-            image_generation_model=DistilabelModel(),
-            num_generations=n,
-            group_generations=group,
-            add_raw_output=raw,
-            add_raw_input=raw,
-        )
-        task.load()
+        task = distilabel_task(replay, n, raw, group)
 
         def run(batch: list[dict[str, Any]]) -> int:
             return len(next(task.process(batch)))

@@ -383,3 +383,34 @@ def test_an_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
         make_task().run([{"prompt": "a"}], target)
     assert str(info.value) == f"{target}: a file, not a folder: choose a folder for the output"
     assert target.read_text() == "mine\n"
+
+
+def test_a_ctrl_c_right_after_a_batch_is_written_leaves_only_recorded_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagetask.sinks import JsonlSink
+
+    write = JsonlSink.write
+    calls = []
+
+    def write_then_interrupt(self: JsonlSink, rows: list[dict[str, Any]]) -> None:
+        write(self, rows)
+        calls.append(len(rows))
+        if len(calls) == 3:  # Ctrl-C lands after the bytes, before the checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(JsonlSink, "write", write_then_interrupt)
+    task = make_task(input_batch_size=4)
+    with pytest.raises(RunInterrupted) as info:
+        task.run([{"prompt": f"p{i}"} for i in range(40)], tmp_path, checkpoint_seconds=0)
+    assert info.value.summary.rows_in == 8
+    lines = (tmp_path / "data.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["prompt"] for line in lines] == [f"p{i}" for i in range(8)]
+    monkeypatch.setattr(JsonlSink, "write", write)
+    summary = make_task(input_batch_size=4).run(
+        [{"prompt": f"p{i}"} for i in range(40)], tmp_path, resume=True
+    )
+    lines = (tmp_path / "data.jsonl").read_bytes().splitlines()
+    assert summary.complete and [json.loads(line)["prompt"] for line in lines] == [
+        f"p{i}" for i in range(40)
+    ]

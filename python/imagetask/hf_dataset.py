@@ -465,6 +465,11 @@ class ParquetSink:
         self._unsynced.clear()
         fsync_dir(self._staging)
 
+    def discard_after(self, state: dict[str, Any]) -> None:
+        """Nothing to drop that a reader sees: finished shards are only renamed into
+        `data/` as a checkpoint records them, and the staged streams past the checkpoint
+        are cut back when the run is resumed."""
+
     def saved(self) -> None:
         """After a checkpoint recorded the shards: deletes the streams they came from."""
         for path in self._obsolete:

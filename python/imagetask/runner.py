@@ -329,6 +329,12 @@ class _Run:
             generations = batch.size * self.task.num_generations
             progress.update(batch.size, generations - failed, failed)
 
+    def discard_unrecorded(self) -> None:
+        """Drops output written after the checkpoint's state: a Ctrl-C between writing
+        a batch and recording it leaves the batch to be done again, not counted twice."""
+        if self.sink is not None:
+            self.sink.discard_after(self.checkpoint.sink)
+
     def save(self) -> None:
         """Syncs the output and its image files, then records the checkpoint that points
         to its end."""
@@ -528,6 +534,7 @@ def _stream(
         state.finish_sink(complete)
         state.save()
     except KeyboardInterrupt:
+        state.discard_unrecorded()
         state.complete(time.monotonic() - started, False)
         state.save()
         raise RunInterrupted(state.summary()) from None

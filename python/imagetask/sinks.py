@@ -62,6 +62,10 @@ class Sink(Protocol):
     def saved(self) -> None:
         """Called once a checkpoint recorded `state()`: drops what it made obsolete."""
 
+    def discard_after(self, state: dict[str, Any]) -> None:
+        """Drops the output written after `state` (a batch a stop cut off from its
+        checkpoint), so that what a reader sees is what the checkpoint records."""
+
     def finish(self, final: bool, about: str) -> None:
         """Completes the output with the batches written so far; `final`: no batch will
         be added (a run stopped by its limit is not final); `about`: what the run was."""
@@ -133,6 +137,12 @@ class JsonlSink:
 
     def saved(self) -> None:
         """Nothing is ever obsolete."""
+
+    def discard_after(self, state: dict[str, Any]) -> None:
+        self._file.flush()
+        self._file.truncate(state["bytes"])
+        self._file.seek(0, os.SEEK_END)
+        self._rows = state["rows"]
 
     def finish(self, final: bool, about: str) -> None:
         """Nothing to complete: every line is written when its batch is."""

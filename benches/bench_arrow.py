@@ -191,22 +191,11 @@ def images_worker(count: int, size: int, as_bytes: bool) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, python: str, contender: str, config: tuple[Any, ...]) -> Any:
+    from bench_rows import run_workers  # beside this script
+
     n_rows, n, raw = config
-    runs = []
-    for _ in range(args.repeats):
-        cmd = [python, __file__, "--worker", contender, "--rows", str(n_rows), "--gens", str(n)]
-        cmd += ["--raw", str(int(raw))]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            sys.stderr.write(f"{contender} failed: {done.stderr[-2000:]}\n")
-            return None
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    rates = [n_rows / run["seconds"] for run in runs]
-    return {
-        "median": statistics.median(rates),
-        "best": max(rates),
-        "rss": max(run["peak_rss_mb"] for run in runs),
-    }
+    options = ["--gens", str(n), "--raw", str(int(raw))]
+    return run_workers(python, __file__, contender, n_rows, args.repeats, options)
 
 
 def has_distilabel(python: str) -> bool:

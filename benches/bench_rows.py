@@ -173,10 +173,20 @@ def worker(contender: str, n_rows: int, n: int, raw: bool, group: bool) -> dict[
 
 def measure(args: argparse.Namespace, python: str, contender: str, config: tuple[Any, ...]) -> Any:
     n_rows, n, raw, group = config
+    return run_workers(
+        python, __file__, contender, n_rows, args.repeats,
+        ["--gens", str(n), "--raw", str(int(raw)), "--group", str(int(group))],
+    )  # fmt: skip
+
+
+def run_workers(
+    python: str, script: str, contender: str, n_rows: int, repeats: int, options: list[str]
+) -> Any:
+    """Runs `script --worker contender` `repeats` times, each in a fresh process, and
+    returns the median and best input rows/s and the peak RSS (None if it failed)."""
     runs = []
-    for _ in range(args.repeats):
-        cmd = [python, __file__, "--worker", contender, "--rows", str(n_rows), "--gens", str(n)]
-        cmd += ["--raw", str(int(raw)), "--group", str(int(group))]
+    for _ in range(repeats):
+        cmd = [python, script, "--worker", contender, "--rows", str(n_rows), *options]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.stderr.write(f"{contender} failed: {done.stderr[-2000:]}\n")

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 
-def load_bench() -> ModuleType:
-    path = Path(__file__).parent.parent / "benches" / "bench_rows.py"
-    spec = importlib.util.spec_from_file_location("bench_rows", path)
+def load_bench(name: str = "bench_rows") -> ModuleType:
+    """A benchmark script of `benches/`, loaded as a module."""
+    path = Path(__file__).parent.parent / "benches" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -37,18 +38,9 @@ def test_python_baseline_matches_imagetask(n: int, raw: bool, group: bool) -> No
         assert len(expected) == len(batch) * (1 if group else n)
 
 
-def load_arrow_bench() -> ModuleType:
-    path = Path(__file__).parent.parent / "benches" / "bench_arrow.py"
-    spec = importlib.util.spec_from_file_location("bench_arrow", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(("n", "raw"), list(itertools.product([1, 4], [True, False])))
 def test_python_columnar_baseline_matches_imagetask(n: int, raw: bool) -> None:
-    bench = load_arrow_bench()
+    bench = load_bench("bench_arrow")
     table = bench.make_table(2500)
     answers = bench.make_answers(3, n)
     task = bench.imagetask_task(bench.Replay(answers), n, raw)

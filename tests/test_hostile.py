@@ -150,6 +150,22 @@ def test_a_cancelled_request_stops_the_batch_instead_of_failing_its_row() -> Non
         )
 
 
+def write_with(
+    rows: list[dict[str, Any]], folder: Path, convert: Any
+) -> list[tuple[int, int, str]]:
+    """`_core.write_artifacts` of image rows into `folder`, converting with `convert`."""
+    return _core.write_artifacts(
+        rows,
+        image_column="image",
+        path_column="image_path",
+        metadata_column=META,
+        error_key=ERROR,
+        folder=folder,
+        prefix="images",
+        convert=convert,
+    )
+
+
 def test_an_interrupted_converter_propagates(tmp_path: Path) -> None:
     rows = [{"image": b64(PNG), "image_path": None, META: {}}]
 
@@ -157,16 +173,7 @@ def test_an_interrupted_converter_propagates(tmp_path: Path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _core.write_artifacts(
-            rows,
-            image_column="image",
-            path_column="image_path",
-            metadata_column=META,
-            error_key=ERROR,
-            folder=tmp_path,
-            prefix="images",
-            convert=convert,
-        )
+        write_with(rows, tmp_path, convert)
 
 
 # --- rows are read once; what the caller changes later does not reach the output ------
@@ -260,16 +267,7 @@ def test_a_converter_that_changes_the_rows_cannot_crash_the_writer(tmp_path: Pat
         rows.clear()
         return data
 
-    failures = _core.write_artifacts(
-        rows,
-        image_column="image",
-        path_column="image_path",
-        metadata_column=META,
-        error_key=ERROR,
-        folder=tmp_path,
-        prefix="images",
-        convert=convert,
-    )
+    failures = write_with(rows, tmp_path, convert)
     assert failures == []
     assert {row["image_path"] for row in original} == {f"images/{_sha(PNG)}.png"}
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from imagetask.errors import RequestRefused
+
 if TYPE_CHECKING:
     from imagetask._core import RowBuilder
     from imagetask.models import Answer, ImageModel
@@ -102,6 +104,15 @@ class ModelCall:
             raise
         except Exception as exc:
             self.answers = exc
+
+    def refusal(self) -> RequestRefused | None:
+        """The first `RequestRefused` among the answers, if the model met one."""
+        answers = self.answers
+        if isinstance(answers, RequestRefused):
+            return answers
+        if isinstance(answers, BaseException):
+            return None
+        return next((a for a in answers if isinstance(a, RequestRefused)), None)
 
     def log(self, failures: list[Failure]) -> None:
         """Logs a batch's failed generations (the first few, then a count)."""

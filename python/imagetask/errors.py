@@ -9,6 +9,7 @@ ImageTaskError                      base of them all
 ├── UsageError (ValueError)         a command-line value that cannot be used
 ├── RunError (RuntimeError)         a run cannot start or go on
 ├── RequestError (RuntimeError)     a backend request failed for good
+│   └── RequestRefused              refused in a way no retry changes (credentials, model)
 └── MissingExtraError (ImportError) an optional dependency is not installed
 ```
 
@@ -35,6 +36,7 @@ __all__ = [
     "MissingExtraError",
     "ReadError",
     "RequestError",
+    "RequestRefused",
     "RunError",
     "RunInterrupted",
     "SinkError",
@@ -88,6 +90,12 @@ class RunError(ImageTaskError, RuntimeError):
 
 class RequestError(ImageTaskError, RuntimeError):
     """A request that failed for good (after its retries, or at once when not transient)."""
+
+
+class RequestRefused(RequestError):
+    """A request the server refused in a way no retry can change: refused credentials
+    (401, 403) or a model it does not have. A run stops at the first one instead of
+    sending every row's request to the same end."""
 
 
 class MissingExtraError(ImageTaskError, ImportError):

@@ -107,10 +107,10 @@ class Reader:
                 continue
             try:
                 row = decoder.decode(line)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                # msgspec reports text that is not UTF-8 as either, depending on its version.
+                self._text(number, line)
                 raise ReadError(f"{self.where(number)}: invalid JSON: {exc}") from None
-            except UnicodeDecodeError as exc:
-                raise ReadError(f"{self.where(number)}: not UTF-8 text ({exc})") from None
             except RecursionError:
                 raise ReadError(f"{self.where(number)}: JSON nested too deeply") from None
             if not isinstance(row, dict):

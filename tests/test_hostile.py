@@ -29,8 +29,9 @@ from imagetask import (
     RunSummary,
     SinkError,
     _core,
+    errors,
 )
-from imagetask.errors import ImageTaskError, UsageError
+from imagetask.errors import ImageTaskError, RequestRefused, UsageError
 from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
 
 META = "distilabel_metadata"
@@ -563,22 +564,27 @@ def test_from_dict_still_loads_imagetask_and_program_classes() -> None:
 SUMMARY = RunSummary("out", "out/data.jsonl", 3, 6, 1, 1.5, 0, False)
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        ImageTaskError("base"),
-        ConfigError("config"),
-        InputRowError("row 2 of the batch lacks the input column 'prompt'", 2, "prompt"),
-        InputRowError("row 0 of the batch is a int, not a mapping", 0),
-        ReadError("file.jsonl:3: bad line"),
-        SinkError("sink"),
-        UsageError("--size: bad"),
-        RunError("run"),
-        RequestError("request failed after 1 attempt"),
-        MissingExtraError("pip install 'imagetask[parquet]'"),
-        RunInterrupted(SUMMARY),
-    ],
-)
+EVERY_ERROR = [
+    ImageTaskError("base"),
+    ConfigError("config"),
+    InputRowError("row 2 of the batch lacks the input column 'prompt'", 2, "prompt"),
+    InputRowError("row 0 of the batch is a int, not a mapping", 0),
+    ReadError("file.jsonl:3: bad line"),
+    SinkError("sink"),
+    UsageError("--size: bad"),
+    RunError("run"),
+    RequestError("request failed after 1 attempt"),
+    RequestRefused("the server refused the credentials (401)"),
+    MissingExtraError("pip install 'imagetask[parquet]'"),
+    RunInterrupted(SUMMARY),
+]
+
+
+def test_every_exception_class_is_tried() -> None:
+    assert {type(error).__name__ for error in EVERY_ERROR} == set(errors.__all__)
+
+
+@pytest.mark.parametrize("error", EVERY_ERROR)
 def test_every_exception_round_trips_through_pickle(error: ImageTaskError) -> None:
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is type(error)

@@ -153,6 +153,79 @@ def test_error_lines_and_missing_requests_fail_only_their_rows(server: BatchServ
     }
 
 
+NOT_IMAGES = "a malformed answer: `data` is not a list of image objects"
+
+
+def _with_body(**fields: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A `mangle` that sets fields of a 200 answer's body."""
+
+    def mangle(record: dict[str, Any]) -> dict[str, Any]:
+        response = record["response"]
+        return {**record, "response": {**response, "body": {**response["body"], **fields}}}
+
+    return mangle
+
+
+@pytest.mark.parametrize(
+    ("mangle", "error"),
+    [
+        (
+            lambda record: {**record, "custom_id": [record["custom_id"]]},
+            "batch job batch_0002 completed without answering this request",
+        ),
+        (
+            lambda record: {**record, "custom_id": {"row": 1}},
+            "batch job batch_0002 completed without answering this request",
+        ),
+        (_with_body(data=5), NOT_IMAGES),
+        (_with_body(data=["x"]), NOT_IMAGES),
+        (_with_body(data={"b64_json": "x"}), NOT_IMAGES),
+        (
+            _with_body(data=[{"b64_json": 5}]),
+            "the server returned an image with no b64_json or url string",
+        ),
+        (
+            lambda record: {**record, "response": None, "error": {"code": ["x"], "message": "m"}},
+            "['x']: m",
+        ),
+        (
+            lambda record: {**record, "response": {"status_code": 200, "body": [1]}},
+            "a malformed answer: its body is not an object",
+        ),
+    ],
+)
+def test_a_malformed_answer_line_fails_only_its_request(
+    server: BatchServer, mangle: Callable[[dict[str, Any]], dict[str, Any]], error: str
+) -> None:
+    server.mangle["a dog"] = mangle
+    rows = generate(server, ["a cat", "a dog", "a cow"])
+    assert errors(rows) == [None, MISSING + error, None]
+    assert [row["prompt"] for row in rows] == ["a cat", "a dog", "a cow"]
+    assert decoded(rows) == [server.served.images[0], server.served.images[2]]
+
+
+def test_an_answer_with_a_malformed_usage_keeps_its_images(
+    server: BatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.mangle["a dog"] = _with_body(usage=[1, 2])
+    rows = generate(server, ["a cat", "a dog"])
+    assert (
+        "batch job batch_0002: the answer to row-1-part-0 has a `usage` that is not an object: "
+        "its token counts are left out"
+    ) in caplog.messages
+    assert errors(rows) == [None, None]
+    assert decoded(rows) == server.served.images
+    assert rows[1][META][STATS] == {"image_bytes": len(decoded(rows)[1]), "images_in_request": 1}
+    assert rows[0][META][STATS]["total_tokens"] == 102
+
+
+def test_null_request_counts_in_a_poll_answer_are_not_an_error(server: BatchServer) -> None:
+    server.null_counts = True
+    rows = generate(server, ["a cat", "a dog"])
+    assert errors(rows) == [None, None]
+    assert decoded(rows) == server.served.images
+
+
 @pytest.mark.parametrize(
     ("plan", "error"),
     [

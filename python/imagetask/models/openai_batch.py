@@ -26,7 +26,7 @@ from imagetask.models.openai_images import OpenAIImageGeneration
 from imagetask.runner import CHECKPOINT
 
 if TYPE_CHECKING:
-    from openai.types import Batch
+    from openai.types import Batch, BatchRequestCounts
 
 __all__ = ["JOBS_DIR", "MAX_INPUT_BYTES", "MAX_REQUESTS_PER_JOB", "OpenAIBatchImageGeneration"]
 
@@ -98,17 +98,37 @@ def _error_text(code: Any, message: Any) -> str:
     return ": ".join(parts) or "no detail"
 
 
-def _line_outcome(batch: str, line: dict[str, Any]) -> _Outcome:
-    """The outcome of one line of an output or error file."""
+def _answer_outcome(batch: str, custom_id: str, body: Any) -> _Outcome:
+    """The outcome of a 200 answer: its body, or an error when the body cannot be read (a
+    `usage` that is not an object is left out, the images kept)."""
+    if not isinstance(body, dict):
+        return _Outcome(batch, error="a malformed answer: its body is not an object")
+    data, usage = body.get("data"), body.get("usage")
+    if data is not None and not (
+        isinstance(data, list) and all(isinstance(item, dict) for item in data)
+    ):
+        return _Outcome(batch, error="a malformed answer: `data` is not a list of image objects")
+    if usage is not None and not isinstance(usage, dict):
+        logger.warning(
+            "batch job %s: the answer to %s has a `usage` that is not an object: its token "
+            "counts are left out",
+            batch,
+            custom_id,
+        )
+        body = {name: value for name, value in body.items() if name != "usage"}
+    return _Outcome(batch, body=body)
+
+
+def _line_outcome(batch: str, custom_id: str, line: dict[str, Any]) -> _Outcome:
+    """The outcome of one line of an output or error file (a malformed line fails only
+    its request)."""
     response, error = line.get("response"), line.get("error")
     if isinstance(response, dict) and response.get("status_code") == 200:
-        body = response.get("body")
-        if isinstance(body, dict):
-            return _Outcome(batch, body=body)
+        return _answer_outcome(batch, custom_id, response.get("body"))
     if isinstance(error, dict) and error:
         code = error.get("code")
         text = _error_text(code, error.get("message"))
-        return _Outcome(batch, error=text, not_run=code in _NOT_RUN)
+        return _Outcome(batch, error=text, not_run=isinstance(code, str) and code in _NOT_RUN)
     if isinstance(response, dict):
         body = response.get("body")
         detail = body.get("error") if isinstance(body, dict) else None
@@ -116,6 +136,12 @@ def _line_outcome(batch: str, line: dict[str, Any]) -> _Outcome:
         text = _error_text(detail.get("code"), detail.get("message"))
         return _Outcome(batch, error=f"HTTP {response.get('status_code')}: {text}")
     return _Outcome(batch, error="an answer with neither a response nor an error")
+
+
+def _count(counts: BatchRequestCounts | None, name: str) -> int | None:
+    """One of a poll answer's request counts (`None` when it has no number there)."""
+    value = getattr(counts, name, None)
+    return value if isinstance(value, int) else None
 
 
 def _batch_errors(batch: Batch) -> str:
@@ -449,14 +475,15 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                 lambda: client.batches.retrieve(batch_id), patient=True, timeout=self.timeout
             )
             counts = batch.request_counts
-            done = counts.completed + counts.failed if counts is not None else 0
+            done = (_count(counts, "completed") or 0) + (_count(counts, "failed") or 0)
             if shown is None or shown != (batch.status, done):
                 if shown is not None and shown[0] != batch.status:
                     interval = self.poll_interval
                 shown = (batch.status, done)
                 if batch.status not in _TERMINAL:
-                    total = f"/{counts.total:,}" if counts is not None else ""
-                    logger.info("batch job %s: %s, %s%s requests done", batch_id, *shown, total)
+                    total = _count(counts, "total")
+                    of = f"/{total:,}" if total is not None else ""
+                    logger.info("batch job %s: %s, %s%s requests done", batch_id, *shown, of)
             if batch.status in _TERMINAL:
                 return batch
             await asyncio.sleep(interval)
@@ -489,8 +516,8 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                     except msgspec.DecodeError:
                         continue
                     custom_id = line.get("custom_id") if isinstance(line, dict) else None
-                    if custom_id in wanted:
-                        outcome = _line_outcome(batch.id, line)
+                    if isinstance(custom_id, str) and custom_id in wanted:
+                        outcome = _line_outcome(batch.id, custom_id, line)
                         if outcome.error is not None:
                             outcome = replace(outcome, error=self._masked(outcome.error))
                         outcomes[custom_id] = outcome
@@ -545,16 +572,16 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         answer: Answer = []
         for item in data:
             part: dict[str, Any] = {}
+            b64_json, url = item.get("b64_json"), item.get("url")
             try:
-                if item.get("b64_json") is not None:
-                    image: str | bytes = item["b64_json"]
-                    size = len(image) * 3 // 4 - item["b64_json"][-2:].count("=")
-                elif item.get("url") is not None:
-                    url = item["url"]
+                if isinstance(b64_json, str):
+                    image: str | bytes = b64_json
+                    size = len(b64_json) * 3 // 4 - b64_json[-2:].count("=")
+                elif isinstance(url, str):
                     image = await self._call(lambda url=url: self._download(url))  # type: ignore[misc]
                     size = len(image)
                 else:
-                    raise ValueError("the server returned an image with neither b64_json nor url")
+                    raise ValueError("the server returned an image with no b64_json or url string")
             except Exception as exc:
                 answer.append({"images": [None], **ids, "error": self._masked(str(exc))})
                 continue

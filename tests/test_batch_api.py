@@ -24,6 +24,7 @@ from PIL import Image
 
 from imagetask import ImageGeneration
 from imagetask.cli import main
+from imagetask.errors import RunError
 from imagetask.models import OpenAIBatchImageGeneration
 from imagetask.models.batch_journal import JOURNAL, Journal
 
@@ -398,6 +399,75 @@ def test_a_record_cut_short_by_a_crash_is_dropped(tmp_path: Path) -> None:
     reopened.delivered(claimed)
     reopened.close()
     assert path.read_bytes() == whole + b'{"delivered":0}\n'
+
+
+def _journal_with(tmp_path: Path, record: Any) -> Path:
+    """A journal of one entry with one created job, then `record`; its path."""
+    journal = Journal(tmp_path)
+    entry = journal.begin("k", 0, 1, 1)
+    journal.created(journal.uploaded(entry, "file-1", ["row-0-part-0"], 1.0), "batch_1")
+    journal.close()
+    path = tmp_path / JOURNAL
+    with path.open("a") as file:
+        file.write(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        ({"delivered": 5}, "no entry 5"),
+        ({"delivered": -1}, "no entry -1"),
+        ({"job": "file-2", "entry": 1, "custom_ids": ["row-0-part-0"], "time": 1.0}, "no entry 1"),
+        ({"batch": "batch_2", "job": "file-2"}, "no job 'file-2'"),
+        (
+            {"entry": 3, "key": "k", "offset": 0, "rows": 1, "requests": 1},
+            "entry 3 where entry 1 comes next",
+        ),
+    ],
+)
+def test_a_journal_record_naming_what_the_journal_lacks_is_one_clear_error(
+    tmp_path: Path, record: dict[str, Any], why: str
+) -> None:
+    path = _journal_with(tmp_path, record)
+    with pytest.raises(RunError) as raised:
+        Journal(tmp_path)
+    assert str(raised.value) == f"{path}, line 5: unreadable journal record: {why}"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"entry": 1, "key": "k", "offset": "0", "rows": 1, "requests": 1},
+        {"job": "file-2", "entry": 0, "custom_ids": "row-0-part-0", "time": 1.0},
+        {"batch": ["batch_2"], "job": "file-1"},
+        {"delivered": "0"},
+        {"delivered": True},
+        ["delivered", 0],
+    ],
+)
+def test_a_journal_record_of_the_wrong_shape_is_one_clear_error(
+    tmp_path: Path, record: Any
+) -> None:
+    path = _journal_with(tmp_path, record)
+    with pytest.raises(RunError) as raised:
+        Journal(tmp_path)
+    assert str(raised.value).startswith(f"{path}, line 5: unreadable journal record: ")
+
+
+def test_a_resume_over_a_bad_journal_is_one_line_on_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "out"
+    path = _journal_with(out / "batch-jobs", {"delivered": -1})
+    source = tmp_path / "prompts.txt"
+    source.write_text("a cat\n")
+    args = ["generate", str(source), "-o", str(out), "--model", "openai-batch:gpt-image-1"]
+    assert main([*args, "--base-url", "http://127.0.0.1:9/v1", "--resume"]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {path}, line 5: unreadable journal record: no entry -1\n"
+    )
 
 
 # --- the command: kill -9, Ctrl-C and resume -------------------------------------------

@@ -629,6 +629,67 @@ def test_a_resume_with_another_batch_size_names_the_jobs_it_left(
     assert server.submitted() == Counter({(prompt, 1): 2 for prompt in prompts})
 
 
+RUN_WITH_INVALID_ROWS = """
+import json, sys
+from imagetask import ImageGeneration
+from imagetask.models import OpenAIBatchImageGeneration
+
+url, source, out, resume = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "resume"
+model = OpenAIBatchImageGeneration(
+    model="gpt-image-1", base_url=url, output_dir=out, poll_interval=0.01, max_poll_interval=0.02
+)
+task = ImageGeneration(image_generation_model=model, input_batch_size=4, on_invalid_row="fail")
+with open(source) as file:
+    rows = json.load(file)
+task.run(rows, out, resume=resume, batches_in_flight=3, checkpoint_seconds=0)
+"""
+
+
+def test_a_resume_after_invalid_rows_pays_no_answered_batch_twice(
+    server: BatchServer, tmp_path: Path
+) -> None:
+    # Rows 1-3 and 5-7 lack their prompt: the batches hold 1, 1, 4 and 4 prompts.
+    rows: list[dict[str, Any]] = [{"prompt": f"prompt {i}"} for i in range(16)]
+    for index in (1, 2, 3, 5, 6, 7):
+        rows[index] = {"text": f"no prompt {index}"}
+    source, out = tmp_path / "rows.json", tmp_path / "out"
+    source.write_text(json.dumps(rows))
+
+    def start(mode: str) -> subprocess.Popen[str]:
+        url = f"{server.url}/v1"
+        script = [sys.executable, "-c", RUN_WITH_INVALID_ROWS, url, str(source), str(out), mode]
+        return subprocess.Popen(script, env=environment(), stderr=subprocess.PIPE, text=True)
+
+    def delivered() -> int:
+        path = out / "batch-jobs" / JOURNAL
+        return path.read_text().count('"delivered"') if path.exists() else 0
+
+    server.release.clear()
+    server.held_prompts = {"prompt 4"}
+    process = start("new")
+    # The first batch is written; the third and fourth are answered, the second is held.
+    wait_for(lambda: rows_done(out) == 4 and delivered() == 3, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.stderr is not None
+    process.stderr.close()
+    assert len(server.jobs) == 4 and rows_done(out) == 4
+    server.release.set()
+    resumed = start("resume")
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    written = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+    assert [row.get("prompt") for row in written] == [row.get("prompt") for row in rows]
+    assert [row.get("text") for row in written] == [row.get("text") for row in rows]
+    failed = [index for index, row in enumerate(written) if row["image"] is None]
+    assert failed == [1, 2, 3, 5, 6, 7]
+    assert Counter(decoded(written)) == Counter(server.served.images)
+    # Every prompt was submitted once, in the four jobs of the first run.
+    prompts = [row["prompt"] for row in rows if "prompt" in row]
+    assert server.submitted() == Counter((prompt, 1) for prompt in prompts)
+    assert len(server.jobs) == 4
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -58,7 +58,8 @@ class Entry:
     key:
         The hash of the batch's requests: the same batch sent again has the same key.
     offset:
-        The number of prompts the run had sent before this batch: where it is in the run.
+        The number of input rows of the run before this batch (of prompts, when the
+        caller does not say): where it is in the run.
     delivered:
         When its answers were returned (a sequence number; `None`: never).
     earlier:
@@ -111,7 +112,7 @@ class Journal:
     """The entries of one folder's journal (in memory only when `folder` is `None`).
 
     `claim(key, offset)` hands each recorded entry to at most one batch between two
-    `reset`s. When the run's start is known (`reset(start)`: the prompts a resumed run
+    `reset`s. When the run's start is known (`reset(start)`: the input rows a resumed run
     had already written), an entry is still wanted if it lies at or after the start, or
     was never delivered (its answers cannot have been written); among the wanted
     entries of that key, the one at the same offset, else the first. When the start is

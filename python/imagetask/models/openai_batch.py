@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -205,6 +205,8 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     max_poll_interval: RuntimeParameter[Annotated[float, msgspec.Meta(gt=0)]] = 300.0
     resubmit_expired: Annotated[int, msgspec.Meta(ge=0)] = 0
 
+    takes_position: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_poll_interval < self.poll_interval:
@@ -261,7 +263,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         return None if self.output_dir is None else Path(self.output_dir) / JOBS_DIR
 
     def _run_start(self) -> int | None:
-        """The prompts the run to resume had written (0: a new run; `None`: unknown)."""
+        """The input rows the run to resume had written (0: a new run; `None`: unknown)."""
         if self.output_dir is None:
             return None
         path = Path(self.output_dir) / CHECKPOINT
@@ -294,17 +296,23 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         return answer
 
     async def agenerate_batch(
-        self, inputs: list[str], num_generations: int = 1, **kwargs: Any
+        self,
+        inputs: list[str],
+        num_generations: int = 1,
+        *,
+        position: int | None = None,
+        **kwargs: Any,
     ) -> list[Answer | BaseException]:
         """Answers every input through batch jobs: those recorded for this very batch, or
-        new ones."""
+        new ones. `position`: how many input rows of the run come before the batch (the
+        runner passes it; otherwise the inputs of the earlier calls are counted)."""
         if not inputs:
             return []
         requests = self._requests(inputs, num_generations, kwargs)
         key = hashlib.sha256(b"".join(request.line for request in requests)).hexdigest()
         journal = self._journal()
         with self._state_lock:
-            offset = self._offset
+            offset = self._offset if position is None else position
             self._offset += len(inputs)
         entry = journal.claim(key, offset) or journal.begin(key, offset, len(inputs), len(requests))
         outcomes = await self._settle(entry, requests)

@@ -220,11 +220,25 @@ def test_an_answer_with_a_malformed_usage_keeps_its_images(
     assert rows[0][META][STATS]["total_tokens"] == 102
 
 
-def test_null_request_counts_in_a_poll_answer_are_not_an_error(server: BatchServer) -> None:
+def test_null_request_counts_in_a_poll_answer_are_not_an_error(
+    server: BatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def polled() -> list[str]:
+        shown = [message for message in caplog.messages if " | " not in message]
+        caplog.clear()
+        return [message for message in shown if message.startswith("batch job ")]
+
+    caplog.set_level(logging.INFO)
+    generate(server, ["a cat", "a dog"])
+    assert polled() == [
+        "batch job batch_0002: in_progress, 0/2 requests done",
+        "batch job batch_0002: finalizing, 2/2 requests done",
+    ]
     server.null_counts = True
     rows = generate(server, ["a cat", "a dog"])
     assert errors(rows) == [None, None]
-    assert decoded(rows) == server.served.images
+    assert decoded(rows) == server.served.images[2:]
+    assert polled() == ["batch job batch_0005: in_progress", "batch job batch_0005: finalizing"]
 
 
 @pytest.mark.parametrize(

@@ -477,21 +477,25 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         """Polls a job until it ends, logging its progress."""
         client = self._client()
         interval = self.poll_interval
-        shown: tuple[str, int] | None = None
+        shown: tuple[str, int | None] | None = None
         while True:
             batch = await self._retry(
                 lambda: client.batches.retrieve(batch_id), patient=True, timeout=self.timeout
             )
             counts = batch.request_counts
-            done = (_count(counts, "completed") or 0) + (_count(counts, "failed") or 0)
+            completed, failed, total = (
+                _count(counts, name) for name in ("completed", "failed", "total")
+            )
+            known = completed is not None or failed is not None
+            done = (completed or 0) + (failed or 0) if known else None
             if shown is None or shown != (batch.status, done):
                 if shown is not None and shown[0] != batch.status:
                     interval = self.poll_interval
                 shown = (batch.status, done)
                 if batch.status not in _TERMINAL:
-                    total = _count(counts, "total")
                     of = f"/{total:,}" if total is not None else ""
-                    logger.info("batch job %s: %s, %s%s requests done", batch_id, *shown, of)
+                    how_far = f", {done}{of} requests done" if done is not None else ""
+                    logger.info("batch job %s: %s%s", batch_id, batch.status, how_far)
             if batch.status in _TERMINAL:
                 return batch
             await asyncio.sleep(interval)

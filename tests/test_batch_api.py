@@ -702,6 +702,7 @@ def test_a_resume_after_invalid_rows_pays_no_answered_batch_twice(
     prompts = [row["prompt"] for row in rows if "prompt" in row]
     assert server.submitted() == Counter((prompt, 1) for prompt in prompts)
     assert len(server.jobs) == 4
+    assert sum(upload.purpose == "batch" for upload in server.uploads.values()) == 4
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ batch objects and their statuses, output and error files), for the real `openai`
 Jobs advance one status per poll (`validating`, `in_progress`, `finalizing`, then
 `completed`, `expired`, `cancelled` or `failed`), so a client polling every few
 milliseconds sees a job end at once; the test holds them `in_progress` by clearing
-`release` (all of them, or those holding one of `held_prompts`), and scripts how the
-next jobs end with `plans`.
+`release` (all of them, or those holding one of `held_prompts`), scripts how the
+next jobs end with `plans`, and plants malformed answers with `mangle` and `null_counts`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import policy
@@ -67,7 +67,9 @@ class BatchServer(ImageServer):
     `held_prompts`); `plans` are consumed one per created job; a model not in
     `batch_models` fails validation; `create_faults` are statuses answered to the next
     creates after the batch is made (an answer lost); while `answer_creates` is clear, a
-    create makes its batch and waits before answering.
+    create makes its batch and waits before answering. `mangle[prompt]` turns the answer
+    line of that prompt's request into what the file holds instead (a malformed line);
+    with `null_counts` every poll answers `request_counts` whose fields are null.
     """
 
     def __init__(self, key: str | None = None) -> None:
@@ -84,6 +86,8 @@ class BatchServer(ImageServer):
         self.held_prompts: set[str] | None = None
         self.batch_models: set[str] | None = None
         self.create_faults: deque[int] = deque()
+        self.mangle: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self.null_counts = False
         self.held_creates = 0
         self.ids = itertools.count(1)
 
@@ -178,6 +182,9 @@ class BatchServer(ImageServer):
                 continue
             status, body = self.answer(line["body"])
             record["response"] = {"status_code": status, "request_id": f"req_{index}", "body": body}
+            mangle = self.mangle.get(line["body"]["prompt"])
+            if mangle is not None:
+                record = mangle(record)
             (output if status == 200 else failed).append(record)
         counts = job.object["request_counts"]
         counts.update(completed=len(output), failed=len(failed))
@@ -265,7 +272,11 @@ class BatchHandler(Handler):
             elif parts[0] == "batches" and len(parts) == 2 and parts[1] in server.jobs:
                 job = server.jobs[parts[1]]
                 server.advance(job)
-                self.json(200, job.object)
+                batch = job.object
+                if server.null_counts:
+                    counts = dict.fromkeys(batch["request_counts"])
+                    batch = {**batch, "request_counts": counts}
+                self.json(200, batch)
             else:
                 self.error(404, f"no route {url.path}")
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from imagetask import ImageGeneration
 from imagetask.cli import main
+from imagetask.errors import RunError
 from imagetask.models import OpenAIBatchImageGeneration
 from imagetask.models.batch_journal import JOURNAL, Journal
 
@@ -151,6 +152,93 @@ def test_error_lines_and_missing_requests_fail_only_their_rows(server: BatchServ
         "error": "HTTP 400: moderation_blocked: Your request was rejected as a result of our "
         "safety system.",
     }
+
+
+NOT_IMAGES = "a malformed answer: `data` is not a list of image objects"
+
+
+def _with_body(**fields: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A `mangle` that sets fields of a 200 answer's body."""
+
+    def mangle(record: dict[str, Any]) -> dict[str, Any]:
+        response = record["response"]
+        return {**record, "response": {**response, "body": {**response["body"], **fields}}}
+
+    return mangle
+
+
+@pytest.mark.parametrize(
+    ("mangle", "error"),
+    [
+        (
+            lambda record: {**record, "custom_id": [record["custom_id"]]},
+            "batch job batch_0002 completed without answering this request",
+        ),
+        (
+            lambda record: {**record, "custom_id": {"row": 1}},
+            "batch job batch_0002 completed without answering this request",
+        ),
+        (_with_body(data=5), NOT_IMAGES),
+        (_with_body(data=["x"]), NOT_IMAGES),
+        (_with_body(data={"b64_json": "x"}), NOT_IMAGES),
+        (
+            _with_body(data=[{"b64_json": 5}]),
+            "the server returned an image with no b64_json or url string",
+        ),
+        (
+            lambda record: {**record, "response": None, "error": {"code": ["x"], "message": "m"}},
+            "['x']: m",
+        ),
+        (
+            lambda record: {**record, "response": {"status_code": 200, "body": [1]}},
+            "a malformed answer: its body is not an object",
+        ),
+    ],
+)
+def test_a_malformed_answer_line_fails_only_its_request(
+    server: BatchServer, mangle: Callable[[dict[str, Any]], dict[str, Any]], error: str
+) -> None:
+    server.mangle["a dog"] = mangle
+    rows = generate(server, ["a cat", "a dog", "a cow"])
+    assert errors(rows) == [None, MISSING + error, None]
+    assert [row["prompt"] for row in rows] == ["a cat", "a dog", "a cow"]
+    assert decoded(rows) == [server.served.images[0], server.served.images[2]]
+
+
+def test_an_answer_with_a_malformed_usage_keeps_its_images(
+    server: BatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.mangle["a dog"] = _with_body(usage=[1, 2])
+    rows = generate(server, ["a cat", "a dog"])
+    assert (
+        "batch job batch_0002: the answer to row-1-part-0 has a `usage` that is not an object: "
+        "its token counts are left out"
+    ) in caplog.messages
+    assert errors(rows) == [None, None]
+    assert decoded(rows) == server.served.images
+    assert rows[1][META][STATS] == {"image_bytes": len(decoded(rows)[1]), "images_in_request": 1}
+    assert rows[0][META][STATS]["total_tokens"] == 102
+
+
+def test_null_request_counts_in_a_poll_answer_are_not_an_error(
+    server: BatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def polled() -> list[str]:
+        shown = [message for message in caplog.messages if " | " not in message]
+        caplog.clear()
+        return [message for message in shown if message.startswith("batch job ")]
+
+    caplog.set_level(logging.INFO)
+    generate(server, ["a cat", "a dog"])
+    assert polled() == [
+        "batch job batch_0002: in_progress, 0/2 requests done",
+        "batch job batch_0002: finalizing, 2/2 requests done",
+    ]
+    server.null_counts = True
+    rows = generate(server, ["a cat", "a dog"])
+    assert errors(rows) == [None, None]
+    assert decoded(rows) == server.served.images[2:]
+    assert polled() == ["batch job batch_0005: in_progress", "batch job batch_0005: finalizing"]
 
 
 @pytest.mark.parametrize(
@@ -327,6 +415,75 @@ def test_a_record_cut_short_by_a_crash_is_dropped(tmp_path: Path) -> None:
     assert path.read_bytes() == whole + b'{"delivered":0}\n'
 
 
+def _journal_with(tmp_path: Path, record: Any) -> Path:
+    """A journal of one entry with one created job, then `record`; its path."""
+    journal = Journal(tmp_path)
+    entry = journal.begin("k", 0, 1, 1)
+    journal.created(journal.uploaded(entry, "file-1", ["row-0-part-0"], 1.0), "batch_1")
+    journal.close()
+    path = tmp_path / JOURNAL
+    with path.open("a") as file:
+        file.write(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        ({"delivered": 5}, "no entry 5"),
+        ({"delivered": -1}, "no entry -1"),
+        ({"job": "file-2", "entry": 1, "custom_ids": ["row-0-part-0"], "time": 1.0}, "no entry 1"),
+        ({"batch": "batch_2", "job": "file-2"}, "no job 'file-2'"),
+        (
+            {"entry": 3, "key": "k", "offset": 0, "rows": 1, "requests": 1},
+            "entry 3 where entry 1 comes next",
+        ),
+    ],
+)
+def test_a_journal_record_naming_what_the_journal_lacks_is_one_clear_error(
+    tmp_path: Path, record: dict[str, Any], why: str
+) -> None:
+    path = _journal_with(tmp_path, record)
+    with pytest.raises(RunError) as raised:
+        Journal(tmp_path)
+    assert str(raised.value) == f"{path}, line 5: unreadable journal record: {why}"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"entry": 1, "key": "k", "offset": "0", "rows": 1, "requests": 1},
+        {"job": "file-2", "entry": 0, "custom_ids": "row-0-part-0", "time": 1.0},
+        {"batch": ["batch_2"], "job": "file-1"},
+        {"delivered": "0"},
+        {"delivered": True},
+        ["delivered", 0],
+    ],
+)
+def test_a_journal_record_of_the_wrong_shape_is_one_clear_error(
+    tmp_path: Path, record: Any
+) -> None:
+    path = _journal_with(tmp_path, record)
+    with pytest.raises(RunError) as raised:
+        Journal(tmp_path)
+    assert str(raised.value).startswith(f"{path}, line 5: unreadable journal record: ")
+
+
+def test_a_resume_over_a_bad_journal_is_one_line_on_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "out"
+    path = _journal_with(out / "batch-jobs", {"delivered": -1})
+    source = tmp_path / "prompts.txt"
+    source.write_text("a cat\n")
+    args = ["generate", str(source), "-o", str(out), "--model", "openai-batch:gpt-image-1"]
+    assert main([*args, "--base-url", "http://127.0.0.1:9/v1", "--resume"]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {path}, line 5: unreadable journal record: no entry -1\n"
+    )
+
+
 # --- the command: kill -9, Ctrl-C and resume -------------------------------------------
 
 
@@ -484,6 +641,68 @@ def test_a_resume_with_another_batch_size_names_the_jobs_it_left(
     )
     assert sorted(ids.strip().split(", ")) == left
     assert server.submitted() == Counter({(prompt, 1): 2 for prompt in prompts})
+
+
+RUN_WITH_INVALID_ROWS = """
+import json, sys
+from imagetask import ImageGeneration
+from imagetask.models import OpenAIBatchImageGeneration
+
+url, source, out, resume = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "resume"
+model = OpenAIBatchImageGeneration(
+    model="gpt-image-1", base_url=url, output_dir=out, poll_interval=0.01, max_poll_interval=0.02
+)
+task = ImageGeneration(image_generation_model=model, input_batch_size=4, on_invalid_row="fail")
+with open(source) as file:
+    rows = json.load(file)
+task.run(rows, out, resume=resume, batches_in_flight=3, checkpoint_seconds=0)
+"""
+
+
+def test_a_resume_after_invalid_rows_pays_no_answered_batch_twice(
+    server: BatchServer, tmp_path: Path
+) -> None:
+    # Rows 1-3 and 5-7 lack their prompt: the batches hold 1, 1, 4 and 4 prompts.
+    rows: list[dict[str, Any]] = [{"prompt": f"prompt {i}"} for i in range(16)]
+    for index in (1, 2, 3, 5, 6, 7):
+        rows[index] = {"text": f"no prompt {index}"}
+    source, out = tmp_path / "rows.json", tmp_path / "out"
+    source.write_text(json.dumps(rows))
+
+    def start(mode: str) -> subprocess.Popen[str]:
+        url = f"{server.url}/v1"
+        script = [sys.executable, "-c", RUN_WITH_INVALID_ROWS, url, str(source), str(out), mode]
+        return subprocess.Popen(script, env=environment(), stderr=subprocess.PIPE, text=True)
+
+    def delivered() -> int:
+        path = out / "batch-jobs" / JOURNAL
+        return path.read_text().count('"delivered"') if path.exists() else 0
+
+    server.release.clear()
+    server.held_prompts = {"prompt 4"}
+    process = start("new")
+    # The first batch is written; the third and fourth are answered, the second is held.
+    wait_for(lambda: rows_done(out) == 4 and delivered() == 3, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.stderr is not None
+    process.stderr.close()
+    assert len(server.jobs) == 4 and rows_done(out) == 4
+    server.release.set()
+    resumed = start("resume")
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    written = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+    assert [row.get("prompt") for row in written] == [row.get("prompt") for row in rows]
+    assert [row.get("text") for row in written] == [row.get("text") for row in rows]
+    failed = [index for index, row in enumerate(written) if row["image"] is None]
+    assert failed == [1, 2, 3, 5, 6, 7]
+    assert Counter(decoded(written)) == Counter(server.served.images)
+    # Every prompt was submitted once, in the four jobs of the first run.
+    prompts = [row["prompt"] for row in rows if "prompt" in row]
+    assert server.submitted() == Counter((prompt, 1) for prompt in prompts)
+    assert len(server.jobs) == 4
+    assert sum(upload.purpose == "batch" for upload in server.uploads.values()) == 4
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,9 @@ class ModelCall:
         The prompt of every valid row, in order: what is sent to the model.
     answers:
         What the model returned for them (or the exception it raised), once generated.
+    position:
+        How many input rows of the run come before the batch's first (set by the runner),
+        passed as `position` to a model that `takes_position`.
     """
 
     def __init__(self, task: ImageTask, prompts: list[str], size: int) -> None:
@@ -69,6 +72,15 @@ class ModelCall:
         self.prompts = prompts
         self.size = size
         self.answers: Answers = []
+        self.position: int | None = None
+
+    def _kwargs(self, model: ImageModel) -> dict[str, Any]:
+        """The keyword arguments of the model's call: its generation kwargs, and the
+        batch's `position` when the model takes it."""
+        kwargs = _generation_kwargs(model)
+        if self.position is not None and getattr(model, "takes_position", False):
+            kwargs["position"] = self.position
+        return kwargs
 
     def generate(self) -> None:
         """Asks the model for the images of every prompt (in the calling thread)."""
@@ -79,7 +91,7 @@ class ModelCall:
             self.answers = model.generate(
                 inputs=self.prompts,
                 num_generations=self.task.num_generations,
-                **_generation_kwargs(model),
+                **self._kwargs(model),
             )
         except MemoryError:
             raise
@@ -98,7 +110,7 @@ class ModelCall:
             return
         try:
             self.answers = await agenerate_batch(
-                self.prompts, self.task.num_generations, **_generation_kwargs(model)
+                self.prompts, self.task.num_generations, **self._kwargs(model)
             )
         except MemoryError:
             raise

@@ -510,16 +510,19 @@ def _stream(
             reporter = Progress(_total(rows, limit), done=state.resumed_from)
         budget = None if limit is None else max(limit - state.resumed_from, 0)
         stop: ImageTaskError | None = None
+        position = state.resumed_from
         while True:
             size = task.input_batch_size if budget is None else min(task.input_batch_size, budget)
             try:
                 chunk = list(islice(numbered, size)) if size else []
                 if not chunk:
                     break
-                pending.append(_start(task, chunk, where, workers, state.format == "parquet"))
+                columnar = state.format == "parquet"
+                pending.append(_start(task, chunk, position, where, workers, columnar))
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
                 break
+            position += len(chunk)
             if budget is not None:
                 budget -= len(chunk)
             while len(pending) >= batches_in_flight:
@@ -570,6 +573,7 @@ def _total(rows: Iterable[Row] | Reader, limit: int | None) -> int | None:
 def _start(
     task: ImageTask,
     chunk: list[tuple[int, Row]],
+    position: int,
     where: Any,
     workers: Workers,
     columnar: bool,
@@ -585,6 +589,7 @@ def _start(
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
+    batch.position = position
     return _Pending(
         batch,
         workers.submit(batch.generate),

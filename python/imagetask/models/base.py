@@ -70,6 +70,10 @@ class ImageGenerationModel(Configurable, ABC):
 
     generation_kwargs: RuntimeParameter[dict[str, Any]] = msgspec.field(default_factory=dict)
 
+    takes_position: ClassVar[bool] = False
+    """Whether `generate` takes `position`: how many input rows of the run come before
+    the batch (a run passes it to a backend that resumes by it)."""
+
     @property
     @abstractmethod
     def model_name(self) -> str:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from imagetask.durable import fsync_dir
 from imagetask.errors import RunError
 
@@ -56,7 +58,8 @@ class Entry:
     key:
         The hash of the batch's requests: the same batch sent again has the same key.
     offset:
-        The number of prompts the run had sent before this batch: where it is in the run.
+        The number of input rows of the run before this batch (of prompts, when the
+        caller does not say): where it is in the run.
     delivered:
         When its answers were returned (a sequence number; `None`: never).
     earlier:
@@ -73,11 +76,43 @@ class Entry:
     earlier: bool = False
 
 
+class _Begun(msgspec.Struct):
+    """A batch of prompts begins."""
+
+    entry: int
+    key: str
+    offset: int
+    rows: int
+    requests: int
+
+
+class _Uploaded(msgspec.Struct):
+    """A job's input file, uploaded."""
+
+    job: str
+    entry: int
+    custom_ids: list[str]
+    time: float
+
+
+class _Created(msgspec.Struct):
+    """The job created from an input file."""
+
+    batch: str
+    job: str
+
+
+class _Delivered(msgspec.Struct):
+    """An entry's answers were returned."""
+
+    delivered: int
+
+
 class Journal:
     """The entries of one folder's journal (in memory only when `folder` is `None`).
 
     `claim(key, offset)` hands each recorded entry to at most one batch between two
-    `reset`s. When the run's start is known (`reset(start)`: the prompts a resumed run
+    `reset`s. When the run's start is known (`reset(start)`: the input rows a resumed run
     had already written), an entry is still wanted if it lies at or after the start, or
     was never delivered (its answers cannot have been written); among the wanted
     entries of that key, the one at the same offset, else the first. When the start is
@@ -114,38 +149,50 @@ class Journal:
             try:
                 record = json.loads(line)
                 self._replay(record, number)
-            except (ValueError, KeyError, TypeError) as exc:
+            except ValueError as exc:
                 raise RunError(f"{path}, line {number}: unreadable journal record: {exc}") from None
         if not complete:
             self._append({"version": _VERSION})
         for entry in self._entries:
             entry.earlier = True
 
-    def _replay(self, record: dict[str, Any], number: int) -> None:
+    def _replay(self, record: Any, number: int) -> None:
+        """Applies one record read back; raises `ValueError` for a record of the wrong
+        shape or naming an entry or job recorded nowhere before it."""
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
         if "version" in record:
             if record["version"] != _VERSION or number != 1:
                 raise ValueError(f"journal version {record['version']!r}")
         elif "key" in record:
+            begun = msgspec.convert(record, _Begun)
+            if begun.entry != len(self._entries):
+                raise ValueError(f"entry {begun.entry} where entry {len(self._entries)} comes next")
             self._entries.append(
-                Entry(
-                    record["entry"],
-                    record["key"],
-                    record["offset"],
-                    record["rows"],
-                    record["requests"],
-                )
+                Entry(begun.entry, begun.key, begun.offset, begun.rows, begun.requests)
             )
         elif "batch" in record:
-            self._jobs[record["job"]].batch = record["batch"]
+            created = msgspec.convert(record, _Created)
+            if created.job not in self._jobs:
+                raise ValueError(f"no job {created.job!r}")
+            self._jobs[created.job].batch = created.batch
         elif "job" in record:
-            job = Job(record["job"], list(record["custom_ids"]), float(record["time"]))
-            self._entries[record["entry"]].jobs.append(job)
+            uploaded = msgspec.convert(record, _Uploaded)
+            job = Job(uploaded.job, uploaded.custom_ids, uploaded.time)
+            self._entry(uploaded.entry).jobs.append(job)
             self._jobs[job.file] = job
         elif "delivered" in record:
+            delivered = msgspec.convert(record, _Delivered)
             self._deliveries += 1
-            self._entries[record["delivered"]].delivered = self._deliveries
+            self._entry(delivered.delivered).delivered = self._deliveries
         else:
             raise ValueError(f"unknown record {sorted(record)}")
+
+    def _entry(self, number: int) -> Entry:
+        """The entry recorded as `number`."""
+        if not 0 <= number < len(self._entries):
+            raise ValueError(f"no entry {number}")
+        return self._entries[number]
 
     def _append(self, record: dict[str, Any]) -> None:
         if self._fd is None:

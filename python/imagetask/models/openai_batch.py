@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -26,7 +26,7 @@ from imagetask.models.openai_images import OpenAIImageGeneration
 from imagetask.runner import CHECKPOINT
 
 if TYPE_CHECKING:
-    from openai.types import Batch
+    from openai.types import Batch, BatchRequestCounts
 
 __all__ = ["JOBS_DIR", "MAX_INPUT_BYTES", "MAX_REQUESTS_PER_JOB", "OpenAIBatchImageGeneration"]
 
@@ -98,17 +98,37 @@ def _error_text(code: Any, message: Any) -> str:
     return ": ".join(parts) or "no detail"
 
 
-def _line_outcome(batch: str, line: dict[str, Any]) -> _Outcome:
-    """The outcome of one line of an output or error file."""
+def _answer_outcome(batch: str, custom_id: str, body: Any) -> _Outcome:
+    """The outcome of a 200 answer: its body, or an error when the body cannot be read (a
+    `usage` that is not an object is left out, the images kept)."""
+    if not isinstance(body, dict):
+        return _Outcome(batch, error="a malformed answer: its body is not an object")
+    data, usage = body.get("data"), body.get("usage")
+    if data is not None and not (
+        isinstance(data, list) and all(isinstance(item, dict) for item in data)
+    ):
+        return _Outcome(batch, error="a malformed answer: `data` is not a list of image objects")
+    if usage is not None and not isinstance(usage, dict):
+        logger.warning(
+            "batch job %s: the answer to %s has a `usage` that is not an object: its token "
+            "counts are left out",
+            batch,
+            custom_id,
+        )
+        body = {name: value for name, value in body.items() if name != "usage"}
+    return _Outcome(batch, body=body)
+
+
+def _line_outcome(batch: str, custom_id: str, line: dict[str, Any]) -> _Outcome:
+    """The outcome of one line of an output or error file (a malformed line fails only
+    its request)."""
     response, error = line.get("response"), line.get("error")
     if isinstance(response, dict) and response.get("status_code") == 200:
-        body = response.get("body")
-        if isinstance(body, dict):
-            return _Outcome(batch, body=body)
+        return _answer_outcome(batch, custom_id, response.get("body"))
     if isinstance(error, dict) and error:
         code = error.get("code")
         text = _error_text(code, error.get("message"))
-        return _Outcome(batch, error=text, not_run=code in _NOT_RUN)
+        return _Outcome(batch, error=text, not_run=isinstance(code, str) and code in _NOT_RUN)
     if isinstance(response, dict):
         body = response.get("body")
         detail = body.get("error") if isinstance(body, dict) else None
@@ -116,6 +136,12 @@ def _line_outcome(batch: str, line: dict[str, Any]) -> _Outcome:
         text = _error_text(detail.get("code"), detail.get("message"))
         return _Outcome(batch, error=f"HTTP {response.get('status_code')}: {text}")
     return _Outcome(batch, error="an answer with neither a response nor an error")
+
+
+def _count(counts: BatchRequestCounts | None, name: str) -> int | None:
+    """One of a poll answer's request counts (`None` when it has no number there)."""
+    value = getattr(counts, name, None)
+    return value if isinstance(value, int) else None
 
 
 def _batch_errors(batch: Batch) -> str:
@@ -179,6 +205,8 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     max_poll_interval: RuntimeParameter[Annotated[float, msgspec.Meta(gt=0)]] = 300.0
     resubmit_expired: Annotated[int, msgspec.Meta(ge=0)] = 0
 
+    takes_position: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_poll_interval < self.poll_interval:
@@ -235,7 +263,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         return None if self.output_dir is None else Path(self.output_dir) / JOBS_DIR
 
     def _run_start(self) -> int | None:
-        """The prompts the run to resume had written (0: a new run; `None`: unknown)."""
+        """The input rows the run to resume had written (0: a new run; `None`: unknown)."""
         if self.output_dir is None:
             return None
         path = Path(self.output_dir) / CHECKPOINT
@@ -268,17 +296,23 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         return answer
 
     async def agenerate_batch(
-        self, inputs: list[str], num_generations: int = 1, **kwargs: Any
+        self,
+        inputs: list[str],
+        num_generations: int = 1,
+        *,
+        position: int | None = None,
+        **kwargs: Any,
     ) -> list[Answer | BaseException]:
         """Answers every input through batch jobs: those recorded for this very batch, or
-        new ones."""
+        new ones. `position`: how many input rows of the run come before the batch (the
+        runner passes it; otherwise the inputs of the earlier calls are counted)."""
         if not inputs:
             return []
         requests = self._requests(inputs, num_generations, kwargs)
         key = hashlib.sha256(b"".join(request.line for request in requests)).hexdigest()
         journal = self._journal()
         with self._state_lock:
-            offset = self._offset
+            offset = self._offset if position is None else position
             self._offset += len(inputs)
         entry = journal.claim(key, offset) or journal.begin(key, offset, len(inputs), len(requests))
         outcomes = await self._settle(entry, requests)
@@ -443,20 +477,25 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         """Polls a job until it ends, logging its progress."""
         client = self._client()
         interval = self.poll_interval
-        shown: tuple[str, int] | None = None
+        shown: tuple[str, int | None] | None = None
         while True:
             batch = await self._retry(
                 lambda: client.batches.retrieve(batch_id), patient=True, timeout=self.timeout
             )
             counts = batch.request_counts
-            done = counts.completed + counts.failed if counts is not None else 0
+            completed, failed, total = (
+                _count(counts, name) for name in ("completed", "failed", "total")
+            )
+            known = completed is not None or failed is not None
+            done = (completed or 0) + (failed or 0) if known else None
             if shown is None or shown != (batch.status, done):
                 if shown is not None and shown[0] != batch.status:
                     interval = self.poll_interval
                 shown = (batch.status, done)
                 if batch.status not in _TERMINAL:
-                    total = f"/{counts.total:,}" if counts is not None else ""
-                    logger.info("batch job %s: %s, %s%s requests done", batch_id, *shown, total)
+                    of = f"/{total:,}" if total is not None else ""
+                    how_far = f", {done}{of} requests done" if done is not None else ""
+                    logger.info("batch job %s: %s%s", batch_id, batch.status, how_far)
             if batch.status in _TERMINAL:
                 return batch
             await asyncio.sleep(interval)
@@ -489,8 +528,8 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                     except msgspec.DecodeError:
                         continue
                     custom_id = line.get("custom_id") if isinstance(line, dict) else None
-                    if custom_id in wanted:
-                        outcome = _line_outcome(batch.id, line)
+                    if isinstance(custom_id, str) and custom_id in wanted:
+                        outcome = _line_outcome(batch.id, custom_id, line)
                         if outcome.error is not None:
                             outcome = replace(outcome, error=self._masked(outcome.error))
                         outcomes[custom_id] = outcome
@@ -545,16 +584,16 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         answer: Answer = []
         for item in data:
             part: dict[str, Any] = {}
+            b64_json, url = item.get("b64_json"), item.get("url")
             try:
-                if item.get("b64_json") is not None:
-                    image: str | bytes = item["b64_json"]
-                    size = len(image) * 3 // 4 - item["b64_json"][-2:].count("=")
-                elif item.get("url") is not None:
-                    url = item["url"]
+                if isinstance(b64_json, str):
+                    image: str | bytes = b64_json
+                    size = len(b64_json) * 3 // 4 - b64_json[-2:].count("=")
+                elif isinstance(url, str):
                     image = await self._call(lambda url=url: self._download(url))  # type: ignore[misc]
                     size = len(image)
                 else:
-                    raise ValueError("the server returned an image with neither b64_json nor url")
+                    raise ValueError("the server returned an image with no b64_json or url string")
             except Exception as exc:
                 answer.append({"images": [None], **ids, "error": self._masked(str(exc))})
                 continue

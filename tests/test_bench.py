@@ -121,7 +121,7 @@ def test_bench_without_pyarrow_measures_the_dict_path_and_says_why_not_arrow() -
     assert LINE.match(lines[2]) is not None and lines[2].startswith("dict ")
     assert lines[3].startswith(
         "arrow  not measured: the Arrow path (process_arrow) needs the `pyarrow` package, "
-        "which is not installed: pip install 'imagetask[arrow]'"
+        "which is not installed: pip install '.[arrow]' in the imagetask source folder"
     )
 
 

@@ -288,7 +288,7 @@ def test_thumbnails_without_pillow_are_the_original_bytes(tmp_path: Path) -> Non
     assert tiff.name is None
     assert tiff.error == (
         "no preview: the image (first bytes 49 49 2a 00 72 65 73 74) is in no format a browser "
-        "shows; pip install 'imagetask[images]' to convert it"
+        "shows; pip install '.[images]' in the imagetask source folder to convert it"
     )
     assert thumbnails.written == 3
 

@@ -575,7 +575,7 @@ SUMMARY = RunSummary("out", "out/data.jsonl", 3, 6, 1, 1.5, 0, False)
         UsageError("--size: bad"),
         RunError("run"),
         RequestError("request failed after 1 attempt"),
-        MissingExtraError("pip install 'imagetask[parquet]'"),
+        MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
         RunInterrupted(SUMMARY),
     ],
 )

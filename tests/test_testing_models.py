@@ -218,5 +218,5 @@ def test_replay_names_the_line_it_cannot_read(tmp_path: Path) -> None:
     out = placeholder_run(tmp_path / "run", ROWS)
     data = out / "data.jsonl"
     data.write_text(data.read_text() + "{not json\n")
-    with pytest.raises(ReadError, match=rf"^{data} line 5: not valid JSON"):
+    with pytest.raises(ReadError, match=rf"^{data} line 5: invalid JSON"):
         ReplayModel.from_run(out)

@@ -75,6 +75,11 @@ _DEPTH = 64
 """The deepest a run's record nests lists and objects (a task's dump nests a few)."""
 
 
+_SHOWN = reprlib.Repr()
+"""Shows a recorded value in an error, cut short when long or deep."""
+_SHOWN.maxstring = 160
+
+
 def _column_names(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(name, str) for name in value.values())
 
@@ -122,7 +127,7 @@ def read_record(file: Path) -> dict[str, Any]:
         value = state["task"].get(field)
         if value is not None and not valid(value):
             raise ReadError(
-                f"{file}: the task's `{field}` is {reprlib.repr(value)}, not {what}: not "
+                f"{file}: the task's `{field}` is {_SHOWN.repr(value)}, not {what}: not "
                 "written by imagetask"
             )
     return state
@@ -165,7 +170,7 @@ def _staged(path: Path, record: Path, state: dict[str, Any]) -> tuple[tuple[Path
         if isinstance(name, str) and isinstance(rows, int) and rows > 0:
             if not STAGED_NAME.fullmatch(name):
                 raise ReadError(
-                    f"{record}: the sink names {reprlib.repr(name)}, not a "
+                    f"{record}: the sink names {_SHOWN.repr(name)}, not a "
                     f"staged stream of {STAGING}"
                 )
             staged.append((path / STAGING / name, rows))

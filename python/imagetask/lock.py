@@ -42,6 +42,7 @@ def _lock_byte(descriptor: int) -> None:
 
 
 def _key(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`, or `None` when there is none."""
     try:
         found = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:

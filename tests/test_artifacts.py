@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,16 @@ def test_no_temporary_file_is_left(tmp_path: Path) -> None:
     leftovers = [p.name for p in (tmp_path / "artifacts").rglob("*") if p.name.startswith(".")]
     assert leftovers == []
     assert len(files(tmp_path)) == 60
+
+
+def test_metadata_json_follows_the_umask_as_the_images_do(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        task = task_for(PlaceholderImageGeneration(size="4x4"), tmp_path)
+        task.process_batch([{"prompt": "a"}])
+    finally:
+        os.umask(old)
+    metadata = tmp_path / "artifacts" / "image_generation_0" / "metadata.json"
+    (image,) = (tmp_path / FOLDER).iterdir()
+    assert json.loads(metadata.read_text())["task"] == "image_generation_0"
+    assert (metadata.stat().st_mode & 0o777, image.stat().st_mode & 0o777) == (0o640, 0o640)

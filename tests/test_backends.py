@@ -314,7 +314,7 @@ def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
         OpenAIImageGeneration(model="gpt-image-1")
     assert str(caught.value).startswith(
         "OpenAIImageGeneration needs the `openai` package, which is not installed: "
-        "pip install 'imagetask[openai]'"
+        "pip install '.[openai]' in the imagetask source folder"
     )
 
 

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from imagetask import ImageGeneration
 from imagetask.cli import main
+from imagetask.testing import ScriptedModel
 
 LINE = re.compile(
     r"^(?P<path>\w+) +(?P<rows>[\d,]+) +(?P<failed>[\d,]+) +(?P<build>[\d.]+) +"
@@ -121,7 +124,7 @@ def test_bench_without_pyarrow_measures_the_dict_path_and_says_why_not_arrow() -
     assert LINE.match(lines[2]) is not None and lines[2].startswith("dict ")
     assert lines[3].startswith(
         "arrow  not measured: the Arrow path (process_arrow) needs the `pyarrow` package, "
-        "which is not installed: pip install 'imagetask[arrow]'"
+        "which is not installed: pip install '.[arrow]' in the imagetask source folder"
     )
 
 
@@ -185,3 +188,37 @@ def test_a_task_class_that_cannot_be_made_is_one_line(
     )
     assert done.returncode == 1
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_bench_replay_of_a_run_with_failures_counts_them_without_a_line_each(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+
+    def answer(prompt: str, num_generations: int) -> Any:
+        failed = RuntimeError("refused")
+        return failed if prompt.endswith("7") else [{"images": [b"\x89PNG\r\n\x1a\n-image"]}]
+
+    task = ImageGeneration(image_generation_model=ScriptedModel(answer))
+    task.run([{"prompt": f"p{i}"} for i in range(40)], run)
+    done = subprocess.run(
+        [sys.executable, "-m", "imagetask", "bench", "--rows", "400", "--replay", str(run)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    _, paths, _ = bench_lines(done.stdout)
+    assert paths == {"dict": (400, 40), "arrow": (400, 40)}
+
+
+def test_bench_replay_of_a_malformed_run_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"task": {"name": ' + "[" * 100_000 + "]" * 100_000 + "}}")
+    assert main(["bench", "--replay", str(run)]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {run / 'run.json'}: nested too deeply: not written by imagetask\n"
+    )

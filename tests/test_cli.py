@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,9 @@ from outputs import image_bytes, recorded_table
 from test_crash import rows_done
 
 from imagetask.cli import main
+from imagetask.errors import ReadError
 from imagetask.progress import Progress
+from imagetask.readers import Reader
 
 PROMPTS = Path(__file__).parent.parent / "examples" / "prompts.txt"
 
@@ -346,3 +349,99 @@ def test_an_empty_input_gives_an_empty_parquet_file(tmp_path: Path) -> None:
     table = pq.read_table(out / "data" / "train-00000.parquet")
     assert (table.num_rows, table.column_names) == (0, ["prompt", "image", "model_name"])
     assert sorted(path.name for path in (out / "data").iterdir()) == ["train-00000.parquet"]
+
+
+def test_a_csv_field_as_long_as_a_jsonl_line_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long = "a long prompt " * 20_000  # 280,000 characters
+    source = tmp_path / "long.csv"
+    source.write_text(f'prompt,id\nshort,1\n"{long}",2\n')
+    assert [(line, row["id"], len(row["prompt"])) for line, row in Reader(source)] == [
+        (2, "1", 5),
+        (3, "2", len(long)),
+    ]
+    out = tmp_path / "out"
+    assert main(["generate", str(source), "-o", str(out), "--quiet", "--size", "4x4"]) == 0
+    rows = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+    assert [row["prompt"] for row in rows] == ["short", long]
+
+
+def test_csv_rows_and_errors_name_their_own_line(tmp_path: Path) -> None:
+    source = tmp_path / "spread.csv"
+    source.write_text('prompt,id\n\nfirst,1\n"spread\nover\nthree",2\nlast,3\n')
+    assert [(line, row["id"]) for line, row in Reader(source)] == [(3, "1"), (4, "2"), (7, "3")]
+    source.write_text('prompt,id\nfirst,1\n"spread\nover",2\nfour,4,extra\n')
+    with pytest.raises(ReadError) as caught:
+        list(Reader(source))
+    assert str(caught.value) == f"{source} line 5: more fields than the header's 2"
+    source.write_text("prompt,id\nfirst,1\nbare\rreturn,2\nlast,3\n")
+    with pytest.raises(ReadError) as caught:
+        list(Reader(source))
+    assert str(caught.value).startswith(f"{source} line 3: ")
+
+
+WITHOUT_POSIX_MODULES = """\
+import sys
+
+sys.modules["fcntl"] = None  # importing it fails, as on Windows
+sys.modules["resource"] = None
+"""
+
+HOLD_LOCK = """\
+import sys
+from pathlib import Path
+
+from imagetask.lock import FolderLock
+
+lock = FolderLock(Path(sys.argv[1]))
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_runs_lock_and_bench_without_fcntl_and_resource(tmp_path: Path) -> None:
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(WITHOUT_POSIX_MODULES)
+    path = os.pathsep.join(filter(None, [str(hide), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+
+    def imagetask(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "imagetask", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+    for module in ("fcntl", "resource"):
+        hidden = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, check=False)
+        assert hidden.returncode == 1
+    source = tmp_path / "prompts.txt"
+    source.write_text("a cat\na dog\n")
+    done = imagetask("generate", str(source), "-o", str(tmp_path / "a"), "--size", "4x4", "--quiet")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert len((tmp_path / "a" / "data.jsonl").read_bytes().splitlines()) == 2
+    out = tmp_path / "b"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        refused = imagetask("generate", str(source), "-o", str(out), "--size", "4x4", "--quiet")
+        assert (refused.returncode, refused.stderr) == (
+            1,
+            f"imagetask: error: {out} is in use by another run (process {holder.pid} holds "
+            f"{out / '.imagetask.lock'}): wait for it to end, or choose another folder\n",
+        )
+    finally:
+        holder.communicate("", timeout=60)
+    done = imagetask("generate", str(source), "-o", str(out), "--size", "4x4", "--quiet")
+    assert (done.returncode, done.stderr) == (0, "")
+    bench = imagetask("bench", "--rows", "3")
+    assert (bench.returncode, bench.stderr) == (0, "")
+    assert bench.stdout.splitlines()[-1] == (
+        "peak memory: not measured (this system has no `resource` module)"
+    )

@@ -259,3 +259,17 @@ def test_saved_artifacts_are_in_image_path_from_every_process(tmp_path: Path) ->
         assert row["image_path"].startswith(f"artifacts/{NAME}/images/")
         assert (out / row["image_path"]).read_bytes() == row["image"]["bytes"]
     assert len(list((out / "artifacts" / NAME / "images").iterdir())) == 22
+
+
+def test_process_arrow_refuses_an_iterable_dataset_naming_it(tmp_path: Path) -> None:
+    task = task_of(tmp_path / "log")
+    task.load()
+    dataset = datasets.Dataset.from_list(ROWS).to_iterable_dataset()
+    with pytest.raises(TypeError) as caught:
+        task.process_arrow(dataset)
+    assert str(caught.value) == (
+        "process_arrow takes an object exporting the Arrow PyCapsule interface "
+        "(__arrow_c_stream__ or __arrow_c_array__) or a Hugging Face Dataset, got a "
+        "IterableDataset"
+    )
+    assert task.process_arrow(datasets.Dataset.from_list(ROWS)).num_rows == len(ROWS)

@@ -288,7 +288,7 @@ def test_thumbnails_without_pillow_are_the_original_bytes(tmp_path: Path) -> Non
     assert tiff.name is None
     assert tiff.error == (
         "no preview: the image (first bytes 49 49 2a 00 72 65 73 74) is in no format a browser "
-        "shows; pip install 'imagetask[images]' to convert it"
+        "shows; pip install '.[images]' in the imagetask source folder to convert it"
     )
     assert thumbnails.written == 3
 
@@ -539,3 +539,145 @@ def test_an_interrupted_parquet_run_shows_its_checkpointed_rows(tmp_path: Path) 
     view = view_run(open_run(out), out / "gallery")
     assert [entry.prompt for entry in view.entries] == [f"p{i}" for i in range(30)]
     assert (view.images, view.failures) == (30, 0)
+
+
+def test_links_planted_in_the_gallery_folder_are_replaced_not_written_through(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    make_run(run, PROMPTS[:3], save_artifacts=False)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    page = run / "gallery"
+    page.mkdir()
+    for name in (".index.html.tmp", "index.html", "gallery.js", ".gallery.css.tmp"):
+        (page / name).symlink_to(victim)
+    for name in ("thumbs", "index-data"):
+        (page / name).symlink_to(elsewhere, target_is_directory=True)
+    build_gallery(run)
+    assert victim.read_text() == "keep me\n"
+    assert list(elsewhere.iterdir()) == []
+    for name in ("thumbs", "index-data"):
+        assert (page / name).is_dir() and not (page / name).is_symlink()
+    assert len(list((page / "thumbs").iterdir())) == 6
+    for name in ("index.html", "gallery.js"):
+        assert (page / name).is_file() and not (page / name).is_symlink()
+    assert not [path.name for path in page.rglob("*.tmp") if not path.is_symlink()]
+
+
+def test_a_gallery_folder_that_is_a_link_is_replaced(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_run(run, PROMPTS[:2], save_artifacts=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "gallery").symlink_to(elsewhere, target_is_directory=True)
+    assert build_gallery(run) == run / "gallery" / "index.html"
+    assert list(elsewhere.iterdir()) == []
+    assert not (run / "gallery").is_symlink()
+    assert len(list((run / "gallery" / "thumbs").iterdir())) == 4
+
+
+def test_gallery_files_follow_the_umask(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_run(run, PROMPTS[:2], save_artifacts=False)
+    old = os.umask(0o027)
+    try:
+        build_gallery(run)
+    finally:
+        os.umask(old)
+    page = run / "gallery"
+    written = [page / "index.html", page / "index-data" / "meta.js"]
+    written += list((page / "thumbs").iterdir())
+    assert {path.stat().st_mode & 0o777 for path in written} == {0o640}
+
+
+@pytest.mark.parametrize("name", ["absolute", "../../outside.arrows", "staged-1.arrows"])
+def test_a_checkpoint_naming_a_stream_outside_the_staging_folder_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    out = tmp_path / "run"
+    task = ImageGeneration(image_generation_model=_StopsAt30(size="4x4"), input_batch_size=10)
+    with pytest.raises(RunInterrupted):
+        task.run([{"prompt": f"p{i}"} for i in range(50)], out, format="parquet")
+    (staged,) = (out / ".staging").iterdir()
+    outside = tmp_path / "outside.arrows"
+    shutil.copy(staged, outside)
+    name = str(outside) if name == "absolute" else name
+    record = out / "checkpoint.json"
+    state = json.loads(record.read_text())
+    state["sink"]["staged"][0]["name"] = name
+    record.write_text(json.dumps(state))
+    with pytest.raises(ReadError) as caught:
+        build_gallery(out)
+    assert str(caught.value) == (
+        f"{record}: the sink names {name!r}, not a staged stream of .staging"
+    )
+    assert not (out / "gallery").exists()
+
+
+def _deep(levels: int) -> Any:
+    value: Any = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fault"),
+    [
+        (
+            "input_mappings",
+            [1],
+            "the task's `input_mappings` is [1], not an object of column names",
+        ),
+        (
+            "output_mappings",
+            "x",
+            "the task's `output_mappings` is 'x', not an object of column names",
+        ),
+        (
+            "output_mappings",
+            {"image": ["a"]},
+            "the task's `output_mappings` is {'image': ['a']}, not an object of column names",
+        ),
+        ("metadata_column", [1], "the task's `metadata_column` is [1], not text"),
+        ("name", 3, "the task's `name` is 3, not text"),
+        ("num_generations", "2", "the task's `num_generations` is '2', not a count of at least 1"),
+        ("num_generations", 0, "the task's `num_generations` is 0, not a count of at least 1"),
+        ("group_generations", 1, "the task's `group_generations` is 1, not true or false"),
+        ("extra", _deep(70), "nested more than 64 levels deep"),
+    ],
+)
+def test_a_malformed_run_json_is_one_line_naming_it(
+    tmp_path: Path,
+    artifacts_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    value: Any,
+    fault: str,
+) -> None:
+    run = copy_run(artifacts_run, tmp_path)
+    record = run / "run.json"
+    state = json.loads(record.read_text())
+    state["task"][field] = value
+    record.write_text(json.dumps(state))
+    message = f"{record}: {fault}: not written by imagetask"
+    with pytest.raises(ReadError) as caught:
+        build_gallery(run)
+    assert str(caught.value) == message
+    assert main(["gallery", str(run)]) == 1
+    assert capsys.readouterr().err == f"imagetask: error: {message}\n"
+
+
+def test_a_run_json_nested_past_the_parser_is_one_line(
+    tmp_path: Path, artifacts_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_run(artifacts_run, tmp_path)
+    record = run / "run.json"
+    record.write_text('{"task": {"name": ' + "[" * 100_000 + "]" * 100_000 + "}}")
+    assert main(["gallery", str(run)]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {record}: nested too deeply: not written by imagetask\n"
+    )

@@ -575,7 +575,7 @@ EVERY_ERROR = [
     RunError("run"),
     RequestError("request failed after 1 attempt"),
     RequestRefused("the server refused the credentials (401)"),
-    MissingExtraError("pip install 'imagetask[parquet]'"),
+    MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
     RunInterrupted(SUMMARY),
 ]
 
@@ -685,3 +685,44 @@ def test_credentials_in_a_base_url_are_never_shown() -> None:
     for text in shown:
         assert "PASSWORD9" not in text and "QKEY" not in text, text
     assert hf.model_name == "http://user:**********@127.0.0.1:9/v1?**********"
+
+
+# --- a run folder that is someone else's: links in it are never written through --------
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_links_at_the_temporary_names_of_a_run_are_not_written_through(
+    tmp_path: Path, format: Any
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in (".checkpoint.json.tmp", ".run.json.tmp", ".README.md.tmp", "run.json"):
+        (out / name).symlink_to(victim)
+    task = ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="4x4"))
+    summary = task.run([{"prompt": f"p{i}"} for i in range(3)], out, format=format)
+    assert (summary.rows_out, summary.complete) == (3, True)
+    assert victim.read_text() == "keep me\n"
+    assert json.loads((out / "run.json").read_text())["rows_out"] == 3
+    written = ["checkpoint.json", "run.json"] + (["README.md"] if format == "parquet" else [])
+    assert not any((out / name).is_symlink() for name in written)
+    leftovers = [path.name for path in out.iterdir() if path.name.endswith(".tmp")]
+    assert sorted(leftovers) == [".README.md.tmp", ".checkpoint.json.tmp", ".run.json.tmp"]
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_left_alone(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".imagetask.lock").symlink_to(victim)
+    task = ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="4x4"))
+    with pytest.raises(RunError) as caught:
+        task.run([{"prompt": "p"}], out)
+    assert str(caught.value) == (
+        f"{out / '.imagetask.lock'} is a link: imagetask writes no file through a link; "
+        "remove it and start again"
+    )
+    assert victim.read_text() == "keep me\n"
+    assert sorted(path.name for path in out.iterdir()) == [".imagetask.lock"]

@@ -8,6 +8,7 @@ import csv
 import io
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,10 @@ entry = st.one_of(
     st.tuples(st.just("no-prompt")),
     st.tuples(st.just("wrong-type"), st.sampled_from([5, None, ["a"], {"a": 1}, True])),
     st.tuples(st.just("deep"), st.sampled_from([20, 60, 3000])),
+    st.tuples(st.just("long")),
 )
+LONG = "a very long prompt " * 8_000
+"""A prompt longer than the csv module's default field size limit (131,072)."""
 
 
 def jsonl_line(kind: tuple[Any, ...]) -> bytes:
@@ -59,6 +63,8 @@ def jsonl_line(kind: tuple[Any, ...]) -> bytes:
             return json.dumps({"prompt": value}).encode()
         case ("deep", depth):
             return b'{"prompt": "deep", "x": ' + b"[" * depth + b"]" * depth + b"}"
+        case ("long",):
+            return json.dumps({"prompt": LONG}).encode()
     raise AssertionError(kind)
 
 
@@ -74,6 +80,8 @@ def csv_line(kind: tuple[Any, ...]) -> bytes | None:
             return b"caf\xe9,1"
         case ("garbage",):
             return b"a,b,c"
+        case ("long",):
+            return f'"{LONG}",1'.encode()
     return None
 
 
@@ -85,6 +93,8 @@ def txt_line(kind: tuple[Any, ...]) -> bytes | None:
             return b" "
         case ("not-utf8",):
             return b"caf\xe9"
+        case ("long",):
+            return LONG.encode()
     return None
 
 
@@ -117,11 +127,11 @@ def ok(kind: tuple[Any, ...], output: str) -> bool:
     """Whether the run must turn the entry into images."""
     if kind[0] == "deep":
         return kind[1] < (50 if output == "parquet" else 1000)
-    return kind[0] == "ok"
+    return kind[0] in ("ok", "long")
 
 
 def prompt(kind: tuple[Any, ...]) -> str:
-    return "deep" if kind[0] == "deep" else str(kind[1])
+    return {"deep": "deep", "long": LONG}.get(kind[0]) or str(kind[1])
 
 
 def output_prompts(out: Path, format: str) -> list[str]:
@@ -191,3 +201,64 @@ def test_hostile_files_and_flags_give_the_output_or_one_error_line(
     done = json.loads((out / "checkpoint.json").read_text())["rows_in"]
     assert done <= len(good)
     assert output_prompts(out, output) == expected[: done * generations]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 3) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+RECORD_PLACES = [
+    ("task",),
+    ("data",),
+    ("task", "name"),
+    ("task", "input_mappings"),
+    ("task", "output_mappings"),
+    ("task", "output_mappings", "image"),
+    ("task", "metadata_column"),
+    ("task", "num_generations"),
+    ("task", "group_generations"),
+    ("task", "add_raw_input"),
+    ("task", "type_info"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("finished")
+    source = folder / "prompts.txt"
+    source.write_text("a cat\na dog\n")
+    assert main(["generate", str(source), "-o", str(folder / "run"), "--quiet"]) == 0
+    return folder / "run"
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(place=st.sampled_from(RECORD_PLACES), value=json_values)
+def test_a_run_json_changed_anywhere_gives_a_page_and_a_bench_or_one_error_line(
+    finished_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    place: tuple[str, ...],
+    value: Any,
+) -> None:
+    run = tmp_path / str(next(counter))
+    shutil.copytree(finished_run, run)
+    record = run / "run.json"
+    state = json.loads(record.read_text())
+    *parents, last = place
+    holder = state
+    for key in parents:
+        holder = holder[key]
+    holder[last] = value
+    record.write_text(json.dumps(state))
+    capsys.readouterr()
+    for args in (["gallery", str(run)], ["bench", "--rows", "3", "--replay", str(run)]):
+        status = main(args)  # a traceback would fail the test here
+        err = capsys.readouterr().err
+        if status != 0:
+            assert status == 1
+            assert err.startswith(f"imagetask: error: {run}") and err.count("\n") == 1, err

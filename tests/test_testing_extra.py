@@ -44,7 +44,7 @@ def test_check_task_without_hypothesis_names_the_extra() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(
         "check_task needs the `hypothesis` package, which is not installed: "
-        "pip install 'imagetask[testing]'"
+        "pip install '.[testing]' in the imagetask source folder"
     )
 
 
@@ -62,5 +62,5 @@ def test_strategies_without_hypothesis_name_the_extra() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(
         "imagetask.testing needs the `hypothesis` package, which is not installed: "
-        "pip install 'imagetask[testing]'"
+        "pip install '.[testing]' in the imagetask source folder"
     )

@@ -218,5 +218,67 @@ def test_replay_names_the_line_it_cannot_read(tmp_path: Path) -> None:
     out = placeholder_run(tmp_path / "run", ROWS)
     data = out / "data.jsonl"
     data.write_text(data.read_text() + "{not json\n")
-    with pytest.raises(ReadError, match=rf"^{data} line 5: not valid JSON"):
+    with pytest.raises(ReadError, match=rf"^{data} line 5: invalid JSON"):
         ReplayModel.from_run(out)
+
+
+@pytest.mark.parametrize(
+    ("change", "fault"),
+    [
+        (
+            {"task": {"name": "t", "output_mappings": "x"}},
+            "the task's `output_mappings` is 'x', not an object of column names: not written "
+            "by imagetask",
+        ),
+        (
+            {"task": {"name": "t", "num_generations": "two"}},
+            "the task's `num_generations` is 'two', not a count of at least 1: not written by "
+            "imagetask",
+        ),
+        (
+            {"data": "../elsewhere.jsonl"},
+            "`data` is '../elsewhere.jsonl', not one of data.jsonl, "
+            "data.parquet, data/: not a run summary",
+        ),
+        (
+            {"data": "/etc/hosts"},
+            "`data` is '/etc/hosts', not one of data.jsonl, data.parquet, data/: not a run summary",
+        ),
+        ({"task": {"output_mappings": {}}}, "not a run summary (no task name)"),
+    ],
+)
+def test_replay_of_a_malformed_run_json_is_a_read_error_naming_it(
+    tmp_path: Path, change: dict[str, Any], fault: str
+) -> None:
+    out = placeholder_run(tmp_path / "run", ROWS)
+    record = out / "run.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), **change}))
+    with pytest.raises(ReadError) as caught:
+        ReplayModel.from_run(out)
+    assert str(caught.value) == f"{record}: {fault}"
+
+
+def test_replay_of_a_deep_run_json_or_data_line_is_a_read_error(tmp_path: Path) -> None:
+    out = placeholder_run(tmp_path / "run", ROWS)
+    record = out / "run.json"
+    kept = record.read_text()
+    record.write_text('{"task": {"name": ' + "[" * 100_000 + "]" * 100_000 + "}}")
+    with pytest.raises(ReadError) as caught:
+        ReplayModel.from_run(out)
+    assert str(caught.value) == f"{record}: nested too deeply: not written by imagetask"
+    record.write_text(kept)
+    data = out / "data.jsonl"
+    with data.open("a") as file:
+        file.write('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(ReadError) as caught:
+        ReplayModel.from_run(out)
+    assert str(caught.value) == f"{data} line 5: JSON nested too deeply"
+
+
+def test_replay_of_a_corrupt_parquet_shard_names_it(tmp_path: Path) -> None:
+    out = placeholder_run(tmp_path / "run", ROWS, images_as_bytes=True)
+    (shard,) = (out / "data").glob("*.parquet")
+    shard.write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
+    with pytest.raises(ReadError) as caught:
+        ReplayModel.from_run(out)
+    assert str(caught.value).startswith(f"{shard}: not a readable Parquet file: ")

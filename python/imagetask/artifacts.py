@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 from imagetask import _core
 from imagetask.batch import Failure
+from imagetask.durable import write_atomic
 from imagetask.extras import require
 
 __all__ = ["ArtifactTarget", "artifact_target", "artifacts_folder", "converter", "write_artifacts"]
@@ -39,15 +38,12 @@ def converter(image_format: str) -> Callable[[bytes], bytes]:
 
 
 def _write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
-    """Writes `metadata.json` once per artifact folder (temporary file, then renamed)."""
+    """Writes `metadata.json` once per artifact folder (all or nothing: threads and
+    processes may write the folder at once)."""
     target = folder / "metadata.json"
     if target.exists():
         return
-    # A temporary file of its own: threads and processes may write the folder at once.
-    descriptor, temp = tempfile.mkstemp(dir=folder, prefix=".metadata.json.", suffix=".tmp")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(json.dumps(metadata, indent=2) + "\n")
-    os.replace(temp, target)
+    write_atomic(target, (json.dumps(metadata, indent=2) + "\n").encode())
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import argparse
 import contextlib
 import importlib
 import itertools
+import logging
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -182,8 +182,13 @@ def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
         yield batch
 
 
-def _peak_rss() -> int:
-    """The process's peak resident memory in bytes (`ru_maxrss`)."""
+def _peak_rss() -> int | None:
+    """The process's peak resident memory in bytes (`ru_maxrss`), or `None` where the
+    system has no `resource` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -210,6 +215,19 @@ def _line(name: str, result: PathResult) -> str:
         f"{name:<6} {result.rows_out:>12,} {result.failed:>8,} {result.seconds:>9.3f} "
         f"{rate:>12,.0f} {result.model_seconds:>9.3f}"
     )
+
+
+@contextlib.contextmanager
+def _failures_not_logged() -> Iterator[None]:
+    """Leaves out the warnings a task logs for its failed generations (a replayed run's
+    failures fail again, batch after batch): the `failed` column counts them."""
+    logger = logging.getLogger("imagetask")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -244,13 +262,18 @@ def main(args: argparse.Namespace) -> int:
     print(_HEADER)
     for path in PATHS:
         try:
-            result = path.run(task, _batches(_rows(task, args.rows, replay), args.batch_size))
+            with _failures_not_logged():
+                result = path.run(task, _batches(_rows(task, args.rows, replay), args.batch_size))
         except MissingExtraError as exc:
             print(f"{path.name:<6} not measured: {exc}", flush=True)
             continue
         print(_line(path.name, result), flush=True)
-    print(
-        f"peak memory: {_peak_rss() / 2**20:.1f} MB resident (ru_maxrss of this process, "
-        f"every path; {before / 2**20:.1f} MB before the first batch)"
-    )
+    peak = _peak_rss()
+    if peak is None or before is None:
+        print("peak memory: not measured (this system has no `resource` module)")
+    else:
+        print(
+            f"peak memory: {peak / 2**20:.1f} MB resident (ru_maxrss of this process, "
+            f"every path; {before / 2**20:.1f} MB before the first batch)"
+        )
     return 0

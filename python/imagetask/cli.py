@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         choices=["jsonl", "parquet"],
         default="jsonl",
-        help="output format (default: jsonl; parquet needs imagetask[parquet])",
+        help="output format (default: jsonl; parquet needs the parquet extra)",
     )
     generate.add_argument(
         "--shard-mb",

@@ -65,7 +65,7 @@ class ArrowOutput:
 
 
 def arrow() -> Any:
-    """The pyarrow module, or `MissingExtraError` naming `imagetask[arrow]`."""
+    """The pyarrow module, or `MissingExtraError` naming the `arrow` extra."""
     return require("pyarrow", "arrow", "the Arrow path (process_arrow)")
 
 
@@ -81,8 +81,9 @@ def as_table(data: Any) -> pa.Table:
         table = pa.table(data)
     elif hasattr(data, "__arrow_c_array__"):
         table = pa.Table.from_batches([pa.record_batch(data)])
-    elif type(data).__module__.startswith("datasets.") and hasattr(data, "with_format"):
-        # A Hugging Face Dataset: its selected rows (its table may hold more).
+    elif type(data).__module__ == "datasets.arrow_dataset" and hasattr(data, "with_format"):
+        # A Hugging Face Dataset (not an IterableDataset, which holds no table): its
+        # selected rows (its table may hold more).
         table = data.with_format("arrow")[:]
     else:
         raise TypeError(

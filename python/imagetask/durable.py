@@ -1,15 +1,28 @@
-"""Making files and folder entries durable (fsync) before anything records them."""
+"""Writing a run's files: all or nothing, durable (fsync) before anything records them,
+and never through a link planted in the folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
-__all__ = ["fsync_dir", "fsync_file", "write_atomic"]
+__all__ = ["fsync_dir", "fsync_file", "own_folder", "write_atomic"]
+
+_NEW_FILE = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+)
 
 
 def fsync_dir(folder: Path) -> None:
     """Makes a folder's entries (a file created or renamed into it) durable."""
+    if os.name == "nt":  # Windows opens no folder as a file; its renames are durable
+        return
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -26,12 +39,40 @@ def fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes `path` all or nothing: a synced temporary file renamed over it."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    fsync_dir(path.parent)
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Writes `path` all or nothing: a new file of its own beside it, synced when `durable`,
+    renamed over it.
+
+    The temporary file has a random name and is created exclusively, never through a link
+    (mode 0o666 less the umask, as any file the process makes); the rename replaces a link
+    at `path` rather than writing where it points.
+    """
+    while True:
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            descriptor = os.open(temp, _NEW_FILE, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def own_folder(path: Path) -> Path:
+    """Makes the folder `path` (and its missing parents); a link in its place is removed
+    first (only the link), so nothing written in the folder lands where the link points."""
+    if path.is_symlink():
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

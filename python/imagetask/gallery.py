@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from imagetask.durable import own_folder, write_atomic
 from imagetask.run_folder import RunFolder, image_payload, open_run, read_rows
 from imagetask.thumbnails import Thumbnails
 
@@ -332,18 +333,18 @@ def _run_meta(view: RunView, dirs: dict[str, int]) -> dict[str, Any]:
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(temp, path)
+    write_atomic(path, data.encode() if isinstance(data, str) else data, durable=False)
 
 
 def _write_data(
     data: Path, views: list[RunView], rows: list[tuple[Entry | None, ...]], chunk: int
 ) -> None:
     """Writes `data/<i>.js` for each `chunk` rows, then `data/meta.js`."""
-    if data.exists():
+    if data.is_symlink():
+        data.unlink()
+    elif data.exists():
         shutil.rmtree(data)
-    data.mkdir(parents=True)
+    data.mkdir()
     dirs: list[dict[str, int]] = [{} for _ in views]
     chunks = []
     for index, start in enumerate(range(0, len(rows), chunk)):
@@ -383,7 +384,7 @@ def build_gallery(
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     first = open_run(run)
     second = None if compare is None else open_run(compare)
-    folder = first.path / FOLDER
+    folder = own_folder(first.path / FOLDER)
     views = [view_run(first, folder)]
     if second is None:
         page = "index"

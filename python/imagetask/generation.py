@@ -34,7 +34,7 @@ class ImageGeneration(ImageTask):
         Identical images are stored once; the file holds the model's bytes as they are.
     image_format:
         `None` (default): artifacts keep the model's format. One of `IMAGE_FORMATS`:
-        artifacts in another format are converted (Pillow, `imagetask[images]`); an
+        artifacts in another format are converted (Pillow, the `images` extra); an
         image that cannot be converted fails its row only.
     output_dir:
         The folder artifacts are written under (`run` sets it to its output folder).

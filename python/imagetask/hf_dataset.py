@@ -43,6 +43,7 @@ __all__ = [
     "DATA",
     "IMAGE_ROW_GROUP",
     "SHARD_BYTES",
+    "STAGED_NAME",
     "STAGING",
     "ParquetSink",
     "dataset_card",
@@ -59,7 +60,8 @@ PARQUET_DEPTH = 100
 """The deepest schema Parquet readers accept (Arrow C++'s limit), the root counted."""
 
 _SHARD = re.compile(r"train-(\d{5})\.parquet")
-_STAGED = re.compile(r"staged-(\d{5})\.arrows")
+STAGED_NAME = re.compile(r"staged-(\d{5})\.arrows")
+"""The name of a staged stream in `STAGING`."""
 _DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -236,7 +238,7 @@ class ParquetSink:
         """Checks the recorded shards and staged streams, drops what is not recorded."""
         for kind, pattern, files, folder in (
             ("shard", _SHARD, self._shards, self.path),
-            ("staged stream", _STAGED, self._staged, self._staging),
+            ("staged stream", STAGED_NAME, self._staged, self._staging),
         ):
             for index, recorded in enumerate(files):
                 found = pattern.fullmatch(recorded.name)
@@ -405,9 +407,9 @@ class ParquetSink:
 
     def _start_stream(self, schema: Any) -> None:
         self._close_stream()
-        used = [int(_STAGED.fullmatch(staged.name).group(1)) for staged in self._staged]  # type: ignore[union-attr]
+        used = [int(STAGED_NAME.fullmatch(staged.name).group(1)) for staged in self._staged]  # type: ignore[union-attr]
         for path in self._staging.iterdir():
-            found = _STAGED.fullmatch(path.name)
+            found = STAGED_NAME.fullmatch(path.name)
             if found:
                 used.append(int(found.group(1)))
         name = f"staged-{max(used, default=-1) + 1:05d}.arrows"

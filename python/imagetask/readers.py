@@ -30,6 +30,9 @@ FORMATS: dict[str, Format] = {
 
 _PARQUET_BATCH = 4096
 _BOM = b"\xef\xbb\xbf"
+_CSV_FIELD_LIMIT = 2**31 - 1
+"""The csv module's field size limit while reading (its default is 131,072 characters;
+it is one setting for the whole process, and is only ever raised)."""
 
 
 def _first_invalid(arrow: Any, batch: Any) -> int:
@@ -126,20 +129,39 @@ class Reader:
                 yield number, {"prompt": prompt}
 
     def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        # Lines are decoded here, one by one, so a decoding error names its own line;
-        # `line_num` counts the lines the csv module has read (a quoted field may span
-        # several).
-        reader = csv.DictReader(self._text(number, line) for number, line in self._lines())
-        try:
-            for row in reader:
-                if None in row:
-                    raise ReadError(
-                        f"{self.where(reader.line_num)}: more fields than the header's "
-                        f"{len(reader.fieldnames or [])}"
-                    )
-                yield reader.line_num, row
-        except csv.Error as exc:
-            raise ReadError(f"{self.where(reader.line_num)}: {exc}") from None
+        # Lines are decoded here, one by one, so a decoding error names its own line. A row
+        # is named by its first line (a quoted field may span several), an error of the
+        # csv module by the line it was reading. A field may be as long as a JSONL line.
+        if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+            csv.field_size_limit(_CSV_FIELD_LIMIT)
+        read = 0
+
+        def lines() -> Iterator[str]:
+            nonlocal read
+            for number, line in self._lines():
+                read = number
+                yield self._text(number, line)
+
+        records = csv.reader(lines())
+        header: list[str] | None = None
+        while True:
+            start = read + 1
+            try:
+                record = next(records, None)
+            except csv.Error as exc:
+                raise ReadError(f"{self.where(read)}: {exc}") from None
+            if record is None:
+                return
+            if not record:  # a blank line
+                continue
+            if header is None:
+                header = record
+                continue
+            if len(record) > len(header):
+                raise ReadError(f"{self.where(start)}: more fields than the header's {len(header)}")
+            row: dict[str, Any] = dict(zip(header, record, strict=False))
+            row.update(dict.fromkeys(header[len(record) :]))
+            yield start, row
 
     def _parquet_file(self) -> Any:
         arrow = require("pyarrow", "parquet", "reading Parquet")

@@ -11,17 +11,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+import reprlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from imagetask.errors import ReadError
 from imagetask.extras import require
-from imagetask.hf_dataset import STAGING
+from imagetask.hf_dataset import STAGED_NAME, STAGING
 from imagetask.readers import Reader
 
-__all__ = ["ImagePayload", "RunFolder", "image_payload", "open_run", "read_rows"]
+__all__ = [
+    "ImagePayload",
+    "RunFolder",
+    "image_payload",
+    "open_run",
+    "read_record",
+    "read_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,65 @@ class ImagePayload:
     path: str | None
 
 
-def _state(file: Path) -> dict[str, Any]:
+_DEPTH = 64
+"""The deepest a run's record nests lists and objects (a task's dump nests a few)."""
+
+
+_SHOWN = reprlib.Repr()
+"""Shows a recorded value in an error, cut short when long or deep."""
+_SHOWN.maxstring = 160
+
+
+def _column_names(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(name, str) for name in value.values())
+
+
+_TASK_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda value: isinstance(value, str), "text"),
+    "metadata_column": (lambda value: isinstance(value, str), "text"),
+    "input_mappings": (_column_names, "an object of column names"),
+    "output_mappings": (_column_names, "an object of column names"),
+    "num_generations": (lambda value: type(value) is int and value >= 1, "a count of at least 1"),
+    "group_generations": (lambda value: isinstance(value, bool), "true or false"),
+    "add_raw_input": (lambda value: isinstance(value, bool), "true or false"),
+}
+"""The task fields a run is read back with, and what each is when recorded."""
+
+
+def _nesting(value: Any) -> int:
+    """How many levels of lists and objects `value` has (a scalar: 1)."""
+    depth, level = 0, [value]
+    while level and depth <= _DEPTH:
+        depth += 1
+        level = [
+            item
+            for node in level
+            if isinstance(node, (dict, list))
+            for item in (node.values() if isinstance(node, dict) else node)
+        ]
+    return depth
+
+
+def read_record(file: Path) -> dict[str, Any]:
+    """`run.json` or `checkpoint.json`: a JSON object whose `task` is the dump of a task
+    with the fields a run is read back with; a `ReadError` names the file and the fault."""
     try:
         state = json.loads(file.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ReadError(f"{file}: nested too deeply: not written by imagetask") from None
     except (OSError, ValueError) as exc:
         raise ReadError(f"{file}: unreadable: {exc}") from None
     if not isinstance(state, dict) or not isinstance(state.get("task"), dict):
         raise ReadError(f"{file}: no task recorded: not written by imagetask")
+    if _nesting(state) > _DEPTH:
+        raise ReadError(f"{file}: nested more than {_DEPTH} levels deep: not written by imagetask")
+    for field, (valid, what) in _TASK_FIELDS.items():
+        value = state["task"].get(field)
+        if value is not None and not valid(value):
+            raise ReadError(
+                f"{file}: the task's `{field}` is {_SHOWN.repr(value)}, not {what}: not "
+                "written by imagetask"
+            )
     return state
 
 
@@ -80,8 +140,9 @@ def open_run(folder: str | Path) -> RunFolder:
     if not path.is_dir():
         raise ReadError(f"{path}: no such folder")
     for name in ("run.json", "checkpoint.json"):
-        if (path / name).is_file():
-            state = _state(path / name)
+        record = path / name
+        if record.is_file():
+            state = read_record(record)
             break
     else:
         raise ReadError(f"{path}: not a run folder (it has no run.json or checkpoint.json)")
@@ -90,14 +151,15 @@ def open_run(folder: str | Path) -> RunFolder:
         data = tuple(sorted(path.glob(pattern)))
         if data:
             break
-    staged = _staged(path, state)
+    staged = _staged(path, record, state)
     if not data and not staged:
         raise ReadError(f"{path}: the run has no data.jsonl, data.parquet or data/*.parquet")
     return RunFolder(path, state["task"], bool(state.get("complete")), data, staged)
 
 
-def _staged(path: Path, state: dict[str, Any]) -> tuple[tuple[Path, int], ...]:
-    """The staged Arrow streams an unfinished Parquet run's checkpoint records."""
+def _staged(path: Path, record: Path, state: dict[str, Any]) -> tuple[tuple[Path, int], ...]:
+    """The staged Arrow streams an unfinished Parquet run's checkpoint records (only
+    names the sink writes: nothing outside its staging folder is read)."""
     sink = state.get("sink")
     files = sink.get("staged") if isinstance(sink, dict) else None
     if not isinstance(files, list):
@@ -106,6 +168,11 @@ def _staged(path: Path, state: dict[str, Any]) -> tuple[tuple[Path, int], ...]:
     for file in files:
         name, rows = (file.get("name"), file.get("rows")) if isinstance(file, dict) else (0, 0)
         if isinstance(name, str) and isinstance(rows, int) and rows > 0:
+            if not STAGED_NAME.fullmatch(name):
+                raise ReadError(
+                    f"{record}: the sink names {_SHOWN.repr(name)}, not a "
+                    f"staged stream of {STAGING}"
+                )
             staged.append((path / STAGING / name, rows))
     return tuple(staged)
 

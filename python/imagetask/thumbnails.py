@@ -3,7 +3,7 @@
 Each file is named by the SHA-256 of the image's bytes, so an image is written once
 however often it occurs and however often the page is rebuilt. An image in a format
 browsers show (PNG, JPEG, GIF, WebP, BMP) is written as it is when it is at most `SIDE`
-pixels a side; with Pillow (`imagetask[images]`), a larger one, or one in another format,
+pixels a side; with Pillow (the `images` extra), a larger one, or one in another format,
 becomes a PNG of at most `SIDE` pixels a side. Without Pillow every image in a browser's
 format is written as it is, whatever its size.
 """
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from imagetask.durable import own_folder, write_atomic
 from imagetask.errors import MissingExtraError
-from imagetask.extras import require
+from imagetask.extras import install_hint, require
 
 __all__ = ["SIDE", "Thumbnail", "Thumbnails"]
 
@@ -50,7 +50,8 @@ def _browser_extension(data: bytes) -> str | None:
 
 
 class Thumbnails:
-    """Writes previews into `folder` (created when the first one is written).
+    """Writes previews into `folder` (created when the first one is written; a link in
+    its place is replaced by the folder, never written through).
 
     Parameters
     ----------
@@ -64,6 +65,7 @@ class Thumbnails:
     def __init__(self, folder: Path, resize: bool | None = None) -> None:
         self.folder = folder
         self.written = 0
+        self._made = False
         self._lock = threading.Lock()
         self._image: ModuleType | None = None
         if resize is not False:
@@ -85,12 +87,12 @@ class Thumbnails:
                 return Thumbnail(
                     None,
                     f"no preview: the image (first bytes {data[:8].hex(' ')}) is in no format a "
-                    "browser shows; pip install 'imagetask[images]' to convert it",
+                    f"browser shows; {install_hint('images')} to convert it",
                 )
             return self._store(f"{digest}.{ext}", data)
         names = {f"{digest}.png", f"{digest}.{ext or 'png'}"}
         for name in sorted(names):
-            if (self.folder / name).is_file():
+            if self._present(self.folder / name):
                 return Thumbnail(name)
         out: io.BytesIO | None = None
         try:
@@ -109,11 +111,17 @@ class Thumbnails:
 
     def _store(self, name: str, data: bytes) -> Thumbnail:
         target = self.folder / name
-        if not target.is_file():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            temp = self.folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-            temp.write_bytes(data)
-            os.replace(temp, target)
+        if not self._present(target):
+            with self._lock:
+                if not self._made:
+                    own_folder(self.folder)
+                    self._made = True
+            write_atomic(target, data, durable=False)
             with self._lock:
                 self.written += 1
         return Thumbnail(name)
+
+    @staticmethod
+    def _present(path: Path) -> bool:
+        """Whether the preview `path` was written (a link there is not one: it is replaced)."""
+        return path.is_file() and not path.is_symlink()

@@ -2,7 +2,7 @@
 `check_task`.
 
 `ScriptedModel` and `ReplayModel` need nothing beyond imagetask; the strategies
-(`imagetask.testing.strategies`) and `check_task` need `imagetask[testing]` (hypothesis),
+(`imagetask.testing.strategies`) and `check_task` need the `testing` extra (hypothesis),
 imported when they are first used.
 """
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import msgspec
-
 from imagetask import _core
 from imagetask.errors import ConfigError, ReadError, RequestError
-from imagetask.extras import require
 from imagetask.models.base import Answer, ImageGenerationModel
+from imagetask.readers import Reader
+from imagetask.run_folder import read_record
 
 __all__ = ["Call", "ReplayModel", "ScriptedAnswers", "ScriptedModel"]
 
@@ -183,28 +183,32 @@ class ReplayModel(ImageGenerationModel):
         return out
 
 
+_DATA = ("data.jsonl", "data.parquet", "data/")
+"""Where a finished run's rows are, as its `run.json` names them."""
+
+
 def _read_run(folder: Path) -> _Recorded:
     summary_path = folder / "run.json"
-    try:
-        summary = msgspec.json.decode(summary_path.read_bytes())
-    except FileNotFoundError:
+    if not summary_path.is_file():
         raise ReadError(
             f"{folder} holds no finished run (no run.json): finish the run first "
             "(imagetask generate ... --resume)"
-        ) from None
-    except (OSError, msgspec.DecodeError) as exc:
-        raise ReadError(f"{summary_path}: cannot be read: {exc}") from None
-    try:
-        task: dict[str, Any] = summary["task"]
-        layout = _Layout(task)
-        data = folder / summary["data"]
-    except (KeyError, TypeError) as exc:
-        raise ReadError(f"{summary_path}: not a run summary (no {exc})") from None
+        )
+    summary = read_record(summary_path)
+    if summary.get("data") not in _DATA:
+        raise ReadError(
+            f"{summary_path}: `data` is {reprlib.repr(summary.get('data'))}, not one of "
+            f"{', '.join(_DATA)}: not a run summary"
+        )
+    task: dict[str, Any] = summary["task"]
+    if not isinstance(task.get("name"), str):
+        raise ReadError(f"{summary_path}: not a run summary (no task name)")
+    layout = _Layout(task)
     rows: list[Row] = []
     answers: dict[str, list[Answer]] = {}
     model_name = ""
     answer: Answer = []
-    for where, row in _data_rows(data, layout):
+    for where, row in _data_rows(folder / summary["data"], layout):
         model_name = model_name or str(row.get(layout.model_name, ""))
         prompt = layout.prompt(row, where)
         generations = list(layout.generations(row, where))
@@ -222,27 +226,16 @@ def _data_rows(path: Path, layout: _Layout) -> Iterator[tuple[str, Row]]:
     """The rows of a run's data (JSONL, a Parquet file, or a folder of Parquet shards),
     each with where it is (for errors), Parquet rows read back as dict rows."""
     if path.is_dir() or path.suffix == ".parquet":
-        parquet = require("pyarrow.parquet", "parquet", "replaying a Parquet run")
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         for file in files:
-            for index, row in enumerate(parquet.read_table(file).to_pylist()):
-                where = f"{file} row {index}"
+            reader = Reader(file, "parquet")
+            for number, row in reader:
+                where = reader.where(number)
                 yield where, layout.dict_row(row, where)
         return
-    decoder = msgspec.json.Decoder()
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise ReadError(f"{path}: cannot be read: {exc}") from None
-    for number, line in enumerate(lines, start=1):
-        where = f"{path} line {number}"
-        try:
-            row = decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ReadError(f"{where}: not valid JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise ReadError(f"{where}: not a JSON object")
-        yield where, row
+    reader = Reader(path, "jsonl")
+    for number, row in reader:
+        yield reader.where(number), row
 
 
 class _Layout:

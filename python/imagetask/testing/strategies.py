@@ -10,7 +10,7 @@ def test_my_task(rows, data):
     model = ScriptedModel(data.draw(batch_answers(task.num_generations, len(rows))))
 ```
 
-Needs `imagetask[testing]` (hypothesis).
+Needs the `testing` extra (hypothesis).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _UPSTREAM_KEYS = ["raw_output_upstream_0", "raw_input_upstream_0", "statistics_u
 
 
 def _hypothesis() -> None:
-    """Imports hypothesis, or raises `MissingExtraError` naming `imagetask[testing]`."""
+    """Imports hypothesis, or raises `MissingExtraError` naming the `testing` extra."""
     require("hypothesis", "testing", "imagetask.testing")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from imagetask import Secret, Url
 from imagetask.models import PlaceholderImageGeneration
 from imagetask.models.base import Answer
 
@@ -64,3 +65,11 @@ class KillOnceModel(LoggedModel):
             self._record("killed", str(os.getpid()))
             os._exit(17)
         return super().generate(inputs, num_generations, **kwargs)
+
+
+class EndpointModel(LoggedModel):
+    """A `LoggedModel` configured like a remote backend: a `base_url` (whose user info and
+    query a dump masks) and an `api_key` (which a dump leaves out)."""
+
+    base_url: Url[str]
+    api_key: Secret[str | None] = None

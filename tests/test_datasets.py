@@ -13,9 +13,10 @@ from typing import Any
 
 import datasets
 import pytest
-from engine_models import LoggedModel, log_lines
+from engine_models import EndpointModel, LoggedModel, log_lines
 
 from imagetask import ImageGeneration
+from imagetask.identity import KEY_FILE
 from imagetask.integrations.datasets import fingerprint, generate
 from imagetask.models.openai_images import OpenAIImageGeneration
 
@@ -160,11 +161,35 @@ def test_the_fingerprint_holds_the_configuration_but_not_the_key() -> None:
         backend = OpenAIImageGeneration(model=model, api_key=key, base_url="http://127.0.0.1:9")
         return ImageGeneration(image_generation_model=backend)
 
-    same = fingerprint(task("sk-one"), "data", {"batch_size": 50})
-    assert fingerprint(task("sk-two"), "data", {"batch_size": 7, "num_proc": 2}) == same
-    assert fingerprint(task("sk-one", "dall-e-3"), "data", {}) != same
-    assert fingerprint(task("sk-one"), "other data", {}) != same
-    assert fingerprint(task("sk-one"), "data", {"remove_columns": ["k"]}) != same
+    key = "00" * 32
+    same = fingerprint(task("sk-one"), "data", {"batch_size": 50}, key)
+    assert fingerprint(task("sk-two"), "data", {"batch_size": 7, "num_proc": 2}, key) == same
+    assert fingerprint(task("sk-one", "dall-e-3"), "data", {}, key) != same
+    assert fingerprint(task("sk-one"), "other data", {}, key) != same
+    assert fingerprint(task("sk-one"), "data", {"remove_columns": ["k"]}, key) != same
+
+
+def test_endpoints_that_differ_only_in_their_hidden_url_parts_are_cached_apart(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    dataset = on_disk(tmp_path, ROWS[:3])
+
+    def at(base_url: str, api_key: str = "sk-one") -> ImageGeneration:
+        model = EndpointModel(log=str(log), size="8x8", base_url=base_url, api_key=api_key)
+        return ImageGeneration(image_generation_model=model)
+
+    first = generate(dataset, at("https://images.example/v1?deployment=a"))
+    assert len(generated(log)) == 3
+    for other in ("https://images.example/v1?deployment=b", "https://me@images.example/v1"):
+        again = generate(dataset, at(other))
+        assert again.cache_files != first.cache_files
+    assert len(generated(log)) == 9
+    rotated = generate(dataset, at("https://images.example/v1?deployment=a", "sk-rotated"))
+    assert rotated.cache_files == first.cache_files
+    assert len(generated(log)) == 9  # a rotated key is a cache hit
+    folder = Path(first.cache_files[0]["filename"]).parent
+    assert (folder / KEY_FILE).stat().st_mode & 0o777 == 0o600
 
 
 def test_num_proc_2_runs_pickled_copies_in_two_processes(tmp_path: Path) -> None:

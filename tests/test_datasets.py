@@ -7,17 +7,21 @@ import base64
 import itertools
 import json
 import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pytest
-from engine_models import EndpointModel, LoggedModel, log_lines
+from engine_models import SCRIPT_CLASSES, EndpointModel, LoggedModel, log_lines
 
 from imagetask import ImageGeneration
 from imagetask.identity import KEY_FILE
 from imagetask.integrations.datasets import fingerprint, generate
+from imagetask.models import PlaceholderImageGeneration
 from imagetask.models.openai_images import OpenAIImageGeneration
 
 NAME = "image_generation_0"
@@ -284,3 +288,49 @@ def test_saved_artifacts_are_in_image_path_from_every_process(tmp_path: Path) ->
         assert row["image_path"].startswith(f"artifacts/{NAME}/images/")
         assert (out / row["image_path"]).read_bytes() == row["image"]["bytes"]
     assert len(list((out / "artifacts" / NAME / "images").iterdir())) == 22
+
+
+SCRIPT = """
+import json
+import os
+import sys
+
+import datasets
+
+from imagetask.integrations.datasets import generate
+
+if __name__ == "__main__":
+    datasets.disable_progress_bars()
+    rows = {"prompt": ["a", "b", "c", "d"], "style": ["ink", "oil", "chalk", "clay"]}
+    out = generate(datasets.Dataset.from_dict(rows), styled_task(), num_proc=2)
+    out = out.cast_column("image", datasets.Image(decode=False))
+    meta = out["distilabel_metadata"]
+    print(json.dumps({
+        "raw_inputs": [m["raw_input_styled_images_0"] for m in meta],
+        "model_names": list(out["model_name"]),
+        "images": [image["bytes"].hex() for image in out["image"]],
+        "pid": os.getpid(),
+    }))
+"""
+
+
+def test_a_task_and_a_model_defined_in_a_script_run_in_two_processes(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT_CLASSES + SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    prompts = ["a in ink", "b in oil", "c in chalk", "d in clay"]
+    assert out["raw_inputs"] == prompts
+    # Two worker processes, two rows each, the secret field known as secret in both.
+    names = Counter(out["model_names"])
+    pids = {pid for name in names for pid in re.findall(r"process (\d+),", name)}
+    assert len(pids) == 2 and str(out["pid"]) not in pids
+    assert names == Counter({f"ink in process {pid}, secret: token": 2 for pid in pids})
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="8x8"), images_as_bytes=True
+    )
+    expected = [row["image"].hex() for row in task.process_batch([{"prompt": p} for p in prompts])]
+    assert out["images"] == expected

@@ -426,29 +426,39 @@ def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_mod
     assert model.calls == []
 
 
+class Exclaimed(ImageGeneration):
+    """Sends each prompt with a "!" (a hook: the slow path)."""
+
+    def format_input(self, input: dict[str, Any]) -> str:
+        return f"{input['prompt']}!"
+
+
 @pytest.mark.parametrize("group", [False, True])
+@pytest.mark.parametrize(("kind", "sent"), [(ImageGeneration, 3 + 4), (Exclaimed, 4 + 5)])
 def test_prompts_too_long_to_repeat_are_refused_before_the_model(
-    monkeypatch: pytest.MonkeyPatch, group: bool
+    monkeypatch: pytest.MonkeyPatch, group: bool, kind: type[ImageGeneration], sent: int
 ) -> None:
     from imagetask import ConfigError, columnar
 
     assert columnar.MAX_STRING_BYTES == 2**31 - 1
-    # 3 + 4 bytes of prompts, 5 times over, against a limit of 34 bytes.
-    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", 34)
-    model = BatchScriptedModel([])
-    task = ImageGeneration(image_generation_model=model, num_generations=5, group_generations=group)
+    table = pa.table({"prompt": ["abc", "dég"]})  # 3 + 4 bytes, sent 5 times over
+
+    def task(answers: Any) -> ImageGeneration:
+        model = BatchScriptedModel(answers)
+        return kind(image_generation_model=model, num_generations=5, group_generations=group)
+
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", sent * 5 - 1)
+    refused = task([])
     with pytest.raises(ConfigError) as info:
-        task.process_arrow(pa.table({"prompt": ["abc", "dég"]}))
-    assert "'prompt'" in str(info.value) and "35 bytes" in str(info.value)
-    assert model.calls == []
-    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", 35)
-    answers = [[{"images": [b64(b"A")] * 5}]] * 2
-    fits = ImageGeneration(
-        image_generation_model=BatchScriptedModel(answers),
-        num_generations=5,
-        group_generations=group,
+        refused.process_arrow(table)
+    assert str(info.value).startswith(
+        f"process_arrow: the raw inputs (the prompts of 'prompt') repeated for "
+        f"num_generations=5 make {sent * 5} bytes in one batch, more than the {sent * 5 - 1} "
     )
-    assert fits.process_arrow(pa.table({"prompt": ["abc", "dég"]})).num_rows == (2 if group else 10)
+    assert refused.image_generation_model.calls == []
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", sent * 5)
+    fits = task([[{"images": [b64(b"A")] * 5}]] * 2)
+    assert fits.process_arrow(table).num_rows == (2 if group else 10)
 
 
 def test_an_input_column_too_long_to_repeat_is_refused_before_the_model(

@@ -144,17 +144,23 @@ class ArrowBatch(ModelCall):
         artifacts: ArtifactTarget | None,
     ) -> None:
         self.table = as_table(data)
-        _check_repeatable(task, self.table)
         self._native = native
         self._slow = slow
         self._artifacts = artifacts
+        prompt = task.input_mappings.get("prompt", "prompt")
         if slow is not None:
             super().__init__(task, slow.prompts, slow.size)
-            return
-        assert native is not None
-        prompt = task.input_mappings.get("prompt", "prompt")
-        self._prepared = native.prepare(self.table.column(prompt))
-        super().__init__(task, self._prepared.prompts, self.table.num_rows)
+            text = sum(
+                len(p.encode("utf-8", "replace")) for p in slow.prompts if isinstance(p, str)
+            )
+        else:
+            assert native is not None
+            self._prepared = native.prepare(self.table.column(prompt))
+            super().__init__(task, self._prepared.prompts, self.table.num_rows)
+            text = _text_bytes(self.table.column(prompt))
+        if task.add_raw_input:
+            _check_fits(f"the raw inputs (the prompts of {prompt!r})", text, task.num_generations)
+        _check_repeatable(task, self.table)
 
     def finish(self) -> ArrowOutput:
         """Builds the output table from the model's answers and logs the failures."""
@@ -204,10 +210,10 @@ def _text_bytes(column: pa.ChunkedArray) -> int:
 
 
 def _check_repeatable(task: ImageTask, table: pa.Table) -> None:
-    """Raises, before the model is called, when `_assemble` could not build the output:
-    `TypeError` naming a repeated column of a type pyarrow cannot take rows of, or whose
-    run ends cannot count the repeated rows; `ConfigError` naming a column whose text,
-    repeated once per generation, would not fit one Arrow string column."""
+    """Raises, before the model is called, when `_assemble` could not repeat a column:
+    `TypeError` naming a column of a type pyarrow cannot take rows of, or whose run ends
+    cannot count the repeated rows; `ConfigError` naming a string or binary column whose
+    bytes, once per generation, would not fit one Arrow array."""
     pa = arrow()
     n = task.num_generations
     none = pa.array([], pa.uint32())
@@ -230,24 +236,17 @@ def _check_repeatable(task: ImageTask, table: pa.Table) -> None:
                     f"{table.num_rows:,} x {n}"
                 )
         if pa.types.is_string(kind) or pa.types.is_binary(kind):
-            _check_fits(name, _text_bytes(column) * n, n)
-    prompt = task.input_mappings.get("prompt", "prompt")
-    if task.add_raw_input and prompt in table.column_names:
-        kind = table.schema.field(prompt).type
-        if (
-            pa.types.is_string(kind)
-            or pa.types.is_large_string(kind)
-            or pa.types.is_string_view(kind)
-        ):
-            _check_fits(prompt, _text_bytes(table.column(prompt)) * n, n)
+            _check_fits(f"the column {name!r}", _text_bytes(column), n)
 
 
-def _check_fits(name: str, size: int, n: int) -> None:
-    if size > MAX_STRING_BYTES:
+def _check_fits(what: str, size: int, n: int) -> None:
+    """Raises `ConfigError` when `size` bytes of text, `n` times over, pass what one
+    Arrow string or binary array holds."""
+    if size * n > MAX_STRING_BYTES:
         raise ConfigError(
-            f"process_arrow: the column {name!r} repeated for num_generations={n} makes "
-            f"{size:,} bytes of text in one batch, more than the {MAX_STRING_BYTES:,} an "
-            "Arrow string column holds: use a smaller input_batch_size"
+            f"process_arrow: {what} repeated for num_generations={n} make {size * n:,} bytes "
+            f"in one batch, more than the {MAX_STRING_BYTES:,} an Arrow string column "
+            "holds: use a smaller input_batch_size"
         )
 
 

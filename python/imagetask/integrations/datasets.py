@@ -11,11 +11,11 @@ comes from the dataset's, the task's output identity (`imagetask.identity`: its 
 holds no secret, the model's class and fields, and the hidden parts of its URLs as digests
 under a key kept in the cache folder), the folder it writes its images to and imagetask's
 version, so the same task on the same data loads the cached result and a changed task
-generates again. A backend that is not a
-`Configurable` counts by its class alone: pass `new_fingerprint=` to tell its
-configurations apart. With `num_proc > 1` each process gets a pickled copy of the task
-(without live clients, made again on first use) and loads it once. An
-`IterableDataset` is mapped lazily: a batch is generated when iteration reaches it.
+generates again. A backend that is not a `Configurable` counts by its class alone: pass
+`new_fingerprint=` to tell its configurations apart. With `num_proc > 1` each process
+gets a pickled copy of the task (without live clients, made again on first use) and
+loads it once. An `IterableDataset` is mapped lazily: a batch is generated when iteration
+reaches it.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def fingerprint(
     hasher.update(dump.get("output_dir"))
     hasher.update(version("imagetask"))
     hasher.update(
-        {key: value for key, value in sorted(map_kwargs.items()) if key not in _OUTPUT_NEUTRAL}
+        {name: value for name, value in sorted(map_kwargs.items()) if name not in _OUTPUT_NEUTRAL}
     )
     digest: str = hasher.hexdigest()
     return digest
@@ -129,10 +129,14 @@ def fingerprint(
 
 def _cache_key(dataset: Any) -> str:
     """The key of the URL digests (see `fingerprint`): kept in the folder where `map` caches
-    its result, or new for a dataset in memory (whose result is not cached)."""
-    if not dataset.cache_files:
-        return secrets.token_hex(32)
-    return folder_key(Path(dataset.cache_files[0]["filename"]).parent)
+    its result, or new for a dataset in memory or in a folder that cannot keep it (`map`
+    cannot cache its result there either)."""
+    if dataset.cache_files:
+        try:
+            return folder_key(Path(dataset.cache_files[0]["filename"]).parent)
+        except OSError:
+            pass
+    return secrets.token_hex(32)
 
 
 class _Generate:

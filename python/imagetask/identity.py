@@ -19,7 +19,7 @@ import secrets
 import tempfile
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -57,7 +57,7 @@ class UrlDigests(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         HMAC-SHA256 of its user info and query string; a URL without them has none.
     """
 
-    key: str
+    key: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
     digests: dict[str, str]
 
     @classmethod

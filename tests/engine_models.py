@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from imagetask import Secret, Url
 from imagetask.models import PlaceholderImageGeneration
 from imagetask.models.base import Answer
 
@@ -64,3 +65,55 @@ class KillOnceModel(LoggedModel):
             self._record("killed", str(os.getpid()))
             os._exit(17)
         return super().generate(inputs, num_generations, **kwargs)
+
+
+class EndpointModel(LoggedModel):
+    """A `LoggedModel` configured like a remote backend: a `base_url` (whose user info and
+    query a dump masks) and an `api_key` (which a dump leaves out)."""
+
+    base_url: Url[str]
+    api_key: Secret[str | None] = None
+
+
+SCRIPT_CLASSES = """
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import msgspec
+
+from imagetask import ImageGeneration, Secret
+from imagetask.models import PlaceholderImageGeneration
+
+
+class StyledImages(ImageGeneration):
+    template: str = "{prompt}, in the style of {style}"
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt", "style"]
+
+    def format_input(self, input: dict[str, Any]) -> str:
+        return self.template.format(**input)
+
+
+class TaggedModel(PlaceholderImageGeneration):
+    tag: Annotated[str, msgspec.Meta(min_length=1)]
+    token: Secret[str | None] = None
+
+    @property
+    def model_name(self) -> str:
+        secret = ", ".join(sorted(type(self).__secret__))
+        return f"{self.tag} in process {os.getpid()}, secret: {secret}"
+
+
+def styled_task() -> StyledImages:
+    model = TaggedModel(tag="ink", token="tok-0123456789", size="8x8")
+    return StyledImages(
+        image_generation_model=model, template="{prompt} in {style}", input_batch_size=2
+    )
+"""
+"""What a user's script or notebook defines at module level, as script text: a task class
+with its own hook and a backend class with a constrained and a secret field (annotations
+as text), which go to other processes by value."""

@@ -372,3 +372,104 @@ def test_duplicate_column_names_are_an_error_naming_them() -> None:
     table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["prompt", "prompt"])
     with pytest.raises(ValueError, match=r"^the table has several columns named 'prompt'$"):
         placeholder_task().process_arrow(table)
+
+
+def test_list_views_repeat_with_their_rows() -> None:
+    # Offsets out of order and a slice: each row's own values, repeated, its type kept.
+    values = pa.array(["x", "y", "z"], pa.string_view())
+    views = pa.ListViewArray.from_arrays(
+        pa.array([2, 0, 1], pa.int32()), pa.array([1, 2, 0], pa.int32()), values
+    )
+    large = pa.LargeListViewArray.from_arrays(
+        pa.array([1, 0, 0], pa.int64()), pa.array([2, 1, 3], pa.int64()), pa.array([1, 2, 3])
+    )
+    table = pa.table({"prompt": ["a", "b", "c"], "views": views, "large": large}).slice(1)
+    out = placeholder_task(num_generations=2).process_arrow(table)
+    assert out.column("views").type == views.type
+    assert out.column("views").to_pylist() == [["x", "y"], ["x", "y"], [], []]
+    assert out.column("large").type == large.type
+    assert out.column("large").to_pylist() == [[1], [1], [1, 2, 3], [1, 2, 3]]
+
+
+def test_run_end_encoded_columns_repeat_with_their_rows() -> None:
+    kind = pa.run_end_encoded(pa.int16(), pa.string())
+    encoded = pa.RunEndEncodedArray.from_arrays(
+        pa.array([2, 3], pa.int16()), pa.array(["x", None]), kind
+    )
+    meta = pa.StructArray.from_arrays([pa.array(["web", "book", "web"])], names=["source"])
+    table = pa.table({"prompt": ["a", "b", "c"], "run": encoded, META: meta})
+    out = placeholder_task(num_generations=2).process_arrow(table)
+    assert out.column("run").type == kind
+    assert out.column("run").to_pylist() == ["x", "x", "x", "x", None, None]
+    assert [m["source"] for m in out.column(META).to_pylist()] == ["web"] * 2 + ["book"] * 2 + [
+        "web"
+    ] * 2
+
+
+def test_a_column_pyarrow_cannot_repeat_is_refused_before_the_model_is_called() -> None:
+    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([2], pa.int32()), pa.array(["x"]))
+    nested = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), encoded)
+    model = BatchScriptedModel([[{"images": [b64(b"A")] * 2}]] * 2)
+    task = ImageGeneration(image_generation_model=model, num_generations=2)
+    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column 'nested': "):
+        task.process_arrow(pa.table({"prompt": ["a", "b"], "nested": nested}))
+    assert model.calls == []
+
+
+def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_model() -> None:
+    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([20_000], pa.int16()), pa.array(["x"]))
+    model = BatchScriptedModel([])
+    task = ImageGeneration(image_generation_model=model, num_generations=2)
+    table = pa.table({"prompt": ["a"] * 20_000, "run": encoded})
+    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column 'run': its run"):
+        task.process_arrow(table)
+    assert model.calls == []
+
+
+class Exclaimed(ImageGeneration):
+    """Sends each prompt with a "!" (a hook: the slow path)."""
+
+    def format_input(self, input: dict[str, Any]) -> str:
+        return f"{input['prompt']}!"
+
+
+@pytest.mark.parametrize("group", [False, True])
+@pytest.mark.parametrize(("kind", "sent"), [(ImageGeneration, 3 + 4), (Exclaimed, 4 + 5)])
+def test_prompts_too_long_to_repeat_are_refused_before_the_model(
+    monkeypatch: pytest.MonkeyPatch, group: bool, kind: type[ImageGeneration], sent: int
+) -> None:
+    from imagetask import ConfigError, columnar
+
+    assert columnar.MAX_STRING_BYTES == 2**31 - 1
+    table = pa.table({"prompt": ["abc", "dég"]})  # 3 + 4 bytes, sent 5 times over
+
+    def task(answers: Any) -> ImageGeneration:
+        model = BatchScriptedModel(answers)
+        return kind(image_generation_model=model, num_generations=5, group_generations=group)
+
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", sent * 5 - 1)
+    refused = task([])
+    with pytest.raises(ConfigError) as info:
+        refused.process_arrow(table)
+    assert str(info.value).startswith(
+        f"process_arrow: the raw inputs (the prompts of 'prompt') repeated for "
+        f"num_generations=5 make {sent * 5} bytes in one batch, more than the {sent * 5 - 1} "
+    )
+    assert refused.image_generation_model.calls == []
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", sent * 5)
+    fits = task([[{"images": [b64(b"A")] * 5}]] * 2)
+    assert fits.process_arrow(table).num_rows == (2 if group else 10)
+
+
+def test_an_input_column_too_long_to_repeat_is_refused_before_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imagetask import ConfigError, columnar
+
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", 100)
+    model = BatchScriptedModel([])
+    task = ImageGeneration(image_generation_model=model, num_generations=2, add_raw_input=False)
+    table = pa.table({"prompt": ["a"], "notes": pa.array([b"x" * 51], pa.binary())})
+    with pytest.raises(ConfigError, match=r"the column 'notes' .* 102 bytes"):
+        task.process_arrow(table)
+    assert model.calls == []

@@ -7,16 +7,21 @@ import base64
 import itertools
 import json
 import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pytest
-from engine_models import LoggedModel, log_lines
+from engine_models import SCRIPT_CLASSES, EndpointModel, LoggedModel, log_lines
 
 from imagetask import ImageGeneration
+from imagetask.identity import KEY_FILE
 from imagetask.integrations.datasets import fingerprint, generate
+from imagetask.models import PlaceholderImageGeneration
 from imagetask.models.openai_images import OpenAIImageGeneration
 
 NAME = "image_generation_0"
@@ -160,11 +165,35 @@ def test_the_fingerprint_holds_the_configuration_but_not_the_key() -> None:
         backend = OpenAIImageGeneration(model=model, api_key=key, base_url="http://127.0.0.1:9")
         return ImageGeneration(image_generation_model=backend)
 
-    same = fingerprint(task("sk-one"), "data", {"batch_size": 50})
-    assert fingerprint(task("sk-two"), "data", {"batch_size": 7, "num_proc": 2}) == same
-    assert fingerprint(task("sk-one", "dall-e-3"), "data", {}) != same
-    assert fingerprint(task("sk-one"), "other data", {}) != same
-    assert fingerprint(task("sk-one"), "data", {"remove_columns": ["k"]}) != same
+    key = "00" * 32
+    same = fingerprint(task("sk-one"), "data", {"batch_size": 50}, key)
+    assert fingerprint(task("sk-two"), "data", {"batch_size": 7, "num_proc": 2}, key) == same
+    assert fingerprint(task("sk-one", "dall-e-3"), "data", {}, key) != same
+    assert fingerprint(task("sk-one"), "other data", {}, key) != same
+    assert fingerprint(task("sk-one"), "data", {"remove_columns": ["k"]}, key) != same
+
+
+def test_endpoints_that_differ_only_in_their_hidden_url_parts_are_cached_apart(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    dataset = on_disk(tmp_path, ROWS[:3])
+
+    def at(base_url: str, api_key: str = "sk-one") -> ImageGeneration:
+        model = EndpointModel(log=str(log), size="8x8", base_url=base_url, api_key=api_key)
+        return ImageGeneration(image_generation_model=model)
+
+    first = generate(dataset, at("https://images.example/v1?deployment=a"))
+    assert len(generated(log)) == 3
+    for other in ("https://images.example/v1?deployment=b", "https://me@images.example/v1"):
+        again = generate(dataset, at(other))
+        assert again.cache_files != first.cache_files
+    assert len(generated(log)) == 9
+    rotated = generate(dataset, at("https://images.example/v1?deployment=a", "sk-rotated"))
+    assert rotated.cache_files == first.cache_files
+    assert len(generated(log)) == 9  # a rotated key is a cache hit
+    folder = Path(first.cache_files[0]["filename"]).parent
+    assert (folder / KEY_FILE).stat().st_mode & 0o777 == 0o600
 
 
 def test_num_proc_2_runs_pickled_copies_in_two_processes(tmp_path: Path) -> None:
@@ -273,3 +302,49 @@ def test_process_arrow_refuses_an_iterable_dataset_naming_it(tmp_path: Path) -> 
         "IterableDataset"
     )
     assert task.process_arrow(datasets.Dataset.from_list(ROWS)).num_rows == len(ROWS)
+
+
+SCRIPT = """
+import json
+import os
+import sys
+
+import datasets
+
+from imagetask.integrations.datasets import generate
+
+if __name__ == "__main__":
+    datasets.disable_progress_bars()
+    rows = {"prompt": ["a", "b", "c", "d"], "style": ["ink", "oil", "chalk", "clay"]}
+    out = generate(datasets.Dataset.from_dict(rows), styled_task(), num_proc=2)
+    out = out.cast_column("image", datasets.Image(decode=False))
+    meta = out["distilabel_metadata"]
+    print(json.dumps({
+        "raw_inputs": [m["raw_input_styled_images_0"] for m in meta],
+        "model_names": list(out["model_name"]),
+        "images": [image["bytes"].hex() for image in out["image"]],
+        "pid": os.getpid(),
+    }))
+"""
+
+
+def test_a_task_and_a_model_defined_in_a_script_run_in_two_processes(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT_CLASSES + SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    prompts = ["a in ink", "b in oil", "c in chalk", "d in clay"]
+    assert out["raw_inputs"] == prompts
+    # Two worker processes, two rows each, the secret field known as secret in both.
+    names = Counter(out["model_names"])
+    pids = {pid for name in names for pid in re.findall(r"process (\d+),", name)}
+    assert len(pids) == 2 and str(out["pid"]) not in pids
+    assert names == Counter({f"ink in process {pid}, secret: token": 2 for pid in pids})
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="8x8"), images_as_bytes=True
+    )
+    expected = [row["image"].hex() for row in task.process_batch([{"prompt": p} for p in prompts])]
+    assert out["images"] == expected

@@ -4,6 +4,7 @@ worker process that dies mid-batch; rows checked against process_batch."""
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import ray.data
-from engine_models import KillOnceModel, LoggedModel, log_lines
+from engine_models import SCRIPT_CLASSES, KillOnceModel, LoggedModel, log_lines
 from servers import image_server
 
 from imagetask import ImageGeneration
@@ -182,6 +183,48 @@ def test_a_script_with_its_own_model_class_runs_on_the_cluster_at_its_address(
     )
     expected = placeholder_images([{"prompt": f"p{i}", "k": i} for i in range(10)], 1)
     assert got == expected
+
+
+TASK_SCRIPT = """
+import sys
+
+import ray
+import ray.data
+
+from imagetask.integrations.ray import generate
+
+address, out = sys.argv[1:]
+ray.init(address=address, log_to_driver=False)
+ray.data.DataContext.get_current().enable_progress_bars = False
+rows = [{"prompt": "a", "style": "ink"}, {"prompt": "b", "style": "oil"}]
+generate(ray.data.from_items(rows), styled_task(), num_cpus=0.5).write_parquet(out)
+"""
+
+
+def test_a_script_with_its_own_task_class_runs_on_the_cluster(
+    cluster: None, tmp_path: Path
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT_CLASSES + TASK_SCRIPT)
+    address = ray.get_runtime_context().gcs_address
+    done = subprocess.run(
+        [sys.executable, str(script), address, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rows = sorted(pq.read_table(tmp_path / "out").to_pylist(), key=lambda row: row["prompt"])
+    raw_inputs = [row[META]["raw_input_styled_images_0"] for row in rows]
+    assert raw_inputs == ["a in ink", "b in oil"]
+    [name] = {row["model_name"] for row in rows}  # one actor
+    assert re.fullmatch(r"ink in process \d+, secret: token", name)
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="8x8"), images_as_bytes=True
+    )
+    expected = task.process_batch([{"prompt": prompt} for prompt in raw_inputs])
+    assert [row["image"] for row in rows] == [row["image"] for row in expected]
 
 
 def test_arguments_generate_sets_are_refused(cluster: None) -> None:

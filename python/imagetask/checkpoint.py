@@ -11,6 +11,7 @@ import msgspec
 
 from imagetask.durable import write_atomic
 from imagetask.errors import RunError
+from imagetask.identity import UrlDigests
 from imagetask.sinks import OutputFormat
 
 __all__ = [
@@ -63,6 +64,9 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
         The sink's state (`Sink.state()`): where its output ends.
     input:
         What identifies the input the rows done came from.
+    urls:
+        The digests of the hidden parts of the task's URLs (`None` in a checkpoint
+        written before they were recorded; see `imagetask.identity`).
     """
 
     version: Literal[2]
@@ -75,6 +79,7 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     complete: bool
     sink: dict[str, Any]
     input: InputMark = msgspec.field(default_factory=InputMark)
+    urls: UrlDigests | None = None
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -7,8 +7,9 @@ the same rows, laid out as columns:
 
 - the input columns, as they are (each row repeated when `num_generations > 1` and the
   generations are not grouped, when string and binary views become large strings and
-  binary); an input column named like a column the task writes (an output column,
-  `model_name`, the metadata column) is replaced by it;
+  binary, and a run-end encoded column is encoded again with its run-end type); an input
+  column named like a column the task writes (an output column, `model_name`, the
+  metadata column) is replaced by it;
 - the task's output columns; for `ImageGeneration`, `image` holds the image's bytes
   (binary, whatever `images_as_bytes` says) and `image_path` its artifact's path;
 - `model_name` (string);
@@ -33,6 +34,11 @@ that is absent).
 column that is not text or a metadata column that is not a struct take a slower path:
 the rows are materialised as dicts for the hooks, built as `process_batch` builds them,
 and converted to the same columns.
+
+A batch whose columns cannot be repeated is refused before the model is called: a column
+of a type pyarrow cannot take rows of (`TypeError` naming it), or text that would not fit
+one Arrow string column once repeated `num_generations` times (`ConfigError`: the raw
+inputs, one per generation, hold the prompts that many times).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from imagetask import _core
 from imagetask.artifacts import ArtifactTarget
 from imagetask.batch import Batch, Failure, ModelCall
+from imagetask.errors import ConfigError
 from imagetask.extras import require
 
 if TYPE_CHECKING:
@@ -53,7 +60,10 @@ if TYPE_CHECKING:
 
     from imagetask.task import ImageTask, Row
 
-__all__ = ["ArrowBatch", "ArrowOutput", "as_table", "dict_rows"]
+__all__ = ["MAX_STRING_BYTES", "ArrowBatch", "ArrowOutput", "as_table", "dict_rows"]
+
+MAX_STRING_BYTES = 2**31 - 1
+"""The most bytes of text an Arrow string or binary array (32-bit offsets) holds."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,10 @@ class ArrowOutput:
 def arrow() -> Any:
     """The pyarrow module, or `MissingExtraError` naming the `arrow` extra."""
     return require("pyarrow", "arrow", "the Arrow path (process_arrow)")
+
+
+def _compute() -> Any:
+    return require("pyarrow.compute", "arrow", "the Arrow path (process_arrow)")
 
 
 def as_table(data: Any) -> pa.Table:
@@ -111,6 +125,11 @@ class _Names:
         self.raw_input = f"raw_input_{task.name}"
         self.statistics = f"statistics_{task.name}"
         self.error = f"error_{task.name}"
+        self.written = {self.columns[name] for name in self.outputs} | {
+            self.model_name,
+            self.metadata,
+        }
+        """The columns the task writes (an input column of that name is replaced)."""
 
 
 class ArrowBatch(ModelCall):
@@ -129,13 +148,20 @@ class ArrowBatch(ModelCall):
         self._native = native
         self._slow = slow
         self._artifacts = artifacts
+        prompt = task.input_mappings.get("prompt", "prompt")
         if slow is not None:
             super().__init__(task, slow.prompts, slow.size)
-            return
-        assert native is not None
-        prompt = task.input_mappings.get("prompt", "prompt")
-        self._prepared = native.prepare(self.table.column(prompt))
-        super().__init__(task, self._prepared.prompts, self.table.num_rows)
+            text = sum(
+                len(p.encode("utf-8", "replace")) for p in slow.prompts if isinstance(p, str)
+            )
+        else:
+            assert native is not None
+            self._prepared = native.prepare(self.table.column(prompt))
+            super().__init__(task, self._prepared.prompts, self.table.num_rows)
+            text = _text_bytes(self.table.column(prompt))
+        if task.add_raw_input:
+            _check_fits(f"the raw inputs (the prompts of {prompt!r})", text, task.num_generations)
+        _check_repeatable(task, self.table)
 
     def finish(self) -> ArrowOutput:
         """Builds the output table from the model's answers and logs the failures."""
@@ -165,9 +191,70 @@ class ArrowBatch(ModelCall):
         return ArrowOutput(_assemble(self.task, self.table, cells, rows, offsets), failures)
 
 
+def _repeated(task: ImageTask, table: pa.Table) -> list[str]:
+    """The input columns `_assemble` takes rows of: the metadata struct, and every column
+    it keeps when each row is repeated (`num_generations > 1`, not grouped)."""
+    pa = arrow()
+    names = _Names(task)
+    repeat = not task.group_generations and task.num_generations > 1
+    kept = [name for name in table.column_names if name not in names.written] if repeat else []
+    metadata = table.schema.field(names.metadata) if names.metadata in table.column_names else None
+    struct = metadata is not None and pa.types.is_struct(metadata.type)
+    return [*kept, names.metadata] if struct else kept
+
+
+def _text_bytes(column: pa.ChunkedArray) -> int:
+    """The bytes of text (or binary) in a string or binary column."""
+    pc = _compute()
+    total = pc.sum(pc.binary_length(_as_takeable(column))).as_py()
+    return 0 if total is None else int(total)
+
+
+def _check_repeatable(task: ImageTask, table: pa.Table) -> None:
+    """Raises, before the model is called, when `_assemble` could not repeat a column:
+    `TypeError` naming a column of a type pyarrow cannot take rows of, or whose run ends
+    cannot count the repeated rows; `ConfigError` naming a string or binary column whose
+    bytes, once per generation, would not fit one Arrow array."""
+    pa = arrow()
+    n = task.num_generations
+    none = pa.array([], pa.uint32())
+    for name in _repeated(task, table):
+        column = table.column(name)
+        kind = column.type
+        try:
+            _take(column.slice(0, 0), none)
+        except pa.ArrowNotImplementedError:
+            raise TypeError(
+                f"process_arrow cannot repeat the column {name!r}: pyarrow cannot take rows "
+                f"of its type {kind}"
+            ) from None
+        if pa.types.is_run_end_encoded(kind):
+            most = 2 ** (kind.run_end_type.bit_width - 1) - 1
+            if table.num_rows * n > most:
+                raise TypeError(
+                    f"process_arrow cannot repeat the column {name!r}: its run ends "
+                    f"({kind.run_end_type}) count at most {most:,} rows, not "
+                    f"{table.num_rows:,} x {n}"
+                )
+        if pa.types.is_string(kind) or pa.types.is_binary(kind):
+            _check_fits(f"the column {name!r}", _text_bytes(column), n)
+
+
+def _check_fits(what: str, size: int, n: int) -> None:
+    """Raises `ConfigError` when `size` bytes of text, `n` times over, pass what one
+    Arrow string or binary array holds."""
+    if size * n > MAX_STRING_BYTES:
+        raise ConfigError(
+            f"process_arrow: {what} repeated for num_generations={n} make {size * n:,} bytes "
+            f"in one batch, more than the {MAX_STRING_BYTES:,} an Arrow string column "
+            "holds: use a smaller input_batch_size"
+        )
+
+
 def _takeable(kind: pa.DataType) -> pa.DataType:
     """`kind` with string and binary views (as Polars writes them), at any depth, made
-    large strings and binary, which pyarrow can take from."""
+    large strings and binary, which pyarrow can take from. List views stay: pyarrow takes
+    them by their offsets and sizes, whatever their values."""
     pa = arrow()
     if pa.types.is_string_view(kind):
         return pa.large_string()
@@ -183,15 +270,24 @@ def _takeable(kind: pa.DataType) -> pa.DataType:
     if pa.types.is_map(kind):
         key = kind.key_field.with_type(_takeable(kind.key_type))
         return pa.map_(key, kind.item_field.with_type(_takeable(kind.item_type)))
-    if pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind):
-        return pa.large_list(kind.value_field.with_type(_takeable(kind.value_type)))
     return kind
 
 
 def _take(column: pa.ChunkedArray, rows: pa.Array) -> pa.ChunkedArray:
-    """`column.take(rows)`, views made takeable first (see `_takeable`)."""
+    """`column.take(rows)`, views made takeable first (see `_takeable`) and a run-end
+    encoded column decoded, taken and encoded again with its run-end type."""
+    pa = arrow()
+    if pa.types.is_run_end_encoded(column.type):
+        pc = _compute()
+        taken = _take(pc.run_end_decode(column), rows)
+        return pc.run_end_encode(taken, run_end_type=column.type.run_end_type)
+    return _as_takeable(column).take(rows)
+
+
+def _as_takeable(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`column` cast to `_takeable` of its type (itself when that is its type)."""
     kind = _takeable(column.type)
-    return (column if kind == column.type else column.cast(kind)).take(rows)
+    return column if kind == column.type else column.cast(kind)
 
 
 def _repeat(rows: int, n: int) -> pa.Array:
@@ -263,13 +359,12 @@ def _assemble(
     pa = arrow()
     names = _Names(task)
     grouped = offsets is not None
-    repeat = not grouped and task.num_generations > 1
-    replaced = {names.columns[name] for name in names.outputs} | {names.model_name, names.metadata}
+    repeated = set(_repeated(task, table))
     columns: dict[str, Any] = {}
     for name in table.column_names:
-        if name not in replaced:
+        if name not in names.written:
             column = table.column(name)
-            columns[name] = _take(column, rows) if repeat else column
+            columns[name] = _take(column, rows) if name in repeated else column
 
     def per_row(values: Any) -> Any:
         return pa.ListArray.from_arrays(offsets, values) if grouped else values
@@ -287,13 +382,11 @@ def _assemble(
         names.error: cells.column("error"),
     }
     fields: dict[str, Any] = {}
-    if names.metadata in table.column_names:
-        upstream = table.column(names.metadata)
-        if pa.types.is_struct(upstream.type):
-            upstream = _take(upstream, rows).combine_chunks()
-            for field, values in zip(upstream.type, upstream.flatten(), strict=True):
-                if ours.get(field.name) is None:
-                    fields[field.name] = values
+    if names.metadata in repeated:
+        upstream = _take(table.column(names.metadata), rows).combine_chunks()
+        for field, values in zip(upstream.type, upstream.flatten(), strict=True):
+            if ours.get(field.name) is None:
+                fields[field.name] = values
     fields.update((key, value) for key, value in ours.items() if value is not None)
     metadata = pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
     columns[names.metadata] = per_row(metadata)

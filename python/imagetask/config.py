@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copyreg
 import importlib
+import inspect
 import re
 import typing
 import urllib.parse
-from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, TypeVar
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
@@ -30,11 +33,20 @@ T = TypeVar("T")
 
 
 class _Marker:
+    """The mark of `RuntimeParameter`, `Secret` or `Url` in a field's annotation; equal to
+    its copies (a class pickled by value carries copies in its annotations)."""
+
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __repr__(self) -> str:
         return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Marker) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
 
 _RUNTIME = _Marker("RuntimeParameter")
@@ -86,9 +98,24 @@ def _reduce_field(field: Any) -> tuple[Any, tuple[Any, ...]]:
     return _field, (field.default, field.default_factory, field.name)
 
 
-# A class that declares `msgspec.field(...)` defaults pickles by value (cloudpickle, as Ray
-# and `datasets` send a class defined in a script to other processes).
+_META_OPTIONS = tuple(name for name in dir(msgspec.Meta) if not name.startswith("_"))
+"""The constraints and annotations a `msgspec.Meta` holds (each `None` when not set)."""
+
+
+def _meta(options: dict[str, Any]) -> msgspec.Meta:
+    return msgspec.Meta(**options)
+
+
+def _reduce_meta(meta: msgspec.Meta) -> tuple[Any, tuple[Any, ...]]:
+    options = {name: getattr(meta, name) for name in _META_OPTIONS}
+    return _meta, ({name: value for name, value in options.items() if value is not None},)
+
+
+# A class defined in a script goes to other processes by value (cloudpickle for Ray, dill
+# for `datasets`), with its `msgspec.field(...)` defaults and the `msgspec.Meta`
+# constraints of its fields (in its annotations and its msgspec struct).
 copyreg.pickle(type(msgspec.field()), _reduce_field)
+copyreg.pickle(msgspec.Meta, _reduce_meta)
 
 
 def _dump_value(value: Any) -> Any:
@@ -114,25 +141,26 @@ def _struct_type(hint: Any) -> Any:
     return hint
 
 
-@dataclass_transform(kw_only_default=True, field_specifiers=(msgspec.field,))
-class Configurable:
-    """Base of every configurable object: fields from annotations, validated by msgspec."""
+@dataclass(frozen=True)
+class _Schema:
+    """What the annotations of a `Configurable` class declare: the msgspec struct that
+    validates its fields, their names, and those marked runtime, secret and URL."""
 
-    __struct__: ClassVar[type[msgspec.Struct]]
-    __fields__: ClassVar[tuple[str, ...]]
-    __runtime__: ClassVar[frozenset[str]]
-    __secret__: ClassVar[frozenset[str]]
-    __url__: ClassVar[frozenset[str]]
+    struct: type[msgspec.Struct]
+    fields: tuple[str, ...]
+    runtime: frozenset[str]
+    secret: frozenset[str]
+    url: frozenset[str]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        hints = typing.get_type_hints(cls, include_extras=True)
+    @classmethod
+    def of(cls, owner: type) -> _Schema:
+        hints = typing.get_type_hints(owner, include_extras=True)
         fields: list[tuple[str, Any, Any]] = []
         runtime, secret, url = set(), set(), set()
         for name, hint in hints.items():
             if name.startswith("_") or typing.get_origin(hint) is ClassVar:
                 continue
-            default = getattr(cls, name, msgspec.NODEFAULT)
+            default = getattr(owner, name, msgspec.NODEFAULT)
             if isinstance(default, property):
                 continue
             fields.append((name, _struct_type(hint), default))
@@ -142,13 +170,50 @@ class Configurable:
                 secret.add(name)
             if _URL in _markers(hint):
                 url.add(name)
-        cls.__struct__ = msgspec.defstruct(
-            f"{cls.__name__}Fields", fields, kw_only=True, forbid_unknown_fields=True
+        struct = msgspec.defstruct(
+            f"{owner.__name__}Fields", fields, kw_only=True, forbid_unknown_fields=True
         )
-        cls.__fields__ = tuple(name for name, _, _ in fields)
-        cls.__runtime__ = frozenset(runtime)
-        cls.__secret__ = frozenset(secret)
-        cls.__url__ = frozenset(url)
+        names = tuple(name for name, _, _ in fields)
+        return cls(struct, names, frozenset(runtime), frozenset(secret), frozenset(url))
+
+
+_SCHEMAS: weakref.WeakKeyDictionary[type, _Schema] = weakref.WeakKeyDictionary()
+
+
+class _FromSchema(Generic[T]):
+    """A class attribute of a `Configurable` class read from its `_Schema`, made on first
+    use and kept out of the class's own namespace: a class defined in a script goes to
+    other processes by value (Ray, `datasets`) with only what its body defined, and its
+    schema is made again there."""
+
+    def __init__(self, read: Callable[[_Schema], T]) -> None:
+        self.read = read
+
+    def __get__(self, instance: object, owner: type) -> T:
+        schema = _SCHEMAS.get(owner)
+        if schema is None:
+            schema = _SCHEMAS[owner] = _Schema.of(owner)
+        return self.read(schema)
+
+
+@dataclass_transform(kw_only_default=True, field_specifiers=(msgspec.field,))
+class Configurable:
+    """Base of every configurable object: fields from annotations, validated by msgspec."""
+
+    __struct__ = _FromSchema(lambda schema: schema.struct)
+    __fields__ = _FromSchema(lambda schema: schema.fields)
+    __runtime__ = _FromSchema(lambda schema: schema.runtime)
+    __secret__ = _FromSchema(lambda schema: schema.secret)
+    __url__ = _FromSchema(lambda schema: schema.url)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The class's own annotations, evaluated here where their names resolve (they are
+        # text under `from __future__ import annotations`, which another process that
+        # gets the class by value could not resolve).
+        own = inspect.get_annotations(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
+        cls.__annotations__ = {name: hints.get(name, hint) for name, hint in own.items()}
         _REGISTRY[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     def __init__(self, **fields: Any) -> None:

@@ -50,6 +50,7 @@ from imagetask.errors import (
 )
 from imagetask.extras import require
 from imagetask.hf_dataset import DATA, SHARD_BYTES, STAGING
+from imagetask.identity import UrlDigests, output_identity
 from imagetask.lock import FolderLock
 from imagetask.progress import Progress
 from imagetask.readers import Reader
@@ -71,20 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
 SUMMARY = "run.json"
-_FREE_TASK_FIELDS = frozenset({"output_dir", "input_batch_size"})
-_FREE_MODEL_FIELDS = frozenset(
-    {
-        "max_concurrency",
-        "max_retries",
-        "timeout",
-        "retry_backoff",
-        "output_dir",
-        "poll_interval",
-        "max_poll_interval",
-        "resubmit_expired",
-    }
-)
-"""Model fields that change how a run gets its images, not which rows it writes."""
 _SYNC_THREADS = 4
 """Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
 
@@ -112,17 +99,6 @@ class _Pending:
     where: str
     first: str | None
     last: str | None
-
-
-def _identity(dump: dict[str, Any]) -> dict[str, Any]:
-    """The part of a task's dump that decides its output rows."""
-    task = {name: value for name, value in dump.items() if name not in _FREE_TASK_FIELDS}
-    model = task.get("image_generation_model")
-    if isinstance(model, dict):
-        task["image_generation_model"] = {
-            name: value for name, value in model.items() if name not in _FREE_MODEL_FIELDS
-        }
-    return task
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
@@ -238,6 +214,7 @@ class _Run:
                 seconds=0.0,
                 complete=False,
                 sink=empty_state(format),
+                urls=UrlDigests.of(task),
             )
             write_checkpoint(self.path, self.checkpoint)
             self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
@@ -277,7 +254,8 @@ class _Run:
                 f"{self.path}: not a checkpoint this version can resume: `sink.rows` "
                 f"({state.sink.get('rows')!r}) is not `rows_out` ({state.rows_out})"
             )
-        old, new = _identity(state.task), _identity(self.dump)
+        urls = None if state.urls is None else UrlDigests.of(self.task, state.urls.key)
+        old, new = output_identity(state.task, state.urls), output_identity(self.dump, urls)
         if old != new:
             raise RunError(
                 f"{self.output}: the task differs from the run's: {_first_difference(old, new)}"

@@ -7,22 +7,27 @@
 generation is a row with no image and its error in the metadata.
 
 A `Dataset` is mapped with `datasets`' own cache and progress bar: the result's fingerprint
-comes from the dataset's, the task's configuration (`task.dump()`: no secrets, the
-model's class and fields) and imagetask's version, so the same task on the same data
-loads the cached result and a changed task generates again. A backend that is not a
-`Configurable` counts by its class alone: pass `new_fingerprint=` to tell its
-configurations apart. With `num_proc > 1` each process gets a pickled copy of the task
-(without live clients, made again on first use) and loads it once. An
-`IterableDataset` is mapped lazily: a batch is generated when iteration reaches it.
+comes from the dataset's, the task's output identity (`imagetask.identity`: its dump, which
+holds no secret, the model's class and fields, and the hidden parts of its URLs as digests
+under a key kept in the cache folder), the folder it writes its images to and imagetask's
+version, so the same task on the same data loads the cached result and a changed task
+generates again. A backend that is not a `Configurable` counts by its class alone: pass
+`new_fingerprint=` to tell its configurations apart. With `num_proc > 1` each process
+gets a pickled copy of the task (without live clients, made again on first use) and
+loads it once. An `IterableDataset` is mapped lazily: a batch is generated when iteration
+reaches it.
 """
 
 from __future__ import annotations
 
+import secrets
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from imagetask.columnar import arrow
 from imagetask.extras import require
+from imagetask.identity import UrlDigests, folder_key, output_identity
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -103,19 +108,35 @@ def output_features(task: ImageTask, features: Any) -> Any:
     return out
 
 
-def fingerprint(task: ImageTask, dataset_fingerprint: str, map_kwargs: dict[str, Any]) -> str:
-    """The fingerprint of `generate`'s result: the input's fingerprint, the task's
-    configuration (its dump: secrets are never in it), imagetask's version and the
-    `map` arguments that change the output."""
+def fingerprint(
+    task: ImageTask, dataset_fingerprint: str, map_kwargs: dict[str, Any], key: str
+) -> str:
+    """The fingerprint of `generate`'s result: the input's fingerprint, the task's output
+    identity (its URLs' hidden parts digested under `key`, hex), the folder it writes its
+    images to, imagetask's version and the `map` arguments that change the output."""
     hasher = _datasets().fingerprint.Hasher()
     hasher.update(dataset_fingerprint)
-    hasher.update(task.dump())
+    dump = task.dump()
+    hasher.update(output_identity(dump, UrlDigests.of(task, key)))
+    hasher.update(dump.get("output_dir"))
     hasher.update(version("imagetask"))
     hasher.update(
-        {key: value for key, value in sorted(map_kwargs.items()) if key not in _OUTPUT_NEUTRAL}
+        {name: value for name, value in sorted(map_kwargs.items()) if name not in _OUTPUT_NEUTRAL}
     )
     digest: str = hasher.hexdigest()
     return digest
+
+
+def _cache_key(dataset: Any) -> str:
+    """The key of the URL digests (see `fingerprint`): kept in the folder where `map` caches
+    its result, or new for a dataset in memory or in a folder that cannot keep it (`map`
+    cannot cache its result there either)."""
+    if dataset.cache_files:
+        try:
+            return folder_key(Path(dataset.cache_files[0]["filename"]).parent)
+        except OSError:
+            pass
+    return secrets.token_hex(32)
 
 
 class _Generate:
@@ -162,7 +183,8 @@ def generate(dataset: D, task: ImageTask, **map_kwargs: Any) -> D:
         return result
     map_kwargs.setdefault("desc", f"{task.name} ({task.image_generation_model.model_name})")
     if "new_fingerprint" not in map_kwargs:
-        map_kwargs["new_fingerprint"] = fingerprint(task, dataset._fingerprint, map_kwargs)
+        key = _cache_key(dataset)
+        map_kwargs["new_fingerprint"] = fingerprint(task, dataset._fingerprint, map_kwargs, key)
     try:
         mapped = dataset.with_format("arrow").map(function, batched=True, **map_kwargs)
     finally:

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -256,3 +256,11 @@ def image_server(key: str | None = None, latency: float = 0.0) -> Iterator[Image
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Returns once `condition()` holds (fails the test after 20 s)."""
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)

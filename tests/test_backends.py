@@ -10,13 +10,15 @@ import json
 import logging
 import socket
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
-from servers import Fault, ImageServer, image_server
+from servers import Fault, ImageServer, image_server, wait_until
 
 from imagetask import ConfigError, ImageGeneration
 from imagetask.errors import MissingExtraError
@@ -51,6 +53,10 @@ def openai_task(server: ImageServer, **model: Any) -> ImageGeneration:
 
 def decoded(rows: list[dict[str, Any]]) -> list[bytes]:
     return [base64.b64decode(row["image"]) for row in rows]
+
+
+def jsonl_rows(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
 
 
 # --- placeholder -----------------------------------------------------------------------
@@ -245,6 +251,30 @@ def test_a_wrong_key_is_not_retried(server: ImageServer) -> None:
     assert "AuthenticationError: Error code: 401" in rows[0][META][ERROR]
     assert len(server.served.requests) == 1
     backend.unload()
+
+
+def test_a_run_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    held = threading.Event()
+    server.faults = {f"b{i}": [Fault(hold=held)] for i in range(3)}
+    task = openai_task(server)
+    later: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: later.append(task.run([{"prompt": f"b{i}"} for i in range(3)], tmp_path / "b"))
+    )
+    thread.start()
+    wait_until(lambda: all(f"b{i}" in server.served.times for i in range(3)))
+    first = task.run([{"prompt": f"a{i}"} for i in range(2)], tmp_path / "a")
+    held.set()  # the second run's requests are answered only after the first run ended
+    thread.join()
+    [second] = later
+    assert (first.rows_out, first.failed, second.rows_out, second.failed) == (2, 0, 3, 0)
+    assert second.complete
+    rows = jsonl_rows(tmp_path / "b")
+    assert [row["prompt"] for row in rows] == ["b0", "b1", "b2"]
+    assert all(row["image"] is not None and ERROR not in row[META] for row in rows)
+    assert Counter(decoded(rows + jsonl_rows(tmp_path / "a"))) == Counter(server.served.images)
 
 
 # --- OpenAI: secrets, event loops, extras ----------------------------------------------

@@ -7,6 +7,7 @@ import base64
 import itertools
 import json
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import datasets
 import pytest
 from engine_models import LoggedModel, log_lines
+from servers import Fault, image_server, wait_until
 
 from imagetask import ImageGeneration
 from imagetask.integrations.datasets import fingerprint, generate
@@ -259,3 +261,24 @@ def test_saved_artifacts_are_in_image_path_from_every_process(tmp_path: Path) ->
         assert row["image_path"].startswith(f"artifacts/{NAME}/images/")
         assert (out / row["image_path"]).read_bytes() == row["image"]["bytes"]
     assert len(list((out / "artifacts" / NAME / "images").iterdir())) == 22
+
+
+def test_a_map_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
+    tmp_path: Path,
+) -> None:
+    with image_server() as server:
+        held = threading.Event()
+        server.faults = {"b": [Fault(hold=held)]}
+        model = OpenAIImageGeneration(model="gpt-image-1", base_url=f"{server.url}/v1", api_key="k")
+        task = ImageGeneration(image_generation_model=model)
+        runs: list[Any] = []
+        thread = threading.Thread(target=lambda: runs.append(task.run([{"prompt": "b"}], tmp_path)))
+        thread.start()
+        wait_until(lambda: "b" in server.served.times)
+        mapped = generate(datasets.Dataset.from_list([{"prompt": "a"}]), task)
+        held.set()  # the run's request is answered only after the map has ended
+        thread.join()
+    assert (runs[0].rows_out, runs[0].failed) == (1, 0)
+    [row] = (json.loads(line) for line in (tmp_path / "data.jsonl").read_text().splitlines())
+    assert row["image"] is not None and f"error_{NAME}" not in row[META]
+    assert mapped[0]["image"] is not None

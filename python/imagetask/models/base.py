@@ -280,7 +280,13 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 if asyncio.iscoroutine(result):
                     await result
 
+    def load(self) -> None:
+        """Counts one more user of the model (a run, a `datasets` map): its requests
+        go on until it unloads, whoever else unloads meanwhile."""
+        self._loop.acquire()
+
     def unload(self) -> None:
-        """Cancels the requests still in flight, closes the clients and stops the
-        background loop (the callers of `generate` waiting on it see their requests fail)."""
-        self._loop.close(cleanup=self.aclose)
+        """One user is done. The last one (or a caller that never loaded the model)
+        cancels the requests still in flight, closes the clients and stops the background
+        loop (the callers of `generate` waiting on it see their requests fail)."""
+        self._loop.release(cleanup=self.aclose)

@@ -89,6 +89,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
     def load(self) -> None:
         """Checks that there is an API key to send."""
         self._key()
+        super().load()
 
     def _key(self) -> str:
         key = self.api_key or os.environ.get("OPENAI_API_KEY")

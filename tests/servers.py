@@ -63,6 +63,8 @@ class ImageServer(ThreadingHTTPServer):
 
     `faults[prompt]` is a list of `Fault`s consumed one per request for that prompt;
     `always_fail` prompts get a 500 on every request; `latency` delays every answer.
+    With `models` set, another model is a 404 `model_not_found` as OpenAI answers it;
+    with `forbidden_files`, every download is a 403.
     Each image is a distinct PNG (the serial number of the image is in its prompt).
     """
 
@@ -78,6 +80,8 @@ class ImageServer(ThreadingHTTPServer):
         self.always_fail: set[str] = set()
         self.empty_images = False
         self.echo_key = False
+        self.models: set[str] | None = None
+        self.forbidden_files = False
         self.served = Served()
         self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
@@ -132,11 +136,19 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def error(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
         if self.server.echo_key:  # some servers quote the credentials they were sent
             message += f" (Authorization: {self.headers.get('Authorization')})"
-        body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
-        self.send(status, body.encode(), "application/json", headers)
+        error = {"message": message, "type": "invalid_request_error"}
+        if code is not None:
+            error["code"] = code
+        self.send(status, json.dumps({"error": error}).encode(), "application/json", headers)
 
     def body(self) -> Any:
         length = int(self.headers.get("Content-Length", "0"))
@@ -145,7 +157,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         name = self.path.removeprefix("/files/")
         data = self.server.files.get(name)
-        if data is None:
+        if self.server.forbidden_files:
+            self.error(403, "AuthenticationFailed: the signature has expired")
+        elif data is None:
             self.error(404, f"no file {name}")
         else:
             self.send(200, data, "image/png")
@@ -202,6 +216,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
         if "prompt" not in body or "model" not in body:
             self.error(400, "Missing required parameter: 'prompt' and 'model'.")
+            return
+        if server.models is not None and body["model"] not in server.models:
+            missing = f"The model `{body['model']}` does not exist or you do not have access to it."
+            self.error(404, missing, code="model_not_found")
             return
         n = body.get("n", 1)
         if not 1 <= n <= 10:

@@ -21,12 +21,13 @@ from PIL import Image
 from servers import Fault, ImageServer, image_server, wait_until
 
 from imagetask import ConfigError, ImageGeneration
-from imagetask.errors import MissingExtraError
+from imagetask.errors import MissingExtraError, RequestError, RequestRefused
 from imagetask.models import (
     InferenceEndpointsImageGeneration,
     OpenAIImageGeneration,
     PlaceholderImageGeneration,
 )
+from imagetask.models.requests import refused
 
 KEY = "sk-test-very-secret-0123456789"
 META = "distilabel_metadata"
@@ -260,9 +261,8 @@ def test_a_run_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
     server.faults = {f"b{i}": [Fault(hold=held)] for i in range(3)}
     task = openai_task(server)
     later: list[Any] = []
-    thread = threading.Thread(
-        target=lambda: later.append(task.run([{"prompt": f"b{i}"} for i in range(3)], tmp_path / "b"))
-    )
+    rows = [{"prompt": f"b{i}"} for i in range(3)]
+    thread = threading.Thread(target=lambda: later.append(task.run(rows, tmp_path / "b")))
     thread.start()
     wait_until(lambda: all(f"b{i}" in server.served.times for i in range(3)))
     first = task.run([{"prompt": f"a{i}"} for i in range(2)], tmp_path / "a")
@@ -271,10 +271,99 @@ def test_a_run_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
     [second] = later
     assert (first.rows_out, first.failed, second.rows_out, second.failed) == (2, 0, 3, 0)
     assert second.complete
-    rows = jsonl_rows(tmp_path / "b")
-    assert [row["prompt"] for row in rows] == ["b0", "b1", "b2"]
-    assert all(row["image"] is not None and ERROR not in row[META] for row in rows)
-    assert Counter(decoded(rows + jsonl_rows(tmp_path / "a"))) == Counter(server.served.images)
+    written = jsonl_rows(tmp_path / "b")
+    assert [row["prompt"] for row in written] == ["b0", "b1", "b2"]
+    assert all(row["image"] is not None and ERROR not in row[META] for row in written)
+    assert Counter(decoded(written + jsonl_rows(tmp_path / "a"))) == Counter(server.served.images)
+
+
+# --- refusals no retry changes --------------------------------------------------------
+
+
+@pytest.mark.parametrize("refusal", ["wrong key", "forbidden", "unknown model"])
+def test_an_openai_refusal_is_request_refused_without_retry(
+    server: ImageServer, refusal: str
+) -> None:
+    server.echo_key = True  # the answer quotes the key: the error must not
+    model = "gpt-image-1"
+    if refusal == "wrong key":
+        server.key = "sk-the-key-the-server-wants"
+    elif refusal == "forbidden":
+        server.faults = {prompt: [Fault(status=403)] for prompt in ("p0", "p1")}
+    else:
+        server.models, model = {"gpt-image-1"}, "gpt-image-9"
+    task = openai_task(server, model=model, max_retries=3, num_generations=2)
+    batch = task.prepare([{"prompt": "p0"}, {"prompt": "p1"}])
+    batch.generate()
+    error = batch.refusal()
+    assert type(error) is RequestRefused
+    assert str(error).startswith("request refused, not retried: ")
+    assert KEY not in str(error) and "Bearer **********" in str(error)
+    assert sorted(request["prompt"] for request in server.served.requests) == ["p0", "p1"]
+    rows = batch.finish().rows
+    assert [row["image"] for row in rows] == [None] * 4
+    assert all(row[META][ERROR] == f"the model raised RequestRefused: {error}" for row in rows[:2])
+    task.unload()
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_hugging_face_refusal_is_request_refused_without_retry(
+    server: ImageServer, status: int
+) -> None:
+    server.faults = {"p": [Fault(status=status)] * 4}
+    task = hf_task(server, api_key="hf_secret_token", max_retries=3)
+    batch = task.prepare([{"prompt": "p"}])
+    batch.generate()
+    error = batch.refusal()
+    assert type(error) is RequestRefused
+    assert "hf_secret_token" not in str(error)
+    assert len(server.served.requests) == 1
+    task.unload()
+
+
+def test_errors_that_are_no_refusal_stay_request_errors(server: ImageServer) -> None:
+    # A 404 that names no model, and a 403 downloading a `url` image (an expired link).
+    server.faults = {"missing": [Fault(status=404)]}
+    task = openai_task(server, max_retries=1, generation_kwargs={"response_format": "url"})
+    batch = task.prepare([{"prompt": "missing"}])
+    batch.generate()
+    server.forbidden_files = True
+    expired = task.prepare([{"prompt": "expired"}])
+    expired.generate()
+    assert batch.refusal() is None and expired.refusal() is None
+    for answers in (batch.answers, expired.answers):
+        assert isinstance(answers, list) and type(answers[0]) is RequestError
+    assert str(batch.answers[0]).startswith("request failed after 1 attempt: NotFoundError")
+    task.unload()
+
+
+class Answered(Exception):
+    """An HTTP error as a client raises it: a status, and the error object's code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("error", "model", "expected"),
+    [
+        (Answered(401, "bad key"), "m", True),
+        (Answered(403, "no access"), "m", True),
+        (Answered(404, "gone", code="model_not_found"), "m", True),
+        (Answered(404, "The model `flux` does not exist"), "flux", True),
+        (Answered(404, "Not Found for url: https://h/models/acme/flux-1."), "acme/flux-1", True),
+        (Answered(404, "The model `flux-dev` does not exist"), "flux", False),
+        (Answered(404, "no route /v1/images"), "v1", False),
+        (Answered(404, "no file 3.png"), "m", False),
+        (Answered(400, "The model `flux` does not exist"), "flux", False),
+        (Answered(429, "slow down"), "m", False),
+        (TimeoutError(), "m", False),
+    ],
+)
+def test_what_is_a_refusal(error: Exception, model: str, expected: bool) -> None:
+    assert refused(error, model) is expected
 
 
 # --- OpenAI: secrets, event loops, extras ----------------------------------------------

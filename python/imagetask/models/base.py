@@ -12,10 +12,11 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkabl
 import msgspec
 
 from imagetask.config import Configurable, RuntimeParameter
-from imagetask.errors import RequestError
+from imagetask.errors import RequestError, RequestRefused
 from imagetask.models.requests import (
     backoff_delay,
     describe,
+    refused,
     retry_after,
     transient,
 )
@@ -160,6 +161,11 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """Whether a failed attempt is worth repeating; backends add their client's errors."""
         return transient(exc)
 
+    def _refused(self, exc: BaseException) -> bool:
+        """Whether a failed attempt is a refusal no retry changes (credentials, an
+        unknown model): it is raised as `RequestRefused`, so that a run stops."""
+        return refused(exc, self.model_name)
+
     def _on_loop(self, key: str, factory: Callable[[], T]) -> T:
         """An object made once per event loop (clients are bound to the loop they run on)."""
         loop = asyncio.get_running_loop()
@@ -201,7 +207,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                     raise
                 except Exception as exc:
                     error = self._final_error(exc, attempt + 1)
-                    if self._transient(exc) and (patient or attempt < self.max_retries):
+                    retry = patient or attempt < self.max_retries
+                    if not isinstance(error, RequestRefused) and retry and self._transient(exc):
                         retried = error
                         delay = retry_after(exc)
                     else:
@@ -218,9 +225,12 @@ class AsyncImageGenerationModel(ImageGenerationModel):
             await asyncio.sleep(delay if longest_wait is None else min(delay, longest_wait))
 
     def _final_error(self, exc: BaseException, attempts: int) -> RequestError:
+        """The error a failed attempt ends with, its secrets masked."""
         what = describe(exc, self.timeout)
         for secret in self._secrets():
             what = what.replace(secret, "**********")
+        if self._refused(exc):
+            return RequestRefused(f"request refused, not retried: {what}")
         tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         return RequestError(f"request failed after {tries}: {what}")
 

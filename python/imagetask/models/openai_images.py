@@ -119,6 +119,11 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
         openai = require("openai", "openai", type(self).__name__)
         return isinstance(exc, openai.APIConnectionError) or super()._transient(exc)
 
+    def _refused(self, exc: BaseException) -> bool:
+        """Only the API's answers: a 403 or 404 downloading a `url` image is that image's."""
+        openai = require("openai", "openai", type(self).__name__)
+        return isinstance(exc, openai.APIStatusError) and super()._refused(exc)
+
     def _per_request(self) -> int:
         if self.images_per_request is not None:
             return self.images_per_request

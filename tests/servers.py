@@ -64,7 +64,9 @@ class ImageServer(ThreadingHTTPServer):
     `faults[prompt]` is a list of `Fault`s consumed one per request for that prompt;
     `always_fail` prompts get a 500 on every request; `latency` delays every answer.
     With `models` set, another model is a 404 `model_not_found` as OpenAI answers it;
-    with `forbidden_files`, every download is a 403.
+    with `forbidden_files`, every download is a 403. `answer_fields` and `image_fields`
+    replace fields of an OpenAI answer and of each of its images (a compatible server's
+    own shapes).
     Each image is a distinct PNG (the serial number of the image is in its prompt).
     """
 
@@ -82,6 +84,8 @@ class ImageServer(ThreadingHTTPServer):
         self.echo_key = False
         self.models: set[str] | None = None
         self.forbidden_files = False
+        self.answer_fields: dict[str, Any] = {}
+        self.image_fields: dict[str, Any] = {}
         self.served = Served()
         self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
@@ -242,10 +246,10 @@ class Handler(BaseHTTPRequestHandler):
                 item["url"] = f"{server.url}/files/{name}"
             else:
                 item["b64_json"] = "" if server.empty_images else base64.b64encode(image).decode()
-            data.append(item)
+            data.append({**item, **server.image_fields})
         words = len(prompt.split())
         usage = {"input_tokens": words, "output_tokens": 100 * n, "total_tokens": words + 100 * n}
-        answer = {"created": int(time.time()), "data": data, "usage": usage}
+        answer = {"created": int(time.time()), "data": data, "usage": usage, **server.answer_fields}
         self.send(200, json.dumps(answer).encode(), "application/json")
 
     def hf(self, body: Any) -> None:

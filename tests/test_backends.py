@@ -175,6 +175,102 @@ def test_openai_raw_output_and_statistics(server: ImageServer) -> None:
     task.unload()
 
 
+@pytest.mark.parametrize(
+    ("usage", "revised_prompt", "statistics", "raw"),
+    [
+        ("n/a", ["a", "list"], {}, {}),
+        (None, None, {}, {}),
+        ([3, 200], 7, {}, {}),
+        (
+            {"input_tokens": "3", "output_tokens": 200, "input_tokens_details": [1]},
+            {"text": "a cat"},
+            {"output_tokens": 200},
+            {},
+        ),
+        (
+            {"total_tokens": 5, "input_tokens_details": {"text_tokens": 3, "image_tokens": 0}},
+            "a tabby cat",
+            {"total_tokens": 5, "input_tokens_details": {"text_tokens": 3, "image_tokens": 0}},
+            {"revised_prompt": "a tabby cat"},
+        ),
+    ],
+)
+def test_an_odd_usage_or_revised_prompt_does_not_fail_the_image(
+    server: ImageServer, usage: Any, revised_prompt: Any, statistics: Any, raw: Any
+) -> None:
+    server.answer_fields = {"usage": usage}
+    server.image_fields = {"revised_prompt": revised_prompt}
+    task = openai_task(server)
+    [row] = task.process_batch([{"prompt": "a cat"}])
+    [image] = decoded([row])
+    assert image == server.served.images[0]
+    assert row[META][RAW] == {"images": ["sha256:" + hashlib.sha256(image).hexdigest()], **raw}
+    stats = dict(row[META][STATS])
+    del stats["latency_s"]
+    assert stats == {"image_bytes": len(image), "images_in_request": 1, **statistics}
+    task.unload()
+
+
+# --- OpenAI: distilabel's generate and agenerate ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            {"response_format": "png"},
+            "OpenAIImageGeneration: response_format='png': expected 'url' or 'b64_json'",
+        ),
+        ({"num_generations": 0}, "OpenAIImageGeneration: num_generations=0: expected >= 1"),
+        ({"num_generations": "2"}, "OpenAIImageGeneration: num_generations='2': expected an int"),
+    ],
+)
+def test_openai_generate_and_agenerate_check_their_arguments_before_any_request(
+    server: ImageServer, call: dict[str, Any], message: str
+) -> None:
+    model = openai_task(server).image_generation_model
+    assert isinstance(model, OpenAIImageGeneration)
+    with pytest.raises(ValueError) as direct:
+        model.generate(["a cat", "a dog"], **call)
+    with pytest.raises(ValueError) as awaited:
+        asyncio.run(model.agenerate("a cat", **call))
+    for caught in (direct, awaited):
+        assert type(caught.value) is ConfigError and str(caught.value) == message
+    assert server.served.requests == []
+    model.unload()
+
+
+def test_a_bad_response_format_is_an_error_at_load_and_fails_a_batchs_rows(
+    server: ImageServer,
+) -> None:
+    task = openai_task(server, generation_kwargs={"response_format": "png"})
+    message = "OpenAIImageGeneration: response_format='png': expected 'url' or 'b64_json'"
+    with pytest.raises(ConfigError) as caught:
+        task.load()
+    assert str(caught.value) == message
+    rows = task.process_batch([{"prompt": "a cat"}, {"prompt": "a dog"}])
+    assert [row[META][ERROR] for row in rows] == [f"the model raised ConfigError: {message}"] * 2
+    assert server.served.requests == []
+    task.unload()
+
+
+def test_a_direct_generate_raises_the_request_error_and_the_task_keeps_its_rows(
+    server: ImageServer,
+) -> None:
+    server.always_fail = {"bad"}
+    task = openai_task(server, max_retries=0)
+    model = task.image_generation_model
+    with pytest.raises(RequestError) as caught:
+        model.generate(["ok", "bad", "ok too"])
+    assert str(caught.value).startswith("request failed after 1 attempt: InternalServerError")
+    [answer] = model.generate(["ok"])
+    assert [len(part["images"]) for part in answer] == [1]
+    rows = task.process_batch([{"prompt": "ok"}, {"prompt": "bad"}, {"prompt": "ok too"}])
+    assert [row["image"] is None for row in rows] == [False, True, False]
+    assert rows[1][META][ERROR] == f"the model raised RequestError: {caught.value}"
+    task.unload()
+
+
 # --- OpenAI: concurrency, retries, failures --------------------------------------------
 
 
@@ -297,7 +393,7 @@ def test_an_openai_refusal_is_request_refused_without_retry(
     batch.generate()
     error = batch.refusal()
     assert type(error) is RequestRefused
-    assert str(error).startswith("request refused, not retried: ")
+    assert str(error).startswith("request failed after 1 attempt: ")
     assert KEY not in str(error) and "Bearer **********" in str(error)
     assert sorted(request["prompt"] for request in server.served.requests) == ["p0", "p1"]
     rows = batch.finish().rows

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkabl
 import msgspec
 
 from imagetask.config import Configurable, RuntimeParameter
-from imagetask.errors import RequestError, RequestRefused
+from imagetask.errors import ConfigError, RequestError, RequestRefused
 from imagetask.models.requests import (
     backoff_delay,
     describe,
@@ -107,9 +107,13 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     backoff and jitter, waiting what the server's `Retry-After` asks when it says.
     A subclass whose `agenerate` makes several requests calls `_call` for each and sets
     `_calls_requests = True`; otherwise each `agenerate` is treated as one request.
-    An input whose request fails for good gets the error as its answer, so only its own
-    rows fail; an `agenerate` that lost only some of an input's images answers with a
-    part `{"images": [None] * k, "error": "<why>"}` for them, so only those rows fail.
+    A refusal no retry changes (credentials, an unknown model) is not retried and raises
+    `RequestRefused`. In `generate_batch` (what a task calls) an input whose request
+    fails for good gets the error as its answer, so only its own rows fail; `generate`
+    raises it, as distilabel's models do. An `agenerate` that lost only some of an
+    input's images answers with a part `{"images": [None] * k, "error": "<why>"}` for
+    them, so only those rows fail. Users sharing the model (runs in threads) each `load`
+    and `unload` it: the last `unload` closes it.
     """
 
     max_concurrency: RuntimeParameter[PositiveInt] = 16
@@ -229,10 +233,9 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         what = describe(exc, self.timeout)
         for secret in self._secrets():
             what = what.replace(secret, "**********")
-        if self._refused(exc):
-            return RequestRefused(f"request refused, not retried: {what}")
         tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-        return RequestError(f"request failed after {tries}: {what}")
+        error = RequestRefused if self._refused(exc) else RequestError
+        return error(f"request failed after {tries}: {what}")
 
     async def _parts(self, requests: list[tuple[dict[str, Any], Awaitable[Answer]]]) -> Answer:
         """Runs the requests of one input concurrently and joins their answers.
@@ -252,10 +255,25 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 answer.extend(result)
         return answer
 
+    def _check_arguments(self, num_generations: Any, kwargs: dict[str, Any]) -> None:
+        """Raises `ConfigError` (a `ValueError`) for arguments no request can take, before
+        any is sent; backends add checks of their keyword arguments."""
+        if isinstance(num_generations, bool) or not isinstance(num_generations, int):
+            raise ConfigError(
+                f"{type(self).__name__}: num_generations={num_generations!r}: expected an int"
+            )
+        if num_generations < 1:
+            raise ConfigError(
+                f"{type(self).__name__}: num_generations={num_generations}: expected >= 1"
+            )
+
     async def agenerate_batch(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any
     ) -> list[Answer | BaseException]:
-        """Answers every input concurrently; a failed request's answer is its exception."""
+        """Answers every input concurrently; a failed request's answer is its exception.
+
+        Raises `ConfigError` for arguments no request can take, before sending any."""
+        self._check_arguments(num_generations, kwargs)
 
         async def one(prompt: str) -> Answer | BaseException:
             async def request() -> Answer:
@@ -275,10 +293,22 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         answers = (one(prompt) for prompt in inputs)
         return list(await asyncio.gather(*answers, return_exceptions=True))
 
-    def generate(  # type: ignore[override]
+    def generate_batch(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any
     ) -> list[Answer | BaseException]:
+        """`agenerate_batch` on the background loop: one answer per input, the exception
+        of a failed request as its input's answer (what a task calls, so that only that
+        input's rows fail)."""
         return self._loop.run(self.agenerate_batch(inputs, num_generations, **kwargs))
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> list[Answer]:
+        """Answers every input, or raises the error of the first whose request failed for
+        good (a Ctrl-C first), as distilabel's models do."""
+        answers = self.generate_batch(inputs, num_generations, **kwargs)
+        errors = [answer for answer in answers if isinstance(answer, BaseException)]
+        if errors:
+            raise next((error for error in errors if not isinstance(error, Exception)), errors[0])
+        return [answer for answer in answers if not isinstance(answer, BaseException)]
 
     async def aclose(self) -> None:
         """Closes the clients made on the running loop (after `await task.agenerate`)."""

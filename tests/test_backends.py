@@ -11,6 +11,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,9 @@ def server() -> Iterator[ImageServer]:
 
 def openai_task(server: ImageServer, **model: Any) -> ImageGeneration:
     task_fields = {
-        name: model.pop(name) for name in ("num_generations", "images_as_bytes") if name in model
+        name: model.pop(name)
+        for name in ("num_generations", "images_as_bytes", "input_batch_size")
+        if name in model
     }
     model.setdefault("model", "gpt-image-1")
     model.setdefault("retry_backoff", 0.001)
@@ -371,6 +374,42 @@ def test_a_run_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
     assert [row["prompt"] for row in written] == ["b0", "b1", "b2"]
     assert all(row["image"] is not None and ERROR not in row[META] for row in written)
     assert Counter(decoded(written + jsonl_rows(tmp_path / "a"))) == Counter(server.served.images)
+
+
+def test_a_request_in_its_retry_chain_does_not_hold_the_other_batches_back(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # p0 fails, then its retry is held until every other prompt was requested (or 10 s):
+    # the batches after p0's are sent while p0 is still in its retry chain.
+    held = threading.Event()
+    server.faults = {"p0": [Fault(status=500), Fault(status=500, hold=held)]}
+    prompts = [f"p{i}" for i in range(12)]
+    requested: list[set[str]] = []
+
+    def release() -> None:
+        deadline = time.monotonic() + 10
+        while set(server.served.times) != set(prompts) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        requested.append(set(server.served.times))
+        held.set()
+
+    watcher = threading.Thread(target=release)
+    watcher.start()
+    task = openai_task(server, max_retries=1, input_batch_size=2)
+    summary = task.run([{"prompt": prompt} for prompt in prompts], tmp_path)
+    watcher.join()
+    assert requested == [set(prompts)]  # all requested before p0's last attempt ended
+    assert (summary.rows_in, summary.rows_out, summary.failed) == (12, 12, 1)
+    rows = jsonl_rows(tmp_path)
+    assert [row["prompt"] for row in rows] == prompts
+    assert [row["image"] is None for row in rows] == [True] + [False] * 11
+    assert rows[0][META][ERROR].startswith(
+        "the model raised RequestError: request failed after 2 attempts: InternalServerError"
+    )
+    assert Counter(request["prompt"] for request in server.served.requests) == {
+        "p0": 2,
+        **{prompt: 1 for prompt in prompts[1:]},
+    }
 
 
 # --- refusals no retry changes --------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import urllib.parse
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
@@ -60,6 +62,26 @@ class _Stopped(Exception):
     def __init__(self, interrupt: BaseException) -> None:
         super().__init__(interrupt)
         self.interrupt = interrupt
+
+
+class _Gauge:
+    """A count that several threads raise and lower: the requests being sent or waiting
+    for a slot, whatever event loop runs them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Counts one more for the duration of the block."""
+        with self._lock:
+            self.value += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.value -= 1
 
 
 class ImageGenerationModel(Configurable, ABC):
@@ -131,6 +153,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     def _live(self) -> None:
         """A background loop of its own and no clients yet (made on first request)."""
         self._loop = BackgroundLoop()
+        self._sending = _Gauge()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -139,7 +162,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """The fields (secrets included, as their own fields) without the loop and the
         clients, which belong to this process: a copy makes its own when it first runs."""
         state = dict(self.__dict__)
-        del state["_loop"], state["_per_loop"]
+        del state["_loop"], state["_per_loop"], state["_sending"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -160,6 +183,12 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 parts = urllib.parse.urlsplit(url)
                 values += [parts.password, parts.query]
         return [value for value in values if isinstance(value, str) and value]
+
+    def idle_slots(self) -> int:
+        """How many of the `max_concurrency` request slots no request uses or waits for
+        (a request waiting between retries holds none): a run that has more batches
+        starts another rather than let them idle."""
+        return max(self.max_concurrency - self._sending.value, 0)
 
     def _transient(self, exc: BaseException) -> bool:
         """Whether a failed attempt is worth repeating; backends add their client's errors."""
@@ -202,21 +231,22 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         while True:
             failure: RequestError | None = None
             retried: RequestError | None = None
-            async with slots:
-                try:
-                    if timeout is None:
-                        return await request()
-                    return await asyncio.wait_for(request(), timeout)
-                except _Stopped:
-                    raise
-                except Exception as exc:
-                    error = self._final_error(exc, attempt + 1)
-                    retry = patient or attempt < self.max_retries
-                    if not isinstance(error, RequestRefused) and retry and self._transient(exc):
-                        retried = error
-                        delay = retry_after(exc)
-                    else:
-                        failure = error
+            with self._sending.held():
+                async with slots:
+                    try:
+                        if timeout is None:
+                            return await request()
+                        return await asyncio.wait_for(request(), timeout)
+                    except _Stopped:
+                        raise
+                    except Exception as exc:
+                        error = self._final_error(exc, attempt + 1)
+                        retry = patient or attempt < self.max_retries
+                        if not isinstance(error, RequestRefused) and retry and self._transient(exc):
+                            retried = error
+                            delay = retry_after(exc)
+                        else:
+                            failure = error
             if failure is not None:
                 # Raised outside the handler: the original error, which may hold a
                 # secret, is not kept as its context.

@@ -230,8 +230,8 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             journal.close()
 
     def idle_slots(self) -> int:
-        """None: a job's requests wait at OpenAI, not for a slot here, so a run keeps to
-        `batches_in_flight` jobs instead of submitting more while one runs."""
+        """No slot to spare: a job's requests wait at OpenAI, not for a slot here, so a
+        run keeps to `batches_in_flight` jobs instead of submitting more while one runs."""
         return 0
 
     @property

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +63,10 @@ class ImageServer(ThreadingHTTPServer):
 
     `faults[prompt]` is a list of `Fault`s consumed one per request for that prompt;
     `always_fail` prompts get a 500 on every request; `latency` delays every answer.
+    With `models` set, another model is a 404 `model_not_found` as OpenAI answers it;
+    with `forbidden_files`, every download is a 403. `answer_fields` and `image_fields`
+    replace fields of an OpenAI answer and of each of its images (a compatible server's
+    own shapes).
     Each image is a distinct PNG (the serial number of the image is in its prompt).
     """
 
@@ -78,6 +82,10 @@ class ImageServer(ThreadingHTTPServer):
         self.always_fail: set[str] = set()
         self.empty_images = False
         self.echo_key = False
+        self.models: set[str] | None = None
+        self.forbidden_files = False
+        self.answer_fields: dict[str, Any] = {}
+        self.image_fields: dict[str, Any] = {}
         self.served = Served()
         self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
@@ -132,11 +140,19 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def error(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
         if self.server.echo_key:  # some servers quote the credentials they were sent
             message += f" (Authorization: {self.headers.get('Authorization')})"
-        body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
-        self.send(status, body.encode(), "application/json", headers)
+        error = {"message": message, "type": "invalid_request_error"}
+        if code is not None:
+            error["code"] = code
+        self.send(status, json.dumps({"error": error}).encode(), "application/json", headers)
 
     def body(self) -> Any:
         length = int(self.headers.get("Content-Length", "0"))
@@ -145,7 +161,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         name = self.path.removeprefix("/files/")
         data = self.server.files.get(name)
-        if data is None:
+        if self.server.forbidden_files:
+            self.error(403, "AuthenticationFailed: the signature has expired")
+        elif data is None:
             self.error(404, f"no file {name}")
         else:
             self.send(200, data, "image/png")
@@ -203,6 +221,10 @@ class Handler(BaseHTTPRequestHandler):
         if "prompt" not in body or "model" not in body:
             self.error(400, "Missing required parameter: 'prompt' and 'model'.")
             return
+        if server.models is not None and body["model"] not in server.models:
+            missing = f"The model `{body['model']}` does not exist or you do not have access to it."
+            self.error(404, missing, code="model_not_found")
+            return
         n = body.get("n", 1)
         if not 1 <= n <= 10:
             self.error(400, f"Invalid 'n': {n}, must be between 1 and 10")
@@ -224,10 +246,10 @@ class Handler(BaseHTTPRequestHandler):
                 item["url"] = f"{server.url}/files/{name}"
             else:
                 item["b64_json"] = "" if server.empty_images else base64.b64encode(image).decode()
-            data.append(item)
+            data.append({**item, **server.image_fields})
         words = len(prompt.split())
         usage = {"input_tokens": words, "output_tokens": 100 * n, "total_tokens": words + 100 * n}
-        answer = {"created": int(time.time()), "data": data, "usage": usage}
+        answer = {"created": int(time.time()), "data": data, "usage": usage, **server.answer_fields}
         self.send(200, json.dumps(answer).encode(), "application/json")
 
     def hf(self, body: Any) -> None:
@@ -256,3 +278,11 @@ def image_server(key: str | None = None, latency: float = 0.0) -> Iterator[Image
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Returns once `condition()` holds (fails the test after 20 s)."""
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)

@@ -10,21 +10,25 @@ import json
 import logging
 import socket
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
-from servers import Fault, ImageServer, image_server
+from servers import Fault, ImageServer, image_server, wait_until
 
 from imagetask import ConfigError, ImageGeneration
-from imagetask.errors import MissingExtraError
+from imagetask.errors import MissingExtraError, RequestError, RequestRefused
 from imagetask.models import (
     InferenceEndpointsImageGeneration,
     OpenAIImageGeneration,
     PlaceholderImageGeneration,
 )
+from imagetask.models.requests import refused
 
 KEY = "sk-test-very-secret-0123456789"
 META = "distilabel_metadata"
@@ -41,7 +45,9 @@ def server() -> Iterator[ImageServer]:
 
 def openai_task(server: ImageServer, **model: Any) -> ImageGeneration:
     task_fields = {
-        name: model.pop(name) for name in ("num_generations", "images_as_bytes") if name in model
+        name: model.pop(name)
+        for name in ("num_generations", "images_as_bytes", "input_batch_size")
+        if name in model
     }
     model.setdefault("model", "gpt-image-1")
     model.setdefault("retry_backoff", 0.001)
@@ -51,6 +57,10 @@ def openai_task(server: ImageServer, **model: Any) -> ImageGeneration:
 
 def decoded(rows: list[dict[str, Any]]) -> list[bytes]:
     return [base64.b64decode(row["image"]) for row in rows]
+
+
+def jsonl_rows(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
 
 
 # --- placeholder -----------------------------------------------------------------------
@@ -168,6 +178,102 @@ def test_openai_raw_output_and_statistics(server: ImageServer) -> None:
     task.unload()
 
 
+@pytest.mark.parametrize(
+    ("usage", "revised_prompt", "statistics", "raw"),
+    [
+        ("n/a", ["a", "list"], {}, {}),
+        (None, None, {}, {}),
+        ([3, 200], 7, {}, {}),
+        (
+            {"input_tokens": "3", "output_tokens": 200, "input_tokens_details": [1]},
+            {"text": "a cat"},
+            {"output_tokens": 200},
+            {},
+        ),
+        (
+            {"total_tokens": 5, "input_tokens_details": {"text_tokens": 3, "image_tokens": 0}},
+            "a tabby cat",
+            {"total_tokens": 5, "input_tokens_details": {"text_tokens": 3, "image_tokens": 0}},
+            {"revised_prompt": "a tabby cat"},
+        ),
+    ],
+)
+def test_an_odd_usage_or_revised_prompt_does_not_fail_the_image(
+    server: ImageServer, usage: Any, revised_prompt: Any, statistics: Any, raw: Any
+) -> None:
+    server.answer_fields = {"usage": usage}
+    server.image_fields = {"revised_prompt": revised_prompt}
+    task = openai_task(server)
+    [row] = task.process_batch([{"prompt": "a cat"}])
+    [image] = decoded([row])
+    assert image == server.served.images[0]
+    assert row[META][RAW] == {"images": ["sha256:" + hashlib.sha256(image).hexdigest()], **raw}
+    stats = dict(row[META][STATS])
+    del stats["latency_s"]
+    assert stats == {"image_bytes": len(image), "images_in_request": 1, **statistics}
+    task.unload()
+
+
+# --- OpenAI: distilabel's generate and agenerate ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            {"response_format": "png"},
+            "OpenAIImageGeneration: response_format='png': expected 'url' or 'b64_json'",
+        ),
+        ({"num_generations": 0}, "OpenAIImageGeneration: num_generations=0: expected >= 1"),
+        ({"num_generations": "2"}, "OpenAIImageGeneration: num_generations='2': expected an int"),
+    ],
+)
+def test_openai_generate_and_agenerate_check_their_arguments_before_any_request(
+    server: ImageServer, call: dict[str, Any], message: str
+) -> None:
+    model = openai_task(server).image_generation_model
+    assert isinstance(model, OpenAIImageGeneration)
+    with pytest.raises(ValueError) as direct:
+        model.generate(["a cat", "a dog"], **call)
+    with pytest.raises(ValueError) as awaited:
+        asyncio.run(model.agenerate("a cat", **call))
+    for caught in (direct, awaited):
+        assert type(caught.value) is ConfigError and str(caught.value) == message
+    assert server.served.requests == []
+    model.unload()
+
+
+def test_a_bad_response_format_is_an_error_at_load_and_fails_a_batchs_rows(
+    server: ImageServer,
+) -> None:
+    task = openai_task(server, generation_kwargs={"response_format": "png"})
+    message = "OpenAIImageGeneration: response_format='png': expected 'url' or 'b64_json'"
+    with pytest.raises(ConfigError) as caught:
+        task.load()
+    assert str(caught.value) == message
+    rows = task.process_batch([{"prompt": "a cat"}, {"prompt": "a dog"}])
+    assert [row[META][ERROR] for row in rows] == [f"the model raised ConfigError: {message}"] * 2
+    assert server.served.requests == []
+    task.unload()
+
+
+def test_a_direct_generate_raises_the_request_error_and_the_task_keeps_its_rows(
+    server: ImageServer,
+) -> None:
+    server.always_fail = {"bad"}
+    task = openai_task(server, max_retries=0)
+    model = task.image_generation_model
+    with pytest.raises(RequestError) as caught:
+        model.generate(["ok", "bad", "ok too"])
+    assert str(caught.value).startswith("request failed after 1 attempt: InternalServerError")
+    [answer] = model.generate(["ok"])
+    assert [len(part["images"]) for part in answer] == [1]
+    rows = task.process_batch([{"prompt": "ok"}, {"prompt": "bad"}, {"prompt": "ok too"}])
+    assert [row["image"] is None for row in rows] == [False, True, False]
+    assert rows[1][META][ERROR] == f"the model raised RequestError: {caught.value}"
+    task.unload()
+
+
 # --- OpenAI: concurrency, retries, failures --------------------------------------------
 
 
@@ -245,6 +351,154 @@ def test_a_wrong_key_is_not_retried(server: ImageServer) -> None:
     assert "AuthenticationError: Error code: 401" in rows[0][META][ERROR]
     assert len(server.served.requests) == 1
     backend.unload()
+
+
+def test_a_run_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    held = threading.Event()
+    server.faults = {f"b{i}": [Fault(hold=held)] for i in range(3)}
+    task = openai_task(server)
+    later: list[Any] = []
+    rows = [{"prompt": f"b{i}"} for i in range(3)]
+    thread = threading.Thread(target=lambda: later.append(task.run(rows, tmp_path / "b")))
+    thread.start()
+    wait_until(lambda: all(f"b{i}" in server.served.times for i in range(3)))
+    first = task.run([{"prompt": f"a{i}"} for i in range(2)], tmp_path / "a")
+    held.set()  # the second run's requests are answered only after the first run ended
+    thread.join()
+    [second] = later
+    assert (first.rows_out, first.failed, second.rows_out, second.failed) == (2, 0, 3, 0)
+    assert second.complete
+    written = jsonl_rows(tmp_path / "b")
+    assert [row["prompt"] for row in written] == ["b0", "b1", "b2"]
+    assert all(row["image"] is not None and ERROR not in row[META] for row in written)
+    assert Counter(decoded(written + jsonl_rows(tmp_path / "a"))) == Counter(server.served.images)
+
+
+def test_a_request_in_its_retry_chain_does_not_hold_the_other_batches_back(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    # p0 fails, then its retry is held until every other prompt was requested (or 10 s):
+    # the batches after p0's are sent while p0 is still in its retry chain.
+    held = threading.Event()
+    server.faults = {"p0": [Fault(status=500), Fault(status=500, hold=held)]}
+    prompts = [f"p{i}" for i in range(12)]
+    requested: list[set[str]] = []
+
+    def release() -> None:
+        deadline = time.monotonic() + 10
+        while set(server.served.times) != set(prompts) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        requested.append(set(server.served.times))
+        held.set()
+
+    watcher = threading.Thread(target=release)
+    watcher.start()
+    task = openai_task(server, max_retries=1, input_batch_size=2)
+    summary = task.run([{"prompt": prompt} for prompt in prompts], tmp_path)
+    watcher.join()
+    assert requested == [set(prompts)]  # all requested before p0's last attempt ended
+    assert (summary.rows_in, summary.rows_out, summary.failed) == (12, 12, 1)
+    rows = jsonl_rows(tmp_path)
+    assert [row["prompt"] for row in rows] == prompts
+    assert [row["image"] is None for row in rows] == [True] + [False] * 11
+    assert rows[0][META][ERROR].startswith(
+        "the model raised RequestError: request failed after 2 attempts: InternalServerError"
+    )
+    assert Counter(request["prompt"] for request in server.served.requests) == {
+        "p0": 2,
+        **{prompt: 1 for prompt in prompts[1:]},
+    }
+
+
+# --- refusals no retry changes --------------------------------------------------------
+
+
+@pytest.mark.parametrize("refusal", ["wrong key", "forbidden", "unknown model"])
+def test_an_openai_refusal_is_request_refused_without_retry(
+    server: ImageServer, refusal: str
+) -> None:
+    server.echo_key = True  # the answer quotes the key: the error must not
+    model = "gpt-image-1"
+    if refusal == "wrong key":
+        server.key = "sk-the-key-the-server-wants"
+    elif refusal == "forbidden":
+        server.faults = {prompt: [Fault(status=403)] for prompt in ("p0", "p1")}
+    else:
+        server.models, model = {"gpt-image-1"}, "gpt-image-9"
+    task = openai_task(server, model=model, max_retries=3, num_generations=2)
+    batch = task.prepare([{"prompt": "p0"}, {"prompt": "p1"}])
+    batch.generate()
+    error = batch.refusal()
+    assert type(error) is RequestRefused
+    assert str(error).startswith("request failed after 1 attempt: ")
+    assert KEY not in str(error) and "Bearer **********" in str(error)
+    assert sorted(request["prompt"] for request in server.served.requests) == ["p0", "p1"]
+    rows = batch.finish().rows
+    assert [row["image"] for row in rows] == [None] * 4
+    assert all(row[META][ERROR] == f"the model raised RequestRefused: {error}" for row in rows[:2])
+    task.unload()
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_hugging_face_refusal_is_request_refused_without_retry(
+    server: ImageServer, status: int
+) -> None:
+    server.faults = {"p": [Fault(status=status)] * 4}
+    task = hf_task(server, api_key="hf_secret_token", max_retries=3)
+    batch = task.prepare([{"prompt": "p"}])
+    batch.generate()
+    error = batch.refusal()
+    assert type(error) is RequestRefused
+    assert "hf_secret_token" not in str(error)
+    assert len(server.served.requests) == 1
+    task.unload()
+
+
+def test_errors_that_are_no_refusal_stay_request_errors(server: ImageServer) -> None:
+    # A 404 that names no model, and a 403 downloading a `url` image (an expired link).
+    server.faults = {"missing": [Fault(status=404)]}
+    task = openai_task(server, max_retries=1, generation_kwargs={"response_format": "url"})
+    batch = task.prepare([{"prompt": "missing"}])
+    batch.generate()
+    server.forbidden_files = True
+    expired = task.prepare([{"prompt": "expired"}])
+    expired.generate()
+    assert batch.refusal() is None and expired.refusal() is None
+    for answers in (batch.answers, expired.answers):
+        assert isinstance(answers, list) and type(answers[0]) is RequestError
+    assert str(batch.answers[0]).startswith("request failed after 1 attempt: NotFoundError")
+    task.unload()
+
+
+class Answered(Exception):
+    """An HTTP error as a client raises it: a status, and the error object's code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("error", "model", "expected"),
+    [
+        (Answered(401, "bad key"), "m", True),
+        (Answered(403, "no access"), "m", True),
+        (Answered(404, "gone", code="model_not_found"), "m", True),
+        (Answered(404, "The model `flux` does not exist"), "flux", True),
+        (Answered(404, "Not Found for url: https://h/models/acme/flux-1."), "acme/flux-1", True),
+        (Answered(404, "The model `flux-dev` does not exist"), "flux", False),
+        (Answered(404, "no route /v1/images"), "v1", False),
+        (Answered(404, "no file 3.png"), "m", False),
+        (Answered(400, "The model `flux` does not exist"), "flux", False),
+        (Answered(429, "slow down"), "m", False),
+        (TimeoutError(), "m", False),
+    ],
+)
+def test_what_is_a_refusal(error: Exception, model: str, expected: bool) -> None:
+    assert refused(error, model) is expected
 
 
 # --- OpenAI: secrets, event loops, extras ----------------------------------------------

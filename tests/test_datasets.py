@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import datasets
 import pytest
 from engine_models import SCRIPT_CLASSES, EndpointModel, LoggedModel, log_lines
+from servers import Fault, image_server, wait_until
 
 from imagetask import ImageGeneration
 from imagetask.identity import KEY_FILE
@@ -348,3 +350,24 @@ def test_a_task_and_a_model_defined_in_a_script_run_in_two_processes(tmp_path: P
     )
     expected = [row["image"].hex() for row in task.process_batch([{"prompt": p} for p in prompts])]
     assert out["images"] == expected
+
+
+def test_a_map_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
+    tmp_path: Path,
+) -> None:
+    with image_server() as server:
+        held = threading.Event()
+        server.faults = {"b": [Fault(hold=held)]}
+        model = OpenAIImageGeneration(model="gpt-image-1", base_url=f"{server.url}/v1", api_key="k")
+        task = ImageGeneration(image_generation_model=model)
+        runs: list[Any] = []
+        thread = threading.Thread(target=lambda: runs.append(task.run([{"prompt": "b"}], tmp_path)))
+        thread.start()
+        wait_until(lambda: "b" in server.served.times)
+        mapped = generate(datasets.Dataset.from_list([{"prompt": "a"}]), task)
+        held.set()  # the run's request is answered only after the map has ended
+        thread.join()
+    assert (runs[0].rows_out, runs[0].failed) == (1, 0)
+    [row] = (json.loads(line) for line in (tmp_path / "data.jsonl").read_text().splitlines())
+    assert row["image"] is not None and f"error_{NAME}" not in row[META]
+    assert mapped[0]["image"] is not None

@@ -474,9 +474,10 @@ def test_a_request_error_chains_nothing_that_holds_the_key(keyed_server: ImageSe
         max_retries=0,
         retry_backoff=0.001,
     )
-    [error] = backend.generate(["p"], 1)
+    with pytest.raises(RequestError) as caught:
+        backend.generate(["p"], 1)
     backend.unload()
-    assert isinstance(error, RequestError)
+    error = caught.value
     assert error.__context__ is None and error.__cause__ is None
     assert SECRET not in _all_text(error)
     assert "Authorization: Bearer **********" in str(error)
@@ -679,8 +680,10 @@ def test_credentials_in_a_base_url_are_never_shown() -> None:
     openai = OpenAIImageGeneration(model="m", api_key="k", base_url=url, max_retries=0)
     task = ImageGeneration(image_generation_model=openai)
     hf = InferenceEndpointsImageGeneration(base_url=url, max_retries=0)
-    [error] = openai.generate(["p"], 1)
+    with pytest.raises(RequestError) as caught:
+        openai.generate(["p"], 1)
     openai.unload()
+    error = caught.value
     shown = [repr(openai), json.dumps(task.dump()), hf.model_name, repr(hf), str(error)]
     for text in shown:
         assert "PASSWORD9" not in text and "QKEY" not in text, text

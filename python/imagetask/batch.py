@@ -83,12 +83,15 @@ class ModelCall:
         return kwargs
 
     def generate(self) -> None:
-        """Asks the model for the images of every prompt (in the calling thread)."""
+        """Asks the model for the images of every prompt (in the calling thread): through
+        `generate_batch` when it has one (a failed request is its own input's answer)."""
         if not self.prompts:
             return
         model = self.task.image_generation_model
+        generate_batch = getattr(model, "generate_batch", None)
+        generate = generate_batch if callable(generate_batch) else model.generate
         try:
-            self.answers = model.generate(
+            self.answers = generate(
                 inputs=self.prompts,
                 num_generations=self.task.num_generations,
                 **self._kwargs(model),

@@ -21,7 +21,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -74,6 +74,11 @@ __all__ = ["CHECKPOINT", "RunSummary", "run"]
 SUMMARY = "run.json"
 _SYNC_THREADS = 4
 """Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
+_HELD_PER_BATCH_IN_FLIGHT = 8
+"""How many batches a run may hold, per batch of `batches_in_flight`, while the oldest
+waits on a request and the model has request slots to spare."""
+_POLL_SECONDS = 0.02
+"""How often a run waiting for its oldest batch asks the model whether it has slots to spare."""
 
 
 @dataclass(frozen=True)
@@ -412,7 +417,9 @@ def run(
     `limit` caps the input rows of the whole run (resumed ones included); a run it
     stopped before the input's end is not complete, and resuming it goes further. Batches of
     `task.input_batch_size` rows are generated `batches_in_flight` at a time while the
-    finished ones are written in order; memory stays bounded whatever the input size.
+    finished ones are written in order; while the oldest waits on a request (its retries,
+    a slow answer) and the model has request slots to spare (`idle_slots`), more start,
+    up to 8 times as many. Memory stays bounded whatever the input size.
     The output is synced and the checkpoint written at most every `checkpoint_seconds`
     (and when the run ends or stops): a crash repeats at most that much work.
     The run holds an exclusive lock on `output_dir` and works on a copy of `task` (its
@@ -478,9 +485,13 @@ def _stream(
     started: float,
 ) -> RunSummary:
     task = state.task
+    model = task.image_generation_model
     reporter = progress if isinstance(progress, Progress) else None
     pending: deque[_Pending] = deque()
-    workers = Workers(batches_in_flight, "imagetask")
+    most = batches_in_flight
+    if callable(getattr(model, "idle_slots", None)):
+        most *= _HELD_PER_BATCH_IN_FLIGHT
+    workers = Workers(most, "imagetask")
     try:
         numbered, where = _numbered(rows)
         _skip_done(state, numbered, where)
@@ -503,7 +514,7 @@ def _stream(
             position += len(chunk)
             if budget is not None:
                 budget -= len(chunk)
-            while len(pending) >= batches_in_flight:
+            while len(pending) >= batches_in_flight and _write_oldest_next(pending, model, most):
                 state.commit(pending.popleft(), reporter)
         while pending:
             state.commit(pending.popleft(), reporter)
@@ -528,6 +539,21 @@ def _stream(
         if reporter is not None:
             reporter.close()
     return _report(state)
+
+
+def _write_oldest_next(pending: deque[_Pending], model: Any, most: int) -> bool:
+    """Whether to write the oldest batch next (`commit` waits for it) rather than start
+    another first: while the oldest still waits on a request (retries, a slow answer) and
+    the model has request slots that nothing uses (its `idle_slots`), another batch
+    starts, up to `most` held, so that one request does not hold the others back."""
+    idle_slots = getattr(model, "idle_slots", None)
+    if len(pending) >= most or not callable(idle_slots):
+        return True
+    oldest = pending[0].generated
+    while not wait([oldest], timeout=_POLL_SECONDS).done:
+        if idle_slots() > 0:
+            return False
+    return True
 
 
 def _exhausted(numbered: Iterator[tuple[int, Row]]) -> bool:

@@ -29,12 +29,15 @@ class BackgroundLoop:
 
     `run` works from plain code, from inside a running event loop (Jupyter, an async web
     app) and from several threads at once; clients bound to a loop stay on this one.
+    Several users (runs in threads) may share it: each `acquire`s it and `release`s it
+    when done, and only the last release closes it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._users = 0
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -62,6 +65,21 @@ class BackgroundLoop:
             coroutine.close()
             raise RuntimeError("BackgroundLoop.run called from its own loop; await instead")
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    def acquire(self) -> None:
+        """Counts one more user: the loop stays open until every user has released it."""
+        with self._lock:
+            self._users += 1
+
+    def release(self, cleanup: Callable[[], Awaitable[None]] | None = None) -> None:
+        """One user is done: the last one (or a caller that never acquired the loop)
+        closes it as `close` does; before that, the other users' requests go on."""
+        with self._lock:
+            if self._users > 1:
+                self._users -= 1
+                return
+            self._users = 0
+        self.close(cleanup)
 
     def close(self, cleanup: Callable[[], Awaitable[None]] | None = None) -> None:
         """Cancels every task still on the loop and waits for them (their callers in

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import urllib.parse
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
 from imagetask.config import Configurable, RuntimeParameter
-from imagetask.errors import RequestError
+from imagetask.errors import ConfigError, RequestError, RequestRefused
 from imagetask.models.requests import (
     backoff_delay,
     describe,
+    refused,
     retry_after,
     transient,
 )
@@ -59,6 +62,26 @@ class _Stopped(Exception):
     def __init__(self, interrupt: BaseException) -> None:
         super().__init__(interrupt)
         self.interrupt = interrupt
+
+
+class _Gauge:
+    """A count that several threads raise and lower: the requests being sent or waiting
+    for a slot, whatever event loop runs them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Counts one more for the duration of the block."""
+        with self._lock:
+            self.value += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.value -= 1
 
 
 class ImageGenerationModel(Configurable, ABC):
@@ -110,9 +133,13 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     backoff and jitter, waiting what the server's `Retry-After` asks when it says.
     A subclass whose `agenerate` makes several requests calls `_call` for each and sets
     `_calls_requests = True`; otherwise each `agenerate` is treated as one request.
-    An input whose request fails for good gets the error as its answer, so only its own
-    rows fail; an `agenerate` that lost only some of an input's images answers with a
-    part `{"images": [None] * k, "error": "<why>"}` for them, so only those rows fail.
+    A refusal no retry changes (credentials, an unknown model) is not retried and raises
+    `RequestRefused`. In `generate_batch` (what a task calls) an input whose request
+    fails for good gets the error as its answer, so only its own rows fail; `generate`
+    raises it, as distilabel's models do. An `agenerate` that lost only some of an
+    input's images answers with a part `{"images": [None] * k, "error": "<why>"}` for
+    them, so only those rows fail. Users sharing the model (runs in threads) each `load`
+    and `unload` it: the last `unload` closes it.
     """
 
     max_concurrency: RuntimeParameter[PositiveInt] = 16
@@ -130,6 +157,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     def _live(self) -> None:
         """A background loop of its own and no clients yet (made on first request)."""
         self._loop = BackgroundLoop()
+        self._sending = _Gauge()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -138,7 +166,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """The fields (secrets included, as their own fields) without the loop and the
         clients, which belong to this process: a copy makes its own when it first runs."""
         state = dict(self.__dict__)
-        del state["_loop"], state["_per_loop"]
+        del state["_loop"], state["_per_loop"], state["_sending"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -160,9 +188,20 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 values += [parts.password, parts.query]
         return [value for value in values if isinstance(value, str) and value]
 
+    def idle_slots(self) -> int:
+        """How many of the `max_concurrency` request slots no request uses or waits for
+        (a request waiting between retries holds none): a run that has more batches
+        starts another rather than let them idle."""
+        return max(self.max_concurrency - self._sending.value, 0)
+
     def _transient(self, exc: BaseException) -> bool:
         """Whether a failed attempt is worth repeating; backends add their client's errors."""
         return transient(exc)
+
+    def _refused(self, exc: BaseException) -> bool:
+        """Whether a failed attempt is a refusal no retry changes (credentials, an
+        unknown model): it is raised as `RequestRefused`, so that a run stops."""
+        return refused(exc, self.model_name)
 
     def _on_loop(self, key: str, factory: Callable[[], T]) -> T:
         """An object made once per event loop (clients are bound to the loop they run on)."""
@@ -196,20 +235,22 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         while True:
             failure: RequestError | None = None
             retried: RequestError | None = None
-            async with slots:
-                try:
-                    if timeout is None:
-                        return await request()
-                    return await asyncio.wait_for(request(), timeout)
-                except _Stopped:
-                    raise
-                except Exception as exc:
-                    error = self._final_error(exc, attempt + 1)
-                    if self._transient(exc) and (patient or attempt < self.max_retries):
-                        retried = error
-                        delay = retry_after(exc)
-                    else:
-                        failure = error
+            with self._sending.held():
+                async with slots:
+                    try:
+                        if timeout is None:
+                            return await request()
+                        return await asyncio.wait_for(request(), timeout)
+                    except _Stopped:
+                        raise
+                    except Exception as exc:
+                        error = self._final_error(exc, attempt + 1)
+                        retry = patient or attempt < self.max_retries
+                        if not isinstance(error, RequestRefused) and retry and self._transient(exc):
+                            retried = error
+                            delay = retry_after(exc)
+                        else:
+                            failure = error
             if failure is not None:
                 # Raised outside the handler: the original error, which may hold a
                 # secret, is not kept as its context.
@@ -222,11 +263,13 @@ class AsyncImageGenerationModel(ImageGenerationModel):
             await asyncio.sleep(delay if longest_wait is None else min(delay, longest_wait))
 
     def _final_error(self, exc: BaseException, attempts: int) -> RequestError:
+        """The error a failed attempt ends with, its secrets masked."""
         what = describe(exc, self.timeout)
         for secret in self._secrets():
             what = what.replace(secret, "**********")
         tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-        return RequestError(f"request failed after {tries}: {what}")
+        error = RequestRefused if self._refused(exc) else RequestError
+        return error(f"request failed after {tries}: {what}")
 
     async def _parts(self, requests: list[tuple[dict[str, Any], Awaitable[Answer]]]) -> Answer:
         """Runs the requests of one input concurrently and joins their answers.
@@ -246,10 +289,25 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 answer.extend(result)
         return answer
 
+    def _check_arguments(self, num_generations: Any, kwargs: dict[str, Any]) -> None:
+        """Raises `ConfigError` (a `ValueError`) for arguments no request can take, before
+        any is sent; backends add checks of their keyword arguments."""
+        if isinstance(num_generations, bool) or not isinstance(num_generations, int):
+            raise ConfigError(
+                f"{type(self).__name__}: num_generations={num_generations!r}: expected an int"
+            )
+        if num_generations < 1:
+            raise ConfigError(
+                f"{type(self).__name__}: num_generations={num_generations}: expected >= 1"
+            )
+
     async def agenerate_batch(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any
     ) -> list[Answer | BaseException]:
-        """Answers every input concurrently; a failed request's answer is its exception."""
+        """Answers every input concurrently; a failed request's answer is its exception.
+
+        Raises `ConfigError` for arguments no request can take, before sending any."""
+        self._check_arguments(num_generations, kwargs)
 
         async def one(prompt: str) -> Answer | BaseException:
             async def request() -> Answer:
@@ -269,10 +327,22 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         answers = (one(prompt) for prompt in inputs)
         return list(await asyncio.gather(*answers, return_exceptions=True))
 
-    def generate(  # type: ignore[override]
+    def generate_batch(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any
     ) -> list[Answer | BaseException]:
+        """`agenerate_batch` on the background loop: one answer per input, the exception
+        of a failed request as its input's answer (what a task calls, so that only that
+        input's rows fail)."""
         return self._loop.run(self.agenerate_batch(inputs, num_generations, **kwargs))
+
+    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> list[Answer]:
+        """Answers every input, or raises the error of the first whose request failed for
+        good (a Ctrl-C first), as distilabel's models do."""
+        answers = self.generate_batch(inputs, num_generations, **kwargs)
+        errors = [answer for answer in answers if isinstance(answer, BaseException)]
+        if errors:
+            raise next((error for error in errors if not isinstance(error, Exception)), errors[0])
+        return [answer for answer in answers if not isinstance(answer, BaseException)]
 
     async def aclose(self) -> None:
         """Closes the clients made on the running loop (after `await task.agenerate`)."""
@@ -284,7 +354,13 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 if asyncio.iscoroutine(result):
                     await result
 
+    def load(self) -> None:
+        """Counts one more user of the model (a run, a `datasets` map): its requests
+        go on until it unloads, whoever else unloads meanwhile."""
+        self._loop.acquire()
+
     def unload(self) -> None:
-        """Cancels the requests still in flight, closes the clients and stops the
-        background loop (the callers of `generate` waiting on it see their requests fail)."""
-        self._loop.close(cleanup=self.aclose)
+        """One user is done. The last one (or a caller that never loaded the model)
+        cancels the requests still in flight, closes the clients and stops the background
+        loop (the callers of `generate` waiting on it see their requests fail)."""
+        self._loop.release(cleanup=self.aclose)

@@ -87,6 +87,7 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
         )
 
     async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
+        self._check_arguments(num_generations, kwargs)
         base = self.seed if self.seed is not None else random.randrange(2**31)
         return await self._parts(
             [

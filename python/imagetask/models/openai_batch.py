@@ -257,6 +257,11 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         if journal.path is not None:
             journal.close()
 
+    def idle_slots(self) -> int:
+        """No slot to spare: a job's requests wait at OpenAI, not for a slot here, so a
+        run keeps to `batches_in_flight` jobs instead of submitting more while one runs."""
+        return 0
+
     @property
     def jobs_dir(self) -> Path | None:
         """The folder of the journal and of downloads in progress."""

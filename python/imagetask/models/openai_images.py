@@ -22,6 +22,7 @@ __all__ = ["OpenAIImageGeneration"]
 
 _ONE_PER_REQUEST = ("dall-e-3",)
 _MAX_PER_REQUEST = 10
+_RESPONSE_FORMATS = ("url", "b64_json")
 
 
 @functools.cache
@@ -43,6 +44,33 @@ def _http_module() -> Any:
         except ImportError:
             continue
     return require("httpx", "openai", "OpenAIImageGeneration")
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A JSON object of an answer as a dict, whether the client made it a model or kept
+    it as it came; `{}` for a value of any other shape."""
+    openai = require("openai", "openai", "OpenAIImageGeneration")
+    if isinstance(value, openai.BaseModel):
+        return dict(value)
+    return value if isinstance(value, dict) else {}
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _token_counts(usage: Any) -> dict[str, Any]:
+    """The token counts of an answer's `usage` in the shape the SDK documents: counts,
+    and objects of counts (`input_tokens_details`); a value of another shape (a server
+    that sends text, a list, `null`) is left out rather than failing the image."""
+    counts: dict[str, Any] = {}
+    for name, value in _fields(usage).items():
+        details = _fields(value)
+        if _is_count(value):
+            counts[name] = value
+        elif details and all(_is_count(count) for count in details.values()):
+            counts[name] = details
+    return counts
 
 
 class OpenAIImageGeneration(AsyncImageGenerationModel):
@@ -87,8 +115,19 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
         return self.model
 
     def load(self) -> None:
-        """Checks that there is an API key to send."""
+        """Checks that there is an API key to send and that `generation_kwargs` can be."""
         self._key()
+        self._check_arguments(1, self.get_generation_kwargs())
+        super().load()
+
+    def _check_arguments(self, num_generations: Any, kwargs: dict[str, Any]) -> None:
+        super()._check_arguments(num_generations, kwargs)
+        response_format = kwargs.get("response_format")
+        if response_format is not None and response_format not in _RESPONSE_FORMATS:
+            raise ConfigError(
+                f"{type(self).__name__}: response_format={response_format!r}: "
+                "expected 'url' or 'b64_json'"
+            )
 
     def _key(self) -> str:
         key = self.api_key or os.environ.get("OPENAI_API_KEY")
@@ -118,12 +157,20 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
         openai = require("openai", "openai", type(self).__name__)
         return isinstance(exc, openai.APIConnectionError) or super()._transient(exc)
 
+    def _refused(self, exc: BaseException) -> bool:
+        """Only the API's answers: a 403 or 404 downloading a `url` image is that image's."""
+        openai = require("openai", "openai", type(self).__name__)
+        return isinstance(exc, openai.APIStatusError) and super()._refused(exc)
+
     def _per_request(self) -> int:
         if self.images_per_request is not None:
             return self.images_per_request
         return 1 if self.model.startswith(_ONE_PER_REQUEST) else _MAX_PER_REQUEST
 
     async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
+        """The images of one input; raises `ConfigError` (a `ValueError`) before any
+        request for a `response_format` other than `url` and `b64_json`."""
+        self._check_arguments(num_generations, kwargs)
         per = self._per_request()
         counts = [min(per, num_generations - start) for start in range(0, num_generations, per)]
         return await self._parts(
@@ -151,7 +198,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
         data = response.data or []
         if len(data) != count:
             raise ValueError(f"the server returned {len(data)} image(s) for n={count}")
-        usage = response.usage.model_dump(exclude_none=True) if response.usage else {}
+        usage = _token_counts(response.usage)
         answer: Answer = []
         for item in data:
             if item.b64_json is not None:
@@ -164,7 +211,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
             else:
                 raise ValueError("the server returned an image with neither b64_json nor url")
             part: dict[str, Any] = {"images": [image]}
-            if item.revised_prompt is not None:
+            if isinstance(item.revised_prompt, str):
                 part["revised_prompt"] = item.revised_prompt
             if "seed" in kwargs:
                 part["seed"] = kwargs["seed"]

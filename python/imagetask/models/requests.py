@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import sys
 import time
+from typing import Any
 
 __all__ = [
     "backoff_delay",
     "describe",
+    "refused",
     "retry_after",
     "status_code",
     "transient",
@@ -52,6 +55,31 @@ def transient(exc: BaseException) -> bool:
         if module is not None and isinstance(exc, module.TransportError):
             return True
     return False
+
+
+def _error_code(exc: BaseException) -> Any:
+    """The `code` of the error object the server answered with, if the client kept it."""
+    code = getattr(exc, "code", None)
+    if code is not None:
+        return code
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def refused(exc: BaseException, model: str) -> bool:
+    """Whether an exception is a refusal that no retry changes: refused credentials
+    (401, 403), or a model the server does not have (404 with the `model_not_found`
+    code, or whose message names `model`, as a word or at the end of a URL path)."""
+    code = status_code(exc)
+    if code in (401, 403):
+        return True
+    if code != 404:
+        return False
+    if _error_code(exc) == "model_not_found":
+        return True
+    named = rf"(?<![\w.:-]){re.escape(model)}(?![\w/:-]|\.\w)"
+    return bool(model) and re.search(named, str(exc)) is not None
 
 
 def retry_after(exc: BaseException) -> float | None:

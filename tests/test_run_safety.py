@@ -414,3 +414,60 @@ def test_a_ctrl_c_right_after_a_batch_is_written_leaves_only_recorded_rows(
     assert summary.complete and [json.loads(line)["prompt"] for line in lines] == [
         f"p{i}" for i in range(40)
     ]
+
+
+def test_a_ctrl_c_right_after_a_parquet_shard_is_finished_resumes_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagetask.hf_dataset import ParquetSink
+
+    write_table = ParquetSink.write_table
+
+    def write_then_interrupt(self: ParquetSink, table: pa.Table) -> None:
+        before = self.state()
+        write_table(self, table)
+        if before["staged"] and len(self.state()["shards"]) > len(before["shards"]):
+            raise KeyboardInterrupt  # the shard is finished, the checkpoint not yet written
+
+    monkeypatch.setattr(ParquetSink, "write_table", write_then_interrupt)
+    task = make_task(images_as_bytes=True)
+    rows = prompts(12)
+    with pytest.raises(RunInterrupted) as info:
+        task.run(rows, tmp_path, format="parquet", shard_bytes=2500, checkpoint_seconds=0)
+    assert info.value.summary.rows_in == 3
+    assert [staged["rows"] for staged in checkpoint(tmp_path)["sink"]["staged"]] == [3]
+    assert recorded_table(tmp_path).column("id").to_pylist() == [0, 1, 2]
+    monkeypatch.setattr(ParquetSink, "write_table", write_table)
+    summary = task.run(rows, tmp_path, format="parquet", shard_bytes=2500, resume=True)
+    assert (summary.resumed_from, summary.rows_in, summary.rows_out) == (3, 12, 12)
+    assert recorded_table(tmp_path).column("id").to_pylist() == list(range(12))
+
+
+def test_a_failure_while_the_dataset_card_is_written_resumes_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagetask import hf_dataset
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    write_atomic = hf_dataset.write_atomic
+    monkeypatch.setattr(hf_dataset, "write_atomic", full_disk)
+    task = make_task(images_as_bytes=True)
+    rows = prompts(8)
+    with pytest.raises(OSError, match="No space left"):
+        task.run(rows, tmp_path, format="parquet", checkpoint_seconds=0)
+    state = checkpoint(tmp_path)
+    assert (state["rows_in"], state["complete"], state["sink"]["shards"]) == (8, False, [])
+    assert recorded_table(tmp_path).column("id").to_pylist() == list(range(8))
+    monkeypatch.setattr(hf_dataset, "write_atomic", write_atomic)
+    summary = task.run(rows, tmp_path, format="parquet", resume=True)
+    assert (summary.resumed_from, summary.rows_in, summary.rows_out, summary.complete) == (
+        8,
+        8,
+        8,
+        True,
+    )
+    shards = sorted((tmp_path / "data").iterdir())
+    assert [path.name for path in shards] == ["train-00000.parquet"]
+    assert pq.read_table(shards[0]).column("id").to_pylist() == list(range(8))

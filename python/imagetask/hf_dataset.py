@@ -20,7 +20,8 @@ rewritten at the end of the run: `finish` only turns the last staged batches int
 shard and writes the card. The checkpoint records the shards and the staged streams with
 their sizes and row counts; a resumed run checks them, drops what came after (a shard
 finished after the checkpoint, staged bytes beyond it) and goes on staging in a new
-stream. A stream is deleted only once a checkpoint records its shard.
+stream. A stream is deleted only once a checkpoint records its shard and no longer names
+the stream, so a stop at any moment leaves an output its checkpoint can resume.
 """
 
 from __future__ import annotations
@@ -466,15 +467,19 @@ class ParquetSink:
         fsync_dir(self._staging)
 
     def discard_after(self, state: dict[str, Any]) -> None:
-        """Nothing to drop that a reader sees: finished shards are only renamed into
-        `data/` as a checkpoint records them, and the staged streams past the checkpoint
-        are cut back when the run is resumed."""
+        """Nothing to drop here: a resumed run deletes the shards finished after its
+        checkpoint and cuts the staged streams back to it."""
 
-    def saved(self) -> None:
-        """After a checkpoint recorded the shards: deletes the streams they came from."""
+    def saved(self, state: dict[str, Any]) -> None:
+        """After a checkpoint recorded `state`: deletes the streams of finished shards that
+        it no longer names (a stop between finishing a shard and recording it leaves a
+        checkpoint that still needs them)."""
+        recorded = {staged["name"] for staged in state["staged"]}
+        kept = [path for path in self._obsolete if path.name in recorded]
         for path in self._obsolete:
-            path.unlink(missing_ok=True)
-        self._obsolete.clear()
+            if path.name not in recorded:
+                path.unlink(missing_ok=True)
+        self._obsolete = kept
 
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = msgspec.to_builtins(

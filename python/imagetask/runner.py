@@ -343,7 +343,7 @@ class _Run:
         self._images.wait()
         write_checkpoint(self.path, self.checkpoint)
         if self.sink is not None:
-            self.sink.saved()
+            self.sink.saved(self.checkpoint.sink)
         self._saved = time.monotonic()
 
     def complete(self, seconds: float, complete: bool) -> None:

@@ -371,8 +371,7 @@ class ParquetSink:
             paths = table.column(path_index).combine_chunks() if path_index >= 0 else None
             images = self._images(table.column(index).combine_chunks(), paths)
             table = table.set_column(index, arrow.field(self._image_column, images.type), images)
-        dataset = self._unify(self._dataset_schema, table.schema)
-        schema = self._unify(self._schema, table.schema)
+        schema = self._unify(self._dataset_schema, table.schema)
         try:
             table = self._conform(table, schema)
         except (arrow.ArrowException, ValueError) as exc:
@@ -380,6 +379,8 @@ class ParquetSink:
             raise SinkError(
                 f"{self.path}: the batch cannot take the columns' types: {reason}"
             ) from None
+        if self._dataset_schema is not None and not schema.equals(self._dataset_schema):
+            self._check_widening(schema)
         if self._writer is None or not schema.equals(self._schema):
             self._start_stream(schema)
         self._writer.write_table(table)
@@ -389,9 +390,43 @@ class ParquetSink:
         current.bytes = self._file.tell()
         self._unsynced.add(self._staging / current.name)
         self._rows += table.num_rows
-        self._dataset_schema = dataset
+        self._dataset_schema = schema
         if sum(staged.bytes for staged in self._staged) >= self._shard_bytes:
             self._finish_shard()
+
+    def _check_widening(self, schema: Any) -> None:
+        """Raises `SinkError` unless every row written so far (shards and staged batches)
+        takes the types `schema` widens its columns to (an int beyond 2**53 is no exact
+        float): `datasets` casts every shard to the card's types."""
+        arrow = self._arrow
+        names = [
+            field.name
+            for field in self._dataset_schema
+            if not schema.field(field.name).type.equals(field.type)
+        ]
+        if not names:
+            return
+        parts = [
+            self._parquet.read_table(self.path / shard.name, columns=names)
+            for shard in self._shards
+        ]
+        for staged in self._staged:
+            parts.extend(
+                arrow.Table.from_batches([batch])
+                for batch in self._batches(self._staging / staged.name)
+            )
+        for part in parts:
+            for name in names:
+                kind = schema.field(name).type
+                try:
+                    if name in part.column_names:
+                        part.column(name).cast(kind)
+                except (arrow.ArrowException, ValueError) as exc:
+                    reason = " ".join(str(exc).split())
+                    raise SinkError(
+                        f"{self.path}: the batch makes the column {name!r} {kind}, which the "
+                        f"rows before it cannot take: {reason}"
+                    ) from None
 
     def _conform(self, table: Any, schema: Any) -> Any:
         """`table` with `schema`'s columns, in its order (missing ones null)."""

@@ -346,3 +346,21 @@ def test_an_empty_input_gives_an_empty_parquet_file(tmp_path: Path) -> None:
     table = pq.read_table(out / "data" / "train-00000.parquet")
     assert (table.num_rows, table.column_names) == (0, ["prompt", "image", "model_name"])
     assert sorted(path.name for path in (out / "data").iterdir()) == ["train-00000.parquet"]
+
+
+@pytest.mark.parametrize("model", ["placeholder", "openai-batch:gpt-image-1"])
+def test_a_checkpoint_nested_too_deeply_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    out = tmp_path / "out"
+    (tmp_path / "out").mkdir()
+    checkpoint = out / "checkpoint.json"
+    deep = "[" * 100_000 + "]" * 100_000
+    checkpoint.write_text('{"version": 2, "format": "jsonl", "task": {"a": ' + deep + "}}")
+    args = ["generate", str(PROMPTS), "-o", str(out), "--resume", "--quiet", "--model", model]
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {checkpoint}: not a checkpoint this version can resume: nested too "
+        "deeply\n"
+    )

@@ -85,8 +85,8 @@ def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 def read_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint at `path`, every key and type checked.
 
-    Raises `RunError` naming the problem (unreadable, not JSON, a missing or unknown key,
-    a wrong type, a negative count, another version).
+    Raises `RunError` naming the problem (unreadable, not JSON, nested too deeply, a
+    missing or unknown key, a wrong type, a negative count, another version).
     """
     try:
         data = path.read_bytes()
@@ -96,4 +96,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         checkpoint = msgspec.json.decode(data, type=Checkpoint, strict=True)
     except msgspec.DecodeError as exc:
         raise RunError(f"{path}: not a checkpoint this version can resume: {exc}") from None
+    except RecursionError:
+        raise RunError(
+            f"{path}: not a checkpoint this version can resume: nested too deeply"
+        ) from None
     return checkpoint

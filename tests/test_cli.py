@@ -364,3 +364,22 @@ def test_a_checkpoint_nested_too_deeply_is_one_line(
         f"imagetask: error: {checkpoint}: not a checkpoint this version can resume: nested too "
         "deeply\n"
     )
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_a_command_refused_at_its_first_row_leaves_nothing_that_blocks_the_corrected_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], format: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("caption,id\na cat,1\na dog,2\n")
+    out = tmp_path / "out"
+    command = ["generate", str(source), "-o", str(out), "--format", format, "--quiet"]
+    assert main([*command, "--column", "prompt=capton"]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {source} line 2: the row lacks the input column 'capton' (its "
+        "columns: 'caption', 'id')\n"
+    )
+    assert [path.name for path in out.iterdir()] == [".imagetask.lock"]
+    assert main([*command, "--column", "prompt=caption"]) == 0
+    report = json.loads((out / "run.json").read_text())
+    assert (report["rows_in"], report["rows_out"], report["resumed_from"]) == (2, 2, 0)

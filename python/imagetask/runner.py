@@ -9,8 +9,10 @@ files are on disk; a batch that cannot be written stops the run with the checkpo
 the batch before. At most every `checkpoint_seconds` the output and the image files
 written since the last checkpoint are synced, then the checkpoint records how many input
 rows are done and where the output ends. A resumed run checks the checkpoint and the
-output against each other, cuts the output back to that point and goes on with the next
-input row, so a crash at any moment loses nothing and repeats nothing.
+output against each other and the input against the rows done (a digest of them), cuts
+the output back to that point and goes on with the next input row, so a crash at any
+moment loses nothing and repeats nothing; a finished run goes on the same way when its
+input grew. A new run stopped before it recorded a row removes its checkpoint and output.
 """
 
 from __future__ import annotations

@@ -404,18 +404,7 @@ class ParquetSink:
             for field in self._dataset_schema
             if not schema.field(field.name).type.equals(field.type)
         ]
-        if not names:
-            return
-        parts = [
-            self._parquet.read_table(self.path / shard.name, columns=names)
-            for shard in self._shards
-        ]
-        for staged in self._staged:
-            parts.extend(
-                arrow.Table.from_batches([batch])
-                for batch in self._batches(self._staging / staged.name)
-            )
-        for part in parts:
+        for part in self._written(names):
             for name in names:
                 kind = schema.field(name).type
                 try:
@@ -427,6 +416,17 @@ class ParquetSink:
                         f"{self.path}: the batch makes the column {name!r} {kind}, which the "
                         f"rows before it cannot take: {reason}"
                     ) from None
+
+    def _written(self, names: list[str]) -> Iterator[Any]:
+        """The rows written so far, one table at a time: the `names` columns of each
+        shard, then each staged batch (none when `names` is empty)."""
+        if not names:
+            return
+        for shard in self._shards:
+            yield self._parquet.read_table(self.path / shard.name, columns=names)
+        for staged in self._staged:
+            for batch in self._batches(self._staging / staged.name):
+                yield self._arrow.Table.from_batches([batch])
 
     def _conform(self, table: Any, schema: Any) -> Any:
         """`table` with `schema`'s columns, in its order (missing ones null)."""

@@ -349,7 +349,7 @@ class _Run:
         """For a new run stopped before it recorded a row (a command refused at its first
         row): removes its output, then its checkpoint, so that nothing in the folder
         blocks the next command. A run that recorded rows is left to resume."""
-        if not self.fresh or self.checkpoint.rows_in:
+        if not self.fresh or self.checkpoint.rows_in or self.done:
             return
         self.close()
         for path in (self.output / name for name in _OUTPUTS):

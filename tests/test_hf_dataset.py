@@ -235,3 +235,13 @@ def test_a_float_then_a_big_int_in_a_new_shard_stops_at_that_batch(tmp_path: Pat
         f"rows before it: {out / 'data'}: the batch cannot take the columns' types: "
     )
     assert load(out, tmp_path / "cache")["n"] == [0.5] * 8
+
+
+def test_ints_then_floats_widen_to_floats_in_every_shard(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    data = [{**row, "n": row["id"] if row["id"] < 4 else row["id"] + 0.5} for row in rows(8)]
+    make_task().run(data, out, format="parquet", shard_bytes=1)
+    assert len(list((out / "data").iterdir())) == 2
+    dataset = load(out, tmp_path / "cache")
+    assert dataset.features["n"] == datasets.Value("float64")
+    assert dataset["n"] == [n for n in [0, 1, 2, 3, 4.5, 5.5, 6.5, 7.5] for _ in range(2)]

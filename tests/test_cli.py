@@ -445,3 +445,40 @@ def test_runs_lock_and_bench_without_fcntl_and_resource(tmp_path: Path) -> None:
     assert bench.stdout.splitlines()[-1] == (
         "peak memory: not measured (this system has no `resource` module)"
     )
+
+
+@pytest.mark.parametrize("model", ["placeholder", "openai-batch:gpt-image-1"])
+def test_a_checkpoint_nested_too_deeply_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    out = tmp_path / "out"
+    (tmp_path / "out").mkdir()
+    checkpoint = out / "checkpoint.json"
+    deep = "[" * 100_000 + "]" * 100_000
+    checkpoint.write_text('{"version": 2, "format": "jsonl", "task": {"a": ' + deep + "}}")
+    args = ["generate", str(PROMPTS), "-o", str(out), "--resume", "--quiet", "--model", model]
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {checkpoint}: not a checkpoint this version can resume: nested too "
+        "deeply\n"
+    )
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_a_command_refused_at_its_first_row_leaves_nothing_that_blocks_the_corrected_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], format: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("caption,id\na cat,1\na dog,2\n")
+    out = tmp_path / "out"
+    command = ["generate", str(source), "-o", str(out), "--format", format, "--quiet"]
+    assert main([*command, "--column", "prompt=capton"]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {source} line 2: the row lacks the input column 'capton' (its "
+        "columns: 'caption', 'id')\n"
+    )
+    assert [path.name for path in out.iterdir()] == [".imagetask.lock"]
+    assert main([*command, "--column", "prompt=caption"]) == 0
+    report = json.loads((out / "run.json").read_text())
+    assert (report["rows_in"], report["rows_out"], report["resumed_from"]) == (2, 2, 0)

@@ -10,9 +10,12 @@ from typing import Any
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from outputs import recorded_table
 from PIL import Image
 
 from imagetask import ImageGeneration, ImageGenerationModel, _core
+from imagetask.errors import SinkError
 from imagetask.hf_dataset import IMAGE_ROW_GROUP, features
 
 GENERATIONS = 2
@@ -186,3 +189,59 @@ def test_an_empty_run_is_one_empty_shard_with_the_image_feature(tmp_path: Path) 
     schema = pq.read_schema(shard)
     assert datasets.Features.from_arrow_schema(schema)["image"] == datasets.Image()
     assert "num_examples: 0" in (out / "README.md").read_text()
+
+
+BIG = 2**53 + 1
+"""An int that no float64 holds exactly."""
+
+
+@pytest.mark.parametrize("shard_bytes", [1, 500_000_000], ids=["shard per batch", "one shard"])
+@pytest.mark.parametrize(
+    ("column", "later"), [(BIG, 0.5), ([BIG], [0.5])], ids=["int then float", "in lists"]
+)
+def test_a_big_int_then_a_float_stops_at_that_batch_with_the_rows_before_loadable(
+    tmp_path: Path, shard_bytes: int, column: Any, later: Any
+) -> None:
+    out = tmp_path / "out"
+    data = [{**row, "n": column if row["id"] < 4 else later} for row in rows(8)]
+    for _ in range(2):  # a resume with the same input stops at the same batch
+        with pytest.raises(SinkError) as caught:
+            make_task().run(data, out, format="parquet", shard_bytes=shard_bytes, resume=True)
+        message = str(caught.value)
+        assert message.startswith(
+            "input row 4: the batch from this row cannot be written, so the run stops with "
+            f"the rows before it: {out / 'data'}: the batch makes the column 'n' "
+        ), message
+        assert "\n" not in message
+        recorded = recorded_table(out)
+        assert recorded.column("id").to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert recorded.column("n").to_pylist() == [column] * 8
+    if shard_bytes == 1:
+        assert load(out, tmp_path / "cache")["n"] == [column] * 8
+    # The input fixed, the resume writes the rest, every value exact.
+    fixed = [{**row, "n": column} for row in data]
+    summary = make_task().run(fixed, out, format="parquet", shard_bytes=shard_bytes, resume=True)
+    assert (summary.resumed_from, summary.rows_in, summary.rows_out) == (4, 8, 16)
+    assert load(out, tmp_path / "cache2")["n"] == [column] * 16
+
+
+def test_a_float_then_a_big_int_in_a_new_shard_stops_at_that_batch(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    data = [{**row, "n": 0.5 if row["id"] < 4 else BIG} for row in rows(8)]
+    with pytest.raises(SinkError) as caught:
+        make_task().run(data, out, format="parquet", shard_bytes=1)
+    assert str(caught.value).startswith(
+        "input row 4: the batch from this row cannot be written, so the run stops with the "
+        f"rows before it: {out / 'data'}: the batch cannot take the columns' types: "
+    )
+    assert load(out, tmp_path / "cache")["n"] == [0.5] * 8
+
+
+def test_ints_then_floats_widen_to_floats_in_every_shard(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    data = [{**row, "n": row["id"] if row["id"] < 4 else row["id"] + 0.5} for row in rows(8)]
+    make_task().run(data, out, format="parquet", shard_bytes=1)
+    assert len(list((out / "data").iterdir())) == 2
+    dataset = load(out, tmp_path / "cache")
+    assert dataset.features["n"] == datasets.Value("float64")
+    assert dataset["n"] == [n for n in [0, 1, 2, 3, 4.5, 5.5, 6.5, 7.5] for _ in range(2)]

@@ -414,3 +414,118 @@ def test_a_ctrl_c_right_after_a_batch_is_written_leaves_only_recorded_rows(
     assert summary.complete and [json.loads(line)["prompt"] for line in lines] == [
         f"p{i}" for i in range(40)
     ]
+
+
+def test_a_ctrl_c_right_after_a_parquet_shard_is_finished_resumes_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagetask.hf_dataset import ParquetSink
+
+    write_table = ParquetSink.write_table
+
+    def write_then_interrupt(self: ParquetSink, table: pa.Table) -> None:
+        before = self.state()
+        write_table(self, table)
+        if before["staged"] and len(self.state()["shards"]) > len(before["shards"]):
+            raise KeyboardInterrupt  # the shard is finished, the checkpoint not yet written
+
+    monkeypatch.setattr(ParquetSink, "write_table", write_then_interrupt)
+    task = make_task(images_as_bytes=True)
+    rows = prompts(12)
+    with pytest.raises(RunInterrupted) as info:
+        task.run(rows, tmp_path, format="parquet", shard_bytes=2500, checkpoint_seconds=0)
+    assert info.value.summary.rows_in == 3
+    assert [staged["rows"] for staged in checkpoint(tmp_path)["sink"]["staged"]] == [3]
+    assert recorded_table(tmp_path).column("id").to_pylist() == [0, 1, 2]
+    monkeypatch.setattr(ParquetSink, "write_table", write_table)
+    summary = task.run(rows, tmp_path, format="parquet", shard_bytes=2500, resume=True)
+    assert (summary.resumed_from, summary.rows_in, summary.rows_out) == (3, 12, 12)
+    assert recorded_table(tmp_path).column("id").to_pylist() == list(range(12))
+
+
+def test_a_failure_while_the_dataset_card_is_written_resumes_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagetask import hf_dataset
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    write_atomic = hf_dataset.write_atomic
+    monkeypatch.setattr(hf_dataset, "write_atomic", full_disk)
+    task = make_task(images_as_bytes=True)
+    rows = prompts(8)
+    with pytest.raises(OSError, match="No space left"):
+        task.run(rows, tmp_path, format="parquet", checkpoint_seconds=0)
+    state = checkpoint(tmp_path)
+    assert (state["rows_in"], state["complete"], state["sink"]["shards"]) == (8, False, [])
+    assert recorded_table(tmp_path).column("id").to_pylist() == list(range(8))
+    monkeypatch.setattr(hf_dataset, "write_atomic", write_atomic)
+    summary = task.run(rows, tmp_path, format="parquet", resume=True)
+    assert (summary.resumed_from, summary.rows_in, summary.rows_out, summary.complete) == (
+        8,
+        8,
+        8,
+        True,
+    )
+    shards = sorted((tmp_path / "data").iterdir())
+    assert [path.name for path in shards] == ["train-00000.parquet"]
+    assert pq.read_table(shards[0]).column("id").to_pylist() == list(range(8))
+
+
+# A resume checks that the input starts with the rows the run read, finished or not.
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_a_finished_run_resumed_with_a_grown_input_goes_on_with_the_new_rows(
+    tmp_path: Path, format: Any
+) -> None:
+    task = make_task(images_as_bytes=True)
+    task.run(prompts(7), tmp_path, format=format)
+    summary = task.run(prompts(12), tmp_path, format=format, resume=True)
+    assert (summary.resumed_from, summary.rows_in, summary.rows_out, summary.complete) == (
+        7,
+        12,
+        12,
+        True,
+    )
+    if format == "jsonl":
+        assert [row["id"] for row in lines(tmp_path / "data.jsonl")] == list(range(12))
+    else:
+        shards = sorted((tmp_path / "data").iterdir())
+        ids = [i for shard in shards for i in pq.read_table(shard).column("id").to_pylist()]
+        assert ids == list(range(12))
+        assert "num_examples: 12" in (tmp_path / "README.md").read_text()
+    report = json.loads((tmp_path / "run.json").read_text())
+    assert (report["rows_in"], report["resumed_from"], report["complete"]) == (12, 7, True)
+
+
+def test_a_finished_run_resumed_with_the_same_input_writes_nothing(tmp_path: Path) -> None:
+    task = make_task()
+    first = task.run(prompts(7), tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    again = task.run(prompts(7), tmp_path, resume=True)
+    assert (again.rows_in, again.rows_out, again.complete) == (7, 7, True)
+    assert again.seconds == first.seconds
+    after = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_resume_refuses_an_input_with_a_row_changed_between_the_first_and_last_done(
+    tmp_path: Path, finished: bool
+) -> None:
+    task = make_task()
+    task.run(prompts(12), tmp_path, limit=None if finished else 9)
+    before = (tmp_path / "checkpoint.json").read_bytes()
+    changed = prompts(14)
+    changed[4]["prompt"] = "changed"
+    with pytest.raises(RunError) as info:
+        task.run(changed, tmp_path, resume=True)
+    last = 11 if finished else 8
+    assert str(info.value) == (
+        f"input row {last}: the rows up to this one are not the ones the run to resume read "
+        "(a row was changed, added or removed): resume it with the input it started with"
+    )
+    assert (tmp_path / "checkpoint.json").read_bytes() == before
+    assert [row["id"] for row in lines(tmp_path / "data.jsonl")] == list(range(last + 1))

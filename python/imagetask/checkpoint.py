@@ -19,6 +19,7 @@ __all__ = [
     "VERSION",
     "Checkpoint",
     "InputMark",
+    "RowsDigest",
     "read_checkpoint",
     "row_digest",
     "write_checkpoint",
@@ -32,19 +33,42 @@ Count = Annotated[int, msgspec.Meta(ge=0)]
 
 class InputMark(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """What identifies a run's input: digests of its first row and of the last row done
-    (`None` until known, or for a row that has no stable encoding)."""
+    (`None` until known, or for a row that has no stable encoding), and the `RowsDigest`
+    of every row done (`None` in checkpoints written before it was recorded)."""
 
     first: str | None = None
     last: str | None = None
+    rows: str | None = None
+
+
+def _encoded(row: Any) -> bytes | None:
+    """A row's stable encoding (`None` for a row that has none)."""
+    try:
+        return msgspec.json.encode(row)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return None
 
 
 def row_digest(row: Any) -> str | None:
     """A digest of one input row, to tell on resume that the input is the run's."""
-    try:
-        data = msgspec.json.encode(row)
-    except (TypeError, ValueError, OverflowError, RecursionError):
-        return None
-    return hashlib.sha256(data).hexdigest()
+    data = _encoded(row)
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+class RowsDigest:
+    """A digest of input rows in order, extended row by row: the same digest after N rows
+    proves that an input starts with the N rows a run read (a row without a stable
+    encoding counts as one unknown row)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, row: Any) -> None:
+        data = _encoded(row)
+        self._hash.update(b"?" if data is None else len(data).to_bytes(8, "big") + data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -90,8 +114,8 @@ def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 def read_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint at `path`, every key and type checked.
 
-    Raises `RunError` naming the problem (unreadable, not JSON, a missing or unknown key,
-    a wrong type, a negative count, another version).
+    Raises `RunError` naming the problem (unreadable, not JSON, nested too deeply, a
+    missing or unknown key, a wrong type, a negative count, another version).
     """
     try:
         data = path.read_bytes()
@@ -101,4 +125,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         checkpoint = msgspec.json.decode(data, type=Checkpoint, strict=True)
     except msgspec.DecodeError as exc:
         raise RunError(f"{path}: not a checkpoint this version can resume: {exc}") from None
+    except RecursionError:
+        raise RunError(
+            f"{path}: not a checkpoint this version can resume: nested too deeply"
+        ) from None
     return checkpoint

@@ -20,7 +20,8 @@ rewritten at the end of the run: `finish` only turns the last staged batches int
 shard and writes the card. The checkpoint records the shards and the staged streams with
 their sizes and row counts; a resumed run checks them, drops what came after (a shard
 finished after the checkpoint, staged bytes beyond it) and goes on staging in a new
-stream. A stream is deleted only once a checkpoint records its shard.
+stream. A stream is deleted only once a checkpoint records its shard and no longer names
+the stream, so a stop at any moment leaves an output its checkpoint can resume.
 """
 
 from __future__ import annotations
@@ -372,8 +373,7 @@ class ParquetSink:
             paths = table.column(path_index).combine_chunks() if path_index >= 0 else None
             images = self._images(table.column(index).combine_chunks(), paths)
             table = table.set_column(index, arrow.field(self._image_column, images.type), images)
-        dataset = self._unify(self._dataset_schema, table.schema)
-        schema = self._unify(self._schema, table.schema)
+        schema = self._unify(self._dataset_schema, table.schema)
         try:
             table = self._conform(table, schema)
         except (arrow.ArrowException, ValueError) as exc:
@@ -381,6 +381,8 @@ class ParquetSink:
             raise SinkError(
                 f"{self.path}: the batch cannot take the columns' types: {reason}"
             ) from None
+        if self._dataset_schema is not None and not schema.equals(self._dataset_schema):
+            self._check_widening(schema)
         if self._writer is None or not schema.equals(self._schema):
             self._start_stream(schema)
         self._writer.write_table(table)
@@ -390,9 +392,43 @@ class ParquetSink:
         current.bytes = self._file.tell()
         self._unsynced.add(self._staging / current.name)
         self._rows += table.num_rows
-        self._dataset_schema = dataset
+        self._dataset_schema = schema
         if sum(staged.bytes for staged in self._staged) >= self._shard_bytes:
             self._finish_shard()
+
+    def _check_widening(self, schema: Any) -> None:
+        """Raises `SinkError` unless every row written so far (shards and staged batches)
+        takes the types `schema` widens its columns to (an int beyond 2**53 is no exact
+        float): `datasets` casts every shard to the card's types."""
+        arrow = self._arrow
+        names = [
+            field.name
+            for field in self._dataset_schema
+            if not schema.field(field.name).type.equals(field.type)
+        ]
+        for part in self._written(names):
+            for name in names:
+                kind = schema.field(name).type
+                try:
+                    if name in part.column_names:
+                        part.column(name).cast(kind)
+                except (arrow.ArrowException, ValueError) as exc:
+                    reason = " ".join(str(exc).split())
+                    raise SinkError(
+                        f"{self.path}: the batch makes the column {name!r} {kind}, which the "
+                        f"rows before it cannot take: {reason}"
+                    ) from None
+
+    def _written(self, names: list[str]) -> Iterator[Any]:
+        """The rows written so far, one table at a time: the `names` columns of each
+        shard, then each staged batch (none when `names` is empty)."""
+        if not names:
+            return
+        for shard in self._shards:
+            yield self._parquet.read_table(self.path / shard.name, columns=names)
+        for staged in self._staged:
+            for batch in self._batches(self._staging / staged.name):
+                yield self._arrow.Table.from_batches([batch])
 
     def _conform(self, table: Any, schema: Any) -> Any:
         """`table` with `schema`'s columns, in its order (missing ones null)."""
@@ -468,15 +504,19 @@ class ParquetSink:
         fsync_dir(self._staging)
 
     def discard_after(self, state: dict[str, Any]) -> None:
-        """Nothing to drop that a reader sees: finished shards are only renamed into
-        `data/` as a checkpoint records them, and the staged streams past the checkpoint
-        are cut back when the run is resumed."""
+        """Nothing to drop here: a resumed run deletes the shards finished after its
+        checkpoint and cuts the staged streams back to it."""
 
-    def saved(self) -> None:
-        """After a checkpoint recorded the shards: deletes the streams they came from."""
+    def saved(self, state: dict[str, Any]) -> None:
+        """After a checkpoint recorded `state`: deletes the streams of finished shards that
+        it no longer names (a stop between finishing a shard and recording it leaves a
+        checkpoint that still needs them)."""
+        recorded = {staged["name"] for staged in state["staged"]}
+        kept = [path for path in self._obsolete if path.name in recorded]
         for path in self._obsolete:
-            path.unlink(missing_ok=True)
-        self._obsolete.clear()
+            if path.name not in recorded:
+                path.unlink(missing_ok=True)
+        self._obsolete = kept
 
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = msgspec.to_builtins(

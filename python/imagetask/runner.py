@@ -9,8 +9,10 @@ files are on disk; a batch that cannot be written stops the run with the checkpo
 the batch before. At most every `checkpoint_seconds` the output and the image files
 written since the last checkpoint are synced, then the checkpoint records how many input
 rows are done and where the output ends. A resumed run checks the checkpoint and the
-output against each other, cuts the output back to that point and goes on with the next
-input row, so a crash at any moment loses nothing and repeats nothing.
+output against each other and the input against the rows done (a digest of them), cuts
+the output back to that point and goes on with the next input row, so a crash at any
+moment loses nothing and repeats nothing; a finished run goes on the same way when its
+input grew. A new run stopped before it recorded a row removes its checkpoint and output.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +37,7 @@ from imagetask.checkpoint import (
     VERSION,
     Checkpoint,
     InputMark,
+    RowsDigest,
     read_checkpoint,
     row_digest,
     write_checkpoint,
@@ -72,6 +76,9 @@ if TYPE_CHECKING:
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
 SUMMARY = "run.json"
+_OUTPUTS = ("data.jsonl", DATA, STAGING)
+"""What a run writes its rows to: a folder holding any of them without a checkpoint is
+refused."""
 _SYNC_THREADS = 4
 """Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
 _HELD_PER_BATCH_IN_FLIGHT = 8
@@ -104,6 +111,8 @@ class _Pending:
     where: str
     first: str | None
     last: str | None
+    rows: str
+    """The `RowsDigest` of the input up to the batch's last row."""
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
@@ -205,7 +214,9 @@ class _Run:
                 "path_column": self._path_column,
                 "shard_bytes": shard_bytes,
             }
+        self._options = options
         previous = self._previous(resume)
+        self.fresh = previous is None
         if previous is None:
             # The checkpoint comes before the first byte of output: a run killed at any
             # moment leaves a folder that `resume` accepts.
@@ -225,10 +236,7 @@ class _Run:
             self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
         else:
             self.checkpoint = previous
-            if not self.done:
-                self.sink = open_sink(output, format, previous.sink, **options)
-            else:
-                self.sink = None
+            self.sink = None if self.done else open_sink(output, format, previous.sink, **options)
         self.resumed_from = self.checkpoint.rows_in
 
     @property
@@ -237,8 +245,7 @@ class _Run:
 
     def _previous(self, resume: bool) -> Checkpoint | None:
         if not self.path.exists():
-            found = [self.output / name for name in ("data.jsonl", DATA, STAGING)]
-            if any(path.exists() for path in found):
+            if any((self.output / name).exists() for name in _OUTPUTS):
                 raise RunError(
                     f"{self.output} holds output without a {CHECKPOINT}: choose an empty folder"
                 )
@@ -297,7 +304,9 @@ class _Run:
         written = output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
         done = self.checkpoint
         # One assignment: a Ctrl-C lands before or after it, never halfway.
-        mark = InputMark(done.input.first if done.rows_in else pending.first, pending.last)
+        mark = InputMark(
+            done.input.first if done.rows_in else pending.first, pending.last, pending.rows
+        )
         self.checkpoint = msgspec.structs.replace(
             done,
             input=mark,
@@ -311,6 +320,27 @@ class _Run:
         if progress is not None:
             generations = batch.size * self.task.num_generations
             progress.update(batch.size, generations - failed, failed)
+
+    def reopen(self) -> None:
+        """Takes a finished run up again (its input grew): opens its output where the
+        checkpoint ends it and removes `run.json`, which is for a run that has ended."""
+        self.checkpoint = msgspec.structs.replace(self.checkpoint, complete=False)
+        self.sink = open_sink(self.output, self.format, self.checkpoint.sink, **self._options)
+        (self.output / SUMMARY).unlink(missing_ok=True)
+
+    def forget(self) -> None:
+        """For a new run stopped before it recorded a row (a command refused at its first
+        row): removes its output, then its checkpoint, so that nothing in the folder
+        blocks the next command. A run that recorded rows is left to resume."""
+        if not self.fresh or self.checkpoint.rows_in or self.done:
+            return
+        self.close()
+        for path in (self.output / name for name in _OUTPUTS):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
     def discard_unrecorded(self) -> None:
         """Drops output written after the checkpoint's state: a Ctrl-C between writing
@@ -326,7 +356,7 @@ class _Run:
         self._images.wait()
         write_checkpoint(self.path, self.checkpoint)
         if self.sink is not None:
-            self.sink.saved()
+            self.sink.saved(self.checkpoint.sink)
         self._saved = time.monotonic()
 
     def complete(self, seconds: float, complete: bool) -> None:
@@ -445,9 +475,10 @@ def run(
         try:
             state = _Run(task, output, format, resume, checkpoint_seconds, shard_bytes)
             try:
-                if state.done:
-                    return state.summary()
                 return _stream(state, rows, limit, progress, batches_in_flight, started)
+            except BaseException:
+                state.forget()
+                raise
             finally:
                 state.close()
         finally:
@@ -456,15 +487,18 @@ def run(
         lock.release()
 
 
-def _skip_done(state: _Run, numbered: Iterator[tuple[int, Row]], where: Any) -> None:
-    """Skips the input rows a resumed run had done, checking that they are its rows."""
+def _skip_done(state: _Run, numbered: Iterator[tuple[int, Row]], where: Any) -> RowsDigest:
+    """Skips the input rows a resumed run had done, checking that they are its rows;
+    returns their digest, to be extended with the rows that follow."""
     done = state.resumed_from
+    digest = RowsDigest()
     skipped, first, last = 0, None, None
     for index, row in islice(numbered, done):
         if skipped == 0:
             first = (index, row)
         last = (index, row)
         skipped += 1
+        digest.add(row)
     if skipped < done:
         raise RunError(f"the input has {skipped:,} rows, but the run to resume had done {done:,}")
     mark = state.checkpoint.input
@@ -474,6 +508,29 @@ def _skip_done(state: _Run, numbered: Iterator[tuple[int, Row]], where: Any) -> 
                 f"{where(seen[0])}: not the row the run to resume read there: resume it "
                 "with the input it started with"
             )
+    if last is not None and mark.rows is not None and digest.hexdigest() != mark.rows:
+        raise RunError(
+            f"{where(last[0])}: the rows up to this one are not the ones the run to resume "
+            "read (a row was changed, added or removed): resume it with the input it "
+            "started with"
+        )
+    return digest
+
+
+def _rest(
+    state: _Run, numbered: Iterator[tuple[int, Row]], limit: int | None
+) -> Iterator[tuple[int, Row]] | None:
+    """The input rows after those done; for a finished run, `None` when there are none
+    (or `limit` is reached), else the run is taken up again."""
+    if not state.done:
+        return numbered
+    if limit is not None and limit <= state.resumed_from:
+        return None
+    following = next(numbered, None)
+    if following is None:
+        return None
+    state.reopen()
+    return chain([following], numbered)
 
 
 def _stream(
@@ -488,13 +545,18 @@ def _stream(
     model = task.image_generation_model
     reporter = progress if isinstance(progress, Progress) else None
     pending: deque[_Pending] = deque()
+    # The input is checked before anything is written: a refused resume changes nothing.
+    numbered, where = _numbered(rows)
+    digest = _skip_done(state, numbered, where)
+    rest = _rest(state, numbered, limit)
+    if rest is None:
+        return state.summary()
+    numbered = rest
     most = batches_in_flight
     if callable(getattr(model, "idle_slots", None)):
         most *= _HELD_PER_BATCH_IN_FLIGHT
     workers = Workers(most, "imagetask")
     try:
-        numbered, where = _numbered(rows)
-        _skip_done(state, numbered, where)
         if progress is True:
             reporter = Progress(_total(rows, limit), done=state.resumed_from)
         budget = None if limit is None else max(limit - state.resumed_from, 0)
@@ -507,7 +569,7 @@ def _stream(
                 if not chunk:
                     break
                 columnar = state.format == "parquet"
-                pending.append(_start(task, chunk, position, where, workers, columnar))
+                pending.append(_start(task, chunk, position, where, workers, columnar, digest))
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
                 break
@@ -581,8 +643,13 @@ def _start(
     where: Any,
     workers: Workers,
     columnar: bool,
+    digest: RowsDigest,
 ) -> _Pending:
+    """Prepares a chunk's batch and sends it to a worker; `digest` (of the rows before
+    the chunk) takes the chunk's rows."""
     rows = [row for _, row in chunk]
+    for row in rows:
+        digest.add(row)
     batch: Batch | ArrowBatch
     try:
         batch = (
@@ -600,6 +667,7 @@ def _start(
         where(chunk[0][0]),
         row_digest(rows[0]),
         row_digest(rows[-1]),
+        digest.hexdigest(),
     )
 
 

@@ -59,8 +59,9 @@ class Sink(Protocol):
     def state(self) -> dict[str, Any]:
         """What a checkpoint records to reopen the sink at this point."""
 
-    def saved(self) -> None:
-        """Called once a checkpoint recorded `state()`: drops what it made obsolete."""
+    def saved(self, state: dict[str, Any]) -> None:
+        """Called once a checkpoint recorded `state` (a `state()` of this sink, perhaps
+        not the latest): drops what it made obsolete."""
 
     def discard_after(self, state: dict[str, Any]) -> None:
         """Drops the output written after `state` (a batch a stop cut off from its
@@ -135,7 +136,7 @@ class JsonlSink:
     def state(self) -> dict[str, Any]:
         return {"bytes": self._file.tell(), "rows": self._rows}
 
-    def saved(self) -> None:
+    def saved(self, state: dict[str, Any]) -> None:
         """Nothing is ever obsolete."""
 
     def discard_after(self, state: dict[str, Any]) -> None:

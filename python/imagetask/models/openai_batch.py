@@ -276,7 +276,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             rows = json.loads(path.read_text(encoding="utf-8"))["rows_in"]
         except FileNotFoundError:
             return 0
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
         return rows if isinstance(rows, int) else None
 

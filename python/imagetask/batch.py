@@ -62,6 +62,9 @@ class ModelCall:
         The prompt of every valid row, in order: what is sent to the model.
     answers:
         What the model returned for them (or the exception it raised), once generated.
+    names:
+        How a row is named in log lines and errors, from its index in the batch (a run
+        names the input file's line); `None`: `row <index>`.
     """
 
     def __init__(self, task: ImageTask, prompts: list[str], size: int) -> None:
@@ -69,6 +72,11 @@ class ModelCall:
         self.prompts = prompts
         self.size = size
         self.answers: Answers = []
+        self.names: Callable[[int], str] | None = None
+
+    def where(self, row: int) -> str:
+        """The name of the batch's row `row` (see `names`)."""
+        return f"row {row}" if self.names is None else self.names(row)
 
     def generate(self) -> None:
         """Asks the model for the images of every prompt (in the calling thread)."""
@@ -119,9 +127,9 @@ class ModelCall:
         name = self.task.name
         for failure in failures[:_LOGGED_FAILURES]:
             logger.warning(
-                "Task '%s' failed for row %d, generation %d: %s",
+                "Task '%s' failed for %s, generation %d: %s",
                 name,
-                failure.row,
+                self.where(failure.row),
                 failure.generation,
                 failure.error,
             )

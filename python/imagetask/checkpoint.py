@@ -18,6 +18,7 @@ __all__ = [
     "VERSION",
     "Checkpoint",
     "InputMark",
+    "RetryMark",
     "read_checkpoint",
     "row_digest",
     "write_checkpoint",
@@ -35,6 +36,21 @@ class InputMark(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     first: str | None = None
     last: str | None = None
+
+
+class RetryMark(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How far a retry of the failed generations got (see `imagetask.retry`).
+
+    `rows_in` input rows (their output rows) are in the new output, `rows_out` rows with
+    `failed` failed generations among them; `sink` is the new output's sink state. Once
+    `swap` is set the new output is whole and replaces the old one, even after a crash.
+    """
+
+    rows_in: Count
+    rows_out: Count
+    failed: Count
+    sink: dict[str, Any]
+    swap: bool = False
 
 
 def row_digest(row: Any) -> str | None:
@@ -63,6 +79,8 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
         The sink's state (`Sink.state()`): where its output ends.
     input:
         What identifies the input the rows done came from.
+    retry:
+        A retry of the failed generations under way (`None` when there is none).
     """
 
     version: Literal[2]
@@ -75,6 +93,7 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     complete: bool
     sink: dict[str, Any]
     input: InputMark = msgspec.field(default_factory=InputMark)
+    retry: RetryMark | None = None
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -482,6 +482,29 @@ class ParquetSink:
         )
         return state
 
+    def recorded(self) -> Iterator[dict[str, Any]]:
+        """The rows of the shards and staged batches, in order, each image as its bytes
+        (as `write_table` takes it)."""
+        self._close_stream()
+        column = self._image_column
+        batches = (
+            batch
+            for shard in self._shards
+            for batch in self._parquet.ParquetFile(self.path / shard.name).iter_batches()
+        )
+        staged = (
+            batch for file in self._staged for batch in self._batches(self._staging / file.name)
+        )
+        for source in (batches, staged):
+            for batch in source:
+                for row in batch.to_pylist():
+                    image = row.get(column)
+                    if isinstance(image, dict):
+                        row[column] = image["bytes"]
+                    elif isinstance(image, list):
+                        row[column] = [part and part["bytes"] for part in image]
+                    yield row
+
     def finish(self, final: bool, about: str) -> None:
         """Turns the staged batches into the last shard (an empty one for a run without
         rows) and writes the dataset card; `final` makes no difference here."""

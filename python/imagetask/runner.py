@@ -11,6 +11,12 @@ written since the last checkpoint are synced, then the checkpoint records how ma
 rows are done and where the output ends. A resumed run checks the checkpoint and the
 output against each other, cuts the output back to that point and goes on with the next
 input row, so a crash at any moment loses nothing and repeats nothing.
+
+A run stops early, its batches before written and recorded, when the model refuses a
+request in a way no retry changes (the batch that met it is not written) or when
+`max_consecutive_failures` generations in a row failed. `retry_failed` makes the failed
+generations of the rows done again (`imagetask.retry`): the output with them replaced is
+written beside the old one, in `.retry/`, checkpointed as it goes, and then takes its place.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -34,6 +42,7 @@ from imagetask.checkpoint import (
     VERSION,
     Checkpoint,
     InputMark,
+    RetryMark,
     read_checkpoint,
     row_digest,
     write_checkpoint,
@@ -46,6 +55,7 @@ from imagetask.errors import (
     InputRowError,
     RunError,
     RunInterrupted,
+    RunStopped,
     SinkError,
 )
 from imagetask.extras import require
@@ -53,6 +63,7 @@ from imagetask.hf_dataset import DATA, SHARD_BYTES, STAGING
 from imagetask.lock import FolderLock
 from imagetask.progress import Progress
 from imagetask.readers import Reader
+from imagetask.retry import RETRY, failed_generations, merge, rebuilt_input, units
 from imagetask.runtime import Workers
 from imagetask.sinks import (
     OUTPUT_FORMATS,
@@ -64,7 +75,7 @@ from imagetask.sinks import (
 )
 
 if TYPE_CHECKING:
-    from imagetask.batch import Batch
+    from imagetask.batch import Batch, Failure
     from imagetask.columnar import ArrowBatch
     from imagetask.task import ImageTask, Row
 
@@ -89,9 +100,15 @@ _SYNC_THREADS = 4
 """Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
 
 
+ENDINGS = ("complete", "limit", "refused", "failures")
+"""How a run that ended did (`RunSummary.ended`): the whole input done; stopped at its
+`limit`; stopped by a request the model refused; stopped by failures in a row."""
+
+
 @dataclass(frozen=True)
 class RunSummary:
-    """What a run did, as recorded in `run.json`; `data` is the output file."""
+    """What a run did, as recorded in `run.json`; `data` is the output file, `images` the
+    generations that made an image, `failed` those that did not, `ended` one of `ENDINGS`."""
 
     output: str
     data: str
@@ -101,6 +118,8 @@ class RunSummary:
     seconds: float
     resumed_from: int
     complete: bool
+    images: int = 0
+    ended: str = "complete"
 
 
 @dataclass
@@ -200,9 +219,14 @@ class _Run:
         resume: bool,
         checkpoint_seconds: float,
         shard_bytes: int,
+        retry_failed: bool = False,
+        max_consecutive_failures: int = 0,
     ) -> None:
         self.task = task
         self.checkpoint_seconds = checkpoint_seconds
+        self.max_consecutive_failures = max_consecutive_failures
+        self.streak = 0
+        self.ended = "complete"
         self._saved = time.monotonic()
         self.output = output
         self.format = format
@@ -224,7 +248,10 @@ class _Run:
                 "path_column": self._path_column,
                 "shard_bytes": shard_bytes,
             }
+        self._options = options
         previous = self._previous(resume)
+        if previous is not None and previous.retry is not None and previous.retry.swap:
+            previous = self._swap(previous, previous.retry)
         if previous is None:
             # The checkpoint comes before the first byte of output: a run killed at any
             # moment leaves a folder that `resume` accepts.
@@ -243,15 +270,20 @@ class _Run:
             self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
         else:
             self.checkpoint = previous
+            self.retrying = previous.retry is not None or (retry_failed and previous.failed > 0)
             if not self.done:
                 self.sink = open_sink(output, format, previous.sink, **options)
             else:
                 self.sink = None
         self.resumed_from = self.checkpoint.rows_in
 
+    retrying = False
+    """Whether the run makes the failed generations of the rows done again first."""
+
     @property
     def done(self) -> bool:
-        return self.checkpoint.complete
+        """Whether the run has nothing left to do."""
+        return self.checkpoint.complete and not self.retrying
 
     def _previous(self, resume: bool) -> Checkpoint | None:
         if not self.path.exists():
@@ -289,6 +321,14 @@ class _Run:
         (the checkpoint then stays at the batch before)."""
         pending.generated.result()
         batch = pending.batch
+        refusal = batch.refusal()
+        if refusal is not None:
+            self.ended = "refused"
+            raise RunStopped(
+                f"{pending.where}: the model refused the request, which no retry changes: "
+                f"{refusal}; the run stopped before this batch, {self._made()}: fix the "
+                "cause, then run again with resume (--resume)"
+            )
         output = batch.finish()
         failed = len(output.failures)
         assert self.sink is not None
@@ -328,6 +368,143 @@ class _Run:
         if progress is not None:
             generations = batch.size * self.task.num_generations
             progress.update(batch.size, generations - failed, failed)
+        self._count_streak(batch, output.failures)
+
+    def _made(self) -> str:
+        done = self.checkpoint
+        images = done.rows_in * self.task.num_generations - done.failed
+        return f"after {done.rows_in:,} input rows ({images:,} images, {done.failed:,} failed)"
+
+    def _count_streak(self, batch: Batch | ArrowBatch, failures: list[Failure]) -> None:
+        """Counts the generations that failed in a row; stops the run at the limit."""
+        limit = self.max_consecutive_failures
+        generations = self.task.num_generations
+        last = -1
+        for failure in sorted(failures):
+            index = failure.row * generations + failure.generation
+            if index == last:
+                continue
+            self.streak = self.streak + 1 if index == last + 1 else 1
+            last = index
+            if limit and self.streak >= limit:
+                self.ended = "failures"
+                raise RunStopped(
+                    f"{batch.where(failure.row)}: {self.streak:,} generations failed in a row "
+                    f"(the last: {failure.error}), so the run stopped {self._made()}: fix the "
+                    "cause, then make them again with resume and retry_failed "
+                    "(--resume --retry-failed)"
+                )
+        if last != batch.size * generations - 1:
+            self.streak = 0
+
+    def _swap(self, previous: Checkpoint, retry: RetryMark) -> Checkpoint:
+        """Puts a retry's whole new output in the old one's place (or finishes doing so,
+        after a crash in the middle), records it and removes the retry's folder."""
+        side = self.output / RETRY
+        new = side / self.data.name
+        if new.exists():
+            if self.data.is_dir():
+                old = side / "old"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.data, old)
+            os.replace(new, self.data)
+            fsync_dir(side)
+            fsync_dir(self.output)
+        checkpoint = msgspec.structs.replace(
+            previous, sink=retry.sink, failed=retry.failed, retry=None
+        )
+        write_checkpoint(self.path, checkpoint)
+        shutil.rmtree(side)
+        return checkpoint
+
+    def retry_failed(self, workers: Workers) -> None:
+        """Makes the failed generations of the rows done again: the output with them
+        replaced is written in `.retry/` (checkpointed as it goes), then takes the old
+        output's place (see `imagetask.retry`)."""
+        side = self.output / RETRY
+        mark = self.checkpoint.retry
+        if mark is None:
+            shutil.rmtree(side, ignore_errors=True)  # what a retry left before recording
+            side.mkdir()
+            mark = RetryMark(rows_in=0, rows_out=0, failed=0, sink=empty_state(self.format))
+            self.checkpoint = msgspec.structs.replace(self.checkpoint, retry=mark)
+            write_checkpoint(self.path, self.checkpoint)
+        assert self.sink is not None
+        task = self.task
+        per_unit = 1 if task.group_generations else task.num_generations
+        sink = open_sink(side, self.format, mark.sink, **self._options)
+        try:
+            old = units(islice(self.sink.recorded(), mark.rows_in * per_unit, None), task)
+            while chunk := list(islice(old, task.input_batch_size)):
+                rows = [row for unit in self._retried(chunk, workers) for row in unit]
+                if isinstance(sink, ParquetSink):
+                    arrow = require("pyarrow", "parquet", "writing Parquet")
+                    sink.write_table(arrow.Table.from_pylist(rows))
+                else:
+                    sink.write(rows)
+                made = units(iter(rows), task)
+                failed = sum(len(failed_generations(unit, task)) for unit in made)
+                mark = RetryMark(
+                    rows_in=mark.rows_in + len(chunk),
+                    rows_out=mark.rows_out + len(rows),
+                    failed=mark.failed + failed,
+                    sink=sink.state(),
+                )
+                if time.monotonic() - self._saved >= self.checkpoint_seconds:
+                    self._save_retry(sink, mark)
+            sink.finish(final=False, about=_about(self))
+            self._save_retry(sink, msgspec.structs.replace(mark, sink=sink.state(), swap=True))
+        finally:
+            sink.close()
+        self.sink.close()
+        assert self.checkpoint.retry is not None
+        self.checkpoint = self._swap(self.checkpoint, self.checkpoint.retry)
+        self.sink = open_sink(self.output, self.format, self.checkpoint.sink, **self._options)
+        self.retrying = False
+
+    def _retried(self, chunk: list[list[Row]], workers: Workers) -> list[list[Row]]:
+        """`chunk`'s units with their failed generations made again; the model is asked
+        once for each count of failed generations a unit has."""
+        task = self.task
+        failed = [failed_generations(unit, task) for unit in chunk]
+        merged = list(chunk)
+        for count in sorted({len(generations) for generations in failed} - {0}):
+            positions = [index for index, found in enumerate(failed) if len(found) == count]
+            again = copy.copy(task)
+            again.num_generations = count
+            inputs = [rebuilt_input(chunk[index], task) for index in positions]
+            batch = (
+                again.prepare_arrow(_table(again, inputs, "the rows to retry"))
+                if self.format == "parquet"
+                else again.prepare(inputs)
+            )
+            workers.submit(batch.generate).result()
+            refusal = batch.refusal()
+            if refusal is not None:
+                self.ended = "refused"
+                raise RunStopped(
+                    "the model refused a request to make a failed generation again, which no "
+                    f"retry changes: {refusal}; the output is as it was: fix the cause, then "
+                    "run again with resume (--resume)"
+                )
+            output = batch.finish()
+            made = output.table.to_pylist() if isinstance(output, ArrowOutput) else output.rows
+            per_unit = 1 if task.group_generations else count
+            for number, index in enumerate(positions):
+                new = made[number * per_unit : (number + 1) * per_unit]
+                merged[index] = merge(chunk[index], failed[index], new, task)
+                if self._path_column is not None:
+                    self._images.add(_paths([row.get(self._path_column) for row in new]))
+        return merged
+
+    def _save_retry(self, sink: JsonlSink | ParquetSink, mark: RetryMark) -> None:
+        """Syncs a retry's new output and its image files, then records how far it got."""
+        sink.sync()
+        self._images.wait()
+        self.checkpoint = msgspec.structs.replace(self.checkpoint, retry=mark)
+        write_checkpoint(self.path, self.checkpoint)
+        sink.saved()
+        self._saved = time.monotonic()
 
     def discard_unrecorded(self) -> None:
         """Drops output written after the checkpoint's state: a Ctrl-C between writing
@@ -362,6 +539,8 @@ class _Run:
     def summary(self) -> RunSummary:
         state = self.checkpoint
         return RunSummary(
+            images=state.rows_in * self.task.num_generations - state.failed,
+            ended=self.ended,
             output=str(self.output),
             data=str(self.data),
             rows_in=state.rows_in,
@@ -394,8 +573,18 @@ def _numbered(rows: Iterable[Row] | Reader) -> tuple[Iterator[tuple[int, Row]], 
 
 
 def _check_options(
-    format: Any, limit: Any, batches_in_flight: Any, checkpoint_seconds: Any, shard_bytes: Any
+    format: Any,
+    limit: Any,
+    batches_in_flight: Any,
+    checkpoint_seconds: Any,
+    shard_bytes: Any,
+    max_consecutive_failures: Any,
 ) -> None:
+    failures = max_consecutive_failures
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        raise ConfigError(
+            f"run: max_consecutive_failures={failures!r}: expected an int >= 0 (0: no limit)"
+        )
     if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
         raise ConfigError(f"run: shard_bytes={shard_bytes!r}: expected an int >= 1")
     if format not in OUTPUT_FORMATS:
@@ -427,6 +616,9 @@ def run(
     batches_in_flight: int = 2,
     checkpoint_seconds: float = 1.0,
     shard_bytes: int = SHARD_BYTES,
+    max_consecutive_failures: int = 50,
+    retry_failed: bool = False,
+    overwrite: bool = False,
 ) -> RunSummary:
     """Runs `task` over `rows` into `output_dir`; see the module's docstring.
 
@@ -437,15 +629,29 @@ def run(
     finished ones are written in order; memory stays bounded whatever the input size.
     The output is synced and the checkpoint written at most every `checkpoint_seconds`
     (and when the run ends or stops): a crash repeats at most that much work.
+    The run stops (`RunStopped`, after writing the batches before) at a request the model
+    refuses in a way no retry changes, and once `max_consecutive_failures` generations
+    failed in a row (0: never). With `resume`, `retry_failed` first makes the failed
+    generations of the rows done again. `overwrite` deletes a run the folder holds (its
+    output, artifacts, checkpoint) and starts afresh.
     The run holds an exclusive lock on `output_dir` and works on a copy of `task` (its
     `output_dir` set to the folder): the caller's task is left as it was.
 
     Raises `ConfigError` for a bad option, `RunError` when the folder is in use, holds
     another run or an output that does not match its checkpoint, or for a bad input row
     (after writing the batches before it), `SinkError` for a batch that cannot be
-    written (after writing the batches before it), and `RunInterrupted` on Ctrl-C.
+    written (after writing the batches before it), `RunStopped` when it stops early, and
+    `RunInterrupted` on Ctrl-C.
     """
-    _check_options(format, limit, batches_in_flight, checkpoint_seconds, shard_bytes)
+    _check_options(
+        format, limit, batches_in_flight, checkpoint_seconds, shard_bytes, max_consecutive_failures
+    )
+    if overwrite and resume:
+        raise ConfigError("run: overwrite=True starts afresh and resume=True goes on: choose one")
+    if retry_failed and not resume:
+        raise ConfigError(
+            "run: retry_failed=True makes a run's failed rows again: it needs resume=True"
+        )
     started = time.monotonic()
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
@@ -456,9 +662,20 @@ def run(
         task.set_runtime_parameters({"output_dir": str(output)})
     lock = FolderLock(output)
     try:
+        if overwrite:
+            _clear(output)
         task.load()
         try:
-            state = _Run(task, output, format, resume, checkpoint_seconds, shard_bytes)
+            state = _Run(
+                task,
+                output,
+                format,
+                resume,
+                checkpoint_seconds,
+                shard_bytes,
+                retry_failed,
+                max_consecutive_failures,
+            )
             try:
                 if state.done:
                     return state.summary()
@@ -469,6 +686,22 @@ def run(
             task.unload()
     finally:
         lock.release()
+
+
+_RUN_FILES = (CHECKPOINT, SUMMARY, "data.jsonl", DATA, STAGING, RETRY, "artifacts", "batch-jobs")
+
+
+def _clear(output: Path) -> None:
+    """Deletes what a run wrote in `output` (its dataset card too), nothing else."""
+    card = output / "README.md"
+    if card.is_file() and not card.is_symlink() and b'- "imagetask"' in card.read_bytes():
+        card.unlink()
+    for name in _RUN_FILES:
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def _skip_done(state: _Run, numbered: Iterator[tuple[int, Row]], where: Any) -> None:
@@ -506,6 +739,8 @@ def _stream(
     try:
         numbered, where = _numbered(rows)
         _skip_done(state, numbered, where)
+        if state.retrying:
+            state.retry_failed(workers)
         if progress is True:
             reporter = Progress(_total(rows, limit), done=state.resumed_from)
         budget = None if limit is None else max(limit - state.resumed_from, 0)
@@ -530,9 +765,15 @@ def _stream(
             raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
         complete = budget != 0 or _exhausted(numbered)
+        state.ended = "complete" if complete else "limit"
         state.complete(time.monotonic() - started, complete)
         state.finish_sink(complete)
         state.save()
+    except RunStopped:
+        state.complete(time.monotonic() - started, False)
+        state.save()
+        _report(state)
+        raise
     except KeyboardInterrupt:
         state.discard_unrecorded()
         state.complete(time.monotonic() - started, False)
@@ -585,6 +826,7 @@ def _start(
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
+    batch.names = lambda row: str(where(chunk[row][0]))
     return _Pending(
         batch,
         workers.submit(batch.generate),

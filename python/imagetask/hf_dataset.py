@@ -482,6 +482,19 @@ class ParquetSink:
         )
         return state
 
+    def written_schema(self) -> Any:
+        """The schema of the rows written so far as `write_table` takes them (each image
+        as its bytes); `None` before the first row."""
+        schema = self._dataset_schema
+        if schema is None or self._image_column not in schema.names:
+            return schema
+        arrow = self._arrow
+        index = schema.get_field_index(self._image_column)
+        kind = schema.field(index).type
+        nested = arrow.types.is_list(kind) or arrow.types.is_large_list(kind)
+        image = arrow.list_(arrow.binary()) if nested else arrow.binary()
+        return schema.set(index, schema.field(index).with_type(image))
+
     def recorded(self) -> Iterator[dict[str, Any]]:
         """The rows of the shards and staged batches, in order, each image as its bytes
         (as `write_table` takes it)."""

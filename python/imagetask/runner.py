@@ -438,8 +438,8 @@ class _Run:
             while chunk := list(islice(old, task.input_batch_size)):
                 rows = [row for unit in self._retried(chunk, workers) for row in unit]
                 if isinstance(sink, ParquetSink):
-                    arrow = require("pyarrow", "parquet", "writing Parquet")
-                    sink.write_table(arrow.Table.from_pylist(rows))
+                    assert isinstance(self.sink, ParquetSink)
+                    sink.write_table(_rows_table(rows, self.sink.written_schema()))
                 else:
                     sink.write(rows)
                 made = units(iter(rows), task)
@@ -854,6 +854,18 @@ def _table(task: ImageTask, rows: list[Row], where: str) -> Any:
         raise RunError(
             f"{where}: the rows of the batch from this row cannot be one Arrow table for "
             f"Parquet (a column's values must share one type): {reason}"
+        ) from None
+
+
+def _rows_table(rows: list[Row], schema: Any) -> Any:
+    """Output rows as an Arrow table of `schema` (the output's, to keep its types)."""
+    arrow = require("pyarrow", "parquet", "writing Parquet")
+    try:
+        return arrow.Table.from_pylist(rows, schema=schema)
+    except (arrow.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        reason = " ".join(str(exc).split())
+        raise SinkError(
+            f"the rows made again cannot take the output's column types: {reason}"
         ) from None
 
 

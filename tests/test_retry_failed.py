@@ -4,7 +4,6 @@ once, in input order, whatever stops the retry on the way."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import random
@@ -16,99 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
-from outputs import image_bytes, recorded_table
+from flaky import ERROR, META, Crash, Outage, fresh_outage, make_task, output, prompts
+from outputs import recorded_table
 
-from imagetask import ImageGeneration
-from imagetask.errors import ConfigError, RequestRefused, RunStopped
-from imagetask.models import PlaceholderImageGeneration
-
-ERROR = "error_image_generation_0"
-META = "distilabel_metadata"
-
-
-class Outage:
-    """What the flaky model does: fail every generation of these prompts, fail only the
-    last generation of those, refuse these, or crash (a process killed) at a call."""
-
-    def __init__(self) -> None:
-        self.down: set[str] = set()
-        self.short: set[str] = set()
-        self.refused: set[str] = set()
-        self.crash_at: int | None = None
-        self.calls: list[tuple[list[str], int]] = []
-
-
-OUTAGE = Outage()
-
-
-class Crash(BaseException):
-    """Stands for `kill -9`: nothing after it runs but `finally` blocks."""
-
-
-class Flaky(PlaceholderImageGeneration):
-    """The placeholder backend, failing as `OUTAGE` says."""
-
-    def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> Any:
-        if OUTAGE.crash_at is not None and len(OUTAGE.calls) >= OUTAGE.crash_at:
-            raise Crash
-        OUTAGE.calls.append((list(inputs), num_generations))
-        answers: list[Any] = super().generate(inputs, num_generations, **kwargs)
-        for index, prompt in enumerate(inputs):
-            if prompt in OUTAGE.refused:
-                answers[index] = RequestRefused("401: the key was refused")
-            elif prompt in OUTAGE.down:
-                answers[index] = RuntimeError("the server is down")
-            elif prompt in OUTAGE.short:
-                answers[index] = answers[index][:-1]
-        return answers
+from imagetask.errors import ConfigError, RunStopped
 
 
 @pytest.fixture(autouse=True)
 def outage() -> Iterator[Outage]:
-    OUTAGE.__init__()  # type: ignore[misc]
-    yield OUTAGE
-    OUTAGE.__init__()  # type: ignore[misc]
-
-
-def make_task(format: str = "jsonl", **fields: Any) -> ImageGeneration:
-    fields.setdefault("input_batch_size", 3)
-    fields.setdefault("num_generations", 2)
-    return ImageGeneration(
-        image_generation_model=Flaky(size="4x4"),
-        images_as_bytes=format == "parquet",
-        save_artifacts=True,
-        **fields,
-    )
-
-
-def prompts(count: int) -> list[dict[str, Any]]:
-    return [{"prompt": f"prompt {i}", "id": i} for i in range(count)]
-
-
-def output(out: Path, format: str) -> list[dict[str, Any]]:
-    """The output's rows, images as bytes."""
-    if format == "jsonl":
-        rows = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
-        for row in rows:
-            image = row["image"]
-            row["image"] = (
-                [part and base64.b64decode(part) for part in image]
-                if isinstance(image, list)
-                else image and base64.b64decode(image)
-            )
-        return rows
-    table = recorded_table(out)
-    images = table.column("image").to_pylist()
-    rows = table.drop_columns(["image"]).to_pylist()
-    for row, image in zip(rows, images, strict=True):
-        row["image"] = (
-            [part and part["bytes"] for part in image]
-            if isinstance(image, list)
-            else image and image["bytes"]
-        )
-    return rows
+    yield from fresh_outage()
 
 
 def checkpoint(out: Path) -> dict[str, Any]:
@@ -129,7 +45,7 @@ def test_retry_failed_makes_only_the_failed_generations_again_in_place(
     before = output(out, format)
     schema = recorded_table(out).schema if format == "parquet" else None
 
-    outage.__init__()  # type: ignore[misc]
+    outage.reset()
     summary = make_task(format, group_generations=group).run(
         rows, out, format=format, resume=True, retry_failed=True
     )
@@ -213,7 +129,7 @@ def test_a_crash_during_the_retry_loses_and_repeats_nothing(
     outage.down = set(down)
     out = tmp_path / "out"
     make_task(format, input_batch_size=2).run(rows, out, format=format, checkpoint_seconds=0)
-    outage.__init__()  # type: ignore[misc]
+    outage.reset()
     if crash_at == 0:
         outage.crash_at = 2
     else:
@@ -292,7 +208,7 @@ task = ImageGeneration(
 rows = [{"prompt": f"p {i}"} for i in range(1200)]
 resume = sys.argv[3] != "down"
 task.run(rows, sys.argv[1], format=sys.argv[2], resume=resume, retry_failed=resume,
-         checkpoint_seconds=0, max_consecutive_failures=0, shard_bytes=50_000)
+         checkpoint_seconds=0.02, max_consecutive_failures=0, shard_bytes=50_000)
 """
 
 

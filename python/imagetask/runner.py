@@ -227,6 +227,7 @@ class _Run:
         self.max_consecutive_failures = max_consecutive_failures
         self.streak = 0
         self.ended = "complete"
+        self.retrying = False  # whether the failed generations of the rows done are made again
         self._saved = time.monotonic()
         self.output = output
         self.format = format
@@ -276,9 +277,6 @@ class _Run:
             else:
                 self.sink = None
         self.resumed_from = self.checkpoint.rows_in
-
-    retrying = False
-    """Whether the run makes the failed generations of the rows done again first."""
 
     @property
     def done(self) -> bool:

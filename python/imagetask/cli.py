@@ -54,6 +54,10 @@ output (in OUTDIR):
   checkpoint.json             progress, for --resume after a crash or Ctrl-C
   run.json                    the task, row counts and timings of a finished run
 
+exit status:
+  0 every generation made its image; 3 some failed (--resume --retry-failed makes
+  them again); 1 no image made, the run stopped early, or an error; 130 Ctrl-C
+
 examples:
   imagetask generate examples/prompts.txt -o out
   imagetask generate prompts.csv -o out --column prompt=caption --num-generations 4

@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -100,15 +100,15 @@ _SYNC_THREADS = 4
 """Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
 
 
-ENDINGS = ("complete", "limit", "refused", "failures")
-"""How a run that ended did (`RunSummary.ended`): the whole input done; stopped at its
-`limit`; stopped by a request the model refused; stopped by failures in a row."""
+Ending = Literal["complete", "limit", "refused", "failures"]
+"""How a run ended: the whole input done; stopped at its `limit`; stopped by a request
+the model refused; stopped by failures in a row."""
 
 
 @dataclass(frozen=True)
 class RunSummary:
     """What a run did, as recorded in `run.json`; `data` is the output file, `images` the
-    generations that made an image, `failed` those that did not, `ended` one of `ENDINGS`."""
+    generations that made an image, `failed` those that did not, `ended` how it ended."""
 
     output: str
     data: str
@@ -119,7 +119,7 @@ class RunSummary:
     resumed_from: int
     complete: bool
     images: int = 0
-    ended: str = "complete"
+    ended: Ending = "complete"
 
 
 @dataclass
@@ -226,7 +226,7 @@ class _Run:
         self.checkpoint_seconds = checkpoint_seconds
         self.max_consecutive_failures = max_consecutive_failures
         self.streak = 0
-        self.ended = "complete"
+        self.ended: Ending = "complete"
         self.retrying = False  # whether the failed generations of the rows done are made again
         self._saved = time.monotonic()
         self.output = output
@@ -271,6 +271,8 @@ class _Run:
             self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
         else:
             self.checkpoint = previous
+            if previous.retry is None:  # what a retry left, before or after recording
+                shutil.rmtree(output / RETRY, ignore_errors=True)
             self.retrying = previous.retry is not None or (retry_failed and previous.failed > 0)
             if not self.done:
                 self.sink = open_sink(output, format, previous.sink, **options)
@@ -422,7 +424,6 @@ class _Run:
         side = self.output / RETRY
         mark = self.checkpoint.retry
         if mark is None:
-            shutil.rmtree(side, ignore_errors=True)  # what a retry left before recording
             side.mkdir()
             mark = RetryMark(rows_in=0, rows_out=0, failed=0, sink=empty_state(self.format))
             self.checkpoint = msgspec.structs.replace(self.checkpoint, retry=mark)

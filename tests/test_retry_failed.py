@@ -4,6 +4,7 @@ once, in input order, whatever stops the retry on the way."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -257,4 +258,8 @@ def test_sigkill_at_random_moments_of_a_retry_then_resume(tmp_path: Path, format
     rows = output(out, format)
     assert rows == output(clean, format)
     assert [row["prompt"] for row in rows] == [f"p {i}" for i in range(1200) for _ in range(2)]
+    for row in rows:
+        path = out / row["image_path"]
+        assert path.name == hashlib.sha256(path.read_bytes()).hexdigest() + ".png"
+        assert path.read_bytes() == row["image"]
     assert not (out / ".retry").exists()

@@ -661,10 +661,10 @@ def run(
         task.set_runtime_parameters({"output_dir": str(output)})
     lock = FolderLock(output)
     try:
-        if overwrite:
-            _clear(output)
         task.load()
         try:
+            if overwrite:  # once the task could load: a run that cannot start deletes nothing
+                _clear(output)
             state = _Run(
                 task,
                 output,

@@ -284,7 +284,9 @@ def test_overwrite_starts_the_folder_afresh(tmp_path: Path, format: str) -> None
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_cli_overwrite_and_its_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_overwrite_and_its_mistakes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = tmp_path / "prompts.txt"
     source.write_text("a\nb\nc\n")
     out = tmp_path / "out"
@@ -293,6 +295,12 @@ def test_cli_overwrite_and_its_mistakes(tmp_path: Path, capsys: pytest.CaptureFi
     assert main([*base, "--overwrite"]) == 0
     assert (checkpoint(out)["rows_in"], checkpoint(out)["complete"]) == (3, True)
     capsys.readouterr()
+    # A run that cannot start (no key for its model) deletes nothing.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert main([*base, "--overwrite", "--model", "openai:gpt-image-1"]) == 1
+    assert "no API key" in capsys.readouterr().err
+    assert (checkpoint(out)["rows_in"], (out / "data.jsonl").read_bytes().count(b"\n")) == (3, 3)
     for extra, message in (
         (["--overwrite", "--resume"], "--overwrite starts afresh, --resume goes on: choose one"),
         (["--retry-failed"], "--retry-failed makes a run's failed generations again: add --resume"),

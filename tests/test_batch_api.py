@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -599,9 +600,8 @@ def test_ctrl_c_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path) 
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert err == (
-        "imagetask: interrupted after 0 input rows; run again with resume (--resume) to continue\n"
-    )
+    resume = shlex.join(["imagetask", *command(server, source, out, "--quiet")[3:], "--resume"])
+    assert err == f"imagetask: interrupted after 0 input rows; to continue: {resume}\n"
     server.release.set()
     resumed = subprocess.run(
         [*command(server, source, out, "--quiet"), "--resume"], env=environment(),

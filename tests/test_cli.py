@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -237,10 +238,8 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     assert process.returncode == 130, err
     done = json.loads((tmp_path / "o" / "checkpoint.json").read_text())["rows_in"]
     assert 0 < done < 12000
-    assert err == (
-        f"imagetask: interrupted after {done:,} input rows; run again with resume (--resume) "
-        "to continue\n"
-    )
+    resume = shlex.join(["imagetask", *command[3:], "--resume"])
+    assert err == f"imagetask: interrupted after {done:,} input rows; to continue: {resume}\n"
     assert (tmp_path / "o" / "data.jsonl").read_bytes().count(b"\n") == done
     finished = subprocess.run([*command, "--resume"], capture_output=True, text=True, check=False)
     assert finished.returncode == 0, finished.stderr

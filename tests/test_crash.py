@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -215,10 +216,8 @@ def test_ctrl_c_cancels_requests_in_flight_and_resume_completes(tmp_path: Path) 
             process.communicate()
             raise AssertionError("Ctrl-C left the command hanging") from None
         assert process.returncode == 130, err
-        assert err == (
-            "imagetask: interrupted after 8 input rows; run again with resume (--resume) to "
-            "continue\n"
-        )
+        resume = shlex.join(["imagetask", *openai_command(source, out, server)[3:], "--resume"])
+        assert err == f"imagetask: interrupted after 8 input rows; to continue: {resume}\n"
         assert prompts_written(out) == prompts[:8]
         with server.lock:
             server.faults.clear()

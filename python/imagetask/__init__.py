@@ -17,6 +17,7 @@ from imagetask.errors import (
     RequestRefused,
     RunError,
     RunInterrupted,
+    RunStopped,
     SinkError,
 )
 from imagetask.generation import ImageGeneration
@@ -45,6 +46,7 @@ __all__ = [
     "RequestRefused",
     "RunError",
     "RunInterrupted",
+    "RunStopped",
     "RunSummary",
     "RuntimeParameter",
     "Secret",

@@ -65,6 +65,9 @@ class ModelCall:
     position:
         How many input rows of the run come before the batch's first (set by the runner),
         passed as `position` to a model that `takes_position`.
+    names:
+        How a row is named in log lines and errors, from its index in the batch (a run
+        names the input file's line); `None`: `row <index>`.
     """
 
     def __init__(self, task: ImageTask, prompts: list[str], size: int) -> None:
@@ -73,6 +76,7 @@ class ModelCall:
         self.size = size
         self.answers: Answers = []
         self.position: int | None = None
+        self.names: Callable[[int], str] | None = None
 
     def _kwargs(self, model: ImageModel) -> dict[str, Any]:
         """The keyword arguments of the model's call: its generation kwargs, and the
@@ -81,6 +85,10 @@ class ModelCall:
         if self.position is not None and getattr(model, "takes_position", False):
             kwargs["position"] = self.position
         return kwargs
+
+    def where(self, row: int) -> str:
+        """The name of the batch's row `row` (see `names`)."""
+        return f"row {row}" if self.names is None else self.names(row)
 
     def generate(self) -> None:
         """Asks the model for the images of every prompt (in the calling thread): through
@@ -134,9 +142,9 @@ class ModelCall:
         name = self.task.name
         for failure in failures[:_LOGGED_FAILURES]:
             logger.warning(
-                "Task '%s' failed for row %d, generation %d: %s",
+                "Task '%s' failed for %s, generation %d: %s",
                 name,
-                failure.row,
+                self.where(failure.row),
                 failure.generation,
                 failure.error,
             )

@@ -19,6 +19,7 @@ __all__ = [
     "VERSION",
     "Checkpoint",
     "InputMark",
+    "RetryMark",
     "RowsDigest",
     "read_checkpoint",
     "row_digest",
@@ -47,6 +48,21 @@ def _encoded(row: Any) -> bytes | None:
         return msgspec.json.encode(row)
     except (TypeError, ValueError, OverflowError, RecursionError):
         return None
+
+
+class RetryMark(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How far a retry of the failed generations got (see `imagetask.retry`).
+
+    `rows_in` input rows (their output rows) are in the new output, `rows_out` rows with
+    `failed` failed generations among them; `sink` is the new output's sink state. Once
+    `swap` is set the new output is whole and replaces the old one, even after a crash.
+    """
+
+    rows_in: Count
+    rows_out: Count
+    failed: Count
+    sink: dict[str, Any]
+    swap: bool = False
 
 
 def row_digest(row: Any) -> str | None:
@@ -91,6 +107,8 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     urls:
         The digests of the hidden parts of the task's URLs (`None` in a checkpoint
         written before they were recorded; see `imagetask.identity`).
+    retry:
+        A retry of the failed generations under way (`None` when there is none).
     """
 
     version: Literal[2]
@@ -104,6 +122,7 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     sink: dict[str, Any]
     input: InputMark = msgspec.field(default_factory=InputMark)
     urls: UrlDigests | None = None
+    retry: RetryMark | None = None
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -54,6 +54,10 @@ output (in OUTDIR):
   checkpoint.json             progress, for --resume after a crash or Ctrl-C
   run.json                    the task, row counts and timings of a finished run
 
+exit status:
+  0 every generation made its image; 3 some failed (--resume --retry-failed makes
+  them again); 1 no image made, the run stopped early, or an error; 130 Ctrl-C
+
 examples:
   imagetask generate examples/prompts.txt -o out
   imagetask generate prompts.csv -o out --column prompt=caption --num-generations 4
@@ -122,6 +126,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--resume", action="store_true", help="continue the run recorded in OUTDIR"
+    )
+    generate.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: first make the failed generations of the rows done again, "
+        "each in its place",
+    )
+    generate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run OUTDIR holds (its output, artifacts, checkpoint) and start afresh",
+    )
+    generate.add_argument(
+        "--max-consecutive-failures",
+        type=int,
+        default=50,
+        metavar="N",
+        help="stop the run once N generations in a row failed (default: 50; 0: never)",
     )
     generate.add_argument(
         "--limit",
@@ -312,6 +334,14 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError("-o/--output: the output folder is an empty path")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be at least 0, got {args.limit}")
+    if args.max_consecutive_failures < 0:
+        raise UsageError(
+            f"--max-consecutive-failures must be at least 0, got {args.max_consecutive_failures}"
+        )
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed makes a run's failed generations again: add --resume")
+    if args.overwrite and args.resume:
+        raise UsageError("--overwrite starts afresh, --resume goes on: choose one")
     reader = Reader(args.input)
     task = ImageGeneration(
         image_generation_model=_model(args),
@@ -332,14 +362,47 @@ def _generate(args: argparse.Namespace) -> int:
         checkpoint_seconds=args.checkpoint_every,
         batches_in_flight=in_flight,
         shard_bytes=round(args.shard_mb * 1e6),
+        max_consecutive_failures=args.max_consecutive_failures,
+        retry_failed=args.retry_failed,
+        overwrite=args.overwrite,
     )
-    images = summary.rows_in * task.num_generations - summary.failed
     print(
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
-        f"({images:,} images, {summary.failed:,} failed) -> {summary.data}"
+        f"({summary.images:,} images, {summary.failed:,} failed) -> {summary.data}"
     )
     print(f"browse: imagetask gallery {shlex.quote(args.output)}")
-    return 0
+    if not summary.failed:
+        return 0
+    errors = f"their errors are under error_{task.name} in {task.metadata_column}"
+    again = _command(args.argv, "--resume", "--retry-failed")
+    if not summary.images:
+        print(
+            f"imagetask: error: no image was made: all {summary.failed:,} generations failed "
+            f"({errors}); to make them again: {again}",
+            file=sys.stderr,
+        )
+        return 1
+    generations = summary.images + summary.failed
+    print(
+        f"imagetask: {summary.failed:,} of {generations:,} generations failed ({errors}); "
+        f"to make them again: {again}",
+        file=sys.stderr,
+    )
+    return 3
+
+
+_RUN_FLAGS = ("--resume", "--retry-failed", "--overwrite")
+
+
+def _a_run_flag(arg: str) -> bool:
+    return len(arg) > 2 and arg.startswith("--") and any(f.startswith(arg) for f in _RUN_FLAGS)
+
+
+def _command(argv: Sequence[str], *flags: str) -> str:
+    """The command `argv` was, without its run flags (or their abbreviations), with
+    `flags` instead."""
+    kept = [arg for arg in argv if not _a_run_flag(arg)]
+    return shlex.join(["imagetask", *kept, *flags])
 
 
 def _gallery(args: argparse.Namespace) -> int:
@@ -351,15 +414,23 @@ def _gallery(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (0 done, 1 error, 130 Ctrl-C)."""
+    """Runs the command line; returns the exit status: 0 done (`generate`: every generation
+    made its image), 1 an error (`generate`: no image made, or the run stopped early),
+    3 (`generate`) some generations failed, 130 Ctrl-C."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="imagetask: %(levelname)s: %(message)s")
     try:
         if args.command == "bench":
             return bench.main(args)
         return _gallery(args) if args.command == "gallery" else _generate(args)
     except RunInterrupted as exc:
-        print(f"imagetask: {exc}", file=sys.stderr)
+        print(
+            f"imagetask: interrupted after {exc.summary.rows_in:,} input rows; to continue: "
+            f"{_command(argv, '--resume')}",
+            file=sys.stderr,
+        )
         return 130
     except KeyboardInterrupt:
         print("imagetask: interrupted", file=sys.stderr)

@@ -168,6 +168,7 @@ class ArrowBatch(ModelCall):
         pa = arrow()
         if self._slow is not None:
             self._slow.answers = self.answers
+            self._slow.names = self.names
             output = self._slow.finish()
             cells, rows, offsets = _cells_of(self.task, output.rows, self.table.num_rows)
             failures = output.failures

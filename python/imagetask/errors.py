@@ -8,6 +8,7 @@ ImageTaskError                      base of them all
 ├── SinkError (ValueError)          output rows cannot be written in the sink's format
 ├── UsageError (ValueError)         a command-line value that cannot be used
 ├── RunError (RuntimeError)         a run cannot start or go on
+│   └── RunStopped                  a run stopped early: refused requests, failures in a row
 ├── RequestError (RuntimeError)     a backend request failed for good
 │   └── RequestRefused              refused in a way no retry changes (credentials, model)
 └── MissingExtraError (ImportError) an optional dependency is not installed
@@ -39,6 +40,7 @@ __all__ = [
     "RequestRefused",
     "RunError",
     "RunInterrupted",
+    "RunStopped",
     "SinkError",
     "UsageError",
 ]
@@ -86,6 +88,12 @@ class UsageError(ImageTaskError, ValueError):
 
 class RunError(ImageTaskError, RuntimeError):
     """A run cannot start or go on; the message says why (and names the input line)."""
+
+
+class RunStopped(RunError):
+    """A run stopped early because going on could not succeed: the model refused a request
+    in a way no retry changes, or too many generations failed in a row. What it had done is
+    written and recorded (`run.json` says how it ended); `resume` goes on from there."""
 
 
 class RequestError(ImageTaskError, RuntimeError):

@@ -524,6 +524,42 @@ class ParquetSink:
         )
         return state
 
+    def written_schema(self) -> Any:
+        """The schema of the rows written so far as `write_table` takes them (each image
+        as its bytes); `None` before the first row."""
+        schema = self._dataset_schema
+        if schema is None or self._image_column not in schema.names:
+            return schema
+        arrow = self._arrow
+        index = schema.get_field_index(self._image_column)
+        kind = schema.field(index).type
+        nested = arrow.types.is_list(kind) or arrow.types.is_large_list(kind)
+        image = arrow.list_(arrow.binary()) if nested else arrow.binary()
+        return schema.set(index, schema.field(index).with_type(image))
+
+    def recorded(self) -> Iterator[dict[str, Any]]:
+        """The rows of the shards and staged batches, in order, each image as its bytes
+        (as `write_table` takes it)."""
+        self._close_stream()
+        column = self._image_column
+        batches = (
+            batch
+            for shard in self._shards
+            for batch in self._parquet.ParquetFile(self.path / shard.name).iter_batches()
+        )
+        staged = (
+            batch for file in self._staged for batch in self._batches(self._staging / file.name)
+        )
+        for source in (batches, staged):
+            for batch in source:
+                for row in batch.to_pylist():
+                    image = row.get(column)
+                    if isinstance(image, dict):
+                        row[column] = image["bytes"]
+                    elif isinstance(image, list):
+                        row[column] = [part and part["bytes"] for part in image]
+                    yield row
+
     def finish(self, final: bool, about: str) -> None:
         """Turns the staged batches into the last shard (an empty one for a run without
         rows) and writes the dataset card; `final` makes no difference here."""

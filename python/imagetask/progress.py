@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
@@ -19,8 +20,9 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Reports rows done, images per second, failures and the time left.
 
-    On a terminal the line is redrawn at most every `redraw` seconds; elsewhere (a log
-    file, CI) a plain line is written every `interval` seconds and at the end.
+    On a terminal the line is redrawn at most every `redraw` seconds, and cleared before
+    any log line is written (then drawn again at the next update); elsewhere (a log file,
+    CI) a plain line is written every `interval` seconds and at the end.
     """
 
     def __init__(
@@ -42,6 +44,22 @@ class Progress:
         self._every = redraw if self._tty else interval
         self._started = time.monotonic()
         self._shown = self._started
+        self._drawn = False
+        self._handlers: list[logging.Handler] = []
+        if self._tty:
+            root = logging.getLogger().handlers
+            self._handlers = [*root, *([logging.lastResort] if logging.lastResort else [])]
+            for handler in self._handlers:
+                handler.addFilter(self._clear)
+
+    def _clear(self, record: logging.LogRecord) -> bool:
+        """A logging filter: clears the drawn bar before the record's line is written."""
+        if self._drawn:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._drawn = False
+            self._shown = float("-inf")  # the next update draws it again
+        return True
 
     def update(self, rows: int, images: int, failed: int) -> None:
         """Counts one finished batch."""
@@ -73,12 +91,15 @@ class Progress:
                 filled = min(_BAR, _BAR * self.rows // self.total)
                 bar = "[" + "#" * filled + "." * (_BAR - filled) + "] "
             self.stream.write("\r\x1b[2K" + bar + self.line(now))
+            self._drawn = True
         else:
             self.stream.write(time.strftime("%H:%M:%S ") + self.line(now) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         """Writes the final report."""
+        for handler in self._handlers:
+            handler.removeFilter(self._clear)
         self._show(time.monotonic())
         if self._tty:
             self.stream.write("\n")

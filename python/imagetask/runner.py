@@ -13,6 +13,12 @@ output against each other and the input against the rows done (a digest of them)
 the output back to that point and goes on with the next input row, so a crash at any
 moment loses nothing and repeats nothing; a finished run goes on the same way when its
 input grew. A new run stopped before it recorded a row removes its checkpoint and output.
+
+A run stops early, its batches before written and recorded, when the model refuses a
+request in a way no retry changes (the batch that met it is not written) or when
+`max_consecutive_failures` generations in a row failed. `retry_failed` makes the failed
+generations of the rows done again (`imagetask.retry`): the output with them replaced is
+written beside the old one, in `.retry/`, checkpointed as it goes, and then takes its place.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import time
 from collections import deque
@@ -28,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -37,6 +44,7 @@ from imagetask.checkpoint import (
     VERSION,
     Checkpoint,
     InputMark,
+    RetryMark,
     RowsDigest,
     read_checkpoint,
     row_digest,
@@ -50,6 +58,7 @@ from imagetask.errors import (
     InputRowError,
     RunError,
     RunInterrupted,
+    RunStopped,
     SinkError,
 )
 from imagetask.extras import require
@@ -58,6 +67,7 @@ from imagetask.identity import UrlDigests, output_identity
 from imagetask.lock import FolderLock
 from imagetask.progress import Progress
 from imagetask.readers import Reader
+from imagetask.retry import RETRY, failed_generations, merge, rebuilt_input, units
 from imagetask.runtime import Workers
 from imagetask.sinks import (
     OUTPUT_FORMATS,
@@ -69,7 +79,7 @@ from imagetask.sinks import (
 )
 
 if TYPE_CHECKING:
-    from imagetask.batch import Batch
+    from imagetask.batch import Batch, Failure
     from imagetask.columnar import ArrowBatch
     from imagetask.task import ImageTask, Row
 
@@ -88,9 +98,15 @@ _POLL_SECONDS = 0.02
 """How often a run waiting for its oldest batch asks the model whether it has slots to spare."""
 
 
+Ending = Literal["complete", "limit", "refused", "failures"]
+"""How a run ended: the whole input done; stopped at its `limit`; stopped by a request
+the model refused; stopped by failures in a row."""
+
+
 @dataclass(frozen=True)
 class RunSummary:
-    """What a run did, as recorded in `run.json`; `data` is the output file."""
+    """What a run did, as recorded in `run.json`; `data` is the output file, `images` the
+    generations that made an image, `failed` those that did not, `ended` how it ended."""
 
     output: str
     data: str
@@ -100,6 +116,8 @@ class RunSummary:
     seconds: float
     resumed_from: int
     complete: bool
+    images: int = 0
+    ended: Ending = "complete"
 
 
 @dataclass
@@ -190,9 +208,15 @@ class _Run:
         resume: bool,
         checkpoint_seconds: float,
         shard_bytes: int,
+        retry_failed: bool = False,
+        max_consecutive_failures: int = 0,
     ) -> None:
         self.task = task
         self.checkpoint_seconds = checkpoint_seconds
+        self.max_consecutive_failures = max_consecutive_failures
+        self.streak = 0
+        self.ended: Ending = "complete"
+        self.retrying = False  # whether the failed generations of the rows done are made again
         self._saved = time.monotonic()
         self.output = output
         self.format = format
@@ -216,6 +240,8 @@ class _Run:
             }
         self._options = options
         previous = self._previous(resume)
+        if previous is not None and previous.retry is not None and previous.retry.swap:
+            previous = self._swap(previous, previous.retry)
         self.fresh = previous is None
         if previous is None:
             # The checkpoint comes before the first byte of output: a run killed at any
@@ -236,12 +262,19 @@ class _Run:
             self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
         else:
             self.checkpoint = previous
-            self.sink = None if self.done else open_sink(output, format, previous.sink, **options)
+            if previous.retry is None:  # what a retry left, before or after recording
+                shutil.rmtree(output / RETRY, ignore_errors=True)
+            self.retrying = previous.retry is not None or (retry_failed and previous.failed > 0)
+            if not self.done:
+                self.sink = open_sink(output, format, previous.sink, **options)
+            else:
+                self.sink = None
         self.resumed_from = self.checkpoint.rows_in
 
     @property
     def done(self) -> bool:
-        return self.checkpoint.complete
+        """Whether the run has nothing left to do."""
+        return self.checkpoint.complete and not self.retrying
 
     def _previous(self, resume: bool) -> Checkpoint | None:
         if not self.path.exists():
@@ -279,6 +312,14 @@ class _Run:
         (the checkpoint then stays at the batch before)."""
         pending.generated.result()
         batch = pending.batch
+        refusal = batch.refusal()
+        if refusal is not None:
+            self.ended = "refused"
+            raise RunStopped(
+                f"{pending.where}: the model refused the request, which no retry changes: "
+                f"{refusal}; the run stopped before this batch, {self._made()}: fix the "
+                "cause, then run again with resume (--resume)"
+            )
         output = batch.finish()
         failed = len(output.failures)
         assert self.sink is not None
@@ -320,6 +361,142 @@ class _Run:
         if progress is not None:
             generations = batch.size * self.task.num_generations
             progress.update(batch.size, generations - failed, failed)
+        self._count_streak(batch, output.failures)
+
+    def _made(self) -> str:
+        done = self.checkpoint
+        images = done.rows_in * self.task.num_generations - done.failed
+        return f"after {done.rows_in:,} input rows ({images:,} images, {done.failed:,} failed)"
+
+    def _count_streak(self, batch: Batch | ArrowBatch, failures: list[Failure]) -> None:
+        """Counts the generations that failed in a row; stops the run at the limit."""
+        limit = self.max_consecutive_failures
+        generations = self.task.num_generations
+        last = -1
+        for failure in sorted(failures):
+            index = failure.row * generations + failure.generation
+            if index == last:
+                continue
+            self.streak = self.streak + 1 if index == last + 1 else 1
+            last = index
+            if limit and self.streak >= limit:
+                self.ended = "failures"
+                raise RunStopped(
+                    f"{batch.where(failure.row)}: {self.streak:,} generations failed in a row "
+                    f"(the last: {failure.error}), so the run stopped {self._made()}: fix the "
+                    "cause, then make them again with resume and retry_failed "
+                    "(--resume --retry-failed)"
+                )
+        if last != batch.size * generations - 1:
+            self.streak = 0
+
+    def _swap(self, previous: Checkpoint, retry: RetryMark) -> Checkpoint:
+        """Puts a retry's whole new output in the old one's place (or finishes doing so,
+        after a crash in the middle), records it and removes the retry's folder."""
+        side = self.output / RETRY
+        new = side / self.data.name
+        if new.exists():
+            if self.data.is_dir():
+                old = side / "old"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.data, old)
+            os.replace(new, self.data)
+            fsync_dir(side)
+            fsync_dir(self.output)
+        checkpoint = msgspec.structs.replace(
+            previous, sink=retry.sink, failed=retry.failed, retry=None
+        )
+        write_checkpoint(self.path, checkpoint)
+        shutil.rmtree(side)
+        return checkpoint
+
+    def retry_failed(self, workers: Workers) -> None:
+        """Makes the failed generations of the rows done again: the output with them
+        replaced is written in `.retry/` (checkpointed as it goes), then takes the old
+        output's place (see `imagetask.retry`)."""
+        side = self.output / RETRY
+        mark = self.checkpoint.retry
+        if mark is None:
+            side.mkdir()
+            mark = RetryMark(rows_in=0, rows_out=0, failed=0, sink=empty_state(self.format))
+            self.checkpoint = msgspec.structs.replace(self.checkpoint, retry=mark)
+            write_checkpoint(self.path, self.checkpoint)
+        assert self.sink is not None
+        task = self.task
+        per_unit = 1 if task.group_generations else task.num_generations
+        sink = open_sink(side, self.format, mark.sink, **self._options)
+        try:
+            old = units(islice(self.sink.recorded(), mark.rows_in * per_unit, None), task)
+            while chunk := list(islice(old, task.input_batch_size)):
+                rows = [row for unit in self._retried(chunk, workers) for row in unit]
+                if isinstance(sink, ParquetSink):
+                    assert isinstance(self.sink, ParquetSink)
+                    sink.write_table(_rows_table(rows, self.sink.written_schema()))
+                else:
+                    sink.write(rows)
+                made = units(iter(rows), task)
+                failed = sum(len(failed_generations(unit, task)) for unit in made)
+                mark = RetryMark(
+                    rows_in=mark.rows_in + len(chunk),
+                    rows_out=mark.rows_out + len(rows),
+                    failed=mark.failed + failed,
+                    sink=sink.state(),
+                )
+                if time.monotonic() - self._saved >= self.checkpoint_seconds:
+                    self._save_retry(sink, mark)
+            sink.finish(final=False, about=_about(self))
+            self._save_retry(sink, msgspec.structs.replace(mark, sink=sink.state(), swap=True))
+        finally:
+            sink.close()
+        self.sink.close()
+        assert self.checkpoint.retry is not None
+        self.checkpoint = self._swap(self.checkpoint, self.checkpoint.retry)
+        self.sink = open_sink(self.output, self.format, self.checkpoint.sink, **self._options)
+        self.retrying = False
+
+    def _retried(self, chunk: list[list[Row]], workers: Workers) -> list[list[Row]]:
+        """`chunk`'s units with their failed generations made again; the model is asked
+        once for each count of failed generations a unit has."""
+        task = self.task
+        failed = [failed_generations(unit, task) for unit in chunk]
+        merged = list(chunk)
+        for count in sorted({len(generations) for generations in failed} - {0}):
+            positions = [index for index, found in enumerate(failed) if len(found) == count]
+            again = copy.copy(task)
+            again.num_generations = count
+            inputs = [rebuilt_input(chunk[index], task) for index in positions]
+            batch = (
+                again.prepare_arrow(_table(again, inputs, "the rows to retry"))
+                if self.format == "parquet"
+                else again.prepare(inputs)
+            )
+            workers.submit(batch.generate).result()
+            refusal = batch.refusal()
+            if refusal is not None:
+                self.ended = "refused"
+                raise RunStopped(
+                    "the model refused a request to make a failed generation again, which no "
+                    f"retry changes: {refusal}; the output is as it was: fix the cause, then "
+                    "run again with resume (--resume)"
+                )
+            output = batch.finish()
+            made = output.table.to_pylist() if isinstance(output, ArrowOutput) else output.rows
+            per_unit = 1 if task.group_generations else count
+            for number, index in enumerate(positions):
+                new = made[number * per_unit : (number + 1) * per_unit]
+                merged[index] = merge(chunk[index], failed[index], new, task)
+                if self._path_column is not None:
+                    self._images.add(_paths([row.get(self._path_column) for row in new]))
+        return merged
+
+    def _save_retry(self, sink: JsonlSink | ParquetSink, mark: RetryMark) -> None:
+        """Syncs a retry's new output and its image files, then records how far it got."""
+        sink.sync()
+        self._images.wait()
+        self.checkpoint = msgspec.structs.replace(self.checkpoint, retry=mark)
+        write_checkpoint(self.path, self.checkpoint)
+        sink.saved(mark.sink)
+        self._saved = time.monotonic()
 
     def reopen(self) -> None:
         """Takes a finished run up again (its input grew): opens its output where the
@@ -375,6 +552,8 @@ class _Run:
     def summary(self) -> RunSummary:
         state = self.checkpoint
         return RunSummary(
+            images=state.rows_in * self.task.num_generations - state.failed,
+            ended=self.ended,
             output=str(self.output),
             data=str(self.data),
             rows_in=state.rows_in,
@@ -407,8 +586,18 @@ def _numbered(rows: Iterable[Row] | Reader) -> tuple[Iterator[tuple[int, Row]], 
 
 
 def _check_options(
-    format: Any, limit: Any, batches_in_flight: Any, checkpoint_seconds: Any, shard_bytes: Any
+    format: Any,
+    limit: Any,
+    batches_in_flight: Any,
+    checkpoint_seconds: Any,
+    shard_bytes: Any,
+    max_consecutive_failures: Any,
 ) -> None:
+    failures = max_consecutive_failures
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        raise ConfigError(
+            f"run: max_consecutive_failures={failures!r}: expected an int >= 0 (0: no limit)"
+        )
     if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
         raise ConfigError(f"run: shard_bytes={shard_bytes!r}: expected an int >= 1")
     if format not in OUTPUT_FORMATS:
@@ -440,6 +629,9 @@ def run(
     batches_in_flight: int = 2,
     checkpoint_seconds: float = 1.0,
     shard_bytes: int = SHARD_BYTES,
+    max_consecutive_failures: int = 50,
+    retry_failed: bool = False,
+    overwrite: bool = False,
 ) -> RunSummary:
     """Runs `task` over `rows` into `output_dir`; see the module's docstring.
 
@@ -452,15 +644,29 @@ def run(
     up to 8 times as many. Memory stays bounded whatever the input size.
     The output is synced and the checkpoint written at most every `checkpoint_seconds`
     (and when the run ends or stops): a crash repeats at most that much work.
+    The run stops (`RunStopped`, after writing the batches before) at a request the model
+    refuses in a way no retry changes, and once `max_consecutive_failures` generations
+    failed in a row (0: never). With `resume`, `retry_failed` first makes the failed
+    generations of the rows done again. `overwrite` deletes a run the folder holds (its
+    output, artifacts, checkpoint) and starts afresh.
     The run holds an exclusive lock on `output_dir` and works on a copy of `task` (its
     `output_dir` set to the folder): the caller's task is left as it was.
 
     Raises `ConfigError` for a bad option, `RunError` when the folder is in use, holds
     another run or an output that does not match its checkpoint, or for a bad input row
     (after writing the batches before it), `SinkError` for a batch that cannot be
-    written (after writing the batches before it), and `RunInterrupted` on Ctrl-C.
+    written (after writing the batches before it), `RunStopped` when it stops early, and
+    `RunInterrupted` on Ctrl-C.
     """
-    _check_options(format, limit, batches_in_flight, checkpoint_seconds, shard_bytes)
+    _check_options(
+        format, limit, batches_in_flight, checkpoint_seconds, shard_bytes, max_consecutive_failures
+    )
+    if overwrite and resume:
+        raise ConfigError("run: overwrite=True starts afresh and resume=True goes on: choose one")
+    if retry_failed and not resume:
+        raise ConfigError(
+            "run: retry_failed=True makes a run's failed rows again: it needs resume=True"
+        )
     started = time.monotonic()
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
@@ -473,7 +679,18 @@ def run(
     try:
         task.load()
         try:
-            state = _Run(task, output, format, resume, checkpoint_seconds, shard_bytes)
+            if overwrite:  # once the task could load: a run that cannot start deletes nothing
+                _clear(output)
+            state = _Run(
+                task,
+                output,
+                format,
+                resume,
+                checkpoint_seconds,
+                shard_bytes,
+                retry_failed,
+                max_consecutive_failures,
+            )
             try:
                 return _stream(state, rows, limit, progress, batches_in_flight, started)
             except BaseException:
@@ -485,6 +702,22 @@ def run(
             task.unload()
     finally:
         lock.release()
+
+
+_RUN_FILES = (CHECKPOINT, SUMMARY, "data.jsonl", DATA, STAGING, RETRY, "artifacts", "batch-jobs")
+
+
+def _clear(output: Path) -> None:
+    """Deletes what a run wrote in `output` (its dataset card too), nothing else."""
+    card = output / "README.md"
+    if card.is_file() and not card.is_symlink() and b'- "imagetask"' in card.read_bytes():
+        card.unlink()
+    for name in _RUN_FILES:
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def _skip_done(state: _Run, numbered: Iterator[tuple[int, Row]], where: Any) -> RowsDigest:
@@ -557,6 +790,8 @@ def _stream(
         most *= _HELD_PER_BATCH_IN_FLIGHT
     workers = Workers(most, "imagetask")
     try:
+        if state.retrying:
+            state.retry_failed(workers)
         if progress is True:
             reporter = Progress(_total(rows, limit), done=state.resumed_from)
         budget = None if limit is None else max(limit - state.resumed_from, 0)
@@ -584,9 +819,15 @@ def _stream(
             raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
         complete = budget != 0 or _exhausted(numbered)
+        state.ended = "complete" if complete else "limit"
         state.complete(time.monotonic() - started, complete)
         state.finish_sink(complete)
         state.save()
+    except RunStopped:
+        state.complete(time.monotonic() - started, False)
+        state.save()
+        _report(state)
+        raise
     except KeyboardInterrupt:
         state.discard_unrecorded()
         state.complete(time.monotonic() - started, False)
@@ -661,6 +902,7 @@ def _start(
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
     batch.position = position
+    batch.names = lambda row: str(where(chunk[row][0]))
     return _Pending(
         batch,
         workers.submit(batch.generate),
@@ -689,6 +931,18 @@ def _table(task: ImageTask, rows: list[Row], where: str) -> Any:
         raise RunError(
             f"{where}: the rows of the batch from this row cannot be one Arrow table for "
             f"Parquet (a column's values must share one type): {reason}"
+        ) from None
+
+
+def _rows_table(rows: list[Row], schema: Any) -> Any:
+    """Output rows as an Arrow table of `schema` (the output's, to keep its types)."""
+    arrow = require("pyarrow", "parquet", "writing Parquet")
+    try:
+        return arrow.Table.from_pylist(rows, schema=schema)
+    except (arrow.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        reason = " ".join(str(exc).split())
+        raise SinkError(
+            f"the rows made again cannot take the output's column types: {reason}"
         ) from None
 
 

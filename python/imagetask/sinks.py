@@ -10,6 +10,7 @@ written raises `SinkError` before any of its bytes reach the output.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
@@ -66,6 +67,9 @@ class Sink(Protocol):
     def discard_after(self, state: dict[str, Any]) -> None:
         """Drops the output written after `state` (a batch a stop cut off from its
         checkpoint), so that what a reader sees is what the checkpoint records."""
+
+    def recorded(self) -> Iterator[dict[str, Any]]:
+        """The rows written so far, in order, in the form they were written in."""
 
     def finish(self, final: bool, about: str) -> None:
         """Completes the output with the batches written so far; `final`: no batch will
@@ -144,6 +148,16 @@ class JsonlSink:
         self._file.truncate(state["bytes"])
         self._file.seek(0, os.SEEK_END)
         self._rows = state["rows"]
+
+    def recorded(self) -> Iterator[dict[str, Any]]:
+        self._file.flush()
+        left = self._file.tell()
+        with self.path.open("rb") as file:
+            for line in file:
+                if left <= 0:
+                    return
+                left -= len(line)
+                yield msgspec.json.decode(line)
 
     def finish(self, final: bool, about: str) -> None:
         """Nothing to complete: every line is written when its batch is."""

@@ -360,6 +360,37 @@ def test_nested_builds_in_threads_leave_the_collector_on() -> None:
     assert gc.isenabled()
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_collector_switched_by_another_thread_during_builds_stays_switched(
+    enabled: bool,
+) -> None:
+    seen: list[bool] = []
+
+    def switch() -> None:
+        (gc.disable if enabled else gc.enable)()
+
+    class Switching(ImageGeneration):
+        def format_output(self, output: dict[str, Any], input: Any = None) -> Any:
+            seen.append(gc.isenabled())
+            other = threading.Thread(target=switch)
+            other.start()
+            other.join(10)
+            return {"image": output["images"][0]}
+
+    task = Switching(image_generation_model=BatchScriptedModel([[{"images": [b64(b"a")]}]]))
+    after = []
+    try:
+        for _ in range(5):
+            (gc.enable if enabled else gc.disable)()
+            [row] = task.process_batch([{"prompt": "p"}])
+            after.append(gc.isenabled())
+            assert row["image"] == b64(b"a")
+    finally:
+        gc.enable()
+    assert after == [not enabled] * 5
+    assert seen == [enabled] * 5
+
+
 # --- artifacts from many threads ------------------------------------------------------
 
 

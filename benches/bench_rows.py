@@ -9,6 +9,7 @@ ratios against the baselines measured in the same run, and each process's peak R
     python benches/bench_rows.py                      # full matrix
     python benches/bench_rows.py --rows 10000 --repeats 3
     python benches/bench_rows.py --distilabel-python /path/to/venv/bin/python
+    python benches/bench_rows.py --clock cpu          # process CPU time, on a shared machine
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ def distilabel_task(replay: Any, n: int, raw: bool, group: bool) -> Any:
     return task
 
 
-def worker(contender: str, n_rows: int, n: int, raw: bool, group: bool) -> dict[str, Any]:
+def worker(
+    contender: str, n_rows: int, n: int, raw: bool, group: bool, clock: str
+) -> dict[str, Any]:
     rows = make_rows(n_rows)
     replay = Replay(make_answers(n_rows, n))
     batches = [rows[start : start + BATCH] for start in range(0, n_rows, BATCH)]
@@ -159,11 +162,12 @@ def worker(contender: str, n_rows: int, n: int, raw: bool, group: bool) -> dict[
         def run(batch: list[dict[str, Any]]) -> int:
             return len(next(task.process(batch)))
 
-    start = time.perf_counter()
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    start = timer()
     produced = 0
     for batch in batches:
         produced += run(batch)
-    elapsed = time.perf_counter() - start
+    elapsed = timer() - start
     return {
         "seconds": elapsed,
         "rows_out": produced,
@@ -175,7 +179,8 @@ def measure(args: argparse.Namespace, python: str, contender: str, config: tuple
     n_rows, n, raw, group = config
     return run_workers(
         python, __file__, contender, n_rows, args.repeats,
-        ["--gens", str(n), "--raw", str(int(raw)), "--group", str(int(group))],
+        ["--gens", str(n), "--raw", str(int(raw)), "--group", str(int(group)),
+         "--clock", args.clock],
     )  # fmt: skip
 
 
@@ -215,10 +220,19 @@ def main() -> None:
     parser.add_argument("--group", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--distilabel-python", default=sys.executable)
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall",
+        help="time the loop by the wall clock or by the process's CPU time (all threads)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.worker:
         result = worker(
-            args.worker, args.rows[0], args.gens[0], bool(args.raw[0]), bool(args.group[0])
+            args.worker,
+            args.rows[0],
+            args.gens[0],
+            bool(args.raw[0]),
+            bool(args.group[0]),
+            args.clock,
         )
         print(json.dumps(result))
         return
@@ -226,7 +240,8 @@ def main() -> None:
     with_distilabel = has_distilabel(args.distilabel_python)
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; repeats={args.repeats}, batch={BATCH}"
+        f"Python {platform.python_version()}; repeats={args.repeats}, batch={BATCH}, "
+        f"clock={args.clock}"
     )
     print(
         "| rows | n | raw | grouped | contender | median input rows/s | best input rows/s | "

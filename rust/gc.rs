@@ -1,64 +1,23 @@
-//! Pausing Python's cyclic garbage collector while a batch of rows is built.
+//! Keeping the containers of built rows out of Python's cyclic garbage collector.
 //!
-//! Building a batch allocates several containers per row, none of them in a cycle; each
-//! allocation counts toward a collection that would walk every live object (the caller's
-//! input rows included). Pausing the collector for the batch and resuming it afterwards
-//! leaves one collection where there would be dozens.
+//! A batch builds a few containers per output row (the row, its metadata, the raw
+//! output and its list of images). Left tracked, they outlive the young collections that
+//! run while the batch is built and its rows are used, are promoted, and make the full
+//! collections that walk every live object come sooner and more often. Untracked, they
+//! cost the collector nothing; CPython does the same for dicts and tuples holding only
+//! atomic values.
 //!
-//! Pauses nest across threads: the first one disables the collector only if it was
-//! enabled, and the last one to end re-enables it only if the first one disabled it and
-//! it is still disabled. A collector that was off when the first pause began stays off.
+//! A container made here is in no cycle: it is new, and only the containers built around
+//! it refer to it. CPython tracks a dict again when a container is put in it, but a cycle
+//! the caller later builds through these containers (a row put inside its own metadata,
+//! say) is not collected: it is freed only once broken.
 
-use std::sync::{Mutex, MutexGuard};
+use pyo3::{ffi, Bound, PyAny};
 
-use pyo3::{ffi, Python};
-
-/// Pauses in progress, and whether the first of them disabled the collector.
-struct State {
-    depth: usize,
-    disabled_here: bool,
-}
-
-static STATE: Mutex<State> = Mutex::new(State {
-    depth: 0,
-    disabled_here: false,
-});
-
-fn state() -> MutexGuard<'static, State> {
-    STATE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Disables the collector until dropped (see the module's documentation).
-pub struct GcPause<'py> {
-    _py: Python<'py>,
-}
-
-impl<'py> GcPause<'py> {
-    pub fn new(py: Python<'py>) -> Self {
-        let mut state = state();
-        if state.depth == 0 {
-            // SAFETY: the `Python` token proves this thread is attached to the interpreter.
-            state.disabled_here = unsafe { ffi::PyGC_Disable() } != 0;
-        }
-        state.depth += 1;
-        Self { _py: py }
-    }
-}
-
-impl Drop for GcPause<'_> {
-    fn drop(&mut self) {
-        let mut state = state();
-        state.depth -= 1;
-        if state.depth == 0 && state.disabled_here {
-            state.disabled_here = false;
-            // SAFETY: still attached: the guard cannot outlive its `Python` token.
-            unsafe {
-                if ffi::PyGC_IsEnabled() == 0 {
-                    ffi::PyGC_Enable();
-                }
-            }
-        }
-    }
+/// Stops the collector from tracking `container`, a dict or list the builder made and
+/// has filled (filling a dict with a container tracks it again).
+pub fn untrack(container: &Bound<'_, PyAny>) {
+    // SAFETY: `Bound` proves the thread is attached; untracking an untracked object is a
+    // no-op, and the object stays valid (only its collector links are cleared).
+    unsafe { ffi::PyObject_GC_UnTrack(container.as_ptr().cast()) }
 }

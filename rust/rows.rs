@@ -10,7 +10,7 @@ use crate::answers::{
     self, describe_exception, fails_a_row, type_name, Answers, Entry, Generation,
 };
 use crate::errors::InputRowError;
-use crate::gc::GcPause;
+use crate::gc;
 use crate::payload::{self, content_ref, Derived, Needs, Payload};
 
 /// The most images a task asks per input row.
@@ -254,7 +254,6 @@ impl RowBuilder {
                 prompts.len()
             )));
         }
-        let _pause = GcPause::new(py);
         let read = answers::read(answers, valid, self.n, self.keys.images.bind(py))?;
         let derived = self.derive(py, &read)?;
         let mut out = Vec::with_capacity(if self.group {
@@ -339,6 +338,7 @@ impl RowBuilder {
                     )?;
                     row.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
                     row.set_item(self.keys.metadata.bind(py), meta)?;
+                    gc::untrack(row.as_any());
                     out.push(row.into_any());
                 }
             }
@@ -557,10 +557,15 @@ impl RowBuilder {
         }
         let row = context.base.clone();
         for ((_, column), values) in self.outputs.iter().zip(cells) {
-            row.set_item(column.bind(py), PyList::new(py, values)?)?;
+            let values = PyList::new(py, values)?;
+            gc::untrack(values.as_any());
+            row.set_item(column.bind(py), values)?;
         }
+        let metas = PyList::new(py, metas)?;
+        gc::untrack(metas.as_any());
         row.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
-        row.set_item(self.keys.metadata.bind(py), PyList::new(py, metas)?)?;
+        row.set_item(self.keys.metadata.bind(py), metas)?;
+        gc::untrack(row.as_any());
         Ok(row.into_any())
     }
 
@@ -583,7 +588,9 @@ impl RowBuilder {
                         for (c, value) in values.into_iter().enumerate() {
                             put(c, value)?;
                         }
-                        return self.success_meta(py, context, generation, derived);
+                        let meta = self.success_meta(py, context, generation, derived)?;
+                        gc::untrack(meta.as_any());
+                        return Ok(meta);
                     }
                     Err(error) => (
                         error,
@@ -608,6 +615,7 @@ impl RowBuilder {
             meta.set_item(self.keys.raw_input.bind(py), &context.prompt)?;
         }
         meta.set_item(self.keys.error.bind(py), &error)?;
+        gc::untrack(meta.as_any());
         failures.push((context.index, k, error));
         Ok(meta)
     }
@@ -720,7 +728,10 @@ impl RowBuilder {
             }
             dict
         };
-        dict.set_item(self.keys.images.bind(py), PyList::new(py, [image])?)?;
+        let images = PyList::new(py, [image])?;
+        gc::untrack(images.as_any());
+        dict.set_item(self.keys.images.bind(py), images)?;
+        gc::untrack(dict.as_any());
         Ok(dict.into_any())
     }
 

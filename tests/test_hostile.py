@@ -361,6 +361,50 @@ def test_nested_builds_in_threads_leave_the_collector_on() -> None:
     assert gc.isenabled()
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_collector_switched_by_another_thread_during_builds_stays_switched(
+    enabled: bool,
+) -> None:
+    seen: list[bool] = []
+
+    def switch() -> None:
+        (gc.disable if enabled else gc.enable)()
+
+    class Switching(ImageGeneration):
+        def format_output(self, output: dict[str, Any], input: Any = None) -> Any:
+            seen.append(gc.isenabled())
+            other = threading.Thread(target=switch)
+            other.start()
+            other.join(10)
+            return {"image": output["images"][0]}
+
+    task = Switching(image_generation_model=BatchScriptedModel([[{"images": [b64(b"a")]}]]))
+    after = []
+    try:
+        for _ in range(5):
+            (gc.enable if enabled else gc.disable)()
+            [row] = task.process_batch([{"prompt": "p"}])
+            after.append(gc.isenabled())
+            assert row["image"] == b64(b"a")
+    finally:
+        gc.enable()
+    assert after == [not enabled] * 5
+    assert seen == [enabled] * 5
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_the_containers_of_built_rows_are_left_out_of_the_collector(group: bool) -> None:
+    answers = [[{"images": [b64(b"a")]}], [{"images": [7]}]]  # an image, a failure
+    task = task_for(answers, add_raw_output=True, group_generations=group)
+    rows = task.process_batch([{"prompt": p, META: {"upstream": 1}} for p in "ab"])
+    metas = [meta for row in rows for meta in (row[META] if group else [row[META]])]
+    built = [*rows, *metas, *(m[RAW] for m in metas), *(m[RAW]["images"] for m in metas)]
+    if group:
+        built += [c for row in rows for c in (row["image"], row[META])]
+    assert [type(c).__name__ for c in built if gc.is_tracked(c)] == []
+    assert [(m["upstream"], ERROR in m) for m in metas] == [(1, False), (1, True)]
+
+
 # --- artifacts from many threads ------------------------------------------------------
 
 

@@ -158,6 +158,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """A background loop of its own and no clients yet (made on first request)."""
         self._loop = BackgroundLoop()
         self._sending = _Gauge()
+        self._refusal: RequestRefused | None = None
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -166,7 +167,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """The fields (secrets included, as their own fields) without the loop and the
         clients, which belong to this process: a copy makes its own when it first runs."""
         state = dict(self.__dict__)
-        del state["_loop"], state["_per_loop"], state["_sending"]
+        del state["_loop"], state["_per_loop"], state["_sending"], state["_refusal"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -237,6 +238,10 @@ class AsyncImageGenerationModel(ImageGenerationModel):
             retried: RequestError | None = None
             with self._sending.held():
                 async with slots:
+                    if self._refusal is not None:
+                        # Refused credentials or model: no other request is sent to the
+                        # same end until the model is loaded again.
+                        raise RequestRefused(*self._refusal.args)
                     try:
                         if timeout is None:
                             return await request()
@@ -251,6 +256,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                             delay = retry_after(exc)
                         else:
                             failure = error
+                        if isinstance(error, RequestRefused):
+                            self._refusal = error
             if failure is not None:
                 # Raised outside the handler: the original error, which may hold a
                 # secret, is not kept as its context.
@@ -356,7 +363,9 @@ class AsyncImageGenerationModel(ImageGenerationModel):
 
     def load(self) -> None:
         """Counts one more user of the model (a run, a `datasets` map): its requests
-        go on until it unloads, whoever else unloads meanwhile."""
+        go on until it unloads, whoever else unloads meanwhile. A refusal met before is
+        forgotten: the model's fields may have changed since."""
+        self._refusal = None
         self._loop.acquire()
 
     def unload(self) -> None:

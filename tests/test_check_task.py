@@ -296,7 +296,7 @@ class RewritesRawInput(Completing):
 
 
 class PlantedBug(NamedTuple):
-    """A broken task, the one invariant it breaks and words of the problem it is told."""
+    """A broken task, the invariant check_task reports it breaking, and words of the report."""
 
     cls: type[ImageTask]
     invariant: str
@@ -304,7 +304,9 @@ class PlantedBug(NamedTuple):
 
 
 PLANTED_BUGS = [
-    PlantedBug(RaisesOnText, "hooks_do_not_raise", "failed although the model's answer had an image"),
+    PlantedBug(
+        RaisesOnText, "hooks_do_not_raise", "failed although the model's answer had an image"
+    ),
     PlantedBug(DropsARow, "one_row_per_generation", "input rows gave"),
     PlantedBug(NotesInItsInput, "input_rows_unmodified", "before the task ran"),
     PlantedBug(UppercasesThePrompt, "input_columns_unchanged", "in its input column 'prompt'"),

@@ -182,7 +182,13 @@ SURFACES = {
         "ScriptedModel",
         "check_task",
     ],
-    "imagetask.columnar": ["MAX_STRING_BYTES", "ArrowBatch", "ArrowOutput", "as_table", "dict_rows"],
+    "imagetask.columnar": [
+        "MAX_STRING_BYTES",
+        "ArrowBatch",
+        "ArrowOutput",
+        "as_table",
+        "dict_rows",
+    ],
 }
 
 

@@ -26,6 +26,7 @@ from imagetask import (
     RequestError,
     RunError,
     RunInterrupted,
+    RunStopped,
     RunSummary,
     SinkError,
     _core,
@@ -578,6 +579,7 @@ EVERY_ERROR = [
     RequestRefused("the server refused the credentials (401)"),
     MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
     RunInterrupted(SUMMARY),
+    RunStopped("stopped: the model refused a request"),
 ]
 
 

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from imagetask import ImageGenerationModel
 from imagetask.testing import Call, ScriptedModel
+
+# CI (`CI` set, as `.ci/run` and CI services do): the same examples on every run, no
+# timing deadline on a loaded machine, no example database, and a failure's reproduction
+# blob in the log.
+settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def b64(data: bytes) -> str:

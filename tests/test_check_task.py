@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import strategies as st
@@ -295,21 +295,35 @@ class RewritesRawInput(Completing):
         meta[f"raw_input_{self.name}"] = meta[f"raw_input_{self.name}"] + "!"
 
 
+class PlantedBug(NamedTuple):
+    """A broken task, the invariant check_task reports it breaking, and words of the report."""
+
+    cls: type[ImageTask]
+    invariant: str
+    problem: str
+
+
+PLANTED_BUGS = [
+    PlantedBug(
+        RaisesOnText, "hooks_do_not_raise", "failed although the model's answer had an image"
+    ),
+    PlantedBug(DropsARow, "one_row_per_generation", "input rows gave"),
+    PlantedBug(NotesInItsInput, "input_rows_unmodified", "before the task ran"),
+    PlantedBug(UppercasesThePrompt, "input_columns_unchanged", "in its input column 'prompt'"),
+    PlantedBug(MarksImagesOnly, "same_columns_on_every_row", "like every other row"),
+    PlantedBug(DropsTextImages, "nothing_silently_lost", "but its row has none in ['image']"),
+    PlantedBug(DropsUpstreamMetadata, "upstream_metadata_merged", "lost the upstream metadata"),
+    PlantedBug(
+        HidesErrors, "model_failures_fail_only_their_rows", "records no 'error_hides_errors_0'"
+    ),
+    PlantedBug(Numbered, "raw_input_is_what_format_input_returned", "expected one call with"),
+    PlantedBug(RewritesRawInput, "raw_input_is_what_format_input_returned", "as its raw input"),
+    PlantedBug(NumberedCaptions, "columnar_matches_dict", "process_arrow gave"),
+]
+
+
 @pytest.mark.parametrize(
-    ("cls", "invariant", "problem"),
-    [
-        (RaisesOnText, "hooks_do_not_raise", "failed although the model's answer had an image"),
-        (DropsARow, "one_row_per_generation", "input rows gave"),
-        (NotesInItsInput, "input_rows_unmodified", "before the task ran"),
-        (UppercasesThePrompt, "input_columns_unchanged", "in its input column 'prompt'"),
-        (MarksImagesOnly, "same_columns_on_every_row", "like every other row"),
-        (DropsUpstreamMetadata, "upstream_metadata_merged", "lost the upstream metadata"),
-        (HidesErrors, "model_failures_fail_only_their_rows", "records no 'error_hides_errors_0'"),
-        (Numbered, "raw_input_is_what_format_input_returned", "expected one call with"),
-        (RewritesRawInput, "raw_input_is_what_format_input_returned", "as its raw input"),
-        (NumberedCaptions, "columnar_matches_dict", "process_arrow gave"),
-    ],
-    ids=lambda value: value.__name__ if isinstance(value, type) else None,
+    ("cls", "invariant", "problem"), PLANTED_BUGS, ids=[bug.cls.__name__ for bug in PLANTED_BUGS]
 )
 def test_each_invariant_catches_its_planted_bug(
     cls: type[ImageTask], invariant: str, problem: str
@@ -338,16 +352,5 @@ def test_rows_that_break_a_check_are_reported_as_its_failure() -> None:
 
 
 def test_every_invariant_has_a_planted_bug_above() -> None:
-    names = [invariant.name for invariant in INVARIANTS]
-    assert names == [
-        "hooks_do_not_raise",
-        "one_row_per_generation",
-        "input_rows_unmodified",
-        "input_columns_unchanged",
-        "same_columns_on_every_row",
-        "nothing_silently_lost",
-        "model_failures_fail_only_their_rows",
-        "upstream_metadata_merged",
-        "raw_input_is_what_format_input_returned",
-        "columnar_matches_dict",
-    ]
+    # Each planted bug names an invariant of the kit, and no invariant lacks one.
+    assert {bug.invariant for bug in PLANTED_BUGS} == {invariant.name for invariant in INVARIANTS}

@@ -28,7 +28,9 @@ from servers import Fault, ImageServer, image_server
 
 from imagetask.models import PlaceholderImageGeneration
 
-PROMPTS = 12000
+PROMPTS = 2000
+"""Enough that six kills land at different points of the run, each resume going further,
+and that the Parquet output spans many shards of 0.2 MB (14)."""
 GENERATIONS = 2
 
 

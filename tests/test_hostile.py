@@ -26,6 +26,7 @@ from imagetask import (
     RequestError,
     RunError,
     RunInterrupted,
+    RunStopped,
     RunSummary,
     SinkError,
     _core,
@@ -623,6 +624,7 @@ EVERY_ERROR = [
     RunStopped("the model refused a request"),
     MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
     RunInterrupted(SUMMARY),
+    RunStopped("stopped: the model refused a request"),
 ]
 
 

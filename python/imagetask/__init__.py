@@ -5,7 +5,7 @@ and builds one output row per generated image with its metadata; the per-row wor
 in the native extension `imagetask._core`.
 """
 
-from imagetask import _core
+from imagetask import _core  # noqa: F401  (loaded first: a missing or stale build fails here)
 from imagetask.config import RuntimeParameter, Secret, Url
 from imagetask.errors import (
     ConfigError,
@@ -26,8 +26,8 @@ from imagetask.models import (
     ImageGenerationModel,
     ImageModel,
 )
+from imagetask.outcome import RunSummary
 from imagetask.readers import Reader
-from imagetask.runner import RunSummary
 from imagetask.task import ImageTask
 
 __all__ = [
@@ -52,5 +52,4 @@ __all__ = [
     "Secret",
     "SinkError",
     "Url",
-    "_core",
 ]

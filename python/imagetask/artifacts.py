@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from imagetask import _core
-from imagetask.batch import Failure
 from imagetask.durable import write_atomic
 from imagetask.extras import require
+from imagetask.outcome import Failure
 
 __all__ = ["ArtifactTarget", "artifact_target", "artifacts_folder", "converter", "write_artifacts"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from imagetask.errors import RequestRefused
+from imagetask.outcome import BatchOutput, Failure
 
 if TYPE_CHECKING:
     from imagetask._core import RowBuilder
@@ -27,23 +27,6 @@ logger = logging.getLogger("imagetask")
 Row = dict[str, Any]
 Answers = Sequence["Answer | BaseException"] | BaseException
 _LOGGED_FAILURES = 5
-
-
-class Failure(NamedTuple):
-    """A generation that has no image: its row's index in the batch, the generation's
-    index and the error recorded in the row's metadata."""
-
-    row: int
-    generation: int
-    error: str
-
-
-@dataclass(frozen=True)
-class BatchOutput:
-    """The output rows of a batch and the generations among them that failed."""
-
-    rows: list[Row]
-    failures: list[Failure]
 
 
 def _generation_kwargs(model: ImageModel) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imagetask.runner import RunSummary
+    from imagetask.outcome import RunSummary
 
 __all__ = [
     "ConfigError",

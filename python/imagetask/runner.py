@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -65,6 +65,7 @@ from imagetask.extras import require
 from imagetask.hf_dataset import DATA, SHARD_BYTES, STAGING
 from imagetask.identity import UrlDigests, output_identity
 from imagetask.lock import FolderLock
+from imagetask.outcome import Ending, RunSummary
 from imagetask.progress import Progress
 from imagetask.readers import Reader
 from imagetask.retry import RETRY, failed_generations, merge, rebuilt_input, units
@@ -79,8 +80,9 @@ from imagetask.sinks import (
 )
 
 if TYPE_CHECKING:
-    from imagetask.batch import Batch, Failure
+    from imagetask.batch import Batch
     from imagetask.columnar import ArrowBatch
+    from imagetask.outcome import Failure
     from imagetask.task import ImageTask, Row
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
@@ -96,28 +98,6 @@ _HELD_PER_BATCH_IN_FLIGHT = 8
 waits on a request and the model has request slots to spare."""
 _POLL_SECONDS = 0.02
 """How often a run waiting for its oldest batch asks the model whether it has slots to spare."""
-
-
-Ending = Literal["complete", "limit", "refused", "failures"]
-"""How a run ended: the whole input done; stopped at its `limit`; stopped by a request
-the model refused; stopped by failures in a row."""
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a run did, as recorded in `run.json`; `data` is the output file, `images` the
-    generations that made an image, `failed` those that did not, `ended` how it ended."""
-
-    output: str
-    data: str
-    rows_in: int
-    rows_out: int
-    failed: int
-    seconds: float
-    resumed_from: int
-    complete: bool
-    images: int = 0
-    ended: Ending = "complete"
 
 
 @dataclass

@@ -184,6 +184,9 @@ def generate(dataset: D, task: ImageTask, **map_kwargs: Any) -> D:
     map_kwargs.setdefault("desc", f"{task.name} ({task.image_generation_model.model_name})")
     if "new_fingerprint" not in map_kwargs:
         key = _cache_key(dataset)
+        # `_fingerprint` for want of a public accessor (datasets 5.x has none): it is the
+        # attribute the library's cache guide ("The cache") reads, the state `map` itself
+        # chains from; `fingerprint.generate_fingerprint` would hash the whole table again.
         map_kwargs["new_fingerprint"] = fingerprint(task, dataset._fingerprint, map_kwargs, key)
     try:
         mapped = dataset.with_format("arrow").map(function, batched=True, **map_kwargs)

@@ -109,6 +109,16 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
         return [{"images": [image], "seed": seed, "statistics": statistics}]
 
     async def _request(self, prompt: str, seed: int, kwargs: dict[str, Any]) -> bytes:
+        """The image bytes the server sent for one request.
+
+        Private `huggingface_hub` API, for want of a public one: the public
+        `text_to_image` returns a decoded PIL image, and re-encoding it would break the
+        promise that the model's bytes are kept; the public `post` that returned the raw
+        answer is gone since 1.0; and the per-provider routing (URL, payload, how the
+        answer holds the image) lives only in `inference._providers`. This is the body
+        of `AsyncInferenceClient.text_to_image` without its final decode; the `hf` extra
+        bounds the version (`<3`) and `tests/test_backends.py` runs it against a
+        loopback server."""
         providers = require("huggingface_hub.inference._providers", "hf", type(self).__name__)
         client = self._client()
         helper = providers.get_provider_helper(

@@ -18,12 +18,12 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
+from imagetask.checkpoint import CHECKPOINT
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError, RequestError
 from imagetask.models.base import Answer
 from imagetask.models.batch_journal import Entry, Job, Journal
 from imagetask.models.openai_images import OpenAIImageGeneration
-from imagetask.runner import CHECKPOINT
 
 if TYPE_CHECKING:
     from openai.types import Batch, BatchRequestCounts

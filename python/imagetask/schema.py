@@ -234,18 +234,20 @@ class OutputSchema:
         values: the image (`Image` struct), `image_path` and `model_name` (strings) and
         the metadata's own keys (a struct of strings, upstream fields not counted); lists
         when grouped, but `model_name`."""
-        pa = _arrow()
+        arrow = _arrow()
 
         def per_row(kind: pa.DataType) -> pa.DataType:
-            return pa.list_(kind) if self.grouped else kind
+            return arrow.list_(kind) if self.grouped else kind
 
         types: dict[str, pa.DataType] = {}
         if self.image is not None:
             types[self.image] = per_row(image_type())
         if self.image_path is not None:
-            types[self.image_path] = per_row(pa.string())
-        types[self.model_name] = pa.string()
-        types[self.metadata] = per_row(pa.struct([(key, pa.string()) for key in self.metadata_keys]))
+            types[self.image_path] = per_row(arrow.string())
+        types[self.model_name] = arrow.string()
+        types[self.metadata] = per_row(
+            arrow.struct([(key, arrow.string()) for key in self.metadata_keys])
+        )
         return types
 
     def features(self, schema: pa.Schema) -> dict[str, Any]:

@@ -128,11 +128,11 @@ class ImageTask(Configurable, ABC):
     def _check_output_names(self) -> None:
         """Every output column, the metadata column and the input columns have distinct
         names: two of them sharing a name would silently drop one's values."""
-        mapped_in, mapped_out = self.input_mappings, self.output_mappings
+        mapped_in, schema = self.input_mappings, self.output_schema
         owners: dict[str, str] = {}
         named = [(f"input `{name}`", mapped_in.get(name, name)) for name in self.inputs]
-        named += [(f"output `{name}`", mapped_out.get(name, name)) for name in self.outputs]
-        named.append(("`metadata_column`", self.metadata_column))
+        named += [(f"output `{name}`", column) for name, column in schema.columns.items()]
+        named.append(("`metadata_column`", schema.metadata))
         for owner, column in named:
             if column in owners:
                 raise ConfigError(

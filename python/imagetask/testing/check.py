@@ -234,7 +234,7 @@ def _model_failures_fail_only_their_rows(example: Example) -> str | None:
         if not example.failed(meta):
             return (
                 f"generation {k} of row {i} had no image in the model's answer, but its row "
-                f"records no 'error_{example.task.name}' in its metadata: {meta!r}"
+                f"records no '{example.task.output_schema.error}' in its metadata: {meta!r}"
             )
         filled = sorted(
             column

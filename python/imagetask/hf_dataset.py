@@ -156,7 +156,8 @@ class ParquetSink:
     state:
         The checkpoint's state to resume from (`None`: a fresh output).
     image_column, path_column:
-        The column holding the image bytes, and the one holding its artifact path if any.
+        The image column (`Image` structs, as `process_arrow` gives them; bytes become
+        structs whose path is the path column's), and the artifact path column if any.
     empty_schema:
         The schema of the one (empty) shard of a run without rows.
     shard_bytes:

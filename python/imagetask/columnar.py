@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from imagetask import _core
 from imagetask.artifacts import ArtifactTarget
 from imagetask.batch import Batch, Failure, ModelCall
-from imagetask.converter import RowConverter, image_bytes
+from imagetask.converter import RowConverter, image_bytes, json_cell
 from imagetask.errors import ConfigError
 from imagetask.extras import require
 from imagetask.schema import image_structs
@@ -286,7 +286,6 @@ def _cells_of(
     built for `inputs` input rows."""
     pa = arrow()
     names = task.output_schema
-    convert = RowConverter(names, images_as_bytes=True)
     n = task.num_generations
     columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
     raw_output: list[str | None] = []
@@ -300,9 +299,9 @@ def _cells_of(
             for name in names.outputs:
                 value = row[names.columns[name]]
                 columns[name].append(value[k] if task.group_generations else value)
-            raw_output.append(convert.json_cell(meta.get(names.raw_output)))
+            raw_output.append(json_cell(meta.get(names.raw_output)))
             raw_input.append(meta.get(names.raw_input))
-            statistics.append(convert.json_cell(meta.get(names.statistics)))
+            statistics.append(json_cell(meta.get(names.statistics)))
             error.append(meta.get(names.error))
             model_name.append(row[names.model_name])
     arrays: dict[str, Any] = {}

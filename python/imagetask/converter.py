@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from imagetask.schema import OutputSchema
 
-__all__ = ["RowConverter", "image_bytes"]
+__all__ = ["RowConverter", "image_bytes", "json_cell"]
 
 Row = dict[str, Any]
 
@@ -39,6 +39,11 @@ def image_bytes(value: Any) -> bytes | None:
         except (binascii.Error, ValueError):
             return value.encode("utf-8", "backslashreplace")
     return bytes(value)
+
+
+def json_cell(value: Any) -> str | None:
+    """A raw output or statistics value as the JSON text the Arrow layout stores."""
+    return None if value is None else _core.json_text(value)
 
 
 def _each(value: Any, convert: Any) -> Any:
@@ -99,10 +104,6 @@ class RowConverter:
 
     # -- dict to Arrow ---------------------------------------------------------
 
-    def json_cell(self, value: Any) -> str | None:
-        """A raw output or statistics value as the JSON text the Arrow layout stores."""
-        return None if value is None else _core.json_text(value)
-
     def arrow_row(self, row: Row) -> Row:
         """A `process_batch` row with its cells as the Arrow layout stores them (images
         as their bytes, the raw output and statistics as JSON text)."""
@@ -113,8 +114,7 @@ class RowConverter:
             if not isinstance(value, dict):
                 return value
             return {
-                key: self.json_cell(item) if key in self._json else item
-                for key, item in value.items()
+                key: json_cell(item) if key in self._json else item for key, item in value.items()
             }
 
         if schema.image is not None and schema.image in row:

@@ -106,7 +106,9 @@ def python_columns(table: Any, answers: Any, n: int, raw: bool) -> Any:
     count = len(images)
     take = pa.array(rows, pa.uint32())
     columns = {name: table.column(name).take(take) for name in table.column_names}
-    columns["image"] = pa.array(images, pa.binary())
+    columns["image"] = pa.StructArray.from_arrays(
+        [pa.array(images, pa.binary()), pa.nulls(count, pa.string())], names=["bytes", "path"]
+    )
     columns["model_name"] = pa.array([MODEL] * count, pa.string())
     fields: dict[str, Any] = {}
     if raw:

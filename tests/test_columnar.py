@@ -23,6 +23,7 @@ from imagetask.columnar import dict_rows
 from imagetask.models import PlaceholderImageGeneration
 
 META = "distilabel_metadata"
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 NAME = "image_generation_0"
 OURS = {f"raw_output_{NAME}", f"raw_input_{NAME}"}
 
@@ -203,7 +204,7 @@ def test_the_table_has_the_documented_schema() -> None:
         [
             ("prompt", pa.string()),
             ("id", pa.int64()),
-            ("image", pa.binary()),
+            ("image", IMAGE),
             ("model_name", pa.string()),
             (
                 META,
@@ -219,7 +220,8 @@ def test_the_table_has_the_documented_schema() -> None:
         ]
     )
     assert out.column("prompt").to_pylist() == ["a", "a", "b", "b"]
-    images = out.column("image").to_pylist()
+    assert [image["path"] for image in out.column("image").to_pylist()] == [None] * 4
+    images = [image["bytes"] for image in out.column("image").to_pylist()]
     assert len(set(images)) == 4 and all(image.startswith(b"\x89PNG") for image in images)
     meta = out.column(META).to_pylist()[0]
     assert json.loads(meta[f"raw_output_{NAME}"]) == {
@@ -260,7 +262,7 @@ def test_grouped_generations_are_lists() -> None:
     out = placeholder_task(num_generations=3, group_generations=True).process_arrow(
         pa.table({"prompt": ["a", "b"]})
     )
-    assert out.schema.field("image").type == pa.list_(pa.binary())
+    assert out.schema.field("image").type == pa.list_(IMAGE)
     assert [len(images) for images in out.column("image").to_pylist()] == [3, 3]
     assert out.column("model_name").to_pylist() == ["placeholder", "placeholder"]
     assert [len(m) for m in out.column(META).to_pylist()] == [3, 3]
@@ -309,7 +311,8 @@ def test_artifacts_are_written_natively(tmp_path: Path) -> None:
     task = placeholder_task(save_artifacts=True, output_dir=str(tmp_path), num_generations=2)
     out = task.process_arrow(pa.table({"prompt": ["a", "a"]}))
     paths = out.column("image_path").to_pylist()
-    images = out.column("image").to_pylist()
+    images = [image["bytes"] for image in out.column("image").to_pylist()]
+    assert [image["path"] for image in out.column("image").to_pylist()] == paths
     for path, image in zip(paths, images, strict=True):
         assert (tmp_path / path).read_bytes() == image
         assert path.endswith(hashlib.sha256(image).hexdigest() + ".png")
@@ -321,7 +324,7 @@ def test_images_are_bytes_whatever_images_as_bytes_says() -> None:
     answers = [[{"images": [b64(b"GIF89a")]}]]
     task = ImageGeneration(image_generation_model=BatchScriptedModel(answers))
     out = task.process_arrow(pa.table({"prompt": ["a"]}))
-    assert out.column("image").to_pylist() == [b"GIF89a"]
+    assert out.column("image").to_pylist() == [{"bytes": b"GIF89a", "path": None}]
     assert dict_rows(task, out)[0]["image"] == base64.b64encode(b"GIF89a").decode()
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -62,6 +63,11 @@ def placeholder_images(rows: list[dict[str, Any]], num_generations: int) -> Coun
     )
 
 
+def image_bytes(images: pa.ChunkedArray) -> list[bytes | None]:
+    """The bytes of each `Image` struct of an image column."""
+    return [image and image["bytes"] for image in images.to_pylist()]
+
+
 def test_actors_load_once_and_give_process_batchs_images(cluster: None, tmp_path: Path) -> None:
     log = tmp_path / "log"
     model = LoggedModel(log=str(log), size="8x8")
@@ -69,7 +75,7 @@ def test_actors_load_once_and_give_process_batchs_images(cluster: None, tmp_path
     rows = generate(inputs(), task, concurrency=2, num_cpus=0.5).take_all()
 
     assert len(rows) == 48
-    got = Counter((row["k"], row["image"]) for row in rows)
+    got = Counter((row["k"], row["image"]["bytes"]) for row in rows)
     expected = placeholder_images([{"prompt": p, "k": k} for k, p in enumerate(PROMPTS)], 2)
     assert got == expected and set(got.values()) == {1}
     assert {row["model_name"] for row in rows} == {"placeholder"}
@@ -106,11 +112,40 @@ def test_an_openai_task_used_here_runs_in_actors_with_clients_of_their_own(
         task.unload()
 
         served = server.served
-        assert sorted(row["image"] for row in rows) == sorted(served.images[1:])
+        assert sorted(row["image"]["bytes"] for row in rows) == sorted(served.images[1:])
         assert base64.b64decode(before["image"]) == served.images[0]
         assert sorted(body["prompt"] for body in served.requests[1:]) == sorted(PROMPTS)
         assert served.auth == [f"Bearer {key}"] * 25
         assert served.peak <= 2  # the backend's max_concurrency, inside the one actor
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_write_parquet_output_loads_in_datasets_as_images(
+    cluster: None, tmp_path: Path, grouped: bool
+) -> None:
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="8x8"),
+        num_generations=2,
+        group_generations=grouped,
+        input_batch_size=5,
+    )
+    generate(inputs(), task, concurrency=1, num_cpus=0.5).write_parquet(str(tmp_path / "out"))
+
+    loaded = datasets.load_dataset("parquet", data_dir=str(tmp_path / "out"), split="train")
+    image = datasets.Image()
+    assert loaded.features["image"] == (datasets.List(image) if grouped else image)
+    assert loaded.num_rows == (24 if grouped else 48)
+    raw = loaded.cast_column(
+        "image",
+        datasets.List(datasets.Image(decode=False)) if grouped else datasets.Image(decode=False),
+    )
+    made = Counter(
+        (row["k"], image["bytes"])
+        for row in raw
+        for image in (row["image"] if grouped else [row["image"]])
+    )
+    expected = placeholder_images([{"prompt": p, "k": k} for k, p in enumerate(PROMPTS)], 2)
+    assert made == expected
 
 
 def test_a_worker_that_dies_mid_batch_is_restarted_and_every_row_written_once(
@@ -124,7 +159,7 @@ def test_a_worker_that_dies_mid_batch_is_restarted_and_every_row_written_once(
     table = pq.read_table(tmp_path / "out")
     assert table.num_rows == 48
     got = Counter(
-        zip(table.column("k").to_pylist(), table.column("image").to_pylist(), strict=True)
+        zip(table.column("k").to_pylist(), image_bytes(table.column("image")), strict=True)
     )
     expected = placeholder_images([{"prompt": p, "k": k} for k, p in enumerate(PROMPTS)], 2)
     assert got == expected and set(got.values()) == {1}
@@ -179,7 +214,7 @@ def test_a_script_with_its_own_model_class_runs_on_the_cluster_at_its_address(
     table = pq.read_table(tmp_path / "out")
     assert set(table.column("model_name").to_pylist()) == {"defined in the script"}
     got = Counter(
-        zip(table.column("k").to_pylist(), table.column("image").to_pylist(), strict=True)
+        zip(table.column("k").to_pylist(), image_bytes(table.column("image")), strict=True)
     )
     expected = placeholder_images([{"prompt": f"p{i}", "k": i} for i in range(10)], 1)
     assert got == expected
@@ -224,7 +259,7 @@ def test_a_script_with_its_own_task_class_runs_on_the_cluster(
         image_generation_model=PlaceholderImageGeneration(size="8x8"), images_as_bytes=True
     )
     expected = task.process_batch([{"prompt": prompt} for prompt in raw_inputs])
-    assert [row["image"] for row in rows] == [row["image"] for row in expected]
+    assert [row["image"]["bytes"] for row in rows] == [row["image"] for row in expected]
 
 
 def test_arguments_generate_sets_are_refused(cluster: None) -> None:

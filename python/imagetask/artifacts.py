@@ -7,12 +7,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagetask import _core
 from imagetask.durable import write_atomic
 from imagetask.extras import require
 from imagetask.outcome import Failure
+
+if TYPE_CHECKING:
+    from imagetask.schema import OutputSchema
 
 __all__ = ["ArtifactTarget", "artifact_target", "artifacts_folder", "converter", "write_artifacts"]
 
@@ -78,19 +81,16 @@ def write_artifacts(
     rows: list[dict[str, Any]],
     *,
     target: ArtifactTarget,
-    task_name: str,
-    image_column: str,
-    path_column: str,
-    metadata_column: str,
+    schema: OutputSchema,
     image_format: str | None,
 ) -> list[Failure]:
     """Saves the image of every row and sets its path column; returns the failures."""
     failures = _core.write_artifacts(
         rows,
-        image_column=image_column,
-        path_column=path_column,
-        metadata_column=metadata_column,
-        error_key=f"error_{task_name}",
+        image_column=schema.columns["image"],
+        path_column=schema.columns["image_path"],
+        metadata_column=schema.metadata,
+        error_key=schema.error,
         folder=target.folder,
         prefix=target.prefix,
         convert=converter(image_format) if image_format else None,

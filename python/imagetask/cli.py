@@ -373,7 +373,8 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"browse: imagetask gallery {shlex.quote(args.output)}")
     if not summary.failed:
         return 0
-    errors = f"their errors are under error_{task.name} in {task.metadata_column}"
+    schema = task.output_schema
+    errors = f"their errors are under {schema.error} in {schema.metadata}"
     again = _command(args.argv, "--resume", "--retry-failed")
     if not summary.images:
         print(

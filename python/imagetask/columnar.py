@@ -10,8 +10,9 @@ the same rows, laid out as columns:
   binary, and a run-end encoded column is encoded again with its run-end type); an input
   column named like a column the task writes (an output column, `model_name`, the
   metadata column) is replaced by it;
-- the task's output columns; for `ImageGeneration`, `image` holds the image's bytes
-  (binary, whatever `images_as_bytes` says) and `image_path` its artifact's path;
+- the task's output columns; for `ImageGeneration`, `image` is the Hugging Face `Image`
+  struct `struct<bytes: binary, path: string>` (the image's bytes, whatever
+  `images_as_bytes` says, and its artifact's path, as `image_path` holds it);
 - `model_name` (string);
 - the metadata column, a struct whose fields are the input's metadata struct fields
   (but those named like one of the following, which replace them), then
@@ -24,10 +25,13 @@ the same rows, laid out as columns:
   be encoded (lone surrogates) has those characters replaced.
 
 With `group_generations=True` the output columns and the metadata are lists, one item
-per generation. `dict_rows(task, table)` turns such a table back into the dict rows
-`process_batch` returns: images as (padded) base64 text unless `images_as_bytes`, the JSON texts
-parsed, and the metadata fields that are null left out (a null field stands for a key
-that is absent).
+per generation. The table's schema carries the `huggingface` metadata naming its
+features (the image as `Image`), so a table written to Parquet loads in `datasets` with
+its images. `dict_rows(task, table)` turns such a table back into the dict rows
+`process_batch` returns (`imagetask.converter`): images as (padded) base64 text of their
+bytes unless `images_as_bytes`, the JSON texts parsed, and the metadata fields that are
+null left out (a null field stands for a key that is absent) but the raw output and raw
+input.
 
 `ImageGeneration` with its own hooks builds every column natively. A task whose
 `format_input` or `format_output` is overridden, an `image_format` conversion, a prompt
@@ -43,17 +47,16 @@ inputs, one per generation, hold the prompts that many times).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from imagetask import _core
 from imagetask.artifacts import ArtifactTarget
 from imagetask.batch import Batch, Failure, ModelCall
+from imagetask.converter import RowConverter, image_bytes, json_cell
 from imagetask.errors import ConfigError
 from imagetask.extras import require
+from imagetask.schema import image_structs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -110,26 +113,6 @@ def as_table(data: Any) -> pa.Table:
         twice = sorted({name for name in names if names.count(name) > 1})
         raise ValueError(f"the table has several columns named {', '.join(map(repr, twice))}")
     return table
-
-
-class _Names:
-    """The column and metadata key names of a task."""
-
-    def __init__(self, task: ImageTask) -> None:
-        mapped = task.output_mappings
-        self.outputs = task.output_columns
-        self.columns = {name: mapped.get(name, name) for name in task.outputs}
-        self.model_name = self.columns.get("model_name", mapped.get("model_name", "model_name"))
-        self.metadata = task.metadata_column
-        self.raw_output = f"raw_output_{task.name}"
-        self.raw_input = f"raw_input_{task.name}"
-        self.statistics = f"statistics_{task.name}"
-        self.error = f"error_{task.name}"
-        self.written = {self.columns[name] for name in self.outputs} | {
-            self.model_name,
-            self.metadata,
-        }
-        """The columns the task writes (an input column of that name is replaced)."""
 
 
 class ArrowBatch(ModelCall):
@@ -196,7 +179,7 @@ def _repeated(task: ImageTask, table: pa.Table) -> list[str]:
     """The input columns `_assemble` takes rows of: the metadata struct, and every column
     it keeps when each row is repeated (`num_generations > 1`, not grouped)."""
     pa = arrow()
-    names = _Names(task)
+    names = task.output_schema
     repeat = not task.group_generations and task.num_generations > 1
     kept = [name for name in table.column_names if name not in names.written] if repeat else []
     metadata = table.schema.field(names.metadata) if names.metadata in table.column_names else None
@@ -296,24 +279,13 @@ def _repeat(rows: int, n: int) -> pa.Array:
     return pa.array([row for row in range(rows) for _ in range(n)], pa.uint32())
 
 
-def _image_bytes(value: Any) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            return value.encode("utf-8", "backslashreplace")
-    return bytes(value)
-
-
 def _cells_of(
     task: ImageTask, rows: list[Row], inputs: int
 ) -> tuple[pa.RecordBatch, pa.Array, Any]:
     """The cells (one per input row and generation) of the dict rows `process_batch`
     built for `inputs` input rows."""
     pa = arrow()
-    names = _Names(task)
+    names = task.output_schema
     n = task.num_generations
     columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
     raw_output: list[str | None] = []
@@ -327,17 +299,15 @@ def _cells_of(
             for name in names.outputs:
                 value = row[names.columns[name]]
                 columns[name].append(value[k] if task.group_generations else value)
-            raw = meta.get(names.raw_output)
-            raw_output.append(None if raw is None else _core.json_text(raw))
+            raw_output.append(json_cell(meta.get(names.raw_output)))
             raw_input.append(meta.get(names.raw_input))
-            stats = meta.get(names.statistics)
-            statistics.append(None if stats is None else _core.json_text(stats))
+            statistics.append(json_cell(meta.get(names.statistics)))
             error.append(meta.get(names.error))
             model_name.append(row[names.model_name])
     arrays: dict[str, Any] = {}
     for name, values in columns.items():
         if name == "image":
-            arrays[name] = pa.array([_image_bytes(value) for value in values], pa.binary())
+            arrays[name] = pa.array([image_bytes(value) for value in values], pa.binary())
         elif name == "image_path":
             arrays[name] = pa.array(values, pa.string())
         else:
@@ -358,7 +328,7 @@ def _assemble(
 ) -> pa.Table:
     """The output table: input columns, output columns, `model_name`, metadata."""
     pa = arrow()
-    names = _Names(task)
+    names = task.output_schema
     grouped = offsets is not None
     repeated = set(_repeated(task, table))
     columns: dict[str, Any] = {}
@@ -372,6 +342,9 @@ def _assemble(
 
     for name in names.outputs:
         columns[names.columns[name]] = per_row(cells.column(name))
+    if names.image is not None:
+        paths = cells.column("image_path") if names.image_path is not None else None
+        columns[names.image] = per_row(image_structs(cells.column("image"), paths))
     model_name = cells.column("model_name")
     if grouped:
         model_name = model_name.take(offsets[:-1]) if len(model_name) else model_name
@@ -391,38 +364,10 @@ def _assemble(
     fields.update((key, value) for key, value in ours.items() if value is not None)
     metadata = pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
     columns[names.metadata] = per_row(metadata)
-    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+    return names.with_features(pa.Table.from_arrays(list(columns.values()), names=list(columns)))
 
 
 def dict_rows(task: ImageTask, table: pa.Table) -> list[Row]:
     """The dict rows `process_batch` gives, from the table `process_arrow` gives for the
     same rows and answers (the mapping in the module's docstring)."""
-    names = _Names(task)
-    json_keys = {names.raw_output, names.statistics}
-
-    def image(value: Any) -> Any:
-        if value is None or task.images_as_bytes:
-            return value
-        return base64.b64encode(value).decode("ascii")
-
-    def meta(value: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for key, item in value.items():
-            if key in (names.raw_output, names.raw_input) and key in value:
-                out[key] = json.loads(item) if key in json_keys and item is not None else item
-            elif item is not None:
-                out[key] = json.loads(item) if key in json_keys else item
-        return out
-
-    image_column = names.columns.get("image")
-    rows: list[Row] = table.to_pylist()
-    for row in rows:
-        if task.group_generations:
-            row[names.metadata] = [meta(item) for item in row[names.metadata]]
-            if image_column is not None:
-                row[image_column] = [image(item) for item in row[image_column]]
-        else:
-            row[names.metadata] = meta(row[names.metadata])
-            if image_column is not None:
-                row[image_column] = image(row[image_column])
-    return rows
+    return RowConverter(task.output_schema, images_as_bytes=task.images_as_bytes).rows(table)

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from imagetask.durable import own_folder, write_atomic
 from imagetask.run_folder import RunFolder, image_payload, open_run, read_rows
+from imagetask.schema import OutputSchema
 from imagetask.thumbnails import Thumbnails
 
 __all__ = [
@@ -132,19 +133,18 @@ class _Reader:
 
     def __init__(self, run: RunFolder, page_folder: Path) -> None:
         task = run.task
-        name = task.get("name", "")
+        schema = OutputSchema.of_dump(task)
         inputs = task.get("input_mappings") or {}
-        outputs = task.get("output_mappings") or {}
         self.run = run
         self.root = str(run.path.resolve())
         self.page_folder = page_folder.resolve()
         self.prompt = inputs.get("prompt", "prompt")
-        self.image = outputs.get("image", "image")
-        self.path = outputs.get("image_path", "image_path")
-        self.model = outputs.get("model_name", "model_name")
-        self.metadata = task.get("metadata_column", "distilabel_metadata")
-        self.error_key = f"error_{name}"
-        self.raw_input_key = f"raw_input_{name}"
+        self.image = schema.columns["image"]
+        self.path = schema.columns["image_path"]
+        self.model = schema.model_name
+        self.metadata = schema.metadata
+        self.error_key = schema.error
+        self.raw_input_key = schema.raw_input
         self.models: dict[str, None] = {}
         self.thumbnails: Thumbnails | None = None
         self._urls: dict[str, str] = {}

@@ -22,7 +22,8 @@ IMAGE_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 class ImageGeneration(ImageTask):
     """Generates images from the `prompt` column.
 
-    Output columns: `image` (base64 text, or bytes with `images_as_bytes`), `image_path`
+    Output columns: `image` (base64 text, or bytes with `images_as_bytes`; an `Image`
+    struct in Arrow output), `image_path`
     (only with `save_artifacts`) and `model_name`. Every row is built by the native
     extension unless a subclass overrides `format_input` or `format_output`.
 
@@ -81,15 +82,8 @@ class ImageGeneration(ImageTask):
         target = self.artifact_target()
         if target is None:
             return []
-        names = self.output_mappings
         return write_artifacts(
-            rows,
-            target=target,
-            task_name=self.name,
-            image_column=names.get("image", "image"),
-            path_column=names.get("image_path", "image_path"),
-            metadata_column=self.metadata_column,
-            image_format=self.image_format,
+            rows, target=target, schema=self.output_schema, image_format=self.image_format
         )
 
     def artifact_target(self) -> ArtifactTarget | None:

@@ -39,6 +39,7 @@ import msgspec
 from imagetask.durable import fsync_dir, fsync_file, write_atomic
 from imagetask.errors import RunError, SinkError
 from imagetask.extras import require
+from imagetask.schema import features, image_structs
 
 __all__ = [
     "DATA",
@@ -63,7 +64,6 @@ PARQUET_DEPTH = 100
 _SHARD = re.compile(r"train-(\d{5})\.parquet")
 STAGED_NAME = re.compile(r"staged-(\d{5})\.arrows")
 """The name of a staged stream in `STAGING`."""
-_DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -78,25 +78,6 @@ class _State(msgspec.Struct, forbid_unknown_fields=True):
     rows: Count
     shards: list[_File]
     staged: list[_File]
-
-
-def _feature(arrow: Any, kind: Any, image: bool) -> Any:
-    types = arrow.types
-    if image and (types.is_struct(kind) or types.is_null(kind)):
-        return {"_type": "Image"}
-    if types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind):
-        name = "LargeList" if types.is_large_list(kind) else "List"
-        return {"_type": name, "feature": _feature(arrow, kind.value_type, image)}
-    if types.is_struct(kind):
-        return {field.name: _feature(arrow, field.type, False) for field in kind}
-    return {"dtype": _DTYPES.get(str(kind), str(kind)), "_type": "Value"}
-
-
-def features(schema: Any, image_column: str) -> dict[str, Any]:
-    """The `datasets` features (as `Features.to_dict()` gives them) of a shard's schema,
-    `image_column` as `Image`."""
-    arrow = require("pyarrow", "parquet", "writing Parquet")
-    return {field.name: _feature(arrow, field.type, field.name == image_column) for field in schema}
 
 
 def _yaml_feature(feature: Any) -> dict[str, Any]:
@@ -175,7 +156,8 @@ class ParquetSink:
     state:
         The checkpoint's state to resume from (`None`: a fresh output).
     image_column, path_column:
-        The column holding the image bytes, and the one holding its artifact path if any.
+        The image column (`Image` structs, as `process_arrow` gives them; bytes become
+        structs whose path is the path column's), and the artifact path column if any.
     empty_schema:
         The schema of the one (empty) shard of a run without rows.
     shard_bytes:
@@ -201,12 +183,9 @@ class ParquetSink:
         self._staging = folder / STAGING
         self._image_column = image_column
         self._path_column = path_column
-        self._image_type = self._arrow.struct(
-            [("bytes", self._arrow.binary()), ("path", self._arrow.string())]
-        )
         self._empty_schema = empty_schema and self._arrow.schema(
             [
-                field.with_type(self._images(self._arrow.nulls(0, field.type), None).type)
+                field.with_type(image_structs(self._arrow.nulls(0, field.type), None).type)
                 if field.name == image_column
                 else field
                 for field in empty_schema
@@ -330,31 +309,6 @@ class ParquetSink:
         nested = max(self._depth(child) for child in children)
         return nested + (1 if self._arrow.types.is_struct(kind) else 2)
 
-    def _images(self, values: Any, paths: Any) -> Any:
-        """`values` (image bytes, or lists of them) as `Image` structs."""
-        arrow = self._arrow
-        kind = values.type
-        if arrow.types.is_list(kind) or arrow.types.is_large_list(kind):
-            flat = values.flatten()
-            flat_paths = paths.flatten() if paths is not None else None
-            if flat_paths is not None and len(flat_paths) != len(flat):
-                flat_paths = None
-            offsets = arrow.compute.subtract(values.offsets, values.offsets[0])
-            return type(values).from_arrays(
-                offsets, self._images(flat, flat_paths), mask=values.is_null()
-            )
-        if arrow.types.is_null(kind):
-            return arrow.nulls(len(values), self._image_type)
-        if not (arrow.types.is_binary(kind) or arrow.types.is_large_binary(kind)):
-            return values
-        if paths is None or not arrow.types.is_string(paths.type):
-            paths = arrow.nulls(len(values), arrow.string())
-        return arrow.StructArray.from_arrays(
-            [values.cast(arrow.binary()), paths],
-            fields=list(self._image_type),
-            mask=values.is_null(),
-        )
-
     def write_table(self, table: Any) -> None:
         """Stages one batch (an Arrow table) whole, or raises `SinkError` having staged
         nothing; a full stage becomes a shard."""
@@ -371,7 +325,7 @@ class ParquetSink:
                 table.schema.get_field_index(self._path_column) if self._path_column else -1
             )
             paths = table.column(path_index).combine_chunks() if path_index >= 0 else None
-            images = self._images(table.column(index).combine_chunks(), paths)
+            images = image_structs(table.column(index).combine_chunks(), paths)
             table = table.set_column(index, arrow.field(self._image_column, images.type), images)
         schema = self._unify(self._dataset_schema, table.schema)
         try:
@@ -525,23 +479,13 @@ class ParquetSink:
         return state
 
     def written_schema(self) -> Any:
-        """The schema of the rows written so far as `write_table` takes them (each image
-        as its bytes); `None` before the first row."""
-        schema = self._dataset_schema
-        if schema is None or self._image_column not in schema.names:
-            return schema
-        arrow = self._arrow
-        index = schema.get_field_index(self._image_column)
-        kind = schema.field(index).type
-        nested = arrow.types.is_list(kind) or arrow.types.is_large_list(kind)
-        image = arrow.list_(arrow.binary()) if nested else arrow.binary()
-        return schema.set(index, schema.field(index).with_type(image))
+        """The schema of the rows written so far (each image an `Image` struct); `None`
+        before the first row."""
+        return self._dataset_schema
 
     def recorded(self) -> Iterator[dict[str, Any]]:
-        """The rows of the shards and staged batches, in order, each image as its bytes
-        (as `write_table` takes it)."""
+        """The rows of the shards and staged batches, in order, as they are stored."""
         self._close_stream()
-        column = self._image_column
         batches = (
             batch
             for shard in self._shards
@@ -552,13 +496,7 @@ class ParquetSink:
         )
         for source in (batches, staged):
             for batch in source:
-                for row in batch.to_pylist():
-                    image = row.get(column)
-                    if isinstance(image, dict):
-                        row[column] = image["bytes"]
-                    elif isinstance(image, list):
-                        row[column] = [part and part["bytes"] for part in image]
-                    yield row
+                yield from batch.to_pylist()
 
     def finish(self, final: bool, about: str) -> None:
         """Turns the staged batches into the last shard (an empty one for a run without

@@ -39,7 +39,7 @@ def units(rows: Iterator[Row], task: ImageTask) -> Iterator[Unit]:
 
 def _errors(unit: Unit, task: ImageTask) -> list[Any]:
     """Each generation's metadata (a dict, or None) in order."""
-    column = task.metadata_column
+    column = task.output_schema.metadata
     if task.group_generations:
         found = unit[0].get(column)
         return list(found) if isinstance(found, list) else [None] * task.num_generations
@@ -48,7 +48,7 @@ def _errors(unit: Unit, task: ImageTask) -> list[Any]:
 
 def failed_generations(unit: Unit, task: ImageTask) -> list[int]:
     """The generations of a unit that have no image."""
-    key = f"error_{task.name}"
+    key = task.output_schema.error
     return [
         index
         for index, meta in enumerate(_errors(unit, task))
@@ -56,22 +56,18 @@ def failed_generations(unit: Unit, task: ImageTask) -> list[int]:
     ]
 
 
-def _own_keys(task: ImageTask) -> set[str]:
-    return {f"{kind}_{task.name}" for kind in ("raw_output", "raw_input", "statistics", "error")}
-
-
 def rebuilt_input(unit: Unit, task: ImageTask) -> Row:
     """The input row a unit was made from: its columns but the task's outputs, and its
     metadata without the task's own keys (dropped when nothing else is left)."""
-    mapped = task.output_mappings
-    outputs = {mapped.get(name, name) for name in task.outputs}
-    column = task.metadata_column
+    schema = task.output_schema
+    outputs = set(schema.columns.values())
+    column = schema.metadata
     row = {name: value for name, value in unit[0].items() if name not in outputs}
     meta = row.get(column)
     if isinstance(meta, list):
         meta = meta[0] if meta else None
     if isinstance(meta, dict):
-        upstream = {key: value for key, value in meta.items() if key not in _own_keys(task)}
+        upstream = {key: value for key, value in meta.items() if key not in schema.own_keys}
         if upstream:
             row[column] = upstream
         else:
@@ -90,9 +86,8 @@ def merge(unit: Unit, failed: list[int], made: Unit, task: ImageTask) -> Unit:
     (row,) = unit
     (new,) = made
     merged_row = copy.copy(row)
-    mapped = task.output_mappings
-    columns = [mapped.get(name, name) for name in task.output_columns]
-    for name in [*columns, task.metadata_column]:
+    schema = task.output_schema
+    for name in [*schema.output_columns, schema.metadata]:
         values = merged_row.get(name)
         if not isinstance(values, list):
             continue

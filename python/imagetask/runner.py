@@ -123,17 +123,17 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
 
 def _empty_schema(task: ImageTask) -> Any:
     """The Parquet schema of a run without rows: the task's input columns as text, its
-    image as bytes, its other outputs as text (no metadata column: it has no field)."""
+    outputs as `OutputSchema.arrow_types` gives them, or text (lists of it when grouped),
+    and no metadata column (it has no field)."""
     arrow = require("pyarrow", "parquet", "writing Parquet")
-    mapped_in, mapped_out = task.input_mappings, task.output_mappings
+    schema = task.output_schema
+    known = schema.arrow_types()
+    text = arrow.list_(arrow.string()) if schema.grouped else arrow.string()
+    mapped_in = task.input_mappings
     fields = [arrow.field(mapped_in.get(name, name), arrow.string()) for name in task.inputs]
-    for name in task.outputs:
-        if name == "image_path" and not getattr(task, "save_artifacts", False):
-            continue
-        kind = arrow.binary() if name == "image" else arrow.string()
-        if task.group_generations and name != "model_name":
-            kind = arrow.list_(kind)
-        fields.append(arrow.field(mapped_out.get(name, name), kind))
+    for name, column in schema.columns.items():
+        if name in schema.outputs or column == schema.model_name:
+            fields.append(arrow.field(column, known.get(column, text)))
     return arrow.schema(fields)
 
 
@@ -204,17 +204,13 @@ class _Run:
         self.path = output / CHECKPOINT
         self.data = output / (DATA if format == "parquet" else "data.jsonl")
         self._images = _ImageSync(output)
-        self._path_column = (
-            task.output_mappings.get("image_path", "image_path")
-            if getattr(task, "save_artifacts", False)
-            else None
-        )
+        schema = task.output_schema
+        self._path_column = schema.image_path
         options: dict[str, Any] = {}
         if format == "parquet":
-            mapped = task.output_mappings
             options = {
                 "empty_schema": _empty_schema(task),
-                "image_column": mapped.get("image", "image"),
+                "image_column": schema.image or schema.columns.get("image", "image"),
                 "path_column": self._path_column,
                 "shard_bytes": shard_bytes,
             }
@@ -942,7 +938,7 @@ def _about(state: _Run) -> str:
         f"| {done.rows_in:,} | {done.rows_out:,} | {generations - done.failed:,} | "
         f"{done.failed:,} | {status} |\n\n"
         "The task's configuration is in `run.json`; failed generations have a null image "
-        f"and their error in `{task.metadata_column}`."
+        f"and their error in `{task.output_schema.metadata}`."
     )
 
 

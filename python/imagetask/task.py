@@ -17,6 +17,7 @@ from imagetask.columnar import ArrowBatch, arrow, as_table
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models import ImageModel
+from imagetask.schema import OutputSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -127,11 +128,11 @@ class ImageTask(Configurable, ABC):
     def _check_output_names(self) -> None:
         """Every output column, the metadata column and the input columns have distinct
         names: two of them sharing a name would silently drop one's values."""
-        mapped_in, mapped_out = self.input_mappings, self.output_mappings
+        mapped_in, schema = self.input_mappings, self.output_schema
         owners: dict[str, str] = {}
         named = [(f"input `{name}`", mapped_in.get(name, name)) for name in self.inputs]
-        named += [(f"output `{name}`", mapped_out.get(name, name)) for name in self.outputs]
-        named.append(("`metadata_column`", self.metadata_column))
+        named += [(f"output `{name}`", column) for name, column in schema.columns.items()]
+        named.append(("`metadata_column`", schema.metadata))
         for owner, column in named:
             if column in owners:
                 raise ConfigError(
@@ -185,18 +186,23 @@ class ImageTask(Configurable, ABC):
         """The output columns written on every row, besides `model_name`."""
         return [column for column in self.outputs if column != "model_name"]
 
+    @property
+    def output_schema(self) -> OutputSchema:
+        """The names and types of what this configuration writes (see `imagetask.schema`)."""
+        return OutputSchema.of(self)
+
     def _hook(self, name: str) -> Callable[..., Any] | None:
         method = getattr(type(self), name)
         return None if getattr(method, "__imagetask_native__", False) else getattr(self, name)
 
     def _builder(self) -> RowBuilder:
         mapped_in = self.input_mappings
-        mapped_out = self.output_mappings
+        schema = self.output_schema
         return RowBuilder(
-            task_name=self.name,
+            task_name=schema.task_name,
             model_name=self.image_generation_model.model_name,
             inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
-            outputs=[(name, mapped_out.get(name, name)) for name in self.output_columns],
+            outputs=[(name, schema.columns[name]) for name in schema.outputs],
             num_generations=self.num_generations,
             group_generations=self.group_generations,
             add_raw_output=self.add_raw_output,
@@ -204,8 +210,8 @@ class ImageTask(Configurable, ABC):
             image_bytes=self.images_as_bytes,
             inline_raw_images=self.inline_raw_images,
             pass_invalid_rows=self.on_invalid_row == "fail",
-            model_name_column=mapped_out.get("model_name", "model_name"),
-            metadata_column=self.metadata_column,
+            model_name_column=schema.model_name,
+            metadata_column=schema.metadata,
         )
 
     def prepare(self, inputs: Iterable[Row]) -> Batch:
@@ -260,8 +266,9 @@ class ImageTask(Configurable, ABC):
         text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
         if not any(is_text(kind) for is_text in text):
             return None
-        if self.metadata_column in table.column_names:
-            kind = table.schema.field(self.metadata_column).type
+        metadata = self.output_schema.metadata
+        if metadata in table.column_names:
+            kind = table.schema.field(metadata).type
             if not (pa.types.is_struct(kind) or pa.types.is_null(kind)):
                 return None
         return ColumnBuilder(

@@ -59,34 +59,11 @@ def _datasets() -> Any:
     return require("datasets", "datasets", "imagetask.integrations.datasets")
 
 
-def _image_column(task: ImageTask) -> str | None:
-    if "image" not in task.output_columns:
-        return None
-    return task.output_mappings.get("image", "image")
-
-
-def _image_storage(images: pa.Array) -> pa.Array:
-    """Image bytes (binary) as the storage of `datasets.Image()`: {bytes, path}."""
-    pa = arrow()
-    return pa.StructArray.from_arrays(
-        [images.cast(pa.binary()), pa.nulls(len(images), pa.string())],
-        names=["bytes", "path"],
-        mask=images.is_null(),
-    )
-
-
-def _with_image_feature(task: ImageTask, table: pa.Table) -> pa.Table:
-    """`table` with its image column (binary, or lists of binary) as `Image()` storage."""
-    pa = arrow()
-    name = _image_column(task)
-    if name is None:
-        return table
-    column = table.column(name).combine_chunks()
-    if task.group_generations:
-        images = pa.ListArray.from_arrays(column.offsets, _image_storage(column.values))
-    else:
-        images = _image_storage(column)
-    return table.set_column(table.schema.get_field_index(name), name, images)
+def _image_feature(task: ImageTask) -> Any:
+    """The feature of the task's image column: `Image()`, a list of them when grouped."""
+    datasets = _datasets()
+    image = datasets.Image()
+    return datasets.List(image) if task.group_generations else image
 
 
 def output_features(task: ImageTask, features: Any) -> Any:
@@ -96,16 +73,11 @@ def output_features(task: ImageTask, features: Any) -> Any:
     datasets = _datasets()
     if features is None:
         return None
-    empty = _with_image_feature(task, task.process_arrow(features.arrow_schema.empty_table()))
+    empty = task.process_arrow(features.arrow_schema.empty_table())
     pa = arrow()
     if any(pa.types.is_null(field.type) for field in empty.schema):
         return None
-    out = datasets.Features.from_arrow_schema(empty.schema)
-    name = _image_column(task)
-    if name is not None:
-        image = datasets.Image()
-        out[name] = datasets.List(image) if task.group_generations else image
-    return out
+    return datasets.Features.from_dict(task.output_schema.features(empty.schema))
 
 
 def fingerprint(
@@ -154,7 +126,7 @@ class _Generate:
         if not self.loaded:
             self.task.load()
             self.loaded = True
-        return _with_image_feature(self.task, self.task.process_arrow(batch))
+        return self.task.process_arrow(batch)
 
 
 def generate(dataset: D, task: ImageTask, **map_kwargs: Any) -> D:
@@ -193,10 +165,8 @@ def generate(dataset: D, task: ImageTask, **map_kwargs: Any) -> D:
     finally:
         if function.loaded:
             task.unload()
-    image_column = _image_column(task)
+    image_column = task.output_schema.image
     if not declared and image_column is not None:
-        image = datasets.Image()
-        feature = datasets.List(image) if task.group_generations else image
-        mapped = mapped.cast_column(image_column, feature)
+        mapped = mapped.cast_column(image_column, _image_feature(task))
     output: D = mapped.with_format(dataset.format["type"])
     return output

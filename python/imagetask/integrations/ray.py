@@ -1,9 +1,11 @@
 """Ray Data: a task run as `map_batches` over actors that each load it once.
 
 `generate(dataset, task, concurrency=N)` returns a lazy `ray.data.Dataset` whose rows are
-`task.process_arrow`'s (see `imagetask.columnar`; `image` is binary). The task travels to
-each actor pickled, as Ray pickles any argument (a model class defined in a script goes
-by value), without its clients or event loop: an actor makes its own. Each actor loads
+`task.process_arrow`'s (see `imagetask.columnar`: `image` is the `Image` struct and the
+schema names its features, so what `write_parquet` writes loads in `datasets` with
+`Image()`). The task travels to each actor pickled, as Ray pickles any argument (a model
+class defined in a script goes by value), without its clients or event loop: an actor
+makes its own. Each actor loads
 the task once, runs one batch at a time (an async backend keeps its `max_concurrency`
 requests in flight inside it) and unloads it when Ray shuts the actor down.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from imagetask import _core
 from imagetask.columnar import arrow, dict_rows
+from imagetask.converter import RowConverter
 from imagetask.errors import InputRowError
 from imagetask.extras import require
 from imagetask.testing.models import ScriptedModel
@@ -92,7 +91,7 @@ class Example:
     def generations(self) -> Iterator[tuple[int, int, Row, Any]]:
         """`(row, generation, output row, metadata)` of every generation."""
         n = self.task.num_generations
-        meta = self.task.metadata_column
+        meta = self.task.output_schema.metadata
         for i in range(len(self.rows)):
             for j, out in enumerate(self.outputs_of(i)):
                 if self.task.group_generations:
@@ -112,11 +111,11 @@ class Example:
     def output_columns(self) -> set[str]:
         """The columns the task writes besides `model_name` and the metadata column."""
         written = self.written or frozenset()
-        return set(written) - {_model_name_column(self.task), self.task.metadata_column}
+        return set(written) - {self.task.output_schema.model_name, self.task.output_schema.metadata}
 
     def failed(self, meta: Any) -> bool:
         """Whether a generation's metadata records an error (a failure row)."""
-        return isinstance(meta, dict) and f"error_{self.task.name}" in meta
+        return isinstance(meta, dict) and self.task.output_schema.error in meta
 
 
 class Invariant(NamedTuple):
@@ -126,16 +125,6 @@ class Invariant(NamedTuple):
     name: str
     statement: str
     check: Callable[[Example], str | None]
-
-
-def _model_name_column(task: ImageTask) -> str:
-    return task.output_mappings.get("model_name", "model_name")
-
-
-def _may_write(task: ImageTask) -> set[str]:
-    """The columns the task writes on every row."""
-    names = {task.output_mappings.get(name, name) for name in task.output_columns}
-    return names | {_model_name_column(task), task.metadata_column}
 
 
 def _view(task: ImageTask, row: Row) -> Row:
@@ -153,7 +142,7 @@ def _hooks_do_not_raise(example: Example) -> str | None:
         return example.error
     for i, k, _, meta in example.generations():
         if example.images[i][k] and example.failed(meta):
-            error = meta[f"error_{example.task.name}"]
+            error = meta[example.task.output_schema.error]
             return (
                 f"generation {k} of row {i} failed although the model's answer had an "
                 f"image: {error}"
@@ -171,7 +160,7 @@ def _one_row_per_generation(example: Example) -> str | None:
     if example.task.group_generations:
         n = example.task.num_generations
         for i, out in enumerate(example.output):
-            for column in [example.task.metadata_column, *sorted(example.output_columns())]:
+            for column in [example.task.output_schema.metadata, *sorted(example.output_columns())]:
                 value = out.get(column)
                 if not (isinstance(value, list) and len(value) == n):
                     return f"the grouped row of row {i} has no list of {n} values in '{column}'"
@@ -186,7 +175,7 @@ def _input_rows_unmodified(example: Example) -> str | None:
 
 
 def _input_columns_unchanged(example: Example) -> str | None:
-    may_write = _may_write(example.task)
+    may_write = example.task.output_schema.written
     for i, row in enumerate(example.rows):
         for out in example.outputs_of(i):
             if list(out)[: len(row)] != list(row):
@@ -208,7 +197,7 @@ def _same_columns_on_every_row(example: Example) -> str | None:
     written = example.written
     for i, row in enumerate(example.rows):
         for out in example.outputs_of(i):
-            for column in (task.metadata_column, _model_name_column(task)):
+            for column in (task.output_schema.metadata, task.output_schema.model_name):
                 if column not in out:
                     return f"an output row of row {i} has no column '{column}'"
             if written is not None and set(out) != set(row) | written:
@@ -222,7 +211,7 @@ def _same_columns_on_every_row(example: Example) -> str | None:
 def _nothing_silently_lost(example: Example) -> str | None:
     task = example.task
     if "image" in task.outputs:
-        columns = {task.output_mappings.get("image", "image")}
+        columns = {task.output_schema.columns["image"]}
     else:
         columns = example.output_columns()
     if not columns:
@@ -233,7 +222,7 @@ def _nothing_silently_lost(example: Example) -> str | None:
         if all(example.value(out, column, k) is None for column in columns):
             return (
                 f"generation {k} of row {i} had an image in the model's answer, but its row "
-                f"has none in {sorted(columns)} and no 'error_{task.name}' in its metadata"
+                f"has none in {sorted(columns)} and no '{task.output_schema.error}' in its metadata"
             )
     return None
 
@@ -245,7 +234,7 @@ def _model_failures_fail_only_their_rows(example: Example) -> str | None:
         if not example.failed(meta):
             return (
                 f"generation {k} of row {i} had no image in the model's answer, but its row "
-                f"records no 'error_{example.task.name}' in its metadata: {meta!r}"
+                f"records no '{example.task.output_schema.error}' in its metadata: {meta!r}"
             )
         filled = sorted(
             column
@@ -259,9 +248,9 @@ def _model_failures_fail_only_their_rows(example: Example) -> str | None:
 
 def _upstream_metadata_merged(example: Example) -> str | None:
     task = example.task
-    own = {f"{kind}_{task.name}" for kind in ("raw_output", "raw_input", "statistics", "error")}
+    own = task.output_schema.own_keys
     for i, k, _, meta in example.generations():
-        upstream = example.rows[i].get(task.metadata_column)
+        upstream = example.rows[i].get(task.output_schema.metadata)
         if not isinstance(upstream, dict):
             continue
         if not isinstance(meta, dict):
@@ -290,7 +279,7 @@ def _raw_input_is_what_format_input_returned(example: Example) -> str | None:
         )
     if not task.add_raw_input:
         return None
-    key = f"raw_input_{task.name}"
+    key = task.output_schema.raw_input
     for i, k, _, meta in example.generations():
         recorded = meta.get(key) if isinstance(meta, dict) else None
         if recorded != expected[i]:
@@ -302,41 +291,10 @@ def _raw_input_is_what_format_input_returned(example: Example) -> str | None:
 
 
 def _comparable(task: ImageTask, rows: list[Row]) -> list[Row]:
-    """Rows with the documented differences of the Arrow layout taken out (see
-    `imagetask.columnar`): images as their bytes (base64 text decoded), raw outputs and
-    statistics as JSON values, metadata keys holding `None` left out but the raw output
-    and input."""
-    raw_output, raw_input = f"raw_output_{task.name}", f"raw_input_{task.name}"
-    as_json = {raw_output, f"statistics_{task.name}"}
-    image = task.output_mappings.get("image", "image") if "image" in task.outputs else None
-
-    def meta(value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        out = {}
-        for key, item in value.items():
-            if key in as_json and item is not None:
-                item = json.loads(_core.json_text(item))
-            if item is not None or key in (raw_output, raw_input):
-                out[key] = item
-        return out
-
-    def picture(value: Any) -> Any:
-        if isinstance(value, str) and _is_image(value):
-            return base64.b64decode(value + "=" * (-len(value) % 4))
-        return value
-
-    out = []
-    for row in rows:
-        row = dict(row)
-        grouped = task.group_generations
-        column = task.metadata_column
-        row[column] = [meta(m) for m in row[column]] if grouped else meta(row[column])
-        if image is not None and image in row:
-            value = row[image]
-            row[image] = [picture(v) for v in value] if grouped else picture(value)
-        out.append(row)
-    return out
+    """Rows with the documented differences of the Arrow layout taken out: converted to
+    the cells the layout stores and back, images as their bytes (`imagetask.converter`)."""
+    convert = RowConverter(task.output_schema, images_as_bytes=True)
+    return [convert.row(convert.arrow_row(row), f"row {i}") for i, row in enumerate(rows)]
 
 
 def _outcome(task: ImageTask, build: Callable[[], list[Row]]) -> list[Row] | str:
@@ -473,7 +431,7 @@ def _written(task: ImageTask, rows: list[Row], output: list[Row]) -> frozenset[s
     """The columns the task wrote on the first output row whose input has none of the
     names it writes (besides its declared inputs)."""
     declared = {task.input_mappings.get(name, name) for name in task.inputs}
-    may_write = _may_write(task)
+    may_write = task.output_schema.written
     per_input = 1 if task.group_generations else task.num_generations
     for i, row in enumerate(rows):
         if not (set(row) - declared) & may_write and i * per_input < len(output):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import reprlib
 import threading
@@ -12,10 +11,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from imagetask import _core
+from imagetask.converter import RowConverter
 from imagetask.errors import ConfigError, ReadError, RequestError
 from imagetask.models.base import Answer, ImageGenerationModel
 from imagetask.readers import Reader
 from imagetask.run_folder import read_record
+from imagetask.schema import OutputSchema
 
 __all__ = ["Call", "ReplayModel", "ScriptedAnswers", "ScriptedModel"]
 
@@ -242,55 +243,28 @@ class _Layout:
     """Where a run's rows keep each generation's image, prompt and metadata."""
 
     def __init__(self, task: dict[str, Any]) -> None:
-        name = task["name"]
-        outputs: dict[str, str] = task.get("output_mappings") or {}
-        self.image = outputs.get("image", "image")
-        self.model_name = outputs.get("model_name", "model_name")
-        self.metadata = task.get("metadata_column", "distilabel_metadata")
-        self.added = {self.image, outputs.get("image_path", "image_path"), self.model_name}
-        self.added.add(self.metadata)
-        self.raw_output = f"raw_output_{name}"
-        self.raw_input = f"raw_input_{name}"
-        self.statistics = f"statistics_{name}"
-        self.error = f"error_{name}"
-        self.grouped = bool(task.get("group_generations", False))
+        schema = OutputSchema.of_dump(task)
+        self.image = schema.columns["image"]
+        self.model_name = schema.model_name
+        self.metadata = schema.metadata
+        self.added = {self.image, schema.columns["image_path"], self.model_name, self.metadata}
+        self.raw_output = schema.raw_output
+        self.raw_input = schema.raw_input
+        self.statistics = schema.statistics
+        self.error = schema.error
+        self.grouped = schema.grouped
         self.num_generations = int(task.get("num_generations", 1))
         type_info = task.get("type_info") or {}
         plain = type_info == {"module": "imagetask.generation", "name": "ImageGeneration"}
         inputs: dict[str, str] = task.get("input_mappings") or {}
         self.prompt_column = inputs.get("prompt", "prompt") if plain else None
-        self.add_raw_input = bool(task.get("add_raw_input", True))
+        self.add_raw_input = schema.add_raw_input
+        self._converter = RowConverter(schema, images_as_bytes=True)
 
     def dict_row(self, row: Row, where: str) -> Row:
-        """A row read from Parquet as the dict path gives it (see `imagetask.columnar`):
-        the image's bytes out of its `Image` struct, the raw output and statistics parsed
-        from their JSON text, the metadata fields that are null left out."""
-
-        def image(value: Any) -> Any:
-            return value.get("bytes") if isinstance(value, dict) else value
-
-        def meta(value: Any) -> Any:
-            if not isinstance(value, dict):
-                return value
-            out = {}
-            for key, item in value.items():
-                if isinstance(item, str) and key in (self.raw_output, self.statistics):
-                    try:
-                        item = json.loads(item)
-                    except json.JSONDecodeError as exc:
-                        raise ReadError(f"{where}: {key} is not JSON: {exc}") from None
-                if item is not None:
-                    out[key] = item
-            return out
-
-        row = dict(row)
-        if self.image in row:
-            pictures = row[self.image]
-            grouped = self.grouped and isinstance(pictures, list)
-            row[self.image] = [image(v) for v in pictures] if grouped else image(pictures)
-        metas = row.get(self.metadata)
-        row[self.metadata] = [meta(m) for m in metas] if isinstance(metas, list) else meta(metas)
-        return row
+        """A row read from Parquet as the dict path gives it, images as their bytes
+        (see `imagetask.converter`)."""
+        return self._converter.row(row, where)
 
     def prompt(self, row: Row, where: str) -> str | None:
         """The prompt the run sent for this row (`None`: the row was not sent)."""

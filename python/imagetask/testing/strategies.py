@@ -88,8 +88,9 @@ def input_rows(
         task.input_mappings.get(name, name): given.get(name, st.text(max_size=12))
         for name in task.inputs
     }
-    meta = task.metadata_column
-    outputs = [task.output_mappings.get(name, name) for name in [*task.outputs, "model_name"]]
+    schema = task.output_schema
+    meta = schema.metadata
+    outputs = [*schema.columns.values(), schema.model_name]
     colliding = sorted({*outputs, *task.inputs, meta, "image", "image_path"})
     keys = st.one_of(st.sampled_from(colliding), st.text(max_size=6))
     upstream = st.one_of(

@@ -32,7 +32,7 @@ from imagetask import (
     _core,
     errors,
 )
-from imagetask.errors import ImageTaskError, RequestRefused, RunStopped, UsageError
+from imagetask.errors import ImageTaskError, RequestRefused, UsageError
 from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
 
 META = "distilabel_metadata"
@@ -621,7 +621,6 @@ EVERY_ERROR = [
     RunError("run"),
     RequestError("request failed after 1 attempt"),
     RequestRefused("the server refused the credentials (401)"),
-    RunStopped("the model refused a request"),
     MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
     RunInterrupted(SUMMARY),
     RunStopped("stopped: the model refused a request"),

@@ -253,7 +253,7 @@ class _Layout:
         self.statistics = schema.statistics
         self.error = schema.error
         self.grouped = schema.grouped
-        self.num_generations = int(task.get("num_generations", 1))
+        self.num_generations: int = task.get("num_generations") or 1
         type_info = task.get("type_info") or {}
         plain = type_info == {"module": "imagetask.generation", "name": "ImageGeneration"}
         inputs: dict[str, str] = task.get("input_mappings") or {}

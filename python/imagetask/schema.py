@@ -13,16 +13,32 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imagetask.extras import require
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from imagetask.task import ImageTask
-
 __all__ = ["OutputSchema", "features", "image_structs", "image_type"]
+
+
+class Configured(Protocol):
+    """What a schema is made from: a task's configuration (`ImageTask` is one)."""
+
+    name: str
+    output_mappings: dict[str, str]
+    metadata_column: str
+    group_generations: bool
+    add_raw_output: bool
+    add_raw_input: bool
+
+    @property
+    def outputs(self) -> list[str]: ...
+
+    @property
+    def output_columns(self) -> list[str]: ...
+
 
 _DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
 _CACHE = "_output_schema"
@@ -158,7 +174,7 @@ class OutputSchema:
         )
 
     @classmethod
-    def of(cls, task: ImageTask) -> OutputSchema:
+    def of(cls, task: Configured) -> OutputSchema:
         """The schema of `task`'s configuration, computed once and kept on the task until
         a field it depends on changes."""
         key = (

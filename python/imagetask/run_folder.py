@@ -200,29 +200,44 @@ class RunFolder:
         return checkpoint
 
     def record(self) -> RunRecord:
-        """What the folder records of its run: `run.json` when the run has ended, else
-        `checkpoint.json`.
+        """What the folder records of its run: `run.json` when the run has ended (see
+        `summary`), else `checkpoint.json` (see `checkpoint`).
 
-        Raises `ReadError` when the folder does not exist or holds neither file, or
-        `run.json` is not one a run writes (a JSON object with the task's dump, its `data`
-        one of `DATA_NAMES`); `RunError` for a faulty `checkpoint.json`.
+        Raises `ReadError` when the folder does not exist or holds neither file.
         """
         return self._record
 
     @cached_property
     def _record(self) -> RunRecord:
+        if self.ended:
+            return self.summary()
         if not self.path.is_dir():
             raise ReadError(f"{self.path}: no such folder")
-        if self.ended:
-            return self._summary()
         checkpoint = self.checkpoint()
         if checkpoint is None:
             raise ReadError(f"{self.path}: not a run folder (it has no {SUMMARY} or {CHECKPOINT})")
         return RunRecord(self.path / CHECKPOINT, checkpoint.task, checkpoint.complete)
 
+    def summary(self) -> RunRecord:
+        """`run.json`, the record of a run that ended, checked.
+
+        Raises `ReadError` when the folder does not exist or holds no `run.json`, or its
+        `run.json` is not one a run writes: a JSON object, at most 64 levels deep, with
+        the task's dump (its name text, the fields a run is read back with of the right
+        type) and, if any, `data` one of `DATA_NAMES`.
+        """
+        return self._summary
+
+    @cached_property
     def _summary(self) -> RunRecord:
-        """`run.json`, checked."""
+        if not self.path.is_dir():
+            raise ReadError(f"{self.path}: no such folder")
         file = self.path / SUMMARY
+        if not file.is_file():
+            raise ReadError(
+                f"{self.path} holds no finished run (no {SUMMARY}): finish the run first "
+                "(imagetask generate ... --resume)"
+            )
         try:
             state = json.loads(file.read_text(encoding="utf-8"))
         except RecursionError:
@@ -273,13 +288,13 @@ class RunFolder:
 
     def staged(self) -> tuple[StagedStream, ...]:
         """The staged Arrow streams of a Parquet run under way, as its checkpoint records
-        them (none once the run has ended). Only names the sink writes are read: a
+        them (a run that ended has none). Only names the sink writes are read: a
         `ReadError` names the checkpoint that names another file."""
         return self._staged
 
     @cached_property
     def _staged(self) -> tuple[StagedStream, ...]:
-        checkpoint = None if self.ended else self.checkpoint()
+        checkpoint = self.checkpoint()
         files = None if checkpoint is None else checkpoint.sink.get("staged")
         if not isinstance(files, list):
             return ()

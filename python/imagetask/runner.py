@@ -287,8 +287,10 @@ class _Run:
                 f"{self.output} already holds a run ({CHECKPOINT}): resume it (--resume) "
                 "or choose an empty folder"
             )
-        state = RunFolder(self.output).checkpoint()
+        folder = RunFolder(self.output)
+        state = folder.checkpoint()
         assert state is not None  # the folder is locked and the file exists
+        folder.staged()  # refuses names outside the staging folder, as every reader does
         if state.format != self.format:
             raise RunError(
                 f"{self.output}: the run writes {state.format}, not {self.format}: "

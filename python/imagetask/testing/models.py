@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from imagetask import _core
 from imagetask.errors import ConfigError, ReadError, RequestError
 from imagetask.models.base import Answer, ImageGenerationModel
-from imagetask.run_folder import SUMMARY, RunFolder
+from imagetask.run_folder import RunFolder
 
 __all__ = ["Call", "ReplayModel", "ScriptedAnswers", "ScriptedModel"]
 
@@ -183,11 +183,7 @@ class ReplayModel(ImageGenerationModel):
 
 def _read_run(folder: Path) -> _Recorded:
     run = RunFolder(folder)
-    if not run.ended:
-        raise ReadError(
-            f"{folder} holds no finished run (no {SUMMARY}): finish the run first "
-            "(imagetask generate ... --resume)"
-        )
+    run.summary()
     run.check()
     layout = _Layout(run.task)
     parquet = run.format == "parquet"

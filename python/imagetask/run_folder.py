@@ -288,13 +288,13 @@ class RunFolder:
 
     def staged(self) -> tuple[StagedStream, ...]:
         """The staged Arrow streams of a Parquet run under way, as its checkpoint records
-        them (a run that ended has none). Only names the sink writes are read: a
-        `ReadError` names the checkpoint that names another file."""
+        them (a run that ended has none: its checkpoint is not read). Only names the sink
+        writes are read: a `ReadError` names the checkpoint that names another file."""
         return self._staged
 
     @cached_property
     def _staged(self) -> tuple[StagedStream, ...]:
-        checkpoint = self.checkpoint()
+        checkpoint = None if self.ended else self.checkpoint()  # `run.json` tells the rest
         files = None if checkpoint is None else checkpoint.sink.get("staged")
         if not isinstance(files, list):
             return ()

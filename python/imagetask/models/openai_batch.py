@@ -273,7 +273,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             return None
         try:
             checkpoint = RunFolder(self.output_dir).checkpoint()
-        except RunError:  # the runner says what is wrong with it
+        except RunError:  # a checkpoint the runner refuses, saying why
             return None
         return 0 if checkpoint is None else checkpoint.rows_in
 

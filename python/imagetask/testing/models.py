@@ -183,7 +183,7 @@ class ReplayModel(ImageGenerationModel):
 
 def _read_run(folder: Path) -> _Recorded:
     run = RunFolder(folder)
-    run.summary()
+    run.summary()  # only a run that ended is replayed
     run.check()
     layout = _Layout(run.task)
     parquet = run.format == "parquet"

@@ -24,6 +24,7 @@ from batch_server import BLOCKED, DROPPED, BatchServer, Plan, batch_server
 from PIL import Image
 
 from imagetask import ImageGeneration
+from imagetask.checkpoint import CHECKPOINT, VERSION, Checkpoint, write_checkpoint
 from imagetask.cli import main
 from imagetask.errors import RunError
 from imagetask.models import OpenAIBatchImageGeneration
@@ -385,7 +386,20 @@ def test_a_batch_sent_again_reattaches_to_its_job_and_a_later_equal_one_does_not
     assert again == first and len(server.jobs) == 2
     assert len(set(later)) == 2 and not set(later) & set(first)
     # A resumed run that had written the first batch: the same prompts after it are new.
-    (tmp_path / "checkpoint.json").write_text(json.dumps({"rows_in": 2}))
+    write_checkpoint(
+        tmp_path / CHECKPOINT,
+        Checkpoint(
+            version=VERSION,
+            format="jsonl",
+            task={"name": "t"},
+            rows_in=2,
+            rows_out=2,
+            failed=0,
+            seconds=0.0,
+            complete=False,
+            sink={"rows": 2, "bytes": 0},
+        ),
+    )
     [resumed] = answers(batch_model(server, output_dir=str(tmp_path)), ["a", "b"])
     assert resumed == later and len(server.jobs) == 2
     [fresh] = answers(batch_model(server, output_dir=str(tmp_path)), ["c", "d"])

@@ -1,5 +1,6 @@
 """A run's checkpoint (`checkpoint.json`): how many input rows are done and where the
-output ends, written all or nothing and validated field by field when read back."""
+output ends, written all or nothing (read back, field by field, by
+`imagetask.run_folder.RunFolder.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from imagetask.durable import write_atomic
-from imagetask.errors import RunError
 from imagetask.identity import UrlDigests
 from imagetask.sinks import OutputFormat
 
@@ -21,7 +21,6 @@ __all__ = [
     "InputMark",
     "RetryMark",
     "RowsDigest",
-    "read_checkpoint",
     "row_digest",
     "write_checkpoint",
 ]
@@ -128,24 +127,3 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     """Records `checkpoint` at `path` (all or nothing)."""
     write_atomic(path, msgspec.json.format(msgspec.json.encode(checkpoint), indent=2) + b"\n")
-
-
-def read_checkpoint(path: Path) -> Checkpoint:
-    """The checkpoint at `path`, every key and type checked.
-
-    Raises `RunError` naming the problem (unreadable, not JSON, nested too deeply, a
-    missing or unknown key, a wrong type, a negative count, another version).
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RunError(f"{path}: unreadable checkpoint: {exc}") from None
-    try:
-        checkpoint = msgspec.json.decode(data, type=Checkpoint, strict=True)
-    except msgspec.DecodeError as exc:
-        raise RunError(f"{path}: not a checkpoint this version can resume: {exc}") from None
-    except RecursionError:
-        raise RunError(
-            f"{path}: not a checkpoint this version can resume: nested too deeply"
-        ) from None
-    return checkpoint

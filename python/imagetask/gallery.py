@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from imagetask.durable import own_folder, write_atomic
-from imagetask.run_folder import RunFolder, image_payload, open_run, read_rows
+from imagetask.run_folder import RunFolder, image_payload, open_run
 from imagetask.schema import OutputSchema
 from imagetask.thumbnails import Thumbnails
 
@@ -251,7 +251,7 @@ def view_run(run: RunFolder, page_folder: Path) -> RunView:
     entries: list[Entry] = []
     prompt = ""
     pending: list[Generation] = []
-    rows = read_rows(run)
+    rows = (item.row for item in run.rows())
     with ThreadPoolExecutor(_WORKERS, thread_name_prefix="imagetask-gallery") as pool:
         while block := list(islice(rows, _BLOCK)):
             items: list[Generation | _Preview] = []

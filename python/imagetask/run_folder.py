@@ -1,9 +1,13 @@
-"""A run's output folder read back: its task, its rows and their images.
+"""A run's output folder read back: its checkpoint, its record, its rows and their images.
 
-A run folder holds `run.json` (a finished run) or `checkpoint.json` (a run under way or
-stopped), each recording the task's dump, and its rows in `data.jsonl`, `data.parquet` or
-Hugging Face style shards `data/*.parquet`. An image cell is base64 text (JSONL), bytes
-(Parquet), or a `{bytes, path}` struct (the Hugging Face `Image` feature).
+A run folder holds `checkpoint.json` (written from a run's start, see `imagetask.checkpoint`),
+`run.json` once the run has ended, and its rows in `data.jsonl`, `data.parquet` or Hugging
+Face style shards `data/*.parquet`, with the staged Arrow streams of a Parquet run that
+stopped before they became shards. `RunFolder` is the one reader of these files for resume,
+the gallery, `ReplayModel` (and so `bench --replay`) and the Batch API: each file is read and
+checked once, and a fault is the same error whoever reads it, naming the file (and line):
+a `RunError` for `checkpoint.json`, a `ReadError` for the others. An image cell is base64
+text (JSONL), bytes (Parquet), or a `{bytes, path}` struct (the Hugging Face `Image` feature).
 """
 
 from __future__ import annotations
@@ -14,53 +18,72 @@ import json
 import reprlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from imagetask.errors import ReadError
+import msgspec
+
+from imagetask.checkpoint import CHECKPOINT, Checkpoint
+from imagetask.errors import ReadError, RunError
 from imagetask.extras import require
 from imagetask.hf_dataset import STAGED_NAME, STAGING
 from imagetask.readers import Reader
 
 __all__ = [
+    "DATA_NAMES",
+    "SUMMARY",
     "ImagePayload",
     "RunFolder",
+    "RunRecord",
+    "RunRow",
+    "StagedStream",
     "image_payload",
     "open_run",
-    "read_record",
-    "read_rows",
 ]
+
+SUMMARY = "run.json"
+"""The record of a run that ended."""
+DATA_NAMES = ("data.jsonl", "data.parquet", "data/")
+"""Where a run's rows are, as `run.json` names them."""
+_DATA_PATTERNS = ("data.jsonl", "data.parquet", "data/*.parquet")
 
 
 @dataclass(frozen=True)
-class RunFolder:
-    """A run's output folder.
+class RunRecord:
+    """What a run folder records of its run (`run.json`, else `checkpoint.json`).
 
     Attributes
     ----------
-    path:
-        The folder.
+    file:
+        The file it was read from.
     task:
-        The task's dump, as `run.json` or `checkpoint.json` recorded it.
+        The task's dump, its fields a run is read back with checked.
     complete:
         Whether the run went through its whole input.
-    data:
-        The files holding its rows, in order.
-    staged:
-        The Arrow streams of a Parquet run that stopped before they became shards, with
-        how many of their rows its checkpoint records.
     """
 
-    path: Path
+    file: Path
     task: dict[str, Any]
     complete: bool
-    data: tuple[Path, ...]
-    staged: tuple[tuple[Path, int], ...] = ()
 
-    @property
-    def format(self) -> Literal["jsonl", "parquet"]:
-        """`jsonl` or `parquet`."""
-        return "jsonl" if self.data and self.data[0].suffix == ".jsonl" else "parquet"
+
+@dataclass(frozen=True)
+class StagedStream:
+    """A staged Arrow stream of a Parquet run under way, and how many of its rows the
+    checkpoint records (the rows after them are not the run's)."""
+
+    path: Path
+    rows: int
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One output row of a run, as its file holds it, and where it is (`path line N`,
+    `path row N`) for errors."""
+
+    row: dict[str, Any]
+    where: str
 
 
 @dataclass(frozen=True)
@@ -110,94 +133,225 @@ def _nesting(value: Any) -> int:
     return depth
 
 
-def read_record(file: Path) -> dict[str, Any]:
-    """`run.json` or `checkpoint.json`: a JSON object whose `task` is the dump of a task
-    with the fields a run is read back with; a `ReadError` names the file and the fault."""
-    try:
-        state = json.loads(file.read_text(encoding="utf-8"))
-    except RecursionError:
-        raise ReadError(f"{file}: nested too deeply: not written by imagetask") from None
-    except (OSError, ValueError) as exc:
-        raise ReadError(f"{file}: unreadable: {exc}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("task"), dict):
-        raise ReadError(f"{file}: no task recorded: not written by imagetask")
-    if _nesting(state) > _DEPTH:
-        raise ReadError(f"{file}: nested more than {_DEPTH} levels deep: not written by imagetask")
+def _task_fault(task: dict[str, Any]) -> str | None:
+    """What is wrong with a recorded task's dump (`None`: nothing)."""
     for field, (valid, what) in _TASK_FIELDS.items():
-        value = state["task"].get(field)
+        value = task.get(field)
         if value is not None and not valid(value):
-            raise ReadError(
-                f"{file}: the task's `{field}` is {_SHOWN.repr(value)}, not {what}: not "
-                "written by imagetask"
+            return (
+                f"the task's `{field}` is {_SHOWN.repr(value)}, not {what}: not written by "
+                "imagetask"
             )
-    return state
+    return None
+
+
+class RunFolder:
+    """A run's output folder, read back.
+
+    Each file is read and checked once, when first asked for; nothing is read on creation.
+
+    Parameters
+    ----------
+    path:
+        The folder.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the run has ended (the folder holds `run.json`)."""
+        return (self.path / SUMMARY).is_file()
+
+    def checkpoint(self) -> Checkpoint | None:
+        """`checkpoint.json`, every key and type checked (`None`: the folder has none).
+
+        Raises `RunError` naming the file and the fault (unreadable, not JSON, nested too
+        deeply, a missing or unknown key, a wrong type, a negative count, another version,
+        a task field of the wrong type, `sink.rows` other than `rows_out`).
+        """
+        return self._checkpoint
+
+    @cached_property
+    def _checkpoint(self) -> Checkpoint | None:
+        path = self.path / CHECKPOINT
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RunError(f"{path}: unreadable checkpoint: {exc}") from None
+        fault = f"{path}: not a checkpoint this version can resume"
+        try:
+            checkpoint = msgspec.json.decode(data, type=Checkpoint, strict=True)
+        except msgspec.DecodeError as exc:
+            raise RunError(f"{fault}: {exc}") from None
+        except RecursionError:
+            raise RunError(f"{fault}: nested too deeply") from None
+        if checkpoint.sink.get("rows") != checkpoint.rows_out:
+            raise RunError(
+                f"{fault}: `sink.rows` ({checkpoint.sink.get('rows')!r}) is not `rows_out` "
+                f"({checkpoint.rows_out})"
+            )
+        task_fault = _task_fault(checkpoint.task)
+        if task_fault is not None:
+            raise RunError(f"{path}: {task_fault}")
+        return checkpoint
+
+    def record(self) -> RunRecord:
+        """What the folder records of its run: `run.json` when the run has ended (see
+        `summary`), else `checkpoint.json` (see `checkpoint`).
+
+        Raises `ReadError` when the folder does not exist or holds neither file.
+        """
+        return self._record
+
+    @cached_property
+    def _record(self) -> RunRecord:
+        if self.ended:
+            return self.summary()
+        if not self.path.is_dir():
+            raise ReadError(f"{self.path}: no such folder")
+        checkpoint = self.checkpoint()
+        if checkpoint is None:
+            raise ReadError(f"{self.path}: not a run folder (it has no {SUMMARY} or {CHECKPOINT})")
+        return RunRecord(self.path / CHECKPOINT, checkpoint.task, checkpoint.complete)
+
+    def summary(self) -> RunRecord:
+        """`run.json`, the record of a run that ended, checked.
+
+        Raises `ReadError` when the folder does not exist or holds no `run.json`, or its
+        `run.json` is not one a run writes: a JSON object, at most 64 levels deep, with
+        the task's dump (its name text, the fields a run is read back with of the right
+        type) and, if any, `data` one of `DATA_NAMES`.
+        """
+        return self._summary
+
+    @cached_property
+    def _summary(self) -> RunRecord:
+        if not self.path.is_dir():
+            raise ReadError(f"{self.path}: no such folder")
+        file = self.path / SUMMARY
+        if not file.is_file():
+            raise ReadError(
+                f"{self.path} holds no finished run (no {SUMMARY}): finish the run first "
+                "(imagetask generate ... --resume)"
+            )
+        try:
+            state = json.loads(file.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ReadError(f"{file}: nested too deeply: not written by imagetask") from None
+        except (OSError, ValueError) as exc:
+            raise ReadError(f"{file}: unreadable: {exc}") from None
+        if not isinstance(state, dict) or not isinstance(state.get("task"), dict):
+            raise ReadError(f"{file}: no task recorded: not written by imagetask")
+        if _nesting(state) > _DEPTH:
+            raise ReadError(
+                f"{file}: nested more than {_DEPTH} levels deep: not written by imagetask"
+            )
+        task_fault = _task_fault(state["task"])
+        if task_fault is not None:
+            raise ReadError(f"{file}: {task_fault}")
+        if not isinstance(state["task"].get("name"), str):
+            raise ReadError(f"{file}: not a run summary (no task name)")
+        if "data" in state and state["data"] not in DATA_NAMES:
+            raise ReadError(
+                f"{file}: `data` is {_SHOWN.repr(state['data'])}, not one of "
+                f"{', '.join(DATA_NAMES)}: not a run summary"
+            )
+        return RunRecord(file, state["task"], bool(state.get("complete")))
+
+    @property
+    def task(self) -> dict[str, Any]:
+        """The task's dump, as the run recorded it."""
+        return self.record().task
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run went through its whole input."""
+        return self.record().complete
+
+    @cached_property
+    def data(self) -> tuple[Path, ...]:
+        """The files holding the run's rows, in order (none: the run has no data file)."""
+        for pattern in _DATA_PATTERNS:
+            found = tuple(sorted(self.path.glob(pattern)))
+            if found:
+                return found
+        return ()
+
+    @property
+    def format(self) -> Literal["jsonl", "parquet"]:
+        """`jsonl` or `parquet`."""
+        return "jsonl" if self.data and self.data[0].suffix == ".jsonl" else "parquet"
+
+    def staged(self) -> tuple[StagedStream, ...]:
+        """The staged Arrow streams of a Parquet run under way, as its checkpoint records
+        them (a run that ended has none: its checkpoint is not read). Only names the sink
+        writes are read: a `ReadError` names the checkpoint that names another file."""
+        return self._staged
+
+    @cached_property
+    def _staged(self) -> tuple[StagedStream, ...]:
+        checkpoint = None if self.ended else self.checkpoint()  # `run.json` tells the rest
+        files = None if checkpoint is None else checkpoint.sink.get("staged")
+        if not isinstance(files, list):
+            return ()
+        staged = []
+        for file in files:
+            name, rows = (file.get("name"), file.get("rows")) if isinstance(file, dict) else (0, 0)
+            if isinstance(name, str) and isinstance(rows, int) and rows > 0:
+                if not STAGED_NAME.fullmatch(name):
+                    raise ReadError(
+                        f"{self.path / CHECKPOINT}: the sink names {_SHOWN.repr(name)}, not a "
+                        f"staged stream of {STAGING}"
+                    )
+                staged.append(StagedStream(self.path / STAGING / name, rows))
+        return tuple(staged)
+
+    def check(self) -> None:
+        """Checks that the folder holds a run with rows: its record, and a data file or
+        staged rows; a `ReadError` (`RunError` for `checkpoint.json`) says what is wrong."""
+        self.record()
+        if not self.data and not self.staged():
+            raise ReadError(
+                f"{self.path}: the run has no data.jsonl, data.parquet or data/*.parquet"
+            )
+
+    def rows(self) -> Iterator[RunRow]:
+        """The run's rows in order, from every data file then the staged streams, each as
+        its file holds it; a `ReadError` names the file and line that cannot be read."""
+        for file in self.data:
+            reader = Reader(file, self.format)
+            for number, row in reader:
+                yield RunRow(row, reader.where(number))
+        for stream in self.staged():
+            yield from _staged_rows(stream)
 
 
 def open_run(folder: str | Path) -> RunFolder:
-    """The run in `folder` (an unfinished Parquet run with its staged rows); a
-    `ReadError` says why it is not one."""
-    path = Path(folder)
-    if not path.is_dir():
-        raise ReadError(f"{path}: no such folder")
-    for name in ("run.json", "checkpoint.json"):
-        record = path / name
-        if record.is_file():
-            state = read_record(record)
-            break
-    else:
-        raise ReadError(f"{path}: not a run folder (it has no run.json or checkpoint.json)")
-    data: tuple[Path, ...] = ()
-    for pattern in ("data.jsonl", "data.parquet", "data/*.parquet"):
-        data = tuple(sorted(path.glob(pattern)))
-        if data:
-            break
-    staged = _staged(path, record, state)
-    if not data and not staged:
-        raise ReadError(f"{path}: the run has no data.jsonl, data.parquet or data/*.parquet")
-    return RunFolder(path, state["task"], bool(state.get("complete")), data, staged)
+    """The run in `folder`, checked (see `RunFolder.check`)."""
+    run = RunFolder(folder)
+    run.check()
+    return run
 
 
-def _staged(path: Path, record: Path, state: dict[str, Any]) -> tuple[tuple[Path, int], ...]:
-    """The staged Arrow streams an unfinished Parquet run's checkpoint records (only
-    names the sink writes: nothing outside its staging folder is read)."""
-    sink = state.get("sink")
-    files = sink.get("staged") if isinstance(sink, dict) else None
-    if not isinstance(files, list):
-        return ()
-    staged = []
-    for file in files:
-        name, rows = (file.get("name"), file.get("rows")) if isinstance(file, dict) else (0, 0)
-        if isinstance(name, str) and isinstance(rows, int) and rows > 0:
-            if not STAGED_NAME.fullmatch(name):
-                raise ReadError(
-                    f"{record}: the sink names {_SHOWN.repr(name)}, not a "
-                    f"staged stream of {STAGING}"
-                )
-            staged.append((path / STAGING / name, rows))
-    return tuple(staged)
-
-
-def read_rows(run: RunFolder) -> Iterator[dict[str, Any]]:
-    """The run's rows in order, from every data file; a `ReadError` names the bad line."""
-    for file in run.data:
-        for _, row in Reader(file, run.format):
-            yield row
-    for file, rows in run.staged:
-        yield from _staged_rows(file, rows)
-
-
-def _staged_rows(file: Path, rows: int) -> Iterator[dict[str, Any]]:
-    """The first `rows` rows of a staged Arrow stream (what the checkpoint records)."""
+def _staged_rows(stream: StagedStream) -> Iterator[RunRow]:
+    """The rows of a staged Arrow stream that its checkpoint records."""
     arrow = require("pyarrow", "arrow", "reading a Parquet run")
+    number, left = 0, stream.rows
     try:
-        with arrow.OSFile(str(file), "rb") as source:
+        with arrow.OSFile(str(stream.path), "rb") as source:
             for batch in arrow.ipc.open_stream(source):
-                yield from batch.to_pylist()[:rows]
-                rows -= batch.num_rows
-                if rows <= 0:
+                for row in batch.to_pylist()[:left]:
+                    number += 1
+                    yield RunRow(row, f"{stream.path} row {number}")
+                left -= batch.num_rows
+                if left <= 0:
                     return
     except (arrow.ArrowException, OSError) as exc:
-        raise ReadError(f"{file}: cannot be read: {exc}") from None
+        raise ReadError(f"{stream.path}: cannot be read: {exc}") from None
 
 
 def image_payload(value: Any) -> ImagePayload:

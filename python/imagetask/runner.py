@@ -46,7 +46,6 @@ from imagetask.checkpoint import (
     InputMark,
     RetryMark,
     RowsDigest,
-    read_checkpoint,
     row_digest,
     write_checkpoint,
 )
@@ -69,6 +68,7 @@ from imagetask.outcome import Ending, RunSummary
 from imagetask.progress import Progress
 from imagetask.readers import Reader
 from imagetask.retry import RETRY, failed_generations, merge, rebuilt_input, units
+from imagetask.run_folder import SUMMARY, RunFolder
 from imagetask.runtime import Workers
 from imagetask.sinks import (
     OUTPUT_FORMATS,
@@ -87,7 +87,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
-SUMMARY = "run.json"
 _OUTPUTS = ("data.jsonl", DATA, STAGING)
 """What a run writes its rows to: a folder holding any of them without a checkpoint is
 refused."""
@@ -264,16 +263,14 @@ class _Run:
                 f"{self.output} already holds a run ({CHECKPOINT}): resume it (--resume) "
                 "or choose an empty folder"
             )
-        state = read_checkpoint(self.path)
+        folder = RunFolder(self.output)
+        state = folder.checkpoint()
+        assert state is not None  # the folder is locked and the file exists
+        folder.staged()  # refuses names outside the staging folder, as every reader does
         if state.format != self.format:
             raise RunError(
                 f"{self.output}: the run writes {state.format}, not {self.format}: "
                 f"resume it with the same format"
-            )
-        if state.sink.get("rows") != state.rows_out:
-            raise RunError(
-                f"{self.path}: not a checkpoint this version can resume: `sink.rows` "
-                f"({state.sink.get('rows')!r}) is not `rows_out` ({state.rows_out})"
             )
         urls = None if state.urls is None else UrlDigests.of(self.task, state.urls.key)
         old, new = output_identity(state.task, state.urls), output_identity(self.dump, urls)

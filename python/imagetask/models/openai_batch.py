@@ -18,12 +18,12 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
-from imagetask.checkpoint import CHECKPOINT
 from imagetask.config import RuntimeParameter
-from imagetask.errors import ConfigError, RequestError
+from imagetask.errors import ConfigError, RequestError, RunError
 from imagetask.models.base import Answer
 from imagetask.models.batch_journal import Entry, Job, Journal
 from imagetask.models.openai_images import OpenAIImageGeneration
+from imagetask.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from openai.types import Batch, BatchRequestCounts
@@ -271,14 +271,11 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         """The input rows the run to resume had written (0: a new run; `None`: unknown)."""
         if self.output_dir is None:
             return None
-        path = Path(self.output_dir) / CHECKPOINT
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))["rows_in"]
-        except FileNotFoundError:
-            return 0
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            checkpoint = RunFolder(self.output_dir).checkpoint()
+        except RunError:  # a checkpoint the runner refuses, saying why
             return None
-        return rows if isinstance(rows, int) else None
+        return 0 if checkpoint is None else checkpoint.rows_in
 
     def _journal(self) -> Journal:
         with self._state_lock:

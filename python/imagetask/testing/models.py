@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import reprlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,8 +13,7 @@ from imagetask import _core
 from imagetask.converter import RowConverter
 from imagetask.errors import ConfigError, ReadError, RequestError
 from imagetask.models.base import Answer, ImageGenerationModel
-from imagetask.readers import Reader
-from imagetask.run_folder import read_record
+from imagetask.run_folder import RunFolder
 from imagetask.schema import OutputSchema
 
 __all__ = ["Call", "ReplayModel", "ScriptedAnswers", "ScriptedModel"]
@@ -184,32 +182,19 @@ class ReplayModel(ImageGenerationModel):
         return out
 
 
-_DATA = ("data.jsonl", "data.parquet", "data/")
-"""Where a finished run's rows are, as its `run.json` names them."""
-
-
 def _read_run(folder: Path) -> _Recorded:
-    summary_path = folder / "run.json"
-    if not summary_path.is_file():
-        raise ReadError(
-            f"{folder} holds no finished run (no run.json): finish the run first "
-            "(imagetask generate ... --resume)"
-        )
-    summary = read_record(summary_path)
-    if summary.get("data") not in _DATA:
-        raise ReadError(
-            f"{summary_path}: `data` is {reprlib.repr(summary.get('data'))}, not one of "
-            f"{', '.join(_DATA)}: not a run summary"
-        )
-    task: dict[str, Any] = summary["task"]
-    if not isinstance(task.get("name"), str):
-        raise ReadError(f"{summary_path}: not a run summary (no task name)")
-    layout = _Layout(task)
+    run = RunFolder(folder)
+    run.summary()  # only a run that ended is replayed
+    run.check()
+    layout = _Layout(run.task)
+    parquet = run.format == "parquet"
     rows: list[Row] = []
     answers: dict[str, list[Answer]] = {}
     model_name = ""
     answer: Answer = []
-    for where, row in _data_rows(folder / summary["data"], layout):
+    for item in run.rows():
+        where = item.where
+        row = layout.dict_row(item.row, where) if parquet else item.row
         model_name = model_name or str(row.get(layout.model_name, ""))
         prompt = layout.prompt(row, where)
         generations = list(layout.generations(row, where))
@@ -221,22 +206,6 @@ def _read_run(folder: Path) -> _Recorded:
                 answers.setdefault(prompt, []).append(answer)
             answer = []
     return _Recorded(rows, answers, model_name)
-
-
-def _data_rows(path: Path, layout: _Layout) -> Iterator[tuple[str, Row]]:
-    """The rows of a run's data (JSONL, a Parquet file, or a folder of Parquet shards),
-    each with where it is (for errors), Parquet rows read back as dict rows."""
-    if path.is_dir() or path.suffix == ".parquet":
-        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        for file in files:
-            reader = Reader(file, "parquet")
-            for number, row in reader:
-                where = reader.where(number)
-                yield where, layout.dict_row(row, where)
-        return
-    reader = Reader(path, "jsonl")
-    for number, row in reader:
-        yield reader.where(number), row
 
 
 class _Layout:

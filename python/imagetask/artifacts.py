@@ -11,7 +11,7 @@ from typing import Any
 
 from imagetask import _core
 from imagetask.batch import Failure
-from imagetask.durable import write_atomic
+from imagetask.durable import refuse_links, write_atomic
 from imagetask.extras import require
 
 __all__ = ["ArtifactTarget", "artifact_target", "artifacts_folder", "converter", "write_artifacts"]
@@ -57,8 +57,10 @@ class ArtifactTarget:
 def artifact_target(
     *, task_name: str, model_name: str, output_dir: Path, image_format: str | None
 ) -> ArtifactTarget:
-    """Makes a task's artifact folder (and its `metadata.json`) under `output_dir`."""
+    """Makes a task's artifact folder (and its `metadata.json`) under `output_dir`;
+    `RunError` when a folder on the way is a link (nothing is written through it)."""
     prefix = artifacts_folder(task_name)
+    refuse_links(output_dir, prefix)
     images = output_dir / prefix
     images.mkdir(parents=True, exist_ok=True)
     _write_metadata(

@@ -32,7 +32,7 @@ from imagetask import (
     _core,
     errors,
 )
-from imagetask.errors import ImageTaskError, RequestRefused, UsageError
+from imagetask.errors import ImageTaskError, RequestRefused, RunStopped, UsageError
 from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
 
 META = "distilabel_metadata"
@@ -575,6 +575,7 @@ EVERY_ERROR = [
     SinkError("sink"),
     UsageError("--size: bad"),
     RunError("run"),
+    RunStopped("stopped after 50 generations failed in a row"),
     RequestError("request failed after 1 attempt"),
     RequestRefused("the server refused the credentials (401)"),
     MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),

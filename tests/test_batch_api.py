@@ -484,6 +484,14 @@ def test_a_journal_record_of_the_wrong_shape_is_one_clear_error(
     assert str(raised.value).startswith(f"{path}, line 5: unreadable journal record: ")
 
 
+def test_a_journal_record_nested_too_deeply_is_one_clear_error(tmp_path: Path) -> None:
+    path = _journal_with(tmp_path, "")
+    path.write_bytes(path.read_bytes()[: -len(b'""\n')] + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    with pytest.raises(RunError) as raised:
+        Journal(tmp_path)
+    assert str(raised.value) == f"{path}, line 5: unreadable journal record: nested too deeply"
+
+
 def test_a_resume_over_a_bad_journal_is_one_line_on_the_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ import base64
 import gc
 import json
 import pickle
+import shutil
 import threading
 import traceback
 from collections.abc import Iterator, Mapping
@@ -619,11 +620,11 @@ EVERY_ERROR = [
     SinkError("sink"),
     UsageError("--size: bad"),
     RunError("run"),
+    RunStopped("stopped after 50 generations failed in a row"),
     RequestError("request failed after 1 attempt"),
     RequestRefused("the server refused the credentials (401)"),
     MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
     RunInterrupted(SUMMARY),
-    RunStopped("stopped: the model refused a request"),
 ]
 
 
@@ -775,3 +776,40 @@ def test_a_lock_file_that_is_a_link_is_refused_and_left_alone(tmp_path: Path) ->
     )
     assert victim.read_text() == "keep me\n"
     assert sorted(path.name for path in out.iterdir()) == [".imagetask.lock"]
+
+
+@pytest.mark.parametrize(
+    "link", ["artifacts", "artifacts/image_generation_0", "artifacts/image_generation_0/images"]
+)
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_artifacts_folder_that_is_a_link_is_refused_before_anything_is_written(
+    tmp_path: Path, link: str, resume: bool
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    out = tmp_path / "out"
+    rows = [{"prompt": f"p{i}"} for i in range(6)]
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="4x4"),
+        input_batch_size=2,
+        save_artifacts=True,
+    )
+    if resume:  # a run folder cloned with a link in place of its artifacts
+        task.run(rows, out, limit=2)
+        shutil.rmtree(out / link)
+        before = (out / "data.jsonl").read_bytes()
+    else:
+        out.mkdir()
+    (out / link).parent.mkdir(parents=True, exist_ok=True)
+    (out / link).symlink_to(victim, target_is_directory=True)
+    with pytest.raises(RunError) as caught:
+        task.run(rows, out, resume=resume)
+    assert str(caught.value) == (
+        f"{out / link} is a link: imagetask writes no file through a link; remove it and "
+        "start again"
+    )
+    assert list(victim.iterdir()) == []
+    if resume:
+        assert (out / "data.jsonl").read_bytes() == before
+    else:
+        assert sorted(path.name for path in out.iterdir()) == [".imagetask.lock", "artifacts"]

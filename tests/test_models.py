@@ -10,6 +10,7 @@ import pytest
 from conftest import b64
 
 from imagetask import AsyncImageGenerationModel, ImageGeneration
+from imagetask.errors import RequestRefused
 
 
 class SlowModel(AsyncImageGenerationModel):
@@ -97,3 +98,63 @@ def test_max_concurrency_is_validated() -> None:
 
     with pytest.raises(ConfigError, match=r"bad field `max_concurrency` = 0: Expected `int` >= 1"):
         SlowModel(max_concurrency=0)
+
+
+class LoopBlocking(AsyncImageGenerationModel):
+    """'block' holds the event loop itself before its request (as making a client does)
+    until released; 'refused' is refused in a way no retry changes."""
+
+    _calls_requests = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def model_name(self) -> str:
+        return "loop-blocking"
+
+    def _refused(self, exc: BaseException) -> bool:
+        return isinstance(exc, PermissionError)
+
+    async def agenerate(
+        self, input: str, num_generations: int = 1, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        if input == "block":
+            self.entered.set()
+            assert self.release.wait(60)
+
+        async def request() -> list[dict[str, Any]]:
+            if input == "refused":
+                raise PermissionError("401 wrong key")
+            return [{"images": [b64(input.encode())]}]
+
+        return await self._call(request)
+
+
+def test_inputs_handed_to_the_model_use_request_slots_before_their_requests_begin() -> None:
+    model = LoopBlocking(max_concurrency=8)
+    answers: list[Any] = []
+    prompts = ["block", "b", "c"]
+    call = threading.Thread(target=lambda: answers.extend(model.generate_batch(prompts)))
+    call.start()
+    try:
+        assert model.entered.wait(60)
+        # The loop is held before any request began: a run must not see the slots of
+        # 'block', 'b' and 'c' as free (it would start batch after batch meanwhile).
+        assert model.idle_slots() == 8 - 3
+    finally:
+        model.release.set()
+        call.join(60)
+    assert answers == [[{"images": [b64(p.encode())]}] for p in prompts]
+    assert model.idle_slots() == 8
+    model.unload()
+
+
+def test_a_refused_request_leaves_no_slot_to_start_more() -> None:
+    model = LoopBlocking(max_concurrency=8, max_retries=3)
+    [answer] = model.generate_batch(["refused"])
+    assert type(answer) is RequestRefused
+    assert model.idle_slots() == 0
+    model.unload()

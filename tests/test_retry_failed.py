@@ -20,7 +20,7 @@ import pytest
 from flaky import ERROR, META, Crash, Outage, fresh_outage, make_task, output, prompts
 from outputs import recorded_table
 
-from imagetask.errors import ConfigError, RunStopped
+from imagetask.errors import ConfigError, ReadError, RunStopped
 
 
 @pytest.fixture(autouse=True)
@@ -108,6 +108,31 @@ def test_retry_failed_on_an_unfinished_run_then_goes_on(tmp_path: Path, outage: 
     clean = tmp_path / "clean"
     make_task().run(rows, clean)
     assert (out / "data.jsonl").read_bytes() == (clean / "data.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [(b"x", "not a row: JSON is malformed: "), (b"[[]]", "not a row: not a JSON object")],
+)
+def test_a_damaged_output_line_stops_the_retry_with_one_error_naming_it(
+    tmp_path: Path, outage: Outage, line: bytes, why: str
+) -> None:
+    rows = prompts(4)
+    outage.down = {"prompt 3"}
+    out = tmp_path / "out"
+    make_task().run(rows, out)
+    asked = len(outage.calls)
+    data = out / "data.jsonl"
+    lines = data.read_bytes().split(b"\n")
+    lines[2] = line.ljust(len(lines[2]))  # the size the checkpoint records is kept
+    data.write_bytes(b"\n".join(lines))
+    outage.down = set()
+    with pytest.raises(ReadError) as raised:
+        make_task().run(rows, out, resume=True, retry_failed=True)
+    assert str(raised.value).startswith(f"{data} line 3: {why}")
+    assert "\n" not in str(raised.value)
+    assert data.read_bytes() == b"\n".join(lines)
+    assert outage.calls[asked:] == []  # nothing asked of the model
 
 
 def test_retry_failed_needs_resume(tmp_path: Path) -> None:

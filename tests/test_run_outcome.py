@@ -335,3 +335,38 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path: Path) -> None:
     )
     assert finished.returncode == 0, finished.stderr
     assert (out / "data.jsonl").read_bytes().count(b"\n") == 12000
+
+
+@pytest.mark.parametrize(
+    ("flags", "again"),
+    [
+        ([], ["--resume"]),
+        (["--resume", "--retry-failed"], ["--resume", "--retry-failed"]),
+        (["--overwrite"], ["--overwrite"]),
+    ],
+)
+def test_ctrl_c_before_the_first_batch_prints_the_command_that_goes_on(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    again: list[str],
+) -> None:
+    source = tmp_path / "my prompts.txt"
+    source.write_text("".join(f"prompt {i}\n" for i in range(6)))
+    out = tmp_path / "o"
+    base = ["generate", str(source), "-o", str(out), "--size", "4x4", "--batch-size", "2"]
+    if flags:
+        assert main([*base, "--limit", "2", "--quiet"]) == 0
+    capsys.readouterr()
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt  # as a Ctrl-C while a resume reads the rows it had done
+
+    with monkeypatch.context() as patch:
+        patch.setattr("imagetask.runner._skip_done", interrupted)
+        assert main([*base, *flags]) == 130
+    command = shlex.join(["imagetask", *base, *again])
+    assert capsys.readouterr().err == f"imagetask: interrupted; to continue: {command}\n"
+    assert main(shlex.split(command)[1:]) == 0
+    assert [row["prompt"] for row in output(out, "jsonl")] == [f"prompt {i}" for i in range(6)]

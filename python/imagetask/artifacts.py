@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagetask import _core
-from imagetask.durable import write_atomic
+from imagetask.durable import refuse_links, write_atomic
 from imagetask.extras import require
 from imagetask.outcome import Failure
 
@@ -60,8 +60,10 @@ class ArtifactTarget:
 def artifact_target(
     *, task_name: str, model_name: str, output_dir: Path, image_format: str | None
 ) -> ArtifactTarget:
-    """Makes a task's artifact folder (and its `metadata.json`) under `output_dir`."""
+    """Makes a task's artifact folder (and its `metadata.json`) under `output_dir`;
+    `RunError` when a folder on the way is a link (nothing is written through it)."""
     prefix = artifacts_folder(task_name)
+    refuse_links(output_dir, prefix)
     images = output_dir / prefix
     images.mkdir(parents=True, exist_ok=True)
     _write_metadata(

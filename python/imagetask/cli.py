@@ -406,6 +406,15 @@ def _command(argv: Sequence[str], *flags: str) -> str:
     return shlex.join(["imagetask", *kept, *flags])
 
 
+def _again(argv: Sequence[str]) -> str:
+    """The command that goes on after a Ctrl-C outside a run's batches (while the task
+    loads, a resume checks its input, `--overwrite` deletes): the command as it was when
+    it had a run flag, else with `--resume` (which also starts a run not begun)."""
+    if any(_a_run_flag(arg) for arg in argv):
+        return shlex.join(["imagetask", *argv])
+    return _command(argv, "--resume")
+
+
 def _gallery(args: argparse.Namespace) -> int:
     page = build_gallery(args.run, args.compare)
     print(page)
@@ -433,8 +442,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except KeyboardInterrupt:
-        print("imagetask: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # before the run's first batch or after its end
+        again = ""
+        if args.command == "generate":
+            again = f"; to continue: {_again(argv)}"
+        print(f"imagetask: interrupted{again}", file=sys.stderr)
         return 130
     except (ImageTaskError, OSError) as exc:
         print(f"imagetask: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -8,7 +8,9 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["fsync_dir", "fsync_file", "own_folder", "write_atomic"]
+from imagetask.errors import RunError
+
+__all__ = ["fsync_dir", "fsync_file", "own_folder", "refuse_links", "write_atomic"]
 
 _NEW_FILE = (
     os.O_WRONLY
@@ -76,3 +78,16 @@ def own_folder(path: Path) -> Path:
         path.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def refuse_links(folder: Path, relative: str) -> None:
+    """Raises `RunError` when a folder on the way from `folder` to `folder/relative` (a
+    run's own subfolder) is a link: files written there would land where it points."""
+    path = folder
+    for part in Path(relative).parts:
+        path = path / part
+        if path.is_symlink():
+            raise RunError(
+                f"{path} is a link: imagetask writes no file through a link; remove it and "
+                "start again"
+            )

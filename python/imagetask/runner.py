@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from imagetask.artifacts import artifacts_folder
 from imagetask.checkpoint import (
     CHECKPOINT,
     VERSION,
@@ -50,7 +51,7 @@ from imagetask.checkpoint import (
     write_checkpoint,
 )
 from imagetask.columnar import ArrowOutput
-from imagetask.durable import fsync_dir, fsync_file, write_atomic
+from imagetask.durable import fsync_dir, fsync_file, refuse_links, write_atomic
 from imagetask.errors import (
     ConfigError,
     ImageTaskError,
@@ -654,6 +655,8 @@ def run(
         try:
             if overwrite:  # once the task could load: a run that cannot start deletes nothing
                 _clear(output)
+            if getattr(task, "save_artifacts", False):  # refused before anything is written
+                refuse_links(output, artifacts_folder(task.name))
             state = _Run(
                 task,
                 output,

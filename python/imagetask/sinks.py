@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import msgspec
 
-from imagetask.errors import RunError, SinkError
+from imagetask.errors import ReadError, RunError, SinkError
 from imagetask.hf_dataset import ParquetSink
 
 __all__ = [
@@ -150,14 +150,21 @@ class JsonlSink:
         self._rows = state["rows"]
 
     def recorded(self) -> Iterator[dict[str, Any]]:
+        """The rows written; `ReadError` naming the line for one that is not a JSON object."""
         self._file.flush()
         left = self._file.tell()
         with self.path.open("rb") as file:
-            for line in file:
+            for number, line in enumerate(file, 1):
                 if left <= 0:
                     return
                 left -= len(line)
-                yield msgspec.json.decode(line)
+                try:
+                    row = msgspec.json.decode(line)
+                except msgspec.DecodeError as exc:
+                    raise ReadError(f"{self.path} line {number}: not a row: {exc}") from None
+                if not isinstance(row, dict):
+                    raise ReadError(f"{self.path} line {number}: not a row: not a JSON object")
+                yield row
 
     def finish(self, final: bool, about: str) -> None:
         """Nothing to complete: every line is written when its batch is."""

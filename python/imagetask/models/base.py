@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import urllib.parse
 import weakref
@@ -72,16 +73,51 @@ class _Gauge:
         self._lock = threading.Lock()
         self.value = 0
 
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.value += count
+
     @contextmanager
     def held(self) -> Iterator[None]:
         """Counts one more for the duration of the block."""
-        with self._lock:
-            self.value += 1
+        self.add(1)
         try:
             yield
         finally:
-            with self._lock:
-                self.value -= 1
+            self.add(-1)
+
+
+class _Unsent:
+    """The inputs of a `generate_batch` call whose first request has not begun, counted
+    in the gauge from the call on: while the loop is busy (making its client) before the
+    requests start, they use slots, so a run does not start batch after batch meanwhile."""
+
+    def __init__(self, gauge: _Gauge, count: int) -> None:
+        self._lock = threading.Lock()
+        self._gauge = gauge
+        self._left = count
+        gauge.add(count)
+
+    def started(self) -> None:
+        """One input's first request begins (it then counts as a request)."""
+        self._uncount(1)
+
+    def close(self) -> None:
+        """The call ended: its inputs that sent nothing no longer count."""
+        self._uncount(self._left)
+
+    def _uncount(self, count: int) -> None:
+        with self._lock:
+            count = min(count, self._left)
+            self._left -= count
+        self._gauge.add(-count)
+
+
+_BATCH_UNSENT: contextvars.ContextVar[_Unsent] = contextvars.ContextVar("_BATCH_UNSENT")
+"""The `_Unsent` of the `generate_batch` call whose `agenerate_batch` runs."""
+_INPUT_UNSENT: contextvars.ContextVar[list[_Unsent]] = contextvars.ContextVar("_INPUT_UNSENT")
+"""Per input of a `generate_batch` call: its batch's `_Unsent` until its first request
+begins (then the list is emptied, so the input's other requests count only as requests)."""
 
 
 class ImageGenerationModel(Configurable, ABC):
@@ -192,7 +228,10 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     def idle_slots(self) -> int:
         """How many of the `max_concurrency` request slots no request uses or waits for
         (a request waiting between retries holds none): a run that has more batches
-        starts another rather than let them idle."""
+        starts another rather than let them idle. None once a request was refused in a
+        way no retry changes: more would be refused too."""
+        if self._refusal is not None:
+            return 0
         return max(self.max_concurrency - self._sending.value, 0)
 
     def _transient(self, exc: BaseException) -> bool:
@@ -233,10 +272,13 @@ class AsyncImageGenerationModel(ImageGenerationModel):
             f"slots-{self.max_concurrency}", lambda: asyncio.Semaphore(self.max_concurrency)
         )
         attempt = 0
+        unsent = _INPUT_UNSENT.get([])
         while True:
             failure: RequestError | None = None
             retried: RequestError | None = None
             with self._sending.held():
+                if unsent:
+                    unsent.pop().started()
                 async with slots:
                     if self._refusal is not None:
                         # Refused credentials or model: no other request is sent to the
@@ -315,8 +357,12 @@ class AsyncImageGenerationModel(ImageGenerationModel):
 
         Raises `ConfigError` for arguments no request can take, before sending any."""
         self._check_arguments(num_generations, kwargs)
+        unsent = _BATCH_UNSENT.get(None)
 
         async def one(prompt: str) -> Answer | BaseException:
+            if unsent is not None:
+                _INPUT_UNSENT.set([unsent])
+
             async def request() -> Answer:
                 try:
                     return await self.agenerate(
@@ -339,8 +385,17 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     ) -> list[Answer | BaseException]:
         """`agenerate_batch` on the background loop: one answer per input, the exception
         of a failed request as its input's answer (what a task calls, so that only that
-        input's rows fail)."""
-        return self._loop.run(self.agenerate_batch(inputs, num_generations, **kwargs))
+        input's rows fail). The inputs use request slots (`idle_slots`) from the call on."""
+        unsent = _Unsent(self._sending, len(inputs))
+
+        async def counted() -> list[Answer | BaseException]:
+            _BATCH_UNSENT.set(unsent)
+            return await self.agenerate_batch(inputs, num_generations, **kwargs)
+
+        try:
+            return self._loop.run(counted())
+        finally:
+            unsent.close()
 
     def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> list[Answer]:
         """Answers every input, or raises the error of the first whose request failed for

@@ -151,6 +151,10 @@ class Journal:
                 self._replay(record, number)
             except ValueError as exc:
                 raise RunError(f"{path}, line {number}: unreadable journal record: {exc}") from None
+            except RecursionError:
+                raise RunError(
+                    f"{path}, line {number}: unreadable journal record: nested too deeply"
+                ) from None
         if not complete:
             self._append({"version": _VERSION})
         for entry in self._entries:

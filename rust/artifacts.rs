@@ -59,7 +59,9 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// file was written (false: an identical file was already there).
 pub fn store(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<bool> {
     let target = dir.join(name);
-    if target.exists() {
+    // Only a regular file counts as stored: a link planted at the name is replaced, never
+    // followed (the rename below replaces the link itself).
+    if fs::symlink_metadata(&target).is_ok_and(|meta| meta.file_type().is_file()) {
         return Ok(false);
     }
     let temp = dir.join(format!(
@@ -67,7 +69,12 @@ pub fn store(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<bool> {
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = fs::File::create(&temp).and_then(|mut file| file.write_all(bytes));
+    // `create_new` (O_EXCL) refuses any entry at the temporary name, a link included.
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(bytes));
     if let Err(error) = written.and_then(|()| fs::rename(&temp, &target)) {
         let _ = fs::remove_file(&temp);
         return Err(error);
@@ -121,6 +128,22 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.gif")]);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn store_replaces_a_link_at_the_name_and_leaves_its_target_alone() {
+        let dir = scratch_dir("link");
+        let outside = scratch_dir("link-outside").join("victim");
+        fs::write(&outside, b"victim").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("a.gif")).unwrap();
+        assert!(store(&dir, "a.gif", b"GIF89a-1").unwrap());
+        let meta = fs::symlink_metadata(dir.join("a.gif")).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(fs::read(dir.join("a.gif")).unwrap(), b"GIF89a-1");
+        assert_eq!(fs::read(&outside).unwrap(), b"victim");
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(outside.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -813,3 +813,30 @@ def test_an_artifacts_folder_that_is_a_link_is_refused_before_anything_is_writte
         assert (out / "data.jsonl").read_bytes() == before
     else:
         assert sorted(path.name for path in out.iterdir()) == [".imagetask.lock", "artifacts"]
+
+
+def test_a_link_planted_at_an_image_files_name_is_replaced_not_trusted(tmp_path: Path) -> None:
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="4x4"), save_artifacts=True
+    )
+    rows = [{"prompt": "p0"}, {"prompt": "p1"}]
+    task.run(rows, tmp_path / "first")
+    images = tmp_path / "out" / "artifacts" / "image_generation_0" / "images"
+    images.mkdir(parents=True)
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"not the image")
+    names = sorted(
+        path.name
+        for path in (tmp_path / "first" / images.relative_to(tmp_path / "out")).iterdir()
+        if path.suffix == ".png"
+    )
+    for name in names:
+        (images / name).symlink_to(victim)
+    task.run(rows, tmp_path / "out")
+    assert victim.read_bytes() == b"not the image"
+    for line in (tmp_path / "out" / "data.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        path = tmp_path / "out" / row["image_path"]
+        assert not path.is_symlink()
+        assert path.read_bytes() == base64.b64decode(row["image"])
+    assert len(names) == 2

@@ -197,11 +197,11 @@ generate(prompts, task, concurrency=1, num_cpus=0.5).write_parquet(out)
 """
 
 
-def test_a_script_with_its_own_model_class_runs_on_the_cluster_at_its_address(
-    cluster: None, tmp_path: Path
-) -> None:
+def run_script(code: str, tmp_path: Path) -> None:
+    """Runs `code` as a script of its own, connected to the cluster by its address and
+    writing its output to `tmp_path / "out"`."""
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
+    script.write_text(code)
     address = ray.get_runtime_context().gcs_address
     done = subprocess.run(
         [sys.executable, str(script), address, str(tmp_path / "out")],
@@ -210,6 +210,12 @@ def test_a_script_with_its_own_model_class_runs_on_the_cluster_at_its_address(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_script_with_its_own_model_class_runs_on_the_cluster_at_its_address(
+    cluster: None, tmp_path: Path
+) -> None:
+    run_script(textwrap.dedent(SCRIPT), tmp_path)
 
     table = pq.read_table(tmp_path / "out")
     assert set(table.column("model_name").to_pylist()) == {"defined in the script"}
@@ -239,16 +245,7 @@ generate(ray.data.from_items(rows), styled_task(), num_cpus=0.5).write_parquet(o
 def test_a_script_with_its_own_task_class_runs_on_the_cluster(
     cluster: None, tmp_path: Path
 ) -> None:
-    script = tmp_path / "script.py"
-    script.write_text(SCRIPT_CLASSES + TASK_SCRIPT)
-    address = ray.get_runtime_context().gcs_address
-    done = subprocess.run(
-        [sys.executable, str(script), address, str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_script(SCRIPT_CLASSES + TASK_SCRIPT, tmp_path)
 
     rows = sorted(pq.read_table(tmp_path / "out").to_pylist(), key=lambda row: row["prompt"])
     raw_inputs = [row[META]["raw_input_styled_images_0"] for row in rows]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from imagetask.errors import RequestRefused
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from imagetask.models import Answer, ImageModel
     from imagetask.task import ImageTask
 
-__all__ = ["Batch", "BatchOutput", "Failure", "ModelCall"]
+__all__ = ["Batch", "BatchOutput", "Failure", "ModelCall", "failures_not_logged"]
 
 logger = logging.getLogger("imagetask")
 
@@ -32,6 +33,18 @@ _LOGGED_FAILURES = 5
 def _generation_kwargs(model: ImageModel) -> dict[str, Any]:
     get_kwargs = getattr(model, "get_generation_kwargs", None)
     return get_kwargs() if callable(get_kwargs) else {}
+
+
+@contextmanager
+def failures_not_logged() -> Iterator[None]:
+    """Leaves the warnings of failed generations out of the log meanwhile (for work that
+    counts them itself: `imagetask bench`, `check_task`)."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class ModelCall:

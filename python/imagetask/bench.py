@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import importlib
 import itertools
-import logging
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from imagetask.batch import Batch
+from imagetask.batch import Batch, failures_not_logged
 from imagetask.columnar import ArrowBatch, ArrowOutput, arrow
 from imagetask.errors import ImageTaskError, MissingExtraError, UsageError
 from imagetask.generation import ImageGeneration
@@ -217,19 +216,6 @@ def _line(name: str, result: PathResult) -> str:
     )
 
 
-@contextlib.contextmanager
-def _failures_not_logged() -> Iterator[None]:
-    """Leaves out the warnings a task logs for its failed generations (a replayed run's
-    failures fail again, batch after batch): the `failed` column counts them."""
-    logger = logging.getLogger("imagetask")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def main(args: argparse.Namespace) -> int:
     """Runs `imagetask bench` with the parsed command line; prints one line per path."""
     for flag, value in (
@@ -262,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
     print(_HEADER)
     for path in PATHS:
         try:
-            with _failures_not_logged():
+            with failures_not_logged():
                 result = path.run(task, _batches(_rows(task, args.rows, replay), args.batch_size))
         except MissingExtraError as exc:
             print(f"{path.name:<6} not measured: {exc}", flush=True)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from imagetask.batch import failures_not_logged
 from imagetask.columnar import arrow, dict_rows
 from imagetask.converter import RowConverter
 from imagetask.errors import InputRowError
@@ -483,18 +482,6 @@ def _message(task: ImageTask, invariant: Invariant, problem: str, case: Case) ->
     )
 
 
-@contextmanager
-def _quiet_failures() -> Iterator[None]:
-    """Keeps the failed generations the answers script out of the log."""
-    logger = logging.getLogger("imagetask")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def check_task(
     task: ImageTask,
     *,
@@ -553,7 +540,7 @@ def check_task(
             if problem is not None:
                 raise AssertionError(_message(task, invariant, problem, case))
 
-    with tempfile.TemporaryDirectory(prefix="imagetask-check-") as folder, _quiet_failures():
+    with tempfile.TemporaryDirectory(prefix="imagetask-check-") as folder, failures_not_logged():
         if "output_dir" in clone.runtime_parameters_names:
             clone.set_runtime_parameters({"output_dir": folder})
         run()

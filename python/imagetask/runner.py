@@ -523,6 +523,20 @@ class _Run:
         self.sink.finish(final=final, about=_about(self))
         self.checkpoint = msgspec.structs.replace(self.checkpoint, sink=self.sink.state())
 
+    def finish_stopped(self) -> None:
+        """After a stop other than Ctrl-C (an error, a refusal): completes what was
+        written, as a `limit` does, so that the rows recorded load (for Parquet, the last
+        shard and the dataset card). Should that fail too, the staged batches stay
+        recorded as they are, for a resume to finish, and the stop's own error is the
+        one reported. A run that recorded no row has nothing to complete (and leaves
+        nothing behind, see `forget`)."""
+        if self.sink is None or self.retrying or not self.checkpoint.rows_in:
+            return
+        try:
+            self.finish_sink(False)
+        except Exception:
+            return
+
     def summary(self) -> RunSummary:
         state = self.checkpoint
         return RunSummary(
@@ -801,6 +815,7 @@ def _stream(
         state.save()
     except RunStopped:
         state.complete(time.monotonic() - started, False)
+        state.finish_stopped()
         state.save()
         _report(state)
         raise
@@ -811,6 +826,7 @@ def _stream(
         raise RunInterrupted(state.summary()) from None
     except Exception:
         state.complete(time.monotonic() - started, False)
+        state.finish_stopped()
         state.save()
         raise
     finally:

@@ -14,9 +14,9 @@ import pytest
 from outputs import recorded_table
 from PIL import Image
 
-from imagetask import ImageGeneration, ImageGenerationModel, _core
+from imagetask import ImageGeneration, ImageGenerationModel, _core, hf_dataset
 from imagetask.errors import SinkError
-from imagetask.hf_dataset import IMAGE_ROW_GROUP, features
+from imagetask.hf_dataset import ROW_GROUP_BYTES, features
 
 GENERATIONS = 2
 
@@ -111,17 +111,49 @@ def test_load_dataset_gives_image_features_that_decode_to_the_generated_pictures
     assert len(shards) > 2
     assert [path.name for path in shards] == [f"train-{i:05d}.parquet" for i in range(len(shards))]
     for shard in shards:
-        metadata = pq.read_metadata(shard)
-        assert all(
-            metadata.row_group(index).num_rows <= IMAGE_ROW_GROUP
-            for index in range(metadata.num_row_groups)
-        )
+        table = pq.read_table(shard)
+        assert table.nbytes <= ROW_GROUP_BYTES
+        assert pq.read_metadata(shard).num_row_groups == 1
         schema = pq.read_schema(shard)
         stored_features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
         assert stored_features == features(schema, "image")
     card = (out / "README.md").read_text()
     assert "num_examples: 80" in card
     assert "| 40 | 80 | 68 | 12 | complete |" in card
+
+
+@pytest.mark.parametrize("rows_per_group", [2.5, 0.5])
+def test_row_groups_hold_at_most_row_group_bytes_with_a_larger_row_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_group: float
+) -> None:
+    out = tmp_path / "out"
+    reference = tmp_path / "reference"
+    make_task().run(rows(30), reference, format="parquet")
+    sizes = sorted(_row_sizes(pq.read_table(reference / "data" / "train-00000.parquet")))
+    limit = round(rows_per_group * sizes[len(sizes) // 2])
+    monkeypatch.setattr(hf_dataset, "ROW_GROUP_BYTES", limit)
+
+    make_task().run(rows(30), out, format="parquet", shard_bytes=4_000)
+
+    ids: list[int] = []
+    groups: list[int] = []
+    for shard in sorted((out / "data").iterdir()):
+        parquet = pq.ParquetFile(shard)
+        for index in range(parquet.num_row_groups):
+            group = parquet.read_row_group(index)
+            assert group.num_rows == 1 or sum(_row_sizes(group)) <= limit
+            groups.append(group.num_rows)
+            ids.extend(group.column("id").to_pylist())
+    assert ids == [i for i in range(30) for _ in range(GENERATIONS)]
+    assert len(groups) < 30 * GENERATIONS if rows_per_group > 1 else set(groups) == {1}
+    assert len(list((out / "data").iterdir())) > 1
+    dataset = load(out, tmp_path / "cache")
+    assert dataset["id"] == ids
+
+
+def _row_sizes(table: pa.Table) -> list[int]:
+    """Arrow's size of each row."""
+    return [table.slice(index, 1).nbytes for index in range(table.num_rows)]
 
 
 def test_features_are_what_datasets_infers_with_image_for_the_image_column() -> None:

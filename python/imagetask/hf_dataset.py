@@ -14,14 +14,15 @@ path: string>`, the artifact's path in `path` when the task saves artifacts) and
 shard carries the `huggingface` schema metadata with its features.
 
 Batches are appended to the staging stream as they are written; when it holds
-`shard_bytes`, its batches become the next shard (row groups of `IMAGE_ROW_GROUP` rows:
-image rows are large), written under a temporary name, synced and renamed. Nothing is
-rewritten at the end of the run: `finish` only turns the last staged batches into the last
-shard and writes the card. The checkpoint records the shards and the staged streams with
-their sizes and row counts; a resumed run checks them, drops what came after (a shard
-finished after the checkpoint, staged bytes beyond it) and goes on staging in a new
-stream. A stream is deleted only once a checkpoint records its shard and no longer names
-the stream, so a stop at any moment leaves an output its checkpoint can resume.
+`shard_bytes`, its batches become the next shard (row groups of at most `ROW_GROUP_BYTES`
+of rows, a larger row alone: image rows are large), written under a temporary name, synced
+and renamed. Nothing is rewritten at the end of the run: `finish` only turns the last
+staged batches into the last shard and writes the card. The checkpoint records the shards
+and the staged streams with their sizes and row counts; a resumed run checks them, drops
+what came after (a shard finished after the checkpoint, staged bytes beyond it) and goes
+on staging in a new stream. A stream is deleted only once a checkpoint records its shard
+and no longer names the stream, so a stop at any moment leaves an output its checkpoint
+can resume.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from imagetask.schema import features, image_structs
 
 __all__ = [
     "DATA",
-    "IMAGE_ROW_GROUP",
+    "ROW_GROUP_BYTES",
     "SHARD_BYTES",
     "STAGED_NAME",
     "STAGING",
@@ -56,8 +57,9 @@ DATA = "data"
 STAGING = ".staging"
 SHARD_BYTES = 500_000_000
 """Default bound of a shard's size (the bytes of its rows as Arrow holds them)."""
-IMAGE_ROW_GROUP = 100
-"""Rows per Parquet row group when rows hold images (as the Hub's own image datasets)."""
+ROW_GROUP_BYTES = 64 * 2**20
+"""Bound of a Parquet row group's size (the bytes of its rows as Arrow holds them); a row
+larger than this is a row group alone. Read when a shard is written (tests lower it)."""
 PARQUET_DEPTH = 100
 """The deepest schema Parquet readers accept (Arrow C++'s limit), the root counted."""
 
@@ -428,17 +430,14 @@ class ParquetSink:
         name = f"train-{len(self._shards):05d}.parquet"
         temp = self.path / f".{name}.tmp"
         staged = [self._staging / file.name for file in self._staged]
-        group = IMAGE_ROW_GROUP if self._image_column in schema.names else 10_000
+        tables = (
+            self._conform(arrow.Table.from_batches([batch]), schema)
+            for path in staged
+            for batch in self._batches(path)
+        )
         with parquet.ParquetWriter(temp, schema) as writer:
-            pending: list[Any] = []
-            for path in staged:
-                for batch in self._batches(path):
-                    pending.append(self._conform(arrow.Table.from_batches([batch]), schema))
-                    if sum(table.num_rows for table in pending) >= group:
-                        writer.write_table(arrow.concat_tables(pending), row_group_size=group)
-                        pending = []
-            if pending:
-                writer.write_table(arrow.concat_tables(pending), row_group_size=group)
+            for group in self._row_groups(tables, ROW_GROUP_BYTES):
+                writer.write_table(group, row_group_size=group.num_rows)
         fsync_file(temp)
         os.replace(temp, self.path / name)
         fsync_dir(self.path)
@@ -447,6 +446,35 @@ class ParquetSink:
         self._obsolete.extend(staged)
         self._unsynced.difference_update(staged)
         self._staged = []
+
+    def _row_groups(self, tables: Iterator[Any], limit: int) -> Iterator[Any]:
+        """The rows of `tables`, in order, cut into tables of at most `limit` bytes each
+        (Arrow's `nbytes`), a row larger than `limit` alone."""
+        pending: list[Any] = []
+        size = 0
+        for table in tables:
+            start = 0
+            while start < table.num_rows:
+                rest = table.slice(start)
+                if size + rest.nbytes <= limit:  # the common case: the whole rest fits
+                    pending.append(rest)
+                    size += rest.nbytes
+                    break
+                end = start
+                while end < table.num_rows:
+                    row = table.slice(end, 1).nbytes
+                    if size + row > limit and (pending or end > start):
+                        break
+                    size += row
+                    end += 1
+                if end > start:
+                    pending.append(table.slice(start, end - start))
+                if end < table.num_rows:  # the group is full
+                    yield self._arrow.concat_tables(pending)
+                    pending, size = [], 0
+                start = end
+        if pending:
+            yield self._arrow.concat_tables(pending)
 
     # -- the sink protocol -------------------------------------------------------
 

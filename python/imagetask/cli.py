@@ -4,8 +4,12 @@ browse a run (`gallery`), or measure what building its rows costs (`bench`)."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import logging
 import math
+import os
+import re
 import shlex
 import sys
 import webbrowser
@@ -33,6 +37,7 @@ __all__ = ["main", "run_main"]
 
 _BATCH_API_ROWS = 500
 _BATCH_API_JOBS = 4
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _EPILOG = """\
 model specs:
@@ -70,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagetask",
         description="Turn rows of data into image datasets.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"imagetask {importlib.metadata.version('imagetask')}",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     generate = commands.add_parser(
@@ -170,7 +180,39 @@ def _parser() -> argparse.ArgumentParser:
         help="placeholder: the seed its pictures derive from (default 0); hf: the seed of "
         "each prompt's first image, k added for image k (default: random)",
     )
+    generate.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generation kwarg sent to the model (repeatable): quality=high, "
+        "num_inference_steps=30, ...; VALUE is read as JSON where it parses, else as text",
+    )
     generate.add_argument("--base-url", metavar="URL", help="the server of openai:<model>")
+    generate.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="read the API key of an HTTP model from the environment variable NAME "
+        "(default: OPENAI_API_KEY for openai, HF_TOKEN for hf)",
+    )
+    generate.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="HTTP models: the longest wait for one request (default: 120)",
+    )
+    generate.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="HTTP models: times a failed request is sent again (default: 4)",
+    )
+    generate.add_argument(
+        "--images-per-request",
+        type=int,
+        metavar="N",
+        help="openai: the most images asked in one request (default: 1 for dall-e-3, else 10)",
+    )
     generate.add_argument(
         "--max-concurrency",
         type=int,
@@ -229,9 +271,70 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _batch_api_model(args: argparse.Namespace, name: str, size: str | None) -> ImageGenerationModel:
+def _params(pairs: Sequence[str]) -> dict[str, Any]:
+    """The `--param KEY=VALUE` pairs as generation kwargs, each VALUE read as JSON where it
+    parses (`30`, `true`, `[1, 2]`) and as text otherwise."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param: expected KEY=VALUE, got {pair!r}")
+        if key in params:
+            raise UsageError(f"--param: {key!r} is given twice")
+        try:
+            params[key] = json.loads(text)
+        except ValueError:
+            params[key] = text
+    return params
+
+
+def _generation_kwargs(sized: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs `--size` sets (`sized`) and the `--param`s, which may not set them again."""
+    for key in params:
+        if key in sized:
+            raise UsageError(f"--param {key}: --size sets it already; give one of them")
+    return {**sized, **params}
+
+
+def _http_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields every HTTP model takes from the command line."""
+    fields: dict[str, Any] = {"max_concurrency": args.max_concurrency}
+    if args.timeout is not None:
+        if not math.isfinite(args.timeout) or args.timeout <= 0:
+            raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        fields["timeout"] = args.timeout
+    if args.max_retries is not None:
+        if args.max_retries < 0:
+            raise UsageError(f"--max-retries must be at least 0, got {args.max_retries}")
+        fields["max_retries"] = args.max_retries
+    if args.api_key_env is not None:
+        name = args.api_key_env
+        if not _ENV_NAME.fullmatch(name):
+            # Not echoed: it may be the key itself given by mistake.
+            raise UsageError("--api-key-env: expected the name of an environment variable")
+        key = os.environ.get(name)
+        if not key:
+            raise UsageError(f"--api-key-env: the environment variable {name} is not set")
+        fields["api_key"] = key
+    return fields
+
+
+def _openai_fields(args: argparse.Namespace, name: str, sized: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `OpenAIImageGeneration` (and of its Batch API subclass)."""
     if args.seed is not None:
         raise UsageError("--seed: the OpenAI Images API takes no seed")
+    fields = _http_fields(args)
+    if args.images_per_request is not None:
+        if args.images_per_request < 1:
+            raise UsageError(
+                f"--images-per-request must be at least 1, got {args.images_per_request}"
+            )
+        fields["images_per_request"] = args.images_per_request
+    kwargs = _generation_kwargs(sized, _params(args.param))
+    return {**fields, "model": name, "base_url": args.base_url, "generation_kwargs": kwargs}
+
+
+def _batch_api_model(args: argparse.Namespace, fields: dict[str, Any]) -> ImageGenerationModel:
     if not args.quiet:
         logging.getLogger(OpenAIBatchImageGeneration.__module__).setLevel(logging.INFO)
     poll = 300.0 if args.poll_every is None else args.poll_every
@@ -241,15 +344,29 @@ def _batch_api_model(args: argparse.Namespace, name: str, size: str | None) -> I
     if resubmit < 0:
         raise UsageError(f"--resubmit-expired must be at least 0, got {resubmit}")
     return OpenAIBatchImageGeneration(
-        model=name,
-        base_url=args.base_url,
-        max_concurrency=args.max_concurrency,
-        generation_kwargs={"size": size} if size else {},
+        **fields,
         output_dir=str(Path(args.output).resolve()),
         poll_interval=min(5.0, poll),
         max_poll_interval=poll,
         resubmit_expired=resubmit,
     )
+
+
+def _placeholder_model(args: argparse.Namespace) -> ImageGenerationModel:
+    if args.base_url is not None:
+        raise UsageError("--base-url is for openai:<model>")
+    for flag in ("timeout", "max_retries", "api_key_env", "images_per_request"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')}: the placeholder model sends no requests")
+    if args.param:
+        raise UsageError(
+            f"--param {args.param[0].partition('=')[0]}: the placeholder model takes no "
+            "generation kwargs (its size and seed are --size and --seed)"
+        )
+    fields: dict[str, Any] = {"size": args.size or "256x256"}
+    if args.seed is not None:
+        fields["seed"] = args.seed
+    return PlaceholderImageGeneration(**fields)
 
 
 def _model(args: argparse.Namespace) -> ImageGenerationModel:
@@ -258,39 +375,32 @@ def _model(args: argparse.Namespace) -> ImageGenerationModel:
         if kind != "openai-batch" and getattr(args, flag) is not None:
             raise UsageError(f"--{flag.replace('_', '-')} is for openai-batch:<model>")
     size = args.size
+    width = height = 0
     if size is not None:
         try:
             width, height = parse_size(size)
         except ValueError as exc:
             raise UsageError(f"--size: {exc}") from None
     if kind == "placeholder" and not name:
-        if args.base_url is not None:
-            raise UsageError("--base-url is for openai:<model>")
-        fields: dict[str, Any] = {"size": size or "256x256"}
-        if args.seed is not None:
-            fields["seed"] = args.seed
-        return PlaceholderImageGeneration(**fields)
-    if kind == "openai" and name:
-        if args.seed is not None:
-            raise UsageError("--seed: the OpenAI Images API takes no seed")
-        return OpenAIImageGeneration(
-            model=name,
-            base_url=args.base_url,
-            max_concurrency=args.max_concurrency,
-            generation_kwargs={"size": size} if size else {},
-        )
-    if kind == "openai-batch" and name:
-        return _batch_api_model(args, name, size)
+        return _placeholder_model(args)
+    if kind in ("openai", "openai-batch") and name:
+        fields = _openai_fields(args, name, {"size": size} if size else {})
+        if kind == "openai-batch":
+            return _batch_api_model(args, fields)
+        return OpenAIImageGeneration(**fields)
     if kind == "hf" and name:
         if args.base_url is not None:
             raise UsageError("--base-url is for openai:<model>; give hf:<endpoint URL> instead")
+        if args.images_per_request is not None:
+            raise UsageError("--images-per-request is for openai:<model>")
         url = name.startswith(("http://", "https://"))
+        sized = {"width": width, "height": height} if size else {}
         return InferenceEndpointsImageGeneration(
+            **_http_fields(args),
             model_id=None if url else name,
             base_url=name if url else None,
             seed=args.seed,
-            max_concurrency=args.max_concurrency,
-            generation_kwargs={"width": width, "height": height} if size else {},
+            generation_kwargs=_generation_kwargs(sized, _params(args.param)),
         )
     raise UsageError(
         f"--model: unknown model spec {args.model!r} (expected placeholder, openai:<model>, "

@@ -1,0 +1,298 @@
+"""`imagetask generate` reaches what the Python API can: generation kwargs (`--param`),
+the HTTP models' timeout, retries, images per request and key, and `--version`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import pytest
+from servers import Fault, image_server
+
+from imagetask.cli import main
+
+KEY = "sk-cli-secret-0123456789"
+
+
+def _prompts(tmp_path: Path, *prompts: str) -> str:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    return str(source)
+
+
+def _rows(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out == f"imagetask {importlib.metadata.version('imagetask')}\n"
+
+
+def test_params_are_sent_typed_as_json_to_openai(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "out"
+    with image_server(key=KEY) as server:
+        status = main(
+            [
+                "generate",
+                _prompts(tmp_path, "a cat"),
+                "-o",
+                str(out),
+                "--quiet",
+                "--model",
+                "openai:gpt-image-1",
+                "--base-url",
+                f"{server.url}/v1",
+                "--size",
+                "4x4",
+                "--param",
+                "quality=high",
+                "--param",
+                "background=transparent",
+                "--param",
+                "seed=30",
+            ]
+        )
+        requests = server.served.requests
+    assert status == 0, capsys.readouterr().err
+    assert requests == [
+        {
+            "model": "gpt-image-1",
+            "prompt": "a cat",
+            "size": "4x4",
+            "quality": "high",
+            "background": "transparent",
+            "seed": 30,
+        }
+    ]
+    assert [row["prompt"] for row in _rows(out)] == ["a cat"]
+
+
+def test_params_and_size_reach_hugging_face(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with image_server() as server:
+        status = main(
+            [
+                "generate",
+                _prompts(tmp_path, "a dog"),
+                "-o",
+                str(tmp_path / "out"),
+                "--quiet",
+                "--model",
+                f"hf:{server.url}/hf",
+                "--seed",
+                "7",
+                "--size",
+                "4x6",
+                "--param",
+                "num_inference_steps=30",
+                "--param",
+                "guidance_scale=3.5",
+                "--param",
+                "negative_prompt=blurry",
+            ]
+        )
+        requests = server.served.requests
+    assert status == 0, capsys.readouterr().err
+    assert requests == [
+        {
+            "inputs": "a dog",
+            "parameters": {
+                "width": 4,
+                "height": 6,
+                "num_inference_steps": 30,
+                "guidance_scale": 3.5,
+                "negative_prompt": "blurry",
+                "seed": 7,
+            },
+        }
+    ]
+
+
+def test_images_per_request_splits_the_generations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    with image_server() as server:
+        status = main(
+            [
+                "generate",
+                _prompts(tmp_path, "a cat"),
+                "-o",
+                str(out),
+                "--quiet",
+                "--model",
+                "openai:gpt-image-1",
+                "--base-url",
+                f"{server.url}/v1",
+                "--num-generations",
+                "3",
+                "--images-per-request",
+                "2",
+            ]
+        )
+        requests = server.served.requests
+    assert status == 0, capsys.readouterr().err
+    assert sorted(requests, key=lambda body: -body.get("n", 1)) == [
+        {"model": "gpt-image-1", "prompt": "a cat", "n": 2},
+        {"model": "gpt-image-1", "prompt": "a cat"},
+    ]
+    assert len(_rows(out)) == 3
+
+
+def test_max_retries_and_timeout_reach_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    with image_server() as server:
+        server.faults["a cat"] = [Fault(status=500), Fault(status=500), Fault(status=500)]
+        status = main(
+            [
+                "generate",
+                _prompts(tmp_path, "a cat"),
+                "-o",
+                str(out),
+                "--quiet",
+                "--model",
+                "openai:gpt-image-1",
+                "--base-url",
+                f"{server.url}/v1",
+                "--max-retries",
+                "1",
+                "--timeout",
+                "7.5",
+            ]
+        )
+        requests = len(server.served.requests)
+    assert status == 1
+    assert requests == 2  # the first request and one retry
+    model = json.loads((out / "run.json").read_text())["task"]["image_generation_model"]
+    assert (model["max_retries"], model["timeout"]) == (1, 7.5)
+    assert "all 1 generations failed" in capsys.readouterr().err
+
+
+def test_api_key_env_sends_that_key_and_never_shows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-wrong-one")
+    monkeypatch.setenv("MY_IMAGES_KEY", KEY)
+    out = tmp_path / "out"
+    with image_server(key=KEY) as server:
+        status = main(
+            [
+                "generate",
+                _prompts(tmp_path, "a cat"),
+                "-o",
+                str(out),
+                "--model",
+                "openai:gpt-image-1",
+                "--base-url",
+                f"{server.url}/v1",
+                "--api-key-env",
+                "MY_IMAGES_KEY",
+            ]
+        )
+        auth = server.served.auth
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert auth == [f"Bearer {KEY}"]
+    shown = [captured.out, captured.err]
+    shown += [path.read_text() for path in out.rglob("*") if path.is_file()]
+    assert not [text for text in shown if KEY in text]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--param", "quality"], "--param: expected KEY=VALUE, got 'quality'"),
+        (["--param", "=high"], "--param: expected KEY=VALUE, got '=high'"),
+        (
+            ["--param", "quality=high", "--param", "quality=low"],
+            "--param: 'quality' is given twice",
+        ),
+        (
+            ["--param", "size=8x8", "--size", "4x4"],
+            "--param size: --size sets it already; give one of them",
+        ),
+        (["--timeout", "0"], "--timeout must be a positive number of seconds, got 0.0"),
+        (["--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+        (["--max-retries", "-1"], "--max-retries must be at least 0, got -1"),
+        (["--images-per-request", "0"], "--images-per-request must be at least 1, got 0"),
+        (
+            ["--api-key-env", "NO_SUCH_VARIABLE_C22"],
+            "--api-key-env: the environment variable NO_SUCH_VARIABLE_C22 is not set",
+        ),
+        (
+            ["--api-key-env", "sk-pasted key"],
+            "--api-key-env: expected the name of an environment variable",
+        ),
+    ],
+)
+def test_bad_http_flags_are_one_line_naming_the_flag(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("NO_SUCH_VARIABLE_C22", raising=False)
+    source = _prompts(tmp_path, "a")
+    status = main(
+        ["generate", source, "-o", str(tmp_path / "o"), "--model", "openai:gpt-image-1", *args]
+    )
+    assert status == 1
+    assert capsys.readouterr().err == f"imagetask: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("model", "args", "message"),
+    [
+        (
+            "placeholder",
+            ["--param", "quality=high"],
+            "--param quality: the placeholder model takes no generation kwargs (its size and "
+            "seed are --size and --seed)",
+        ),
+        ("placeholder", ["--timeout", "5"], "--timeout: the placeholder model sends no requests"),
+        (
+            "placeholder",
+            ["--max-retries", "2"],
+            "--max-retries: the placeholder model sends no requests",
+        ),
+        (
+            "placeholder",
+            ["--api-key-env", "HOME"],
+            "--api-key-env: the placeholder model sends no requests",
+        ),
+        (
+            "placeholder",
+            ["--images-per-request", "2"],
+            "--images-per-request: the placeholder model sends no requests",
+        ),
+        (
+            "hf:org/model",
+            ["--images-per-request", "2"],
+            "--images-per-request is for openai:<model>",
+        ),
+        (
+            "hf:org/model",
+            ["--param", "width=8", "--size", "4x4"],
+            "--param width: --size sets it already; give one of them",
+        ),
+    ],
+)
+def test_flags_a_model_does_not_take_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, args: list[str], message: str
+) -> None:
+    source = _prompts(tmp_path, "a")
+    status = main(["generate", source, "-o", str(tmp_path / "o"), "--model", model, *args])
+    assert status == 1
+    assert capsys.readouterr().err == f"imagetask: error: {message}\n"

@@ -296,3 +296,120 @@ def test_flags_a_model_does_not_take_are_one_line(
     status = main(["generate", source, "-o", str(tmp_path / "o"), "--model", model, *args])
     assert status == 1
     assert capsys.readouterr().err == f"imagetask: error: {message}\n"
+
+
+JSONL_PROMPTS = Path(__file__).parent.parent / "examples" / "prompts.jsonl"
+TEMPLATE = "{prompt}, in {style}"
+
+
+def test_a_template_builds_each_prompt_from_several_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    command = ["generate", str(JSONL_PROMPTS), "-o", str(out), "--quiet", "--size", "4x4"]
+    assert main([*command, "--template", TEMPLATE, "--limit", "2"]) == 0
+    assert main([*command, "--template", TEMPLATE, "--resume"]) == 0, capsys.readouterr().err
+    sources = [json.loads(line) for line in JSONL_PROMPTS.read_text().splitlines()]
+    rows = _rows(out)
+    assert [(row["prompt"], row["style"]) for row in rows] == [
+        (source["prompt"], source["style"]) for source in sources
+    ]
+    assert [row["distilabel_metadata"]["raw_input_template_generation_0"] for row in rows] == [
+        f"{source['prompt']}, in {source['style']}" for source in sources
+    ]
+    report = json.loads((out / "run.json").read_text())
+    assert (report["rows_in"], report["resumed_from"], report["task"]["template"]) == (
+        len(sources),
+        2,
+        TEMPLATE,
+    )
+
+
+def test_a_template_sends_the_filled_prompt_to_openai(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("subject,style\na fox,ink\n")
+    with image_server() as server:
+        status = main(
+            [
+                "generate",
+                str(source),
+                "-o",
+                str(tmp_path / "out"),
+                "--quiet",
+                "--model",
+                "openai:gpt-image-1",
+                "--base-url",
+                f"{server.url}/v1",
+                "--template",
+                "a photo of {subject} in {style}",
+            ]
+        )
+        requests = server.served.requests
+    assert status == 0, capsys.readouterr().err
+    assert requests == [{"model": "gpt-image-1", "prompt": "a photo of a fox in ink"}]
+
+
+def test_resuming_with_another_template_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    command = ["generate", str(JSONL_PROMPTS), "-o", str(out), "--quiet", "--size", "4x4"]
+    assert main([*command, "--template", TEMPLATE, "--limit", "1"]) == 0
+    assert main([*command, "--template", "{prompt} in {style}", "--resume"]) == 1
+    assert capsys.readouterr().err == (
+        f"imagetask: error: {out}: the task differs from the run's: `template` was "
+        '"{prompt}, in {style}", now "{prompt} in {style}"\n'
+    )
+    assert len(_rows(out)) == 1
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (
+            "{subject} in {style}",
+            f"{JSONL_PROMPTS} line 1: the row lacks the input column 'subject' (its columns: "
+            "'prompt', 'style')",
+        ),
+        (
+            "a plain prompt",
+            "--template: 'a plain prompt' has no field: name columns in it, such as {subject}",
+        ),
+        ("{prompt", "--template: '{prompt' is not a format string: "),
+        (
+            "{} in {style}",
+            "--template: '{} in {style}' has the field {}: fields are column "
+            "names, such as {subject}",
+        ),
+        (
+            "{prompt.upper}",
+            "--template: '{prompt.upper}' has the field {prompt.upper}: fields "
+            "are column names, such as {subject}",
+        ),
+        (
+            "{prompt:{style}}",
+            "--template: '{prompt:{style}}' has a field inside the format of {prompt}",
+        ),
+    ],
+)
+def test_a_bad_template_or_a_row_it_cannot_fill_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], template: str, message: str
+) -> None:
+    out = tmp_path / "out"
+    args = ["-o", str(out), "--quiet", "--template", template]
+    status = main(["generate", str(JSONL_PROMPTS), *args])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"imagetask: error: {message}") and err.count("\n") == 1, err
+
+
+def test_column_and_template_are_refused_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--template", TEMPLATE, "--column", "prompt=style"]
+    assert main(["generate", str(JSONL_PROMPTS), "-o", str(tmp_path / "o"), *args]) == 1
+    assert capsys.readouterr().err == (
+        "imagetask: error: --column and --template: the template names its columns itself\n"
+    )

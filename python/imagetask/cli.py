@@ -30,6 +30,7 @@ from imagetask.models import (
     PlaceholderImageGeneration,
 )
 from imagetask.models.placeholder import parse_size
+from imagetask.prompt_template import TemplateGeneration, template_fields
 from imagetask.readers import FORMATS, Reader
 from imagetask.runner import run
 
@@ -167,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="prompt=COL",
         help="read the prompt from column COL of the input",
+    )
+    generate.add_argument(
+        "--template",
+        metavar="TEXT",
+        help='build each prompt from several columns: "a photo of {subject} in {style}" '
+        "fills {subject} and {style} from the columns of those names",
     )
     generate.add_argument(
         "--size",
@@ -418,6 +425,20 @@ def _mappings(columns: Sequence[str]) -> dict[str, str]:
     return mappings
 
 
+def _task(args: argparse.Namespace, **fields: Any) -> ImageGeneration:
+    """The task of `generate`: `ImageGeneration`, or `TemplateGeneration` with
+    `--template`."""
+    if args.template is None:
+        return ImageGeneration(**fields, input_mappings=_mappings(args.column))
+    if args.column:
+        raise UsageError("--column and --template: the template names its columns itself")
+    try:
+        template_fields(args.template)
+    except ValueError as exc:
+        raise UsageError(f"--template: {exc}") from None
+    return TemplateGeneration(**fields, template=args.template)
+
+
 def _generate(args: argparse.Namespace) -> int:
     batch_api = args.model.startswith("openai-batch:")
     if args.batch_size is None:
@@ -453,11 +474,11 @@ def _generate(args: argparse.Namespace) -> int:
     if args.overwrite and args.resume:
         raise UsageError("--overwrite starts afresh, --resume goes on: choose one")
     reader = Reader(args.input)
-    task = ImageGeneration(
+    task = _task(
+        args,
         image_generation_model=_model(args),
         num_generations=args.num_generations,
         input_batch_size=args.batch_size,
-        input_mappings=_mappings(args.column),
         save_artifacts=args.save_artifacts,
         images_as_bytes=args.format == "parquet",
     )

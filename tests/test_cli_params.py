@@ -413,3 +413,20 @@ def test_column_and_template_are_refused_together(
     assert capsys.readouterr().err == (
         "imagetask: error: --column and --template: the template names its columns itself\n"
     )
+
+
+def test_help_lists_the_new_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["generate", "--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--param KEY=VALUE",
+        "--template TEXT",
+        "--timeout SECONDS",
+        "--max-retries N",
+        "--images-per-request N",
+        "--api-key-env NAME",
+        '--template "a photo of {subject} in {style}"',
+    ):
+        assert option in text, option

@@ -44,12 +44,14 @@ _EPILOG = """\
 model specs:
   placeholder        built-in placeholder pictures (no network, no GPU); the default
   openai:<model>     OpenAI Images API (gpt-image-1, dall-e-3, ...); key from
-                     OPENAI_API_KEY; --base-url for an OpenAI-compatible server
+                     OPENAI_API_KEY (or --api-key-env NAME); --base-url for an
+                     OpenAI-compatible server
   openai-batch:<model>
                      the same through OpenAI's Batch API: half the price, answers
                      within 24 h; each batch of rows is one job, recorded in
                      OUTDIR/batch-jobs/ so that --resume re-attaches to it
-  hf:<model id>      Hugging Face text-to-image inference; token from HF_TOKEN
+  hf:<model id>      Hugging Face text-to-image inference; token from HF_TOKEN (or
+                     --api-key-env NAME)
   hf:<https://url>   a dedicated Inference Endpoint at that URL
 
 output (in OUTDIR):
@@ -68,6 +70,8 @@ examples:
   imagetask generate examples/prompts.txt -o out
   imagetask generate prompts.csv -o out --column prompt=caption --num-generations 4
   imagetask generate prompts.jsonl -o out --model openai:gpt-image-1 --size 1024x1024
+  imagetask generate prompts.jsonl -o out --model openai:gpt-image-1 --param quality=high
+  imagetask generate prompts.jsonl -o out --template "a photo of {subject} in {style}"
   imagetask generate prompts.jsonl -o out --model openai-batch:gpt-image-1
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -427,6 +428,106 @@ def test_help_lists_the_new_options(capsys: pytest.CaptureFixture[str]) -> None:
         "--max-retries N",
         "--images-per-request N",
         "--api-key-env NAME",
+        "--task MODULE:CLASS",
         '--template "a photo of {subject} in {style}"',
     ):
         assert option in text, option
+
+
+_SHOUT = '''
+from imagetask.generation import ImageGeneration
+
+
+class Shout(ImageGeneration):
+    """Sends the prompt of `text` in capitals."""
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["text"]
+
+    def format_input(self, input):
+        return input["text"].upper()
+
+
+class NotATask:
+    pass
+'''
+
+
+def test_a_task_of_ones_own_from_the_current_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shout_tasks_c22.py").write_text(_SHOUT)
+    source = tmp_path / "in.csv"
+    source.write_text("words\na fox\na cat\n")
+    monkeypatch.chdir(tmp_path)
+    # The folder is found as the console script runs: without it on the path beforehand.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "shout_tasks_c22", raising=False)
+    command = ["generate", "in.csv", "-o", "out", "--quiet", "--size", "4x4"]
+    command += ["--task", "shout_tasks_c22:Shout", "--column", "text=words"]
+    assert main([*command, "--limit", "1"]) == 0, capsys.readouterr().err
+    assert main([*command, "--resume", "--save-artifacts"]) == 1
+    assert capsys.readouterr().err == (
+        "imagetask: error: out: the task differs from the run's: `save_artifacts` was false, "
+        "now true\n"
+    )
+    assert main([*command, "--resume"]) == 0, capsys.readouterr().err
+    rows = _rows(tmp_path / "out")
+    assert [(row["words"], row["distilabel_metadata"]["raw_input_shout_0"]) for row in rows] == [
+        ("a fox", "A FOX"),
+        ("a cat", "A CAT"),
+    ]
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert report["task"]["type_info"] == {"module": "shout_tasks_c22", "name": "Shout"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--task", "needs_c22:Task"],
+            "--task: cannot import needs_c22: ",
+        ),
+        (["--task", "shout_tasks_c22"], "--task: expected MODULE:CLASS, got 'shout_tasks_c22'"),
+        (["--task", "no_such_module_c22:Task"], "--task: no module named 'no_such_module_c22'"),
+        (
+            ["--task", "shout_tasks_c22:Nope"],
+            "--task: shout_tasks_c22:Nope is not an ImageTask subclass",
+        ),
+        (
+            ["--task", "shout_tasks_c22:NotATask"],
+            "--task: shout_tasks_c22:NotATask is not an ImageTask subclass",
+        ),
+        (
+            ["--task", "shout_tasks_c22:Shout", "--template", "{a}"],
+            "--task and --template: choose one",
+        ),
+        (
+            ["--task", "shout_tasks_c22:Shout", "--column", "=words"],
+            "--column: expected <input>=<column>, got '=words'",
+        ),
+        (
+            ["--task", "shout_tasks_c22:Shout", "--column", "prompt=words"],
+            "Shout: bad field `input_mappings`: 'prompt' is not one of the task's inputs ['text']",
+        ),
+    ],
+)
+def test_a_bad_task_spec_is_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "shout_tasks_c22.py").write_text(_SHOUT)
+    (tmp_path / "needs_c22.py").write_text("import no_such_dependency_c22\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "shout_tasks_c22", raising=False)
+    (tmp_path / "in.csv").write_text("words\na fox\n")
+    assert main(["generate", "in.csv", "-o", "out", "--quiet", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"imagetask: error: {message}") and err.count("\n") == 1, err
+    if message.endswith(": "):  # the rest is Python's own wording; it names the module
+        assert "no_such_dependency_c22" in err

@@ -4,6 +4,7 @@ browse a run (`gallery`), or measure what building its rows costs (`bench`)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import json
 import logging
@@ -33,6 +34,7 @@ from imagetask.models.placeholder import parse_size
 from imagetask.prompt_template import TemplateGeneration, template_fields
 from imagetask.readers import FORMATS, Reader
 from imagetask.runner import run
+from imagetask.task import ImageTask
 
 __all__ = ["main", "run_main"]
 
@@ -171,7 +173,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="prompt=COL",
-        help="read the prompt from column COL of the input",
+        help="read the prompt from column COL of the input (with --task: INPUT=COL, any input)",
+    )
+    generate.add_argument(
+        "--task",
+        metavar="MODULE:CLASS",
+        help="your own task: an ImageTask subclass imported from MODULE (found from the "
+        "current folder too); it gets the model and the options below as fields",
     )
     generate.add_argument(
         "--template",
@@ -419,19 +427,48 @@ def _model(args: argparse.Namespace) -> ImageGenerationModel:
     )
 
 
-def _mappings(columns: Sequence[str]) -> dict[str, str]:
+def _mappings(columns: Sequence[str], any_input: bool = False) -> dict[str, str]:
+    """The `--column INPUT=COL` pairs: `prompt=COL`, or any input of a `--task`."""
     mappings = {}
     for column in columns:
         name, sep, source = column.partition("=")
-        if not sep or not source or name != "prompt":
-            raise UsageError(f"--column: expected prompt=<column>, got {column!r}")
+        if not sep or not source or not name or (name != "prompt" and not any_input):
+            expected = "<input>" if any_input else "prompt"
+            raise UsageError(f"--column: expected {expected}=<column>, got {column!r}")
         mappings[name] = source
     return mappings
 
 
-def _task(args: argparse.Namespace, **fields: Any) -> ImageGeneration:
-    """The task of `generate`: `ImageGeneration`, or `TemplateGeneration` with
-    `--template`."""
+def _task_class(spec: str) -> type[ImageTask]:
+    """The class `--task MODULE:CLASS` names, imported with the current folder on the path."""
+    module_name, sep, name = spec.partition(":")
+    if not (sep and module_name and name):
+        raise UsageError(f"--task: expected MODULE:CLASS, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and f"{module_name}.".startswith(f"{missing}."):
+            raise UsageError(f"--task: no module named {missing!r}") from None
+        raise UsageError(f"--task: cannot import {module_name}: {exc}") from None
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ImageTask)):
+        raise UsageError(f"--task: {spec} is not an ImageTask subclass")
+    return cls
+
+
+def _task(args: argparse.Namespace, **fields: Any) -> ImageTask:
+    """The task of `generate`: `ImageGeneration`, `TemplateGeneration` with `--template`,
+    or the user's class with `--task`."""
+    if args.task is not None:
+        if args.template is not None:
+            raise UsageError("--task and --template: choose one")
+        cls = _task_class(args.task)
+        if "save_artifacts" not in cls.__fields__ and fields.pop("save_artifacts"):
+            raise UsageError(f"--save-artifacts: {args.task} has no `save_artifacts` field")
+        return cls(**fields, input_mappings=_mappings(args.column, any_input=True))
     if args.template is None:
         return ImageGeneration(**fields, input_mappings=_mappings(args.column))
     if args.column:

@@ -4,8 +4,13 @@ browse a run (`gallery`), or measure what building its rows costs (`bench`)."""
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.metadata
+import json
 import logging
 import math
+import os
+import re
 import shlex
 import sys
 import webbrowser
@@ -26,24 +31,29 @@ from imagetask.models import (
     PlaceholderImageGeneration,
 )
 from imagetask.models.placeholder import parse_size
+from imagetask.prompt_template import TemplateGeneration, template_fields
 from imagetask.readers import FORMATS, Reader
 from imagetask.runner import run
+from imagetask.task import ImageTask
 
 __all__ = ["main", "run_main"]
 
 _BATCH_API_ROWS = 500
 _BATCH_API_JOBS = 4
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _EPILOG = """\
 model specs:
   placeholder        built-in placeholder pictures (no network, no GPU); the default
   openai:<model>     OpenAI Images API (gpt-image-1, dall-e-3, ...); key from
-                     OPENAI_API_KEY; --base-url for an OpenAI-compatible server
+                     OPENAI_API_KEY (or --api-key-env NAME); --base-url for an
+                     OpenAI-compatible server
   openai-batch:<model>
                      the same through OpenAI's Batch API: half the price, answers
                      within 24 h; each batch of rows is one job, recorded in
                      OUTDIR/batch-jobs/ so that --resume re-attaches to it
-  hf:<model id>      Hugging Face text-to-image inference; token from HF_TOKEN
+  hf:<model id>      Hugging Face text-to-image inference; token from HF_TOKEN (or
+                     --api-key-env NAME)
   hf:<https://url>   a dedicated Inference Endpoint at that URL
 
 output (in OUTDIR):
@@ -62,6 +72,8 @@ examples:
   imagetask generate examples/prompts.txt -o out
   imagetask generate prompts.csv -o out --column prompt=caption --num-generations 4
   imagetask generate prompts.jsonl -o out --model openai:gpt-image-1 --size 1024x1024
+  imagetask generate prompts.jsonl -o out --model openai:gpt-image-1 --param quality=high
+  imagetask generate prompts.jsonl -o out --template "a photo of {subject} in {style}"
   imagetask generate prompts.jsonl -o out --model openai-batch:gpt-image-1
 """
 
@@ -70,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagetask",
         description="Turn rows of data into image datasets.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"imagetask {importlib.metadata.version('imagetask')}",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     generate = commands.add_parser(
@@ -156,7 +173,19 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="prompt=COL",
-        help="read the prompt from column COL of the input",
+        help="read the prompt from column COL of the input (with --task: INPUT=COL, any input)",
+    )
+    generate.add_argument(
+        "--task",
+        metavar="MODULE:CLASS",
+        help="your own task: an ImageTask subclass imported from MODULE (found from the "
+        "current folder too); it gets the model and the options below as fields",
+    )
+    generate.add_argument(
+        "--template",
+        metavar="TEXT",
+        help='build each prompt from several columns: "a photo of {subject} in {style}" '
+        "fills {subject} and {style} from the columns of those names",
     )
     generate.add_argument(
         "--size",
@@ -170,7 +199,39 @@ def _parser() -> argparse.ArgumentParser:
         help="placeholder: the seed its pictures derive from (default 0); hf: the seed of "
         "each prompt's first image, k added for image k (default: random)",
     )
+    generate.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generation kwarg sent to the model (repeatable): quality=high, "
+        "num_inference_steps=30, ...; VALUE is read as JSON where it parses, else as text",
+    )
     generate.add_argument("--base-url", metavar="URL", help="the server of openai:<model>")
+    generate.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="read the API key of an HTTP model from the environment variable NAME "
+        "(default: OPENAI_API_KEY for openai, HF_TOKEN for hf)",
+    )
+    generate.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="HTTP models: the longest wait for one request (default: 120)",
+    )
+    generate.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="HTTP models: times a failed request is sent again (default: 4)",
+    )
+    generate.add_argument(
+        "--images-per-request",
+        type=int,
+        metavar="N",
+        help="openai: the most images asked in one request (default: 1 for dall-e-3, else 10)",
+    )
     generate.add_argument(
         "--max-concurrency",
         type=int,
@@ -229,9 +290,70 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _batch_api_model(args: argparse.Namespace, name: str, size: str | None) -> ImageGenerationModel:
+def _params(pairs: Sequence[str]) -> dict[str, Any]:
+    """The `--param KEY=VALUE` pairs as generation kwargs, each VALUE read as JSON where it
+    parses (`30`, `true`, `[1, 2]`) and as text otherwise."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param: expected KEY=VALUE, got {pair!r}")
+        if key in params:
+            raise UsageError(f"--param: {key!r} is given twice")
+        try:
+            params[key] = json.loads(text)
+        except ValueError:
+            params[key] = text
+    return params
+
+
+def _generation_kwargs(sized: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs `--size` sets (`sized`) and the `--param`s, which may not set them again."""
+    for key in params:
+        if key in sized:
+            raise UsageError(f"--param {key}: --size sets it already; give one of them")
+    return {**sized, **params}
+
+
+def _http_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields every HTTP model takes from the command line."""
+    fields: dict[str, Any] = {"max_concurrency": args.max_concurrency}
+    if args.timeout is not None:
+        if not math.isfinite(args.timeout) or args.timeout <= 0:
+            raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        fields["timeout"] = args.timeout
+    if args.max_retries is not None:
+        if args.max_retries < 0:
+            raise UsageError(f"--max-retries must be at least 0, got {args.max_retries}")
+        fields["max_retries"] = args.max_retries
+    if args.api_key_env is not None:
+        name = args.api_key_env
+        if not _ENV_NAME.fullmatch(name):
+            # Not echoed: it may be the key itself given by mistake.
+            raise UsageError("--api-key-env: expected the name of an environment variable")
+        key = os.environ.get(name)
+        if not key:
+            raise UsageError(f"--api-key-env: the environment variable {name} is not set")
+        fields["api_key"] = key
+    return fields
+
+
+def _openai_fields(args: argparse.Namespace, name: str, sized: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `OpenAIImageGeneration` (and of its Batch API subclass)."""
     if args.seed is not None:
         raise UsageError("--seed: the OpenAI Images API takes no seed")
+    fields = _http_fields(args)
+    if args.images_per_request is not None:
+        if args.images_per_request < 1:
+            raise UsageError(
+                f"--images-per-request must be at least 1, got {args.images_per_request}"
+            )
+        fields["images_per_request"] = args.images_per_request
+    kwargs = _generation_kwargs(sized, _params(args.param))
+    return {**fields, "model": name, "base_url": args.base_url, "generation_kwargs": kwargs}
+
+
+def _batch_api_model(args: argparse.Namespace, fields: dict[str, Any]) -> ImageGenerationModel:
     if not args.quiet:
         logging.getLogger(OpenAIBatchImageGeneration.__module__).setLevel(logging.INFO)
     poll = 300.0 if args.poll_every is None else args.poll_every
@@ -241,15 +363,29 @@ def _batch_api_model(args: argparse.Namespace, name: str, size: str | None) -> I
     if resubmit < 0:
         raise UsageError(f"--resubmit-expired must be at least 0, got {resubmit}")
     return OpenAIBatchImageGeneration(
-        model=name,
-        base_url=args.base_url,
-        max_concurrency=args.max_concurrency,
-        generation_kwargs={"size": size} if size else {},
+        **fields,
         output_dir=str(Path(args.output).resolve()),
         poll_interval=min(5.0, poll),
         max_poll_interval=poll,
         resubmit_expired=resubmit,
     )
+
+
+def _placeholder_model(args: argparse.Namespace) -> ImageGenerationModel:
+    if args.base_url is not None:
+        raise UsageError("--base-url is for openai:<model>")
+    for flag in ("timeout", "max_retries", "api_key_env", "images_per_request"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')}: the placeholder model sends no requests")
+    if args.param:
+        raise UsageError(
+            f"--param {args.param[0].partition('=')[0]}: the placeholder model takes no "
+            "generation kwargs (its size and seed are --size and --seed)"
+        )
+    fields: dict[str, Any] = {"size": args.size or "256x256"}
+    if args.seed is not None:
+        fields["seed"] = args.seed
+    return PlaceholderImageGeneration(**fields)
 
 
 def _model(args: argparse.Namespace) -> ImageGenerationModel:
@@ -258,39 +394,32 @@ def _model(args: argparse.Namespace) -> ImageGenerationModel:
         if kind != "openai-batch" and getattr(args, flag) is not None:
             raise UsageError(f"--{flag.replace('_', '-')} is for openai-batch:<model>")
     size = args.size
+    width = height = 0
     if size is not None:
         try:
             width, height = parse_size(size)
         except ValueError as exc:
             raise UsageError(f"--size: {exc}") from None
     if kind == "placeholder" and not name:
-        if args.base_url is not None:
-            raise UsageError("--base-url is for openai:<model>")
-        fields: dict[str, Any] = {"size": size or "256x256"}
-        if args.seed is not None:
-            fields["seed"] = args.seed
-        return PlaceholderImageGeneration(**fields)
-    if kind == "openai" and name:
-        if args.seed is not None:
-            raise UsageError("--seed: the OpenAI Images API takes no seed")
-        return OpenAIImageGeneration(
-            model=name,
-            base_url=args.base_url,
-            max_concurrency=args.max_concurrency,
-            generation_kwargs={"size": size} if size else {},
-        )
-    if kind == "openai-batch" and name:
-        return _batch_api_model(args, name, size)
+        return _placeholder_model(args)
+    if kind in ("openai", "openai-batch") and name:
+        fields = _openai_fields(args, name, {"size": size} if size else {})
+        if kind == "openai-batch":
+            return _batch_api_model(args, fields)
+        return OpenAIImageGeneration(**fields)
     if kind == "hf" and name:
         if args.base_url is not None:
             raise UsageError("--base-url is for openai:<model>; give hf:<endpoint URL> instead")
+        if args.images_per_request is not None:
+            raise UsageError("--images-per-request is for openai:<model>")
         url = name.startswith(("http://", "https://"))
+        sized = {"width": width, "height": height} if size else {}
         return InferenceEndpointsImageGeneration(
+            **_http_fields(args),
             model_id=None if url else name,
             base_url=name if url else None,
             seed=args.seed,
-            max_concurrency=args.max_concurrency,
-            generation_kwargs={"width": width, "height": height} if size else {},
+            generation_kwargs=_generation_kwargs(sized, _params(args.param)),
         )
     raise UsageError(
         f"--model: unknown model spec {args.model!r} (expected placeholder, openai:<model>, "
@@ -298,14 +427,57 @@ def _model(args: argparse.Namespace) -> ImageGenerationModel:
     )
 
 
-def _mappings(columns: Sequence[str]) -> dict[str, str]:
+def _mappings(columns: Sequence[str], any_input: bool = False) -> dict[str, str]:
+    """The `--column INPUT=COL` pairs: `prompt=COL`, or any input of a `--task`."""
     mappings = {}
     for column in columns:
         name, sep, source = column.partition("=")
-        if not sep or not source or name != "prompt":
-            raise UsageError(f"--column: expected prompt=<column>, got {column!r}")
+        if not sep or not source or not name or (name != "prompt" and not any_input):
+            expected = "<input>" if any_input else "prompt"
+            raise UsageError(f"--column: expected {expected}=<column>, got {column!r}")
         mappings[name] = source
     return mappings
+
+
+def _task_class(spec: str) -> type[ImageTask]:
+    """The class `--task MODULE:CLASS` names, imported with the current folder on the path."""
+    module_name, sep, name = spec.partition(":")
+    if not (sep and module_name and name):
+        raise UsageError(f"--task: expected MODULE:CLASS, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and f"{module_name}.".startswith(f"{missing}."):
+            raise UsageError(f"--task: no module named {missing!r}") from None
+        raise UsageError(f"--task: cannot import {module_name}: {exc}") from None
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ImageTask)):
+        raise UsageError(f"--task: {spec} is not an ImageTask subclass")
+    return cls
+
+
+def _task(args: argparse.Namespace, **fields: Any) -> ImageTask:
+    """The task of `generate`: `ImageGeneration`, `TemplateGeneration` with `--template`,
+    or the user's class with `--task`."""
+    if args.task is not None:
+        if args.template is not None:
+            raise UsageError("--task and --template: choose one")
+        cls = _task_class(args.task)
+        if "save_artifacts" not in cls.__fields__ and fields.pop("save_artifacts"):
+            raise UsageError(f"--save-artifacts: {args.task} has no `save_artifacts` field")
+        return cls(**fields, input_mappings=_mappings(args.column, any_input=True))
+    if args.template is None:
+        return ImageGeneration(**fields, input_mappings=_mappings(args.column))
+    if args.column:
+        raise UsageError("--column and --template: the template names its columns itself")
+    try:
+        template_fields(args.template)
+    except ValueError as exc:
+        raise UsageError(f"--template: {exc}") from None
+    return TemplateGeneration(**fields, template=args.template)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -343,11 +515,11 @@ def _generate(args: argparse.Namespace) -> int:
     if args.overwrite and args.resume:
         raise UsageError("--overwrite starts afresh, --resume goes on: choose one")
     reader = Reader(args.input)
-    task = ImageGeneration(
+    task = _task(
+        args,
         image_generation_model=_model(args),
         num_generations=args.num_generations,
         input_batch_size=args.batch_size,
-        input_mappings=_mappings(args.column),
         save_artifacts=args.save_artifacts,
         images_as_bytes=args.format == "parquet",
     )

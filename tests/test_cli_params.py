@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import Fault, image_server
+from servers import Fault, ImageServer, image_server
 
 from imagetask.cli import main
 
@@ -20,6 +20,22 @@ def _prompts(tmp_path: Path, *prompts: str) -> str:
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     return str(source)
+
+
+def _openai(source: str, out: Path, server: ImageServer, *extra: str) -> list[str]:
+    """`imagetask generate` of `source` into `out` with OpenAI's model on `server`."""
+    return [
+        "generate",
+        source,
+        "-o",
+        str(out),
+        "--quiet",
+        "--model",
+        "openai:gpt-image-1",
+        "--base-url",
+        f"{server.url}/v1",
+        *extra,
+    ]
 
 
 def _rows(out: Path) -> list[dict[str, object]]:
@@ -40,16 +56,10 @@ def test_params_are_sent_typed_as_json_to_openai(
     out = tmp_path / "out"
     with image_server(key=KEY) as server:
         status = main(
-            [
-                "generate",
+            _openai(
                 _prompts(tmp_path, "a cat"),
-                "-o",
-                str(out),
-                "--quiet",
-                "--model",
-                "openai:gpt-image-1",
-                "--base-url",
-                f"{server.url}/v1",
+                out,
+                server,
                 "--size",
                 "4x4",
                 "--param",
@@ -58,7 +68,7 @@ def test_params_are_sent_typed_as_json_to_openai(
                 "background=transparent",
                 "--param",
                 "seed=30",
-            ]
+            )
         )
         requests = server.served.requests
     assert status == 0, capsys.readouterr().err
@@ -123,21 +133,15 @@ def test_images_per_request_splits_the_generations(
     out = tmp_path / "out"
     with image_server() as server:
         status = main(
-            [
-                "generate",
+            _openai(
                 _prompts(tmp_path, "a cat"),
-                "-o",
-                str(out),
-                "--quiet",
-                "--model",
-                "openai:gpt-image-1",
-                "--base-url",
-                f"{server.url}/v1",
+                out,
+                server,
                 "--num-generations",
                 "3",
                 "--images-per-request",
                 "2",
-            ]
+            )
         )
         requests = server.served.requests
     assert status == 0, capsys.readouterr().err
@@ -155,21 +159,9 @@ def test_max_retries_and_timeout_reach_the_model(
     with image_server() as server:
         server.faults["a cat"] = [Fault(status=500), Fault(status=500), Fault(status=500)]
         status = main(
-            [
-                "generate",
-                _prompts(tmp_path, "a cat"),
-                "-o",
-                str(out),
-                "--quiet",
-                "--model",
-                "openai:gpt-image-1",
-                "--base-url",
-                f"{server.url}/v1",
-                "--max-retries",
-                "1",
-                "--timeout",
-                "7.5",
-            ]
+            _openai(
+                _prompts(tmp_path, "a cat"), out, server, "--max-retries", "1", "--timeout", "7.5"
+            )
         )
         requests = len(server.served.requests)
     assert status == 1

@@ -193,6 +193,14 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "openai:<model>",
         "hf:<model id>",
         "checkpoint.json",
+        "--param KEY=VALUE",
+        "--template TEXT",
+        "--timeout SECONDS",
+        "--max-retries N",
+        "--images-per-request N",
+        "--api-key-env NAME",
+        "--task MODULE:CLASS",
+        '--template "a photo of {subject} in {style}"',
     ):
         assert option in text, option
     with pytest.raises(SystemExit):

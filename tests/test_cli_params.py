@@ -408,24 +408,6 @@ def test_column_and_template_are_refused_together(
     )
 
 
-def test_help_lists_the_new_options(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        main(["generate", "--help"])
-    assert caught.value.code == 0
-    text = capsys.readouterr().out
-    for option in (
-        "--param KEY=VALUE",
-        "--template TEXT",
-        "--timeout SECONDS",
-        "--max-retries N",
-        "--images-per-request N",
-        "--api-key-env NAME",
-        "--task MODULE:CLASS",
-        '--template "a photo of {subject} in {style}"',
-    ):
-        assert option in text, option
-
-
 _SHOUT = '''
 from imagetask.generation import ImageGeneration
 

@@ -11,7 +11,7 @@ import msgspec
 
 from imagetask import Secret, Url
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.models.base import Answer
+from imagetask.models._base import Answer
 
 
 def log_lines(log: Path) -> list[list[str]]:

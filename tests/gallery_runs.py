@@ -7,7 +7,7 @@ from typing import Any
 
 from imagetask import ImageGeneration, RunSummary
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.models.base import Answer
+from imagetask.models._base import Answer
 
 PROMPTS = [
     line

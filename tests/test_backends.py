@@ -28,7 +28,7 @@ from imagetask.models import (
     OpenAIImageGeneration,
     PlaceholderImageGeneration,
 )
-from imagetask.models.requests import refused
+from imagetask.models._requests import refused
 
 KEY = "sk-test-very-secret-0123456789"
 META = "distilabel_metadata"

@@ -24,11 +24,11 @@ from batch_server import BLOCKED, DROPPED, BatchServer, Plan, batch_server
 from PIL import Image
 
 from imagetask import ImageGeneration
-from imagetask.checkpoint import CHECKPOINT, VERSION, Checkpoint, write_checkpoint
 from imagetask.cli import main
 from imagetask.errors import RunError
+from imagetask.io._checkpoint import CHECKPOINT, VERSION, Checkpoint, write_checkpoint
 from imagetask.models import OpenAIBatchImageGeneration
-from imagetask.models.batch_journal import JOURNAL, Journal
+from imagetask.models.openai_batch._journal import JOURNAL, Journal
 
 KEY = "sk-test-batch-secret-0123456789"
 META = "distilabel_metadata"

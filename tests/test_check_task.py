@@ -16,7 +16,7 @@ import pytest
 from hypothesis import strategies as st
 
 from imagetask import ImageGeneration, ImageTask
-from imagetask.batch import Failure
+from imagetask.build._batch import Failure
 from imagetask.testing import INVARIANTS, ScriptedModel, check_task
 
 Row = dict[str, Any]

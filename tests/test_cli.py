@@ -21,8 +21,8 @@ from test_crash import rows_done
 
 from imagetask.cli import main
 from imagetask.errors import ReadError
-from imagetask.progress import Progress
-from imagetask.readers import Reader
+from imagetask.io._readers import Reader
+from imagetask.run._progress import Progress
 
 PROMPTS = Path(__file__).parent.parent / "examples" / "prompts.txt"
 
@@ -399,7 +399,7 @@ HOLD_LOCK = """\
 import sys
 from pathlib import Path
 
-from imagetask.lock import FolderLock
+from imagetask.run._lock import FolderLock
 
 lock = FolderLock(Path(sys.argv[1]))
 print("held", flush=True)

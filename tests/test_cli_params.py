@@ -409,7 +409,7 @@ def test_column_and_template_are_refused_together(
 
 
 _SHOUT = '''
-from imagetask.generation import ImageGeneration
+from imagetask.task._generation import ImageGeneration
 
 
 class Shout(ImageGeneration):

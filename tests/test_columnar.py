@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from test_rows_property import entries
 
 from imagetask import ImageGeneration, InputRowError
-from imagetask.batch import Failure
-from imagetask.columnar import dict_rows
+from imagetask.build._batch import Failure
+from imagetask.build._columnar import dict_rows
 from imagetask.models import PlaceholderImageGeneration
 
 META = "distilabel_metadata"

@@ -162,7 +162,7 @@ def test_dump_round_trips_through_json_without_secrets() -> None:
     text = msgspec.json.encode(data).decode()
     assert "sk-very-secret" not in text and "sk-very-secret" not in repr(task)
     assert "llm" not in data
-    assert data["type_info"] == {"module": "imagetask.generation", "name": "ImageGeneration"}
+    assert data["type_info"] == {"module": "imagetask.task", "name": "ImageGeneration"}
     loaded = ImageGeneration.from_dict(msgspec.json.decode(text))
     assert loaded.dump() == data
     assert isinstance(loaded.image_generation_model, KeyedModel)

@@ -21,10 +21,10 @@ from engine_models import SCRIPT_CLASSES, EndpointModel, LoggedModel, log_lines
 from servers import Fault, image_server, wait_until
 
 from imagetask import ImageGeneration
-from imagetask.identity import KEY_FILE
 from imagetask.integrations.datasets import fingerprint, generate
+from imagetask.io._identity import KEY_FILE
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.models.openai_images import OpenAIImageGeneration
+from imagetask.models._openai_images import OpenAIImageGeneration
 
 NAME = "image_generation_0"
 META = "distilabel_metadata"

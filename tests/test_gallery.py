@@ -31,10 +31,10 @@ from PIL import Image
 from imagetask import ImageGeneration, RunInterrupted
 from imagetask.cli import main
 from imagetask.errors import ReadError
-from imagetask.gallery import Entry, Generation, build_gallery, compare_entries, view_run
+from imagetask.gallery._page import Entry, Generation, build_gallery, compare_entries, view_run
+from imagetask.gallery._thumbnails import Thumbnails
+from imagetask.io._run_folder import ImagePayload, image_payload, open_run
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.run_folder import ImagePayload, image_payload, open_run
-from imagetask.thumbnails import Thumbnails
 
 ARTIFACTS = "../artifacts/image_generation_0/images/"
 

@@ -14,7 +14,7 @@ from browser import Node, dump_dom, screenshot, static_server
 from gallery_runs import CAT, CAT_ERROR, MOON, MOON_ERRORS, PROMPTS, make_run
 from PIL import Image
 
-from imagetask.gallery import build_gallery
+from imagetask.gallery._page import build_gallery
 
 TALL = "1280,6000"
 """A window tall enough that every image of a page is in view (lazy images load)."""

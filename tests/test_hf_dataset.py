@@ -14,9 +14,10 @@ import pytest
 from outputs import recorded_table
 from PIL import Image
 
-from imagetask import ImageGeneration, ImageGenerationModel, _core, hf_dataset
+from imagetask import ImageGeneration, ImageGenerationModel, _core
 from imagetask.errors import SinkError
-from imagetask.hf_dataset import ROW_GROUP_BYTES, features
+from imagetask.io import _parquet as hf_dataset
+from imagetask.io._parquet import ROW_GROUP_BYTES, features
 
 GENERATIONS = 2
 
@@ -99,7 +100,7 @@ def test_load_dataset_gives_image_features_that_decode_to_the_generated_pictures
         decoded = row["image"]
         assert (decoded.mode, decoded.size, decoded.tobytes()) == pixels(want["image"])
         assert (out / row["image_path"]).read_bytes() == want["image"]
-        # The raw output is JSON text in the columnar layout (imagetask.columnar).
+        # The raw output is JSON text in the columnar layout (imagetask.build._columnar).
         assert (
             json.loads(metadata["raw_output_image_generation_0"])
             == want["distilabel_metadata"]["raw_output_image_generation_0"]

@@ -12,8 +12,8 @@ from engine_models import EndpointModel, log_lines
 
 from imagetask import ImageGeneration
 from imagetask.errors import RunError
-from imagetask.identity import KEY_FILE, UrlDigests, folder_key, output_identity
-from imagetask.models.openai_images import OpenAIImageGeneration
+from imagetask.io._identity import KEY_FILE, UrlDigests, folder_key, output_identity
+from imagetask.models._openai_images import OpenAIImageGeneration
 
 BASE = "https://images.example/v1"
 

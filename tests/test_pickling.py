@@ -16,7 +16,7 @@ from servers import image_server
 
 from imagetask import ImageGeneration
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.models.openai_images import OpenAIImageGeneration
+from imagetask.models._openai_images import OpenAIImageGeneration
 
 KEY = "sk-test-pickled-secret-0123456789"
 

@@ -26,7 +26,7 @@ from servers import image_server
 from imagetask import ImageGeneration
 from imagetask.integrations.ray import generate
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.models.openai_images import OpenAIImageGeneration
+from imagetask.models._openai_images import OpenAIImageGeneration
 
 META = "distilabel_metadata"
 PROMPTS = [f"a picture number {i}" for i in range(24)]

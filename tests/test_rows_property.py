@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from reference_rows import problem, reference_rows
 
 from imagetask import ImageGeneration, InputRowError
-from imagetask.batch import BatchOutput
+from imagetask.build._batch import BatchOutput
 from imagetask.testing import ScriptedModel
 from imagetask.testing import strategies as kit
 

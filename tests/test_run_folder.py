@@ -15,9 +15,9 @@ import pytest
 from imagetask import ImageGeneration, ReadError
 from imagetask.cli import main
 from imagetask.errors import ImageTaskError, RunError, RunInterrupted
-from imagetask.gallery import build_gallery
+from imagetask.gallery._page import build_gallery
+from imagetask.io._run_folder import RunFolder, RunRecord, StagedStream, open_run
 from imagetask.models import PlaceholderImageGeneration, openai_batch
-from imagetask.run_folder import RunFolder, RunRecord, StagedStream, open_run
 from imagetask.testing import ReplayModel
 
 PROMPTS = [{"prompt": f"p{i}"} for i in range(50)]
@@ -142,8 +142,8 @@ def test_the_batch_api_imports_nothing_from_the_runner() -> None:
     imported = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert "imagetask.runner" not in imported
-    assert "imagetask.run_folder" in imported
+    assert "imagetask.run._runner" not in imported
+    assert "imagetask.io._run_folder" in imported
 
 
 # A hostile folder: the same one error whoever reads it.

@@ -25,8 +25,8 @@ from test_crash import rows_done
 
 from imagetask.cli import main
 from imagetask.errors import ConfigError, RunStopped
-from imagetask.progress import Progress
-from imagetask.readers import Reader
+from imagetask.io._readers import Reader
+from imagetask.run._progress import Progress
 
 
 @pytest.fixture(autouse=True)
@@ -364,7 +364,7 @@ def test_ctrl_c_before_the_first_batch_prints_the_command_that_goes_on(
         raise KeyboardInterrupt  # as a Ctrl-C while a resume reads the rows it had done
 
     with monkeypatch.context() as patch:
-        patch.setattr("imagetask.runner._skip_done", interrupted)
+        patch.setattr("imagetask.run._runner._skip_done", interrupted)
         assert main([*base, *flags]) == 130
     command = shlex.join(["imagetask", *base, *again])
     assert capsys.readouterr().err == f"imagetask: interrupted; to continue: {command}\n"

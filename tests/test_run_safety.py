@@ -18,8 +18,8 @@ from outputs import recorded_table
 
 from imagetask import ImageGeneration
 from imagetask.errors import ConfigError, RunError, RunInterrupted, SinkError
-from imagetask.lock import FolderLock
 from imagetask.models import PlaceholderImageGeneration
+from imagetask.run._lock import FolderLock
 
 
 def make_task(**fields: Any) -> ImageGeneration:
@@ -388,7 +388,7 @@ def test_an_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
 def test_a_ctrl_c_right_after_a_batch_is_written_leaves_only_recorded_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imagetask.sinks import JsonlSink
+    from imagetask.io._jsonl import JsonlSink
 
     write = JsonlSink.write
     calls = []
@@ -419,7 +419,7 @@ def test_a_ctrl_c_right_after_a_batch_is_written_leaves_only_recorded_rows(
 def test_a_ctrl_c_right_after_a_parquet_shard_is_finished_resumes_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imagetask.hf_dataset import ParquetSink
+    from imagetask.io._parquet import ParquetSink
 
     write_table = ParquetSink.write_table
 
@@ -446,7 +446,7 @@ def test_a_ctrl_c_right_after_a_parquet_shard_is_finished_resumes_whole(
 def test_a_failure_while_the_dataset_card_is_written_resumes_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imagetask import hf_dataset
+    from imagetask.io import _parquet as hf_dataset
 
     def full_disk(path: Path, data: bytes) -> None:
         raise OSError(28, "No space left on device")

@@ -14,8 +14,8 @@ from outputs import image_bytes, recorded_table
 
 from imagetask import ImageGeneration
 from imagetask.errors import ReadError, RunError, RunInterrupted
+from imagetask.io._readers import Reader
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.readers import Reader
 
 
 def make_task(**fields: Any) -> ImageGeneration:

@@ -9,10 +9,10 @@ import pytest
 from conftest import BatchScriptedModel
 
 from imagetask import ImageGeneration
-from imagetask.converter import RowConverter
+from imagetask.build._converter import RowConverter
+from imagetask.build._schema import OutputSchema, image_type
 from imagetask.errors import ReadError
 from imagetask.models import PlaceholderImageGeneration
-from imagetask.schema import OutputSchema, image_type
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 

@@ -21,7 +21,7 @@ def run_without_hypothesis(code: str) -> subprocess.CompletedProcess[str]:
 def test_import_imagetask_and_the_scripted_backends_need_no_hypothesis() -> None:
     done = run_without_hypothesis(
         """
-        import imagetask, imagetask.bench, imagetask.cli
+        import imagetask, imagetask._bench, imagetask.cli
         from imagetask.testing import ScriptedModel
         task = imagetask.ImageGeneration(image_generation_model=ScriptedModel())
         print(len(task.process_batch([{"prompt": "a"}])))

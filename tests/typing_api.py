@@ -9,8 +9,8 @@ from hypothesis.strategies import SearchStrategy
 
 from imagetask import ImageGeneration, Reader, RunSummary
 from imagetask._core import placeholder_images
-from imagetask.batch import Batch, BatchOutput, Failure
-from imagetask.columnar import ArrowBatch, ArrowOutput
+from imagetask.build._batch import Batch, BatchOutput, Failure
+from imagetask.build._columnar import ArrowBatch, ArrowOutput
 from imagetask.models import (
     Answer,
     InferenceEndpointsImageGeneration,

@@ -20,15 +20,14 @@ from imagetask.errors import (
     RunStopped,
     SinkError,
 )
-from imagetask.generation import ImageGeneration
+from imagetask.io import Reader
 from imagetask.models import (
     AsyncImageGenerationModel,
     ImageGenerationModel,
     ImageModel,
 )
 from imagetask.outcome import RunSummary
-from imagetask.readers import Reader
-from imagetask.task import ImageTask
+from imagetask.task import ImageGeneration, ImageTask
 
 __all__ = [
     "AsyncImageGenerationModel",

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imagetask import bench
+from imagetask import _bench as bench
 from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
-from imagetask.gallery import build_gallery
-from imagetask.generation import ImageGeneration
-from imagetask.hf_dataset import SHARD_BYTES
+from imagetask.gallery._page import build_gallery
+from imagetask.io._parquet import SHARD_BYTES
+from imagetask.io._readers import FORMATS, Reader
 from imagetask.models import (
     ImageGenerationModel,
     InferenceEndpointsImageGeneration,
@@ -30,11 +30,11 @@ from imagetask.models import (
     OpenAIImageGeneration,
     PlaceholderImageGeneration,
 )
-from imagetask.models.placeholder import parse_size
-from imagetask.prompt_template import TemplateGeneration, template_fields
-from imagetask.readers import FORMATS, Reader
-from imagetask.runner import run
-from imagetask.task import ImageTask
+from imagetask.models._placeholder import parse_size
+from imagetask.run._runner import run
+from imagetask.task._generation import ImageGeneration
+from imagetask.task._task import ImageTask
+from imagetask.task._template import TemplateGeneration, template_fields
 
 __all__ = ["main", "run_main"]
 

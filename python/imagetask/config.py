@@ -27,7 +27,16 @@ if typing.TYPE_CHECKING:
 else:
     from typing import dataclass_transform
 
-__all__ = ["Configurable", "RuntimeParameter", "Secret", "Url", "load_object", "redact_url"]
+__all__ = [
+    "Configurable",
+    "RuntimeParameter",
+    "Secret",
+    "Url",
+    "canonical_type_info",
+    "load_object",
+    "publish",
+    "redact_url",
+]
 
 T = TypeVar("T")
 
@@ -80,6 +89,17 @@ def redact_url(url: str) -> str:
 
 _REGISTRY: dict[str, type[Configurable]] = {}
 """Every `Configurable` class defined in this process, by `module.qualname`."""
+_MOVED = {
+    "imagetask.generation": "imagetask.task",
+    "imagetask.prompt_template": "imagetask.task",
+    "imagetask.models.base": "imagetask.models",
+    "imagetask.models.placeholder": "imagetask.models",
+    "imagetask.models.openai_images": "imagetask.models",
+    "imagetask.models.hf_inference": "imagetask.models",
+    "imagetask.models.openai_batch": "imagetask.models",
+}
+"""The modules imagetask's classes were named by in dumps written before they moved, and
+the module that names them now: those dumps load, and a run they describe resumes."""
 _MASK = "**********"
 _PATH = re.compile(r"at `\$\.([^`.\[]+)")
 _AT = re.compile(r" - at `[^`]*`")
@@ -326,6 +346,28 @@ class Configurable:
         return f"{type(self).__name__}({shown})"
 
 
+def publish(module: str, *classes: type[Configurable]) -> None:
+    """Names `classes` by `module`, the public module that exports them, in their dumps'
+    `type_info`, their reprs and their pickles, wherever in the package they are defined."""
+    for cls in classes:
+        cls.__module__ = module
+        _REGISTRY[f"{module}.{cls.__qualname__}"] = cls
+
+
+def canonical_type_info(dump: Any) -> Any:
+    """`dump` (a `dump()` or part of one) with every `type_info` naming imagetask's classes
+    by the module that names them now."""
+    if isinstance(dump, list):
+        return [canonical_type_info(value) for value in dump]
+    if not isinstance(dump, dict):
+        return dump
+    canonical = {name: canonical_type_info(value) for name, value in dump.items()}
+    info = dump.get("type_info")
+    if isinstance(info, dict) and isinstance(info.get("module"), str):
+        canonical["type_info"] = {**info, "module": _MOVED.get(info["module"], info["module"])}
+    return canonical
+
+
 def _import_type(type_info: Any, allow: Iterable[type]) -> Any:
     """The class a dump's `type_info` names: one of imagetask's own, a `Configurable`
     subclass the program has defined, or one of `allow`; never any other importable name."""
@@ -335,6 +377,7 @@ def _import_type(type_info: Any, allow: Iterable[type]) -> Any:
     name = type_info.get("name") if isinstance(type_info, dict) else None
     if not (isinstance(module, str) and isinstance(name, str)):
         raise ConfigError("cannot load `type_info`: expected {'module': str, 'name': str}")
+    module = _MOVED.get(module, module)
     key = f"{module}.{name}"
     allowed = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in allow}
     if key in allowed:

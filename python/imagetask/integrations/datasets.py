@@ -7,7 +7,7 @@
 generation is a row with no image and its error in the metadata.
 
 A `Dataset` is mapped with `datasets`' own cache and progress bar: the result's fingerprint
-comes from the dataset's, the task's output identity (`imagetask.identity`: its dump, which
+comes from the dataset's, the task's output identity (`imagetask.io._identity`: its dump, which
 holds no secret, the model's class and fields, and the hidden parts of its URLs as digests
 under a key kept in the cache folder), the folder it writes its images to and imagetask's
 version, so the same task on the same data loads the cached result and a changed task
@@ -25,14 +25,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from imagetask.columnar import arrow
-from imagetask.extras import require
-from imagetask.identity import UrlDigests, folder_key, output_identity
+from imagetask._extras import require
+from imagetask.build._columnar import arrow
+from imagetask.io._identity import UrlDigests, folder_key, output_identity
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from imagetask.task import ImageTask
+    from imagetask.task._task import ImageTask
 
 __all__ = ["fingerprint", "generate", "output_features"]
 

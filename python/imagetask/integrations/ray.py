@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from imagetask.extras import require
+from imagetask._extras import require
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from imagetask.task import ImageTask
+    from imagetask.task._task import ImageTask
 
 __all__ = ["TaskActor", "generate"]
 

@@ -4,17 +4,18 @@
 their extra (`imagetask[openai]`, `imagetask[hf]`), imported when they are first used.
 """
 
+from imagetask.config import publish
 from imagetask.errors import RequestError
-from imagetask.models.base import (
+from imagetask.models._base import (
     Answer,
     AsyncImageGenerationModel,
     ImageGenerationModel,
     ImageModel,
 )
-from imagetask.models.hf_inference import InferenceEndpointsImageGeneration
+from imagetask.models._hf_inference import InferenceEndpointsImageGeneration
+from imagetask.models._openai_images import OpenAIImageGeneration
+from imagetask.models._placeholder import PlaceholderImageGeneration
 from imagetask.models.openai_batch import OpenAIBatchImageGeneration
-from imagetask.models.openai_images import OpenAIImageGeneration
-from imagetask.models.placeholder import PlaceholderImageGeneration
 
 __all__ = [
     "Answer",
@@ -27,3 +28,13 @@ __all__ = [
     "PlaceholderImageGeneration",
     "RequestError",
 ]
+
+publish(
+    __name__,
+    AsyncImageGenerationModel,
+    ImageGenerationModel,
+    InferenceEndpointsImageGeneration,
+    OpenAIBatchImageGeneration,
+    OpenAIImageGeneration,
+    PlaceholderImageGeneration,
+)

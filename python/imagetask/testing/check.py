@@ -16,18 +16,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from imagetask.batch import failures_not_logged
-from imagetask.columnar import arrow, dict_rows
-from imagetask.converter import RowConverter
+from imagetask._extras import require
+from imagetask.build._batch import failures_not_logged
+from imagetask.build._columnar import arrow, dict_rows
+from imagetask.build._converter import RowConverter
 from imagetask.errors import InputRowError
-from imagetask.extras import require
 from imagetask.testing.models import ScriptedModel
 from imagetask.testing.strategies import batch_answers, input_rows
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy
 
-    from imagetask.task import ImageTask
+    from imagetask.task._task import ImageTask
 
 __all__ = ["INVARIANTS", "Case", "Example", "Invariant", "check_task"]
 
@@ -291,7 +291,7 @@ def _raw_input_is_what_format_input_returned(example: Example) -> str | None:
 
 def _comparable(task: ImageTask, rows: list[Row]) -> list[Row]:
     """Rows with the documented differences of the Arrow layout taken out: converted to
-    the cells the layout stores and back, images as their bytes (`imagetask.converter`)."""
+    the cells the layout stores and back, images as their bytes (`imagetask.build._converter`)."""
     convert = RowConverter(task.output_schema, images_as_bytes=True)
     return [convert.row(convert.arrow_row(row), f"row {i}") for i, row in enumerate(rows)]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from imagetask import _core
-from imagetask.converter import RowConverter
+from imagetask.build._converter import RowConverter
+from imagetask.build._schema import OutputSchema
 from imagetask.errors import ConfigError, ReadError, RequestError
-from imagetask.models.base import Answer, ImageGenerationModel
-from imagetask.run_folder import RunFolder
-from imagetask.schema import OutputSchema
+from imagetask.io._run_folder import RunFolder
+from imagetask.models._base import Answer, ImageGenerationModel
 
 __all__ = ["Call", "ReplayModel", "ScriptedAnswers", "ScriptedModel"]
 
@@ -224,7 +224,7 @@ class _Layout:
         self.grouped = schema.grouped
         self.num_generations: int = task.get("num_generations") or 1
         type_info = task.get("type_info") or {}
-        plain = type_info == {"module": "imagetask.generation", "name": "ImageGeneration"}
+        plain = type_info == {"module": "imagetask.task", "name": "ImageGeneration"}
         inputs: dict[str, str] = task.get("input_mappings") or {}
         self.prompt_column = inputs.get("prompt", "prompt") if plain else None
         self.add_raw_input = schema.add_raw_input
@@ -232,7 +232,7 @@ class _Layout:
 
     def dict_row(self, row: Row, where: str) -> Row:
         """A row read from Parquet as the dict path gives it, images as their bytes
-        (see `imagetask.converter`)."""
+        (see `imagetask.build._converter`)."""
         return self._converter.row(row, where)
 
     def prompt(self, row: Row, where: str) -> str | None:

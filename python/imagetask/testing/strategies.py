@@ -21,13 +21,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from imagetask import _core
+from imagetask._extras import require
 from imagetask.errors import ConfigError, RequestError
-from imagetask.extras import require
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy
 
-    from imagetask.task import ImageTask
+    from imagetask.task._task import ImageTask
 
 __all__ = ["answers", "batch_answers", "input_rows"]
 

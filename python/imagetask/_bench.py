@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from imagetask.batch import Batch, failures_not_logged
-from imagetask.columnar import ArrowBatch, ArrowOutput, arrow
+from imagetask.build._batch import Batch, failures_not_logged
+from imagetask.build._columnar import ArrowBatch, ArrowOutput, arrow
 from imagetask.errors import ImageTaskError, MissingExtraError, UsageError
-from imagetask.generation import ImageGeneration
 from imagetask.models import ImageModel
-from imagetask.task import ImageTask, Row
+from imagetask.task._generation import ImageGeneration
+from imagetask.task._task import ImageTask, Row
 from imagetask.testing.models import ReplayModel, ScriptedModel
 
 __all__ = ["PATHS", "BenchPath", "PathResult", "add_command", "main"]

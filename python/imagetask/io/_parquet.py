@@ -37,10 +37,10 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from imagetask.durable import fsync_dir, fsync_file, write_atomic
+from imagetask._durable import fsync_dir, fsync_file, write_atomic
+from imagetask._extras import require
+from imagetask.build._schema import features, image_structs
 from imagetask.errors import RunError, SinkError
-from imagetask.extras import require
-from imagetask.schema import features, image_structs
 
 __all__ = [
     "DATA",

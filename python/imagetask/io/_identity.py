@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from imagetask.config import Configurable
+from imagetask.config import Configurable, canonical_type_info
 
 __all__ = ["KEY_FILE", "UrlDigests", "folder_key", "output_identity"]
 
@@ -96,7 +96,11 @@ def output_identity(dump: dict[str, Any], urls: UrlDigests | None) -> dict[str, 
     """The identity of the output of the task `dump` describes, whose URL fields have the
     digests `urls` (`None`: not known, as in a checkpoint written before they were
     recorded): a URL with hidden parts becomes `{"url": <as dumped>, "hidden": <digest>}`."""
-    task = {name: value for name, value in dump.items() if name not in _FREE_TASK_FIELDS}
+    task = {
+        name: value
+        for name, value in canonical_type_info(dump).items()
+        if name not in _FREE_TASK_FIELDS
+    }
     model = task.get("image_generation_model")
     if isinstance(model, dict):
         task["image_generation_model"] = {

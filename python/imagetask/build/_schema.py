@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from imagetask.extras import require
+from imagetask._extras import require
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imagetask.task import ImageTask, Row
+    from imagetask.task._task import ImageTask, Row
 
 __all__ = ["RETRY", "Unit", "failed_generations", "merge", "rebuilt_input", "units"]
 

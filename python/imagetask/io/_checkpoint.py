@@ -1,6 +1,6 @@
 """A run's checkpoint (`checkpoint.json`): how many input rows are done and where the
 output ends, written all or nothing (read back, field by field, by
-`imagetask.run_folder.RunFolder.checkpoint`)."""
+`imagetask.io._run_folder.RunFolder.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from imagetask.durable import write_atomic
-from imagetask.identity import UrlDigests
-from imagetask.sinks import OutputFormat
+from imagetask._durable import write_atomic
+from imagetask.io._identity import UrlDigests
+from imagetask.io._jsonl import OutputFormat
 
 __all__ = [
     "CHECKPOINT",
@@ -50,7 +50,7 @@ def _encoded(row: Any) -> bytes | None:
 
 
 class RetryMark(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """How far a retry of the failed generations got (see `imagetask.retry`).
+    """How far a retry of the failed generations got (see `imagetask.run._retry`).
 
     `rows_in` input rows (their output rows) are in the new output, `rows_out` rows with
     `failed` failed generations among them; `sink` is the new output's sink state. Once
@@ -105,7 +105,7 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
         What identifies the input the rows done came from.
     urls:
         The digests of the hidden parts of the task's URLs (`None` in a checkpoint
-        written before they were recorded; see `imagetask.identity`).
+        written before they were recorded; see `imagetask.io._identity`).
     retry:
         A retry of the failed generations under way (`None` when there is none).
     """

@@ -8,10 +8,10 @@ import random
 import time
 from typing import Any, ClassVar
 
+from imagetask._extras import require
 from imagetask.config import Secret, Url, redact_url
 from imagetask.errors import ConfigError
-from imagetask.extras import require
-from imagetask.models.base import Answer, AsyncImageGenerationModel
+from imagetask.models._base import Answer, AsyncImageGenerationModel
 
 __all__ = ["InferenceEndpointsImageGeneration"]
 

@@ -14,16 +14,16 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkabl
 
 import msgspec
 
+from imagetask._runtime import BackgroundLoop
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError, RequestError, RequestRefused
-from imagetask.models.requests import (
+from imagetask.models._requests import (
     backoff_delay,
     describe,
     refused,
     retry_after,
     transient,
 )
-from imagetask.runtime import BackgroundLoop
 
 __all__ = [
     "Answer",

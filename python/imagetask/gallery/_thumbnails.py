@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from imagetask.durable import own_folder, write_atomic
+from imagetask._durable import own_folder, write_atomic
+from imagetask._extras import install_hint, require
 from imagetask.errors import MissingExtraError
-from imagetask.extras import install_hint, require
 
 __all__ = ["SIDE", "Thumbnail", "Thumbnails"]
 

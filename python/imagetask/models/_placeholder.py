@@ -8,7 +8,7 @@ from typing import Any
 from imagetask import _core
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
-from imagetask.models.base import Answer, ImageGenerationModel
+from imagetask.models._base import Answer, ImageGenerationModel
 
 __all__ = ["PlaceholderImageGeneration", "parse_size"]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagetask import _core
-from imagetask.durable import refuse_links, write_atomic
-from imagetask.extras import require
+from imagetask._durable import refuse_links, write_atomic
+from imagetask._extras import require
 from imagetask.outcome import Failure
 
 if TYPE_CHECKING:
-    from imagetask.schema import OutputSchema
+    from imagetask.build._schema import OutputSchema
 
 __all__ = ["ArtifactTarget", "artifact_target", "artifacts_folder", "converter", "write_artifacts"]
 

@@ -7,11 +7,11 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from imagetask.artifacts import ArtifactTarget, artifact_target, write_artifacts
-from imagetask.batch import Failure
+from imagetask.build._artifacts import ArtifactTarget, artifact_target, write_artifacts
+from imagetask.build._batch import Failure
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
-from imagetask.task import ImageTask, Row, native_hook
+from imagetask.task._task import ImageTask, Row, native_hook
 
 __all__ = ["IMAGE_FORMATS", "ImageGeneration"]
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from imagetask.durable import fsync_dir
+from imagetask._durable import fsync_dir
 from imagetask.errors import RunError
 
 __all__ = ["JOURNAL", "Entry", "Job", "Journal"]

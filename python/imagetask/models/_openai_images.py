@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
+from imagetask._extras import require
 from imagetask.config import Secret, Url
 from imagetask.errors import ConfigError
-from imagetask.extras import require
-from imagetask.models.base import Answer, AsyncImageGenerationModel
+from imagetask.models._base import Answer, AsyncImageGenerationModel
 
 if TYPE_CHECKING:
     import openai

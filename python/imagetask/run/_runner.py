@@ -1,7 +1,7 @@
 """Running a task over a whole dataset: streamed in batches, checkpointed, resumable.
 
 The output folder holds `data.jsonl` (or, for Parquet, the Hugging Face layout of
-`imagetask.hf_dataset`: `data/` shards and `README.md`), `artifacts/` when the task saves
+`imagetask.io._parquet`: `data/` shards and `README.md`), `artifacts/` when the task saves
 them, `checkpoint.json`, the lock file and, once the run has ended, `run.json`. A run holds
 an exclusive lock on the folder from start to end. A fresh run writes its checkpoint
 before the first byte of output. Each batch's rows are appended whole, after its image
@@ -17,7 +17,7 @@ input grew. A new run stopped before it recorded a row removes its checkpoint an
 A run stops early, its batches before written and recorded, when the model refuses a
 request in a way no retry changes (the batch that met it is not written) or when
 `max_consecutive_failures` generations in a row failed. `retry_failed` makes the failed
-generations of the rows done again (`imagetask.retry`): the output with them replaced is
+generations of the rows done again (`imagetask.run._retry`): the output with them replaced is
 written beside the old one, in `.retry/`, checkpointed as it goes, and then takes its place.
 """
 
@@ -39,19 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from imagetask.artifacts import artifacts_folder
-from imagetask.checkpoint import (
-    CHECKPOINT,
-    VERSION,
-    Checkpoint,
-    InputMark,
-    RetryMark,
-    RowsDigest,
-    row_digest,
-    write_checkpoint,
-)
-from imagetask.columnar import ArrowOutput
-from imagetask.durable import fsync_dir, fsync_file, refuse_links, write_atomic
+from imagetask._durable import fsync_dir, fsync_file, refuse_links, write_atomic
+from imagetask._extras import require
+from imagetask._runtime import Workers
+from imagetask.build._artifacts import artifacts_folder
+from imagetask.build._columnar import ArrowOutput
 from imagetask.errors import (
     ConfigError,
     ImageTaskError,
@@ -61,17 +53,18 @@ from imagetask.errors import (
     RunStopped,
     SinkError,
 )
-from imagetask.extras import require
-from imagetask.hf_dataset import DATA, SHARD_BYTES, STAGING
-from imagetask.identity import UrlDigests, output_identity
-from imagetask.lock import FolderLock
-from imagetask.outcome import Ending, RunSummary
-from imagetask.progress import Progress
-from imagetask.readers import Reader
-from imagetask.retry import RETRY, failed_generations, merge, rebuilt_input, units
-from imagetask.run_folder import SUMMARY, RunFolder
-from imagetask.runtime import Workers
-from imagetask.sinks import (
+from imagetask.io._checkpoint import (
+    CHECKPOINT,
+    VERSION,
+    Checkpoint,
+    InputMark,
+    RetryMark,
+    RowsDigest,
+    row_digest,
+    write_checkpoint,
+)
+from imagetask.io._identity import UrlDigests, output_identity
+from imagetask.io._jsonl import (
     OUTPUT_FORMATS,
     JsonlSink,
     OutputFormat,
@@ -79,12 +72,19 @@ from imagetask.sinks import (
     empty_state,
     open_sink,
 )
+from imagetask.io._parquet import DATA, SHARD_BYTES, STAGING
+from imagetask.io._readers import Reader
+from imagetask.io._run_folder import SUMMARY, RunFolder
+from imagetask.outcome import Ending, RunSummary
+from imagetask.run._lock import FolderLock
+from imagetask.run._progress import Progress
+from imagetask.run._retry import RETRY, failed_generations, merge, rebuilt_input, units
 
 if TYPE_CHECKING:
-    from imagetask.batch import Batch
-    from imagetask.columnar import ArrowBatch
+    from imagetask.build._batch import Batch
+    from imagetask.build._columnar import ArrowBatch
     from imagetask.outcome import Failure
-    from imagetask.task import ImageTask, Row
+    from imagetask.task._task import ImageTask, Row
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
@@ -387,7 +387,7 @@ class _Run:
     def retry_failed(self, workers: Workers) -> None:
         """Makes the failed generations of the rows done again: the output with them
         replaced is written in `.retry/` (checkpointed as it goes), then takes the old
-        output's place (see `imagetask.retry`)."""
+        output's place (see `imagetask.run._retry`)."""
         side = self.output / RETRY
         mark = self.checkpoint.retry
         if mark is None:

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from imagetask import runner
 from imagetask._core import MAX_GENERATIONS, ColumnBuilder, RowBuilder
-from imagetask.artifacts import ArtifactTarget
-from imagetask.batch import Batch, Failure
-from imagetask.columnar import ArrowBatch, arrow, as_table
+from imagetask.build._artifacts import ArtifactTarget
+from imagetask.build._batch import Batch, Failure
+from imagetask.build._columnar import ArrowBatch, arrow, as_table
+from imagetask.build._schema import OutputSchema
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models import ImageModel
-from imagetask.schema import OutputSchema
+from imagetask.run import _runner as runner
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -188,7 +188,7 @@ class ImageTask(Configurable, ABC):
 
     @property
     def output_schema(self) -> OutputSchema:
-        """The names and types of what this configuration writes (see `imagetask.schema`)."""
+        """The names and types of what this configuration writes (see `imagetask.build._schema`)."""
         return OutputSchema.of(self)
 
     def _hook(self, name: str) -> Callable[..., Any] | None:
@@ -215,7 +215,7 @@ class ImageTask(Configurable, ABC):
         )
 
     def prepare(self, inputs: Iterable[Row]) -> Batch:
-        """Checks a batch of input rows and formats their prompts (see `imagetask.batch`).
+        """Checks a batch of input rows and formats their prompts (see `imagetask.build._batch`).
 
         Raises `InputRowError` naming the first row that is not a mapping or lacks an
         input column, unless `on_invalid_row="fail"`.

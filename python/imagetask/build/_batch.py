@@ -19,7 +19,7 @@ from imagetask.outcome import BatchOutput, Failure
 if TYPE_CHECKING:
     from imagetask._core import RowBuilder
     from imagetask.models import Answer, ImageModel
-    from imagetask.task import ImageTask
+    from imagetask.task._task import ImageTask
 
 __all__ = ["Batch", "BatchOutput", "Failure", "ModelCall", "failures_not_logged"]
 

@@ -7,7 +7,7 @@ page (with `gallery.js`, `gallery.css` and `icon.png`) needs no network and open
 (the runs, their counts and task) and one script per `CHUNK` prompts, loaded when the page
 shows them. Images are not copied: the page points at the run's artifact files by
 relative path; a run without artifacts gets previews written once into
-`<run>/gallery/thumbs/` (see `imagetask.thumbnails`).
+`<run>/gallery/thumbs/` (see `imagetask.gallery._thumbnails`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from imagetask.durable import own_folder, write_atomic
-from imagetask.run_folder import RunFolder, image_payload, open_run
-from imagetask.schema import OutputSchema
-from imagetask.thumbnails import Thumbnails
+from imagetask._durable import own_folder, write_atomic
+from imagetask.build._schema import OutputSchema
+from imagetask.gallery._thumbnails import Thumbnails
+from imagetask.io._run_folder import RunFolder, image_payload, open_run
 
 __all__ = [
     "CHUNK",
@@ -394,7 +394,7 @@ def build_gallery(
         views.append(view_run(second, folder))
         rows = compare_entries(views[0].entries, views[1].entries)
     _write_data(folder / f"{page}-data", views, rows, chunk)
-    assets = resources.files("imagetask") / "gallery_page"
+    assets = resources.files("imagetask.gallery") / "page"
     for name in _ASSETS:
         _write(folder / name, assets.joinpath(name).read_bytes())
     html = assets.joinpath("page.html").read_text(encoding="utf-8")

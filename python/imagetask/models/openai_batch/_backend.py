@@ -20,10 +20,10 @@ import msgspec
 
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError, RequestError, RunError
-from imagetask.models.base import Answer
-from imagetask.models.batch_journal import Entry, Job, Journal
-from imagetask.models.openai_images import OpenAIImageGeneration
-from imagetask.run_folder import RunFolder
+from imagetask.io._run_folder import RunFolder
+from imagetask.models._base import Answer
+from imagetask.models._openai_images import OpenAIImageGeneration
+from imagetask.models.openai_batch._journal import Entry, Job, Journal
 
 if TYPE_CHECKING:
     from openai.types import Batch, BatchRequestCounts

@@ -1,6 +1,6 @@
 """A run's output folder read back: its checkpoint, its record, its rows and their images.
 
-A run folder holds `checkpoint.json` (written from a run's start, see `imagetask.checkpoint`),
+A run folder holds `checkpoint.json` (written from a run's start, see `imagetask.io._checkpoint`),
 `run.json` once the run has ended, and its rows in `data.jsonl`, `data.parquet` or Hugging
 Face style shards `data/*.parquet`, with the staged Arrow streams of a Parquet run that
 stopped before they became shards. `RunFolder` is the one reader of these files for resume,
@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from imagetask.checkpoint import CHECKPOINT, Checkpoint
+from imagetask._extras import require
 from imagetask.errors import ReadError, RunError
-from imagetask.extras import require
-from imagetask.hf_dataset import STAGED_NAME, STAGING
-from imagetask.readers import Reader
+from imagetask.io._checkpoint import CHECKPOINT, Checkpoint
+from imagetask.io._parquet import STAGED_NAME, STAGING
+from imagetask.io._readers import Reader
 
 __all__ = [
     "DATA_NAMES",

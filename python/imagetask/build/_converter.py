@@ -21,7 +21,7 @@ from imagetask.errors import ReadError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from imagetask.schema import OutputSchema
+    from imagetask.build._schema import OutputSchema
 
 __all__ = ["RowConverter", "image_bytes", "json_cell"]
 

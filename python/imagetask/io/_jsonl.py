@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 import msgspec
 
 from imagetask.errors import ReadError, RunError, SinkError
-from imagetask.hf_dataset import ParquetSink
+from imagetask.io._parquet import ParquetSink
 
 __all__ = [
     "OUTPUT_FORMATS",

@@ -1,0 +1,14 @@
+"""Tasks: what turns an input row into prompts and the model's answers into output rows.
+
+`ImageTask` is the base every task derives from; `ImageGeneration` makes images from a
+`prompt` column and `TemplateGeneration` from a prompt built from several columns.
+"""
+
+from imagetask.config import publish
+from imagetask.task._generation import IMAGE_FORMATS, ImageGeneration
+from imagetask.task._task import ImageTask, Row
+from imagetask.task._template import TemplateGeneration
+
+__all__ = ["IMAGE_FORMATS", "ImageGeneration", "ImageTask", "Row", "TemplateGeneration"]
+
+publish(__name__, ImageTask, ImageGeneration, TemplateGeneration)

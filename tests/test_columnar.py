@@ -441,7 +441,8 @@ class Exclaimed(ImageGeneration):
 def test_prompts_too_long_to_repeat_are_refused_before_the_model(
     monkeypatch: pytest.MonkeyPatch, group: bool, kind: type[ImageGeneration], sent: int
 ) -> None:
-    from imagetask import ConfigError, columnar
+    from imagetask import ConfigError
+    from imagetask.build import _columnar as columnar
 
     assert columnar.MAX_STRING_BYTES == 2**31 - 1
     table = pa.table({"prompt": ["abc", "dég"]})  # 3 + 4 bytes, sent 5 times over
@@ -467,7 +468,8 @@ def test_prompts_too_long_to_repeat_are_refused_before_the_model(
 def test_an_input_column_too_long_to_repeat_is_refused_before_the_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from imagetask import ConfigError, columnar
+    from imagetask import ConfigError
+    from imagetask.build import _columnar as columnar
 
     monkeypatch.setattr(columnar, "MAX_STRING_BYTES", 100)
     model = BatchScriptedModel([])

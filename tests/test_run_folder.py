@@ -17,7 +17,8 @@ from imagetask.cli import main
 from imagetask.errors import ImageTaskError, RunError, RunInterrupted
 from imagetask.gallery._page import build_gallery
 from imagetask.io._run_folder import RunFolder, RunRecord, StagedStream, open_run
-from imagetask.models import PlaceholderImageGeneration, openai_batch
+from imagetask.models import PlaceholderImageGeneration
+from imagetask.models.openai_batch import _backend as openai_batch
 from imagetask.testing import ReplayModel
 
 PROMPTS = [{"prompt": f"p{i}"} for i in range(50)]

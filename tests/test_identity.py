@@ -11,9 +11,10 @@ import pytest
 from engine_models import EndpointModel, log_lines
 
 from imagetask import ImageGeneration
+from imagetask.config import load_object
 from imagetask.errors import RunError
 from imagetask.io._identity import KEY_FILE, UrlDigests, folder_key, output_identity
-from imagetask.models._openai_images import OpenAIImageGeneration
+from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
 
 BASE = "https://images.example/v1"
 
@@ -103,3 +104,48 @@ def test_resume_refuses_a_url_whose_hidden_parts_changed(
     # A rotated API key changes no output: the run resumes.
     summary = endpoint_task(log, first, api_key="sk-rotated").run(rows, out, resume=True)
     assert (summary.resumed_from, summary.rows_in, summary.complete) == (2, 5, True)
+
+
+OLD_MODULES = {
+    "imagetask.task": "imagetask.generation",
+    "imagetask.models": "imagetask.models.placeholder",
+}
+"""Where a dump written before the package was laid out by layer names its classes."""
+
+
+def with_old_modules(value: Any) -> Any:
+    """`value` (JSON data) with its `type_info` naming the modules of the flat package."""
+    if isinstance(value, list):
+        return [with_old_modules(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {name: with_old_modules(item) for name, item in value.items()}
+    if isinstance(value.get("type_info"), dict):
+        module = value["type_info"]["module"]
+        out["type_info"] = {**value["type_info"], "module": OLD_MODULES.get(module, module)}
+    return out
+
+
+def test_a_run_written_before_the_package_moved_resumes(tmp_path: Path) -> None:
+    rows = [{"prompt": f"p{i}"} for i in range(5)]
+    out = tmp_path / "out"
+    task = ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="4x4"))
+    task.run(rows, out, limit=2)
+    for name in ("checkpoint.json", "run.json"):
+        data = json.loads((out / name).read_text())
+        (out / name).write_text(json.dumps(with_old_modules(data)))
+    assert '"imagetask.generation"' in (out / "checkpoint.json").read_text()
+    summary = task.run(rows, out, resume=True)
+    assert (summary.resumed_from, summary.rows_in, summary.complete) == (2, 5, True)
+    lines = (out / "data.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prompt"] for line in lines] == [f"p{i}" for i in range(5)]
+
+
+def test_a_dump_written_before_the_package_moved_loads() -> None:
+    task = ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="4x4"))
+    old = with_old_modules(task.dump())
+    assert old["type_info"] == {"module": "imagetask.generation", "name": "ImageGeneration"}
+    loaded = load_object(old)
+    assert type(loaded) is ImageGeneration
+    assert loaded.dump() == task.dump()
+    assert output_identity(old, None) == output_identity(task.dump(), None)

@@ -179,6 +179,18 @@ def test_replay_without_raw_input_finds_an_image_generation_prompt_by_its_column
     assert [part["images"][0][:5] for part in answer] == ["iVBOR", "iVBOR"]
 
 
+def test_replay_of_a_run_written_before_the_package_moved_finds_its_prompts(
+    tmp_path: Path,
+) -> None:
+    out = placeholder_run(tmp_path / "run", [{"prompt": "a"}], add_raw_input=False)
+    record = json.loads((out / "run.json").read_text())
+    assert record["task"]["type_info"] == {"module": "imagetask.task", "name": "ImageGeneration"}
+    record["task"]["type_info"]["module"] = "imagetask.generation"
+    (out / "run.json").write_text(json.dumps(record))
+    answer: Any = ReplayModel.from_run(out).generate(["a"], 2)[0]
+    assert [part["images"][0][:5] for part in answer] == ["iVBOR", "iVBOR"]
+
+
 class Shouted(ImageGeneration):
     def format_input(self, input: dict[str, Any]) -> str:
         return input["prompt"].upper()

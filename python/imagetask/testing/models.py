@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from imagetask import _core
 from imagetask.build._converter import RowConverter
 from imagetask.build._schema import OutputSchema
+from imagetask.config import canonical_type_info
 from imagetask.errors import ConfigError, ReadError, RequestError
 from imagetask.io._run_folder import RunFolder
 from imagetask.models._base import Answer, ImageGenerationModel
@@ -223,7 +224,7 @@ class _Layout:
         self.error = schema.error
         self.grouped = schema.grouped
         self.num_generations: int = task.get("num_generations") or 1
-        type_info = task.get("type_info") or {}
+        type_info = canonical_type_info(task).get("type_info") or {}
         plain = type_info == {"module": "imagetask.task", "name": "ImageGeneration"}
         inputs: dict[str, str] = task.get("input_mappings") or {}
         self.prompt_column = inputs.get("prompt", "prompt") if plain else None

@@ -188,6 +188,8 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--seed SEED",
         "--base-url URL",
         "--max-concurrency N",
+        "--rpm N",
+        "--ipm N",
         "--checkpoint-every SECONDS",
         "--quiet",
         "openai:<model>",

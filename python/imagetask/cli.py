@@ -240,6 +240,19 @@ def _parser() -> argparse.ArgumentParser:
         help="requests in flight at once for HTTP models (default: 16)",
     )
     generate.add_argument(
+        "--rpm",
+        type=float,
+        metavar="N",
+        help="HTTP models: the most requests sent per minute, spaced evenly (default: no "
+        "limit; a 429 holds every request for as long as the server asks)",
+    )
+    generate.add_argument(
+        "--ipm",
+        type=float,
+        metavar="N",
+        help="HTTP models: the most images asked for per minute, spaced evenly (default: no limit)",
+    )
+    generate.add_argument(
         "--checkpoint-every",
         type=float,
         default=1.0,
@@ -322,6 +335,12 @@ def _http_fields(args: argparse.Namespace) -> dict[str, Any]:
         if not math.isfinite(args.timeout) or args.timeout <= 0:
             raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
         fields["timeout"] = args.timeout
+    for flag, field in (("--rpm", "requests_per_minute"), ("--ipm", "images_per_minute")):
+        value = getattr(args, flag[2:])
+        if value is not None:
+            if not math.isfinite(value) or value <= 0:
+                raise UsageError(f"{flag} must be a positive number per minute, got {value}")
+            fields[field] = value
     if args.max_retries is not None:
         if args.max_retries < 0:
             raise UsageError(f"--max-retries must be at least 0, got {args.max_retries}")
@@ -374,7 +393,7 @@ def _batch_api_model(args: argparse.Namespace, fields: dict[str, Any]) -> ImageG
 def _placeholder_model(args: argparse.Namespace) -> ImageGenerationModel:
     if args.base_url is not None:
         raise UsageError("--base-url is for openai:<model>")
-    for flag in ("timeout", "max_retries", "api_key_env", "images_per_request"):
+    for flag in ("timeout", "max_retries", "api_key_env", "images_per_request", "rpm", "ipm"):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag.replace('_', '-')}: the placeholder model sends no requests")
     if args.param:

@@ -40,6 +40,8 @@ _FREE_MODEL_FIELDS = frozenset(
         "poll_interval",
         "max_poll_interval",
         "resubmit_expired",
+        "requests_per_minute",
+        "images_per_minute",
     }
 )
 """Model fields that change how the images are got, not which rows are written."""

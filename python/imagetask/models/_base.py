@@ -17,11 +17,13 @@ import msgspec
 from imagetask._runtime import BackgroundLoop
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError, RequestError, RequestRefused
+from imagetask.models._rate_limit import RateLimits
 from imagetask.models._requests import (
     backoff_delay,
     describe,
     refused,
     retry_after,
+    status_code,
     transient,
 )
 
@@ -166,7 +168,9 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     at most `max_concurrency` requests are in flight at once (across all the batches that
     share the loop), each has `timeout` seconds, and a transient fault (429, 5xx, a
     timeout, a lost connection) is retried up to `max_retries` times with exponential
-    backoff and jitter, waiting what the server's `Retry-After` asks when it says.
+    backoff and jitter, waiting what the server's `Retry-After` asks when it says. With
+    `requests_per_minute` or `images_per_minute` set, requests are spaced evenly to keep
+    within them; a 429 holds every request not yet sent for as long as it asks.
     A subclass whose `agenerate` makes several requests calls `_call` for each and sets
     `_calls_requests = True`; otherwise each `agenerate` is treated as one request.
     A refusal no retry changes (credentials, an unknown model) is not retried and raises
@@ -182,6 +186,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     max_retries: RuntimeParameter[Annotated[int, msgspec.Meta(ge=0)]] = 4
     timeout: RuntimeParameter[PositiveFloat] = 120.0
     retry_backoff: RuntimeParameter[PositiveFloat] = 0.5
+    requests_per_minute: RuntimeParameter[PositiveFloat | None] = None
+    images_per_minute: RuntimeParameter[PositiveFloat | None] = None
 
     _calls_requests: ClassVar[bool] = False
 
@@ -195,6 +201,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         self._loop = BackgroundLoop()
         self._sending = _Gauge()
         self._refusal: RequestRefused | None = None
+        self._limits = RateLimits(None, None)
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -203,7 +210,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """The fields (secrets included, as their own fields) without the loop and the
         clients, which belong to this process: a copy makes its own when it first runs."""
         state = dict(self.__dict__)
-        del state["_loop"], state["_per_loop"], state["_sending"], state["_refusal"]
+        for name in ("_loop", "_per_loop", "_sending", "_refusal", "_limits"):
+            del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -252,9 +260,17 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         value: T = made[key]
         return value
 
-    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
-        """Runs one request under the concurrency cap, with its timeout and retries."""
-        return await self._retrying(request, timeout=self.timeout)
+    async def _call(self, request: Callable[[], Awaitable[T]], images: int = 1) -> T:
+        """Runs one request for `images` images under the concurrency cap and the rate
+        limits, with its timeout and retries."""
+        return await self._retrying(request, timeout=self.timeout, images=images)
+
+    def _rate_limits(self) -> RateLimits:
+        """The rate limits of the current `requests_per_minute` and `images_per_minute`."""
+        limits = self._limits
+        if not limits.same(self.requests_per_minute, self.images_per_minute):
+            limits = self._limits = RateLimits(self.requests_per_minute, self.images_per_minute)
+        return limits
 
     async def _retrying(
         self,
@@ -264,10 +280,14 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         patient: bool = False,
         longest_wait: float | None = None,
         on_retry: Callable[[RequestError, int], None] | None = None,
+        images: int | None = None,
     ) -> T:
         """`_call` with its knobs: `timeout` per attempt (`None`: none), transient faults
         retried `max_retries` times or, when `patient`, without end, waits capped at
-        `longest_wait`, and `on_retry` told of each failed attempt that is retried."""
+        `longest_wait`, `on_retry` told of each failed attempt that is retried, and
+        `images` the images each attempt asks for (`None`: not a generation request,
+        which the rate limits do not count)."""
+        limits = self._rate_limits()
         slots = self._on_loop(
             f"slots-{self.max_concurrency}", lambda: asyncio.Semaphore(self.max_concurrency)
         )
@@ -284,6 +304,11 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                         # Refused credentials or model: no other request is sent to the
                         # same end until the model is loaded again.
                         raise RequestRefused(*self._refusal.args)
+                    if images is not None:
+                        wait = limits.reserve(images)
+                        while wait > 0:
+                            await asyncio.sleep(wait)
+                            wait = limits.paused_for()
                     try:
                         if timeout is None:
                             return await request()
@@ -295,7 +320,14 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                         retry = patient or attempt < self.max_retries
                         if not isinstance(error, RequestRefused) and retry and self._transient(exc):
                             retried = error
-                            delay = retry_after(exc)
+                            asked = retry_after(exc)
+                            delay = (
+                                backoff_delay(self.retry_backoff, attempt)
+                                if asked is None
+                                else asked
+                            )
+                            if status_code(exc) == 429:
+                                limits.pause(delay)
                         else:
                             failure = error
                         if isinstance(error, RequestRefused):
@@ -306,8 +338,6 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 raise failure
             if on_retry is not None and retried is not None:
                 on_retry(retried, attempt)
-            if delay is None:
-                delay = backoff_delay(self.retry_backoff, attempt)
             attempt += 1
             await asyncio.sleep(delay if longest_wait is None else min(delay, longest_wait))
 
@@ -372,7 +402,9 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                     raise _Stopped(exc) from None
 
             try:
-                return await (request() if self._calls_requests else self._call(request))
+                if self._calls_requests:
+                    return await request()
+                return await self._call(request, images=num_generations)
             except _Stopped as stopped:
                 # As the answer, it reaches the caller, who raises it (it fails no row).
                 return stopped.interrupt

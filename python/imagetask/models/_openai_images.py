@@ -194,7 +194,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
             response = await client.images.generate(**params)
             return response, time.perf_counter() - started
 
-        response, latency = await self._call(request)
+        response, latency = await self._call(request, images=count)
         data = response.data or []
         if len(data) != count:
             raise ValueError(f"the server returned {len(data)} image(s) for n={count}")
@@ -206,7 +206,10 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
                 size = len(image) * 3 // 4 - item.b64_json[-2:].count("=")
             elif item.url is not None:
                 url = item.url
-                image = await self._call(lambda url=url: self._download(url))  # type: ignore[misc]
+                image = await self._retrying(
+                    lambda url=url: self._download(url),  # type: ignore[misc]
+                    timeout=self.timeout,
+                )
                 size = len(image)
             else:
                 raise ValueError("the server returned an image with neither b64_json nor url")

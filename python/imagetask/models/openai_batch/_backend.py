@@ -209,6 +209,12 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for limit in ("requests_per_minute", "images_per_minute"):
+            if getattr(self, limit) is not None:
+                raise ConfigError(
+                    f"{type(self).__name__}: `{limit}` does not apply: the Batch API runs a "
+                    "job's requests at OpenAI, at no rate of ours"
+                )
         if self.max_poll_interval < self.poll_interval:
             raise ConfigError(
                 f"{type(self).__name__}: `max_poll_interval` ({self.max_poll_interval:g}) "
@@ -592,7 +598,10 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                     image: str | bytes = b64_json
                     size = len(b64_json) * 3 // 4 - b64_json[-2:].count("=")
                 elif isinstance(url, str):
-                    image = await self._call(lambda url=url: self._download(url))  # type: ignore[misc]
+                    image = await self._retrying(
+                        lambda url=url: self._download(url),  # type: ignore[misc]
+                        timeout=self.timeout,
+                    )
                     size = len(image)
                 else:
                     raise ValueError("the server returned an image with no b64_json or url string")

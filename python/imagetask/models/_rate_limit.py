@@ -1,0 +1,82 @@
+"""Rate limits as providers impose them: requests and images per minute, spaced evenly,
+and a pause every request keeps once the server says the limit is reached."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["RateLimits"]
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """A budget of `per_minute` units, spent evenly: one unit every `60 / per_minute` s."""
+
+    per_minute: float
+
+    @property
+    def interval(self) -> float:
+        return 60.0 / self.per_minute
+
+
+class RateLimits:
+    """When each request of a model may be sent, shared by all its requests (whatever
+    thread or event loop sends them).
+
+    A request asking for `images` images passes when both budgets allow it: no more than
+    `requests_per_minute` requests and `images_per_minute` images in any minute, spaced
+    evenly rather than sent in bursts that the provider answers with 429s. `pause(s)`
+    holds every request not yet sent for `s` seconds: what a 429's `Retry-After` asks.
+    Without limits only pauses apply.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: float | None,
+        images_per_minute: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.requests = None if requests_per_minute is None else _Limit(requests_per_minute)
+        self.images = None if images_per_minute is None else _Limit(images_per_minute)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_request = clock()
+        self._next_image = clock()
+        self._paused_until = clock()
+
+    def same(self, requests_per_minute: float | None, images_per_minute: float | None) -> bool:
+        """Whether these are the limits this object keeps."""
+        return (self.requests, self.images) == (
+            None if requests_per_minute is None else _Limit(requests_per_minute),
+            None if images_per_minute is None else _Limit(images_per_minute),
+        )
+
+    def reserve(self, images: int) -> float:
+        """Books the next request, asking for `images` images, and returns how many
+        seconds it must wait before it is sent (0: now)."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._paused_until)
+            if self.requests is not None:
+                start = max(start, self._next_request)
+            if self.images is not None and images > 0:
+                start = max(start, self._next_image)
+            if self.requests is not None:
+                self._next_request = start + self.requests.interval
+            if self.images is not None and images > 0:
+                self._next_image = start + images * self.images.interval
+            return start - now
+
+    def paused_for(self) -> float:
+        """Seconds left of the latest pause (0: none)."""
+        with self._lock:
+            return max(self._paused_until - self._clock(), 0.0)
+
+    def pause(self, seconds: float) -> None:
+        """Holds every request booked from now on for `seconds`, the server's word that
+        the limit is reached."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)

@@ -1,0 +1,261 @@
+"""Real-size images: `imagetask generate` against the simplest Python loop doing the same
+work per image, on a loopback OpenAI-compatible server answering 1024x1024 PNGs.
+
+The server (a separate process) makes one unique PNG of random pixels per prompt before
+any timing (about 3 MB each, 4 MB as base64 in the JSON body) and answers
+`POST /v1/images/generations` with it. Each contender then runs as a process of its own,
+so that its wall time, CPU time (user + system, all threads) and peak RSS are its own:
+
+- `loop`: the floor. `--in-flight` threads, each taking prompts in turn: `http.client`
+  POST, `json.loads`, `base64.b64decode`, SHA-256, the file written under its hash, and
+  one JSONL line (prompt, path, hash; no base64).
+- `imagetask generate` with JSONL output, JSONL with `--save-artifacts`, and Parquet with
+  `--save-artifacts`, at the default batch and shard sizes, then at 4x each (memory must
+  not follow them).
+
+    python benches/bench_real_images.py
+    python benches/bench_real_images.py --prompts 200 --in-flight 16 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+SIDE = 1024
+
+
+def random_png(seed: int) -> bytes:
+    """A `SIDE`x`SIDE` RGB PNG of random pixels (incompressible: about 3 MB)."""
+    raw = b"".join(b"\x00" + os.urandom(SIDE * 3) for _ in range(SIDE))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", SIDE, SIDE, 8, 2, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", header),
+            chunk(b"tEXt", f"seed\x00{seed}".encode()),
+            chunk(b"IDAT", zlib.compress(raw, 0)),
+            chunk(b"IEND", b""),
+        ]
+    )
+
+
+def serve(prompts: int) -> None:
+    """The server process: makes every answer body, then prints its URL and serves."""
+    bodies = {
+        f"prompt {i}": json.dumps(
+            {"created": 0, "data": [{"b64_json": base64.b64encode(random_png(i)).decode()}]}
+        ).encode()
+        for i in range(prompts)
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = bodies[request["prompt"]]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.request_queue_size = 256
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    sys.stdin.read()
+
+
+def loop(url: str, prompts: int, in_flight: int, out: Path) -> None:
+    """The floor: the simplest loop doing the same work per image (in its own process)."""
+    import hashlib
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    images = out / "images"
+    images.mkdir(parents=True)
+    lines = (out / "data.jsonl").open("w", encoding="utf-8")
+    lock = threading.Lock()
+    todo = iter(range(prompts))
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port)
+        while True:
+            with lock:
+                index = next(todo, None)
+            if index is None:
+                return
+            prompt = f"prompt {index}"
+            body = json.dumps({"model": "gpt-image-1", "prompt": prompt})
+            connection.request(
+                "POST",
+                "/v1/images/generations",
+                body,
+                {"Content-Type": "application/json", "Authorization": "Bearer bench"},
+            )
+            answer = json.loads(connection.getresponse().read())
+            image = base64.b64decode(answer["data"][0]["b64_json"])
+            digest = hashlib.sha256(image).hexdigest()
+            path = images / f"{digest}.png"
+            path.write_bytes(image)
+            line = json.dumps({"prompt": prompt, "image_path": str(path), "sha256": digest})
+            with lock:
+                lines.write(line + "\n")
+
+    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines.close()
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One contender's run: wall seconds, CPU seconds (user + system) and peak RSS (MB)."""
+
+    wall: float
+    cpu: float
+    rss: float
+
+
+def measured(command: list[str]) -> Measure:
+    """Runs `command` as a process of its own and measures it."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"{' '.join(command)} exited with {status}")
+    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def contenders(url: str, args: argparse.Namespace, work: Path) -> dict[str, list[str]]:
+    prompts = work / "prompts.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(args.prompts)))
+    generate = [
+        sys.executable,
+        "-m",
+        "imagetask",
+        "generate",
+        str(prompts),
+        "--quiet",
+        "--model",
+        "openai:gpt-image-1",
+        "--base-url",
+        f"{url}/v1",
+        "--api-key-env",
+        "HOME",
+        "--max-concurrency",
+        str(args.in_flight),
+    ]
+    loop_command = [sys.executable, __file__, "--loop", url, "--prompts", str(args.prompts)]
+    loop_command += ["--in-flight", str(args.in_flight)]
+    return {
+        "the loop": loop_command,
+        "JSONL": [*generate],
+        "JSONL --save-artifacts": [*generate, "--save-artifacts"],
+        "Parquet --save-artifacts": [*generate, "--format", "parquet", "--save-artifacts"],
+        "JSONL --save-artifacts, 4x batch": [
+            *generate,
+            "--save-artifacts",
+            "--batch-size",
+            "200",
+        ],
+        "Parquet --save-artifacts, 4x batch and shard": [
+            *generate,
+            "--format",
+            "parquet",
+            "--save-artifacts",
+            "--batch-size",
+            "200",
+            "--shard-mb",
+            "2000",
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=400)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--loop", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.prompts)
+        return
+    if args.loop:
+        loop(args.loop, args.prompts, args.in_flight, args.out or Path.cwd() / "out")
+        return
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--prompts", str(args.prompts)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    url = server.stdout.readline().strip()
+    print(
+        f"{args.prompts} unique {SIDE}x{SIDE} PNGs (~3 MB, ~4 MB base64), {args.in_flight} in "
+        f"flight, {args.repeats} repeat(s); {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}\n"
+    )
+    results: dict[str, list[Measure]] = {}
+    try:
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as folder:
+                work = Path(folder)
+                for name, command in contenders(url, args, work).items():
+                    out = work / "out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    full = [*command, "--out" if name == "the loop" else "-o", str(out)]
+                    results.setdefault(name, []).append(measured(full))
+    finally:
+        server.terminate()
+        server.wait()
+    floor = statistics.median(m.wall for m in results["the loop"])
+    floor_cpu = statistics.median(m.cpu for m in results["the loop"]) / args.prompts
+    print("| | wall | vs the loop | CPU per image | vs the loop | peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, runs in results.items():
+        wall = statistics.median(m.wall for m in runs)
+        cpu = statistics.median(m.cpu for m in runs) / args.prompts
+        rss = statistics.median(m.rss for m in runs)
+        print(
+            f"| {name} | {wall:.2f} s | {wall / floor:.2f}x | {cpu * 1000:.1f} ms | "
+            f"{cpu / floor_cpu:.2f}x | {rss:,.0f} MB |"
+        )
+
+
+if __name__ == "__main__":
+    main()

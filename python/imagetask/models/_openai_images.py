@@ -205,11 +205,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
                 image: str | bytes = item.b64_json
                 size = len(image) * 3 // 4 - item.b64_json[-2:].count("=")
             elif item.url is not None:
-                url = item.url
-                image = await self._retrying(
-                    lambda url=url: self._download(url),  # type: ignore[misc]
-                    timeout=self.timeout,
-                )
+                image = await self._download(item.url)
                 size = len(image)
             else:
                 raise ValueError("the server returned an image with neither b64_json nor url")
@@ -228,6 +224,11 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
         return answer
 
     async def _download(self, url: str) -> bytes:
+        """The image at `url`, with the retries of a request; the rate limits, which count
+        the model's requests, do not count it."""
+        return await self._retrying(lambda: self._get(url), timeout=self.timeout)
+
+    async def _get(self, url: str) -> bytes:
         http = _http_module()
         client = self._on_loop("download", lambda: http.AsyncClient(timeout=self.timeout))
         response = await client.get(url)

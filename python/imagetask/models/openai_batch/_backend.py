@@ -598,10 +598,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                     image: str | bytes = b64_json
                     size = len(b64_json) * 3 // 4 - b64_json[-2:].count("=")
                 elif isinstance(url, str):
-                    image = await self._retrying(
-                        lambda url=url: self._download(url),  # type: ignore[misc]
-                        timeout=self.timeout,
-                    )
+                    image = await self._download(url)
                     size = len(image)
                 else:
                     raise ValueError("the server returned an image with no b64_json or url string")

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imagetask.task._task import ImageTask, Row
+    from imagetask.build._schema import OutputSchema
+    from imagetask.outcome import Row
 
 __all__ = ["RETRY", "Unit", "failed_generations", "merge", "rebuilt_input", "units"]
 
@@ -24,9 +25,9 @@ RETRY = ".retry"
 Unit = list["Row"]
 
 
-def units(rows: Iterator[Row], task: ImageTask) -> Iterator[Unit]:
-    """The output rows grouped by input row."""
-    size = 1 if task.group_generations else task.num_generations
+def units(rows: Iterator[Row], schema: OutputSchema, n: int) -> Iterator[Unit]:
+    """The output rows grouped by input row, of `n` generations each."""
+    size = 1 if schema.grouped else n
     unit: Unit = []
     for row in rows:
         unit.append(row)
@@ -37,29 +38,28 @@ def units(rows: Iterator[Row], task: ImageTask) -> Iterator[Unit]:
         yield unit
 
 
-def _errors(unit: Unit, task: ImageTask) -> list[Any]:
+def _errors(unit: Unit, schema: OutputSchema, n: int) -> list[Any]:
     """Each generation's metadata (a dict, or None) in order."""
-    column = task.output_schema.metadata
-    if task.group_generations:
+    column = schema.metadata
+    if schema.grouped:
         found = unit[0].get(column)
-        return list(found) if isinstance(found, list) else [None] * task.num_generations
+        return list(found) if isinstance(found, list) else [None] * n
     return [row.get(column) for row in unit]
 
 
-def failed_generations(unit: Unit, task: ImageTask) -> list[int]:
-    """The generations of a unit that have no image."""
-    key = task.output_schema.error
+def failed_generations(unit: Unit, schema: OutputSchema, n: int) -> list[int]:
+    """The generations of a unit (of `n` generations) that have no image."""
+    key = schema.error
     return [
         index
-        for index, meta in enumerate(_errors(unit, task))
+        for index, meta in enumerate(_errors(unit, schema, n))
         if isinstance(meta, dict) and meta.get(key) is not None
     ]
 
 
-def rebuilt_input(unit: Unit, task: ImageTask) -> Row:
+def rebuilt_input(unit: Unit, schema: OutputSchema) -> Row:
     """The input row a unit was made from: its columns but the task's outputs, and its
     metadata without the task's own keys (dropped when nothing else is left)."""
-    schema = task.output_schema
     outputs = set(schema.columns.values())
     column = schema.metadata
     row = {name: value for name, value in unit[0].items() if name not in outputs}
@@ -75,10 +75,10 @@ def rebuilt_input(unit: Unit, task: ImageTask) -> Row:
     return row
 
 
-def merge(unit: Unit, failed: list[int], made: Unit, task: ImageTask) -> Unit:
+def merge(unit: Unit, failed: list[int], made: Unit, schema: OutputSchema) -> Unit:
     """`unit` with its `failed` generations replaced, in order, by the rows `made` for
     them (a grouped row's lists element by element)."""
-    if not task.group_generations:
+    if not schema.grouped:
         merged = list(unit)
         for index, row in zip(failed, made, strict=True):
             merged[index] = row
@@ -86,7 +86,6 @@ def merge(unit: Unit, failed: list[int], made: Unit, task: ImageTask) -> Unit:
     (row,) = unit
     (new,) = made
     merged_row = copy.copy(row)
-    schema = task.output_schema
     for name in [*schema.output_columns, schema.metadata]:
         values = merged_row.get(name)
         if not isinstance(values, list):

@@ -83,8 +83,8 @@ from imagetask.run._retry import RETRY, failed_generations, merge, rebuilt_input
 if TYPE_CHECKING:
     from imagetask.build._batch import Batch
     from imagetask.build._columnar import ArrowBatch
-    from imagetask.outcome import Failure
-    from imagetask.task._task import ImageTask, Row
+    from imagetask.outcome import Failure, Row
+    from imagetask.run._runnable import RunnableTask
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
@@ -121,7 +121,7 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
     return f"`{path}` was {json.dumps(old)}, now {json.dumps(new)}"
 
 
-def _empty_schema(task: ImageTask) -> Any:
+def _empty_schema(task: RunnableTask) -> Any:
     """The Parquet schema of a run without rows: the task's input columns as text, its
     outputs as `OutputSchema.arrow_types` gives them, or text (lists of it when grouped),
     and no metadata column (it has no field)."""
@@ -182,7 +182,7 @@ class _Run:
 
     def __init__(
         self,
-        task: ImageTask,
+        task: RunnableTask,
         output: Path,
         format: OutputFormat,
         resume: bool,
@@ -397,10 +397,11 @@ class _Run:
             write_checkpoint(self.path, self.checkpoint)
         assert self.sink is not None
         task = self.task
-        per_unit = 1 if task.group_generations else task.num_generations
+        schema, n = task.output_schema, task.num_generations
+        per_unit = 1 if schema.grouped else n
         sink = open_sink(side, self.format, mark.sink, **self._options)
         try:
-            old = units(islice(self.sink.recorded(), mark.rows_in * per_unit, None), task)
+            old = units(islice(self.sink.recorded(), mark.rows_in * per_unit, None), schema, n)
             while chunk := list(islice(old, task.input_batch_size)):
                 rows = [row for unit in self._retried(chunk, workers) for row in unit]
                 if isinstance(sink, ParquetSink):
@@ -408,8 +409,8 @@ class _Run:
                     sink.write_table(_rows_table(rows, self.sink.written_schema()))
                 else:
                     sink.write(rows)
-                made = units(iter(rows), task)
-                failed = sum(len(failed_generations(unit, task)) for unit in made)
+                made = units(iter(rows), schema, n)
+                failed = sum(len(failed_generations(unit, schema, n)) for unit in made)
                 mark = RetryMark(
                     rows_in=mark.rows_in + len(chunk),
                     rows_out=mark.rows_out + len(rows),
@@ -432,13 +433,14 @@ class _Run:
         """`chunk`'s units with their failed generations made again; the model is asked
         once for each count of failed generations a unit has."""
         task = self.task
-        failed = [failed_generations(unit, task) for unit in chunk]
+        schema = task.output_schema
+        failed = [failed_generations(unit, schema, task.num_generations) for unit in chunk]
         merged = list(chunk)
         for count in sorted({len(generations) for generations in failed} - {0}):
             positions = [index for index, found in enumerate(failed) if len(found) == count]
             again = copy.copy(task)
             again.num_generations = count
-            inputs = [rebuilt_input(chunk[index], task) for index in positions]
+            inputs = [rebuilt_input(chunk[index], schema) for index in positions]
             batch = (
                 again.prepare_arrow(_table(again, inputs, "the rows to retry"))
                 if self.format == "parquet"
@@ -455,10 +457,10 @@ class _Run:
                 )
             output = batch.finish()
             made = output.table.to_pylist() if isinstance(output, ArrowOutput) else output.rows
-            per_unit = 1 if task.group_generations else count
+            per_unit = 1 if schema.grouped else count
             for number, index in enumerate(positions):
                 new = made[number * per_unit : (number + 1) * per_unit]
-                merged[index] = merge(chunk[index], failed[index], new, task)
+                merged[index] = merge(chunk[index], failed[index], new, schema)
                 if self._path_column is not None:
                     self._images.add(_paths([row.get(self._path_column) for row in new]))
         return merged
@@ -606,7 +608,7 @@ def _check_options(
 
 
 def run(
-    task: ImageTask,
+    task: RunnableTask,
     rows: Iterable[Row] | Reader,
     output_dir: str | Path,
     *,
@@ -665,6 +667,7 @@ def run(
         task.set_runtime_parameters({"output_dir": str(output)})
     lock = FolderLock(output)
     try:
+        _tell_start(task.image_generation_model, output)
         task.load()
         try:
             if overwrite:  # once the task could load: a run that cannot start deletes nothing
@@ -692,6 +695,21 @@ def run(
             task.unload()
     finally:
         lock.release()
+
+
+def _tell_start(model: object, output: Path) -> None:
+    """Tells a model that `takes_position` and has `start_at` where the run starts: the
+    input rows the folder's checkpoint records (0 without one; `None` when it cannot be
+    read, which the run then refuses, saying why)."""
+    start_at = getattr(model, "start_at", None)
+    if not getattr(model, "takes_position", False) or not callable(start_at):
+        return
+    try:
+        checkpoint = RunFolder(output).checkpoint()
+    except RunError:
+        start_at(None)
+        return
+    start_at(0 if checkpoint is None else checkpoint.rows_in)
 
 
 _RUN_FILES = (CHECKPOINT, SUMMARY, "data.jsonl", DATA, STAGING, RETRY, "artifacts", "batch-jobs")
@@ -870,7 +888,7 @@ def _total(rows: Iterable[Row] | Reader, limit: int | None) -> int | None:
 
 
 def _start(
-    task: ImageTask,
+    task: RunnableTask,
     chunk: list[tuple[int, Row]],
     position: int,
     where: Any,
@@ -905,7 +923,7 @@ def _start(
     )
 
 
-def _table(task: ImageTask, rows: list[Row], where: str) -> Any:
+def _table(task: RunnableTask, rows: list[Row], where: str) -> Any:
     """A batch's input rows as an Arrow table, for the columnar path (Parquet output).
 
     A row that is not a mapping or lacks a column raises `InputRowError` as

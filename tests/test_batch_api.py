@@ -385,7 +385,7 @@ def test_a_batch_sent_again_reattaches_to_its_job_and_a_later_equal_one_does_not
     again, later = answers(batch_model(server, output_dir=str(tmp_path)), ["a", "b"], ["a", "b"])
     assert again == first and len(server.jobs) == 2
     assert len(set(later)) == 2 and not set(later) & set(first)
-    # A resumed run that had written the first batch: the same prompts after it are new.
+    # A model is told where a run starts: it does not read the run's checkpoint itself.
     write_checkpoint(
         tmp_path / CHECKPOINT,
         Checkpoint(
@@ -400,7 +400,12 @@ def test_a_batch_sent_again_reattaches_to_its_job_and_a_later_equal_one_does_not
             sink={"rows": 2, "bytes": 0},
         ),
     )
-    [resumed] = answers(batch_model(server, output_dir=str(tmp_path)), ["a", "b"])
+    [untold] = answers(batch_model(server, output_dir=str(tmp_path)), ["a", "b"])
+    assert untold == first and len(server.jobs) == 2
+    # A resumed run that had written the first batch: the same prompts after it are new.
+    told = batch_model(server, output_dir=str(tmp_path))
+    told.start_at(2)
+    [resumed] = answers(told, ["a", "b"])
     assert resumed == later and len(server.jobs) == 2
     [fresh] = answers(batch_model(server, output_dir=str(tmp_path)), ["c", "d"])
     assert len(server.jobs) == 3 and not set(fresh) & set(first + later)

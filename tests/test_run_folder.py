@@ -138,13 +138,13 @@ def test_a_folder_without_a_checkpoint_has_none(tmp_path: Path) -> None:
     assert RunFolder(tmp_path / "nope").checkpoint() is None
 
 
-def test_the_batch_api_imports_nothing_from_the_runner() -> None:
+def test_the_batch_api_reads_nothing_of_the_run_folder() -> None:
     tree = ast.parse(Path(openai_batch.__file__).read_text())
     imported = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert "imagetask.run._runner" not in imported
-    assert "imagetask.io._run_folder" in imported
+    assert "imagetask.models._openai_images" in imported
+    assert [name for name in imported if name.startswith(("imagetask.run", "imagetask.io"))] == []
 
 
 # A hostile folder: the same one error whoever reads it.

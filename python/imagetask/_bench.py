@@ -23,8 +23,9 @@ from imagetask.build._batch import Batch, failures_not_logged
 from imagetask.build._columnar import ArrowBatch, ArrowOutput, arrow
 from imagetask.errors import ImageTaskError, MissingExtraError, UsageError
 from imagetask.models import ImageModel
+from imagetask.outcome import Row
 from imagetask.task._generation import ImageGeneration
-from imagetask.task._task import ImageTask, Row
+from imagetask.task._task import ImageTask
 from imagetask.testing.models import ReplayModel, ScriptedModel
 
 __all__ = ["PATHS", "BenchPath", "PathResult", "add_command", "main"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-__all__ = ["BatchOutput", "Ending", "Failure", "RunSummary"]
+__all__ = ["BatchOutput", "Ending", "Failure", "Row", "RunSummary"]
+
+Row = dict[str, Any]
+"""A row, input or output: column name -> value."""
 
 
 class Failure(NamedTuple):
@@ -25,7 +28,7 @@ class Failure(NamedTuple):
 class BatchOutput:
     """The output rows of a batch and the generations among them that failed."""
 
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     failures: list[Failure]
 
 

@@ -2,7 +2,9 @@
 
 `task.prepare(rows)` checks the rows and formats their prompts; `batch.generate()` (or
 `await batch.agenerate()`) asks the model for their images; `batch.finish()` builds the
-output rows. `process_batch`, `agenerate` and the runner all go through these steps.
+output rows. `process_batch`, `agenerate` and the runner all go through these steps. A
+batch knows its model, the images it asks per row (`n`) and the task's `OutputSchema`,
+not the task: what it needs of the task's hooks it is given as functions.
 """
 
 from __future__ import annotations
@@ -14,18 +16,17 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from imagetask.errors import RequestRefused
-from imagetask.outcome import BatchOutput, Failure
+from imagetask.outcome import BatchOutput, Failure, Row
 
 if TYPE_CHECKING:
     from imagetask._core import RowBuilder
+    from imagetask.build._schema import OutputSchema
     from imagetask.models import Answer, ImageModel
-    from imagetask.task._task import ImageTask
 
 __all__ = ["Batch", "BatchOutput", "Failure", "ModelCall", "failures_not_logged"]
 
 logger = logging.getLogger("imagetask")
 
-Row = dict[str, Any]
 Answers = Sequence["Answer | BaseException"] | BaseException
 _LOGGED_FAILURES = 5
 
@@ -52,6 +53,12 @@ class ModelCall:
 
     Attributes
     ----------
+    model:
+        The model asked for the images.
+    n:
+        The images asked for each prompt (the task's `num_generations`).
+    schema:
+        The task's `OutputSchema` (its `task_name` names the task in log lines).
     size:
         How many input rows the batch holds.
     prompts:
@@ -66,8 +73,12 @@ class ModelCall:
         names the input file's line); `None`: `row <index>`.
     """
 
-    def __init__(self, task: ImageTask, prompts: list[str], size: int) -> None:
-        self.task = task
+    def __init__(
+        self, model: ImageModel, n: int, schema: OutputSchema, prompts: list[str], size: int
+    ) -> None:
+        self.model = model
+        self.n = n
+        self.schema = schema
         self.prompts = prompts
         self.size = size
         self.answers: Answers = []
@@ -91,13 +102,13 @@ class ModelCall:
         `generate_batch` when it has one (a failed request is its own input's answer)."""
         if not self.prompts:
             return
-        model = self.task.image_generation_model
+        model = self.model
         generate_batch = getattr(model, "generate_batch", None)
         generate = generate_batch if callable(generate_batch) else model.generate
         try:
             self.answers = generate(
                 inputs=self.prompts,
-                num_generations=self.task.num_generations,
+                num_generations=self.n,
                 **self._kwargs(model),
             )
         except MemoryError:
@@ -108,7 +119,7 @@ class ModelCall:
     async def agenerate(self) -> None:
         """`generate` on the running event loop: an async model's requests run on it, a
         synchronous model runs in a worker thread."""
-        model = self.task.image_generation_model
+        model = self.model
         agenerate_batch = getattr(model, "agenerate_batch", None)
         if not self.prompts:
             return
@@ -116,9 +127,7 @@ class ModelCall:
             await asyncio.to_thread(self.generate)
             return
         try:
-            self.answers = await agenerate_batch(
-                self.prompts, self.task.num_generations, **self._kwargs(model)
-            )
+            self.answers = await agenerate_batch(self.prompts, self.n, **self._kwargs(model))
         except MemoryError:
             raise
         except Exception as exc:
@@ -135,7 +144,7 @@ class ModelCall:
 
     def log(self, failures: list[Failure]) -> None:
         """Logs a batch's failed generations (the first few, then a count)."""
-        name = self.task.name
+        name = self.schema.task_name
         for failure in failures[:_LOGGED_FAILURES]:
             logger.warning(
                 "Task '%s' failed for %s, generation %d: %s",
@@ -153,26 +162,37 @@ class ModelCall:
 
 
 class Batch(ModelCall):
-    """One batch of input rows, prepared by its task (see the module's docstring)."""
+    """One batch of input rows, prepared by its task (see the module's docstring).
+
+    `builder` checks the rows and builds the output rows; `format_input` and
+    `format_output` are the task's hooks it calls (`None`: its native ones);
+    `complete_rows` does the task's work on the built rows (artifacts) and returns the
+    generations it failed.
+    """
 
     def __init__(
         self,
-        task: ImageTask,
         rows: list[Row],
+        *,
+        model: ImageModel,
+        n: int,
+        schema: OutputSchema,
         builder: RowBuilder,
-        format_input: Callable[..., Any] | None,
-        format_output: Callable[..., Any] | None,
+        format_input: Callable[[Row], str] | None,
+        format_output: Callable[..., Row] | None,
+        complete_rows: Callable[[list[Row]], list[Failure]],
     ) -> None:
         self._builder = builder
         self._format_output = format_output
+        self._complete_rows = complete_rows
         self._prepared = builder.prepare(rows, format_input)
-        super().__init__(task, self._prepared.prompts, len(rows))
+        super().__init__(model, n, schema, self._prepared.prompts, len(rows))
 
     def finish(self) -> BatchOutput:
         """Builds the output rows from the model's answers, does the task's work on them
         (artifacts) and logs the failed generations."""
         built, failed = self._builder.build(self._prepared, self.answers, self._format_output)
         failures = [Failure(*failure) for failure in failed]
-        failures.extend(self.task.complete_rows(built))
+        failures.extend(self._complete_rows(built))
         self.log(failures)
         return BatchOutput(built, failures)

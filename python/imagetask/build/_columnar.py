@@ -4,20 +4,21 @@ documented in `imagetask.columnar`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imagetask import _core
 from imagetask._extras import require
 from imagetask.build._artifacts import ArtifactTarget
 from imagetask.build._batch import Batch, Failure, ModelCall
 from imagetask.build._converter import RowConverter, image_bytes, json_cell
-from imagetask.build._schema import image_structs
+from imagetask.build._schema import OutputSchema, image_structs
 from imagetask.errors import ConfigError
+from imagetask.outcome import Row
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from imagetask.task._task import ImageTask, Row
+    from imagetask.models import ImageModel
 
 __all__ = ["MAX_STRING_BYTES", "ArrowBatch", "ArrowOutput", "as_table", "dict_rows"]
 
@@ -31,6 +32,16 @@ class ArrowOutput:
 
     table: pa.Table
     failures: list[Failure]
+
+
+class WritesRows(Protocol):
+    """What `dict_rows` needs of a task (`ImageTask` is one)."""
+
+    @property
+    def output_schema(self) -> OutputSchema: ...
+
+    @property
+    def images_as_bytes(self) -> bool: ...
 
 
 def arrow() -> Any:
@@ -73,12 +84,21 @@ def as_table(data: Any) -> pa.Table:
 
 class ArrowBatch(ModelCall):
     """One Arrow batch on its way through a task: prompts read from the prompt column,
-    the model called once, the output columns built natively (see the module)."""
+    the model called once, the output columns built natively (see the module).
+
+    `native` builds the columns from `prompt_column`; or else `slow`, the batch of the
+    table's rows as dicts, builds dict rows that are converted. `artifacts`: where the
+    native builder writes the images (`None`: nowhere).
+    """
 
     def __init__(
         self,
-        task: ImageTask,
         data: Any,
+        *,
+        model: ImageModel,
+        n: int,
+        schema: OutputSchema,
+        prompt_column: str,
         native: _core.ColumnBuilder | None,
         slow: Batch | None,
         artifacts: ArtifactTarget | None,
@@ -87,20 +107,20 @@ class ArrowBatch(ModelCall):
         self._native = native
         self._slow = slow
         self._artifacts = artifacts
-        prompt = task.input_mappings.get("prompt", "prompt")
+        self._prompt_column = prompt = prompt_column
         if slow is not None:
-            super().__init__(task, slow.prompts, slow.size)
+            super().__init__(model, n, schema, slow.prompts, slow.size)
             text = sum(
                 len(p.encode("utf-8", "replace")) for p in slow.prompts if isinstance(p, str)
             )
         else:
             assert native is not None
             self._prepared = native.prepare(self.table.column(prompt))
-            super().__init__(task, self._prepared.prompts, self.table.num_rows)
+            super().__init__(model, n, schema, self._prepared.prompts, self.table.num_rows)
             text = _text_bytes(self.table.column(prompt))
-        if task.add_raw_input:
-            _check_fits(f"the raw inputs (the prompts of {prompt!r})", text, task.num_generations)
-        _check_repeatable(task, self.table)
+        if schema.add_raw_input:
+            _check_fits(f"the raw inputs (the prompts of {prompt!r})", text, n)
+        _check_repeatable(schema, n, self.table)
 
     def finish(self) -> ArrowOutput:
         """Builds the output table from the model's answers and logs the failures."""
@@ -109,7 +129,7 @@ class ArrowBatch(ModelCall):
             self._slow.answers = self.answers
             self._slow.names = self.names
             output = self._slow.finish()
-            cells, rows, offsets = _cells_of(self.task, output.rows, self.table.num_rows)
+            cells, rows, offsets = _cells_of(self.schema, self.n, output.rows, self.table.num_rows)
             failures = output.failures
         else:
             assert self._native is not None
@@ -123,20 +143,19 @@ class ArrowBatch(ModelCall):
             cells = pa.record_batch(built)
             rows = pa.array(index)
             offsets = None if groups is None else pa.array(groups)
-            prompt = self.task.input_mappings.get("prompt", "prompt")
-            raw_input = _take(self.table.column(prompt), rows).cast(pa.string())
+            raw_input = _take(self.table.column(self._prompt_column), rows).cast(pa.string())
             cells = cells.append_column("raw_input", raw_input.combine_chunks())
             failures = [Failure(*failure) for failure in failed]
             self.log(failures)
-        return ArrowOutput(_assemble(self.task, self.table, cells, rows, offsets), failures)
+        table = _assemble(self.schema, self.n, self.table, cells, rows, offsets)
+        return ArrowOutput(table, failures)
 
 
-def _repeated(task: ImageTask, table: pa.Table) -> list[str]:
+def _repeated(names: OutputSchema, n: int, table: pa.Table) -> list[str]:
     """The input columns `_assemble` takes rows of: the metadata struct, and every column
-    it keeps when each row is repeated (`num_generations > 1`, not grouped)."""
+    it keeps when each row is repeated (`n > 1` generations, not grouped)."""
     pa = arrow()
-    names = task.output_schema
-    repeat = not task.group_generations and task.num_generations > 1
+    repeat = not names.grouped and n > 1
     kept = [name for name in table.column_names if name not in names.written] if repeat else []
     metadata = table.schema.field(names.metadata) if names.metadata in table.column_names else None
     struct = metadata is not None and pa.types.is_struct(metadata.type)
@@ -150,15 +169,14 @@ def _text_bytes(column: pa.ChunkedArray) -> int:
     return 0 if total is None else int(total)
 
 
-def _check_repeatable(task: ImageTask, table: pa.Table) -> None:
+def _check_repeatable(schema: OutputSchema, n: int, table: pa.Table) -> None:
     """Raises, before the model is called, when `_assemble` could not repeat a column:
     `TypeError` naming a column of a type pyarrow cannot take rows of, or whose run ends
     cannot count the repeated rows; `ConfigError` naming a string or binary column whose
     bytes, once per generation, would not fit one Arrow array."""
     pa = arrow()
-    n = task.num_generations
     none = pa.array([], pa.uint32())
-    for name in _repeated(task, table):
+    for name in _repeated(schema, n, table):
         column = table.column(name)
         kind = column.type
         try:
@@ -236,13 +254,11 @@ def _repeat(rows: int, n: int) -> pa.Array:
 
 
 def _cells_of(
-    task: ImageTask, rows: list[Row], inputs: int
+    names: OutputSchema, n: int, rows: list[Row], inputs: int
 ) -> tuple[pa.RecordBatch, pa.Array, Any]:
     """The cells (one per input row and generation) of the dict rows `process_batch`
-    built for `inputs` input rows."""
+    built for `inputs` input rows, `n` generations each."""
     pa = arrow()
-    names = task.output_schema
-    n = task.num_generations
     columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
     raw_output: list[str | None] = []
     raw_input: list[Any] = []
@@ -250,11 +266,11 @@ def _cells_of(
     error: list[Any] = []
     model_name: list[Any] = []
     for row in rows:
-        metas = row[names.metadata] if task.group_generations else [row[names.metadata]]
+        metas = row[names.metadata] if names.grouped else [row[names.metadata]]
         for k, meta in enumerate(metas):
             for name in names.outputs:
                 value = row[names.columns[name]]
-                columns[name].append(value[k] if task.group_generations else value)
+                columns[name].append(value[k] if names.grouped else value)
             raw_output.append(json_cell(meta.get(names.raw_output)))
             raw_input.append(meta.get(names.raw_input))
             statistics.append(json_cell(meta.get(names.statistics)))
@@ -268,7 +284,7 @@ def _cells_of(
             arrays[name] = pa.array(values, pa.string())
         else:
             arrays[name] = pa.array(values)
-    if task.add_raw_output:
+    if names.add_raw_output:
         arrays["raw_output"] = pa.array(raw_output, pa.string())
     arrays["statistics"] = pa.array(statistics, pa.string())
     arrays["error"] = pa.array(error, pa.string())
@@ -276,17 +292,21 @@ def _cells_of(
     arrays["raw_input"] = pa.array(raw_input, pa.string())
     cells = pa.record_batch(list(arrays.values()), names=list(arrays))
     offsets = pa.array(range(0, (inputs + 1) * n, n), pa.int32())
-    return cells, _repeat(inputs, n), offsets if task.group_generations else None
+    return cells, _repeat(inputs, n), offsets if names.grouped else None
 
 
 def _assemble(
-    task: ImageTask, table: pa.Table, cells: pa.RecordBatch, rows: pa.Array, offsets: Any
+    names: OutputSchema,
+    n: int,
+    table: pa.Table,
+    cells: pa.RecordBatch,
+    rows: pa.Array,
+    offsets: Any,
 ) -> pa.Table:
     """The output table: input columns, output columns, `model_name`, metadata."""
     pa = arrow()
-    names = task.output_schema
     grouped = offsets is not None
-    repeated = set(_repeated(task, table))
+    repeated = set(_repeated(names, n, table))
     columns: dict[str, Any] = {}
     for name in table.column_names:
         if name not in names.written:
@@ -306,8 +326,8 @@ def _assemble(
         model_name = model_name.take(offsets[:-1]) if len(model_name) else model_name
     columns[names.model_name] = model_name
     ours = {
-        names.raw_output: cells.column("raw_output") if task.add_raw_output else None,
-        names.raw_input: cells.column("raw_input") if task.add_raw_input else None,
+        names.raw_output: cells.column("raw_output") if names.add_raw_output else None,
+        names.raw_input: cells.column("raw_input") if names.add_raw_input else None,
         names.statistics: cells.column("statistics"),
         names.error: cells.column("error"),
     }
@@ -323,7 +343,7 @@ def _assemble(
     return names.with_features(pa.Table.from_arrays(list(columns.values()), names=list(columns)))
 
 
-def dict_rows(task: ImageTask, table: pa.Table) -> list[Row]:
+def dict_rows(task: WritesRows, table: pa.Table) -> list[Row]:
     """The dict rows `process_batch` gives, from the table `process_arrow` gives for the
     same rows and answers (the mapping in the module's docstring)."""
     return RowConverter(task.output_schema, images_as_bytes=task.images_as_bytes).rows(table)

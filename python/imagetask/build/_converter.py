@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagetask import _core
 from imagetask.errors import ReadError
+from imagetask.outcome import Row
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from imagetask.build._schema import OutputSchema
 
 __all__ = ["RowConverter", "image_bytes", "json_cell"]
-
-Row = dict[str, Any]
 
 
 def image_bytes(value: Any) -> bytes | None:

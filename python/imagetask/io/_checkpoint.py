@@ -92,7 +92,7 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     Attributes
     ----------
     task:
-        The task's dump (a resumed run must have the same, see `runner`).
+        The task's dump (a resumed run must have the same, see `imagetask.run._state`).
     rows_in, rows_out, failed:
         Input rows done, output rows written, failed generations among them.
     seconds:

@@ -63,12 +63,13 @@ class UrlDigests(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     digests: dict[str, str]
 
     @classmethod
-    def of(cls, task: Configurable, key: str | None = None) -> UrlDigests:
+    def of(cls, task: object, key: str | None = None) -> UrlDigests:
         """The digests of `task`'s URL fields (its model's included) under `key` (hex),
-        or under a new random key."""
+        or under a new random key; a task that is not a `Configurable` has none."""
         key = secrets.token_hex(32) if key is None else key
         digests: dict[str, str] = {}
-        _digest_urls(task, bytes.fromhex(key), "", digests)
+        if isinstance(task, Configurable):
+            _digest_urls(task, bytes.fromhex(key), "", digests)
         return cls(key=key, digests=digests)
 
 

@@ -133,7 +133,9 @@ class ImageGenerationModel(Configurable, ABC):
 
     takes_position: ClassVar[bool] = False
     """Whether `generate` takes `position`: how many input rows of the run come before
-    the batch (a run passes it to a backend that resumes by it)."""
+    the batch (a run passes it to a backend that resumes by it). Such a model may also
+    have `start_at(position)`, which a run calls before `load()` with the input rows
+    its output already holds (`None`: not known)."""
 
     @property
     @abstractmethod

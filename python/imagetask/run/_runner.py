@@ -19,31 +19,28 @@ request in a way no retry changes (the batch that met it is not written) or when
 `max_consecutive_failures` generations in a row failed. `retry_failed` makes the failed
 generations of the rows done again (`imagetask.run._retry`): the output with them replaced is
 written beside the old one, in `.retry/`, checkpointed as it goes, and then takes its place.
+
+This module is the loop: the input read (`_input`), batches started on workers and
+written in order into the run's folder (`_state`), the run's record written when it ends
+(`_record`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-import shutil
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from imagetask._durable import fsync_dir, fsync_file, refuse_links, write_atomic
-from imagetask._extras import require
+from imagetask._durable import refuse_links
 from imagetask._runtime import Workers
 from imagetask.build._artifacts import artifacts_folder
-from imagetask.build._columnar import ArrowOutput
 from imagetask.errors import (
     ConfigError,
     ImageTaskError,
@@ -51,48 +48,28 @@ from imagetask.errors import (
     RunError,
     RunInterrupted,
     RunStopped,
-    SinkError,
 )
-from imagetask.io._checkpoint import (
-    CHECKPOINT,
-    VERSION,
-    Checkpoint,
-    InputMark,
-    RetryMark,
-    RowsDigest,
-    row_digest,
-    write_checkpoint,
-)
-from imagetask.io._identity import UrlDigests, output_identity
-from imagetask.io._jsonl import (
-    OUTPUT_FORMATS,
-    JsonlSink,
-    OutputFormat,
-    ParquetSink,
-    empty_state,
-    open_sink,
-)
-from imagetask.io._parquet import DATA, SHARD_BYTES, STAGING
+from imagetask.io._checkpoint import CHECKPOINT, RowsDigest, row_digest
+from imagetask.io._jsonl import OUTPUT_FORMATS, OutputFormat
+from imagetask.io._parquet import SHARD_BYTES
 from imagetask.io._readers import Reader
-from imagetask.io._run_folder import SUMMARY, RunFolder
-from imagetask.outcome import Ending, RunSummary
+from imagetask.outcome import RunSummary
+from imagetask.run._input import Numbered, Where, exhausted, numbered, skip_done, total
 from imagetask.run._lock import FolderLock
 from imagetask.run._progress import Progress
-from imagetask.run._retry import RETRY, failed_generations, merge, rebuilt_input, units
+from imagetask.run._record import write_record
+from imagetask.run._retry import retry_failed
+from imagetask.run._state import BatchPlace, RunState, clear, recorded_rows
+from imagetask.run._tables import input_table
 
 if TYPE_CHECKING:
     from imagetask.build._batch import Batch
     from imagetask.build._columnar import ArrowBatch
-    from imagetask.outcome import Failure
-    from imagetask.task._task import ImageTask, Row
+    from imagetask.outcome import Row
+    from imagetask.run._runnable import RunnableTask
 
 __all__ = ["CHECKPOINT", "RunSummary", "run"]
 
-_OUTPUTS = ("data.jsonl", DATA, STAGING)
-"""What a run writes its rows to: a folder holding any of them without a checkpoint is
-refused."""
-_SYNC_THREADS = 4
-"""Threads that fsync image files (concurrent fsyncs share the file system's journal commits)."""
 _HELD_PER_BATCH_IN_FLIGHT = 8
 """How many batches a run may hold, per batch of `batches_in_flight`, while the oldest
 waits on a request and the model has request slots to spare."""
@@ -102,475 +79,11 @@ _POLL_SECONDS = 0.02
 
 @dataclass
 class _Pending:
-    """A batch whose model call runs on a worker, and where its first input row is."""
+    """A batch whose model call runs on a worker, and where it is in the input."""
 
     batch: Batch | ArrowBatch
     generated: Future[None]
-    where: str
-    first: str | None
-    last: str | None
-    rows: str
-    """The `RowsDigest` of the input up to the batch's last row."""
-
-
-def _first_difference(old: Any, new: Any, path: str = "") -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))
-    return f"`{path}` was {json.dumps(old)}, now {json.dumps(new)}"
-
-
-def _empty_schema(task: ImageTask) -> Any:
-    """The Parquet schema of a run without rows: the task's input columns as text, its
-    outputs as `OutputSchema.arrow_types` gives them, or text (lists of it when grouped),
-    and no metadata column (it has no field)."""
-    arrow = require("pyarrow", "parquet", "writing Parquet")
-    schema = task.output_schema
-    known = schema.arrow_types()
-    text = arrow.list_(arrow.string()) if schema.grouped else arrow.string()
-    mapped_in = task.input_mappings
-    fields = [arrow.field(mapped_in.get(name, name), arrow.string()) for name in task.inputs]
-    for name, column in schema.columns.items():
-        if name in schema.outputs or column == schema.model_name:
-            fields.append(arrow.field(column, known.get(column, text)))
-    return arrow.schema(fields)
-
-
-class _ImageSync:
-    """fsyncs the image files of written batches on a few threads, while the next batches
-    are generated; `wait` (before a checkpoint) waits for them and syncs their folders."""
-
-    def __init__(self, output: Path) -> None:
-        self._output = output
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future[None]] = []
-        self._seen: set[str] = set()
-        self._folders: set[Path] = set()
-
-    def add(self, paths: Iterable[str]) -> None:
-        for relative in paths:
-            if relative in self._seen:
-                continue
-            self._seen.add(relative)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(_SYNC_THREADS, "imagetask-fsync")
-            path = self._output / relative
-            self._pending.append(self._pool.submit(fsync_file, path))
-            self._folders.add(path.parent)
-
-    def wait(self) -> None:
-        """Returns once every file added and its folders up to the output are durable."""
-        for done in self._pending:
-            done.result()
-        folders = set(self._folders)
-        for folder in self._folders:
-            folders.update(parent for parent in folder.parents if self._output in parent.parents)
-        for folder in folders:
-            fsync_dir(folder)
-        self._pending.clear()
-        self._seen.clear()
-        self._folders.clear()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _Run:
-    """A run's output folder: its checkpoint, its sink and the image files to sync."""
-
-    def __init__(
-        self,
-        task: ImageTask,
-        output: Path,
-        format: OutputFormat,
-        resume: bool,
-        checkpoint_seconds: float,
-        shard_bytes: int,
-        retry_failed: bool = False,
-        max_consecutive_failures: int = 0,
-    ) -> None:
-        self.task = task
-        self.checkpoint_seconds = checkpoint_seconds
-        self.max_consecutive_failures = max_consecutive_failures
-        self.streak = 0
-        self.ended: Ending = "complete"
-        self.retrying = False  # whether the failed generations of the rows done are made again
-        self._saved = time.monotonic()
-        self.output = output
-        self.format = format
-        self.dump = task.dump()
-        self.path = output / CHECKPOINT
-        self.data = output / (DATA if format == "parquet" else "data.jsonl")
-        self._images = _ImageSync(output)
-        schema = task.output_schema
-        self._path_column = schema.image_path
-        options: dict[str, Any] = {}
-        if format == "parquet":
-            options = {
-                "empty_schema": _empty_schema(task),
-                "image_column": schema.image or schema.columns.get("image", "image"),
-                "path_column": self._path_column,
-                "shard_bytes": shard_bytes,
-            }
-        self._options = options
-        previous = self._previous(resume)
-        if previous is not None and previous.retry is not None and previous.retry.swap:
-            previous = self._swap(previous, previous.retry)
-        self.fresh = previous is None
-        if previous is None:
-            # The checkpoint comes before the first byte of output: a run killed at any
-            # moment leaves a folder that `resume` accepts.
-            self.checkpoint = Checkpoint(
-                version=VERSION,
-                format=format,
-                task=self.dump,
-                rows_in=0,
-                rows_out=0,
-                failed=0,
-                seconds=0.0,
-                complete=False,
-                sink=empty_state(format),
-                urls=UrlDigests.of(task),
-            )
-            write_checkpoint(self.path, self.checkpoint)
-            self.sink: JsonlSink | ParquetSink | None = open_sink(output, format, None, **options)
-        else:
-            self.checkpoint = previous
-            if previous.retry is None:  # what a retry left, before or after recording
-                shutil.rmtree(output / RETRY, ignore_errors=True)
-            self.retrying = previous.retry is not None or (retry_failed and previous.failed > 0)
-            if not self.done:
-                self.sink = open_sink(output, format, previous.sink, **options)
-            else:
-                self.sink = None
-        self.resumed_from = self.checkpoint.rows_in
-
-    @property
-    def done(self) -> bool:
-        """Whether the run has nothing left to do."""
-        return self.checkpoint.complete and not self.retrying
-
-    def _previous(self, resume: bool) -> Checkpoint | None:
-        if not self.path.exists():
-            if any((self.output / name).exists() for name in _OUTPUTS):
-                raise RunError(
-                    f"{self.output} holds output without a {CHECKPOINT}: choose an empty folder"
-                )
-            return None
-        if not resume:
-            raise RunError(
-                f"{self.output} already holds a run ({CHECKPOINT}): resume it (--resume) "
-                "or choose an empty folder"
-            )
-        folder = RunFolder(self.output)
-        state = folder.checkpoint()
-        assert state is not None  # the folder is locked and the file exists
-        folder.staged()  # refuses names outside the staging folder, as every reader does
-        if state.format != self.format:
-            raise RunError(
-                f"{self.output}: the run writes {state.format}, not {self.format}: "
-                f"resume it with the same format"
-            )
-        urls = None if state.urls is None else UrlDigests.of(self.task, state.urls.key)
-        old, new = output_identity(state.task, state.urls), output_identity(self.dump, urls)
-        if old != new:
-            raise RunError(
-                f"{self.output}: the task differs from the run's: {_first_difference(old, new)}"
-            )
-        return state
-
-    def commit(self, pending: _Pending, progress: Progress | None) -> None:
-        """Writes a generated batch whole, or raises `SinkError` having written none of it
-        (the checkpoint then stays at the batch before)."""
-        pending.generated.result()
-        batch = pending.batch
-        refusal = batch.refusal()
-        if refusal is not None:
-            self.ended = "refused"
-            raise RunStopped(
-                f"{pending.where}: the model refused the request, which no retry changes: "
-                f"{refusal}; the run stopped before this batch, {self._made()}: fix the "
-                "cause, then run again with resume (--resume)"
-            )
-        output = batch.finish()
-        failed = len(output.failures)
-        assert self.sink is not None
-        try:
-            if isinstance(output, ArrowOutput):
-                assert isinstance(self.sink, ParquetSink)
-                self.sink.write_table(output.table)
-            else:
-                assert isinstance(self.sink, JsonlSink)
-                self.sink.write(output.rows)
-        except SinkError as exc:
-            raise SinkError(
-                f"{pending.where}: the batch from this row cannot be written, so the run "
-                f"stops with the rows before it: {exc}"
-            ) from None
-        if self._path_column is not None:
-            rows = (
-                output.table.column(self._path_column).to_pylist()
-                if isinstance(output, ArrowOutput)
-                else [row.get(self._path_column) for row in output.rows]
-            )
-            self._images.add(_paths(rows))
-        written = output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
-        done = self.checkpoint
-        # One assignment: a Ctrl-C lands before or after it, never halfway.
-        mark = InputMark(
-            done.input.first if done.rows_in else pending.first, pending.last, pending.rows
-        )
-        self.checkpoint = msgspec.structs.replace(
-            done,
-            input=mark,
-            rows_in=done.rows_in + batch.size,
-            rows_out=done.rows_out + written,
-            failed=done.failed + failed,
-            sink=self.sink.state(),
-        )
-        if time.monotonic() - self._saved >= self.checkpoint_seconds:
-            self.save()
-        if progress is not None:
-            generations = batch.size * self.task.num_generations
-            progress.update(batch.size, generations - failed, failed)
-        self._count_streak(batch, output.failures)
-
-    def _made(self) -> str:
-        done = self.checkpoint
-        images = done.rows_in * self.task.num_generations - done.failed
-        return f"after {done.rows_in:,} input rows ({images:,} images, {done.failed:,} failed)"
-
-    def _count_streak(self, batch: Batch | ArrowBatch, failures: list[Failure]) -> None:
-        """Counts the generations that failed in a row; stops the run at the limit."""
-        limit = self.max_consecutive_failures
-        generations = self.task.num_generations
-        last = -1
-        for failure in sorted(failures):
-            index = failure.row * generations + failure.generation
-            if index == last:
-                continue
-            self.streak = self.streak + 1 if index == last + 1 else 1
-            last = index
-            if limit and self.streak >= limit:
-                self.ended = "failures"
-                raise RunStopped(
-                    f"{batch.where(failure.row)}: {self.streak:,} generations failed in a row "
-                    f"(the last: {failure.error}), so the run stopped {self._made()}: fix the "
-                    "cause, then make them again with resume and retry_failed "
-                    "(--resume --retry-failed)"
-                )
-        if last != batch.size * generations - 1:
-            self.streak = 0
-
-    def _swap(self, previous: Checkpoint, retry: RetryMark) -> Checkpoint:
-        """Puts a retry's whole new output in the old one's place (or finishes doing so,
-        after a crash in the middle), records it and removes the retry's folder."""
-        side = self.output / RETRY
-        new = side / self.data.name
-        if new.exists():
-            if self.data.is_dir():
-                old = side / "old"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(self.data, old)
-            os.replace(new, self.data)
-            fsync_dir(side)
-            fsync_dir(self.output)
-        checkpoint = msgspec.structs.replace(
-            previous, sink=retry.sink, failed=retry.failed, retry=None
-        )
-        write_checkpoint(self.path, checkpoint)
-        shutil.rmtree(side)
-        return checkpoint
-
-    def retry_failed(self, workers: Workers) -> None:
-        """Makes the failed generations of the rows done again: the output with them
-        replaced is written in `.retry/` (checkpointed as it goes), then takes the old
-        output's place (see `imagetask.run._retry`)."""
-        side = self.output / RETRY
-        mark = self.checkpoint.retry
-        if mark is None:
-            side.mkdir()
-            mark = RetryMark(rows_in=0, rows_out=0, failed=0, sink=empty_state(self.format))
-            self.checkpoint = msgspec.structs.replace(self.checkpoint, retry=mark)
-            write_checkpoint(self.path, self.checkpoint)
-        assert self.sink is not None
-        task = self.task
-        per_unit = 1 if task.group_generations else task.num_generations
-        sink = open_sink(side, self.format, mark.sink, **self._options)
-        try:
-            old = units(islice(self.sink.recorded(), mark.rows_in * per_unit, None), task)
-            while chunk := list(islice(old, task.input_batch_size)):
-                rows = [row for unit in self._retried(chunk, workers) for row in unit]
-                if isinstance(sink, ParquetSink):
-                    assert isinstance(self.sink, ParquetSink)
-                    sink.write_table(_rows_table(rows, self.sink.written_schema()))
-                else:
-                    sink.write(rows)
-                made = units(iter(rows), task)
-                failed = sum(len(failed_generations(unit, task)) for unit in made)
-                mark = RetryMark(
-                    rows_in=mark.rows_in + len(chunk),
-                    rows_out=mark.rows_out + len(rows),
-                    failed=mark.failed + failed,
-                    sink=sink.state(),
-                )
-                if time.monotonic() - self._saved >= self.checkpoint_seconds:
-                    self._save_retry(sink, mark)
-            sink.finish(final=False, about=_about(self))
-            self._save_retry(sink, msgspec.structs.replace(mark, sink=sink.state(), swap=True))
-        finally:
-            sink.close()
-        self.sink.close()
-        assert self.checkpoint.retry is not None
-        self.checkpoint = self._swap(self.checkpoint, self.checkpoint.retry)
-        self.sink = open_sink(self.output, self.format, self.checkpoint.sink, **self._options)
-        self.retrying = False
-
-    def _retried(self, chunk: list[list[Row]], workers: Workers) -> list[list[Row]]:
-        """`chunk`'s units with their failed generations made again; the model is asked
-        once for each count of failed generations a unit has."""
-        task = self.task
-        failed = [failed_generations(unit, task) for unit in chunk]
-        merged = list(chunk)
-        for count in sorted({len(generations) for generations in failed} - {0}):
-            positions = [index for index, found in enumerate(failed) if len(found) == count]
-            again = copy.copy(task)
-            again.num_generations = count
-            inputs = [rebuilt_input(chunk[index], task) for index in positions]
-            batch = (
-                again.prepare_arrow(_table(again, inputs, "the rows to retry"))
-                if self.format == "parquet"
-                else again.prepare(inputs)
-            )
-            workers.submit(batch.generate).result()
-            refusal = batch.refusal()
-            if refusal is not None:
-                self.ended = "refused"
-                raise RunStopped(
-                    "the model refused a request to make a failed generation again, which no "
-                    f"retry changes: {refusal}; the output is as it was: fix the cause, then "
-                    "run again with resume (--resume)"
-                )
-            output = batch.finish()
-            made = output.table.to_pylist() if isinstance(output, ArrowOutput) else output.rows
-            per_unit = 1 if task.group_generations else count
-            for number, index in enumerate(positions):
-                new = made[number * per_unit : (number + 1) * per_unit]
-                merged[index] = merge(chunk[index], failed[index], new, task)
-                if self._path_column is not None:
-                    self._images.add(_paths([row.get(self._path_column) for row in new]))
-        return merged
-
-    def _save_retry(self, sink: JsonlSink | ParquetSink, mark: RetryMark) -> None:
-        """Syncs a retry's new output and its image files, then records how far it got."""
-        sink.sync()
-        self._images.wait()
-        self.checkpoint = msgspec.structs.replace(self.checkpoint, retry=mark)
-        write_checkpoint(self.path, self.checkpoint)
-        sink.saved(mark.sink)
-        self._saved = time.monotonic()
-
-    def reopen(self) -> None:
-        """Takes a finished run up again (its input grew): opens its output where the
-        checkpoint ends it and removes `run.json`, which is for a run that has ended."""
-        self.checkpoint = msgspec.structs.replace(self.checkpoint, complete=False)
-        self.sink = open_sink(self.output, self.format, self.checkpoint.sink, **self._options)
-        (self.output / SUMMARY).unlink(missing_ok=True)
-
-    def forget(self) -> None:
-        """For a new run stopped before it recorded a row (a command refused at its first
-        row): removes its output, then its checkpoint, so that nothing in the folder
-        blocks the next command. A run that recorded rows is left to resume."""
-        if not self.fresh or self.checkpoint.rows_in or self.done:
-            return
-        self.close()
-        for path in (self.output / name for name in _OUTPUTS):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-        self.path.unlink(missing_ok=True)
-
-    def discard_unrecorded(self) -> None:
-        """Drops output written after the checkpoint's state: a Ctrl-C between writing
-        a batch and recording it leaves the batch to be done again, not counted twice."""
-        if self.sink is not None:
-            self.sink.discard_after(self.checkpoint.sink)
-
-    def save(self) -> None:
-        """Syncs the output and its image files, then records the checkpoint that points
-        to its end."""
-        if self.sink is not None:
-            self.sink.sync()
-        self._images.wait()
-        write_checkpoint(self.path, self.checkpoint)
-        if self.sink is not None:
-            self.sink.saved(self.checkpoint.sink)
-        self._saved = time.monotonic()
-
-    def complete(self, seconds: float, complete: bool) -> None:
-        self.checkpoint = msgspec.structs.replace(
-            self.checkpoint,
-            complete=complete,
-            seconds=round(self.checkpoint.seconds + seconds, 3),
-        )
-
-    def finish_sink(self, final: bool) -> None:
-        """Completes the output (the last Parquet shard, the dataset card)."""
-        assert self.sink is not None
-        self.sink.finish(final=final, about=_about(self))
-        self.checkpoint = msgspec.structs.replace(self.checkpoint, sink=self.sink.state())
-
-    def finish_stopped(self) -> None:
-        """After a stop other than Ctrl-C (an error, a refusal): completes what was
-        written, as a `limit` does, so that the rows recorded load (for Parquet, the last
-        shard and the dataset card). Should that fail too, the staged batches stay
-        recorded as they are, for a resume to finish, and the stop's own error is the
-        one reported. A run that recorded no row has nothing to complete (and leaves
-        nothing behind, see `forget`)."""
-        if self.sink is None or self.retrying or not self.checkpoint.rows_in:
-            return
-        try:
-            self.finish_sink(False)
-        except Exception:
-            return
-
-    def summary(self) -> RunSummary:
-        state = self.checkpoint
-        return RunSummary(
-            images=state.rows_in * self.task.num_generations - state.failed,
-            ended=self.ended,
-            output=str(self.output),
-            data=str(self.data),
-            rows_in=state.rows_in,
-            rows_out=state.rows_out,
-            failed=state.failed,
-            seconds=state.seconds,
-            resumed_from=self.resumed_from,
-            complete=state.complete,
-        )
-
-    def close(self) -> None:
-        self._images.close()
-        if self.sink is not None:
-            self.sink.close()
-
-
-def _paths(values: list[Any]) -> Iterator[str]:
-    """The image paths of a batch's path column (lists of them when grouped)."""
-    for value in values:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, list):
-            yield from (path for path in value if isinstance(path, str))
-
-
-def _numbered(rows: Iterable[Row] | Reader) -> tuple[Iterator[tuple[int, Row]], Any]:
-    if isinstance(rows, Reader):
-        return iter(rows), rows.where
-    return enumerate(rows), lambda index: f"input row {index}"
+    place: BatchPlace
 
 
 def _check_options(
@@ -606,7 +119,7 @@ def _check_options(
 
 
 def run(
-    task: ImageTask,
+    task: RunnableTask,
     rows: Iterable[Row] | Reader,
     output_dir: str | Path,
     *,
@@ -665,21 +178,22 @@ def run(
         task.set_runtime_parameters({"output_dir": str(output)})
     lock = FolderLock(output)
     try:
+        _tell_start(task.image_generation_model, output)
         task.load()
         try:
             if overwrite:  # once the task could load: a run that cannot start deletes nothing
-                _clear(output)
+                clear(output)
             if getattr(task, "save_artifacts", False):  # refused before anything is written
                 refuse_links(output, artifacts_folder(task.name))
-            state = _Run(
+            state = RunState(
                 task,
                 output,
                 format,
-                resume,
-                checkpoint_seconds,
-                shard_bytes,
-                retry_failed,
-                max_consecutive_failures,
+                resume=resume,
+                checkpoint_seconds=checkpoint_seconds,
+                shard_bytes=shard_bytes,
+                retry_failed=retry_failed,
+                max_consecutive_failures=max_consecutive_failures,
             )
             try:
                 return _stream(state, rows, limit, progress, batches_in_flight, started)
@@ -694,70 +208,30 @@ def run(
         lock.release()
 
 
-_RUN_FILES = (CHECKPOINT, SUMMARY, "data.jsonl", DATA, STAGING, RETRY, "artifacts", "batch-jobs")
+def _tell_start(model: object, output: Path) -> None:
+    """Tells a model that `takes_position` and has `start_at` where the run starts: the
+    input rows the folder's checkpoint records (see `recorded_rows`)."""
+    start_at = getattr(model, "start_at", None)
+    if getattr(model, "takes_position", False) and callable(start_at):
+        start_at(recorded_rows(output))
 
 
-def _clear(output: Path) -> None:
-    """Deletes what a run wrote in `output` (its dataset card too), nothing else."""
-    card = output / "README.md"
-    if card.is_file() and not card.is_symlink() and b'- "imagetask"' in card.read_bytes():
-        card.unlink()
-    for name in _RUN_FILES:
-        path = output / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-
-def _skip_done(state: _Run, numbered: Iterator[tuple[int, Row]], where: Any) -> RowsDigest:
-    """Skips the input rows a resumed run had done, checking that they are its rows;
-    returns their digest, to be extended with the rows that follow."""
-    done = state.resumed_from
-    digest = RowsDigest()
-    skipped, first, last = 0, None, None
-    for index, row in islice(numbered, done):
-        if skipped == 0:
-            first = (index, row)
-        last = (index, row)
-        skipped += 1
-        digest.add(row)
-    if skipped < done:
-        raise RunError(f"the input has {skipped:,} rows, but the run to resume had done {done:,}")
-    mark = state.checkpoint.input
-    for seen, recorded in ((first, mark.first), (last, mark.last)):
-        if seen is not None and recorded is not None and row_digest(seen[1]) != recorded:
-            raise RunError(
-                f"{where(seen[0])}: not the row the run to resume read there: resume it "
-                "with the input it started with"
-            )
-    if last is not None and mark.rows is not None and digest.hexdigest() != mark.rows:
-        raise RunError(
-            f"{where(last[0])}: the rows up to this one are not the ones the run to resume "
-            "read (a row was changed, added or removed): resume it with the input it "
-            "started with"
-        )
-    return digest
-
-
-def _rest(
-    state: _Run, numbered: Iterator[tuple[int, Row]], limit: int | None
-) -> Iterator[tuple[int, Row]] | None:
+def _rest(state: RunState, rows: Numbered, limit: int | None) -> Numbered | None:
     """The input rows after those done; for a finished run, `None` when there are none
     (or `limit` is reached), else the run is taken up again."""
     if not state.done:
-        return numbered
+        return rows
     if limit is not None and limit <= state.resumed_from:
         return None
-    following = next(numbered, None)
+    following = next(rows, None)
     if following is None:
         return None
     state.reopen()
-    return chain([following], numbered)
+    return chain([following], rows)
 
 
 def _stream(
-    state: _Run,
+    state: RunState,
     rows: Iterable[Row] | Reader,
     limit: int | None,
     progress: bool | Progress,
@@ -769,28 +243,27 @@ def _stream(
     reporter = progress if isinstance(progress, Progress) else None
     pending: deque[_Pending] = deque()
     # The input is checked before anything is written: a refused resume changes nothing.
-    numbered, where = _numbered(rows)
-    digest = _skip_done(state, numbered, where)
-    rest = _rest(state, numbered, limit)
+    numbered_rows, where = numbered(rows)
+    digest = skip_done(numbered_rows, where, state.resumed_from, state.checkpoint.input)
+    rest = _rest(state, numbered_rows, limit)
     if rest is None:
         return state.summary()
-    numbered = rest
     most = batches_in_flight
     if callable(getattr(model, "idle_slots", None)):
         most *= _HELD_PER_BATCH_IN_FLIGHT
     workers = Workers(most, "imagetask")
     try:
         if state.retrying:
-            state.retry_failed(workers)
+            retry_failed(state, workers)
         if progress is True:
-            reporter = Progress(_total(rows, limit), done=state.resumed_from)
+            reporter = Progress(total(rows, limit), done=state.resumed_from)
         budget = None if limit is None else max(limit - state.resumed_from, 0)
         stop: ImageTaskError | None = None
         position = state.resumed_from
         while True:
             size = task.input_batch_size if budget is None else min(task.input_batch_size, budget)
             try:
-                chunk = list(islice(numbered, size)) if size else []
+                chunk = list(islice(rest, size)) if size else []
                 if not chunk:
                     break
                 columnar = state.format == "parquet"
@@ -802,13 +275,13 @@ def _stream(
             if budget is not None:
                 budget -= len(chunk)
             while len(pending) >= batches_in_flight and _write_oldest_next(pending, model, most):
-                state.commit(pending.popleft(), reporter)
+                _commit(state, pending.popleft(), reporter)
         while pending:
-            state.commit(pending.popleft(), reporter)
+            _commit(state, pending.popleft(), reporter)
         if stop is not None:
             raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
-        complete = budget != 0 or _exhausted(numbered)
+        complete = budget != 0 or exhausted(rest)
         state.ended = "complete" if complete else "limit"
         state.complete(time.monotonic() - started, complete)
         state.finish_sink(complete)
@@ -836,6 +309,12 @@ def _stream(
     return _report(state)
 
 
+def _commit(state: RunState, pending: _Pending, progress: Progress | None) -> None:
+    """Waits for the oldest batch's model call, then writes and records it."""
+    pending.generated.result()
+    state.commit(pending.batch, pending.place, progress)
+
+
 def _write_oldest_next(pending: deque[_Pending], model: Any, most: int) -> bool:
     """Whether to write the oldest batch next (`commit` waits for it) rather than start
     another first: while the oldest still waits on a request (retries, a slow answer) and
@@ -851,29 +330,11 @@ def _write_oldest_next(pending: deque[_Pending], model: Any, most: int) -> bool:
     return True
 
 
-def _exhausted(numbered: Iterator[tuple[int, Row]]) -> bool:
-    """Whether the input has no row left (a row that cannot be read counts as one)."""
-    try:
-        return next(numbered, None) is None
-    except ImageTaskError:
-        return False
-
-
-def _total(rows: Iterable[Row] | Reader, limit: int | None) -> int | None:
-    if isinstance(rows, Reader):
-        total = rows.count()
-    else:
-        total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
-    if limit is not None:
-        return limit if total is None else min(total, limit)
-    return total
-
-
 def _start(
-    task: ImageTask,
+    task: RunnableTask,
     chunk: list[tuple[int, Row]],
     position: int,
-    where: Any,
+    where: Where,
     workers: Workers,
     columnar: bool,
     digest: RowsDigest,
@@ -886,7 +347,7 @@ def _start(
     batch: Batch | ArrowBatch
     try:
         batch = (
-            task.prepare_arrow(_table(task, rows, where(chunk[0][0])))
+            task.prepare_arrow(input_table(task, rows, where(chunk[0][0])))
             if columnar
             else task.prepare(rows)
         )
@@ -895,80 +356,14 @@ def _start(
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
     batch.position = position
     batch.names = lambda row: str(where(chunk[row][0]))
-    return _Pending(
-        batch,
-        workers.submit(batch.generate),
-        where(chunk[0][0]),
-        row_digest(rows[0]),
-        row_digest(rows[-1]),
-        digest.hexdigest(),
+    place = BatchPlace(
+        where(chunk[0][0]), row_digest(rows[0]), row_digest(rows[-1]), digest.hexdigest()
     )
+    return _Pending(batch, workers.submit(batch.generate), place)
 
 
-def _table(task: ImageTask, rows: list[Row], where: str) -> Any:
-    """A batch's input rows as an Arrow table, for the columnar path (Parquet output).
-
-    A row that is not a mapping or lacks a column raises `InputRowError` as
-    `process_batch` does; columns whose values cannot share one Arrow type are a
-    `RunError` naming the batch's first line.
-    """
-    arrow = require("pyarrow", "arrow", "writing Parquet")
-    if not all(isinstance(row, dict) for row in rows):
-        task.prepare(rows)  # raises InputRowError naming the row
-    names = dict.fromkeys(name for row in rows for name in row)
-    try:
-        return arrow.table({name: [row.get(name) for row in rows] for name in names})
-    except (arrow.ArrowException, TypeError, ValueError, OverflowError, RecursionError) as exc:
-        reason = " ".join(str(exc).split())
-        raise RunError(
-            f"{where}: the rows of the batch from this row cannot be one Arrow table for "
-            f"Parquet (a column's values must share one type): {reason}"
-        ) from None
-
-
-def _rows_table(rows: list[Row], schema: Any) -> Any:
-    """Output rows as an Arrow table of `schema` (the output's, to keep its types)."""
-    arrow = require("pyarrow", "parquet", "writing Parquet")
-    try:
-        return arrow.Table.from_pylist(rows, schema=schema)
-    except (arrow.ArrowException, TypeError, ValueError, OverflowError) as exc:
-        reason = " ".join(str(exc).split())
-        raise SinkError(
-            f"the rows made again cannot take the output's column types: {reason}"
-        ) from None
-
-
-def _about(state: _Run) -> str:
-    """What the run was, for the dataset card."""
-    task, done = state.task, state.checkpoint
-    model = task.image_generation_model
-    generations = done.rows_in * task.num_generations
-    status = "complete" if done.complete else "not complete (resume it to go on)"
-    return (
-        f"# {state.output.name or 'imagetask output'}\n\n"
-        f"Images generated with imagetask: task `{type(task).__name__}` (`{task.name}`), "
-        f"model `{model.model_name}` ({type(model).__name__}), "
-        f"{task.num_generations} generation(s) per input row.\n\n"
-        "| input rows | output rows | images | failed generations | run |\n"
-        "| --- | --- | --- | --- | --- |\n"
-        f"| {done.rows_in:,} | {done.rows_out:,} | {generations - done.failed:,} | "
-        f"{done.failed:,} | {status} |\n\n"
-        "The task's configuration is in `run.json`; failed generations have a null image "
-        f"and their error in `{task.output_schema.metadata}`."
-    )
-
-
-def _report(state: _Run) -> RunSummary:
+def _report(state: RunState) -> RunSummary:
     """Writes `run.json` for a run that ended (not interrupted)."""
     summary = state.summary()
-    images = summary.rows_in * state.task.num_generations - summary.failed
-    report = {
-        **asdict(summary),
-        "data": state.data.name + ("/" if state.data.name == DATA else ""),
-        "images": images,
-        "rows_per_s": round(summary.rows_in / max(summary.seconds, 1e-9), 1),
-        "images_per_s": round(images / max(summary.seconds, 1e-9), 1),
-        "task": state.dump,
-    }
-    write_atomic(state.output / SUMMARY, json.dumps(report, indent=2).encode() + b"\n")
+    write_record(summary, state.dump)
     return summary

@@ -5,8 +5,9 @@
 """
 
 from imagetask.config import publish
+from imagetask.outcome import Row
 from imagetask.task._generation import IMAGE_FORMATS, ImageGeneration
-from imagetask.task._task import ImageTask, Row
+from imagetask.task._task import ImageTask
 from imagetask.task._template import TemplateGeneration
 
 __all__ = ["IMAGE_FORMATS", "ImageGeneration", "ImageTask", "Row", "TemplateGeneration"]

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from imagetask.build._artifacts import ArtifactTarget, artifact_target, write_artifacts
-from imagetask.build._batch import Failure
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
-from imagetask.task._task import ImageTask, Row, native_hook
+from imagetask.outcome import Failure, Row
+from imagetask.task._task import ImageTask, native_hook
 
 __all__ = ["IMAGE_FORMATS", "ImageGeneration"]
 

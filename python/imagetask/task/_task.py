@@ -11,12 +11,13 @@ import msgspec
 
 from imagetask._core import MAX_GENERATIONS, ColumnBuilder, RowBuilder
 from imagetask.build._artifacts import ArtifactTarget
-from imagetask.build._batch import Batch, Failure
+from imagetask.build._batch import Batch
 from imagetask.build._columnar import ArrowBatch, arrow, as_table
 from imagetask.build._schema import OutputSchema
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models import ImageModel
+from imagetask.outcome import Failure, Row
 from imagetask.run import _runner as runner
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["ImageTask", "native_hook"]
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-Row = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -221,11 +221,14 @@ class ImageTask(Configurable, ABC):
         input column, unless `on_invalid_row="fail"`.
         """
         return Batch(
-            self,
             list(inputs),
-            self._builder(),
-            self._hook("format_input"),
-            self._hook("format_output"),
+            model=self.image_generation_model,
+            n=self.num_generations,
+            schema=self.output_schema,
+            builder=self._builder(),
+            format_input=self._hook("format_input"),
+            format_output=self._hook("format_output"),
+            complete_rows=self.complete_rows,
         )
 
     def prepare_arrow(self, data: Any) -> ArrowBatch:
@@ -233,9 +236,17 @@ class ImageTask(Configurable, ABC):
         natively when the task's hooks are its own, else materialises the rows as dicts."""
         table = as_table(data)
         native = self._column_builder(table)
-        if native is None:
-            return ArrowBatch(self, table, None, self.prepare(table.to_pylist()), None)
-        return ArrowBatch(self, table, native, None, self.artifact_target())
+        slow = None if native is not None else self.prepare(table.to_pylist())
+        return ArrowBatch(
+            table,
+            model=self.image_generation_model,
+            n=self.num_generations,
+            schema=self.output_schema,
+            prompt_column=self.input_mappings.get("prompt", "prompt"),
+            native=native,
+            slow=slow,
+            artifacts=None if native is None else self.artifact_target(),
+        )
 
     def process_arrow(self, data: Any) -> pa.Table:
         """`process_batch` for Arrow data: any object exporting the Arrow PyCapsule

@@ -6,8 +6,8 @@ import functools
 import string
 
 from imagetask.errors import ConfigError
+from imagetask.outcome import Row
 from imagetask.task._generation import ImageGeneration
-from imagetask.task._task import Row
 
 __all__ = ["TemplateGeneration", "template_fields"]
 

@@ -19,8 +19,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 import msgspec
 
 from imagetask.config import RuntimeParameter
-from imagetask.errors import ConfigError, RequestError, RunError
-from imagetask.io._run_folder import RunFolder
+from imagetask.errors import ConfigError, RequestError
 from imagetask.models._base import Answer
 from imagetask.models._openai_images import OpenAIImageGeneration
 from imagetask.models.openai_batch._journal import Entry, Job, Journal
@@ -178,8 +177,9 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     batch the resumed run sends again (the same prompts, model and parameters, in the
     same order, at the same place in the run) re-attaches to the jobs recorded for it
     instead of submitting them again: resume with the same input and batch size. The
-    run's `checkpoint.json` in `output_dir` tells which recorded batches are already
-    written, so that a later batch with the very same prompts gets jobs of its own.
+    run tells the model where it starts before loading it (`start_at`: the input rows its
+    checkpoint records), so that a batch with the very same prompts after the recorded
+    ones gets jobs of its own; a model that is not told loads as for a new run.
     Without `output_dir` the journal is kept in memory only.
 
     Parameters
@@ -225,14 +225,24 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             self._open_journal: Journal | None = None
             self._progress = _Progress()
             self._offset = 0
+            self._start: int | None = 0
 
     # --- lifecycle ----------------------------------------------------------------------
+
+    def start_at(self, position: int | None) -> None:
+        """Tells the model, before `load()`, where the run that loads it starts: the input
+        rows its output already holds (0: a new run; `None`: not known). `load()` takes
+        it, and a later `load()` not told again starts at 0."""
+        with self._state_lock:
+            self._start = position
 
     def load(self) -> None:
         """Checks that there is an API key and opens the journal; a new run may re-attach
         to every job it records."""
         super().load()
-        start = self._run_start()
+        with self._state_lock:
+            start = self._start if self.output_dir is not None else None
+            self._start = 0
         self._journal().reset(start)
         with self._state_lock:
             self._offset = start or 0
@@ -272,16 +282,6 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     def jobs_dir(self) -> Path | None:
         """The folder of the journal and of downloads in progress."""
         return None if self.output_dir is None else Path(self.output_dir) / JOBS_DIR
-
-    def _run_start(self) -> int | None:
-        """The input rows the run to resume had written (0: a new run; `None`: unknown)."""
-        if self.output_dir is None:
-            return None
-        try:
-            checkpoint = RunFolder(self.output_dir).checkpoint()
-        except RunError:  # a checkpoint the runner refuses, saying why
-            return None
-        return 0 if checkpoint is None else checkpoint.rows_in
 
     def _journal(self) -> Journal:
         with self._state_lock:

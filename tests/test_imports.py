@@ -182,6 +182,15 @@ SURFACES = {
     "imagetask.io": ["FORMATS", "Reader", "RunFolder"],
     "imagetask.run": ["run"],
     "imagetask.gallery": ["build_gallery"],
+    "imagetask.curate": [
+        "Mark",
+        "Marks",
+        "Selection",
+        "Where",
+        "read_marks",
+        "select",
+        "write_marks",
+    ],
     "imagetask.models.openai_batch": [
         "JOBS_DIR",
         "MAX_INPUT_BYTES",

@@ -1,5 +1,6 @@
 """The `imagetask` command: generate an image dataset from a file of prompts (`generate`),
-browse a run (`gallery`), or measure what building its rows costs (`bench`)."""
+browse a run (`gallery`), keep the images chosen (`select`), or measure what building its
+rows costs (`bench`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from imagetask import _bench as bench
-from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
+from imagetask.curate import Where, select
+from imagetask.errors import ConfigError, ImageTaskError, RunInterrupted, UsageError
 from imagetask.gallery._page import build_gallery
 from imagetask.io._parquet import SHARD_BYTES
 from imagetask.io._readers import FORMATS, Reader
@@ -299,6 +301,36 @@ def _parser() -> argparse.ArgumentParser:
     gallery.add_argument("run", metavar="OUT", help="the folder of a run")
     gallery.add_argument("compare", metavar="OUT_B", nargs="?", help="a run to compare with")
     gallery.add_argument("--open", action="store_true", help="open the page in a web browser")
+    select = commands.add_parser(
+        "select",
+        help="write a new dataset of the images of a run that are kept",
+        description=(
+            "Write OUT2, a new dataset in RUN's format (its card and images included) with\n"
+            "the images of RUN that are kept, in RUN's order; no model is called. An image\n"
+            "marked `reject` in MARKS (the file the gallery page exports) leaves, an image\n"
+            "without a mark stays. With group_generations, a rejected image leaves its row's\n"
+            "lists, and a row left with none leaves the dataset."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    select.add_argument("run", metavar="RUN", help="the folder of a run")
+    select.add_argument(
+        "-o", "--output", metavar="OUT2", required=True, help="the new dataset's folder"
+    )
+    select.add_argument(
+        "--marks", metavar="MARKS", help="the marks file (imagetask-marks, version 1)"
+    )
+    select.add_argument(
+        "--reject-failed", action="store_true", help="leave out the failed generations"
+    )
+    select.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only the rows whose COLUMN equals VALUE (COLUMN!=VALUE: does not); "
+        "VALUE is read as JSON where it parses, else as text; repeatable, all must hold",
+    )
     bench.add_command(commands)
     return parser
 
@@ -614,6 +646,23 @@ def _gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    try:
+        where = [Where.parse(text) for text in args.where]
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    chosen = select(
+        args.run, args.output, marks=args.marks, reject_failed=args.reject_failed, where=where
+    )
+    print(
+        f"imagetask: {chosen.images:,} images ({chosen.failed:,} failed generations) of "
+        f"{chosen.inputs:,} input rows kept in {chosen.rows:,} rows; left out: "
+        f"{chosen.rejected:,} rejected, {chosen.dropped_failed:,} failed, "
+        f"{chosen.dropped_where:,} not matching -> {chosen.output}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status: 0 done (`generate`: every generation
     made its image), 1 an error (`generate`: no image made, or the run stopped early),
@@ -625,6 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return bench.main(args)
+        if args.command == "select":
+            return _select(args)
         return _gallery(args) if args.command == "gallery" else _generate(args)
     except RunInterrupted as exc:
         print(

@@ -319,6 +319,25 @@ class RunFolder:
                 f"{self.path}: the run has no data.jsonl, data.parquet or data/*.parquet"
             )
 
+    def arrow_schema(self) -> Any:
+        """The Arrow schema of a Parquet run's rows (its first shard's, else its first staged
+        stream's; `None`: a JSONL run, or no rows); a `ReadError` names the file that cannot
+        be read."""
+        if self.format != "parquet":
+            return None
+        arrow = require("pyarrow", "arrow", "reading a Parquet run")
+        parquet = require("pyarrow.parquet", "parquet", "reading a Parquet run")
+        try:
+            if self.data:
+                return parquet.read_schema(self.data[0])
+            for stream in self.staged():
+                with arrow.OSFile(str(stream.path), "rb") as source:
+                    return arrow.ipc.open_stream(source).schema
+        except (arrow.ArrowException, OSError) as exc:
+            file = self.data[0] if self.data else self.staged()[0].path
+            raise ReadError(f"{file}: cannot be read: {exc}") from None
+        return None
+
     def rows(self) -> Iterator[RunRow]:
         """The run's rows in order, from every data file then the staged streams, each as
         its file holds it; a `ReadError` names the file and line that cannot be read."""

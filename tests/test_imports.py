@@ -185,8 +185,12 @@ SURFACES = {
     "imagetask.curate": [
         "Mark",
         "Marks",
+        "PublishFile",
+        "Published",
         "Selection",
         "Where",
+        "dataset_files",
+        "publish",
         "read_marks",
         "select",
         "write_marks",

@@ -192,7 +192,7 @@ def test_a_parquet_run_selects_into_a_dataset_that_datasets_loads(tmp_path: Path
     assert [image_of(row["image"]) for row in rows_of(out)] == [
         image_of(row["image"]) for row in source[:2] + source[4:6]
     ]
-    assert "4 rows in 1 Parquet file" in (out / "README.md").read_text()
+    assert "4 rows in 1 Parquet file under `data/`" in (out / "README.md").read_text()
 
 
 def test_where_reads_its_value_as_json_where_it_parses(tmp_path: Path) -> None:

@@ -24,24 +24,22 @@ the gallery and for marks made on it) and the run's value under `selected_from`.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imagetask._durable import write_atomic
 from imagetask._extras import require
-from imagetask.build._schema import OutputSchema
+from imagetask.curate._images import Generation, RunImages
 from imagetask.curate._marks import Marks, read_marks
 from imagetask.errors import ConfigError, ReadError, RunError
 from imagetask.io._jsonl import JsonlSink
 from imagetask.io._parquet import DATA, ParquetSink
-from imagetask.io._run_folder import SUMMARY, RunFolder, RunRow, image_payload, open_run
+from imagetask.io._run_folder import SUMMARY, RunFolder, RunRow, open_run
 
 __all__ = ["Selection", "Where", "select"]
 
@@ -118,91 +116,7 @@ class Selection:
     dropped_where: int = 0
 
 
-@dataclass
-class _Generation:
-    """One generation of an input row: its image's bytes and path, and whether it failed."""
-
-    data: bytes | None
-    path: str | None
-    failed: bool
-
-    @property
-    def sha256(self) -> str | None:
-        return None if self.data is None else hashlib.sha256(self.data).hexdigest()
-
-
-@dataclass
-class _Input:
-    """The rows of one input row (one row when grouped, else one per generation)."""
-
-    index: int
-    rows: list[RunRow] = field(default_factory=list)
-
-
-class _Reader:
-    """Reads a run's rows as input rows and generations, by the columns its task recorded."""
-
-    def __init__(self, run: RunFolder) -> None:
-        self.run = run
-        self.root = run.path.resolve()
-        schema = OutputSchema.of_dump(run.task)
-        self.schema = schema
-        self.grouped = schema.grouped
-        self.image = schema.columns["image"]
-        self.path = schema.columns["image_path"]
-        self.lists = [*schema.output_columns, schema.metadata]
-        count = run.task.get("num_generations")
-        self.per_input = count if type(count) is int and count > 0 else 1
-
-    def inputs(self) -> Iterator[_Input]:
-        """The run's rows gathered by input row, in order."""
-        current = _Input(0)
-        for run_row in self.run.rows():
-            current.rows.append(run_row)
-            if self.grouped or len(current.rows) >= self.per_input:
-                yield current
-                current = _Input(current.index + 1)
-        if current.rows:
-            yield current
-
-    def generations(self, run_row: RunRow) -> list[_Generation]:
-        """The generations of a row (one, or one per list item when grouped)."""
-        row = run_row.row
-        cells = [row.get(self.image), row.get(self.path), row.get(self.schema.metadata)]
-        if not self.grouped:
-            return [self._generation(run_row, *cells)]
-        count = max((len(cell) for cell in cells if isinstance(cell, list)), default=0)
-        return [
-            self._generation(
-                run_row, *(c[k] if isinstance(c, list) and k < len(c) else None for c in cells)
-            )
-            for k in range(count)
-        ]
-
-    def _generation(self, run_row: RunRow, image: Any, path: Any, metadata: Any) -> _Generation:
-        try:
-            payload = image_payload(image)
-        except ValueError as exc:
-            raise ReadError(f"{run_row.where}: {exc}") from None
-        path = path if isinstance(path, str) and path else payload.path
-        data = payload.data
-        if data is None and path is not None:
-            data = self.artifact(path, run_row.where).read_bytes()
-        failed = isinstance(metadata, dict) and metadata.get(self.schema.error) is not None
-        return _Generation(data, path, failed or data is None)
-
-    def artifact(self, path: str, where: str) -> Path:
-        """The file `path` (relative to the run folder) names; `ReadError` when it leads
-        out of the run folder or is missing."""
-        file = Path(os.path.realpath(self.root / path))
-        if Path(path).is_absolute() or not file.is_relative_to(self.root):
-            raise ReadError(f"{where}: the image path {path!r} leads out of the run folder")
-        if not file.is_file():
-            raise ReadError(f"{where}: the image file {path!r} is missing")
-        return file
-
-
-def _check_marks(reader: _Reader, marks: Marks, source: Path) -> None:
+def _check_marks(reader: RunImages, marks: Marks, source: Path) -> None:
     """Checks that `marks` was made on the run and that each marked image is the run's image
     at its input row and generation; `ReadError` naming the marks file and the first entry
     that is not."""
@@ -236,7 +150,7 @@ def _check_marks(reader: _Reader, marks: Marks, source: Path) -> None:
 class _Writer:
     """Writes the kept rows through the run's sink and copies their artifact files."""
 
-    def __init__(self, reader: _Reader, output: Path) -> None:
+    def __init__(self, reader: RunImages, output: Path) -> None:
         self.reader = reader
         self.output = output
         self.copied: set[str] = set()
@@ -255,7 +169,7 @@ class _Writer:
         else:
             self.sink = JsonlSink(output)
 
-    def add(self, row: dict[str, Any], kept: Sequence[_Generation], where: str) -> None:
+    def add(self, row: dict[str, Any], kept: Sequence[Generation], where: str) -> None:
         """Queues `row` for writing and copies the files of its `kept` generations."""
         for generation in kept:
             if generation.path is not None and generation.path not in self.copied:
@@ -314,7 +228,7 @@ class _Counts:
     """Whether an ungrouped input kept some but not all of its generations."""
 
 
-def _kept_row(reader: _Reader, row: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
+def _kept_row(reader: RunImages, row: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
     """A grouped row with only the kept generations in its lists."""
     if all(keep):
         return row
@@ -359,7 +273,7 @@ def select(
         raise RunError(f"{output}: the output folder exists and is not empty")
     if output.resolve() == folder.path.resolve():
         raise RunError(f"{output}: the output folder is the run folder")
-    reader = _Reader(folder)
+    reader = RunImages(folder)
     rejected: set[tuple[int, int]] = set()
     if marks is not None:
         chosen = read_marks(marks)
@@ -404,7 +318,7 @@ def select(
 
 
 def _write_kept(
-    reader: _Reader,
+    reader: RunImages,
     writer: _Writer,
     rejected: set[tuple[int, int]],
     reject_failed: bool,

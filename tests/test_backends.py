@@ -174,6 +174,7 @@ def test_openai_raw_output_and_statistics(server: ImageServer) -> None:
             "input_tokens": 3,
             "output_tokens": 200,
             "total_tokens": 203,
+            "cost_usd": (3 * 5.00 + 200 * 40.00) / 1_000_000 / 2,  # gpt-image-1's prices
         }
     task.unload()
 
@@ -187,7 +188,7 @@ def test_openai_raw_output_and_statistics(server: ImageServer) -> None:
         (
             {"input_tokens": "3", "output_tokens": 200, "input_tokens_details": [1]},
             {"text": "a cat"},
-            {"output_tokens": 200},
+            {"output_tokens": 200, "cost_usd": 200 * 40.00 / 1_000_000},
             {},
         ),
         (

@@ -24,6 +24,7 @@ LAYERS = [
     {"imagetask.task"},
     {
         "imagetask.gallery",
+        "imagetask.curate",
         "imagetask.testing",
         "imagetask.integrations",
         "imagetask.readers",
@@ -231,6 +232,19 @@ SURFACES = {
     "imagetask.io": ["FORMATS", "Reader", "RunFolder"],
     "imagetask.run": ["run"],
     "imagetask.gallery": ["build_gallery"],
+    "imagetask.curate": [
+        "Mark",
+        "Marks",
+        "PublishFile",
+        "Published",
+        "Selection",
+        "Where",
+        "dataset_files",
+        "publish",
+        "read_marks",
+        "select",
+        "write_marks",
+    ],
     "imagetask.models.openai_batch": [
         "JOBS_DIR",
         "MAX_INPUT_BYTES",

@@ -1,5 +1,6 @@
 """The `imagetask` command: generate an image dataset from a file of prompts (`generate`),
-browse a run (`gallery`), or measure what building its rows costs (`bench`)."""
+browse a run (`gallery`), keep the images chosen (`select`), send a run's dataset to the
+Hugging Face Hub (`publish`), or measure what building its rows costs (`bench`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from imagetask import _bench as bench
-from imagetask.errors import ImageTaskError, RunInterrupted, UsageError
+from imagetask.curate import Where, dataset_files, publish, select
+from imagetask.errors import ConfigError, ImageTaskError, RunInterrupted, UsageError
 from imagetask.gallery._page import build_gallery
 from imagetask.io._parquet import SHARD_BYTES
 from imagetask.io._readers import FORMATS, Reader
@@ -299,6 +301,66 @@ def _parser() -> argparse.ArgumentParser:
     gallery.add_argument("run", metavar="OUT", help="the folder of a run")
     gallery.add_argument("compare", metavar="OUT_B", nargs="?", help="a run to compare with")
     gallery.add_argument("--open", action="store_true", help="open the page in a web browser")
+    select = commands.add_parser(
+        "select",
+        help="write a new dataset of the images of a run that are kept",
+        description=(
+            "Write OUT2, a new dataset in RUN's format (its card and images included) with\n"
+            "the images of RUN that are kept, in RUN's order; no model is called. An image\n"
+            "marked `reject` in MARKS (the file the gallery page exports) leaves, an image\n"
+            "without a mark stays. With group_generations, a rejected image leaves its row's\n"
+            "lists, and a row left with none leaves the dataset."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    select.add_argument("run", metavar="RUN", help="the folder of a run")
+    select.add_argument(
+        "-o", "--output", metavar="OUT2", required=True, help="the new dataset's folder"
+    )
+    select.add_argument(
+        "--marks", metavar="MARKS", help="the marks file (imagetask-marks, version 1)"
+    )
+    select.add_argument(
+        "--reject-failed", action="store_true", help="leave out the failed generations"
+    )
+    select.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only the rows whose COLUMN equals VALUE (COLUMN!=VALUE: does not); "
+        "VALUE is read as JSON where it parses, else as text; repeatable, all must hold",
+    )
+    publish = commands.add_parser(
+        "publish",
+        help="send a finished run's dataset to the Hugging Face Hub",
+        description=(
+            "Create the dataset repository REPO on the Hugging Face Hub (if it does not\n"
+            "exist) and send it RUN's dataset in one commit: its data files, a card\n"
+            "(README.md) written from run.json, and the images its rows reference; none\n"
+            "of the run's bookkeeping (checkpoint, run.json, gallery, ...). The token is\n"
+            "HF_TOKEN or the one `hf auth login` saved. Needs the hf extra."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    publish.add_argument("run", metavar="RUN", help="the folder of a finished run")
+    publish.add_argument(
+        "--repo", required=True, metavar="USER/NAME", help="the dataset repository"
+    )
+    publish.add_argument("--private", action="store_true", help="create the repository private")
+    publish.add_argument(
+        "--license",
+        metavar="ID",
+        help="the dataset's license as the Hub names it (cc-by-4.0, mit, ...); default: none set",
+    )
+    publish.add_argument(
+        "--pretty-name", metavar="TEXT", help="the dataset's name on the Hub (default: RUN's name)"
+    )
+    publish.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the files that would be sent (size in bytes, then path) and send nothing",
+    )
     bench.add_command(commands)
     return parser
 
@@ -614,6 +676,47 @@ def _gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    try:
+        where = [Where.parse(text) for text in args.where]
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    chosen = select(
+        args.run, args.output, marks=args.marks, reject_failed=args.reject_failed, where=where
+    )
+    print(
+        f"imagetask: {chosen.images:,} images ({chosen.failed:,} failed generations) of "
+        f"{chosen.inputs:,} input rows kept in {chosen.rows:,} rows; left out: "
+        f"{chosen.rejected:,} rejected, {chosen.dropped_failed:,} failed, "
+        f"{chosen.dropped_where:,} not matching -> {chosen.output}"
+    )
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        files = dataset_files(args.run, license=args.license, pretty_name=args.pretty_name)
+        for file in files:
+            print(f"{file.size:>12}  {file.path}")
+        total = sum(file.size for file in files)
+        print(
+            f"imagetask: dry run: {len(files):,} files ({total:,} bytes) would be sent to "
+            f"{args.repo}; nothing was sent",
+            file=sys.stderr,
+        )
+        return 0
+    done = publish(
+        args.run,
+        args.repo,
+        private=args.private,
+        license=args.license,
+        pretty_name=args.pretty_name,
+    )
+    total = sum(file.size for file in done.files)
+    print(f"imagetask: {len(done.files):,} files ({total:,} bytes) sent to {done.url}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status: 0 done (`generate`: every generation
     made its image), 1 an error (`generate`: no image made, or the run stopped early),
@@ -625,6 +728,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return bench.main(args)
+        if args.command == "select":
+            return _select(args)
+        if args.command == "publish":
+            return _publish(args)
         return _gallery(args) if args.command == "gallery" else _generate(args)
     except RunInterrupted as exc:
         print(

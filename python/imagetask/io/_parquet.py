@@ -1,7 +1,7 @@
 """Parquet output laid out as a Hugging Face dataset repository.
 
 ```
-OUT/README.md                         dataset card: YAML `configs` + `dataset_info`, the run
+OUT/README.md                         dataset card (`imagetask.io._card`): the run
 OUT/data/train-00000.parquet          finished shards, each about `shard_bytes` at most
 OUT/data/train-00001.parquet
 OUT/.staging/staged-00003.arrows      batches of the shard being filled (Arrow IPC streams)
@@ -41,6 +41,7 @@ from imagetask._durable import fsync_dir, fsync_file, write_atomic
 from imagetask._extras import require
 from imagetask.build._schema import features, image_structs
 from imagetask.errors import RunError, SinkError
+from imagetask.io._card import DatasetCard
 
 __all__ = [
     "DATA",
@@ -49,7 +50,6 @@ __all__ = [
     "STAGED_NAME",
     "STAGING",
     "ParquetSink",
-    "dataset_card",
     "features",
 ]
 
@@ -80,72 +80,6 @@ class _State(msgspec.Struct, forbid_unknown_fields=True):
     rows: Count
     shards: list[_File]
     staged: list[_File]
-
-
-def _yaml_feature(feature: Any) -> dict[str, Any]:
-    """A feature in the card's YAML form (what `datasets` writes and reads)."""
-    kind = feature.get("_type")
-    if kind == "Value":
-        return {"dtype": feature["dtype"]}
-    if kind == "Image":
-        return {"dtype": "image"}
-    if kind in ("List", "LargeList"):
-        inner = _yaml_feature(feature["feature"])
-        if list(inner) in (["dtype"], ["struct"]):
-            inner = next(iter(inner.values()))
-        return {"list" if kind == "List" else "large_list": inner}
-    return {"struct": [{"name": name, **_yaml_feature(sub)} for name, sub in feature.items()]}
-
-
-def _yaml(value: Any, indent: str = "") -> list[str]:
-    """Block-style YAML lines; scalars as JSON (valid YAML)."""
-    lines: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (dict, list)) and item:
-                lines.append(f"{indent}{key}:")
-                lines.extend(_yaml(item, indent + ("" if isinstance(item, list) else "  ")))
-            else:
-                lines.append(f"{indent}{key}: {json.dumps(item)}")
-        return lines
-    for item in value:
-        inner = _yaml(item, indent + "  ") if isinstance(item, (dict, list)) else []
-        if inner:
-            lines.append(f"{indent}- {inner[0].lstrip()}")
-            lines.extend(inner[1:])
-        else:
-            lines.append(f"{indent}- {json.dumps(item)}")
-    return lines
-
-
-def dataset_card(features: dict[str, Any], rows: int, size: int, shards: int, about: str) -> str:
-    """`README.md` of the output: YAML front matter for `datasets` and the Hub, then
-    `about` (what the run was)."""
-    header = {
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": "train", "path": f"{DATA}/train-*.parquet"}],
-            }
-        ],
-        "dataset_info": {
-            "features": [{"name": name, **_yaml_feature(sub)} for name, sub in features.items()],
-            "splits": [{"name": "train", "num_bytes": size, "num_examples": rows}],
-            "download_size": size,
-            "dataset_size": size,
-        },
-        "tags": ["imagetask", "synthetic", "image"],
-    }
-    files = "file" if shards == 1 else "files"
-    return (
-        "---\n"
-        + "\n".join(_yaml(header))
-        + "\n---\n\n"
-        + about
-        + f"\n\nThe data: {rows:,} rows in {shards} Parquet {files} under `{DATA}/`.\n\n"
-        "```python\nfrom datasets import load_dataset\n\n"
-        'dataset = load_dataset("path/to/this/folder", split="train")\n```\n'
-    )
 
 
 class ParquetSink:
@@ -533,10 +467,15 @@ class ParquetSink:
             self._finish_shard()
         schema = self._dataset_schema if self._dataset_schema is not None else self._empty_schema
         size = sum(shard.bytes for shard in self._shards)
-        card = dataset_card(
-            features(schema, self._image_column), self._rows, size, len(self._shards), about
+        card = DatasetCard(
+            about=about,
+            format="parquet",
+            rows=self._rows,
+            files=len(self._shards),
+            size=size,
+            features=features(schema, self._image_column),
         )
-        write_atomic(self.folder / "README.md", card.encode())
+        write_atomic(self.folder / "README.md", card.text().encode())
 
     def close(self) -> None:
         """Ends the stream being written; removes the staging folder if it is empty."""

@@ -17,7 +17,7 @@ import binascii
 import json
 import reprlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -61,11 +61,14 @@ class RunRecord:
         The task's dump, its fields a run is read back with checked.
     complete:
         Whether the run went through its whole input.
+    report:
+        Everything `run.json` holds (its counts, timings, ...); empty for a checkpoint.
     """
 
     file: Path
     task: dict[str, Any]
     complete: bool
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,12 +138,11 @@ def _nesting(value: Any) -> int:
 
 def _task_fault(task: dict[str, Any]) -> str | None:
     """What is wrong with a recorded task's dump (`None`: nothing)."""
-    for field, (valid, what) in _TASK_FIELDS.items():
-        value = task.get(field)
+    for name, (valid, what) in _TASK_FIELDS.items():
+        value = task.get(name)
         if value is not None and not valid(value):
             return (
-                f"the task's `{field}` is {_SHOWN.repr(value)}, not {what}: not written by "
-                "imagetask"
+                f"the task's `{name}` is {_SHOWN.repr(value)}, not {what}: not written by imagetask"
             )
     return None
 
@@ -260,7 +262,7 @@ class RunFolder:
                 f"{file}: `data` is {_SHOWN.repr(state['data'])}, not one of "
                 f"{', '.join(DATA_NAMES)}: not a run summary"
             )
-        return RunRecord(file, state["task"], bool(state.get("complete")))
+        return RunRecord(file, state["task"], bool(state.get("complete")), state)
 
     @property
     def task(self) -> dict[str, Any]:
@@ -318,6 +320,25 @@ class RunFolder:
             raise ReadError(
                 f"{self.path}: the run has no data.jsonl, data.parquet or data/*.parquet"
             )
+
+    def arrow_schema(self) -> Any:
+        """The Arrow schema of a Parquet run's rows (its first shard's, else its first staged
+        stream's; `None`: a JSONL run, or no rows); a `ReadError` names the file that cannot
+        be read."""
+        if self.format != "parquet":
+            return None
+        arrow = require("pyarrow", "arrow", "reading a Parquet run")
+        parquet = require("pyarrow.parquet", "parquet", "reading a Parquet run")
+        try:
+            if self.data:
+                return parquet.read_schema(self.data[0])
+            for stream in self.staged():
+                with arrow.OSFile(str(stream.path), "rb") as source:
+                    return arrow.ipc.open_stream(source).schema
+        except (arrow.ArrowException, OSError) as exc:
+            file = self.data[0] if self.data else self.staged()[0].path
+            raise ReadError(f"{file}: cannot be read: {exc}") from None
+        return None
 
     def rows(self) -> Iterator[RunRow]:
         """The run's rows in order, from every data file then the staged streams, each as

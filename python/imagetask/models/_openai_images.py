@@ -14,6 +14,7 @@ from imagetask._extras import require
 from imagetask.config import Secret, Url
 from imagetask.errors import ConfigError
 from imagetask.models._base import Answer, AsyncImageGenerationModel
+from imagetask.models._prices import request_cost
 
 if TYPE_CHECKING:
     import openai
@@ -83,8 +84,9 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
     than one image is asked. `num_generations` images are asked `images_per_request` at a
     time (1 for DALL-E 3, 10 otherwise). `b64_json` answers are used as they are; `url` answers are
     downloaded. Each image's raw output keeps `revised_prompt` and the `seed` sent;
-    its statistics hold the request's latency, the image's size in bytes and the
-    request's token usage.
+    its statistics hold the request's latency, the image's size in bytes, the
+    request's token usage and, for the models `imagetask.models._prices` lists, the
+    image's share of the request's estimated cost in US dollars (`cost_usd`).
 
     Parameters
     ----------
@@ -199,6 +201,8 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
         if len(data) != count:
             raise ValueError(f"the server returned {len(data)} image(s) for n={count}")
         usage = _token_counts(response.usage)
+        cost = request_cost(self.model, usage, count, kwargs)
+        share = {} if cost is None else {"cost_usd": cost / count}
         answer: Answer = []
         for item in data:
             if item.b64_json is not None:
@@ -219,6 +223,7 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
                 "image_bytes": size,
                 "images_in_request": count,
                 **usage,
+                **share,
             }
             answer.append(part)
         return answer

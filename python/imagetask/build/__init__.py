@@ -1,4 +1,5 @@
 """Building output rows: a batch's prompts sent to the model and its answers turned into
 dict rows (`_batch`) or Arrow tables (`_columnar`), named and typed by one `OutputSchema`
-(`_schema`), converted between the two (`_converter`), images kept as files (`_artifacts`).
+(`_schema`), converted between the two (`_converter`), images kept as files (`_artifacts`);
+input images read from the forms users hold them in (`_input_images`).
 """

@@ -148,7 +148,10 @@ SURFACES = {
     ],
     "imagetask.models": [
         "Answer",
+        "AsyncImageEditingModel",
         "AsyncImageGenerationModel",
+        "EditInput",
+        "ImageEditingModel",
         "ImageGenerationModel",
         "ImageModel",
         "InferenceEndpointsImageGeneration",
@@ -156,6 +159,7 @@ SURFACES = {
         "OpenAIImageGeneration",
         "PlaceholderImageGeneration",
         "RequestError",
+        "SourceImage",
     ],
     "imagetask.errors": [
         "ConfigError",

@@ -19,6 +19,7 @@ from PIL import Image
 
 from imagetask.build._input_images import ImageReader
 from imagetask.errors import InputRowError
+from imagetask.models import SourceImage
 
 
 def encoded(image: Image.Image, format: str = "PNG") -> bytes:
@@ -96,6 +97,8 @@ def test_an_input_image_says_what_it_is() -> None:
         digest,
     )
     assert image.reference == f"sha256:{digest}"
+    assert image.source == SourceImage(data=image.data, mime_type="image/jpeg")
+    assert repr(image.source) == f"SourceImage(image/jpeg, {len(image.data):,} bytes)"
 
 
 def test_a_cell_may_hold_a_list_of_images() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from imagetask._extras import require
 from imagetask.errors import InputRowError
+from imagetask.models import SourceImage
 
 __all__ = ["MIME_TYPES", "ImageReader", "InputImage"]
 
@@ -75,6 +76,11 @@ class InputImage:
     def reference(self) -> str:
         """`sha256:<digest>`: how a recorded input names the image without holding it."""
         return f"sha256:{self.sha256}"
+
+    @property
+    def source(self) -> SourceImage:
+        """The image as a backend takes it: bytes and MIME type."""
+        return SourceImage(data=self.data, mime_type=self.mime_type)
 
 
 def _looks_like_an_image(data: bytes) -> bool:

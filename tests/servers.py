@@ -1,6 +1,6 @@
 """Loopback HTTP servers speaking the OpenAI Images (generations and multipart edits) and
-Hugging Face text-to-image wire formats, with injectable faults, for the real client
-libraries to talk to."""
+Hugging Face text-to-image and image-to-image wire formats, with injectable faults, for
+the real client libraries to talk to."""
 
 from __future__ import annotations
 
@@ -93,7 +93,8 @@ class Served:
 class ImageServer(ThreadingHTTPServer):
     """Serves `POST /v1/images/generations`, `POST /v1/images/edits` (multipart, recorded
     as a dict of its text fields and `Upload`s: `image`, a list under `image[]`, `mask`),
-    `GET /files/<name>` and `POST /hf`.
+    `GET /files/<name>` and `POST /hf` (text-to-image, or image-to-image when its
+    parameters hold a prompt; recorded as sent, the base64 image as it came).
 
     `faults[prompt]` is a list of `Fault`s consumed one per request for that prompt;
     `always_fail` prompts get a 500 on every request; `latency` delays every answer.
@@ -380,10 +381,17 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(parameters.get("seed"), int):
             self.error(422, "parameters.seed must be an integer")
             return
-        if self.injected(body["inputs"]):
+        prompt = parameters.get("prompt", body["inputs"])
+        if "prompt" in parameters:  # image-to-image: `inputs` is the base64 source image
+            try:
+                Image.open(io.BytesIO(base64.b64decode(body["inputs"], validate=True)))
+            except (ValueError, OSError):
+                self.error(400, "inputs: expected a base64 image")
+                return
+        if self.injected(prompt):
             return
         width, height = parameters.get("width", 8), parameters.get("height", 8)
-        self.send(200, self.server.image(body["inputs"], f"{width}x{height}"), "image/png")
+        self.send(200, self.server.image(prompt, f"{width}x{height}"), "image/png")
 
 
 @contextmanager

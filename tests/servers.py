@@ -1,9 +1,13 @@
-"""Loopback HTTP servers speaking the OpenAI Images and Hugging Face text-to-image wire
-formats, with injectable faults, for the real client libraries to talk to."""
+"""Loopback HTTP servers speaking the OpenAI Images (generations and multipart edits) and
+Hugging Face text-to-image and image-to-image wire formats, with injectable faults, for
+the real client libraries to talk to."""
 
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
+import io
 import itertools
 import json
 import socket
@@ -15,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from PIL import Image
 
 from imagetask import _core
 
@@ -32,6 +38,32 @@ OPENAI_PARAMS = {
     "seed": int,
     "user": str,
 }
+
+OPENAI_EDIT_FIELDS = {
+    "prompt",
+    "model",
+    "n",
+    "size",
+    "quality",
+    "response_format",
+    "user",
+    "background",
+    "output_format",
+    "input_fidelity",
+    "seed",
+}
+"""The text fields of a multipart edit (all strings on the wire)."""
+OPENAI_EDIT_IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp"}
+MAX_EDIT_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart body."""
+
+    filename: str | None
+    content_type: str
+    data: bytes
 
 
 @dataclass
@@ -59,7 +91,10 @@ class Served:
 
 
 class ImageServer(ThreadingHTTPServer):
-    """Serves `POST /v1/images/generations`, `GET /files/<name>` and `POST /hf`.
+    """Serves `POST /v1/images/generations`, `POST /v1/images/edits` (multipart, recorded
+    as a dict of its text fields and `Upload`s: `image`, a list under `image[]`, `mask`),
+    `GET /files/<name>` and `POST /hf` (text-to-image, or image-to-image when its
+    parameters hold a prompt; recorded as sent, the base64 image as it came).
 
     `faults[prompt]` is a list of `Fault`s consumed one per request for that prompt;
     `always_fail` prompts get a 500 on every request; `latency` delays every answer.
@@ -158,6 +193,31 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         return json.loads(self.rfile.read(length) or b"null")
 
+    def form(self) -> dict[str, Any] | None:
+        """A multipart/form-data body as its fields (text) and files (`Upload`s; several
+        of the same name, such as `image[]`, in a list), parsed by the standard library's
+        MIME parser; `None` when it is not multipart."""
+        kind = self.headers.get("Content-Type", "")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if not kind.startswith("multipart/form-data"):
+            return None
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {kind}\r\n\r\n".encode() + raw
+        )
+        form: dict[str, Any] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if part.get_filename() is None:
+                form[name] = payload.decode()
+            elif name.endswith("[]"):
+                form.setdefault(name, []).append(
+                    Upload(part.get_filename(), part.get_content_type(), payload)
+                )
+            else:
+                form[name] = Upload(part.get_filename(), part.get_content_type(), payload)
+        return form
+
     def do_GET(self) -> None:
         name = self.path.removeprefix("/files/")
         data = self.server.files.get(name)
@@ -175,6 +235,12 @@ class Handler(BaseHTTPRequestHandler):
             server.served.peak = max(server.served.peak, server.served.in_flight)
             server.served.auth.append(self.headers.get("Authorization"))
         try:
+            if self.path == "/v1/images/edits":
+                form = self.form()
+                with server.lock:
+                    server.served.requests.append(form)
+                self.openai_edit(form)
+                return
             body = self.body()
             with server.lock:
                 server.served.requests.append(body)
@@ -252,6 +318,61 @@ class Handler(BaseHTTPRequestHandler):
         answer = {"created": int(time.time()), "data": data, "usage": usage, **server.answer_fields}
         self.send(200, json.dumps(answer).encode(), "application/json")
 
+    def openai_edit(self, form: dict[str, Any] | None) -> None:
+        """An edit as OpenAI documents it: `image` or up to 16 `image[]` files (PNG, JPEG
+        or WebP), an optional PNG `mask` of the first image's size, `prompt`, and the other
+        parameters as text fields."""
+        server = self.server
+        if server.key is not None and self.headers.get("Authorization") != f"Bearer {server.key}":
+            self.error(401, "Incorrect API key provided")
+            return
+        if form is None:
+            self.error(400, "the body must be multipart/form-data")
+            return
+        images = [form["image"]] if "image" in form else form.get("image[]", [])
+        unknown = sorted(set(form) - OPENAI_EDIT_FIELDS - {"image", "image[]", "mask"})
+        if unknown:
+            self.error(400, f"Unknown parameter: '{unknown[0]}'.")
+            return
+        if ("image" in form and "image[]" in form) or not images or "prompt" not in form:
+            self.error(400, "Missing required parameter: 'image' (or 'image[]') and 'prompt'.")
+            return
+        if len(images) > MAX_EDIT_IMAGES or not all(isinstance(i, Upload) for i in images):
+            self.error(400, f"Invalid 'image': at most {MAX_EDIT_IMAGES} image files")
+            return
+        if any(image.content_type not in OPENAI_EDIT_IMAGE_TYPES for image in images):
+            self.error(400, "Invalid file 'image': unsupported mimetype")
+            return
+        mask = form.get("mask")
+        if mask is not None:
+            sizes = [Image.open(io.BytesIO(upload.data)) for upload in (images[0], mask)]
+            if mask.content_type != "image/png" or sizes[1].format != "PNG":
+                self.error(400, "Invalid 'mask': must be a PNG file")
+                return
+            if sizes[0].size != sizes[1].size:
+                self.error(400, "Invalid mask image format - mask size does not match image size")
+                return
+        if server.models is not None and form.get("model") not in server.models:
+            missing = (
+                f"The model `{form.get('model')}` does not exist or you do not have access to it."
+            )
+            self.error(404, missing, code="model_not_found")
+            return
+        n = form.get("n", "1")
+        if not n.isdigit() or not 1 <= int(n) <= 10:
+            self.error(400, f"Invalid 'n': {n}, must be between 1 and 10")
+            return
+        prompt = form["prompt"]
+        if self.injected(prompt):
+            return
+        data = []
+        for _ in range(int(n)):
+            image = server.image(prompt, form.get("size", "8x8"))
+            data.append({"b64_json": base64.b64encode(image).decode(), **server.image_fields})
+        usage = {"input_tokens": 1, "output_tokens": 100 * int(n), "total_tokens": 1 + 100 * int(n)}
+        answer = {"created": int(time.time()), "data": data, "usage": usage, **server.answer_fields}
+        self.send(200, json.dumps(answer).encode(), "application/json")
+
     def hf(self, body: Any) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
             self.error(400, "expected {'inputs': <prompt>, 'parameters': {...}}")
@@ -260,10 +381,17 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(parameters.get("seed"), int):
             self.error(422, "parameters.seed must be an integer")
             return
-        if self.injected(body["inputs"]):
+        prompt = parameters.get("prompt", body["inputs"])
+        if "prompt" in parameters:  # image-to-image: `inputs` is the base64 source image
+            try:
+                Image.open(io.BytesIO(base64.b64decode(body["inputs"], validate=True)))
+            except (ValueError, OSError):
+                self.error(400, "inputs: expected a base64 image")
+                return
+        if self.injected(prompt):
             return
         width, height = parameters.get("width", 8), parameters.get("height", 8)
-        self.send(200, self.server.image(body["inputs"], f"{width}x{height}"), "image/png")
+        self.send(200, self.server.image(prompt, f"{width}x{height}"), "image/png")
 
 
 @contextmanager

@@ -198,7 +198,10 @@ SURFACES = {
     ],
     "imagetask.models": [
         "Answer",
+        "AsyncImageEditingModel",
         "AsyncImageGenerationModel",
+        "EditInput",
+        "ImageEditingModel",
         "ImageGenerationModel",
         "ImageModel",
         "InferenceEndpointsImageGeneration",
@@ -206,6 +209,7 @@ SURFACES = {
         "OpenAIImageGeneration",
         "PlaceholderImageGeneration",
         "RequestError",
+        "SourceImage",
     ],
     "imagetask.errors": [
         "ConfigError",

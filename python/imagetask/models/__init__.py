@@ -1,4 +1,4 @@
-"""Image generation backends: the base classes and the built-in backends.
+"""Image generation and editing backends: the base classes and the built-in backends.
 
 `PlaceholderImageGeneration` needs nothing beyond imagetask itself; the HTTP backends need
 their extra (`imagetask[openai]`, `imagetask[hf]`), imported when they are first used.
@@ -8,9 +8,13 @@ from imagetask.config import publish
 from imagetask.errors import RequestError
 from imagetask.models._base import (
     Answer,
+    AsyncImageEditingModel,
     AsyncImageGenerationModel,
+    EditInput,
+    ImageEditingModel,
     ImageGenerationModel,
     ImageModel,
+    SourceImage,
 )
 from imagetask.models._hf_inference import InferenceEndpointsImageGeneration
 from imagetask.models._openai_images import OpenAIImageGeneration
@@ -19,7 +23,10 @@ from imagetask.models.openai_batch import OpenAIBatchImageGeneration
 
 __all__ = [
     "Answer",
+    "AsyncImageEditingModel",
     "AsyncImageGenerationModel",
+    "EditInput",
+    "ImageEditingModel",
     "ImageGenerationModel",
     "ImageModel",
     "InferenceEndpointsImageGeneration",
@@ -27,10 +34,12 @@ __all__ = [
     "OpenAIImageGeneration",
     "PlaceholderImageGeneration",
     "RequestError",
+    "SourceImage",
 ]
 
 publish(
     __name__,
+    AsyncImageEditingModel,
     AsyncImageGenerationModel,
     ImageGenerationModel,
     InferenceEndpointsImageGeneration,

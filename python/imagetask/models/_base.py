@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 import urllib.parse
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
 from imagetask._runtime import BackgroundLoop
 from imagetask.config import Configurable, RuntimeParameter
-from imagetask.errors import ConfigError, RequestError, RequestRefused
+from imagetask.errors import ConfigError, InputRowError, RequestError, RequestRefused
 from imagetask.models._rate_limit import RateLimits
 from imagetask.models._requests import (
     backoff_delay,
@@ -29,9 +31,14 @@ from imagetask.models._requests import (
 
 __all__ = [
     "Answer",
+    "AsyncImageEditingModel",
     "AsyncImageGenerationModel",
+    "EditInput",
+    "ImageEditingModel",
     "ImageGenerationModel",
     "ImageModel",
+    "SourceImage",
+    "check_edit_inputs",
 ]
 
 T = TypeVar("T")
@@ -55,6 +62,75 @@ class ImageModel(Protocol):
 
     def generate(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any
+    ) -> Sequence[Answer | BaseException]: ...
+
+
+@dataclass(frozen=True, repr=False)
+class SourceImage:
+    """An image sent to a model: the file's bytes and their MIME type (`image/png`)."""
+
+    data: bytes
+    mime_type: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes) or not self.data:
+            raise ConfigError(f"SourceImage: `data` must be non-empty bytes, not {self.data!r:.40}")
+        if not isinstance(self.mime_type, str) or not self.mime_type.startswith("image/"):
+            raise ConfigError(f"SourceImage: `mime_type` {self.mime_type!r} is not image/...")
+
+    def __repr__(self) -> str:
+        return f"SourceImage({self.mime_type}, {len(self.data):,} bytes)"
+
+
+@dataclass(frozen=True)
+class EditInput:
+    """One edit asked of a model: the instruction, the images it applies to (at least
+    one) and an optional mask (on the first image: where it is transparent, the model
+    edits)."""
+
+    prompt: str
+    images: tuple[SourceImage, ...]
+    mask: SourceImage | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise ConfigError(
+                f"EditInput: `prompt` must be a str, not {type(self.prompt).__name__}"
+            )
+        images = tuple(self.images) if isinstance(self.images, (list, tuple)) else None
+        if not images or not all(isinstance(image, SourceImage) for image in images):
+            raise ConfigError("EditInput: `images` must be a non-empty list of SourceImage")
+        if self.mask is not None and not isinstance(self.mask, SourceImage):
+            raise ConfigError(
+                f"EditInput: `mask` must be a SourceImage or None, not {type(self.mask).__name__}"
+            )
+        object.__setattr__(self, "images", images)
+
+
+def check_edit_inputs(model: str, inputs: Sequence[Any]) -> None:
+    """Raises `ConfigError` naming the first of `inputs` that is not an `EditInput`."""
+    for index, input in enumerate(inputs):
+        if not isinstance(input, EditInput):
+            raise ConfigError(
+                f"{model}: edit input {index} is a {type(input).__name__}, not an EditInput"
+            )
+
+
+@runtime_checkable
+class ImageEditingModel(Protocol):
+    """What an editing task needs of a backend: `edit` answers each input as
+    `generate_batch` does (one answer per input, in the shape of a generation's; the
+    exception of an input whose request failed for good as its answer)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def load(self) -> None: ...
+
+    def unload(self) -> None: ...
+
+    def edit(
+        self, inputs: list[EditInput], num_generations: int = 1, **kwargs: Any
     ) -> Sequence[Answer | BaseException]: ...
 
 
@@ -389,30 +465,43 @@ class AsyncImageGenerationModel(ImageGenerationModel):
 
         Raises `ConfigError` for arguments no request can take, before sending any."""
         self._check_arguments(num_generations, kwargs)
+        return await self._answer_each(
+            [
+                functools.partial(
+                    self.agenerate, input=prompt, num_generations=num_generations, **kwargs
+                )
+                for prompt in inputs
+            ],
+            num_generations,
+        )
+
+    async def _answer_each(
+        self, answers: list[Callable[[], Awaitable[Answer]]], images: int
+    ) -> list[Answer | BaseException]:
+        """Runs the coroutine of each input's answer concurrently (each as one request
+        for `images` images, unless `_calls_requests`); a failed one's answer is its
+        exception."""
         unsent = _BATCH_UNSENT.get(None)
 
-        async def one(prompt: str) -> Answer | BaseException:
+        async def one(answer: Callable[[], Awaitable[Answer]]) -> Answer | BaseException:
             if unsent is not None:
                 _INPUT_UNSENT.set([unsent])
 
             async def request() -> Answer:
                 try:
-                    return await self.agenerate(
-                        input=prompt, num_generations=num_generations, **kwargs
-                    )
+                    return await answer()
                 except (KeyboardInterrupt, SystemExit) as exc:
                     raise _Stopped(exc) from None
 
             try:
                 if self._calls_requests:
                     return await request()
-                return await self._call(request, images=num_generations)
+                return await self._call(request, images=images)
             except _Stopped as stopped:
                 # As the answer, it reaches the caller, who raises it (it fails no row).
                 return stopped.interrupt
 
-        answers = (one(prompt) for prompt in inputs)
-        return list(await asyncio.gather(*answers, return_exceptions=True))
+        return list(await asyncio.gather(*map(one, answers), return_exceptions=True))
 
     def generate_batch(
         self, inputs: list[str], num_generations: int = 1, **kwargs: Any
@@ -420,11 +509,20 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         """`agenerate_batch` on the background loop: one answer per input, the exception
         of a failed request as its input's answer (what a task calls, so that only that
         input's rows fail). The inputs use request slots (`idle_slots`) from the call on."""
-        unsent = _Unsent(self._sending, len(inputs))
+        return self._run_batch(
+            len(inputs), lambda: self.agenerate_batch(inputs, num_generations, **kwargs)
+        )
+
+    def _run_batch(
+        self, count: int, batch: Callable[[], Awaitable[list[Answer | BaseException]]]
+    ) -> list[Answer | BaseException]:
+        """Runs the coroutine answering `count` inputs on the background loop, the inputs
+        counted in the request slots from now until their first request begins."""
+        unsent = _Unsent(self._sending, count)
 
         async def counted() -> list[Answer | BaseException]:
             _BATCH_UNSENT.set(unsent)
-            return await self.agenerate_batch(inputs, num_generations, **kwargs)
+            return await batch()
 
         try:
             return self._loop.run(counted())
@@ -462,3 +560,55 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         cancels the requests still in flight, closes the clients and stops the background
         loop (the callers of `generate` waiting on it see their requests fail)."""
         self._loop.release(cleanup=self.aclose)
+
+
+class AsyncImageEditingModel(AsyncImageGenerationModel):
+    """An `AsyncImageGenerationModel` that also edits images: `edit` (an
+    `ImageEditingModel`) runs `aedit` for each input through the same request machinery
+    as generation (concurrency, retries, refusals, rate limits).
+
+    Subclasses implement `aedit` for one input and may extend `_check_edits` with what
+    they cannot take (more images, a mask).
+    """
+
+    @abstractmethod
+    async def aedit(self, input: EditInput, num_generations: int = 1, **kwargs: Any) -> Answer:
+        """Makes `num_generations` edited images for one input."""
+
+    def _check_edits(self, inputs: Sequence[EditInput]) -> None:
+        """Raises, before any request, `ConfigError` for an input that is not an
+        `EditInput`; backends raise `InputRowError` for an input they cannot take."""
+        check_edit_inputs(type(self).__name__, inputs)
+
+    def _refuse_input(self, index: int, column: str, why: str) -> InputRowError:
+        """The error of an input this backend cannot edit (`column`: `image` or `mask`)."""
+        return InputRowError(
+            f"row {index} of the batch: {type(self).__name__} {why}", index, column
+        )
+
+    async def aedit_batch(
+        self, inputs: list[EditInput], num_generations: int = 1, **kwargs: Any
+    ) -> list[Answer | BaseException]:
+        """Answers every input concurrently; a failed request's answer is its exception.
+
+        Raises `ConfigError` or `InputRowError` for what no request can take, before
+        sending any."""
+        self._check_arguments(num_generations, kwargs)
+        self._check_edits(inputs)
+        return await self._answer_each(
+            [
+                functools.partial(
+                    self.aedit, input=input, num_generations=num_generations, **kwargs
+                )
+                for input in inputs
+            ],
+            num_generations,
+        )
+
+    def edit(
+        self, inputs: list[EditInput], num_generations: int = 1, **kwargs: Any
+    ) -> list[Answer | BaseException]:
+        """`aedit_batch` on the background loop, as `generate_batch` runs generations."""
+        return self._run_batch(
+            len(inputs), lambda: self.aedit_batch(inputs, num_generations, **kwargs)
+        )

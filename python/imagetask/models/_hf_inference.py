@@ -1,4 +1,4 @@
-"""Hugging Face text-to-image inference backend (`imagetask[hf]`)."""
+"""Hugging Face text-to-image and image-to-image inference backend (`imagetask[hf]`)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from imagetask._extras import require
 from imagetask.config import Secret, Url, redact_url
 from imagetask.errors import ConfigError
-from imagetask.models._base import Answer, AsyncImageGenerationModel
+from imagetask.models._base import Answer, AsyncImageEditingModel, EditInput
 
 __all__ = ["InferenceEndpointsImageGeneration"]
 
 
-class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
+class InferenceEndpointsImageGeneration(AsyncImageEditingModel):
     """Images from Hugging Face text-to-image inference: serverless (`model_id`, routed
     by `provider`) or a dedicated Inference Endpoint or TGI-style server (`base_url`),
     through `huggingface_hub`'s `AsyncInferenceClient`.
@@ -27,6 +28,11 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
     re-encode). `generation_kwargs` go in the request's `parameters` (`width`, `height`,
     `negative_prompt`, `num_inference_steps`, `guidance_scale`, ...). Each image's raw
     output holds its seed; its statistics the request's latency and the image's size.
+
+    It edits too (an `ImageEditingModel`), through image-to-image inference: one image
+    per input, the instruction as the `prompt` parameter, seeds as for generation. An
+    input with several images or a mask is refused with `InputRowError` before any
+    request: image-to-image takes neither.
 
     Parameters
     ----------
@@ -88,45 +94,77 @@ class InferenceEndpointsImageGeneration(AsyncImageGenerationModel):
 
     async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
         self._check_arguments(num_generations, kwargs)
+        return await self._seeded(num_generations, "text-to-image", input, kwargs)
+
+    def _check_edits(self, inputs: Sequence[EditInput]) -> None:
+        super()._check_edits(inputs)
+        for index, input in enumerate(inputs):
+            if len(input.images) > 1:
+                raise self._refuse_input(
+                    index,
+                    "image",
+                    f"edits one image per input (image-to-image), not {len(input.images)}",
+                )
+            if input.mask is not None:
+                raise self._refuse_input(
+                    index, "mask", "takes no mask: image-to-image inference has none"
+                )
+
+    async def aedit(self, input: EditInput, num_generations: int = 1, **kwargs: Any) -> Answer:
+        """The edited images of one input; raises `ConfigError` or `InputRowError` before
+        any request for what image-to-image cannot take."""
+        self._check_arguments(num_generations, kwargs)
+        self._check_edits([input])
+        parameters = {**kwargs, "prompt": input.prompt}
+        return await self._seeded(
+            num_generations, "image-to-image", input.images[0].data, parameters
+        )
+
+    async def _seeded(
+        self, num_generations: int, task: str, inputs: str | bytes, parameters: dict[str, Any]
+    ) -> Answer:
+        """`num_generations` requests of `task` for `inputs`, seeded `seed`, `seed + 1`, ..."""
         base = self.seed if self.seed is not None else random.randrange(2**31)
         return await self._parts(
             [
-                ({"images": [None], "seed": seed}, self._image(input, seed, kwargs))
+                (
+                    {"images": [None], "seed": seed},
+                    self._image(task, inputs, {**parameters, "seed": seed}),
+                )
                 for seed in range(base, base + num_generations)
             ]
         )
 
-    async def _image(self, prompt: str, seed: int, kwargs: dict[str, Any]) -> Answer:
+    async def _image(self, task: str, inputs: str | bytes, parameters: dict[str, Any]) -> Answer:
         """One request for one image: its part, with its seed and statistics."""
 
         async def request() -> tuple[bytes, float]:
             started = time.perf_counter()
-            image = await self._request(prompt, seed, kwargs)
+            image = await self._request(task, inputs, parameters)
             return image, time.perf_counter() - started
 
         image, latency = await self._call(request)
         statistics = {"latency_s": latency, "image_bytes": len(image)}
-        return [{"images": [image], "seed": seed, "statistics": statistics}]
+        return [{"images": [image], "seed": parameters["seed"], "statistics": statistics}]
 
-    async def _request(self, prompt: str, seed: int, kwargs: dict[str, Any]) -> bytes:
-        """The image bytes the server sent for one request.
+    async def _request(self, task: str, inputs: str | bytes, parameters: dict[str, Any]) -> bytes:
+        """The image bytes the server sent for one request of `task` (`text-to-image`,
+        with the prompt as `inputs`, or `image-to-image`, with the source image's bytes).
 
         Private `huggingface_hub` API, for want of a public one: the public
-        `text_to_image` returns a decoded PIL image, and re-encoding it would break the
-        promise that the model's bytes are kept; the public `post` that returned the raw
-        answer is gone since 1.0; and the per-provider routing (URL, payload, how the
-        answer holds the image) lives only in `inference._providers`. This is the body
-        of `AsyncInferenceClient.text_to_image` without its final decode; the `hf` extra
-        bounds the version (`<3`) and `tests/test_backends.py` runs it against a
-        loopback server."""
+        `text_to_image` and `image_to_image` return a decoded PIL image, and re-encoding
+        it would break the promise that the model's bytes are kept; the public `post`
+        that returned the raw answer is gone since 1.0; and the per-provider routing (URL,
+        payload, how the answer holds the image) lives only in `inference._providers`.
+        This is the body of `AsyncInferenceClient.text_to_image` (`image_to_image`)
+        without its final decode; the `hf` extra bounds the version (`<3`) and the tests
+        run it against a loopback server."""
         providers = require("huggingface_hub.inference._providers", "hf", type(self).__name__)
         client = self._client()
-        helper = providers.get_provider_helper(
-            client.provider, task="text-to-image", model=client.model
-        )
+        helper = providers.get_provider_helper(client.provider, task=task, model=client.model)
         request = helper.prepare_request(
-            inputs=prompt,
-            parameters={**kwargs, "seed": seed},
+            inputs=inputs,
+            parameters=parameters,
             headers=client.headers,
             model=client.model,
             api_key=client.token,

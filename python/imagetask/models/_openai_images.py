@@ -6,6 +6,7 @@ import functools
 import inspect
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
@@ -13,17 +14,19 @@ import msgspec
 from imagetask._extras import require
 from imagetask.config import Secret, Url
 from imagetask.errors import ConfigError
-from imagetask.models._base import Answer, AsyncImageGenerationModel
+from imagetask.models._base import Answer, AsyncImageEditingModel, EditInput, SourceImage
 from imagetask.models._prices import request_cost
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["OpenAIImageGeneration"]
+__all__ = ["MAX_EDIT_IMAGES", "OpenAIImageGeneration"]
 
 _ONE_PER_REQUEST = ("dall-e-3",)
 _MAX_PER_REQUEST = 10
 _RESPONSE_FORMATS = ("url", "b64_json")
+MAX_EDIT_IMAGES = 16
+"""The most images one edit takes (GPT image models)."""
 
 
 @functools.cache
@@ -56,6 +59,22 @@ def _fields(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _upload(image: SourceImage, name: str) -> tuple[str, bytes, str]:
+    """An image as a multipart file: its name (with the extension of its MIME type), its
+    bytes and its MIME type."""
+    return (f"{name}.{image.mime_type.split('/')[1]}", image.data, image.mime_type)
+
+
+def _uploads(edit: EditInput) -> dict[str, Any]:
+    """The files of an edit: `image` for one image (sent as the `image` field), a list
+    for several (sent as `image[]` fields, in order), and the `mask`."""
+    images = [_upload(image, f"image-{index}") for index, image in enumerate(edit.images)]
+    files: dict[str, Any] = {"image": images[0] if len(images) == 1 else images}
+    if edit.mask is not None:
+        files["mask"] = _upload(edit.mask, "mask")
+    return files
+
+
 def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
@@ -74,7 +93,7 @@ def _token_counts(usage: Any) -> dict[str, Any]:
     return counts
 
 
-class OpenAIImageGeneration(AsyncImageGenerationModel):
+class OpenAIImageGeneration(AsyncImageEditingModel):
     """Images from `POST /v1/images/generations` (GPT image, DALL-E, or any compatible
     server through `base_url`: LocalAI, vLLM-Omni, ...), with the official `openai` client.
 
@@ -87,6 +106,12 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
     its statistics hold the request's latency, the image's size in bytes, the
     request's token usage and, for the models `imagetask.models._prices` lists, the
     image's share of the request's estimated cost in US dollars (`cost_usd`).
+
+    It edits too (an `ImageEditingModel`): `edit` posts each input's images (up to 16),
+    optional mask and prompt to `/v1/images/edits` as multipart form data (`image` for one
+    image, `image[]` for several; the other parameters as form fields), with the same
+    requests per `images_per_request`, retries, concurrency and rate limits as generation,
+    and answers in the same shape.
 
     Parameters
     ----------
@@ -179,10 +204,38 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
             [({"images": [None] * count}, self._images(input, count, kwargs)) for count in counts]
         )
 
-    async def _images(self, prompt: str, count: int, kwargs: dict[str, Any]) -> Answer:
-        """One request for `count` images (downloads included), one dict per image."""
+    def _check_edits(self, inputs: Sequence[EditInput]) -> None:
+        super()._check_edits(inputs)
+        for index, input in enumerate(inputs):
+            if len(input.images) > MAX_EDIT_IMAGES:
+                raise self._refuse_input(
+                    index,
+                    "image",
+                    f"edits at most {MAX_EDIT_IMAGES} images at once, not {len(input.images)}",
+                )
+
+    async def aedit(self, input: EditInput, num_generations: int = 1, **kwargs: Any) -> Answer:
+        """The edited images of one input; raises `ConfigError` or `InputRowError` before
+        any request for what no request can take."""
+        self._check_arguments(num_generations, kwargs)
+        self._check_edits([input])
+        per = self._per_request()
+        counts = [min(per, num_generations - start) for start in range(0, num_generations, per)]
+        return await self._parts(
+            [
+                ({"images": [None] * count}, self._images(input.prompt, count, kwargs, input))
+                for count in counts
+            ]
+        )
+
+    async def _images(
+        self, prompt: str, count: int, kwargs: dict[str, Any], edit: EditInput | None = None
+    ) -> Answer:
+        """One request for `count` images (downloads included), one dict per image: a
+        generation, or the edit of `edit`'s images."""
         client = self._client()
-        known = _parameters(client.images.generate)
+        send = client.images.generate if edit is None else client.images.edit
+        known = _parameters(send)
         params: dict[str, Any] = {"model": self.model, "prompt": prompt}
         extra = {name: value for name, value in kwargs.items() if name not in known}
         params.update((name, value) for name, value in kwargs.items() if name in known)
@@ -190,10 +243,12 @@ class OpenAIImageGeneration(AsyncImageGenerationModel):
             params["extra_body"] = {**params.get("extra_body", {}), **extra}
         if count > 1:
             params["n"] = count
+        if edit is not None:
+            params.update(_uploads(edit))
 
         async def request() -> tuple[Any, float]:
             started = time.perf_counter()
-            response = await client.images.generate(**params)
+            response = await send(**params)
             return response, time.perf_counter() - started
 
         response, latency = await self._call(request, images=count)

@@ -1,14 +1,16 @@
-"""The built-in offline backend: placeholder pictures made from the prompt."""
+"""The built-in offline backend: placeholder pictures made from the prompt (and, for an
+edit, from the source images)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from imagetask import _core
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
-from imagetask.models._base import Answer, ImageGenerationModel
+from imagetask.models._base import Answer, EditInput, ImageGenerationModel, check_edit_inputs
 
 __all__ = ["PlaceholderImageGeneration", "parse_size"]
 
@@ -36,6 +38,10 @@ class PlaceholderImageGeneration(ImageGenerationModel):
     testing and benchmarking; the pictures show nothing of the prompt. The PNGs are
     encoded natively with the GIL released. Each image's raw output holds the seed, its
     statistics the PNG's size.
+
+    It edits too (an `ImageEditingModel`): an edit's pictures are those of a prompt made
+    of the sha256 of the source images and mask and of the instruction, so they differ
+    with any byte of the sources (the pictures show nothing of the sources either).
 
     `generation_kwargs` may set `size` and `seed` for every call.
     """
@@ -80,3 +86,22 @@ class PlaceholderImageGeneration(ImageGenerationModel):
             ]
             for pictures in images
         ]
+
+    def edit(
+        self, inputs: list[EditInput], num_generations: int = 1, **kwargs: Any
+    ) -> list[Answer | BaseException]:
+        """Edits each input: the pictures of `_edit_key(input)` as a prompt."""
+        check_edit_inputs(type(self).__name__, inputs)
+        keys = [_edit_key(input) for input in inputs]
+        return [answer for answer in self.generate(keys, num_generations, **kwargs)]
+
+
+def _edit_key(input: EditInput) -> str:
+    """The prompt whose pictures stand for an edit: the digest of the sources, then the
+    instruction."""
+    digest = hashlib.sha256()
+    for image in input.images:
+        digest.update(hashlib.sha256(image.data).digest())
+    if input.mask is not None:
+        digest.update(b"mask" + hashlib.sha256(input.mask.data).digest())
+    return f"{digest.hexdigest()}:{input.prompt}"

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
@@ -20,7 +20,7 @@ import msgspec
 
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError, RequestError
-from imagetask.models._base import Answer
+from imagetask.models._base import Answer, EditInput
 from imagetask.models._openai_images import OpenAIImageGeneration
 from imagetask.models.openai_batch._journal import Entry, Job, Journal
 
@@ -172,6 +172,11 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     `resubmit_expired` times. Each image's raw output holds its job's `batch_id` and its
     `custom_id`; its statistics the request's token `usage`.
 
+    It does not edit images: the Batch API lists `/v1/images/edits` among its endpoints,
+    but a job is a JSONL file of JSON request bodies, and an edit uploads its images as
+    multipart form data, so `edit` raises `ConfigError` before any request (edit with
+    `OpenAIImageGeneration`).
+
     Resume: every job's input file and id are appended to
     `<output_dir>/batch-jobs/journal.jsonl` and synced before anything else happens. A
     batch the resumed run sends again (the same prompts, model and parameters, in the
@@ -296,6 +301,13 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             return self._open_journal
 
     # --- generate -----------------------------------------------------------------------
+
+    def _check_edits(self, inputs: Sequence[EditInput]) -> None:
+        raise ConfigError(
+            f"{type(self).__name__} does not edit images: a Batch API job is a JSONL file "
+            "of JSON request bodies, and an edit uploads its images to /v1/images/edits as "
+            "multipart form data; edit with OpenAIImageGeneration"
+        )
 
     async def agenerate(self, input: str, num_generations: int = 1, **kwargs: Any) -> Answer:
         [answer] = await self.agenerate_batch([input], num_generations, **kwargs)

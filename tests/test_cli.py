@@ -266,9 +266,29 @@ def test_progress_redraws_one_line_on_a_terminal() -> None:
     progress.update(5, 9, 1)
     progress.close()
     frames = stream.getvalue().split("\r\x1b[2K")[1:]
-    assert len(frames) == 2 and frames[-1].endswith("\n")
+    assert len(frames) == 2 and frames[-1].endswith(" local work\n")
     assert frames[0].startswith("[############............] 5/10 rows | 9 images | ")
-    assert " images/s | 1 failed | ETA 0:00:0" in frames[0]
+    assert " images/s | 0.0 MB/s | 1 failed | ETA 0:00:0" in frames[0]
+
+
+def test_progress_reports_megabytes_per_second_and_the_time_spent_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("imagetask.run._progress.time.monotonic", lambda: now[0])
+    stream = io.StringIO()
+    progress = Progress(40, stream=stream, interval=1000.0)
+    with progress.waiting():
+        now[0] += 6.0  # the model's answers take 6 s
+    now[0] += 4.0
+    progress.update(10, 20, 0, image_bytes=50_000_000)
+    now[0] += 10.0
+    progress.close()
+    *_, report, shares = stream.getvalue().splitlines()
+    assert report.partition(" ")[2] == (
+        "10/40 rows | 20 images | 1.0 images/s | 2.5 MB/s | 0 failed | ETA 0:01:00"
+    )
+    assert shares == "0:00:20 in all: 30% waiting for the model, 70% local work"
 
 
 def hostile_inputs(tmp_path: Path) -> list[tuple[Path, str]]:

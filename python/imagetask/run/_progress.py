@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 __all__ = ["Progress"]
@@ -18,7 +20,9 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Reports rows done, images per second, failures and the time left.
+    """Reports rows done, images and megabytes of images per second, failures and the time
+    left; the final report adds how much of the time went to waiting for the model's
+    answers, the rest being local work (building rows, writing, syncing).
 
     On a terminal the line is redrawn at most every `redraw` seconds, and cleared before
     any log line is written (then drawn again at the next update); elsewhere (a log file,
@@ -38,7 +42,9 @@ class Progress:
         self.total = total
         self.rows = done
         self.images = 0
+        self.image_bytes = 0
         self.failed = 0
+        self.seconds_waiting = 0.0
         self._resumed = done
         self._tty = self.stream.isatty()
         self._every = redraw if self._tty else interval
@@ -61,15 +67,25 @@ class Progress:
             self._shown = float("-inf")  # the next update draws it again
         return True
 
-    def update(self, rows: int, images: int, failed: int) -> None:
-        """Counts one finished batch."""
+    def update(self, rows: int, images: int, failed: int, image_bytes: int = 0) -> None:
+        """Counts one finished batch, whose images hold `image_bytes` bytes."""
         self.rows += rows
         self.images += images
+        self.image_bytes += image_bytes
         self.failed += failed
         now = time.monotonic()
         if now - self._shown >= self._every:
             self._shown = now
             self._show(now)
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Counts the time the block takes as time spent waiting for the model."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds_waiting += time.monotonic() - started
 
     def line(self, now: float | None = None) -> str:
         """The current report, without bar."""
@@ -77,6 +93,7 @@ class Progress:
         rate = self.images / elapsed
         done = f"{self.rows:,}" + (f"/{self.total:,}" if self.total is not None else "")
         parts = [f"{done} rows", f"{self.images:,} images", f"{rate:,.1f} images/s"]
+        parts.append(f"{self.image_bytes / elapsed / 1e6:,.1f} MB/s")
         parts.append(f"{self.failed:,} failed")
         fresh = self.rows - self._resumed
         if self.total is not None and fresh > 0:
@@ -97,10 +114,16 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        """Writes the final report."""
+        """Writes the final report, with the share of the time spent waiting for the model."""
         for handler in self._handlers:
             handler.removeFilter(self._clear)
-        self._show(time.monotonic())
-        if self._tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        now = time.monotonic()
+        self._show(now)
+        elapsed = max(now - self._started, 1e-9)
+        waiting = min(self.seconds_waiting / elapsed, 1.0)
+        self.stream.write(
+            ("\n" if self._tty else "")
+            + f"{_clock(elapsed)} in all: {waiting:.0%} waiting for the model, "
+            f"{1 - waiting:.0%} local work\n"
+        )
+        self.stream.flush()

@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -274,7 +275,9 @@ def _stream(
             position += len(chunk)
             if budget is not None:
                 budget -= len(chunk)
-            while len(pending) >= batches_in_flight and _write_oldest_next(pending, model, most):
+            while len(pending) >= batches_in_flight and _write_oldest_next(
+                pending, model, most, reporter
+            ):
                 _commit(state, pending.popleft(), reporter)
         while pending:
             _commit(state, pending.popleft(), reporter)
@@ -311,11 +314,14 @@ def _stream(
 
 def _commit(state: RunState, pending: _Pending, progress: Progress | None) -> None:
     """Waits for the oldest batch's model call, then writes and records it."""
-    pending.generated.result()
+    with nullcontext() if progress is None else progress.waiting():
+        pending.generated.result()
     state.commit(pending.batch, pending.place, progress)
 
 
-def _write_oldest_next(pending: deque[_Pending], model: Any, most: int) -> bool:
+def _write_oldest_next(
+    pending: deque[_Pending], model: Any, most: int, progress: Progress | None
+) -> bool:
     """Whether to write the oldest batch next (`commit` waits for it) rather than start
     another first: while the oldest still waits on a request (retries, a slow answer) and
     the model has request slots that nothing uses (its `idle_slots`), another batch
@@ -324,9 +330,10 @@ def _write_oldest_next(pending: deque[_Pending], model: Any, most: int) -> bool:
     if len(pending) >= most or not callable(idle_slots):
         return True
     oldest = pending[0].generated
-    while not wait([oldest], timeout=_POLL_SECONDS).done:
-        if idle_slots() > 0:
-            return False
+    with nullcontext() if progress is None else progress.waiting():
+        while not wait([oldest], timeout=_POLL_SECONDS).done:
+            if idle_slots() > 0:
+                return False
     return True
 
 

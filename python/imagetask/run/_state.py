@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from imagetask._durable import fsync_dir
+from imagetask._extras import require
 from imagetask.build._columnar import ArrowOutput
 from imagetask.errors import RunError, RunStopped, SinkError
 from imagetask.io._checkpoint import (
@@ -34,7 +35,7 @@ from imagetask.io._identity import UrlDigests, output_identity
 from imagetask.io._jsonl import JsonlSink, OutputFormat, ParquetSink, empty_state, open_sink
 from imagetask.io._parquet import DATA, STAGING
 from imagetask.io._run_folder import SUMMARY, RunFolder
-from imagetask.outcome import Ending, RunSummary
+from imagetask.outcome import BatchOutput, Ending, RunSummary
 from imagetask.run._images import ImageSync, image_paths
 from imagetask.run._record import dataset_card
 from imagetask.run._streak import FailureStreak
@@ -122,6 +123,7 @@ class RunState:
         self.images = ImageSync(output)
         schema = task.output_schema
         self.path_column = schema.image_path
+        self.image_column = schema.image
         options: dict[str, Any] = {}
         if format == "parquet":
             options = {
@@ -250,7 +252,8 @@ class RunState:
             self.save()
         n = self.task.num_generations
         if progress is not None:
-            progress.update(batch.size, batch.size * n - failed, failed)
+            image_bytes = _image_bytes(output, self.image_column)
+            progress.update(batch.size, batch.size * n - failed, failed, image_bytes)
         reached = self.streak.add(output.failures, batch.size, n)
         if reached is not None:
             self.ended = "failures"
@@ -441,3 +444,27 @@ def clear(output: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def _image_bytes(output: BatchOutput | ArrowOutput, column: str | None) -> int:
+    """How many bytes the images of a batch's output hold (base64 text counted as the
+    bytes it encodes)."""
+    if column is None:
+        return 0
+    if isinstance(output, ArrowOutput):
+        arrow = require("pyarrow", "arrow", "Parquet output")
+        compute = require("pyarrow.compute", "arrow", "Parquet output")
+        images = output.table.column(column)
+        if arrow.types.is_list(images.type) or arrow.types.is_large_list(images.type):
+            images = compute.list_flatten(images)
+        sizes = compute.binary_length(compute.struct_field(images, "bytes"))
+        return int(compute.sum(sizes).as_py() or 0)
+    total = 0
+    for row in output.rows:
+        value = row.get(column)
+        for image in value if isinstance(value, list) else [value]:
+            if isinstance(image, (bytes, bytearray)):
+                total += len(image)
+            elif isinstance(image, str):
+                total += len(image) * 3 // 4
+    return total

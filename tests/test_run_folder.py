@@ -96,7 +96,8 @@ def test_a_finished_run_reads_back_with_its_rows_in_order(runs: Path) -> None:
     for name, format in (("jsonl", "jsonl"), ("parquet", "parquet")):
         run = open_run(runs / name)
         assert run.format == format
-        assert run.record() == RunRecord(runs / name / "run.json", run.task, True)
+        report = json.loads((runs / name / "run.json").read_text())
+        assert run.record() == RunRecord(runs / name / "run.json", run.task, True, report)
         assert run.summary() == run.record()
         assert run.task["name"] == "gen" and run.complete is True
         assert run.staged() == ()

@@ -22,11 +22,7 @@ from tests.support.answers import entries
 from tests.support.models import BatchScriptedModel
 from tests.support.reference_rows import problem, reference_rows
 
-settings.register_profile(
-    "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile("dev", max_examples=200, deadline=None)
-settings.load_profile("ci")
+PROPERTY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -130,6 +126,7 @@ def run_batch(task: ImageGeneration, rows: list[Any]) -> BatchOutput:
     return batch.finish()
 
 
+@PROPERTY
 @given(cases())
 def test_native_rows_equal_the_reference(case: tuple[ImageGeneration, list[Any], Any]) -> None:
     task, rows, answers = case
@@ -142,6 +139,7 @@ def test_native_rows_equal_the_reference(case: tuple[ImageGeneration, list[Any],
     assert len(output.rows) == len(rows) * per_input
 
 
+@PROPERTY
 @given(cases())
 def test_process_batch_sends_each_valid_prompt_once_and_loses_no_row(
     case: tuple[ImageGeneration, list[Any], Any],
@@ -156,6 +154,7 @@ def test_process_batch_sends_each_valid_prompt_once_and_loses_no_row(
     assert len(built) == len(rows) * per_input
 
 
+@PROPERTY
 @given(cases())
 def test_invalid_rows_raise_naming_the_first_one_when_not_passed_through(
     case: tuple[ImageGeneration, list[Any], Any],

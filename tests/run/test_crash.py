@@ -30,9 +30,11 @@ from tests.support.processes import HANG_GUARD, wait_for
 from tests.support.runs import rows_done
 from tests.support.servers import Fault, ImageServer, image_server
 
-PROMPTS = 2000
-"""Enough that six kills land at different points of the run, each resume going further,
-and that the Parquet output spans many shards of 0.2 MB (14)."""
+PROMPTS = 400
+"""Enough that six kills land at different points of the run, each resume going further:
+with a batch written and not yet checkpointed, image files not yet recorded, the
+checkpoint being written, a Parquet shard being finished, or between batches; and that
+the Parquet output spans many shards of 0.04 MB (13)."""
 GENERATIONS = 2
 
 
@@ -72,8 +74,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, format: str) -> N
     source = tmp_path / "prompts.txt"
     source.write_text("\n".join(prompts) + "\n")
     out = tmp_path / "out"
-    # Parquet: shards of about 200 kB, so that kills land around shards being finished.
-    options = ("--format", format, "--shard-mb", "0.2")
+    # Parquet: shards of about 40 kB, so that kills land around shards being finished.
+    options = ("--format", format, "--shard-mb", "0.04")
     rng = random.Random(20261125)
     targets = sorted(rng.sample(range(1, PROMPTS), 6))
     kills = 0

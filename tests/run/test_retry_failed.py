@@ -208,6 +208,13 @@ def test_a_refusal_during_the_retry_leaves_the_output_as_it_was(
     assert (out / "data.jsonl").read_bytes() == (clean / "data.jsonl").read_bytes()
 
 
+ROWS = 300
+"""Enough that four kills land at different points of the retry: with a retried batch
+written and not yet checkpointed, a Parquet shard of the retry being finished, or between
+batches."""
+SHARD_BYTES = 12_500
+"""Parquet shards of the retried output: 25 of them."""
+
 RETRY_RUN = """
 import sys
 
@@ -228,14 +235,16 @@ task = ImageGeneration(
     image_generation_model=Flaky(size="4x4"), num_generations=2, input_batch_size=4,
     save_artifacts=True, images_as_bytes=sys.argv[2] == "parquet",
 )
-rows = [{"prompt": f"p {i}"} for i in range(1200)]
+rows = [{"prompt": f"p {i}"} for i in range(int(sys.argv[4]))]
 resume = sys.argv[3] != "down"
 task.run(rows, sys.argv[1], format=sys.argv[2], resume=resume, retry_failed=resume,
-         checkpoint_seconds=0.02, max_consecutive_failures=0, shard_bytes=50_000)
+         checkpoint_seconds=0.02, max_consecutive_failures=0, shard_bytes=int(sys.argv[5]))
 """
 
 
 def retried_rows(out: Path) -> int:
+    """The input rows the checkpoint records as retried: -1 while it records no retry
+    (before one starts, or once it is done), 0 while there is no checkpoint to read."""
     try:
         retry = checkpoint(out).get("retry")
     except (OSError, ValueError):
@@ -248,38 +257,39 @@ def test_sigkill_at_random_moments_of_a_retry_then_resume(tmp_path: Path, format
     script = tmp_path / "retry.py"
     script.write_text(RETRY_RUN)
     out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, str(script), str(out), format, "down"], capture_output=True, text=True
-    )
+    sizes = (str(ROWS), str(SHARD_BYTES))
+
+    def run(folder: Path, state: str) -> list[str]:
+        return [sys.executable, str(script), str(folder), format, state, *sizes]
+
+    done = subprocess.run(run(out, "down"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert checkpoint(out)["failed"] == 800
+    assert checkpoint(out)["failed"] == 2 * len(range(1, ROWS, 3))
     rng = random.Random(20261203)
     kills = 0
-    for target in sorted(rng.sample(range(1, 1200), 4)):
-        process = subprocess.Popen(
-            [sys.executable, str(script), str(out), format, "up"], stderr=subprocess.DEVNULL
-        )
-        while process.poll() is None and 0 <= retried_rows(out) < target:
+    progress = []
+    for target in sorted(rng.sample(range(1, ROWS), 4)):
+        process = subprocess.Popen(run(out, "up"), stderr=subprocess.DEVNULL)
+        while process.poll() is None and retried_rows(out) < target:
             time.sleep(0.002)
         time.sleep(rng.uniform(0.0, 0.02))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait()
+        progress.append(retried_rows(out))
     assert kills >= 2, "the retries finished before they could be killed"
-    final = subprocess.run(
-        [sys.executable, str(script), str(out), format, "up"], capture_output=True, text=True
-    )
+    # Killed with retried rows checkpointed: in the retry, not before it started.
+    assert sum(done > 0 for done in progress) >= 2, progress
+    final = subprocess.run(run(out, "up"), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     clean = tmp_path / "clean"
-    whole = subprocess.run(
-        [sys.executable, str(script), str(clean), format, "clean"], capture_output=True, text=True
-    )
+    whole = subprocess.run(run(clean, "clean"), capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
     assert checkpoint(out)["failed"] == 0
     rows = output(out, format)
     assert rows == output(clean, format)
-    assert [row["prompt"] for row in rows] == [f"p {i}" for i in range(1200) for _ in range(2)]
+    assert [row["prompt"] for row in rows] == [f"p {i}" for i in range(ROWS) for _ in range(2)]
     for row in rows:
         path = out / row["image_path"]
         assert path.name == hashlib.sha256(path.read_bytes()).hexdigest() + ".png"

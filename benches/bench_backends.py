@@ -1,7 +1,7 @@
 """HTTP backend throughput against a loopback server that answers each request after a
 fixed latency, as a fraction of the ideal `max_concurrency / latency` requests per second.
 
-The server is the test suite's (`tests/servers.py`: the OpenAI Images and Hugging Face
+The server is the test suite's (`tests/support/servers.py`: the OpenAI Images and Hugging Face
 text-to-image wire formats), run in a separate process so that it does not share the
 client's interpreter. Each configuration runs `--repeats` times; the table gives the
 median and best images/s, the median's fraction of the ideal, and the client process's
@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def serve(latency: float) -> None:
     """Runs the loopback server and prints its URL (in the server process)."""
-    sys.path.insert(0, str(TESTS))
-    from servers import image_server
+    sys.path.insert(0, str(ROOT))
+    from tests.support.servers import image_server
 
     with image_server(latency=latency) as server:
         print(server.url, flush=True)

@@ -2,7 +2,7 @@
 through its whole retry chain (`max_retries` 4, backoff 0.5 s doubling, with jitter), and
 the other requests must not wait for it.
 
-A loopback OpenAI Images server (`tests/servers.py`, in a separate process) answers every
+A loopback OpenAI Images server (`tests/support/servers.py`, in a separate process) answers every
 request after `--latency`, and a 500 for every `--prompts / --failing`-th prompt. The run
 uses the backend's defaults (16 requests in flight) and the runner's (batches of 50, two
 in flight). The target: about the clean run's time plus one retry chain (at most 7.5 s).
@@ -21,13 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def serve(latency: float, failing: list[str]) -> None:
     """Runs the loopback server and prints its URL (in the server process)."""
-    sys.path.insert(0, str(TESTS))
-    from servers import image_server
+    sys.path.insert(0, str(ROOT))
+    from tests.support.servers import image_server
 
     with image_server(latency=latency) as server:
         server.always_fail = set(failing)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests.support.repository import ROOT
+
 
 def load_bench(name: str = "bench_rows") -> ModuleType:
     """A benchmark script of `benches/`, loaded as a module."""
-    path = Path(__file__).parent.parent / "benches" / f"{name}.py"
+    path = ROOT / "benches" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

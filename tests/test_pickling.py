@@ -11,12 +11,26 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import msgspec
+import pytest
 from ray import cloudpickle
-from servers import image_server
 
-from imagetask import ImageGeneration
-from imagetask.models import PlaceholderImageGeneration
-from imagetask.models._openai_images import OpenAIImageGeneration
+from imagetask import (
+    ConfigError,
+    ImageGeneration,
+    InputRowError,
+    MissingExtraError,
+    ReadError,
+    RequestError,
+    RunError,
+    RunInterrupted,
+    RunStopped,
+    RunSummary,
+    SinkError,
+    errors,
+)
+from imagetask.errors import ImageTaskError, RequestRefused, UsageError
+from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
+from tests.support.servers import image_server
 
 KEY = "sk-test-pickled-secret-0123456789"
 
@@ -113,3 +127,41 @@ def test_a_class_with_msgspec_field_defaults_pickles_by_value() -> None:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     copied = pickle.loads(blob)
     assert copied(tags=["a"]).tags == ["a"] and copied().tags == []
+
+
+# --- every exception of the library pickles -------------------------------------------
+
+SUMMARY = RunSummary("out", "out/data.jsonl", 3, 6, 1, 1.5, 0, False)
+
+
+EVERY_ERROR = [
+    ImageTaskError("base"),
+    ConfigError("config"),
+    InputRowError("row 2 of the batch lacks the input column 'prompt'", 2, "prompt"),
+    InputRowError("row 0 of the batch is a int, not a mapping", 0),
+    ReadError("file.jsonl:3: bad line"),
+    SinkError("sink"),
+    UsageError("--size: bad"),
+    RunError("run"),
+    RunStopped("stopped after 50 generations failed in a row"),
+    RequestError("request failed after 1 attempt"),
+    RequestRefused("the server refused the credentials (401)"),
+    MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
+    RunInterrupted(SUMMARY),
+]
+
+
+def test_every_exception_class_is_tried() -> None:
+    assert {type(error).__name__ for error in EVERY_ERROR} == set(errors.__all__)
+
+
+@pytest.mark.parametrize("error", EVERY_ERROR)
+def test_every_exception_round_trips_through_pickle(error: ImageTaskError) -> None:
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error)
+    assert str(again) == str(error)
+    assert vars(again) == vars(error)
+    if isinstance(error, InputRowError):
+        assert (again.row, again.column) == (error.row, error.column)
+    if isinstance(error, RunInterrupted):
+        assert again.summary == SUMMARY

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.repository import ROOT
+
 SKIP_REASONS = frozenset(
     {
         "needs an API key",

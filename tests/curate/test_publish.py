@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from gallery_runs import MOON, PROMPTS, make_run
 
 from imagetask.curate import dataset_files, select
 from imagetask.errors import ConfigError, ReadError
 from imagetask.io._card import size_category
+from tests.support.gallery_runs import MOON, PROMPTS, make_run
 
 REPO = "someone/pictures"
 TOKEN = "hf_loopback_token_123"

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gallery_runs import CAT, MOON, PROMPTS, make_run
 
 from imagetask.cli import main
 from imagetask.curate import Mark, Marks, Where, read_marks, select, write_marks
@@ -18,6 +17,7 @@ from imagetask.errors import ConfigError, ReadError, RunError
 from imagetask.gallery._page import view_run
 from imagetask.io import RunFolder
 from imagetask.io._run_folder import image_payload
+from tests.support.gallery_runs import CAT, MOON, PROMPTS, make_run
 
 PROMPTS_4 = [*PROMPTS[:3], PROMPTS[MOON]]
 """Three prompts that make both images, then one whose generations both fail."""

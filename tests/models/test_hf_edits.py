@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from servers import Fault, ImageServer, image_server
 
 from imagetask.errors import InputRowError, RequestError, RequestRefused
 from imagetask.models import (
@@ -21,6 +20,7 @@ from imagetask.models import (
     InferenceEndpointsImageGeneration,
     SourceImage,
 )
+from tests.support.servers import Fault, ImageServer, image_server
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:

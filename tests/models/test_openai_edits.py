@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from servers import Fault, ImageServer, Upload, image_server
 
 from imagetask.errors import ConfigError, InputRowError, RequestError, RequestRefused
 from imagetask.models import (
@@ -22,6 +21,7 @@ from imagetask.models import (
     OpenAIImageGeneration,
     SourceImage,
 )
+from tests.support.servers import Fault, ImageServer, Upload, image_server
 
 KEY = "sk-test-edits-key"
 

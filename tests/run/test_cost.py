@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import ImageServer, image_server
 
 from imagetask import ImageGeneration
 from imagetask.models import OpenAIImageGeneration
 from imagetask.models._prices import PRICES_DATE, PRICES_SOURCE, request_cost
+from tests.support.servers import ImageServer, image_server
 
 KEY = "sk-test-cost-0123456789"
 STATS = "statistics_image_generation_0"

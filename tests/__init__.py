@@ -1,0 +1,1 @@
+"""The test suite of imagetask, one package per package of the library."""

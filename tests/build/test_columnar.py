@@ -1,0 +1,497 @@
+"""The columnar path: `process_arrow` against `process_batch`, exact tables, inputs from
+pyarrow and Polars, and the slow path for overridden hooks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imagetask import (
+    ConfigError,
+    ImageGeneration,
+    InputRowError,
+    _core,
+)
+from imagetask.build._batch import Failure
+from imagetask.build._columnar import dict_rows
+from imagetask.models import PlaceholderImageGeneration
+from tests.support.answers import entries
+from tests.support.models import BatchScriptedModel, task_for
+from tests.support.payloads import b64
+
+META = "distilabel_metadata"
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+NAME = "image_generation_0"
+OURS = {f"raw_output_{NAME}", f"raw_input_{NAME}"}
+
+
+def comparable(rows: list[dict[str, Any]], task: ImageGeneration) -> list[dict[str, Any]]:
+    """Rows with the documented differences of the Arrow layout taken out: images as
+    padded base64, raw outputs and statistics as JSON values (bytes as base64), null
+    metadata fields left out."""
+    raw, stats = f"raw_output_{task.name}", f"statistics_{task.name}"
+    keep = {raw, f"raw_input_{task.name}"}
+
+    def meta(value: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, item in value.items():
+            if key in (raw, stats) and item is not None:
+                item = json.loads(pl_json(item))
+            if item is not None or key in keep:
+                out[key] = item
+        return out
+
+    def image(value: Any) -> Any:
+        if isinstance(value, str):  # canonical padded base64
+            return base64.b64encode(base64.b64decode(value + "=" * (-len(value) % 4))).decode()
+        return value
+
+    picture = task.output_mappings.get("image", "image")
+    out = []
+    for row in rows:
+        row = dict(row)
+        row[picture] = (
+            [image(i) for i in row[picture]] if task.group_generations else image(row[picture])
+        )
+        column = task.metadata_column
+        row[column] = (
+            [meta(m) for m in row[column]] if task.group_generations else meta(row[column])
+        )
+        out.append(row)
+    return out
+
+
+def pl_json(value: Any) -> str:
+
+    return _core.json_text(value)
+
+
+# --- tables and answers ---------------------------------------------------------------
+
+
+@st.composite
+def tasks(draw: st.DrawFn) -> ImageGeneration:
+    return ImageGeneration(
+        image_generation_model=BatchScriptedModel([], name=draw(st.sampled_from(["m", "ünï"]))),
+        num_generations=draw(st.integers(1, 3)),
+        group_generations=draw(st.booleans()),
+        add_raw_output=draw(st.booleans()),
+        add_raw_input=draw(st.booleans()),
+        images_as_bytes=draw(st.booleans()),
+        inline_raw_images=draw(st.booleans()),
+        input_mappings=draw(st.sampled_from([{}, {"prompt": "text"}])),
+        output_mappings=draw(st.sampled_from([{}, {"image": "picture"}])),
+        on_invalid_row="fail",
+    )
+
+
+@st.composite
+def tables(draw: st.DrawFn, task: ImageGeneration) -> pa.Table:
+    rows = draw(st.integers(0, 6))
+    prompt = task.input_mappings.get("prompt", "prompt")
+    columns: dict[str, pa.Array] = {
+        prompt: pa.array(
+            draw(st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=rows, max_size=rows)),
+            pa.string(),
+        ),
+        "id": pa.array(range(rows), pa.int64()),
+    }
+    if draw(st.booleans()):
+        upstream = [
+            draw(
+                st.one_of(
+                    st.none(),
+                    st.fixed_dictionaries(
+                        {
+                            "source": st.one_of(st.none(), st.text(max_size=4)),
+                            "n": st.integers(0, 9),
+                        }
+                    ),
+                )
+            )
+            for _ in range(rows)
+        ]
+        kind = pa.struct([("source", pa.string()), ("n", pa.int64())])
+        columns[META] = pa.array(upstream, kind)
+    if draw(st.booleans()):
+        columns["image"] = pa.array([b"old"] * rows, pa.binary())  # replaced by the output
+    if draw(st.booleans()):
+        columns["nested"] = pa.array([{"tags": ["a", "b"], "w": 1.5}] * rows)
+    return pa.table(columns)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[ImageGeneration, pa.Table, Any, str]:
+    task = draw(tasks())
+    table = draw(tables(task))
+    prompt = task.input_mappings.get("prompt", "prompt")
+    valid = sum(value is not None for value in table.column(prompt).to_pylist())
+    answers: Any = [draw(entries(task.num_generations)) for _ in range(valid)]
+    whole = draw(st.sampled_from(["as-is"] * 8 + ["raise", "none", "short"]))
+    if whole == "raise":
+        answers = RuntimeError("backend down")
+    elif whole == "none":
+        answers = None
+    elif whole == "short" and answers:
+        answers = answers[:-1]
+    source = draw(st.sampled_from(["pyarrow", "polars", "record-batch"]))
+    return task, table, answers, source
+
+
+def as_input(table: pa.Table, source: str) -> Any:
+    if source == "polars":
+        return pl.from_arrow(table)
+    if source == "record-batch":
+        return table.combine_chunks().to_batches()[0] if table.num_rows else table
+    return table
+
+
+PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(cases())
+def test_process_arrow_carries_what_process_batch_gives(
+    case: tuple[ImageGeneration, pa.Table, Any, str],
+) -> None:
+    task, table, answers, source = case
+    model = task.image_generation_model
+    assert isinstance(model, BatchScriptedModel)
+    model.answers = answers
+    expected = task.process_batch(table.to_pylist())
+    out = task.process_arrow(as_input(table, source))
+    assert comparable(dict_rows(task, out), task) == comparable(expected, task)
+    assert out.num_rows == table.num_rows * (1 if task.group_generations else task.num_generations)
+
+
+class Formatted(ImageGeneration):
+    """The same task with a hook of its own (doing what the native one does): the slow
+    path."""
+
+    def format_output(self, output: dict[str, Any], input: dict[str, Any] | None = None) -> Any:
+        return ImageGeneration.format_output(self, output, input)
+
+
+@PROPERTY
+@given(cases())
+def test_the_slow_path_builds_the_same_table(
+    case: tuple[ImageGeneration, pa.Table, Any, str],
+) -> None:
+    task, table, answers, source = case
+    fields = {name: getattr(task, name) for name in task.__fields__}
+    slow = Formatted(**fields)
+    assert isinstance(task.image_generation_model, BatchScriptedModel)
+    task.image_generation_model.answers = answers
+    fast = task.process_arrow(as_input(table, source))
+    assert slow.process_arrow(as_input(table, source)).equals(fast)
+
+
+# --- exact tables ---------------------------------------------------------------------
+
+
+def placeholder_task(**fields: Any) -> ImageGeneration:
+    return ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="4x4"), **fields)
+
+
+def test_the_table_has_the_documented_schema() -> None:
+    table = pa.table({"prompt": ["a", "b"], "id": [1, 2]})
+    out = placeholder_task(num_generations=2).process_arrow(table)
+    assert out.schema == pa.schema(
+        [
+            ("prompt", pa.string()),
+            ("id", pa.int64()),
+            ("image", IMAGE),
+            ("model_name", pa.string()),
+            (
+                META,
+                pa.struct(
+                    [
+                        (f"raw_output_{NAME}", pa.string()),
+                        (f"raw_input_{NAME}", pa.string()),
+                        (f"statistics_{NAME}", pa.string()),
+                        (f"error_{NAME}", pa.string()),
+                    ]
+                ),
+            ),
+        ]
+    )
+    assert out.column("prompt").to_pylist() == ["a", "a", "b", "b"]
+    assert [image["path"] for image in out.column("image").to_pylist()] == [None] * 4
+    images = [image["bytes"] for image in out.column("image").to_pylist()]
+    assert len(set(images)) == 4 and all(image.startswith(b"\x89PNG") for image in images)
+    meta = out.column(META).to_pylist()[0]
+    assert json.loads(meta[f"raw_output_{NAME}"]) == {
+        "images": ["sha256:" + hashlib.sha256(images[0]).hexdigest()],
+        "seed": 0,
+    }
+    assert json.loads(meta[f"statistics_{NAME}"]) == {"image_bytes": len(images[0])}
+    assert meta[f"raw_input_{NAME}"] == "a" and meta[f"error_{NAME}"] is None
+
+
+def test_the_schema_is_the_same_for_failures() -> None:
+    table = pa.table({"prompt": ["a"]})
+    task = ImageGeneration(image_generation_model=BatchScriptedModel(RuntimeError("down")))
+    failed = task.process_arrow(table)
+    ok = placeholder_task().process_arrow(table)
+    assert failed.schema == ok.schema
+    [meta] = failed.column(META).to_pylist()
+    assert meta[f"error_{NAME}"] == "the model raised RuntimeError: down"
+    assert failed.column("image").to_pylist() == [None]
+
+
+def test_input_columns_pass_through_without_copying() -> None:
+    table = pa.table({"prompt": ["a", "b"], "payload": [b"x" * 64, b"y" * 64]})
+    out = placeholder_task().process_arrow(table)
+    before = table.column("payload").chunk(0).buffers()[2].address
+    assert out.column("payload").chunk(0).buffers()[2].address == before
+
+
+def test_an_input_column_named_like_an_output_the_task_does_not_write_passes_through() -> None:
+    task = placeholder_task()  # no save_artifacts: image_path is not written
+    table = pa.table({"prompt": ["a"], "image_path": ["mine"]})
+    out = task.process_arrow(table)
+    assert out.column("image_path").to_pylist() == ["mine"]
+    assert task.process_batch(table.to_pylist())[0]["image_path"] == "mine"
+
+
+def test_grouped_generations_are_lists() -> None:
+    out = placeholder_task(num_generations=3, group_generations=True).process_arrow(
+        pa.table({"prompt": ["a", "b"]})
+    )
+    assert out.schema.field("image").type == pa.list_(IMAGE)
+    assert [len(images) for images in out.column("image").to_pylist()] == [3, 3]
+    assert out.column("model_name").to_pylist() == ["placeholder", "placeholder"]
+    assert [len(m) for m in out.column(META).to_pylist()] == [3, 3]
+
+
+def test_upstream_metadata_is_merged() -> None:
+    kind = pa.struct([("source", pa.string())])
+    table = pa.table({"prompt": ["a", "b"], META: pa.array([{"source": "web"}, None], kind)})
+    out = placeholder_task().process_arrow(table)
+    meta = out.column(META).to_pylist()
+    assert [m["source"] for m in meta] == ["web", None]
+    assert out.schema.field(META).type.field(0).name == "source"
+
+
+def test_a_null_prompt_raises_naming_its_row() -> None:
+    with pytest.raises(InputRowError) as info:
+        placeholder_task().process_arrow(pa.table({"prompt": ["a", None]}))
+    assert info.value.row == 1
+    assert str(info.value) == (
+        "row 1 of the batch has no text prompt: its column 'prompt' holds a NoneType"
+    )
+
+
+def test_a_missing_prompt_column_raises_like_process_batch() -> None:
+    with pytest.raises(InputRowError) as info:
+        placeholder_task().process_arrow(pa.table({"text": ["a"]}))
+    assert str(info.value) == (
+        "row 0 of the batch lacks the input column 'prompt' (its columns: 'text')"
+    )
+
+
+def test_polars_and_record_batches_are_read() -> None:
+    frame = pl.DataFrame({"prompt": ["a", "b"], "id": [1, 2]})
+    from_polars = placeholder_task().process_arrow(frame)
+    from_batch = placeholder_task().process_arrow(pa.table(frame).to_batches()[0])
+    assert from_polars.column("image").equals(from_batch.column("image"))
+    assert from_polars.column("id").to_pylist() == [1, 2]
+
+
+def test_something_that_is_not_arrow_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="exporting the Arrow PyCapsule interface"):
+        placeholder_task().process_arrow([{"prompt": "a"}])
+
+
+def test_artifacts_are_written_natively(tmp_path: Path) -> None:
+    task = placeholder_task(save_artifacts=True, output_dir=str(tmp_path), num_generations=2)
+    out = task.process_arrow(pa.table({"prompt": ["a", "a"]}))
+    paths = out.column("image_path").to_pylist()
+    images = [image["bytes"] for image in out.column("image").to_pylist()]
+    assert [image["path"] for image in out.column("image").to_pylist()] == paths
+    for path, image in zip(paths, images, strict=True):
+        assert (tmp_path / path).read_bytes() == image
+        assert path.endswith(hashlib.sha256(image).hexdigest() + ".png")
+    rows = task.process_batch([{"prompt": "a"}, {"prompt": "a"}])
+    assert [row["image_path"] for row in rows] == paths
+
+
+def test_images_are_bytes_whatever_images_as_bytes_says() -> None:
+    answers = [[{"images": [b64(b"GIF89a")]}]]
+    task = ImageGeneration(image_generation_model=BatchScriptedModel(answers))
+    out = task.process_arrow(pa.table({"prompt": ["a"]}))
+    assert out.column("image").to_pylist() == [{"bytes": b"GIF89a", "path": None}]
+    assert dict_rows(task, out)[0]["image"] == base64.b64encode(b"GIF89a").decode()
+
+
+class Audited(ImageGeneration):
+    """Fails, after the build, every generation whose prompt says so."""
+
+    def complete_rows(self, rows: list[dict[str, Any]]) -> list[Failure]:
+        failures = []
+        for index, row in enumerate(rows):
+            if "reject" in row["prompt"]:
+                row["image"] = None
+                row[META][f"error_{NAME}"] = "rejected by review"
+                failures.append(Failure(index, 0, "rejected by review"))
+        return failures
+
+
+def test_an_overridden_complete_rows_is_honoured() -> None:
+    task = Audited(image_generation_model=PlaceholderImageGeneration(size="4x4"), name=NAME)
+    table = pa.table({"prompt": ["keep", "reject me"]})
+    out = task.process_arrow(table)
+    assert out.column("image").null_count == 1
+    assert out.column(META).to_pylist()[1][f"error_{NAME}"] == "rejected by review"
+    assert comparable(dict_rows(task, out), task) == comparable(
+        task.process_batch(table.to_pylist()), task
+    )
+
+
+def test_polars_fixed_size_lists_of_strings_repeat_with_their_rows() -> None:
+    frame = pl.DataFrame(
+        {
+            "prompt": ["a", "b"],
+            "pair": pl.Series([["x", "y"], ["z", "w"]], dtype=pl.Array(pl.String, 2)),
+        }
+    )
+    out = placeholder_task(num_generations=2).process_arrow(frame)
+    assert out.column("pair").to_pylist() == [["x", "y"], ["x", "y"], ["z", "w"], ["z", "w"]]
+
+
+def test_a_hugging_face_dataset_gives_its_selected_rows() -> None:
+    import datasets
+
+    selected = datasets.Dataset.from_dict({"prompt": ["a", "b", "c"]}).select([2, 0])
+    out = placeholder_task().process_arrow(selected)
+    assert out.column("prompt").to_pylist() == ["c", "a"]
+
+
+def test_duplicate_column_names_are_an_error_naming_them() -> None:
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["prompt", "prompt"])
+    with pytest.raises(ValueError, match=r"^the table has several columns named 'prompt'$"):
+        placeholder_task().process_arrow(table)
+
+
+def test_list_views_repeat_with_their_rows() -> None:
+    # Offsets out of order and a slice: each row's own values, repeated, its type kept.
+    values = pa.array(["x", "y", "z"], pa.string_view())
+    views = pa.ListViewArray.from_arrays(
+        pa.array([2, 0, 1], pa.int32()), pa.array([1, 2, 0], pa.int32()), values
+    )
+    large = pa.LargeListViewArray.from_arrays(
+        pa.array([1, 0, 0], pa.int64()), pa.array([2, 1, 3], pa.int64()), pa.array([1, 2, 3])
+    )
+    table = pa.table({"prompt": ["a", "b", "c"], "views": views, "large": large}).slice(1)
+    out = placeholder_task(num_generations=2).process_arrow(table)
+    assert out.column("views").type == views.type
+    assert out.column("views").to_pylist() == [["x", "y"], ["x", "y"], [], []]
+    assert out.column("large").type == large.type
+    assert out.column("large").to_pylist() == [[1], [1], [1, 2, 3], [1, 2, 3]]
+
+
+def test_run_end_encoded_columns_repeat_with_their_rows() -> None:
+    kind = pa.run_end_encoded(pa.int16(), pa.string())
+    encoded = pa.RunEndEncodedArray.from_arrays(
+        pa.array([2, 3], pa.int16()), pa.array(["x", None]), kind
+    )
+    meta = pa.StructArray.from_arrays([pa.array(["web", "book", "web"])], names=["source"])
+    table = pa.table({"prompt": ["a", "b", "c"], "run": encoded, META: meta})
+    out = placeholder_task(num_generations=2).process_arrow(table)
+    assert out.column("run").type == kind
+    assert out.column("run").to_pylist() == ["x", "x", "x", "x", None, None]
+    assert [m["source"] for m in out.column(META).to_pylist()] == ["web"] * 2 + ["book"] * 2 + [
+        "web"
+    ] * 2
+
+
+def test_a_column_pyarrow_cannot_repeat_is_refused_before_the_model_is_called() -> None:
+    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([2], pa.int32()), pa.array(["x"]))
+    nested = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), encoded)
+    model = BatchScriptedModel([[{"images": [b64(b"A")] * 2}]] * 2)
+    task = ImageGeneration(image_generation_model=model, num_generations=2)
+    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column 'nested': "):
+        task.process_arrow(pa.table({"prompt": ["a", "b"], "nested": nested}))
+    assert model.calls == []
+
+
+def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_model() -> None:
+    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([20_000], pa.int16()), pa.array(["x"]))
+    model = BatchScriptedModel([])
+    task = ImageGeneration(image_generation_model=model, num_generations=2)
+    table = pa.table({"prompt": ["a"] * 20_000, "run": encoded})
+    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column 'run': its run"):
+        task.process_arrow(table)
+    assert model.calls == []
+
+
+class Exclaimed(ImageGeneration):
+    """Sends each prompt with a "!" (a hook: the slow path)."""
+
+    def format_input(self, input: dict[str, Any]) -> str:
+        return f"{input['prompt']}!"
+
+
+@pytest.mark.parametrize("group", [False, True])
+@pytest.mark.parametrize(("kind", "sent"), [(ImageGeneration, 3 + 4), (Exclaimed, 4 + 5)])
+def test_prompts_too_long_to_repeat_are_refused_before_the_model(
+    monkeypatch: pytest.MonkeyPatch, group: bool, kind: type[ImageGeneration], sent: int
+) -> None:
+    from imagetask.build import _columnar as columnar
+
+    assert columnar.MAX_STRING_BYTES == 2**31 - 1
+    table = pa.table({"prompt": ["abc", "dég"]})  # 3 + 4 bytes, sent 5 times over
+
+    def task(answers: Any) -> ImageGeneration:
+        model = BatchScriptedModel(answers)
+        return kind(image_generation_model=model, num_generations=5, group_generations=group)
+
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", sent * 5 - 1)
+    refused = task([])
+    with pytest.raises(ConfigError) as info:
+        refused.process_arrow(table)
+    assert str(info.value).startswith(
+        f"process_arrow: the raw inputs (the prompts of 'prompt') repeated for "
+        f"num_generations=5 make {sent * 5} bytes in one batch, more than the {sent * 5 - 1} "
+    )
+    assert refused.image_generation_model.calls == []
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", sent * 5)
+    fits = task([[{"images": [b64(b"A")] * 5}]] * 2)
+    assert fits.process_arrow(table).num_rows == (2 if group else 10)
+
+
+def test_an_input_column_too_long_to_repeat_is_refused_before_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imagetask.build import _columnar as columnar
+
+    monkeypatch.setattr(columnar, "MAX_STRING_BYTES", 100)
+    model = BatchScriptedModel([])
+    task = ImageGeneration(image_generation_model=model, num_generations=2, add_raw_input=False)
+    table = pa.table({"prompt": ["a"], "notes": pa.array([b"x" * 51], pa.binary())})
+    with pytest.raises(ConfigError, match=r"the column 'notes' .* 102 bytes"):
+        task.process_arrow(table)
+    assert model.calls == []
+
+
+def test_invalid_arrow_data_is_an_error_not_a_crash() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    task = task_for([])
+    offsets = pa.py_buffer(np.array([0, 5, 2], np.int32).tobytes())
+    backwards = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"abcdefgh")])
+    with pytest.raises(ValueError, match=r"the Arrow data is not valid: .*Offset invariant"):
+        task.process_arrow(pa.table({"prompt": backwards}))
+    not_utf8 = pa.array([b"ok", b"bad\xff\xfe"]).view(pa.string())
+    with pytest.raises(ValueError, match=r"the Arrow data is not valid: .*Invalid UTF8"):
+        task.process_arrow(pa.table({"prompt": not_utf8}))

@@ -1,0 +1,1 @@
+"""Tests of the `imagetask` command: `imagetask.cli`, and `imagetask bench` (`_bench`)."""

@@ -1,0 +1,1 @@
+"""What the tests share: loopback servers, backends, run helpers and readers of outputs."""

@@ -1,6 +1,9 @@
 //! `ColumnBuilder`: the columnar path's binding. It reads the prompt column of an Arrow
 //! table, then turns the model's answers into the output columns (see `columns`).
 
+pub(crate) mod columns;
+pub(crate) mod ffi;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +16,14 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use self::columns::{Artifacts, Cell, Image, Options};
+use self::ffi::{read_stream, ArrowArray};
 use crate::answers::{self, type_name, Entry, Generation};
-use crate::arrow_ffi::{read_stream, ArrowArray};
-use crate::columns::{self, Artifacts, Cell, Image, Options};
+use crate::dict::MAX_GENERATIONS;
 use crate::errors::InputRowError;
-use crate::json::Members;
-use crate::payload::Payload;
 use crate::pyjson;
-use crate::rows::MAX_GENERATIONS;
+use imagetask_core::json::Members;
+use imagetask_core::payload::Payload;
 
 /// Builds the output columns of one task configuration from Arrow input.
 #[pyclass(frozen, module = "imagetask._core")]

@@ -7,9 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::answers::{describe_exception, fails_a_row, type_name};
-use crate::artifacts;
-use crate::payload::{self, Needs, Payload};
-use crate::png;
+use imagetask_core::artifacts;
+use imagetask_core::payload::{self, Needs, Payload};
+use imagetask_core::png;
 
 /// Placeholder PNG pictures: `num_generations` per prompt, `width` x `height` pixels.
 #[pyfunction]

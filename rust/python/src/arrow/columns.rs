@@ -12,9 +12,9 @@ use arrow_array::builder::{BooleanBufferBuilder, StringBuilder};
 use arrow_array::{ArrayRef, BinaryArray, Int32Array, StringArray, UInt32Array};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 
-use crate::artifacts;
-use crate::json::{self, Members};
-use crate::payload::{self, content_ref, Decoded, Payload};
+use imagetask_core::artifacts;
+use imagetask_core::json::{self, Members};
+use imagetask_core::payload::{self, content_ref, Decoded, Payload};
 
 /// One image of the model's answer, with what its raw output needs.
 pub struct Image<'a> {

@@ -11,7 +11,7 @@ use crate::answers::{
 };
 use crate::errors::InputRowError;
 use crate::gc;
-use crate::payload::{self, content_ref, Derived, Needs, Payload};
+use imagetask_core::payload::{self, content_ref, Derived, Needs, Payload};
 
 /// The most images a task asks per input row.
 pub const MAX_GENERATIONS: usize = 10_000;

@@ -7,4 +7,5 @@
 pub mod artifacts;
 pub mod json;
 pub mod payload;
+pub mod plan;
 pub mod png;

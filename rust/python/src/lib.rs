@@ -7,6 +7,8 @@ mod errors;
 mod gc;
 mod images;
 mod pyjson;
+#[cfg(test)]
+mod testing;
 
 use pyo3::prelude::*;
 
@@ -27,6 +29,6 @@ mod _core {
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
-        module.add("MAX_GENERATIONS", crate::dict::MAX_GENERATIONS)
+        module.add("MAX_GENERATIONS", imagetask_core::plan::MAX_GENERATIONS)
     }
 }

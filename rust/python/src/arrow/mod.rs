@@ -1,36 +1,36 @@
-//! `ColumnBuilder`: the columnar path's binding. It reads the prompt column of an Arrow
-//! table, then turns the model's answers into the output columns (see `columns`).
+//! `ColumnBuilder`: the Arrow encoder. It reads the prompt column of an Arrow table, then
+//! turns the model's answers into the output columns following the batch's plan (see
+//! `columns`).
 
 pub(crate) mod columns;
 pub(crate) mod ffi;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, StructArray};
 use arrow_schema::{DataType, Field};
-use pyo3::exceptions::PyValueError;
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
-
-use self::columns::{Artifacts, Cell, Image, Options};
-use self::ffi::{read_stream, ArrowArray};
-use crate::answers::{self, type_name, Entry, Generation};
-use crate::dict::MAX_GENERATIONS;
-use crate::errors::InputRowError;
-use crate::pyjson;
+use imagetask_core::artifacts::Destination;
 use imagetask_core::json::Members;
-use imagetask_core::payload::Payload;
+use imagetask_core::payload::Problem;
+use imagetask_core::plan::{Generations, Plan, RowProblem, Rows};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use self::columns::{Image, Options};
+use self::ffi::{read_stream, ArrowArray};
+use crate::answers::{self, Generation};
+use crate::errors::{config_error, read_error, refused_row};
+use crate::pyjson;
 
 /// Builds the output columns of one task configuration from Arrow input.
 #[pyclass(frozen, module = "imagetask._core")]
-pub struct ColumnBuilder {
+pub(crate) struct ColumnBuilder {
     prompt_column: String,
     model_name: String,
-    n: usize,
+    n: Generations,
     group: bool,
     raw_output: bool,
     inline_raw_images: bool,
@@ -40,20 +40,18 @@ pub struct ColumnBuilder {
 
 /// A batch of Arrow rows whose prompts were read, ready for the model.
 #[pyclass(frozen, module = "imagetask._core")]
-pub struct PreparedColumns {
-    rows: usize,
+pub(crate) struct PreparedColumns {
     /// The prompts of the valid rows, in order.
     #[pyo3(get)]
     prompts: Py<PyList>,
-    /// `(row index, problem)` of the invalid rows, in order.
-    invalid: Vec<(usize, String)>,
-    built: AtomicBool,
+    /// Which rows are valid, and whether the batch was built.
+    rows: Rows,
 }
 
 #[pymethods]
 impl PreparedColumns {
     fn __len__(&self) -> usize {
-        self.rows
+        self.rows.len()
     }
 }
 
@@ -64,8 +62,11 @@ impl ColumnBuilder {
         *, prompt_column, model_name, num_generations, group_generations, add_raw_output,
         inline_raw_images, pass_invalid_rows,
     ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per keyword argument of the Python constructor"
+    )]
+    pub(crate) fn new(
         py: Python<'_>,
         prompt_column: String,
         model_name: String,
@@ -75,15 +76,10 @@ impl ColumnBuilder {
         inline_raw_images: bool,
         pass_invalid_rows: bool,
     ) -> PyResult<Self> {
-        if !(1..=MAX_GENERATIONS).contains(&num_generations) {
-            return Err(PyValueError::new_err(format!(
-                "num_generations must be between 1 and {MAX_GENERATIONS}, got {num_generations}"
-            )));
-        }
         Ok(Self {
             prompt_column,
             model_name,
-            n: num_generations,
+            n: Generations::new(num_generations).map_err(config_error)?,
             group: group_generations,
             raw_output: add_raw_output,
             inline_raw_images,
@@ -93,39 +89,39 @@ impl ColumnBuilder {
     }
 
     /// Reads the prompt column (any object exporting an Arrow stream of strings).
-    fn prepare(&self, py: Python<'_>, prompts: &Bound<'_, PyAny>) -> PyResult<PreparedColumns> {
+    pub(crate) fn prepare(
+        &self,
+        py: Python<'_>,
+        prompts: &Bound<'_, PyAny>,
+    ) -> PyResult<PreparedColumns> {
         let chunks = read_stream(prompts)?;
-        let rows: usize = chunks.iter().map(|chunk| chunk.len()).sum();
-        let mut texts = Vec::with_capacity(rows);
-        let mut invalid = Vec::new();
-        let mut index = 0;
+        let count: usize = chunks.iter().map(|chunk| chunk.len()).sum();
+        let mut texts = Vec::with_capacity(count);
+        let mut rows = Rows::new(self.pass_invalid_rows);
         for chunk in &chunks {
             for value in strings(chunk)? {
                 match value {
-                    Some(text) => texts.push(PyString::new(py, text)),
+                    Some(text) => {
+                        texts.push(PyString::new(py, text));
+                        rows.push_valid();
+                    }
                     None => {
-                        let message = format!(
-                            "row {index} of the batch has no text prompt: its column '{}' holds a NoneType",
-                            self.prompt_column
-                        );
-                        if !self.pass_invalid_rows {
-                            return Err(InputRowError::new_err((
-                                message,
-                                index,
-                                self.prompt_column.clone(),
-                            )));
-                        }
-                        invalid.push((index, message));
+                        let problem = RowProblem {
+                            message: format!(
+                                "row {} of the batch has no text prompt: its column '{}' holds a NoneType",
+                                rows.next_index(),
+                                self.prompt_column
+                            ),
+                            column: Some(self.prompt_column.clone()),
+                        };
+                        rows.push_invalid(problem).map_err(refused_row)?;
                     }
                 }
-                index += 1;
             }
         }
         Ok(PreparedColumns {
-            rows,
             prompts: PyList::new(py, texts)?.unbind(),
-            invalid,
-            built: AtomicBool::new(false),
+            rows,
         })
     }
 
@@ -137,7 +133,7 @@ impl ColumnBuilder {
     /// `statistics`, `error` and `model_name`. `rows` holds the input row of each cell;
     /// `offsets`, when grouped, the list offsets of each row's cells.
     #[pyo3(signature = (prepared, answers, artifacts_folder=None, artifacts_prefix=None))]
-    fn build<'py>(
+    pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
         prepared: &PreparedColumns,
@@ -150,26 +146,31 @@ impl ColumnBuilder {
         Option<ArrowArray>,
         Bound<'py, PyList>,
     )> {
-        if prepared.built.swap(true, Ordering::AcqRel) {
-            return Err(PyValueError::new_err(
-                "a prepared batch can be built only once",
-            ));
-        }
-        let valid = prepared.rows - prepared.invalid.len();
-        let read = answers::read(answers, valid, self.n, self.images.bind(py))?;
+        prepared.rows.start_build().map_err(config_error)?;
+        let valid = prepared.rows.valid();
+        let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
+        let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
         let images = self.images(&read.generations)?;
-        let cells = self.cells(prepared, &read.entries)?;
+        // The raw output a failed answer keeps, as JSON.
+        let raw: Vec<Option<String>> = read
+            .raw
+            .iter()
+            .map(|raw| match raw {
+                Some(raw) if self.raw_output => Some(pyjson::to_json(raw)),
+                _ => None,
+            })
+            .collect();
         let options = Options {
             raw_output: self.raw_output,
             inline_raw_images: self.inline_raw_images,
-            artifacts: artifacts_folder.map(|folder| Artifacts {
+            artifacts: artifacts_folder.map(|folder| Destination {
                 folder,
                 prefix: artifacts_prefix.unwrap_or_default(),
             }),
         };
         let built = py
-            .detach(|| columns::build(&images, &cells, self.n, &options))
-            .map_err(PyValueError::new_err)?;
+            .detach(|| columns::build(&images, &plan, &raw, &options))
+            .map_err(config_error)?;
         let mut fields = vec![("image", built.image)];
         if let Some(path) = built.image_path {
             fields.push(("image_path", path));
@@ -181,7 +182,7 @@ impl ColumnBuilder {
         fields.push(("error", built.error));
         fields.push((
             "model_name",
-            Arc::new(columns::constant(&self.model_name, cells.len())) as ArrayRef,
+            Arc::new(columns::constant(&self.model_name, plan.len())) as ArrayRef,
         ));
         let struct_array = StructArray::from(
             fields
@@ -194,10 +195,11 @@ impl ColumnBuilder {
                 })
                 .collect::<Vec<_>>(),
         );
-        let rows = ArrowArray::new(Arc::new(columns::repeated_rows(prepared.rows, self.n)));
-        let offsets = self.group.then(|| {
-            ArrowArray::new(Arc::new(columns::group_offsets(prepared.rows, self.n)) as ArrayRef)
-        });
+        let (count, n) = (prepared.rows.len(), self.n.get());
+        let rows = ArrowArray::new(Arc::new(columns::repeated_rows(count, n)));
+        let offsets = self
+            .group
+            .then(|| ArrowArray::new(Arc::new(columns::group_offsets(count, n)) as ArrayRef));
         let failures = built
             .failures
             .into_iter()
@@ -218,7 +220,7 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
         DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
         DataType::Utf8View => Box::new(array.as_string_view().iter()),
         other => {
-            return Err(PyValueError::new_err(format!(
+            return Err(read_error(format!(
                 "the prompt column holds {other}, expected strings"
             )))
         }
@@ -243,34 +245,12 @@ impl ColumnBuilder {
                     .or_insert_with(|| self.describe_dict(source))
                     .clone()
             };
-            let payload = &generation.payload;
-            let (payload, payload_json) = if let Ok(text) = payload.cast::<PyString>() {
-                match text.to_str() {
-                    Ok(text) => (Ok(Payload::Text(text.as_bytes())), None),
-                    Err(_) => (
-                        Err("is not valid base64 (it is not ASCII text)".to_owned()),
-                        Some(pyjson::to_json(payload)),
-                    ),
-                }
-            } else if let Ok(bytes) = payload.cast::<PyBytes>() {
-                (Ok(Payload::Bytes(bytes.as_bytes())), None)
-            } else if payload.is_none() {
-                let error = match source.get_item("error")? {
-                    Some(error) if !error.is_none() => match error.str() {
-                        Ok(text) => format!("is missing: {}", text.to_string_lossy()),
-                        Err(_) => format!("is missing: <{}>", type_name(&error)),
-                    },
-                    _ => "is None, expected base64 text or bytes".to_owned(),
-                };
-                (Err(error), Some("null".to_owned()))
-            } else {
-                (
-                    Err(format!(
-                        "is a {}, expected base64 text or bytes",
-                        type_name(payload)
-                    )),
-                    Some(pyjson::to_json(payload)),
-                )
+            let payload = generation.payload()?;
+            // A payload that is no image is kept in the raw output as it was.
+            let payload_json = match &payload {
+                Err(Problem::Missing { .. }) => Some("null".to_owned()),
+                Err(_) => Some(pyjson::to_json(&generation.payload)),
+                Ok(_) => None,
             };
             images.push(Image {
                 payload,
@@ -295,50 +275,7 @@ impl ColumnBuilder {
         };
         (Arc::new(members), statistics)
     }
-
-    /// What each output cell holds, row by row.
-    fn cells(&self, prepared: &PreparedColumns, entries: &[Entry<'_>]) -> PyResult<Vec<Cell>> {
-        let mut cells = Vec::with_capacity(prepared.rows.saturating_mul(self.n));
-        let mut entries = entries.iter();
-        let mut invalid = prepared.invalid.iter().peekable();
-        for index in 0..prepared.rows {
-            if let Some((_, message)) = invalid.next_if(|(at, _)| *at == index) {
-                let error: Arc<str> = message.as_str().into();
-                cells.extend((0..self.n).map(|_| Cell::Failed {
-                    error: error.clone(),
-                    raw: None,
-                }));
-                continue;
-            }
-            match entries.next() {
-                Some(Entry::Read { start, found }) => {
-                    cells.extend((0..*found).map(|k| Cell::Image(start + k)));
-                    if *found < self.n {
-                        let missing: Arc<str> = format!(
-                            "the model returned {found} image(s) for {} generation(s)",
-                            self.n
-                        )
-                        .into();
-                        cells.extend((*found..self.n).map(|_| Cell::Failed {
-                            error: missing.clone(),
-                            raw: None,
-                        }));
-                    }
-                }
-                Some(Entry::Failed { error, raw }) => {
-                    let error: Arc<str> = error.as_str().into();
-                    let raw: Option<Arc<str>> = match raw {
-                        Some(raw) if self.raw_output => Some(pyjson::to_json(raw).into()),
-                        _ => None,
-                    };
-                    cells.extend((0..self.n).map(|_| Cell::Failed {
-                        error: error.clone(),
-                        raw: raw.clone(),
-                    }));
-                }
-                None => return Err(PyValueError::new_err("fewer answers than rows")),
-            }
-        }
-        Ok(cells)
-    }
 }
+
+#[cfg(test)]
+mod tests;

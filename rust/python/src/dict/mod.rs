@@ -1,20 +1,17 @@
-//! `RowBuilder`: turns a batch of input rows and the model's answers into output rows.
+//! `RowBuilder`: the dict encoder. It turns a batch of input rows and the model's answers
+//! into output rows (dicts), following the batch's plan.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod read;
 
-use pyo3::exceptions::PyValueError;
+use imagetask_core::payload::decode::{self, Derived, Needs, Work};
+use imagetask_core::payload::{content_ref_text, Problem};
+use imagetask_core::plan::{Failure, Generations, Plan, PlannedRow, Rows, Source};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::answers::{
-    self, describe_exception, fails_a_row, type_name, Answers, Entry, Generation,
-};
-use crate::errors::InputRowError;
+use crate::answers::{self, row_error, type_name, Answers, Generation};
+use crate::errors::{config_error, refused_row};
 use crate::gc;
-use imagetask_core::payload::{self, content_ref, Derived, Needs, Payload};
-
-/// The most images a task asks per input row.
-pub const MAX_GENERATIONS: usize = 10_000;
 
 /// Keys written on every row, built once per builder.
 struct Keys {
@@ -33,14 +30,14 @@ type Column = (Py<PyString>, Py<PyString>);
 
 /// Builds the output rows of one task configuration.
 #[pyclass(frozen, module = "imagetask._core")]
-pub struct RowBuilder {
+pub(crate) struct RowBuilder {
     keys: Keys,
     model_name: Py<PyAny>,
     inputs: Vec<Column>,
     renames_inputs: bool,
     outputs: Vec<Column>,
     image: Option<usize>,
-    n: usize,
+    n: Generations,
     group: bool,
     add_raw_output: bool,
     add_raw_input: bool,
@@ -57,13 +54,14 @@ struct RowContext<'py> {
     prompt: Option<Bound<'py, PyAny>>,
 }
 
-/// The source of one generation: an image to format, or why there is none.
-enum Source<'a, 'py> {
-    Image(&'a Generation<'py>, &'a Result<Derived, String>),
-    Missing {
-        error: String,
-        raw: Option<Bound<'py, PyAny>>,
-    },
+/// A batch being built: its answers, what was derived from their images, and the
+/// failures so far.
+struct Build<'a, 'py> {
+    builder: &'a RowBuilder,
+    answers: &'a Answers<'py>,
+    derived: &'a [Result<Derived, Problem>],
+    format_output: Option<&'a Bound<'py, PyAny>>,
+    failures: Vec<(usize, usize, String)>,
 }
 
 fn interned<'py>(py: Python<'py>, text: &str) -> Py<PyString> {
@@ -75,29 +73,6 @@ fn columns(py: Python<'_>, pairs: Vec<(String, String)>) -> Vec<Column> {
         .into_iter()
         .map(|(task, column)| (interned(py, &task), interned(py, &column)))
         .collect()
-}
-
-fn quoted_keys(dict: &Bound<'_, PyDict>) -> String {
-    let keys: Vec<String> = dict
-        .keys()
-        .iter()
-        .map(|key| key.repr().map(|r| r.to_string()).unwrap_or_default())
-        .collect();
-    if keys.is_empty() {
-        "none".to_owned()
-    } else {
-        keys.join(", ")
-    }
-}
-
-/// The text of an error a row caused (`Type: message`); an exception that is not a row's
-/// failure (`KeyboardInterrupt`, `SystemExit`, `MemoryError`) is raised instead.
-fn row_error(py: Python<'_>, err: PyErr) -> PyResult<String> {
-    if fails_a_row(err.value(py)) {
-        Ok(describe_exception(err.value(py).as_any()))
-    } else {
-        Err(err)
-    }
 }
 
 /// A payload as a failure row's raw output keeps it: text that cannot be encoded (lone
@@ -113,15 +88,14 @@ fn keepable<'py>(payload: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
 
 /// A batch whose rows were read and whose prompts were formatted, ready for the model.
 #[pyclass(frozen, module = "imagetask._core")]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// Every row as read, in order (an invalid row's readable columns, or none).
-    rows: Vec<Py<PyDict>>,
+    dicts: Vec<Py<PyDict>>,
     /// The prompts of the valid rows, in order.
     #[pyo3(get)]
     prompts: Py<PyList>,
-    /// `(row index, problem)` of the invalid rows, in order.
-    invalid: Vec<(usize, String)>,
-    built: AtomicBool,
+    /// Which rows are valid, and whether the batch was built.
+    rows: Rows,
 }
 
 #[pymethods]
@@ -139,8 +113,11 @@ impl RowBuilder {
         add_raw_output, add_raw_input, image_bytes, inline_raw_images, pass_invalid_rows,
         model_name_column, metadata_column,
     ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per keyword argument of the Python constructor"
+    )]
+    pub(crate) fn new(
         py: Python<'_>,
         task_name: &str,
         model_name: Bound<'_, PyAny>,
@@ -156,15 +133,9 @@ impl RowBuilder {
         model_name_column: &str,
         metadata_column: &str,
     ) -> PyResult<Self> {
-        if !(1..=MAX_GENERATIONS).contains(&num_generations) {
-            return Err(PyValueError::new_err(format!(
-                "num_generations must be between 1 and {MAX_GENERATIONS}, got {num_generations}"
-            )));
-        }
+        let n = Generations::new(num_generations).map_err(config_error)?;
         if inputs.is_empty() {
-            return Err(PyValueError::new_err(
-                "a task needs at least one input column",
-            ));
+            return Err(config_error("a task needs at least one input column"));
         }
         let image = outputs.iter().position(|(task, _)| task == "image");
         let renames_inputs = inputs.iter().any(|(task, column)| task != column);
@@ -184,7 +155,7 @@ impl RowBuilder {
             renames_inputs,
             outputs: columns(py, outputs),
             image,
-            n: num_generations,
+            n,
             group: group_generations,
             add_raw_output,
             add_raw_input,
@@ -196,7 +167,7 @@ impl RowBuilder {
 
     /// Reads every row once and formats its prompt: the batch, ready for the model.
     #[pyo3(signature = (rows, format_input=None))]
-    fn prepare<'py>(
+    pub(crate) fn prepare<'py>(
         &self,
         py: Python<'py>,
         rows: &Bound<'py, PyList>,
@@ -204,285 +175,94 @@ impl RowBuilder {
     ) -> PyResult<Prepared> {
         let items: Vec<Bound<'py, PyAny>> = rows.iter().collect();
         let mut prompts = Vec::with_capacity(items.len());
-        let mut read = Vec::with_capacity(items.len());
-        let mut invalid = Vec::new();
+        let mut dicts = Vec::with_capacity(items.len());
+        let mut plan_rows = Rows::new(self.pass_invalid_rows);
         for (index, row) in items.iter().enumerate() {
-            let (dict, problem) = match self.read_row(py, index, row, format_input)? {
-                (dict, Ok(prompt)) => {
+            let read = self.read_row(py, index, row, format_input)?;
+            match read.prompt {
+                Ok(prompt) => {
                     prompts.push(prompt);
-                    (dict, None)
+                    plan_rows.push_valid();
                 }
-                (dict, Err((message, column))) => {
-                    if !self.pass_invalid_rows {
-                        return Err(InputRowError::new_err((message, index, column)));
-                    }
-                    (dict, Some(message))
-                }
-            };
-            if let Some(message) = problem {
-                invalid.push((index, message));
+                Err(problem) => plan_rows.push_invalid(problem).map_err(refused_row)?,
             }
-            read.push(dict.unbind());
+            dicts.push(read.dict.unbind());
         }
         Ok(Prepared {
-            rows: read,
+            dicts,
             prompts: PyList::new(py, prompts)?.unbind(),
-            invalid,
-            built: AtomicBool::new(false),
+            rows: plan_rows,
         })
     }
 
     /// Builds the output rows of a prepared batch; returns `(rows, failures)`.
     #[pyo3(signature = (prepared, answers, format_output=None))]
-    fn build<'py>(
+    pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
         prepared: &Prepared,
         answers: &Bound<'py, PyAny>,
         format_output: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        if prepared.built.swap(true, Ordering::AcqRel) {
-            return Err(PyValueError::new_err(
-                "a prepared batch can be built only once",
-            ));
-        }
+        prepared.rows.start_build().map_err(config_error)?;
         let prompts: Vec<Bound<'py, PyAny>> = prepared.prompts.bind(py).iter().collect();
-        let valid = prepared.rows.len() - prepared.invalid.len();
+        let valid = prepared.rows.valid();
         if prompts.len() != valid {
-            return Err(PyValueError::new_err(format!(
+            return Err(config_error(format!(
                 "{} prompts for {valid} valid rows",
                 prompts.len()
             )));
         }
-        let read = answers::read(answers, valid, self.n, self.keys.images.bind(py))?;
+        let n = self.n.get();
+        let read = answers::read(answers, valid, n, self.keys.images.bind(py))?;
+        let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
         let derived = self.derive(py, &read)?;
         let mut out = Vec::with_capacity(if self.group {
             prepared.rows.len()
         } else {
-            prepared.rows.len().saturating_mul(self.n)
+            plan.len()
         });
-        let mut failures: Vec<(usize, usize, String)> = Vec::new();
-        let mut entries = read.entries.iter();
-        let mut prompts = prompts.into_iter();
-        let mut invalid = prepared.invalid.iter().peekable();
-        for (index, base) in prepared.rows.iter().enumerate() {
-            let problem = match invalid.peek() {
-                Some((at, message)) if *at == index => {
-                    invalid.next();
-                    Some(message)
-                }
-                _ => None,
-            };
-            let base = base.bind(py).clone();
-            let upstream = self.upstream(&base)?;
-            let mut context = RowContext {
-                index,
+        let mut build = Build {
+            builder: self,
+            answers: &read,
+            derived: &derived,
+            format_output,
+            failures: Vec::new(),
+        };
+        for row in plan.rows() {
+            let base = prepared.dicts[row.index].bind(py).clone();
+            let context = RowContext {
+                index: row.index,
+                upstream: self.upstream(&base)?,
                 base,
-                upstream,
-                prompt: None,
-            };
-            let sources: Vec<Source<'_, 'py>> = match problem {
-                Some(error) => (0..self.n)
-                    .map(|_| Source::Missing {
-                        error: error.clone(),
-                        raw: None,
-                    })
-                    .collect(),
-                None => {
-                    context.prompt = prompts.next();
-                    match entries.next() {
-                        Some(Entry::Read { start, found }) => (0..self.n)
-                            .map(|k| {
-                                if k < *found {
-                                    Source::Image(&read.generations[start + k], &derived[start + k])
-                                } else {
-                                    Source::Missing {
-                                        error: format!(
-                                            "the model returned {found} image(s) for {} generation(s)",
-                                            self.n
-                                        ),
-                                        raw: None,
-                                    }
-                                }
-                            })
-                            .collect(),
-                        Some(Entry::Failed { error, raw }) => (0..self.n)
-                            .map(|_| Source::Missing {
-                                error: error.clone(),
-                                raw: raw.clone(),
-                            })
-                            .collect(),
-                        None => return Err(PyValueError::new_err("fewer answers than rows")),
-                    }
-                }
+                prompt: row.answer().map(|answer| prompts[answer].clone()),
             };
             if self.group {
-                out.push(self.grouped_row(py, &context, sources, format_output, &mut failures)?);
-            } else {
-                for (k, source) in sources.into_iter().enumerate() {
-                    // The row read by `prepare` is this batch's own: the last generation
-                    // takes it, the others a copy.
-                    let row = if k + 1 == self.n {
-                        context.base.clone()
-                    } else {
-                        context.base.copy()?
-                    };
-                    let meta = self.generation(
-                        py,
-                        &context,
-                        k,
-                        source,
-                        format_output,
-                        &mut failures,
-                        |c, value| row.set_item(self.outputs[c].1.bind(py), value),
-                    )?;
-                    row.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
-                    row.set_item(self.keys.metadata.bind(py), meta)?;
-                    gc::untrack(row.as_any());
-                    out.push(row.into_any());
-                }
+                out.push(build.grouped_row(py, &context, row)?);
+                continue;
+            }
+            for (k, source) in row.sources().enumerate() {
+                // The row read by `prepare` is this batch's own: the last generation
+                // takes it, the others a copy.
+                let output = if k + 1 == n {
+                    context.base.clone()
+                } else {
+                    context.base.copy()?
+                };
+                let meta = build.generation(py, &context, k, source, |c, value| {
+                    output.set_item(self.outputs[c].1.bind(py), value)
+                })?;
+                output.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
+                output.set_item(self.keys.metadata.bind(py), meta)?;
+                gc::untrack(output.as_any());
+                out.push(output.into_any());
             }
         }
-        Ok((PyList::new(py, out)?, PyList::new(py, failures)?))
+        Ok((PyList::new(py, out)?, PyList::new(py, build.failures)?))
     }
 }
 
 impl RowBuilder {
-    /// Reads one row into the dict the batch keeps, and its prompt or why the row cannot
-    /// be sent (message, column). A row that is not a dict is read into a new one.
-    #[allow(clippy::type_complexity)]
-    fn read_row<'py>(
-        &self,
-        py: Python<'py>,
-        index: usize,
-        row: &Bound<'py, PyAny>,
-        format_input: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(
-        Bound<'py, PyDict>,
-        Result<Bound<'py, PyAny>, (String, Option<String>)>,
-    )> {
-        let dict = if let Ok(dict) = row.cast::<PyDict>() {
-            dict.copy()?
-        } else if let Ok(mapping) = row.cast::<PyMapping>() {
-            let dict = PyDict::new(py);
-            if let Err(err) = dict.update(mapping) {
-                let reason = row_error(py, err)?;
-                return Ok((
-                    PyDict::new(py),
-                    Err((
-                        format!("row {index} of the batch cannot be read as a mapping: {reason}"),
-                        None,
-                    )),
-                ));
-            }
-            dict
-        } else {
-            return Ok((
-                PyDict::new(py),
-                Err((
-                    format!(
-                        "row {index} of the batch is a {}, not a mapping",
-                        type_name(row)
-                    ),
-                    None,
-                )),
-            ));
-        };
-        let prompt = match self.check_and_format(py, index, &dict, format_input) {
-            Ok(result) => result,
-            Err(err) => Err((
-                format!(
-                    "row {index} of the batch cannot be read: {}",
-                    row_error(py, err)?
-                ),
-                None,
-            )),
-        };
-        Ok((dict, prompt))
-    }
-
-    /// Checks a row's columns and formats its prompt.
-    #[allow(clippy::type_complexity)]
-    fn check_and_format<'py>(
-        &self,
-        py: Python<'py>,
-        index: usize,
-        dict: &Bound<'py, PyDict>,
-        format_input: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Result<Bound<'py, PyAny>, (String, Option<String>)>> {
-        for (_, column) in &self.inputs {
-            if !dict.contains(column.bind(py))? {
-                return Ok(Err((
-                    format!(
-                        "row {index} of the batch lacks the input column '{column}' (its columns: {})",
-                        quoted_keys(dict)
-                    ),
-                    Some(column.to_string()),
-                )));
-            }
-        }
-        if let Some(meta) = dict.get_item(self.keys.metadata.bind(py))? {
-            if !meta.is_none() && meta.cast::<PyDict>().is_err() {
-                return Ok(Err((
-                    format!(
-                        "row {index} of the batch has a {} in column '{}', expected a dict of metadata",
-                        type_name(&meta),
-                        self.keys.metadata
-                    ),
-                    Some(self.keys.metadata.to_string()),
-                )));
-            }
-        }
-        let (prompt, source) = match format_input {
-            Some(hook) => match hook.call1((self.view(py, dict)?,)) {
-                Ok(prompt) => (prompt, "format_input returned".to_owned()),
-                Err(err) => {
-                    return Ok(Err((
-                        format!(
-                            "format_input failed for row {index} of the batch: {}",
-                            row_error(py, err)?
-                        ),
-                        None,
-                    )))
-                }
-            },
-            None => {
-                let column = self.inputs[0].1.bind(py);
-                let value = dict
-                    .get_item(column)?
-                    .unwrap_or_else(|| py.None().into_bound(py));
-                (value, format!("its column '{column}' holds"))
-            }
-        };
-        if prompt.cast::<PyString>().is_err() {
-            let column = format_input.map_or_else(|| Some(self.inputs[0].1.to_string()), |_| None);
-            return Ok(Err((
-                format!(
-                    "row {index} of the batch has no text prompt: {source} a {}",
-                    type_name(&prompt)
-                ),
-                column,
-            )));
-        }
-        Ok(Ok(prompt))
-    }
-
-    /// The row as the task's hooks see it: dataset columns renamed to the task's inputs.
-    /// A copy of its own, so that a hook that changes it changes no row of the batch.
-    fn view<'py>(&self, py: Python<'py>, row: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
-        let view = row.copy()?;
-        if !self.renames_inputs {
-            return Ok(view);
-        }
-        for (task, column) in &self.inputs {
-            if let Some(value) = row.get_item(column.bind(py))? {
-                view.del_item(column.bind(py))?;
-                view.set_item(task.bind(py), value)?;
-            }
-        }
-        Ok(view)
-    }
-
     fn upstream<'py>(&self, row: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let py = row.py();
         Ok(match row.get_item(self.keys.metadata.bind(py))? {
@@ -492,132 +272,22 @@ impl RowBuilder {
     }
 
     /// What the batch's payloads need, checked and derived with the GIL released.
-    fn derive(&self, py: Python<'_>, read: &Answers<'_>) -> PyResult<Vec<Result<Derived, String>>> {
+    fn derive(
+        &self,
+        py: Python<'_>,
+        read: &Answers<'_>,
+    ) -> PyResult<Vec<Result<Derived, Problem>>> {
         let needs = Needs {
             hash: self.add_raw_output && !self.inline_raw_images,
             bytes: self.image_bytes,
             text: !self.image_bytes,
         };
-        let mut work: Vec<Result<Payload<'_>, String>> = Vec::with_capacity(read.generations.len());
-        for generation in &read.generations {
-            let payload = &generation.payload;
-            let item = if let Ok(text) = payload.cast::<PyString>() {
-                match text.to_str() {
-                    Ok(text) => Ok(Payload::Text(text.as_bytes())),
-                    Err(_) => Err("is not valid base64 (it is not ASCII text)".to_owned()),
-                }
-            } else if let Ok(bytes) = payload.cast::<PyBytes>() {
-                Ok(Payload::Bytes(bytes.as_bytes()))
-            } else if payload.is_none() {
-                // A backend that lost some images of an input says why under "error".
-                Err(match generation.source.get_item("error")? {
-                    Some(error) if !error.is_none() => match error.str() {
-                        Ok(text) => format!("is missing: {text}"),
-                        Err(err) => format!("is missing: {}", row_error(py, err)?),
-                    },
-                    _ => "is None, expected base64 text or bytes".to_owned(),
-                })
-            } else {
-                Err(format!(
-                    "is a {}, expected base64 text or bytes",
-                    type_name(payload)
-                ))
-            };
-            work.push(item);
-        }
-        Ok(py.detach(|| payload::derive_all(&work, needs)))
-    }
-
-    fn grouped_row<'py>(
-        &self,
-        py: Python<'py>,
-        context: &RowContext<'py>,
-        sources: Vec<Source<'_, 'py>>,
-        format_output: Option<&Bound<'py, PyAny>>,
-        failures: &mut Vec<(usize, usize, String)>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let mut cells: Vec<Vec<Bound<'py, PyAny>>> = (0..self.outputs.len())
-            .map(|_| Vec::with_capacity(self.n))
-            .collect();
-        let mut metas = Vec::with_capacity(self.n);
-        for (k, source) in sources.into_iter().enumerate() {
-            let meta = self.generation(
-                py,
-                context,
-                k,
-                source,
-                format_output,
-                failures,
-                |c, value| {
-                    cells[c].push(value);
-                    Ok(())
-                },
-            )?;
-            metas.push(meta);
-        }
-        let row = context.base.clone();
-        for ((_, column), values) in self.outputs.iter().zip(cells) {
-            let values = PyList::new(py, values)?;
-            gc::untrack(values.as_any());
-            row.set_item(column.bind(py), values)?;
-        }
-        let metas = PyList::new(py, metas)?;
-        gc::untrack(metas.as_any());
-        row.set_item(self.keys.model_name.bind(py), self.model_name.bind(py))?;
-        row.set_item(self.keys.metadata.bind(py), metas)?;
-        gc::untrack(row.as_any());
-        Ok(row.into_any())
-    }
-
-    /// Puts the output columns of generation `k` and returns its metadata.
-    #[allow(clippy::too_many_arguments)]
-    fn generation<'py>(
-        &self,
-        py: Python<'py>,
-        context: &RowContext<'py>,
-        k: usize,
-        source: Source<'_, 'py>,
-        format_output: Option<&Bound<'py, PyAny>>,
-        failures: &mut Vec<(usize, usize, String)>,
-        mut put: impl FnMut(usize, Bound<'py, PyAny>) -> PyResult<()>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let (error, raw) = match source {
-            Source::Image(generation, Ok(derived)) => {
-                match self.format(py, context, generation, derived, format_output)? {
-                    Ok(values) => {
-                        for (c, value) in values.into_iter().enumerate() {
-                            put(c, value)?;
-                        }
-                        let meta = self.success_meta(py, context, generation, derived)?;
-                        gc::untrack(meta.as_any());
-                        return Ok(meta);
-                    }
-                    Err(error) => (
-                        error,
-                        Some(self.narrowed(py, generation, keepable(&generation.payload))?),
-                    ),
-                }
-            }
-            Source::Image(generation, Err(error)) => (
-                format!("image {k} of the model's answer {error}"),
-                Some(self.narrowed(py, generation, keepable(&generation.payload))?),
-            ),
-            Source::Missing { error, raw } => (error, raw),
-        };
-        for c in 0..self.outputs.len() {
-            put(c, py.None().into_bound(py))?;
-        }
-        let meta = self.meta(py, context)?;
-        if self.add_raw_output {
-            meta.set_item(self.keys.raw_output.bind(py), raw)?;
-        }
-        if self.add_raw_input {
-            meta.set_item(self.keys.raw_input.bind(py), &context.prompt)?;
-        }
-        meta.set_item(self.keys.error.bind(py), &error)?;
-        gc::untrack(meta.as_any());
-        failures.push((context.index, k, error));
-        Ok(meta)
+        let work = read
+            .generations
+            .iter()
+            .map(Generation::payload)
+            .collect::<PyResult<Vec<Work<'_>>>>()?;
+        Ok(py.detach(|| decode::derive_all(&work, needs)))
     }
 
     /// The values of the output columns of one generation, or the error of its formatting.
@@ -684,13 +354,13 @@ impl RowBuilder {
                     self.narrowed(py, generation, generation.payload.clone())?
                 }
             } else {
-                let hash = derived.hash.as_ref().ok_or_else(|| {
-                    PyValueError::new_err("internal error: image hash was not computed")
-                })?;
-                let reference = content_ref(hash);
-                // Content references are ASCII by construction.
-                let reference = std::str::from_utf8(&reference).unwrap_or_default();
-                self.narrowed(py, generation, PyString::new(py, reference).into_any())?
+                // The hash is derived whenever the raw output refers to the image.
+                let reference = derived.hash.as_ref().map(content_ref_text);
+                self.narrowed(
+                    py,
+                    generation,
+                    PyString::new(py, reference.as_deref().unwrap_or_default()).into_any(),
+                )?
             };
             meta.set_item(self.keys.raw_output.bind(py), raw)?;
         }
@@ -757,3 +427,115 @@ impl RowBuilder {
         Ok(meta)
     }
 }
+
+impl<'py> Build<'_, 'py> {
+    fn grouped_row(
+        &mut self,
+        py: Python<'py>,
+        context: &RowContext<'py>,
+        row: PlannedRow<'_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let builder = self.builder;
+        let n = builder.n.get();
+        let mut cells: Vec<Vec<Bound<'py, PyAny>>> = (0..builder.outputs.len())
+            .map(|_| Vec::with_capacity(n))
+            .collect();
+        let mut metas = Vec::with_capacity(n);
+        for (k, source) in row.sources().enumerate() {
+            let meta = self.generation(py, context, k, source, |c, value| {
+                cells[c].push(value);
+                Ok(())
+            })?;
+            metas.push(meta);
+        }
+        let output = context.base.clone();
+        for ((_, column), values) in builder.outputs.iter().zip(cells) {
+            let values = PyList::new(py, values)?;
+            gc::untrack(values.as_any());
+            output.set_item(column.bind(py), values)?;
+        }
+        let metas = PyList::new(py, metas)?;
+        gc::untrack(metas.as_any());
+        output.set_item(
+            builder.keys.model_name.bind(py),
+            builder.model_name.bind(py),
+        )?;
+        output.set_item(builder.keys.metadata.bind(py), metas)?;
+        gc::untrack(output.as_any());
+        Ok(output.into_any())
+    }
+
+    /// Puts the output columns of generation `k` and returns its metadata.
+    fn generation(
+        &mut self,
+        py: Python<'py>,
+        context: &RowContext<'py>,
+        k: usize,
+        source: Source<'_>,
+        mut put: impl FnMut(usize, Bound<'py, PyAny>) -> PyResult<()>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let builder = self.builder;
+        let (error, raw) = match source {
+            Source::Image(at) => {
+                let generation = &self.answers.generations[at];
+                match &self.derived[at] {
+                    Ok(derived) => {
+                        match builder.format(
+                            py,
+                            context,
+                            generation,
+                            derived,
+                            self.format_output,
+                        )? {
+                            Ok(values) => {
+                                for (c, value) in values.into_iter().enumerate() {
+                                    put(c, value)?;
+                                }
+                                let meta =
+                                    builder.success_meta(py, context, generation, derived)?;
+                                gc::untrack(meta.as_any());
+                                return Ok(meta);
+                            }
+                            Err(error) => (
+                                error,
+                                Some(builder.narrowed(
+                                    py,
+                                    generation,
+                                    keepable(&generation.payload),
+                                )?),
+                            ),
+                        }
+                    }
+                    Err(problem) => (
+                        format!("image {k} of the model's answer {problem}"),
+                        Some(builder.narrowed(py, generation, keepable(&generation.payload))?),
+                    ),
+                }
+            }
+            Source::Failed(failure) => {
+                let raw = match failure {
+                    Failure::FailedAnswer { answer, .. } => self.answers.raw[answer].clone(),
+                    Failure::InvalidRow { .. } | Failure::FewerImages { .. } => None,
+                };
+                (failure.to_string(), raw)
+            }
+        };
+        for c in 0..builder.outputs.len() {
+            put(c, py.None().into_bound(py))?;
+        }
+        let meta = builder.meta(py, context)?;
+        if builder.add_raw_output {
+            meta.set_item(builder.keys.raw_output.bind(py), raw)?;
+        }
+        if builder.add_raw_input {
+            meta.set_item(builder.keys.raw_input.bind(py), &context.prompt)?;
+        }
+        meta.set_item(builder.keys.error.bind(py), &error)?;
+        gc::untrack(meta.as_any());
+        self.failures.push((context.index, k, error));
+        Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -72,8 +72,20 @@ pub fn encode(bytes: &[u8]) -> String {
     BASE64.encode(bytes)
 }
 
-/// The content reference `sha256:<hex>` of a digest, as ASCII bytes.
-pub fn content_ref(hash: &[u8; 32]) -> [u8; REF_LEN] {
+/// A content reference, `sha256:<64 hex digits>`, held on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRef([u8; REF_LEN]);
+
+impl ContentRef {
+    /// The reference as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written into it (see `content_ref`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// The content reference of a SHA-256 digest.
+pub fn content_ref(hash: &[u8; 32]) -> ContentRef {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; REF_LEN];
     out[..REF_PREFIX.len()].copy_from_slice(REF_PREFIX);
@@ -81,15 +93,7 @@ pub fn content_ref(hash: &[u8; 32]) -> [u8; REF_LEN] {
         out[REF_PREFIX.len() + 2 * i] = HEX[usize::from(byte >> 4)];
         out[REF_PREFIX.len() + 2 * i + 1] = HEX[usize::from(byte & 0x0f)];
     }
-    out
-}
-
-/// [`content_ref`] as text.
-pub fn content_ref_text(hash: &[u8; 32]) -> String {
-    content_ref(hash)
-        .iter()
-        .map(|&byte| char::from(byte))
-        .collect()
+    ContentRef(out)
 }
 
 #[cfg(test)]
@@ -101,10 +105,10 @@ mod tests {
     fn reference_of_known_content() {
         let hash: [u8; 32] = Sha256::digest(b"abc").into();
         assert_eq!(
-            content_ref_text(&hash),
+            content_ref(&hash).as_str(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(content_ref(&[0; 32]).len(), REF_LEN);
+        assert_eq!(content_ref(&[0; 32]).as_str().len(), REF_LEN);
     }
 
     #[test]

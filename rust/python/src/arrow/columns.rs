@@ -14,7 +14,7 @@ use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::{self, Members};
 use imagetask_core::payload::decode::{self, Decoded, Work};
-use imagetask_core::payload::{self, content_ref_text, Payload};
+use imagetask_core::payload::{self, content_ref, Payload};
 use imagetask_core::plan::{Failure, Plan, Source};
 
 /// One image of the model's answer, with what its raw output needs.
@@ -227,10 +227,10 @@ impl JsonColumn {
 
     /// The raw output of an image, referred to by its content hash.
     fn push_reference(&mut self, hash: &[u8; 32], members: &Members) {
-        let reference = content_ref_text(hash);
+        let reference = content_ref(hash);
         json::write_raw_output(&mut self.values, members, |out| {
             out.push('"');
-            out.push_str(&reference);
+            out.push_str(reference.as_str());
             out.push('"');
         });
         self.close(true);

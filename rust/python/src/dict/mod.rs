@@ -4,7 +4,7 @@
 mod read;
 
 use imagetask_core::payload::decode::{self, Derived, Needs, Work};
-use imagetask_core::payload::{content_ref_text, Problem};
+use imagetask_core::payload::{content_ref, Problem};
 use imagetask_core::plan::{Failure, Generations, Plan, PlannedRow, Rows, Source};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -354,13 +354,12 @@ impl RowBuilder {
                     self.narrowed(py, generation, generation.payload.clone())?
                 }
             } else {
-                // The hash is derived whenever the raw output refers to the image.
-                let reference = derived.hash.as_ref().map(content_ref_text);
-                self.narrowed(
-                    py,
-                    generation,
-                    PyString::new(py, reference.as_deref().unwrap_or_default()).into_any(),
-                )?
+                let image = match &derived.hash {
+                    Some(hash) => PyString::new(py, content_ref(hash).as_str()).into_any(),
+                    // Never met: the hash is derived whenever the raw output refers to it.
+                    None => generation.payload.clone(),
+                };
+                self.narrowed(py, generation, image)?
             };
             meta.set_item(self.keys.raw_output.bind(py), raw)?;
         }

@@ -45,7 +45,8 @@ class RowBuilder:
 
     `inputs` and `outputs` are `(task name, dataset column)` pairs; the first input is the
     prompt column of the native path, and `outputs` are the columns written on every row
-    besides `model_name_column`.
+    besides `model_name_column`. A `num_generations` outside 1..`MAX_GENERATIONS` or no
+    input is a `ConfigError`.
     """
 
     def __new__(
@@ -84,7 +85,7 @@ class RowBuilder:
         """Builds the output rows of a prepared batch: `(rows, [(row, generation, error)])`.
 
         `answers` is what the model returned for the prepared prompts (or the exception it
-        raised). A batch is built once.
+        raised). A batch is built once: a second build is a `ConfigError`.
         """
 
 @final
@@ -112,7 +113,8 @@ class ArrowArray:
 
 @final
 class ColumnBuilder:
-    """Builds the output columns of one task configuration from Arrow input."""
+    """Builds the output columns of one task configuration from Arrow input (a
+    `num_generations` outside 1..`MAX_GENERATIONS` is a `ConfigError`)."""
 
     def __new__(
         cls,
@@ -128,7 +130,8 @@ class ColumnBuilder:
     def prepare(self, prompts: Any) -> PreparedColumns:
         """Reads the prompt column (any object exporting an Arrow stream of strings).
 
-        Raises `InputRowError` for the first null prompt unless `pass_invalid_rows`.
+        Raises `InputRowError` for the first null prompt unless `pass_invalid_rows`, and
+        `ReadError` for data that is not a valid Arrow stream of strings.
         """
     def build(
         self,
@@ -139,7 +142,8 @@ class ColumnBuilder:
     ) -> tuple[ArrowArray, ArrowArray, ArrowArray | None, list[tuple[int, int, str]]]:
         """Builds the output columns of a prepared batch: `(columns, rows, offsets,
         failures)`; `columns` is a struct array with one entry per row and generation,
-        `rows` the input row of each entry, `offsets` (grouped only) the list offsets."""
+        `rows` the input row of each entry, `offsets` (grouped only) the list offsets. A batch
+        is built once: a second build is a `ConfigError`."""
 
 @final
 class PreparedColumns:

@@ -1,7 +1,5 @@
 //! JSON text for the metadata the columnar path stores as text: string escaping and the
 //! raw output of one generation assembled from its parts.
-//!
-//! Plain Rust with no Python types, covered by `cargo test`.
 
 use std::fmt::Write;
 

@@ -1,33 +1,13 @@
-//! Image artifacts on disk: format sniffing and content-addressed, all-or-nothing writes.
-//!
-//! Plain Rust with no Python types, covered by `cargo test`.
+//! Image artifacts on disk: content-addressed, all-or-nothing writes.
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-/// The file extension of an image's format, read from its first bytes.
-pub fn extension(bytes: &[u8]) -> Option<&'static str> {
-    let starts = |magic: &[u8]| bytes.starts_with(magic);
-    if starts(b"\x89PNG\r\n\x1a\n") {
-        Some("png")
-    } else if starts(b"\xff\xd8\xff") {
-        Some("jpg")
-    } else if starts(b"GIF87a") || starts(b"GIF89a") {
-        Some("gif")
-    } else if bytes.len() >= 12 && starts(b"RIFF") && &bytes[8..12] == b"WEBP" {
-        Some("webp")
-    } else if starts(b"BM") {
-        Some("bmp")
-    } else if starts(b"II*\0") || starts(b"MM\0*") {
-        Some("tiff")
-    } else {
-        None
-    }
-}
+use crate::payload::format::extension;
 
 /// The name of an image's artifact file: `<sha256 hex>.<extension>`.
 pub fn file_name(bytes: &[u8]) -> Result<String, String> {
@@ -50,6 +30,31 @@ pub fn file_name_of(bytes: &[u8], hash: &[u8; 32]) -> Result<String, String> {
     name.push('.');
     name.push_str(ext);
     Ok(name)
+}
+
+/// Where image files go: `folder/<name>`, recorded as `prefix/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub folder: PathBuf,
+    pub prefix: String,
+}
+
+impl Destination {
+    /// Writes an image's file unless it is there (see [`store`]); `hash` is its SHA-256
+    /// when known. Returns the path it is recorded under, or why it was not written.
+    pub fn save(&self, bytes: &[u8], hash: Option<&[u8; 32]>) -> Result<String, String> {
+        let name = match hash {
+            Some(hash) => file_name_of(bytes, hash)?,
+            None => file_name(bytes)?,
+        };
+        store(&self.folder, &name, bytes).map_err(|error| {
+            format!(
+                "could not write {}: {error}",
+                self.folder.join(&name).display()
+            )
+        })?;
+        Ok(format!("{}/{name}", self.prefix))
+    }
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -94,17 +99,6 @@ mod tests {
     }
 
     #[test]
-    fn formats_are_recognised_by_their_magic_bytes() {
-        assert_eq!(extension(b"\x89PNG\r\n\x1a\nrest"), Some("png"));
-        assert_eq!(extension(b"\xff\xd8\xff\xe0"), Some("jpg"));
-        assert_eq!(extension(b"GIF89a.."), Some("gif"));
-        assert_eq!(extension(b"RIFF\0\0\0\0WEBPVP8 "), Some("webp"));
-        assert_eq!(extension(b"RIFF\0\0\0\0WAVE"), None);
-        assert_eq!(extension(b"II*\0"), Some("tiff"));
-        assert_eq!(extension(b"hello"), None);
-    }
-
-    #[test]
     fn names_are_the_hash_of_the_bytes() {
         let name = file_name(b"GIF89a").unwrap();
         let hex: String = Sha256::digest(b"GIF89a")
@@ -144,6 +138,44 @@ mod tests {
         assert_eq!(fs::read(&outside).unwrap(), b"victim");
         fs::remove_dir_all(&dir).unwrap();
         fs::remove_dir_all(outside.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_destination_saves_under_the_hash_and_records_its_prefix() {
+        let dir = scratch_dir("destination");
+        let destination = Destination {
+            folder: dir.clone(),
+            prefix: "images".to_owned(),
+        };
+        let name = file_name(b"GIF89a-2").unwrap();
+        assert_eq!(
+            destination.save(b"GIF89a-2", None),
+            Ok(format!("images/{name}"))
+        );
+        let hash: [u8; 32] = Sha256::digest(b"GIF89a-2").into();
+        assert_eq!(
+            destination.save(b"GIF89a-2", Some(&hash)),
+            Ok(format!("images/{name}"))
+        );
+        assert_eq!(fs::read(dir.join(&name)).unwrap(), b"GIF89a-2");
+        assert_eq!(
+            destination.save(b"hello", None),
+            Err(
+                "the image bytes are in no known image format (first bytes: 68 65 6c 6c 6f)"
+                    .to_owned()
+            )
+        );
+        let gone = Destination {
+            folder: dir.join("gone"),
+            prefix: "images".to_owned(),
+        };
+        let err = gone.save(b"GIF89a-2", None).unwrap_err();
+        let expected = format!(
+            "could not write {}: ",
+            dir.join("gone").join(&name).display()
+        );
+        assert!(err.starts_with(&expected), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

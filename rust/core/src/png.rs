@@ -1,6 +1,4 @@
 //! Placeholder pictures: deterministic RGB images derived from a prompt, encoded as PNG.
-//!
-//! Plain Rust with no Python types, covered by `cargo test`.
 
 use sha2::{Digest, Sha256};
 

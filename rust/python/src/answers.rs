@@ -4,38 +4,86 @@
 //! wild are read the same way: one dict holding all `n` images, or `n` dicts holding one
 //! image each. Generation `k` of an input is the k-th image across its entry's dicts.
 
+use imagetask_core::payload::{Payload, Problem};
+use imagetask_core::plan::Answer;
 use pyo3::exceptions::{PyBaseException, PyException, PyMemoryError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 /// One generated image and the dict of the answer it came from.
-pub struct Generation<'py> {
-    pub source: Bound<'py, PyDict>,
-    pub payload: Bound<'py, PyAny>,
+pub(crate) struct Generation<'py> {
+    pub(crate) source: Bound<'py, PyDict>,
+    pub(crate) payload: Bound<'py, PyAny>,
     /// The source dict holds nothing but this one image under its images key.
-    pub alone: bool,
+    pub(crate) alone: bool,
 }
 
-/// What was read from one input's entry.
-pub enum Entry<'py> {
-    /// Nothing usable: every generation of the input fails with `error`; `raw` is the
-    /// entry itself when there is one worth keeping.
-    Failed {
-        error: String,
-        raw: Option<Bound<'py, PyAny>>,
-    },
-    /// `found` generations (at most `n`) starting at `start` in [`Answers::generations`].
-    Read { start: usize, found: usize },
+impl Generation<'_> {
+    /// The image payload as the core reads it, or why it is none (a `None` payload is
+    /// missing, with the answer dict's `error` when it has one).
+    pub(crate) fn payload(&self) -> PyResult<Result<Payload<'_>, Problem>> {
+        if self.payload.is_none() {
+            let error = match self.source.get_item("error")? {
+                Some(error) if !error.is_none() => Some(match error.str() {
+                    Ok(text) => text.to_string_lossy().into_owned(),
+                    Err(err) => row_error(self.payload.py(), err)?,
+                }),
+                _ => None,
+            };
+            return Ok(Err(Problem::Missing { error }));
+        }
+        Ok(image_payload(&self.payload))
+    }
 }
 
-/// A batch's answers, read.
-pub struct Answers<'py> {
-    pub entries: Vec<Entry<'py>>,
-    pub generations: Vec<Generation<'py>>,
+/// A value read as an image payload: base64 text or bytes, or why it is neither.
+pub(crate) fn image_payload<'a>(value: &'a Bound<'_, PyAny>) -> Result<Payload<'a>, Problem> {
+    if let Ok(text) = value.cast::<PyString>() {
+        match text.to_str() {
+            Ok(text) => Ok(Payload::Text(text.as_bytes())),
+            Err(_) => Err(Problem::NotAscii),
+        }
+    } else if let Ok(bytes) = value.cast::<PyBytes>() {
+        Ok(Payload::Bytes(bytes.as_bytes()))
+    } else if value.is_none() {
+        Err(Problem::Missing { error: None })
+    } else {
+        Err(Problem::WrongType {
+            type_name: type_name(value),
+        })
+    }
+}
+
+/// A batch's answers, read: one per valid row.
+pub(crate) struct Answers<'py> {
+    /// What each answer holds, as the plan reads it.
+    pub(crate) answers: Vec<Answer>,
+    /// Each answer as a failure's raw output keeps it: a failed answer worth keeping,
+    /// else `None`.
+    pub(crate) raw: Vec<Option<Bound<'py, PyAny>>>,
+    /// Every image of every answer, in order.
+    pub(crate) generations: Vec<Generation<'py>>,
+}
+
+impl<'py> Answers<'py> {
+    fn push(&mut self, answer: Answer, raw: Option<Bound<'py, PyAny>>) {
+        self.answers.push(answer);
+        self.raw.push(raw);
+    }
+}
+
+/// The text of an error a row caused (`Type: message`); an exception that is not a row's
+/// failure (`KeyboardInterrupt`, `SystemExit`, `MemoryError`) is raised instead.
+pub(crate) fn row_error(py: Python<'_>, err: PyErr) -> PyResult<String> {
+    if fails_a_row(err.value(py)) {
+        Ok(describe_exception(err.value(py).as_any()))
+    } else {
+        Err(err)
+    }
 }
 
 /// `TypeName: message` for an exception object.
-pub fn describe_exception(exc: &Bound<'_, PyAny>) -> String {
+pub(crate) fn describe_exception(exc: &Bound<'_, PyAny>) -> String {
     let name = type_name(exc);
     match exc.str() {
         Ok(text) if !text.is_empty().unwrap_or(true) => format!("{name}: {text}"),
@@ -44,7 +92,7 @@ pub fn describe_exception(exc: &Bound<'_, PyAny>) -> String {
 }
 
 /// The name of an object's type, for messages.
-pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map(|name| name.to_string())
@@ -54,7 +102,7 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 /// Whether an exception is a row's failure: an `Exception`, but not a `MemoryError`. The
 /// others (`KeyboardInterrupt`, `SystemExit`, a cancelled request, memory exhausted)
 /// stop the work instead.
-pub fn fails_a_row(exc: &Bound<'_, PyAny>) -> bool {
+pub(crate) fn fails_a_row(exc: &Bound<'_, PyAny>) -> bool {
     exc.is_instance_of::<PyException>() && !exc.is_instance_of::<PyMemoryError>()
 }
 
@@ -100,14 +148,15 @@ fn items<'py>(obj: &Bound<'py, PyAny>) -> Option<Items<'py>> {
 }
 
 /// Reads the model's answer for `inputs` inputs and `n` generations each.
-pub fn read<'py>(
+pub(crate) fn read<'py>(
     answers: &Bound<'py, PyAny>,
     inputs: usize,
     n: usize,
     images_key: &Bound<'py, PyString>,
 ) -> PyResult<Answers<'py>> {
     let mut read = Answers {
-        entries: Vec::with_capacity(inputs),
+        answers: Vec::with_capacity(inputs),
+        raw: Vec::with_capacity(inputs),
         generations: Vec::with_capacity(inputs),
     };
     stop_if_interrupted(answers)?;
@@ -127,23 +176,28 @@ pub fn read<'py>(
             )),
             Some(list) => {
                 for entry in list.iter() {
-                    let entry = read_entry(&entry, n, images_key, &mut read.generations)?;
-                    read.entries.push(entry);
+                    let (answer, raw) = read_entry(&entry, n, images_key, &mut read.generations)?;
+                    read.push(answer, raw);
                 }
                 None
             }
         }
     };
     if let Some(error) = batch_error {
-        read.entries = (0..inputs)
-            .map(|_| Entry::Failed {
-                error: error.clone(),
-                raw: None,
-            })
-            .collect();
+        for _ in 0..inputs {
+            read.push(
+                Answer::Failed {
+                    error: error.clone(),
+                },
+                None,
+            );
+        }
     }
     Ok(read)
 }
+
+/// One input's answer, and the entry itself when a failure's raw output keeps it.
+type Entry<'py> = (Answer, Option<Bound<'py, PyAny>>);
 
 fn read_entry<'py>(
     entry: &Bound<'py, PyAny>,
@@ -153,25 +207,19 @@ fn read_entry<'py>(
 ) -> PyResult<Entry<'py>> {
     stop_if_interrupted(entry)?;
     if entry.is_instance_of::<PyBaseException>() {
-        return Ok(Entry::Failed {
-            error: format!("the model raised {}", describe_exception(entry)),
-            raw: None,
-        });
+        let error = format!("the model raised {}", describe_exception(entry));
+        return Ok((Answer::Failed { error }, None));
     }
     if entry.is_none() {
-        return Ok(Entry::Failed {
-            error: "the model returned no answer for this input".to_owned(),
-            raw: None,
-        });
+        let error = "the model returned no answer for this input".to_owned();
+        return Ok((Answer::Failed { error }, None));
     }
     let Some(parts) = items(entry) else {
-        return Ok(Entry::Failed {
-            error: format!(
-                "the model's answer is {}, expected a list of dicts with an 'images' list",
-                type_name(entry)
-            ),
-            raw: Some(entry.clone()),
-        });
+        let error = format!(
+            "the model's answer is {}, expected a list of dicts with an 'images' list",
+            type_name(entry)
+        );
+        return Ok((Answer::Failed { error }, Some(entry.clone())));
     };
     let start = generations.len();
     for (index, part) in parts.iter().enumerate() {
@@ -181,12 +229,9 @@ fn read_entry<'py>(
         };
         let (Ok(source), Some(images)) = (part.cast::<PyDict>(), images) else {
             generations.truncate(start);
-            return Ok(Entry::Failed {
-                error: format!(
-                    "part {index} of the model's answer is not a dict with an 'images' list"
-                ),
-                raw: Some(entry.clone()),
-            });
+            let error =
+                format!("part {index} of the model's answer is not a dict with an 'images' list");
+            return Ok((Answer::Failed { error }, Some(entry.clone())));
         };
         let alone = images.len() == 1 && source.len() == 1;
         for payload in images.iter().take(n - (generations.len() - start)) {
@@ -197,8 +242,6 @@ fn read_entry<'py>(
             });
         }
     }
-    Ok(Entry::Read {
-        start,
-        found: generations.len() - start,
-    })
+    let found = generations.len() - start;
+    Ok((Answer::Images { start, found }, None))
 }

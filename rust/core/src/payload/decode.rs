@@ -1,24 +1,15 @@
-//! Image payloads: base64 decoding and encoding, content references, format sniffing.
-//!
-//! Plain Rust with no Python types, so that it runs with the GIL released and is covered
-//! by `cargo test`.
+//! Checking and decoding the payloads of a batch: one at a time into what a dict row
+//! needs ([`derive_all`]), or all into one buffer for a binary column ([`decode_all`]).
+//! Both check every payload the same way: base64 text must decode, and an image must not
+//! be empty. Batches with many bytes are split across the machine's cores.
 
-use base64::alphabet::STANDARD;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-/// Prefix of a content reference: `sha256:<64 hex digits>`.
-pub const REF_PREFIX: &[u8; 7] = b"sha256:";
-/// Length of a content reference in bytes (all ASCII).
-pub const REF_LEN: usize = REF_PREFIX.len() + 64;
+use super::{Payload, Problem, BASE64};
 
-/// Standard alphabet, padding optional: servers differ on trailing `=`.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+/// A payload to check, or why the binding found it is none.
+pub type Work<'a> = Result<Payload<'a>, Problem>;
 
 /// What must be derived from each image payload of a batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,15 +22,6 @@ pub struct Needs {
     pub text: bool,
 }
 
-/// One image payload as the model returned it.
-#[derive(Clone, Copy, Debug)]
-pub enum Payload<'a> {
-    /// Base64 text.
-    Text(&'a [u8]),
-    /// Raw image bytes.
-    Bytes(&'a [u8]),
-}
-
 /// What was derived from one payload.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Derived {
@@ -48,23 +30,24 @@ pub struct Derived {
     pub text: Option<String>,
 }
 
-/// Checks one payload and derives what `needs` asks for from it; an error names what is
-/// wrong with it. Every payload is checked the same way whatever is needed: base64 text
-/// must decode, and an image must not be empty.
+/// Checks one payload and derives what `needs` asks for from it. Every payload is
+/// checked the same way whatever is needed.
 pub fn derive(
     payload: Payload<'_>,
     needs: Needs,
     scratch: &mut Vec<u8>,
-) -> Result<Derived, String> {
+) -> Result<Derived, Problem> {
     let mut out = Derived::default();
     match payload {
         Payload::Text(text) => {
             scratch.clear();
             BASE64
                 .decode_vec(text, scratch)
-                .map_err(|e| format!("is not valid base64 ({e})"))?;
+                .map_err(|e| Problem::InvalidBase64 {
+                    reason: e.to_string(),
+                })?;
             if scratch.is_empty() {
-                return Err("is empty".to_owned());
+                return Err(Problem::Empty);
             }
             if needs.hash {
                 out.hash = Some(Sha256::digest(&scratch[..]).into());
@@ -75,7 +58,7 @@ pub fn derive(
         }
         Payload::Bytes(bytes) => {
             if bytes.is_empty() {
-                return Err("is empty".to_owned());
+                return Err(Problem::Empty);
             }
             if needs.hash {
                 out.hash = Some(Sha256::digest(bytes).into());
@@ -88,21 +71,13 @@ pub fn derive(
     Ok(out)
 }
 
-/// Standard base64 text of `bytes`, padded.
-pub fn encode(bytes: &[u8]) -> String {
-    BASE64.encode(bytes)
-}
-
 /// Payload bytes above which a batch is checked on every core.
 const PARALLEL_BYTES: usize = 1 << 20;
 
 /// `derive` for every payload of a batch (an `Err` is passed through), in order; a batch
 /// with many bytes is split across the machine's cores.
-pub fn derive_all(
-    work: &[Result<Payload<'_>, String>],
-    needs: Needs,
-) -> Vec<Result<Derived, String>> {
-    let run = |work: &[Result<Payload<'_>, String>]| {
+pub fn derive_all(work: &[Work<'_>], needs: Needs) -> Vec<Result<Derived, Problem>> {
+    let run = |work: &[Work<'_>]| {
         let mut scratch = Vec::new();
         work.iter()
             .map(|item| match item {
@@ -150,7 +125,7 @@ pub struct Span {
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub values: Vec<u8>,
-    pub spans: Vec<Result<Span, String>>,
+    pub spans: Vec<Result<Span, Problem>>,
 }
 
 impl Decoded {
@@ -162,7 +137,7 @@ impl Decoded {
 
 /// The length of the bytes a payload holds, as far as its length tells (base64 text that
 /// turns out invalid is found out when decoded).
-fn decoded_len(payload: &Result<Payload<'_>, String>) -> usize {
+fn decoded_len(payload: &Work<'_>) -> usize {
     match payload {
         Ok(Payload::Text(text)) => {
             let pads = text
@@ -185,29 +160,33 @@ fn decoded_len(payload: &Result<Payload<'_>, String>) -> usize {
 }
 
 /// Decodes one payload into `out` (sized by `decoded_len`).
-fn decode_into(payload: &Result<Payload<'_>, String>, out: &mut [u8]) -> Result<(), String> {
+fn decode_into(payload: &Work<'_>, out: &mut [u8]) -> Result<(), Problem> {
     match payload {
         Ok(Payload::Text(text)) => match BASE64.decode_slice(text, out) {
             Ok(written) if written == out.len() => {}
             Ok(_) | Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                return Err("is not valid base64 (its length does not fit its padding)".to_owned())
+                return Err(Problem::InvalidBase64 {
+                    reason: "its length does not fit its padding".to_owned(),
+                })
             }
             Err(base64::DecodeSliceError::DecodeError(e)) => {
-                return Err(format!("is not valid base64 ({e})"))
+                return Err(Problem::InvalidBase64 {
+                    reason: e.to_string(),
+                })
             }
         },
         Ok(Payload::Bytes(bytes)) => out.copy_from_slice(bytes),
-        Err(error) => return Err(error.clone()),
+        Err(problem) => return Err(problem.clone()),
     }
     if out.is_empty() {
-        return Err("is empty".to_owned());
+        return Err(Problem::Empty);
     }
     Ok(())
 }
 
 /// The payloads one core decodes, and where their bytes go (`out` starts at `base`).
 struct Part<'a, 'p> {
-    items: &'a [Result<Payload<'p>, String>],
+    items: &'a [Work<'p>],
     lengths: &'a [usize],
     out: &'a mut [u8],
     base: usize,
@@ -216,7 +195,7 @@ struct Part<'a, 'p> {
 /// Decodes every payload of a batch (an `Err` is passed through) into one buffer, hashing
 /// each when asked. Each payload's bytes go straight to their place in the buffer; a batch
 /// with many bytes is split across the machine's cores.
-pub fn decode_all(work: &[Result<Payload<'_>, String>], hash: bool) -> Decoded {
+pub fn decode_all(work: &[Work<'_>], hash: bool) -> Decoded {
     let sizes: Vec<usize> = work.iter().map(decoded_len).collect();
     let mut values = vec![0u8; sizes.iter().sum()];
     let chunk = parallel_chunk(work).max(1);
@@ -252,7 +231,7 @@ pub fn decode_all(work: &[Result<Payload<'_>, String>], hash: bool) -> Decoded {
                     hash,
                 })
             })
-            .collect::<Vec<Result<Span, String>>>()
+            .collect::<Vec<Result<Span, Problem>>>()
     };
     let spans = in_parallel(parts, run);
     let mut decoded = Decoded { values, spans };
@@ -283,7 +262,7 @@ impl Decoded {
 }
 
 /// How many payloads each core takes: all of them when the batch is too small to split.
-fn parallel_chunk(work: &[Result<Payload<'_>, String>]) -> usize {
+fn parallel_chunk(work: &[Work<'_>]) -> usize {
     let bytes: usize = work
         .iter()
         .map(|item| match item {
@@ -299,41 +278,16 @@ fn parallel_chunk(work: &[Result<Payload<'_>, String>]) -> usize {
     }
 }
 
-/// The content reference `sha256:<hex>` of a digest, as ASCII bytes.
-pub fn content_ref(hash: &[u8; 32]) -> [u8; REF_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; REF_LEN];
-    out[..REF_PREFIX.len()].copy_from_slice(REF_PREFIX);
-    for (i, byte) in hash.iter().enumerate() {
-        out[REF_PREFIX.len() + 2 * i] = HEX[usize::from(byte >> 4)];
-        out[REF_PREFIX.len() + 2 * i + 1] = HEX[usize::from(byte & 0x0f)];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::encode;
 
     const ALL: Needs = Needs {
         hash: true,
         bytes: true,
         text: true,
     };
-
-    fn hex_ref(data: &[u8]) -> String {
-        let hash: [u8; 32] = Sha256::digest(data).into();
-        String::from_utf8(content_ref(&hash).to_vec()).unwrap()
-    }
-
-    #[test]
-    fn reference_of_known_content() {
-        assert_eq!(
-            hex_ref(b"abc"),
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(hex_ref(b"").len(), REF_LEN);
-    }
 
     #[test]
     fn text_payload_is_decoded_then_hashed() {
@@ -362,64 +316,70 @@ mod tests {
         assert_eq!(got.bytes, None);
     }
 
+    fn invalid(reason: &str) -> Problem {
+        Problem::InvalidBase64 {
+            reason: reason.to_owned(),
+        }
+    }
+
     #[test]
     fn invalid_base64_is_an_error_naming_the_offset() {
         let mut scratch = Vec::new();
         let err = derive(Payload::Text(b"ab!d"), ALL, &mut scratch).unwrap_err();
-        assert!(err.starts_with("is not valid base64"), "{err}");
-        assert!(err.contains("offset 2"), "{err}");
+        assert_eq!(err, invalid("Invalid symbol 33, offset 2."));
+        assert_eq!(
+            err.to_string(),
+            "is not valid base64 (Invalid symbol 33, offset 2.)"
+        );
     }
 
     #[test]
     fn every_payload_is_checked_whatever_is_needed() {
         let mut scratch = Vec::new();
         let none = Needs::default();
-        let err = derive(Payload::Text(b"not base64!"), none, &mut scratch).unwrap_err();
-        assert!(err.starts_with("is not valid base64"), "{err}");
-        let err = derive(
-            Payload::Text(b"data:image/png;base64,iVBO"),
-            none,
-            &mut scratch,
-        );
-        assert!(err.unwrap_err().starts_with("is not valid base64"));
+        let mut check = |payload| derive(payload, none, &mut scratch);
         assert_eq!(
-            derive(Payload::Text(b""), none, &mut scratch).unwrap_err(),
-            "is empty"
+            check(Payload::Text(b"not base64!")),
+            Err(invalid("Invalid symbol 32, offset 3."))
         );
-        assert!(derive(Payload::Text(b"="), none, &mut scratch).is_err());
         assert_eq!(
-            derive(Payload::Bytes(b""), none, &mut scratch).unwrap_err(),
-            "is empty"
+            check(Payload::Text(b"data:image/png;base64,iVBO")),
+            Err(invalid("Invalid symbol 58, offset 4."))
         );
-        let got = derive(Payload::Text(b"YWJj"), none, &mut scratch).unwrap();
-        assert_eq!(got, Derived::default());
+        assert_eq!(check(Payload::Text(b"")), Err(Problem::Empty));
+        assert_eq!(
+            check(Payload::Text(b"=")),
+            Err(invalid("Invalid symbol 61, offset 0."))
+        );
+        assert_eq!(check(Payload::Bytes(b"")), Err(Problem::Empty));
+        assert_eq!(check(Payload::Text(b"YWJj")), Ok(Derived::default()));
     }
 
     #[test]
     fn a_batch_decodes_into_one_buffer_in_order() {
         let big = vec![7u8; PARALLEL_BYTES];
         let text = encode(&big);
+        let missing = Problem::Missing { error: None };
         let work = vec![
             Ok(Payload::Text(b"YWJj")),
             Ok(Payload::Text(b"!!")),
-            Err("is None".to_owned()),
+            Err(missing.clone()),
             Ok(Payload::Bytes(b"xyz")),
             Ok(Payload::Text(text.as_bytes())),
             Ok(Payload::Bytes(b"")),
+            Ok(Payload::Text(b"YWJjZ")),
         ];
         let decoded = decode_all(&work, true);
         let spans = &decoded.spans;
         let first = spans[0].as_ref().unwrap();
         assert_eq!(decoded.bytes(first), b"abc");
         assert_eq!(first.hash, Some(Sha256::digest(b"abc").into()));
-        assert!(spans[1]
-            .as_ref()
-            .unwrap_err()
-            .starts_with("is not valid base64"));
-        assert_eq!(spans[2].as_ref().unwrap_err(), "is None");
+        assert_eq!(spans[1], Err(invalid("Invalid symbol 33, offset 0.")));
+        assert_eq!(spans[2], Err(missing));
         assert_eq!(decoded.bytes(spans[3].as_ref().unwrap()), b"xyz");
         assert_eq!(decoded.bytes(spans[4].as_ref().unwrap()), &big[..]);
-        assert_eq!(spans[5].as_ref().unwrap_err(), "is empty");
+        assert_eq!(spans[5], Err(Problem::Empty));
+        assert_eq!(spans[6], Err(invalid("Invalid input length: 5")));
         assert_eq!(decoded.values.len(), 3 + 3 + big.len());
     }
 }

@@ -2,19 +2,20 @@
 
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyValueError;
+use imagetask_core::artifacts::Destination;
+use imagetask_core::payload::decode::{self, Needs};
+use imagetask_core::payload::{Payload, Problem};
+use imagetask_core::png;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::answers::{describe_exception, fails_a_row, type_name};
-use crate::artifacts;
-use crate::payload::{self, Needs, Payload};
-use crate::png;
+use crate::answers::{describe_exception, fails_a_row, image_payload, type_name};
+use crate::errors::{config_error, sink_error};
 
 /// Placeholder PNG pictures: `num_generations` per prompt, `width` x `height` pixels.
 #[pyfunction]
 #[pyo3(signature = (prompts, *, num_generations, seed, width, height))]
-pub fn placeholder_images(
+pub(crate) fn placeholder_images(
     py: Python<'_>,
     prompts: Vec<String>,
     num_generations: u32,
@@ -24,7 +25,7 @@ pub fn placeholder_images(
 ) -> PyResult<Vec<Vec<Py<PyBytes>>>> {
     for (side, value) in [("width", width), ("height", height)] {
         if value == 0 || value > png::MAX_SIDE {
-            return Err(PyValueError::new_err(format!(
+            return Err(config_error(format!(
                 "placeholder {side} must be between 1 and {}, got {value}",
                 png::MAX_SIDE
             )));
@@ -63,22 +64,21 @@ enum Owned {
     Bytes(Vec<u8>),
 }
 
+/// A row's image, copied out of Python: `None` when the row has none.
 fn owned(value: &Bound<'_, PyAny>) -> Result<Option<Owned>, String> {
     if value.is_none() {
-        Ok(None)
-    } else if let Ok(text) = value.cast::<PyString>() {
-        let text = text
-            .to_str()
-            .map_err(|_| "the image is not valid base64 (it is not ASCII text)".to_owned())?;
-        Ok(Some(Owned::Text(text.as_bytes().to_vec())))
-    } else if let Ok(bytes) = value.cast::<PyBytes>() {
-        Ok(Some(Owned::Bytes(bytes.as_bytes().to_vec())))
-    } else {
-        Err(format!(
-            "the image is a {}, expected base64 text or bytes",
-            type_name(value)
-        ))
+        return Ok(None);
     }
+    match image_payload(value) {
+        Ok(Payload::Text(text)) => Ok(Some(Owned::Text(text.to_vec()))),
+        Ok(Payload::Bytes(bytes)) => Ok(Some(Owned::Bytes(bytes.to_vec()))),
+        Err(problem) => Err(the_image(&problem)),
+    }
+}
+
+/// A payload's problem as a sentence about the row's image.
+fn the_image(problem: &Problem) -> String {
+    format!("the image {problem}")
 }
 
 fn decoded(image: Owned) -> Result<Vec<u8>, String> {
@@ -90,8 +90,8 @@ fn decoded(image: Owned) -> Result<Vec<u8>, String> {
                 ..Needs::default()
             };
             let mut scratch = Vec::new();
-            let derived = payload::derive(Payload::Text(&text), needs, &mut scratch)
-                .map_err(|e| format!("the image {e}"))?;
+            let derived = decode::derive(Payload::Text(&text), needs, &mut scratch)
+                .map_err(|problem| the_image(&problem))?;
             Ok(derived.bytes.unwrap_or_default())
         }
     }
@@ -135,8 +135,11 @@ fn convert(
 #[pyo3(signature = (
     rows, *, image_column, path_column, metadata_column, error_key, folder, prefix, convert=None
 ))]
-#[allow(clippy::too_many_arguments)]
-pub fn write_artifacts(
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per keyword argument of the Python function"
+)]
+pub(crate) fn write_artifacts(
     py: Python<'_>,
     rows: &Bound<'_, PyList>,
     image_column: &str,
@@ -155,7 +158,7 @@ pub fn write_artifacts(
         .enumerate()
         .map(|(index, row)| {
             row.cast_into::<PyDict>().map_err(|err| {
-                PyValueError::new_err(format!(
+                sink_error(format!(
                     "row {index} is a {}, expected a dict",
                     type_name(&err.into_inner())
                 ))
@@ -165,9 +168,9 @@ pub fn write_artifacts(
     let mut slots = Vec::with_capacity(rows.len());
     let mut grouped = vec![false; rows.len()];
     for (index, row) in rows.iter().enumerate() {
-        let value = row.get_item(&image_key)?.ok_or_else(|| {
-            PyValueError::new_err(format!("row {index} has no column {image_column:?}"))
-        })?;
+        let value = row
+            .get_item(&image_key)?
+            .ok_or_else(|| sink_error(format!("row {index} has no column {image_column:?}")))?;
         let images: Vec<Bound<'_, PyAny>> = match value.cast::<PyList>() {
             Ok(list) => {
                 grouped[index] = true;
@@ -187,6 +190,10 @@ pub fn write_artifacts(
             });
         }
     }
+    let destination = Destination {
+        folder,
+        prefix: prefix.to_owned(),
+    };
     let written: Vec<Result<Option<String>, String>> = py.detach(|| {
         slots
             .iter_mut()
@@ -196,11 +203,7 @@ pub fn write_artifacts(
                     return Ok(None);
                 };
                 let bytes = decoded(image)?;
-                let name = artifacts::file_name(&bytes)?;
-                artifacts::store(&folder, &name, &bytes).map_err(|e| {
-                    format!("could not write {}: {e}", folder.join(&name).display())
-                })?;
-                Ok(Some(format!("{prefix}/{name}")))
+                destination.save(&bytes, None).map(Some)
             })
             .collect()
     });

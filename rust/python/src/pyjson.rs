@@ -10,8 +10,8 @@ use std::fmt::Write;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::json::{self, Members};
-use crate::payload;
+use imagetask_core::json::{self, Members};
+use imagetask_core::payload;
 
 /// How deep values nest before the rest is written as a note instead.
 const MAX_DEPTH: usize = 128;

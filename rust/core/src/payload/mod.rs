@@ -1,0 +1,155 @@
+//! Image payloads as models return them: base64 text or bytes, checked and decoded
+//! ([`decode`]), referred to by content ([`content_ref`]), their format read from their
+//! first bytes ([`format`]).
+
+pub mod decode;
+pub mod format;
+
+use std::fmt;
+
+use base64::alphabet::STANDARD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
+/// Prefix of a content reference: `sha256:<64 hex digits>`.
+pub const REF_PREFIX: &[u8; 7] = b"sha256:";
+/// Length of a content reference in bytes (all ASCII).
+pub const REF_LEN: usize = REF_PREFIX.len() + 64;
+
+/// Standard alphabet, padding optional: servers differ on trailing `=`.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// One image payload as the model returned it.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    /// Base64 text.
+    Text(&'a [u8]),
+    /// Raw image bytes.
+    Bytes(&'a [u8]),
+}
+
+/// Why a payload is no image. Displayed as the end of a sentence about the image
+/// (`image 0 of the model's answer <problem>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Text with characters that are not ASCII (and cannot be encoded).
+    NotAscii,
+    /// No payload; the backend's error when it gave one.
+    Missing { error: Option<String> },
+    /// A value that is neither text nor bytes, named by its type.
+    WrongType { type_name: String },
+    /// Text that does not decode as base64; the decoder's reason.
+    InvalidBase64 { reason: String },
+    /// No bytes at all.
+    Empty,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NotAscii => f.write_str("is not valid base64 (it is not ASCII text)"),
+            Problem::Missing { error: Some(error) } => write!(f, "is missing: {error}"),
+            Problem::Missing { error: None } => {
+                f.write_str("is None, expected base64 text or bytes")
+            }
+            Problem::WrongType { type_name } => {
+                write!(f, "is a {type_name}, expected base64 text or bytes")
+            }
+            Problem::InvalidBase64 { reason } => write!(f, "is not valid base64 ({reason})"),
+            Problem::Empty => f.write_str("is empty"),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// Standard base64 text of `bytes`, padded.
+pub fn encode(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
+/// A content reference, `sha256:<64 hex digits>`, held on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRef([u8; REF_LEN]);
+
+impl ContentRef {
+    /// The reference as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written into it (see `content_ref`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// The content reference of a SHA-256 digest.
+pub fn content_ref(hash: &[u8; 32]) -> ContentRef {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; REF_LEN];
+    out[..REF_PREFIX.len()].copy_from_slice(REF_PREFIX);
+    for (i, byte) in hash.iter().enumerate() {
+        out[REF_PREFIX.len() + 2 * i] = HEX[usize::from(byte >> 4)];
+        out[REF_PREFIX.len() + 2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+    }
+    ContentRef(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn reference_of_known_content() {
+        let hash: [u8; 32] = Sha256::digest(b"abc").into();
+        assert_eq!(
+            content_ref(&hash).as_str(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(content_ref(&[0; 32]).as_str().len(), REF_LEN);
+    }
+
+    #[test]
+    fn problems_end_a_sentence_about_the_image() {
+        let cases = [
+            (
+                Problem::NotAscii,
+                "is not valid base64 (it is not ASCII text)",
+            ),
+            (
+                Problem::Missing {
+                    error: Some("the server said 503".to_owned()),
+                },
+                "is missing: the server said 503",
+            ),
+            (
+                Problem::Missing { error: None },
+                "is None, expected base64 text or bytes",
+            ),
+            (
+                Problem::WrongType {
+                    type_name: "int".to_owned(),
+                },
+                "is a int, expected base64 text or bytes",
+            ),
+            (
+                Problem::InvalidBase64 {
+                    reason: "Invalid byte 33, offset 2.".to_owned(),
+                },
+                "is not valid base64 (Invalid byte 33, offset 2.)",
+            ),
+            (Problem::Empty, "is empty"),
+        ];
+        for (problem, text) in cases {
+            assert_eq!(problem.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bytes_encode_as_padded_base64() {
+        assert_eq!(encode(b"\x89PNG"), "iVBORw==");
+        assert_eq!(encode(b""), "");
+    }
+}

@@ -621,7 +621,8 @@ def _generate(args: argparse.Namespace) -> int:
     )
     print(
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
-        f"({summary.images:,} images, {summary.failed:,} failed) -> {summary.data}"
+        f"({summary.images:,} images, {summary.failed:,} failed, "
+        f"estimated cost {summary.cost_text()}) -> {summary.data}"
     )
     print(f"browse: imagetask gallery {shlex.quote(args.output)}")
     if not summary.failed:

@@ -4,15 +4,26 @@ share recorded in its statistics as `cost_usd`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from servers import ImageServer, image_server
 
 from imagetask import ImageGeneration
-from imagetask.models import OpenAIImageGeneration
-from imagetask.models._prices import PRICES_DATE, PRICES_SOURCE, request_cost
+from imagetask.cli import main
+from imagetask.io._jsonl import OutputFormat
+from imagetask.io._run_folder import RunFolder
+from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
+from imagetask.models._prices import (
+    PRICES_DATE,
+    PRICES_SOURCE,
+    most_request_cost,
+    request_cost,
+)
+from imagetask.run._record import dataset_card
 
 KEY = "sk-test-cost-0123456789"
 STATS = "statistics_image_generation_0"
@@ -35,7 +46,7 @@ def costs(server: ImageServer, model: str, num_generations: int = 1, **kwargs: A
 
 
 def test_the_price_table_names_its_date_and_source() -> None:
-    assert PRICES_DATE == "2025-10-01"
+    assert PRICES_DATE == "2025-10-06"
     assert PRICES_SOURCE.startswith("https://platform.openai.com/docs/pricing")
 
 
@@ -81,6 +92,32 @@ def test_request_cost(
     assert request_cost(model, usage, images, kwargs) == cost
 
 
+@pytest.mark.parametrize(
+    ("model", "prompt", "images", "kwargs", "edit", "most"),
+    [
+        # The listed price of a high-quality square image is above its 4160 tokens.
+        ("gpt-image-1", "a cat", 1, {"quality": "high", "size": "1024x1024"}, False, 0.167 + 25e-6),
+        ("gpt-image-1", "a cat", 3, {"quality": "low", "size": "1536x1024"}, False, 0.048 + 25e-6),
+        # Quality and size auto (or unset): the dearest image, a high portrait one, listed
+        # at $0.25 (its 6240 tokens cost $0.2496); "é" is 2 bytes, so at most 2 tokens.
+        ("gpt-image-1", "é", 2, {}, False, 2 * 0.25 + 2 * 5 / 1e6),
+        ("gpt-image-1-mini", "", 1, {"quality": "medium", "size": "1024x1536"}, False, 0.015),
+        ("gpt-image-1-mini", "", 1, {"quality": "auto"}, False, 0.052),
+        ("gpt-image-1", "a cat", 1, {"size": "2048x2048"}, False, None),
+        ("gpt-image-1", "a cat", 1, {"quality": "ultra"}, False, None),
+        ("gpt-image-1", "a cat", 1, {}, True, None),  # image input tokens: known only after
+        ("dall-e-3", "a cat", 1, {"quality": "hd"}, False, 0.08),
+        ("dall-e-2", "a cat", 4, {"size": "512x512"}, True, 4 * 0.018),
+        ("my-local-model", "a cat", 1, {}, False, None),
+    ],
+)
+def test_the_most_a_request_can_cost(
+    model: str, prompt: str, images: int, kwargs: dict[str, Any], edit: bool, most: float | None
+) -> None:
+    found = most_request_cost(model, prompt, images, kwargs, edit=edit)
+    assert found == (None if most is None else pytest.approx(most, rel=1e-12))
+
+
 def test_a_token_priced_image_costs_its_share_of_the_usage(server: ImageServer) -> None:
     # The loopback server answers 1 input token per word and 100 output tokens per image.
     assert (
@@ -107,3 +144,93 @@ def test_a_per_image_model_is_priced_by_size_and_quality(server: ImageServer) ->
 
 def test_a_model_not_in_the_table_has_no_cost(server: ImageServer) -> None:
     assert costs(server, "my-local-model") == [None]
+
+
+# A run's total: summed from its images' cost_usd, checkpointed, carried over on resume.
+
+
+def word_cost(prompt: str, images: int = 1) -> float:
+    """What the loopback server's usage costs on gpt-image-1 (1 input token per word, 100
+    output tokens per image)."""
+    return (len(prompt.split()) * 5.00 + 100 * images * 40.00) / 1e6
+
+
+def openai_task(server: ImageServer, model: str = "gpt-image-1", **fields: Any) -> ImageGeneration:
+    backend = OpenAIImageGeneration(model=model, base_url=f"{server.url}/v1", api_key=KEY, **fields)
+    return ImageGeneration(image_generation_model=backend, num_generations=2, input_batch_size=3)
+
+
+PROMPTS = [{"prompt": "a red cat " * (i % 3 + 1)} for i in range(10)]
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_a_run_records_its_estimated_cost(
+    server: ImageServer, tmp_path: Path, format: OutputFormat
+) -> None:
+    out = tmp_path / "out"
+    summary = openai_task(server).run(PROMPTS, out, format=format)
+    # One request of n=2 per row: each image costs half of it, and the run all of them.
+    total = sum(word_cost(row["prompt"], images=2) for row in PROMPTS)
+    assert summary.cost_usd == pytest.approx(total, rel=1e-12)
+    assert summary.priced_images == 20
+    record = json.loads((out / "run.json").read_text())
+    assert (record["cost_usd"], record["priced_images"]) == (summary.cost_usd, 20)
+    saved = json.loads((out / "checkpoint.json").read_text())
+    assert (saved["cost_usd"], saved["priced_images"]) == (summary.cost_usd, 20)
+    assert summary.cost_text() == f"${total:,.4f}"
+    card = dataset_card(openai_task(server), RunFolder(out).checkpoint(), out)  # type: ignore[arg-type]
+    assert f"Estimated cost of the images, from the backend's prices: ${total:,.4f}.\n" in card
+    if format == "parquet":
+        assert f"from the backend's prices: ${total:,.4f}." in (out / "README.md").read_text()
+
+
+def test_a_resumed_run_carries_its_cost_over(server: ImageServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = openai_task(server).run(PROMPTS, out, limit=4)
+    assert first.cost_usd == pytest.approx(
+        sum(word_cost(row["prompt"], 2) for row in PROMPTS[:4]), rel=1e-12
+    )
+    summary = openai_task(server).run(PROMPTS, out, resume=True)
+    assert summary.resumed_from == 4
+    assert summary.cost_usd == pytest.approx(
+        sum(word_cost(row["prompt"], 2) for row in PROMPTS), rel=1e-12
+    )
+    assert summary.priced_images == 20
+
+
+def test_a_checkpoint_without_a_cost_loads_as_unknown(server: ImageServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    openai_task(server).run(PROMPTS, out, limit=4)
+    saved = json.loads((out / "checkpoint.json").read_text())
+    del saved["cost_usd"], saved["priced_images"]  # as written before costs were recorded
+    (out / "checkpoint.json").write_text(json.dumps(saved))
+    summary = openai_task(server).run(PROMPTS, out, resume=True)
+    rest = sum(word_cost(row["prompt"], 2) for row in PROMPTS[4:])
+    assert (summary.cost_usd, summary.priced_images) == (pytest.approx(rest, rel=1e-12), 12)
+    assert summary.cost_text() == f"${rest:,.4f} (for the 12 of 20 images priced)"
+
+
+def test_a_model_without_prices_has_an_unknown_cost(tmp_path: Path) -> None:
+    task = ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="8x8"))
+    out = tmp_path / "out"
+    summary = task.run(PROMPTS[:2], out)
+    assert (summary.cost_usd, summary.priced_images, summary.cost_text()) == (None, 0, "unknown")
+    assert json.loads((out / "run.json").read_text())["cost_usd"] is None
+    card = dataset_card(task, RunFolder(out).checkpoint(), out)  # type: ignore[arg-type]
+    assert "from the backend's prices: unknown (the backend has no prices).\n" in card
+
+
+def test_the_final_line_shows_the_cost(
+    server: ImageServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(row) + "\n" for row in PROMPTS[:3]))
+    out = tmp_path / "out"
+    args = ["generate", "--model", "openai:gpt-image-1", "--base-url", f"{server.url}/v1"]
+    args += [str(tmp_path / "in.jsonl"), "-o", str(out), "--quiet"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENAI_API_KEY", KEY)
+        assert main(args) == 0
+    total = sum(word_cost(row["prompt"]) for row in PROMPTS[:3])
+    assert capsys.readouterr().out.startswith(
+        f"imagetask: 3 rows in, 3 rows out (3 images, 0 failed, estimated cost ${total:,.4f}) ->"
+    )

@@ -172,6 +172,7 @@ def _made_again(state: RunState, chunk: list[Unit], workers: Workers) -> list[Un
                 "run again with resume (--resume)"
             )
         output = batch.finish()
+        state.add_cost(batch.cost())
         made = output.table.to_pylist() if isinstance(output, ArrowOutput) else output.rows
         per_unit = 1 if schema.grouped else count
         for number, index in enumerate(positions):

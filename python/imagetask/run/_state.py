@@ -34,7 +34,7 @@ from imagetask.io._identity import UrlDigests, output_identity
 from imagetask.io._jsonl import JsonlSink, OutputFormat, ParquetSink, empty_state, open_sink
 from imagetask.io._parquet import DATA, STAGING
 from imagetask.io._run_folder import SUMMARY, RunFolder
-from imagetask.outcome import Ending, RunSummary
+from imagetask.outcome import Cost, Ending, RunSummary
 from imagetask.run._images import ImageSync, image_paths
 from imagetask.run._record import dataset_card
 from imagetask.run._streak import FailureStreak
@@ -235,6 +235,7 @@ class RunState:
             )
             self.images.add(image_paths(rows))
         written = output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
+        cost = self.cost + batch.cost()
         done = self.checkpoint
         # One assignment: a Ctrl-C lands before or after it, never halfway.
         mark = InputMark(done.input.first if done.rows_in else place.first, place.last, place.rows)
@@ -245,6 +246,8 @@ class RunState:
             rows_out=done.rows_out + written,
             failed=done.failed + failed,
             sink=self.sink.state(),
+            cost_usd=cost.usd,
+            priced_images=cost.images,
         )
         if self.due():
             self.save()
@@ -260,6 +263,18 @@ class RunState:
                 "the cause, then make them again with resume and retry_failed "
                 "(--resume --retry-failed)"
             )
+
+    @property
+    def cost(self) -> Cost:
+        """The estimated cost of the images the run recorded, over all its sessions."""
+        return Cost(self.checkpoint.cost_usd, self.checkpoint.priced_images)
+
+    def add_cost(self, cost: Cost) -> None:
+        """Counts `cost` (of images made again by a retry) in the run's cost."""
+        total = self.cost + cost
+        self.checkpoint = msgspec.structs.replace(
+            self.checkpoint, cost_usd=total.usd, priced_images=total.images
+        )
 
     def _made(self) -> str:
         done = self.checkpoint
@@ -404,6 +419,8 @@ class RunState:
             seconds=state.seconds,
             resumed_from=self.resumed_from,
             complete=state.complete,
+            cost_usd=state.cost_usd if state.priced_images else None,
+            priced_images=state.priced_images,
         )
 
     def close(self) -> None:

@@ -255,6 +255,13 @@ def _parser() -> argparse.ArgumentParser:
         help="HTTP models: the most images asked for per minute, spaced evenly (default: no limit)",
     )
     generate.add_argument(
+        "--price-per-image",
+        type=float,
+        metavar="USD",
+        help="HTTP models: what each image costs, in US dollars, for the run's estimated "
+        "cost (default: OpenAI's price table for its image models; none for the others)",
+    )
+    generate.add_argument(
         "--checkpoint-every",
         type=float,
         default=1.0,
@@ -403,6 +410,11 @@ def _http_fields(args: argparse.Namespace) -> dict[str, Any]:
             if not math.isfinite(value) or value <= 0:
                 raise UsageError(f"{flag} must be a positive number per minute, got {value}")
             fields[field] = value
+    if args.price_per_image is not None:
+        price = args.price_per_image
+        if not math.isfinite(price) or price < 0:
+            raise UsageError(f"--price-per-image must be a number of US dollars >= 0, got {price}")
+        fields["price_per_image"] = price
     if args.max_retries is not None:
         if args.max_retries < 0:
             raise UsageError(f"--max-retries must be at least 0, got {args.max_retries}")
@@ -455,7 +467,15 @@ def _batch_api_model(args: argparse.Namespace, fields: dict[str, Any]) -> ImageG
 def _placeholder_model(args: argparse.Namespace) -> ImageGenerationModel:
     if args.base_url is not None:
         raise UsageError("--base-url is for openai:<model>")
-    for flag in ("timeout", "max_retries", "api_key_env", "images_per_request", "rpm", "ipm"):
+    for flag in (
+        "timeout",
+        "max_retries",
+        "api_key_env",
+        "images_per_request",
+        "rpm",
+        "ipm",
+        "price_per_image",
+    ):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag.replace('_', '-')}: the placeholder model sends no requests")
     if args.param:

@@ -16,7 +16,11 @@ from imagetask import ImageGeneration
 from imagetask.cli import main
 from imagetask.io._jsonl import OutputFormat
 from imagetask.io._run_folder import RunFolder
-from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
+from imagetask.models import (
+    InferenceEndpointsImageGeneration,
+    OpenAIImageGeneration,
+    PlaceholderImageGeneration,
+)
 from imagetask.models._prices import (
     PRICES_DATE,
     PRICES_SOURCE,
@@ -234,3 +238,90 @@ def test_the_final_line_shows_the_cost(
     assert capsys.readouterr().out.startswith(
         f"imagetask: 3 rows in, 3 rows out (3 images, 0 failed, estimated cost ${total:,.4f}) ->"
     )
+
+
+# price_per_image: every image made costs that, over the table; the only price elsewhere.
+
+
+def test_a_price_per_image_overrides_the_table(server: ImageServer) -> None:
+    backend = OpenAIImageGeneration(
+        model="gpt-image-1", base_url=f"{server.url}/v1", api_key=KEY, price_per_image=0.05
+    )
+    task = ImageGeneration(image_generation_model=backend, num_generations=3)
+    rows = task.process_batch([{"prompt": "a small red cat"}])
+    task.unload()
+    assert [row["distilabel_metadata"][STATS]["cost_usd"] for row in rows] == [0.05] * 3
+
+
+def test_a_price_per_image_prices_a_model_the_table_does_not_know(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    task = openai_task(server, model="my-local-model", price_per_image=0.25)
+    summary = task.run(PROMPTS[:4], tmp_path / "out")
+    assert (summary.cost_usd, summary.priced_images) == (8 * 0.25, 8)
+
+
+def test_a_hugging_face_model_is_priced_per_image(server: ImageServer, tmp_path: Path) -> None:
+    backend = InferenceEndpointsImageGeneration(
+        base_url=f"{server.url}/hf", seed=1, price_per_image=0.003
+    )
+    task = ImageGeneration(image_generation_model=backend, num_generations=2)
+    summary = task.run(PROMPTS[:5], tmp_path / "out")
+    assert (summary.cost_usd, summary.priced_images) == (pytest.approx(10 * 0.003), 10)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "data.jsonl").read_text().splitlines()]
+    assert {row["distilabel_metadata"][STATS]["cost_usd"] for row in rows} == {0.003}
+    unpriced = InferenceEndpointsImageGeneration(base_url=f"{server.url}/hf", seed=1)
+    summary = ImageGeneration(image_generation_model=unpriced).run(PROMPTS[:2], tmp_path / "o2")
+    assert (summary.cost_usd, summary.priced_images) == (None, 0)
+
+
+def test_a_run_resumes_with_another_price_per_image(server: ImageServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    openai_task(server, model="m", price_per_image=0.5).run(PROMPTS, out, limit=3)
+    summary = openai_task(server, model="m", price_per_image=0.25).run(PROMPTS, out, resume=True)
+    assert summary.cost_usd == 6 * 0.5 + 14 * 0.25
+
+
+def test_the_price_per_image_flag_reaches_the_model(
+    server: ImageServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a dog"}\n')
+    out = tmp_path / "out"
+    args = ["generate", str(tmp_path / "in.jsonl"), "-o", str(out), "--quiet"]
+    args += ["--model", "openai:my-model", "--base-url", f"{server.url}/v1"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENAI_API_KEY", KEY)
+        assert main([*args, "--price-per-image", "0.125"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["task"]["image_generation_model"]["price_per_image"] == 0.125
+    assert (record["cost_usd"], record["priced_images"]) == (0.25, 2)
+    assert "estimated cost $0.2500)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("model", "value", "message"),
+    [
+        (
+            "openai:gpt-image-1",
+            "-0.5",
+            "--price-per-image must be a number of US dollars >= 0, got -0.5",
+        ),
+        ("hf:a/b", "nan", "--price-per-image must be a number of US dollars >= 0, got nan"),
+        (
+            "openai:gpt-image-1",
+            "inf",
+            "--price-per-image must be a number of US dollars >= 0, got inf",
+        ),
+        ("placeholder", "0.1", "--price-per-image: the placeholder model sends no requests"),
+    ],
+)
+def test_bad_price_per_image_values_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, value: str, message: str
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a cat"}\n')
+    args = ["generate", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out"), "--model", model]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENAI_API_KEY", KEY)
+        assert main([*args, "--price-per-image", value]) == 1
+    assert capsys.readouterr().err == f"imagetask: error: {message}\n"
+    assert not (tmp_path / "out" / "checkpoint.json").exists()

@@ -44,6 +44,7 @@ __all__ = [
 T = TypeVar("T")
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Dollars = Annotated[float, msgspec.Meta(ge=0)]
 
 Answer = list[dict[str, Any]]
 """One input's answer: dicts of `{"images": [str | bytes, ...], ...}`."""
@@ -251,6 +252,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     within them; a 429 holds every request not yet sent for as long as it asks.
     A subclass whose `agenerate` makes several requests calls `_call` for each and sets
     `_calls_requests = True`; otherwise each `agenerate` is treated as one request.
+    With `price_per_image` set (US dollars), every image made costs that: it is the
+    image's `cost_usd` in its statistics, whatever price table the backend has.
     A refusal no retry changes (credentials, an unknown model) is not retried and raises
     `RequestRefused`. In `generate_batch` (what a task calls) an input whose request
     fails for good gets the error as its answer, so only its own rows fail; `generate`
@@ -266,6 +269,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     retry_backoff: RuntimeParameter[PositiveFloat] = 0.5
     requests_per_minute: RuntimeParameter[PositiveFloat | None] = None
     images_per_minute: RuntimeParameter[PositiveFloat | None] = None
+    price_per_image: RuntimeParameter[Dollars | None] = None
 
     _calls_requests: ClassVar[bool] = False
 

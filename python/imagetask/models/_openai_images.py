@@ -104,8 +104,9 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
     time (1 for DALL-E 3, 10 otherwise). `b64_json` answers are used as they are; `url` answers are
     downloaded. Each image's raw output keeps `revised_prompt` and the `seed` sent;
     its statistics hold the request's latency, the image's size in bytes, the
-    request's token usage and, for the models `imagetask.models._prices` lists, the
-    image's share of the request's estimated cost in US dollars (`cost_usd`).
+    request's token usage and, for the models `imagetask.models._prices` lists or with
+    `price_per_image` set (which overrides the table), the image's share of the
+    request's estimated cost in US dollars (`cost_usd`).
 
     It edits too (an `ImageEditingModel`): `edit` posts each input's images (up to 16),
     optional mask and prompt to `/v1/images/edits` as multipart form data (`image` for one
@@ -256,8 +257,11 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
         if len(data) != count:
             raise ValueError(f"the server returned {len(data)} image(s) for n={count}")
         usage = _token_counts(response.usage)
-        cost = request_cost(self.model, usage, count, kwargs)
-        share = {} if cost is None else {"cost_usd": cost / count}
+        each = self.price_per_image
+        if each is None:
+            cost = request_cost(self.model, usage, count, kwargs)
+            each = None if cost is None else cost / count
+        share = {} if each is None else {"cost_usd": each}
         answer: Answer = []
         for item in data:
             if item.b64_json is not None:

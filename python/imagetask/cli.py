@@ -262,6 +262,13 @@ def _parser() -> argparse.ArgumentParser:
         "cost (default: OpenAI's price table for its image models; none for the others)",
     )
     generate.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="stop the run before a request could take its estimated cost (resumes "
+        "included) past USD; --resume with a larger one goes on",
+    )
+    generate.add_argument(
         "--checkpoint-every",
         type=float,
         default=1.0,
@@ -615,6 +622,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError("--retry-failed makes a run's failed generations again: add --resume")
     if args.overwrite and args.resume:
         raise UsageError("--overwrite starts afresh, --resume goes on: choose one")
+    if args.max_cost is not None and (not math.isfinite(args.max_cost) or args.max_cost < 0):
+        raise UsageError(f"--max-cost must be a number of US dollars >= 0, got {args.max_cost}")
     reader = Reader(args.input)
     task = _task(
         args,
@@ -638,6 +647,7 @@ def _generate(args: argparse.Namespace) -> int:
         max_consecutive_failures=args.max_consecutive_failures,
         retry_failed=args.retry_failed,
         overwrite=args.overwrite,
+        max_cost=args.max_cost,
     )
     print(
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "

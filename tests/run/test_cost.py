@@ -14,6 +14,7 @@ from servers import ImageServer, image_server
 
 from imagetask import ImageGeneration
 from imagetask.cli import main
+from imagetask.errors import ConfigError, RunStopped
 from imagetask.io._jsonl import OutputFormat
 from imagetask.io._run_folder import RunFolder
 from imagetask.models import (
@@ -325,3 +326,141 @@ def test_bad_price_per_image_values_are_one_line(
         assert main([*args, "--price-per-image", value]) == 1
     assert capsys.readouterr().err == f"imagetask: error: {message}\n"
     assert not (tmp_path / "out" / "checkpoint.json").exists()
+
+
+# max_cost: each request reserves its most before it is sent; none passes the budget.
+
+
+def budget_task(server: ImageServer, **fields: Any) -> ImageGeneration:
+    backend = OpenAIImageGeneration(
+        model="my-model", base_url=f"{server.url}/v1", api_key=KEY, max_concurrency=16, **fields
+    )
+    return ImageGeneration(image_generation_model=backend, input_batch_size=4)
+
+
+ROWS = [{"prompt": f"prompt {i}"} for i in range(100)]
+
+
+def test_no_request_passes_the_budget_with_16_in_flight(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with image_server(key=KEY, latency=0.05) as server:
+        task = budget_task(server, price_per_image=0.01)
+        with pytest.raises(RunStopped) as caught:
+            task.run(ROWS, out, batches_in_flight=8, max_cost=0.255)
+        # Each request reserves $0.01: the 26th would pass $0.255 whatever is answered.
+        assert len(server.served.requests) == 25
+        assert server.served.peak > 4
+    summary = RunFolder(out).summary().report
+    assert summary["ended"] == "budget"
+    rows = summary["rows_in"]
+    assert rows % 4 == 0 and rows < 25
+    assert summary["cost_usd"] == pytest.approx(rows * 0.01) and summary["cost_usd"] <= 0.255
+    where = f"input row {rows}"
+    assert str(caught.value) == (
+        f"{where}: the next request (at most $0.0100) would take the estimated cost past "
+        f"max_cost $0.2550 ($0.2500 spent); the run stopped before this batch, after "
+        f"{rows} input rows ({rows} images, 0 failed), at an estimated cost of "
+        f"${rows * 0.01:.4f}: to go on, run again with resume and a larger max_cost "
+        "(--resume --max-cost USD)"
+    )
+
+
+def test_a_resumed_run_counts_what_it_spent_before(server: ImageServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    task = budget_task(server, price_per_image=0.01)
+    with pytest.raises(RunStopped):
+        task.run(ROWS[:20], out, batches_in_flight=1, max_cost=0.085)
+    first = RunFolder(out).summary().report["rows_in"]
+    assert first == 8  # one batch at a time: the third met the budget at its 1st request
+    server.served.requests.clear()
+    with pytest.raises(RunStopped):
+        task.run(ROWS[:20], out, resume=True, batches_in_flight=1, max_cost=0.085)
+    assert len(server.served.requests) == 0  # $0.08 recorded: no room for $0.01 more
+    summary = task.run(ROWS[:20], out, resume=True, max_cost=0.2)
+    assert (summary.rows_in, summary.cost_usd, summary.ended) == (
+        20,
+        pytest.approx(0.2),
+        "complete",
+    )
+    assert len(server.served.requests) == 12
+
+
+def test_a_token_priced_request_reserves_its_most_and_counts_its_usage(
+    server: ImageServer, tmp_path: Path
+) -> None:
+    backend = OpenAIImageGeneration(
+        model="gpt-image-1",
+        base_url=f"{server.url}/v1",
+        api_key=KEY,
+        generation_kwargs={"quality": "low", "size": "256x256"},
+    )
+    task = ImageGeneration(image_generation_model=backend, input_batch_size=1)
+    with pytest.raises(ConfigError, match="has no price to bound its requests' cost with"):
+        task.run(ROWS, tmp_path / "o1", max_cost=1.0)
+    backend.generation_kwargs = {"quality": "low", "size": "1024x1024"}
+    # Each request reserves $0.011 and the prompt's 8 bytes; each costs 2 words and 100
+    # output tokens: $0.00401. After k requests, the next fits while
+    # k * 0.00401 + 0.01104 <= 0.03, so 5 are sent.
+    with pytest.raises(RunStopped):
+        task.run(ROWS, tmp_path / "o2", max_cost=0.03)
+    assert len(server.served.requests) == 5
+    report = RunFolder(tmp_path / "o2").summary().report
+    # Rows after the one the budget stopped may have been answered: they are not written.
+    assert report["rows_in"] <= 4
+    assert report["cost_usd"] == pytest.approx(report["rows_in"] * 0.00401)
+
+
+def test_a_model_without_prices_cannot_keep_to_a_budget(tmp_path: Path) -> None:
+    placeholder = ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="8x8"))
+    with pytest.raises(ConfigError, match="PlaceholderImageGeneration does not price its requests"):
+        placeholder.run(ROWS, tmp_path / "a", max_cost=1.0)
+    hf = InferenceEndpointsImageGeneration(base_url="http://127.0.0.1:9/hf")
+    with pytest.raises(ConfigError, match=r"InferenceEndpointsImageGeneration \(.*\) has no price"):
+        ImageGeneration(image_generation_model=hf).run(ROWS, tmp_path / "b", max_cost=1.0)
+    assert not (tmp_path / "a" / "checkpoint.json").exists()
+    assert not (tmp_path / "b" / "checkpoint.json").exists()
+
+
+@pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), "1", True])
+def test_a_bad_max_cost_is_refused(tmp_path: Path, value: Any) -> None:
+    task = ImageGeneration(image_generation_model=PlaceholderImageGeneration(size="8x8"))
+    with pytest.raises(ConfigError) as caught:
+        task.run(ROWS, tmp_path, max_cost=value)
+    assert str(caught.value) == (
+        f"run: max_cost={value!r}: expected None or a number of US dollars >= 0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-0.5", "--max-cost must be a number of US dollars >= 0, got -0.5"),
+        ("nan", "--max-cost must be a number of US dollars >= 0, got nan"),
+    ],
+)
+def test_bad_max_cost_flags_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a cat"}\n')
+    args = ["generate", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out")]
+    assert main([*args, "--max-cost", value]) == 1
+    assert capsys.readouterr().err == f"imagetask: error: {message}\n"
+
+
+def test_the_max_cost_flag_stops_the_run_in_one_line(
+    server: ImageServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS[:6]))
+    out = tmp_path / "out"
+    args = ["generate", str(tmp_path / "in.jsonl"), "-o", str(out), "--quiet", "--batch-size", "2"]
+    args += ["--model", "openai:m", "--base-url", f"{server.url}/v1", "--price-per-image", "1"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENAI_API_KEY", KEY)
+        assert main([*args, "--max-cost", "3"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert err.startswith(f"imagetask: error: {tmp_path / 'in.jsonl'} line ")
+        assert ": the next request (at most $1.0000) would take the estimated cost past " in err
+        assert "(--resume --max-cost USD)\n" in err
+        assert main([*args, "--resume", "--max-cost", "6"]) == 0
+    assert json.loads((out / "run.json").read_text())["cost_usd"] == 6

@@ -144,7 +144,8 @@ class InferenceEndpointsImageGeneration(AsyncImageEditingModel):
             image = await self._request(task, inputs, parameters)
             return image, time.perf_counter() - started
 
-        image, latency = await self._call(request)
+        cost = self._request_cost("", 1, parameters)  # priced per image: no prompt needed
+        image, latency = await self._call(request, cost=cost)
         statistics: dict[str, Any] = {"latency_s": latency, "image_bytes": len(image)}
         if self.price_per_image is not None:
             statistics["cost_usd"] = self.price_per_image

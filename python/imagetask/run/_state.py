@@ -21,7 +21,7 @@ import msgspec
 
 from imagetask._durable import fsync_dir
 from imagetask.build._columnar import ArrowOutput
-from imagetask.errors import RunError, RunStopped, SinkError
+from imagetask.errors import BudgetReached, RunError, RunStopped, SinkError
 from imagetask.io._checkpoint import (
     CHECKPOINT,
     VERSION,
@@ -205,6 +205,13 @@ class RunState:
         """Writes a generated batch whole, or raises `SinkError` having written none of it
         (the checkpoint then stays at the batch before)."""
         refusal = batch.refusal()
+        if isinstance(refusal, BudgetReached):
+            self.ended = "budget"
+            raise RunStopped(
+                f"{place.where}: {refusal}; the run stopped before this batch, "
+                f"{self._made()}, at an estimated cost of {self.cost.describe(0)}: to go on, "
+                "run again with resume and a larger max_cost (--resume --max-cost USD)"
+            )
         if refusal is not None:
             self.ended = "refused"
             raise RunStopped(

@@ -212,6 +212,7 @@ SURFACES = {
         "SourceImage",
     ],
     "imagetask.errors": [
+        "BudgetReached",
         "ConfigError",
         "ImageTaskError",
         "InputRowError",

@@ -28,7 +28,7 @@ from imagetask import (
     SinkError,
     errors,
 )
-from imagetask.errors import ImageTaskError, RequestRefused, UsageError
+from imagetask.errors import BudgetReached, ImageTaskError, RequestRefused, UsageError
 from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
 from tests.support.servers import image_server
 
@@ -146,6 +146,7 @@ EVERY_ERROR = [
     RunStopped("stopped after 50 generations failed in a row"),
     RequestError("request failed after 1 attempt"),
     RequestRefused("the server refused the credentials (401)"),
+    BudgetReached("the next request (at most $0.1670) would take the estimated cost past"),
     MissingExtraError("pip install '.[parquet]' in the imagetask source folder"),
     RunInterrupted(SUMMARY),
 ]

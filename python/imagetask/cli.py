@@ -255,6 +255,20 @@ def _parser() -> argparse.ArgumentParser:
         help="HTTP models: the most images asked for per minute, spaced evenly (default: no limit)",
     )
     generate.add_argument(
+        "--price-per-image",
+        type=float,
+        metavar="USD",
+        help="HTTP models: what each image costs, in US dollars, for the run's estimated "
+        "cost (default: OpenAI's price table for its image models; none for the others)",
+    )
+    generate.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="stop the run before a request could take its estimated cost (resumes "
+        "included) past USD; --resume with a larger one goes on",
+    )
+    generate.add_argument(
         "--checkpoint-every",
         type=float,
         default=1.0,
@@ -403,6 +417,11 @@ def _http_fields(args: argparse.Namespace) -> dict[str, Any]:
             if not math.isfinite(value) or value <= 0:
                 raise UsageError(f"{flag} must be a positive number per minute, got {value}")
             fields[field] = value
+    if args.price_per_image is not None:
+        price = args.price_per_image
+        if not math.isfinite(price) or price < 0:
+            raise UsageError(f"--price-per-image must be a number of US dollars >= 0, got {price}")
+        fields["price_per_image"] = price
     if args.max_retries is not None:
         if args.max_retries < 0:
             raise UsageError(f"--max-retries must be at least 0, got {args.max_retries}")
@@ -455,7 +474,15 @@ def _batch_api_model(args: argparse.Namespace, fields: dict[str, Any]) -> ImageG
 def _placeholder_model(args: argparse.Namespace) -> ImageGenerationModel:
     if args.base_url is not None:
         raise UsageError("--base-url is for openai:<model>")
-    for flag in ("timeout", "max_retries", "api_key_env", "images_per_request", "rpm", "ipm"):
+    for flag in (
+        "timeout",
+        "max_retries",
+        "api_key_env",
+        "images_per_request",
+        "rpm",
+        "ipm",
+        "price_per_image",
+    ):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag.replace('_', '-')}: the placeholder model sends no requests")
     if args.param:
@@ -595,6 +622,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError("--retry-failed makes a run's failed generations again: add --resume")
     if args.overwrite and args.resume:
         raise UsageError("--overwrite starts afresh, --resume goes on: choose one")
+    if args.max_cost is not None and (not math.isfinite(args.max_cost) or args.max_cost < 0):
+        raise UsageError(f"--max-cost must be a number of US dollars >= 0, got {args.max_cost}")
     reader = Reader(args.input)
     task = _task(
         args,
@@ -618,10 +647,12 @@ def _generate(args: argparse.Namespace) -> int:
         max_consecutive_failures=args.max_consecutive_failures,
         retry_failed=args.retry_failed,
         overwrite=args.overwrite,
+        max_cost=args.max_cost,
     )
     print(
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
-        f"({summary.images:,} images, {summary.failed:,} failed) -> {summary.data}"
+        f"({summary.images:,} images, {summary.failed:,} failed, "
+        f"estimated cost {summary.cost_text()}) -> {summary.data}"
     )
     print(f"browse: imagetask gallery {shlex.quote(args.output)}")
     if not summary.failed:

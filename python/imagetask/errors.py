@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from imagetask.outcome import RunSummary
 
 __all__ = [
+    "BudgetReached",
     "ConfigError",
     "ImageTaskError",
     "InputRowError",
@@ -104,6 +105,11 @@ class RequestRefused(RequestError):
     """A request the server refused in a way no retry can change: refused credentials
     (401, 403) or a model it does not have. A run stops at the first one instead of
     sending every row's request to the same end."""
+
+
+class BudgetReached(RequestRefused):
+    """A request not sent: the most it can cost would take the run past its `max_cost`.
+    The run stops there, as at a refusal; a larger budget lets it go on."""
 
 
 class MissingExtraError(ImageTaskError, ImportError):

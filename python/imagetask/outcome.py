@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-__all__ = ["BatchOutput", "Ending", "Failure", "Row", "RunSummary"]
+__all__ = ["BatchOutput", "Cost", "Ending", "Failure", "Row", "RunSummary"]
 
 Row = dict[str, Any]
 """A row, input or output: column name -> value."""
@@ -32,15 +32,41 @@ class BatchOutput:
     failures: list[Failure]
 
 
-Ending = Literal["complete", "limit", "refused", "failures"]
+@dataclass(frozen=True)
+class Cost:
+    """An estimated cost in US dollars, of the `images` images whose backend priced them
+    (their statistics' `cost_usd`)."""
+
+    usd: float = 0.0
+    images: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.usd + other.usd, self.images + other.images)
+
+    def describe(self, images: int) -> str:
+        """The cost as a reader sees it, of a run that made `images` images: `$0.1234`,
+        saying how many it covers when some were not priced, or `unknown`."""
+        if not self.images:
+            return "unknown"
+        text = f"${self.usd:,.4f}"
+        if self.images < images:
+            text += f" (for the {self.images:,} of {images:,} images priced)"
+        return text
+
+
+Ending = Literal["complete", "limit", "refused", "failures", "budget"]
 """How a run ended: the whole input done; stopped at its `limit`; stopped by a request
-the model refused; stopped by failures in a row."""
+the model refused; stopped by failures in a row; stopped before a request would pass
+its `max_cost`."""
 
 
 @dataclass(frozen=True)
 class RunSummary:
     """What a run did, as recorded in `run.json`; `data` is the output file, `images` the
-    generations that made an image, `failed` those that did not, `ended` how it ended."""
+    generations that made an image, `failed` those that did not, `ended` how it ended.
+    `cost_usd` is the run's estimated cost in US dollars, summed over its sessions from
+    the images' `cost_usd` (`None`: unknown, no image was priced), and `priced_images`
+    how many images it covers."""
 
     output: str
     data: str
@@ -52,3 +78,9 @@ class RunSummary:
     complete: bool
     images: int = 0
     ended: Ending = "complete"
+    cost_usd: float | None = None
+    priced_images: int = 0
+
+    def cost_text(self) -> str:
+        """The estimated cost as a reader sees it (see `Cost.describe`)."""
+        return Cost(self.cost_usd or 0.0, self.priced_images).describe(self.images)

@@ -53,7 +53,7 @@ def test_generate_on_the_shipped_prompts(
     captured = capsys.readouterr()
     assert captured.out == (
         f"imagetask: {len(prompts)} rows in, {2 * len(prompts)} rows out "
-        f"({2 * len(prompts)} images, 0 failed) -> {out}/data.jsonl\n"
+        f"({2 * len(prompts)} images, 0 failed, estimated cost unknown) -> {out}/data.jsonl\n"
         f"browse: imagetask gallery {out}\n"
     )
     # Not a terminal: plain progress lines.

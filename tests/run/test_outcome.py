@@ -155,7 +155,9 @@ def test_some_failed_generations_exit_3_with_the_command_that_makes_them_again(
             "imagetask: 2 of 10 generations failed (their errors are under "
             f"error_image_generation_0 in distilabel_metadata); to make them again: {again}\n"
         )
-        assert captured.out.startswith("imagetask: 10 rows in, 10 rows out (8 images, 2 failed)")
+        assert captured.out.startswith(
+            "imagetask: 10 rows in, 10 rows out (8 images, 2 failed, estimated cost "
+        )
         with server.lock:
             server.served.requests.clear()
         assert main(shlex.split(again)[1:]) == 0
@@ -166,7 +168,7 @@ def test_some_failed_generations_exit_3_with_the_command_that_makes_them_again(
     assert [row["prompt"] for row in rows] == prompts_
     assert all(row["image"] for row in rows)
     assert capsys.readouterr().out.startswith(
-        "imagetask: 10 rows in, 10 rows out (10 images, 0 failed)"
+        "imagetask: 10 rows in, 10 rows out (10 images, 0 failed, estimated cost "
     )
     assert (report(out)["failed"], report(out)["images"]) == (0, 10)
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from imagetask.errors import RequestRefused
-from imagetask.outcome import BatchOutput, Failure, Row
+from imagetask.outcome import BatchOutput, Cost, Failure, Row
 
 if TYPE_CHECKING:
     from imagetask._core import RowBuilder
@@ -132,6 +133,28 @@ class ModelCall:
             raise
         except Exception as exc:
             self.answers = exc
+
+    def cost(self) -> Cost:
+        """The estimated cost of the answers: each image's `cost_usd` (in its part's
+        statistics, when the backend priced it) summed."""
+        answers = self.answers
+        total = Cost()
+        if isinstance(answers, BaseException):
+            return total
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                continue
+            for part in answer:
+                statistics = part.get("statistics") if isinstance(part, dict) else None
+                usd = statistics.get("cost_usd") if isinstance(statistics, dict) else None
+                if not isinstance(usd, (int, float)) or isinstance(usd, bool):
+                    continue
+                if not math.isfinite(usd) or usd < 0:
+                    continue
+                images = part.get("images")
+                made = sum(image is not None for image in images) if isinstance(images, list) else 0
+                total += Cost(usd * made, made)
+        return total
 
     def refusal(self) -> RequestRefused | None:
         """The first `RequestRefused` among the answers, if the model met one."""

@@ -108,6 +108,10 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
         written before they were recorded; see `imagetask.io._identity`).
     retry:
         A retry of the failed generations under way (`None` when there is none).
+    cost_usd, priced_images:
+        The estimated cost in US dollars of the images written (retries included), and
+        how many images it covers: those whose backend priced them (0 in a checkpoint
+        written before costs were recorded: the cost is unknown).
     """
 
     version: Literal[2]
@@ -122,6 +126,8 @@ class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     input: InputMark = msgspec.field(default_factory=InputMark)
     urls: UrlDigests | None = None
     retry: RetryMark | None = None
+    cost_usd: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    priced_images: Count = 0
 
 
 def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:

@@ -42,9 +42,11 @@ _FREE_MODEL_FIELDS = frozenset(
         "resubmit_expired",
         "requests_per_minute",
         "images_per_minute",
+        "price_per_image",
     }
 )
-"""Model fields that change how the images are got, not which rows are written."""
+"""Model fields that change how the images are got or what they are reckoned to cost,
+not which rows are written."""
 
 
 class UrlDigests(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -18,7 +18,14 @@ import msgspec
 
 from imagetask._runtime import BackgroundLoop
 from imagetask.config import Configurable, RuntimeParameter
-from imagetask.errors import ConfigError, InputRowError, RequestError, RequestRefused
+from imagetask.errors import (
+    BudgetReached,
+    ConfigError,
+    InputRowError,
+    RequestError,
+    RequestRefused,
+)
+from imagetask.models._budget import CostBudget, RequestCost
 from imagetask.models._rate_limit import RateLimits
 from imagetask.models._requests import (
     backoff_delay,
@@ -42,8 +49,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_BUDGET_POLL_SECONDS = 0.01
+"""How often a request that waits for room in the budget looks again."""
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Dollars = Annotated[float, msgspec.Meta(ge=0)]
 
 Answer = list[dict[str, Any]]
 """One input's answer: dicts of `{"images": [str | bytes, ...], ...}`."""
@@ -251,6 +261,11 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     within them; a 429 holds every request not yet sent for as long as it asks.
     A subclass whose `agenerate` makes several requests calls `_call` for each and sets
     `_calls_requests = True`; otherwise each `agenerate` is treated as one request.
+    With `price_per_image` set (US dollars), every image made costs that: it is the
+    image's `cost_usd` in its statistics, whatever price table the backend has. Given
+    a `CostBudget` (`use_budget`, what a run's `max_cost` does), each request reserves
+    the most it can cost before it is sent and is not sent when that would pass the
+    budget (see `CostBudget`): it raises `BudgetReached`, as do the requests after it.
     A refusal no retry changes (credentials, an unknown model) is not retried and raises
     `RequestRefused`. In `generate_batch` (what a task calls) an input whose request
     fails for good gets the error as its answer, so only its own rows fail; `generate`
@@ -266,8 +281,10 @@ class AsyncImageGenerationModel(ImageGenerationModel):
     retry_backoff: RuntimeParameter[PositiveFloat] = 0.5
     requests_per_minute: RuntimeParameter[PositiveFloat | None] = None
     images_per_minute: RuntimeParameter[PositiveFloat | None] = None
+    price_per_image: RuntimeParameter[Dollars | None] = None
 
     _calls_requests: ClassVar[bool] = False
+    _budget: CostBudget | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -290,6 +307,7 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         state = dict(self.__dict__)
         for name in ("_loop", "_per_loop", "_sending", "_refusal", "_limits"):
             del state[name]
+        state.pop("_budget", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -320,6 +338,65 @@ class AsyncImageGenerationModel(ImageGenerationModel):
             return 0
         return max(self.max_concurrency - self._sending.value, 0)
 
+    def _most_cost(
+        self, prompt: str, images: int, kwargs: dict[str, Any], edit: bool
+    ) -> float | None:
+        """The most a request for `images` images of `prompt` (an edit when `edit`) with
+        generation `kwargs` can cost, in US dollars, known before it is sent (`None`: not
+        known): `images` times `price_per_image`; backends with price tables add theirs."""
+        return None if self.price_per_image is None else self.price_per_image * images
+
+    def use_budget(self, budget: CostBudget | None) -> None:
+        """Keeps every request of the model within `budget` from now on (`None`: no
+        budget). Raises `ConfigError` when the model cannot bound what a request with its
+        generation kwargs costs, or serves another budget already."""
+        if budget is not None:
+            if self._most_cost("", 1, self.get_generation_kwargs(), False) is None:
+                raise ConfigError(
+                    f"max_cost: {type(self).__name__} ({self.model_name}) has no price to "
+                    "bound its requests' cost with: set price_per_image (--price-per-image)"
+                )
+            if self._budget is not None:
+                raise ConfigError(
+                    f"max_cost: {type(self).__name__} ({self.model_name}) is within the "
+                    "budget of another run: give each run its own model"
+                )
+        self._budget = budget
+
+    def _request_cost(
+        self, prompt: str, images: int, kwargs: dict[str, Any], edit: bool = False
+    ) -> RequestCost[Any]:
+        """The cost of a request priced per image (see `_most_cost`): known before it is
+        sent."""
+        most = self._most_cost(prompt, images, kwargs, edit)
+        return RequestCost(most, lambda _: most)
+
+    async def _reserve(
+        self, budget: CostBudget | None, cost: RequestCost[Any] | None
+    ) -> float | None:
+        """Reserves in `budget` the most a request can cost, waiting while the requests
+        under way may leave room for it; returns the amount reserved (`None`: no
+        budget). Raises `BudgetReached` when there is no room for it, or
+        `RequestRefused` when it cannot be bounded."""
+        if budget is None:
+            return None
+        most = None if cost is None else cost.most
+        if most is None:
+            raise RequestRefused(
+                f"max_cost: the cost of this request to {self.model_name} cannot be known "
+                "before its answer: set price_per_image (--price-per-image)"
+            )
+        while True:
+            verdict = budget.reserve(most)
+            if verdict == "reserved":
+                return most
+            if verdict == "refused":
+                raise BudgetReached(
+                    f"the next request (at most ${most:,.4f}) would take the estimated cost "
+                    f"past max_cost ${budget.limit:,.4f} (${budget.spent:,.4f} spent)"
+                )
+            await asyncio.sleep(_BUDGET_POLL_SECONDS)
+
     def _transient(self, exc: BaseException) -> bool:
         """Whether a failed attempt is worth repeating; backends add their client's errors."""
         return transient(exc)
@@ -338,10 +415,15 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         value: T = made[key]
         return value
 
-    async def _call(self, request: Callable[[], Awaitable[T]], images: int = 1) -> T:
-        """Runs one request for `images` images under the concurrency cap and the rate
-        limits, with its timeout and retries."""
-        return await self._retrying(request, timeout=self.timeout, images=images)
+    async def _call(
+        self,
+        request: Callable[[], Awaitable[T]],
+        images: int = 1,
+        cost: RequestCost[T] | None = None,
+    ) -> T:
+        """Runs one request for `images` images under the concurrency cap, the rate
+        limits and the budget (`cost`: what it costs), with its timeout and retries."""
+        return await self._retrying(request, timeout=self.timeout, images=images, cost=cost)
 
     def _rate_limits(self) -> RateLimits:
         """The rate limits of the current `requests_per_minute` and `images_per_minute`."""
@@ -359,12 +441,17 @@ class AsyncImageGenerationModel(ImageGenerationModel):
         longest_wait: float | None = None,
         on_retry: Callable[[RequestError, int], None] | None = None,
         images: int | None = None,
+        cost: RequestCost[T] | None = None,
     ) -> T:
         """`_call` with its knobs: `timeout` per attempt (`None`: none), transient faults
         retried `max_retries` times or, when `patient`, without end, waits capped at
-        `longest_wait`, `on_retry` told of each failed attempt that is retried, and
-        `images` the images each attempt asks for (`None`: not a generation request,
-        which the rate limits do not count)."""
+        `longest_wait`, `on_retry` told of each failed attempt that is retried, `images`
+        the images each attempt asks for (`None`: not a generation request, which the
+        rate limits do not count) and `cost` what each attempt costs (reserved in the
+        model's budget before it is sent: `None` for a request that is not a generation).
+        An attempt the server answered with an error costs nothing; one whose outcome is
+        not known (a timeout, a lost connection) or whose answer has no cost counts the
+        most it could cost."""
         limits = self._rate_limits()
         slots = self._on_loop(
             f"slots-{self.max_concurrency}", lambda: asyncio.Semaphore(self.max_concurrency)
@@ -379,9 +466,16 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                     unsent.pop().started()
                 async with slots:
                     if self._refusal is not None:
-                        # Refused credentials or model: no other request is sent to the
-                        # same end until the model is loaded again.
-                        raise RequestRefused(*self._refusal.args)
+                        # Refused credentials or model, or the budget: no other request
+                        # is sent to the same end until the model is loaded again.
+                        raise type(self._refusal)(*self._refusal.args)
+                    budget = self._budget if images is not None else None
+                    try:
+                        reserved = await self._reserve(budget, cost)
+                    except RequestRefused as refusal:
+                        self._refusal = refusal
+                        raise
+                    spent = reserved
                     if images is not None:
                         wait = limits.reserve(images)
                         while wait > 0:
@@ -389,11 +483,17 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                             wait = limits.paused_for()
                     try:
                         if timeout is None:
-                            return await request()
-                        return await asyncio.wait_for(request(), timeout)
+                            result = await request()
+                        else:
+                            result = await asyncio.wait_for(request(), timeout)
+                        if cost is not None and reserved is not None:
+                            spent = cost.actual(result)
+                        return result
                     except _Stopped:
                         raise
                     except Exception as exc:
+                        if status_code(exc) is not None:
+                            spent = 0.0
                         error = self._final_error(exc, attempt + 1)
                         retry = patient or attempt < self.max_retries
                         if not isinstance(error, RequestRefused) and retry and self._transient(exc):
@@ -410,6 +510,9 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                             failure = error
                         if isinstance(error, RequestRefused):
                             self._refusal = error
+                    finally:
+                        if budget is not None and reserved is not None:
+                            budget.settle(reserved, reserved if spent is None else spent)
             if failure is not None:
                 # Raised outside the handler: the original error, which may hold a
                 # secret, is not kept as its context.
@@ -433,9 +536,13 @@ class AsyncImageGenerationModel(ImageGenerationModel):
 
         Each request comes with the part that stands for its images if it fails (`images`
         of `None`, plus keys such as the seed); a failed request's part gets its error, so
-        only its images' rows fail. Raises the first error when every request failed.
+        only its images' rows fail. Raises the first error when every request failed, and
+        `BudgetReached` when a request met it.
         """
         results = await asyncio.gather(*(job for _, job in requests), return_exceptions=True)
+        over = next((result for result in results if isinstance(result, BudgetReached)), None)
+        if over is not None:
+            raise over  # the run stops before the input, rather than record it failed
         if all(isinstance(result, BaseException) for result in results):
             raise results[0]  # type: ignore[misc]
         answer: Answer = []

@@ -27,7 +27,8 @@ class InferenceEndpointsImageGeneration(AsyncImageEditingModel):
     reproduced. The image bytes are kept as the server sent them (no decode, no
     re-encode). `generation_kwargs` go in the request's `parameters` (`width`, `height`,
     `negative_prompt`, `num_inference_steps`, `guidance_scale`, ...). Each image's raw
-    output holds its seed; its statistics the request's latency and the image's size.
+    output holds its seed; its statistics the request's latency, the image's size and,
+    with `price_per_image` set, its cost in US dollars (`cost_usd`).
 
     It edits too (an `ImageEditingModel`), through image-to-image inference: one image
     per input, the instruction as the `prompt` parameter, seeds as for generation. An
@@ -143,8 +144,11 @@ class InferenceEndpointsImageGeneration(AsyncImageEditingModel):
             image = await self._request(task, inputs, parameters)
             return image, time.perf_counter() - started
 
-        image, latency = await self._call(request)
-        statistics = {"latency_s": latency, "image_bytes": len(image)}
+        cost = self._request_cost("", 1, parameters)  # priced per image: no prompt needed
+        image, latency = await self._call(request, cost=cost)
+        statistics: dict[str, Any] = {"latency_s": latency, "image_bytes": len(image)}
+        if self.price_per_image is not None:
+            statistics["cost_usd"] = self.price_per_image
         return [{"images": [image], "seed": parameters["seed"], "statistics": statistics}]
 
     async def _request(self, task: str, inputs: str | bytes, parameters: dict[str, Any]) -> bytes:

@@ -15,7 +15,8 @@ from imagetask._extras import require
 from imagetask.config import Secret, Url
 from imagetask.errors import ConfigError
 from imagetask.models._base import Answer, AsyncImageEditingModel, EditInput, SourceImage
-from imagetask.models._prices import request_cost
+from imagetask.models._budget import RequestCost
+from imagetask.models._prices import most_request_cost, request_cost
 
 if TYPE_CHECKING:
     import openai
@@ -104,8 +105,9 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
     time (1 for DALL-E 3, 10 otherwise). `b64_json` answers are used as they are; `url` answers are
     downloaded. Each image's raw output keeps `revised_prompt` and the `seed` sent;
     its statistics hold the request's latency, the image's size in bytes, the
-    request's token usage and, for the models `imagetask.models._prices` lists, the
-    image's share of the request's estimated cost in US dollars (`cost_usd`).
+    request's token usage and, for the models `imagetask.models._prices` lists or with
+    `price_per_image` set (which overrides the table), the image's share of the
+    request's estimated cost in US dollars (`cost_usd`).
 
     It edits too (an `ImageEditingModel`): `edit` posts each input's images (up to 16),
     optional mask and prompt to `/v1/images/edits` as multipart form data (`image` for one
@@ -189,6 +191,23 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
         openai = require("openai", "openai", type(self).__name__)
         return isinstance(exc, openai.APIStatusError) and super()._refused(exc)
 
+    def _most_cost(
+        self, prompt: str, images: int, kwargs: dict[str, Any], edit: bool
+    ) -> float | None:
+        if self.price_per_image is not None:
+            return self.price_per_image * images
+        return most_request_cost(self.model, prompt, images, kwargs, edit=edit)
+
+    def _each_image_cost(
+        self, usage: dict[str, Any], count: int, kwargs: dict[str, Any]
+    ) -> float | None:
+        """Each image's share of what a request for `count` images cost, from its
+        answer's `usage` (`None`: not known)."""
+        if self.price_per_image is not None:
+            return self.price_per_image
+        cost = request_cost(self.model, usage, count, kwargs)
+        return None if cost is None else cost / count
+
     def _per_request(self) -> int:
         if self.images_per_request is not None:
             return self.images_per_request
@@ -251,13 +270,18 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
             response = await send(**params)
             return response, time.perf_counter() - started
 
-        response, latency = await self._call(request, images=count)
+        def actual(answer: tuple[Any, float]) -> float | None:
+            each = self._each_image_cost(_token_counts(answer[0].usage), count, kwargs)
+            return None if each is None else each * count
+
+        most = self._most_cost(prompt, count, kwargs, edit is not None)
+        response, latency = await self._call(request, count, RequestCost(most, actual))
         data = response.data or []
         if len(data) != count:
             raise ValueError(f"the server returned {len(data)} image(s) for n={count}")
         usage = _token_counts(response.usage)
-        cost = request_cost(self.model, usage, count, kwargs)
-        share = {} if cost is None else {"cost_usd": cost / count}
+        each = self._each_image_cost(usage, count, kwargs)
+        share = {} if each is None else {"cost_usd": each}
         answer: Answer = []
         for item in data:
             if item.b64_json is not None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from imagetask._durable import write_atomic
 from imagetask.io._parquet import DATA
 from imagetask.io._run_folder import SUMMARY
+from imagetask.outcome import Cost
 
 if TYPE_CHECKING:
     from imagetask.io._checkpoint import Checkpoint
@@ -40,6 +41,8 @@ def dataset_card(task: RunnableTask, done: Checkpoint, output: Path) -> str:
     """The text of the dataset card of the run in `output` that `done` records."""
     model = task.image_generation_model
     generations = done.rows_in * task.num_generations
+    images = generations - done.failed
+    cost = Cost(done.cost_usd, done.priced_images).describe(images)
     status = "complete" if done.complete else "not complete (resume it to go on)"
     return (
         f"# {output.name or 'imagetask output'}\n\n"
@@ -48,8 +51,10 @@ def dataset_card(task: RunnableTask, done: Checkpoint, output: Path) -> str:
         f"{task.num_generations} generation(s) per input row.\n\n"
         "| input rows | output rows | images | failed generations | run |\n"
         "| --- | --- | --- | --- | --- |\n"
-        f"| {done.rows_in:,} | {done.rows_out:,} | {generations - done.failed:,} | "
+        f"| {done.rows_in:,} | {done.rows_out:,} | {images:,} | "
         f"{done.failed:,} | {status} |\n\n"
+        f"Estimated cost of the images, from the backend's prices: {cost}"
+        f"{' (the backend has no prices)' if not done.priced_images else ''}.\n\n"
         "The task's configuration is in `run.json`; failed generations have a null image "
         f"and their error in `{task.output_schema.metadata}`."
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from imagetask.build._columnar import ArrowOutput
-from imagetask.errors import RunStopped
+from imagetask.errors import BudgetReached, RunStopped
 from imagetask.io._checkpoint import RetryMark
 from imagetask.io._jsonl import ParquetSink, open_sink
 from imagetask.run._images import image_paths
@@ -164,6 +164,13 @@ def _made_again(state: RunState, chunk: list[Unit], workers: Workers) -> list[Un
         )
         workers.submit(batch.generate).result()
         refusal = batch.refusal()
+        if isinstance(refusal, BudgetReached):
+            state.ended = "budget"
+            raise RunStopped(
+                f"making the failed generations again: {refusal}; the output is as it "
+                "was: to go on, run again with resume and a larger max_cost "
+                "(--resume --max-cost USD)"
+            )
         if refusal is not None:
             state.ended = "refused"
             raise RunStopped(
@@ -172,6 +179,7 @@ def _made_again(state: RunState, chunk: list[Unit], workers: Workers) -> list[Un
                 "run again with resume (--resume)"
             )
         output = batch.finish()
+        state.add_cost(batch.cost())
         made = output.table.to_pylist() if isinstance(output, ArrowOutput) else output.rows
         per_unit = 1 if schema.grouped else count
         for number, index in enumerate(positions):

@@ -15,10 +15,14 @@ moment loses nothing and repeats nothing; a finished run goes on the same way wh
 input grew. A new run stopped before it recorded a row removes its checkpoint and output.
 
 A run stops early, its batches before written and recorded, when the model refuses a
-request in a way no retry changes (the batch that met it is not written) or when
-`max_consecutive_failures` generations in a row failed. `retry_failed` makes the failed
-generations of the rows done again (`imagetask.run._retry`): the output with them replaced is
-written beside the old one, in `.retry/`, checkpointed as it goes, and then takes its place.
+request in a way no retry changes (the batch that met it is not written), when
+`max_consecutive_failures` generations in a row failed, or before a request whose most
+possible cost would take the run's estimated cost past `max_cost` (the model reserves
+each request's most in a `CostBudget` before sending it; the budget is for the whole
+run, its earlier sessions' cost counted, and the batch that met it is not written).
+`retry_failed` makes the failed generations of the rows done again
+(`imagetask.run._retry`): the output with them replaced is written beside the old one,
+in `.retry/`, checkpointed as it goes, and then takes its place.
 
 This module is the loop: the input read (`_input`), batches started on workers and
 written in order into the run's folder (`_state`), the run's record written when it ends
@@ -54,6 +58,7 @@ from imagetask.io._checkpoint import CHECKPOINT, RowsDigest, row_digest
 from imagetask.io._jsonl import OUTPUT_FORMATS, OutputFormat
 from imagetask.io._parquet import SHARD_BYTES
 from imagetask.io._readers import Reader
+from imagetask.models._budget import CostBudget
 from imagetask.outcome import RunSummary
 from imagetask.run._input import Numbered, Where, exhausted, numbered, skip_done, total
 from imagetask.run._lock import FolderLock
@@ -94,7 +99,17 @@ def _check_options(
     checkpoint_seconds: Any,
     shard_bytes: Any,
     max_consecutive_failures: Any,
+    max_cost: Any,
 ) -> None:
+    if max_cost is not None and (
+        isinstance(max_cost, bool)
+        or not isinstance(max_cost, (int, float))
+        or not math.isfinite(max_cost)
+        or max_cost < 0
+    ):
+        raise ConfigError(
+            f"run: max_cost={max_cost!r}: expected None or a number of US dollars >= 0"
+        )
     failures = max_consecutive_failures
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         raise ConfigError(
@@ -134,6 +149,7 @@ def run(
     max_consecutive_failures: int = 50,
     retry_failed: bool = False,
     overwrite: bool = False,
+    max_cost: float | None = None,
 ) -> RunSummary:
     """Runs `task` over `rows` into `output_dir`; see the module's docstring.
 
@@ -150,7 +166,10 @@ def run(
     refuses in a way no retry changes, and once `max_consecutive_failures` generations
     failed in a row (0: never). With `resume`, `retry_failed` first makes the failed
     generations of the rows done again. `overwrite` deletes a run the folder holds (its
-    output, artifacts, checkpoint) and starts afresh.
+    output, artifacts, checkpoint) and starts afresh. With `max_cost` (US dollars), no
+    request is sent that could take the run's estimated cost, its earlier sessions'
+    included, past it: the run stops (`RunStopped`) before the batch that met it; the
+    model must price its requests (OpenAI's image models, or `price_per_image`).
     The run holds an exclusive lock on `output_dir` and works on a copy of `task` (its
     `output_dir` set to the folder): the caller's task is left as it was.
 
@@ -161,7 +180,13 @@ def run(
     `RunInterrupted` on Ctrl-C.
     """
     _check_options(
-        format, limit, batches_in_flight, checkpoint_seconds, shard_bytes, max_consecutive_failures
+        format,
+        limit,
+        batches_in_flight,
+        checkpoint_seconds,
+        shard_bytes,
+        max_consecutive_failures,
+        max_cost,
     )
     if overwrite and resume:
         raise ConfigError("run: overwrite=True starts afresh and resume=True goes on: choose one")
@@ -178,7 +203,9 @@ def run(
     if hasattr(task, "output_dir"):
         task.set_runtime_parameters({"output_dir": str(output)})
     lock = FolderLock(output)
+    budget = None if max_cost is None else CostBudget(float(max_cost))
     try:
+        _use_budget(task.image_generation_model, budget)
         _tell_start(task.image_generation_model, output)
         task.load()
         try:
@@ -196,6 +223,8 @@ def run(
                 retry_failed=retry_failed,
                 max_consecutive_failures=max_consecutive_failures,
             )
+            if budget is not None:
+                budget.count_spent(state.checkpoint.cost_usd)
             try:
                 return _stream(state, rows, limit, progress, batches_in_flight, started)
             except BaseException:
@@ -206,7 +235,23 @@ def run(
         finally:
             task.unload()
     finally:
+        if budget is not None:
+            _use_budget(task.image_generation_model, None)
         lock.release()
+
+
+def _use_budget(model: object, budget: CostBudget | None) -> None:
+    """Gives `model` the run's budget (`None`: takes it back); raises `ConfigError` for a
+    model that cannot keep to one."""
+    use_budget = getattr(model, "use_budget", None)
+    if not callable(use_budget):
+        if budget is None:
+            return
+        raise ConfigError(
+            f"run: max_cost: {type(model).__name__} does not price its requests one by one, "
+            "so it cannot keep to a budget"
+        )
+    use_budget(budget)
 
 
 def _tell_start(model: object, output: Path) -> None:

@@ -22,7 +22,7 @@ import msgspec
 from imagetask._durable import fsync_dir
 from imagetask._extras import require
 from imagetask.build._columnar import ArrowOutput
-from imagetask.errors import RunError, RunStopped, SinkError
+from imagetask.errors import BudgetReached, RunError, RunStopped, SinkError
 from imagetask.io._checkpoint import (
     CHECKPOINT,
     VERSION,
@@ -35,7 +35,7 @@ from imagetask.io._identity import UrlDigests, output_identity
 from imagetask.io._jsonl import JsonlSink, OutputFormat, ParquetSink, empty_state, open_sink
 from imagetask.io._parquet import DATA, STAGING
 from imagetask.io._run_folder import SUMMARY, RunFolder
-from imagetask.outcome import BatchOutput, Ending, RunSummary
+from imagetask.outcome import BatchOutput, Cost, Ending, RunSummary
 from imagetask.run._images import ImageSync, image_paths
 from imagetask.run._record import dataset_card
 from imagetask.run._streak import FailureStreak
@@ -207,6 +207,13 @@ class RunState:
         """Writes a generated batch whole, or raises `SinkError` having written none of it
         (the checkpoint then stays at the batch before)."""
         refusal = batch.refusal()
+        if isinstance(refusal, BudgetReached):
+            self.ended = "budget"
+            raise RunStopped(
+                f"{place.where}: {refusal}; the run stopped before this batch, "
+                f"{self._made()}, at an estimated cost of {self.cost.describe(0)}: to go on, "
+                "run again with resume and a larger max_cost (--resume --max-cost USD)"
+            )
         if refusal is not None:
             self.ended = "refused"
             raise RunStopped(
@@ -237,6 +244,7 @@ class RunState:
             )
             self.images.add(image_paths(rows))
         written = output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
+        cost = self.cost + batch.cost()
         done = self.checkpoint
         # One assignment: a Ctrl-C lands before or after it, never halfway.
         mark = InputMark(done.input.first if done.rows_in else place.first, place.last, place.rows)
@@ -247,6 +255,8 @@ class RunState:
             rows_out=done.rows_out + written,
             failed=done.failed + failed,
             sink=self.sink.state(),
+            cost_usd=cost.usd,
+            priced_images=cost.images,
         )
         if self.due():
             self.save()
@@ -263,6 +273,18 @@ class RunState:
                 "the cause, then make them again with resume and retry_failed "
                 "(--resume --retry-failed)"
             )
+
+    @property
+    def cost(self) -> Cost:
+        """The estimated cost of the images the run recorded, over all its sessions."""
+        return Cost(self.checkpoint.cost_usd, self.checkpoint.priced_images)
+
+    def add_cost(self, cost: Cost) -> None:
+        """Counts `cost` (of images made again by a retry) in the run's cost."""
+        total = self.cost + cost
+        self.checkpoint = msgspec.structs.replace(
+            self.checkpoint, cost_usd=total.usd, priced_images=total.images
+        )
 
     def _made(self) -> str:
         done = self.checkpoint
@@ -407,6 +429,8 @@ class RunState:
             seconds=state.seconds,
             resumed_from=self.resumed_from,
             complete=state.complete,
+            cost_usd=state.cost_usd if state.priced_images else None,
+            priced_images=state.priced_images,
         )
 
     def close(self) -> None:

@@ -572,9 +572,10 @@ def test_sigkill_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path)
     assert "jobs: 1 submitted, 3 re-attached, 0 running, 4 done | 16 images received" in (
         resumed.stderr
     )
-    assert resumed.stdout.endswith("24 rows in, 24 rows out (24 images, 0 failed) -> " + (
+    assert resumed.stdout.endswith(
+        "24 rows in, 24 rows out (24 images, 0 failed, estimated cost unknown) -> "
         f"{out}/data.jsonl\nbrowse: imagetask gallery {out}\n"
-    ))  # fmt: skip
+    )
 
 
 def test_sigkill_while_a_job_is_created_then_resume(server: BatchServer, tmp_path: Path) -> None:

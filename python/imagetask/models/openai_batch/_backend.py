@@ -21,6 +21,7 @@ import msgspec
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError, RequestError
 from imagetask.models._base import Answer, EditInput
+from imagetask.models._budget import CostBudget
 from imagetask.models._openai_images import OpenAIImageGeneration
 from imagetask.models.openai_batch._journal import Entry, Job, Journal
 
@@ -282,6 +283,15 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         """No slot to spare: a job's requests wait at OpenAI, not for a slot here, so a
         run keeps to `batches_in_flight` jobs instead of submitting more while one runs."""
         return 0
+
+    def use_budget(self, budget: CostBudget | None) -> None:
+        """Refuses a budget: the requests go in batch jobs, which run whole once
+        submitted, so none can be held back when the budget is reached."""
+        if budget is not None:
+            raise ConfigError(
+                f"max_cost: {type(self).__name__} sends its requests in batch jobs, which "
+                "run whole once submitted: run it without max_cost"
+            )
 
     @property
     def jobs_dir(self) -> Path | None:

@@ -60,9 +60,9 @@ def expected_generations(index: int) -> list[str]:
 
 
 def image_files(dom: Node, page: Path) -> list[Path]:
-    """The files the page's <img> elements show, each checked to exist."""
+    """The files the <img> elements of the page's cards show, each checked to exist."""
     files = []
-    for img in dom.find_all("img"):
+    for img in dom.find(tag="main").find_all("img"):
         src = img.attrs["src"]
         assert not urlsplit(src).scheme and not src.startswith("/"), src
         file = Path(os.path.normpath(page.parent / unquote(src)))
@@ -193,15 +193,23 @@ def test_a_large_run_makes_a_small_page_that_loads_lazily(tmp_path: Path) -> Non
     page = build_gallery(tmp_path / "big")
     folder = page.parent
     data = sorted((folder / "index-data").iterdir(), key=lambda path: path.name)
-    assert len(data) == 21  # meta.js and 20 files of 1,000 prompts
+    assert len(data) == 41  # meta.js, 20 files of 1,000 prompts and their 20 details files
     sizes = {path.name: path.stat().st_size for path in data}
-    assert page.stat().st_size < 2_000
-    assert (folder / "gallery.js").stat().st_size + (folder / "gallery.css").stat().st_size < 25_000
+    rows = {name: size for name, size in sizes.items() if name[0].isdigit()}
+    details = {name: size for name, size in sizes.items() if name.startswith("details-")}
+    assert (len(rows), len(details)) == (20, 20)
+    assert page.stat().st_size < 3_000
+    assert (folder / "gallery.js").stat().st_size + (folder / "gallery.css").stat().st_size < 40_000
     assert sizes["meta.js"] < 3_000
     prompt_bytes = sum(len(prompt) for prompt in prompts)
-    # Per row: its prompt, its image's file name (64 + 4 characters) and < 22 bytes of JSON.
-    assert sum(sizes.values()) - sizes["meta.js"] < prompt_bytes + 20_000 * (68 + 22)
-    assert max(size for name, size in sizes.items() if name != "meta.js") < 120_000
+    # Per row: its prompt, its image's file name (64 + 4 characters), its facts (seed and
+    # size, 25 bytes) and < 30 bytes of JSON; the sha256 is the file name's stem.
+    assert sum(rows.values()) < prompt_bytes + 20_000 * (68 + 25 + 30)
+    assert max(rows.values()) < 150_000
+    first_page = ["index.html", "gallery.js", "gallery.css", "icon.png"]
+    loaded = sum((folder / name).stat().st_size for name in first_page)
+    loaded += sizes["meta.js"] + sizes["0.js"]
+    assert loaded < 300_000  # the same for 100,000 prompts: 1,000 rows per data file
     assert sorted(path.name for path in folder.iterdir()) == [
         "gallery.css",
         "gallery.js",

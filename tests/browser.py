@@ -268,6 +268,14 @@ class Chromium:
         pages = [t for t in self.send("Target.getTargets")["targetInfos"] if t["type"] == "page"]
         attached = self.send("Target.attachToTarget", targetId=pages[0]["targetId"], flatten=True)
         self._session = attached["sessionId"]
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            page=True,
+            width=window[0],
+            height=window[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def __enter__(self) -> Chromium:
         return self

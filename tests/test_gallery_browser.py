@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from browser import Chromium, Node, dump_dom, screenshot, static_server
 from gallery_runs import CAT, CAT_ERROR, MOON, MOON_ERRORS, PROMPTS, make_run
+from gallery_screenshots import WINDOW, take
 from PIL import Image
 
 from imagetask import ImageGeneration
@@ -452,3 +453,16 @@ def test_search_highlights_matches_in_any_or_one_column(tmp_path: Path) -> None:
 def status_text(browser: Chromium) -> str:
     text: str = browser.evaluate("document.getElementById('status').textContent")
     return text
+
+
+def test_the_readme_screenshots(tmp_path: Path) -> None:
+    shots = take(tmp_path, tmp_path / "docs")
+    assert [shot.name for shot in shots] == ["gallery.png", "gallery-lightbox.png"]
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for shot in shots:
+        assert f"(docs/{shot.name})" in readme
+        committed = Path(__file__).parent.parent / "docs" / shot.name
+        for picture_file in (shot, committed):
+            with Image.open(picture_file) as picture:
+                assert (picture.format, picture.size) == ("PNG", WINDOW)
+                assert len(picture.convert("RGB").getcolors(1 << 20) or []) > 500

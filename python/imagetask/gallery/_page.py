@@ -4,10 +4,13 @@
 `<run>/gallery/compare.html`, where the same prompts of both runs stand side by side. The
 page (with `gallery.js`, `gallery.css` and `icon.png`) needs no network and opens from
 `file://` as well as from a static server. The rows are kept in `<page>-data/`: `meta.js`
-(the runs, their counts and task) and one script per `CHUNK` prompts, loaded when the page
-shows them. Images are not copied: the page points at the run's artifact files by
-relative path; a run without artifacts gets previews written once into
-`<run>/gallery/thumbs/` (see `imagetask.gallery._thumbnails`).
+(the runs, their counts, task and storage id, the input columns) and per `CHUNK` prompts
+one script of their input columns and images, loaded when the page shows them, and one of
+their images' whole metadata (`details-<i>.js`), loaded when the lightbox shows one.
+Images are not copied: the page points at the run's artifact files by relative path; a
+run without artifacts gets previews written once into `<run>/gallery/thumbs/` (see
+`imagetask.gallery._thumbnails`). Each image carries its SHA-256, with which the page's
+marks (keep / reject) name it for `imagetask select`.
 """
 
 from __future__ import annotations
@@ -247,12 +250,15 @@ class _Reader:
         self.images = RunImages(run)
         self.schema = self.images.schema
         self.root = str(run.path.resolve())
+        self.real_root = os.path.realpath(self.root)
         self.page_folder = page_folder.resolve()
         inputs = run.task.get("input_mappings") or {}
         self.prompt = inputs.get("prompt", "prompt")
         self.models: dict[str, None] = {}
         self.thumbnails: Thumbnails | None = None
         self._urls: dict[str, str] = {}
+        self._folders: dict[str, str] = {}
+        """Folders of image paths -> their real paths."""
 
     def url(self, file: str) -> str:
         """The URL of the file at path `file`, relative to the page's folder."""
@@ -272,10 +278,15 @@ class _Reader:
         that leads elsewhere (absolute, or through `..`) is not shown."""
         if not isinstance(path, str) or not path:
             return None
-        file = os.path.realpath(os.path.join(self.root, path))
-        if os.path.commonpath([file, os.path.realpath(self.root)]) != os.path.realpath(self.root):
-            return None
-        return file if os.path.isfile(file) else None
+        folder, name = os.path.split(os.path.join(self.root, path))
+        real = self._folders.get(folder)
+        if real is None:
+            real = self._folders[folder] = os.path.realpath(folder)
+        file = os.path.join(real, name)
+        if name in ("", ".", "..") or os.path.islink(file):
+            file = os.path.realpath(file)
+        inside = file.startswith(self.real_root + os.sep)
+        return file if inside and os.path.isfile(file) else None
 
     def with_previews(
         self, items: list[Generation | _Preview], pool: ThreadPoolExecutor

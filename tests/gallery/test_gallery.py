@@ -20,11 +20,22 @@ import pytest
 from PIL import Image
 
 from imagetask import ImageGeneration, RunInterrupted
+from imagetask.build._schema import OutputSchema
 from imagetask.cli import main
 from imagetask.errors import ReadError
-from imagetask.gallery._page import Entry, Generation, build_gallery, compare_entries, view_run
+from imagetask.gallery._page import (
+    Entry,
+    Generation,
+    as_text,
+    build_gallery,
+    compare_entries,
+    facts_of,
+    readable,
+    view_run,
+)
 from imagetask.gallery._thumbnails import Thumbnails
 from imagetask.io._run_folder import ImagePayload, image_payload, open_run
+from imagetask.models import PlaceholderImageGeneration
 from tests.support.gallery_runs import (
     CAT,
     CAT_ERROR,
@@ -76,21 +87,35 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def shown(generation: Generation) -> tuple[str | None, str | None]:
+    return generation.image, generation.error
+
+
 def test_a_run_with_artifacts_points_at_its_files(artifacts_run: Path) -> None:
     run = open_run(artifacts_run)
     view = view_run(run, artifacts_run / "gallery")
     rows = rows_of(artifacts_run)
     assert len(rows) == 2 * len(PROMPTS)
     assert [entry.prompt for entry in view.entries] == PROMPTS
+    assert [entry.inputs for entry in view.entries] == [{"prompt": p} for p in PROMPTS]
     assert (view.name, view.models, view.thumbnails) == ("with-artifacts", ("placeholder",), None)
     assert (len(view.entries), view.images, view.failures) == (12, 21, 3)
+    assert view.columns == ["prompt"]
     for index, entry in enumerate(view.entries):
-        expected = []
         for k, error in enumerate(expected_errors(index)):
             row = rows[2 * index + k]
-            image = None if error else "../" + row["image_path"]
-            expected.append(Generation(image, error))
-        assert entry.generations == tuple(expected)
+            generation = entry.generations[k]
+            metadata = row["distilabel_metadata"]
+            assert json.loads(generation.details) == metadata
+            if error:
+                assert (shown(generation), generation.sha256) == ((None, error), None)
+                assert generation.facts == {}
+                continue
+            data = base64.b64decode(row["image"])
+            assert shown(generation) == ("../" + row["image_path"], None)
+            assert generation.sha256 == hashlib.sha256(data).hexdigest()
+            assert generation.facts == {"seed": 0, "bytes": len(data)}
+            assert metadata["statistics_image_generation_0"] == {"image_bytes": len(data)}
     for entry in view.entries:
         for generation in entry.generations:
             if generation.image is not None:
@@ -131,6 +156,7 @@ def test_parquet_run_reads_like_the_jsonl_run(tmp_path: Path) -> None:
     parquet = view_run(open_run(tmp_path / "parquet"), tmp_path / "parquet" / "gallery")
     assert open_run(tmp_path / "parquet").format == "parquet"
     assert parquet.entries == jsonl.entries
+    assert parquet.entries[0].generations[0].facts["seed"] == 0
     assert (parquet.images, parquet.failures) == (21, 3)
 
 
@@ -195,17 +221,19 @@ def test_mapped_columns_and_a_run_under_way(tmp_path: Path) -> None:
     assert run.complete is False
     view = view_run(run, tmp_path / "run" / "gallery")
     sun = rows_of(tmp_path / "run")[1]["file"]
-    assert view.entries == (
-        Entry(
-            "a moon",
-            (
-                Generation(
-                    None, "image 0 of the model's answer is missing: the server said 503: try later"
-                ),
-            ),
-        ),
-        Entry("a sun", (Generation("../" + sun),)),
-    )
+    assert [(entry.prompt, entry.inputs) for entry in view.entries] == [
+        ("a moon", {"caption": "a moon"}),
+        ("a sun", {"caption": "a sun"}),
+    ]
+    assert [[shown(g) for g in entry.generations] for entry in view.entries] == [
+        [(None, "image 0 of the model's answer is missing: the server said 503: try later")],
+        [("../" + sun, None)],
+    ]
+    data = (tmp_path / "run" / sun).read_bytes()
+    assert view.entries[1].generations[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert json.loads(view.entries[1].generations[0].details)["statistics_image_generation_0"] == {
+        "image_bytes": len(data)
+    }
 
 
 def test_a_missing_image_file_is_shown_as_a_failure(tmp_path: Path, artifacts_run: Path) -> None:
@@ -215,10 +243,12 @@ def test_a_missing_image_file_is_shown_as_a_failure(tmp_path: Path, artifacts_ru
     lines = [json.dumps({**row, "image": None}) for row in rows]
     (run / "data.jsonl").write_text("\n".join(lines) + "\n")
     view = view_run(open_run(run), run / "gallery")
-    assert view.entries[0].generations[0] == Generation(
-        None, f"the image file is missing: {rows[0]['image_path']}"
-    )
-    assert view.entries[0].generations[1] == Generation("../" + rows[1]["image_path"])
+    missing, present = view.entries[0].generations
+    assert shown(missing) == (None, f"the image file is missing: {rows[0]['image_path']}")
+    assert missing.sha256 is None
+    assert shown(present) == ("../" + rows[1]["image_path"], None)
+    data = (run / rows[1]["image_path"]).read_bytes()
+    assert present.sha256 == hashlib.sha256(data).hexdigest()
     assert (view.images, view.failures) == (20, 4)
 
 
@@ -328,6 +358,9 @@ def test_data_files_of_the_page(tmp_path: Path, artifacts_run: Path) -> None:
         "0.js",
         "1.js",
         "2.js",
+        "details-0.js",
+        "details-1.js",
+        "details-2.js",
         "meta.js",
     ]
     html = page.read_text()
@@ -335,16 +368,22 @@ def test_data_files_of_the_page(tmp_path: Path, artifacts_run: Path) -> None:
     assert "default-src 'none'; script-src 'self'; img-src 'self'; style-src 'self'" in html
     [meta] = script_data(folder / "index-data" / "meta.js", "meta")
     task = json.loads((run / "run.json").read_text())["task"]
+    key = json.loads((run / "checkpoint.json").read_text())["urls"]["key"]
+    run_id = hashlib.sha256(f"imagetask gallery run\0with-artifacts\0{key}".encode()).hexdigest()
     assert meta == {
-        "version": 1,
+        "version": 2,
         "data": "index-data",
         "chunk_size": 5,
         "entries": 12,
         "chunks": [[5, 1], [5, 0], [2, 1]],
         "matched": 12,
+        "columns": ["prompt"],
+        "prompt": "prompt",
+        "marks": True,
         "runs": [
             {
                 "name": "with-artifacts",
+                "id": run_id[:32],
                 "task": "image_generation_0",
                 "models": ["placeholder"],
                 "format": "jsonl",
@@ -360,20 +399,34 @@ def test_data_files_of_the_page(tmp_path: Path, artifacts_run: Path) -> None:
     }
     rows = rows_of(run)
     entries = []
+    details = []
     for index in range(3):
         chunk, data = script_data(folder / "index-data" / f"{index}.js", "chunk")
         assert chunk == index
         entries.extend(data)
-    assert [entry[0] for entry in entries] == PROMPTS
+        chunk, data = script_data(folder / "index-data" / f"details-{index}.js", "details")
+        assert chunk == index
+        details.extend(data)
+    assert [entry[0] for entry in entries] == [[prompt] for prompt in PROMPTS]
     for index, (_, generations) in enumerate(entries):
         expected: list[list[Any]] = []
         for k, error in enumerate(expected_errors(index)):
-            name = Path(rows[2 * index + k]["image_path"] or "").name
-            expected.append([error] if error else [0, name])
+            row = rows[2 * index + k]
+            if error:
+                expected.append([None, None, {}, error])
+            else:
+                name = Path(row["image_path"]).name
+                size = row["distilabel_metadata"]["statistics_image_generation_0"]["image_bytes"]
+                expected.append([0, name, {"seed": 0, "bytes": size}])
         assert generations == expected
+        assert details[index] == [[rows[2 * index + k]["distilabel_metadata"] for k in (0, 1)]]
     # A rebuild replaces the data files: none is left from the larger layout.
     build_gallery(run)
-    assert sorted(path.name for path in (folder / "index-data").iterdir()) == ["0.js", "meta.js"]
+    assert sorted(path.name for path in (folder / "index-data").iterdir()) == [
+        "0.js",
+        "details-0.js",
+        "meta.js",
+    ]
 
 
 def test_compare_page_data(tmp_path: Path, artifacts_run: Path) -> None:
@@ -389,16 +442,20 @@ def test_compare_page_data(tmp_path: Path, artifacts_run: Path) -> None:
         ("with-artifacts", 12, 21, 3),
         ("b", 7, 13, 1),
     ]
+    assert meta["marks"] is False
     _, entries = script_data(folder / "compare-data" / "0.js", "chunk")
-    assert [entry[0] for entry in entries] == [*PROMPTS, "only in b"]
+    assert [entry[0] for entry in entries] == [[p] for p in [*PROMPTS, "only in b"]]
     assert [entry[2] is None for entry in entries] == [True] * 6 + [False] * 7
     assert entries[12][1] is None
-    assert entries[CAT][2][1] == [CAT_ERROR]
+    assert entries[CAT][2][1] == [None, None, {}, CAT_ERROR]
     b_rows = rows_of(tmp_path / "b")
-    assert entries[6][2] == [
+    assert [generation[:2] for generation in entries[6][2]] == [
         [0, hashlib.sha256(base64.b64decode(b_rows[k]["image"])).hexdigest() + ".png"]
         for k in (0, 1)
     ]
+    _, details = script_data(folder / "compare-data" / "details-0.js", "details")
+    assert details[12][0] is None
+    assert details[6][1] == [b_rows[k]["distilabel_metadata"] for k in (0, 1)]
     assert (tmp_path / "b" / "gallery" / "thumbs").is_dir()
 
 
@@ -496,6 +553,7 @@ def test_an_empty_run(tmp_path: Path) -> None:
     [meta] = script_data(page.parent / "index-data" / "meta.js", "meta")
     assert (meta["entries"], meta["chunks"], meta["runs"][0]["rows"]) == (0, [], 0)
     assert sorted(path.name for path in (page.parent / "index-data").iterdir()) == ["meta.js"]
+    assert (meta["columns"], meta["marks"]) == ([], True)
     with pytest.raises(ValueError, match=r"^chunk must be at least 1, got 0$"):
         build_gallery(tmp_path / "run", chunk=0)
 
@@ -515,10 +573,10 @@ def test_an_image_path_outside_the_run_is_not_shown(tmp_path: Path, artifacts_ru
     (run / "data.jsonl").write_text("\n".join(lines) + "\n")
     view = view_run(open_run(run), run / "gallery")
     first = view.entries[0].generations
-    assert first == (
-        Generation(None, "the image file is missing: ../secret.png"),
-        Generation(None, f"the image file is missing: {outside}"),
-    )
+    assert [(*shown(g), g.sha256) for g in first] == [
+        (None, "the image file is missing: ../secret.png", None),
+        (None, f"the image file is missing: {outside}", None),
+    ]
 
 
 def test_an_interrupted_parquet_run_shows_its_checkpointed_rows(tmp_path: Path) -> None:
@@ -672,3 +730,89 @@ def test_a_run_json_nested_past_the_parser_is_one_line(
     assert capsys.readouterr().err == (
         f"imagetask: error: {record}: nested too deeply: not written by imagetask\n"
     )
+
+
+def test_facts_of_the_metadata_the_backends_write() -> None:
+    schema = OutputSchema.of_dump({"name": "t"})
+    openai = {
+        "raw_output_t": {"images": ["sha256:ab"], "revised_prompt": "a red cat", "seed": 7},
+        "statistics_t": {
+            "latency_s": 2.5,
+            "image_bytes": 1234,
+            "images_in_request": 2,
+            "input_tokens": 10,
+            "output_tokens": 4160,
+            "total_tokens": 4170,
+            "input_tokens_details": {"text_tokens": 10},
+            "cost_usd": 0.02,
+        },
+    }
+    assert facts_of(openai, schema) == {
+        "seed": 7,
+        "revised_prompt": "a red cat",
+        "latency_s": 2.5,
+        "bytes": 1234,
+        "tokens": 4170,
+        "cost_usd": 0.02,
+    }
+    usage = {"raw_output_t": {"usage": {"input_tokens": 3, "output_tokens": 5}}}
+    assert facts_of(usage, schema) == {"tokens": 8}
+    assert facts_of({"statistics_t": {"latency_ms": 1500}}, schema) == {"latency_s": 1.5}
+    wrong = {"raw_output_t": {"seed": "7", "revised_prompt": 3}, "statistics_t": {"cost_usd": True}}
+    assert facts_of(wrong, schema) == {}
+    assert facts_of({"raw_output_t": "text", "statistics_t": [1]}, schema) == {}
+
+
+def test_readable_values() -> None:
+    long = "x" * 2001
+    assert readable({"a": None, "b": b"\x00" * 2048, "c": [1, 2.5, True], "d": long}) == {
+        "b": "(2,048 bytes)",
+        "c": [1, 2.5, True],
+        "d": "x" * 200 + "\N{HORIZONTAL ELLIPSIS} (2,001 characters)",
+    }
+    assert readable(Path("p")) == "p"
+    assert as_text("text") == "text"
+    assert as_text(3) == "3"
+    assert as_text({"style": ["a", None]}) == '{"style": ["a", null]}'
+    assert as_text({"bytes": b"abc", "path": "in/cat.png"}) == "in/cat.png"
+    assert as_text({"bytes": b"abc", "path": None}) == "(3 bytes)"
+
+
+def test_an_image_not_named_by_its_hash_carries_its_sha256(
+    tmp_path: Path, artifacts_run: Path
+) -> None:
+    run = copy_run(artifacts_run, tmp_path)
+    rows = rows_of(run)
+    first = run / rows[0]["image_path"]
+    renamed = first.with_name("first picture.png")
+    first.rename(renamed)
+    rows[0] = {**rows[0], "image": None, "image_path": str(renamed.relative_to(run))}
+    (run / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    page = build_gallery(run)
+    _, entries = script_data(page.parent / "index-data" / "0.js", "chunk")
+    sha = hashlib.sha256(renamed.read_bytes()).hexdigest()
+    size = len(renamed.read_bytes())
+    assert entries[0][1][0] == [0, "first%20picture.png", {"seed": 0, "bytes": size}, None, sha]
+    assert entries[0][1][1][1] == Path(rows[1]["image_path"]).name  # its stem is its sha256
+
+
+def test_input_columns_are_shown_and_searchable(tmp_path: Path) -> None:
+    task = ImageGeneration(
+        image_generation_model=PlaceholderImageGeneration(size="4x4"), num_generations=1
+    )
+    rows = [
+        {"prompt": "a cat", "style": "oil", "id": 3, "tags": ["x"]},
+        {"prompt": "a dog", "style": "ink", "extra": None},
+    ]
+    task.run(rows, tmp_path / "run")
+    page = build_gallery(tmp_path / "run")
+    [meta] = script_data(page.parent / "index-data" / "meta.js", "meta")
+    assert (meta["columns"], meta["prompt"]) == (
+        ["prompt", "style", "id", "tags", "extra"],
+        "prompt",
+    )
+    _, entries = script_data(page.parent / "index-data" / "0.js", "chunk")
+    assert [entry[0] for entry in entries] == [
+        ["a cat", "oil", "3", '["x"]'],
+        ["a dog", "ink", None, None, "null"],
+    ]

@@ -1,6 +1,7 @@
 """From a run to a published dataset: the marks file the gallery page exports
 (`_marks`), a run narrowed to the images chosen (`_select`, reading a run's images with
-`_images`), and a finished run's dataset sent to the Hugging Face Hub (`_publish`)."""
+`imagetask.io._run_images`), and a finished run's dataset sent to the Hugging Face Hub
+(`_publish`)."""
 
 from imagetask.curate._marks import Mark, Marks, read_marks, write_marks
 from imagetask.curate._publish import Published, PublishFile, dataset_files, publish

@@ -21,10 +21,10 @@ from typing import Any
 
 from imagetask._extras import require
 from imagetask.build._schema import features
-from imagetask.curate._images import RunImages
 from imagetask.errors import ConfigError, ReadError, RequestError
 from imagetask.io._card import DatasetCard
 from imagetask.io._run_folder import RunFolder
+from imagetask.io._run_images import RunImages
 
 __all__ = ["PublishFile", "Published", "dataset_files", "describe_run", "publish"]
 

@@ -34,12 +34,12 @@ from typing import Any
 
 from imagetask._durable import write_atomic
 from imagetask._extras import require
-from imagetask.curate._images import Generation, RunImages
 from imagetask.curate._marks import Marks, read_marks
 from imagetask.errors import ConfigError, ReadError, RunError
 from imagetask.io._jsonl import JsonlSink
 from imagetask.io._parquet import DATA, ParquetSink
 from imagetask.io._run_folder import SUMMARY, RunFolder, RunRow, open_run
+from imagetask.io._run_images import GeneratedImage, RunImages
 
 __all__ = ["Selection", "Where", "select"]
 
@@ -169,7 +169,7 @@ class _Writer:
         else:
             self.sink = JsonlSink(output)
 
-    def add(self, row: dict[str, Any], kept: Sequence[Generation], where: str) -> None:
+    def add(self, row: dict[str, Any], kept: Sequence[GeneratedImage], where: str) -> None:
         """Queues `row` for writing and copies the files of its `kept` generations."""
         for generation in kept:
             if generation.path is not None and generation.path not in self.copied:

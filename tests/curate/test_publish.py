@@ -28,7 +28,6 @@ from tests.support.gallery_runs import MOON, PROMPTS, make_run
 
 REPO = "someone/pictures"
 TOKEN = "hf_loopback_token_123"
-PYTHONPATH = str(Path(__file__).resolve().parents[2] / "python")
 
 
 @dataclass
@@ -146,7 +145,6 @@ def loopback_hub() -> Iterator[Hub]:
 def imagetask(*args: str, hub: Hub | None = None, home: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "PYTHONPATH": PYTHONPATH,
         "HF_HOME": str(home),
         "HF_TOKEN": TOKEN,
         "HF_HUB_DISABLE_XET": "1",

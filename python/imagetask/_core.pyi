@@ -45,14 +45,14 @@ class RowBuilder:
 
     `inputs` and `outputs` are `(task name, dataset column)` pairs; the first input is the
     prompt column of the native path, and `outputs` are the columns written on every row
-    besides `model_name_column`. A `num_generations` outside 1..`MAX_GENERATIONS` or no
-    input is a `ConfigError`.
+    besides `model_name_column`; the metadata column and keys are the task's
+    `OutputSchema`'s. A `num_generations` outside 1..`MAX_GENERATIONS` or no input is a
+    `ConfigError`.
     """
 
     def __new__(
         cls,
         *,
-        task_name: str,
         model_name: Any,
         inputs: list[tuple[str, str]],
         outputs: list[tuple[str, str]],
@@ -65,6 +65,10 @@ class RowBuilder:
         pass_invalid_rows: bool,
         model_name_column: str,
         metadata_column: str,
+        raw_output_key: str,
+        raw_input_key: str,
+        statistics_key: str,
+        error_key: str,
     ) -> RowBuilder: ...
     def prepare(
         self,

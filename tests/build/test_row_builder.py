@@ -28,7 +28,6 @@ RAW = "raw_output_image_generation_0"
 def test_the_native_builder_refuses_an_unbounded_count(count: int) -> None:
     with pytest.raises(ValueError, match="num_generations must be between 1 and 10000"):
         _core.RowBuilder(
-            task_name="t",
             model_name="m",
             inputs=[("prompt", "prompt")],
             outputs=[("image", "image")],
@@ -41,6 +40,10 @@ def test_the_native_builder_refuses_an_unbounded_count(count: int) -> None:
             pass_invalid_rows=False,
             model_name_column="model_name",
             metadata_column=META,
+            raw_output_key="raw_output_t",
+            raw_input_key="raw_input_t",
+            statistics_key="statistics_t",
+            error_key="error_t",
         )
 
 

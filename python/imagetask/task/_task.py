@@ -199,7 +199,6 @@ class ImageTask(Configurable, ABC):
         mapped_in = self.input_mappings
         schema = self.output_schema
         return RowBuilder(
-            task_name=schema.task_name,
             model_name=self.image_generation_model.model_name,
             inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
             outputs=[(name, schema.columns[name]) for name in schema.outputs],
@@ -212,6 +211,10 @@ class ImageTask(Configurable, ABC):
             pass_invalid_rows=self.on_invalid_row == "fail",
             model_name_column=schema.model_name,
             metadata_column=schema.metadata,
+            raw_output_key=schema.raw_output,
+            raw_input_key=schema.raw_input,
+            statistics_key=schema.statistics,
+            error_key=schema.error,
         )
 
     def prepare(self, inputs: Iterable[Row]) -> Batch:

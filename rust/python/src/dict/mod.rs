@@ -109,9 +109,10 @@ impl Prepared {
 impl RowBuilder {
     #[new]
     #[pyo3(signature = (
-        *, task_name, model_name, inputs, outputs, num_generations, group_generations,
+        *, model_name, inputs, outputs, num_generations, group_generations,
         add_raw_output, add_raw_input, image_bytes, inline_raw_images, pass_invalid_rows,
-        model_name_column, metadata_column,
+        model_name_column, metadata_column, raw_output_key, raw_input_key, statistics_key,
+        error_key,
     ))]
     #[expect(
         clippy::too_many_arguments,
@@ -119,7 +120,6 @@ impl RowBuilder {
     )]
     pub(crate) fn new(
         py: Python<'_>,
-        task_name: &str,
         model_name: Bound<'_, PyAny>,
         inputs: Vec<(String, String)>,
         outputs: Vec<(String, String)>,
@@ -132,6 +132,10 @@ impl RowBuilder {
         pass_invalid_rows: bool,
         model_name_column: &str,
         metadata_column: &str,
+        raw_output_key: &str,
+        raw_input_key: &str,
+        statistics_key: &str,
+        error_key: &str,
     ) -> PyResult<Self> {
         let n = Generations::new(num_generations).map_err(config_error)?;
         if inputs.is_empty() {
@@ -143,10 +147,10 @@ impl RowBuilder {
             keys: Keys {
                 model_name: interned(py, model_name_column),
                 metadata: interned(py, metadata_column),
-                raw_output: interned(py, &format!("raw_output_{task_name}")),
-                raw_input: interned(py, &format!("raw_input_{task_name}")),
-                statistics: interned(py, &format!("statistics_{task_name}")),
-                error: interned(py, &format!("error_{task_name}")),
+                raw_output: interned(py, raw_output_key),
+                raw_input: interned(py, raw_input_key),
+                statistics: interned(py, statistics_key),
+                error: interned(py, error_key),
                 images: interned(py, "images"),
                 answer_statistics: interned(py, "statistics"),
             },

@@ -8,7 +8,6 @@ use crate::testing::{eval, with_python};
 fn builder(py: Python<'_>, n: usize, pass_invalid_rows: bool) -> PyResult<RowBuilder> {
     RowBuilder::new(
         py,
-        "t",
         PyString::new(py, "model").into_any(),
         vec![("prompt".to_owned(), "prompt".to_owned())],
         vec![("image".to_owned(), "image".to_owned())],
@@ -21,6 +20,10 @@ fn builder(py: Python<'_>, n: usize, pass_invalid_rows: bool) -> PyResult<RowBui
         pass_invalid_rows,
         "model_name",
         "meta",
+        "raw_output_t",
+        "raw_input_t",
+        "statistics_t",
+        "error_t",
     )
 }
 

@@ -39,6 +39,12 @@ class Configured(Protocol):
     @property
     def output_columns(self) -> list[str]: ...
 
+    @property
+    def image_output(self) -> str: ...
+
+
+_IMAGE_OUTPUTS = {"ImageEditing": "edited_image"}
+"""The image output of the tasks whose image output is not `image`, by class name."""
 
 _DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
 _CACHE = "_output_schema"
@@ -116,9 +122,11 @@ class OutputSchema:
         The `model_name` column and the metadata column.
     raw_output, raw_input, statistics, error:
         The task's own metadata keys (`raw_output_<name>`, ...).
+    image_output:
+        The task's name of its image output (`image`; `edited_image` for `ImageEditing`).
     image, image_path:
-        The image column and the artifact-path column, `None` when the task does not
-        write them.
+        The image column (the image output after `output_mappings`) and the
+        artifact-path column, `None` when the task does not write them.
     grouped:
         Whether the output columns and the metadata hold lists, one item per generation.
     add_raw_output, add_raw_input:
@@ -134,6 +142,7 @@ class OutputSchema:
     raw_input: str
     statistics: str
     error: str
+    image_output: str
     image: str | None
     image_path: str | None
     grouped: bool
@@ -152,9 +161,11 @@ class OutputSchema:
         group_generations: bool,
         add_raw_output: bool = True,
         add_raw_input: bool = True,
+        image_output: str = "image",
     ) -> OutputSchema:
         """The schema of a configuration: `outputs` the task's declared outputs,
-        `written` those written on every row besides `model_name`."""
+        `written` those written on every row besides `model_name`, `image_output` the
+        one that holds the image."""
         columns = {name: output_mappings.get(name, name) for name in outputs}
         return cls(
             task_name=task_name,
@@ -166,7 +177,8 @@ class OutputSchema:
             raw_input=f"raw_input_{task_name}",
             statistics=f"statistics_{task_name}",
             error=f"error_{task_name}",
-            image=columns["image"] if "image" in written else None,
+            image_output=image_output,
+            image=columns[image_output] if image_output in written else None,
             image_path=columns["image_path"] if "image_path" in written else None,
             grouped=group_generations,
             add_raw_output=add_raw_output,
@@ -186,6 +198,7 @@ class OutputSchema:
             task.group_generations,
             task.add_raw_output,
             task.add_raw_input,
+            task.image_output,
         )
         cached = task.__dict__.get(_CACHE)
         if cached is not None and cached[0] == key:
@@ -200,16 +213,20 @@ class OutputSchema:
             group_generations=task.group_generations,
             add_raw_output=task.add_raw_output,
             add_raw_input=task.add_raw_input,
+            image_output=task.image_output,
         )
         task.__dict__[_CACHE] = (key, schema)
         return schema
 
     @classmethod
     def of_dump(cls, dump: Mapping[str, Any]) -> OutputSchema:
-        """The schema of an `ImageGeneration` run recorded as `dump` (its `run.json` or
-        checkpoint task), read without importing the task's class; missing fields take
-        their defaults."""
-        outputs = ["image", "image_path", "model_name"]
+        """The schema of an `ImageGeneration` or `ImageEditing` run recorded as `dump`
+        (its `run.json` or checkpoint task), read without importing the task's class;
+        missing fields take their defaults."""
+        type_info = dump.get("type_info")
+        kind = type_info.get("name") if isinstance(type_info, dict) else None
+        image_output = _IMAGE_OUTPUTS.get(str(kind), "image")
+        outputs = [image_output, "image_path", "model_name"]
         mappings = dump.get("output_mappings")
         return cls.build(
             task_name=str(dump.get("name", "")),
@@ -220,6 +237,7 @@ class OutputSchema:
             group_generations=bool(dump.get("group_generations", False)),
             add_raw_output=bool(dump.get("add_raw_output", True)),
             add_raw_input=bool(dump.get("add_raw_input", True)),
+            image_output=image_output,
         )
 
     @property

@@ -91,6 +91,11 @@ class ImageEditing(ImageGeneration):
             mask=mapped.get("mask", "mask") if self.use_mask else None,
         )
 
+    @property
+    def image_inputs(self) -> list[str]:
+        columns = self.columns
+        return [columns.image] if columns.mask is None else [columns.image, columns.mask]
+
     def reader(self) -> ImageReader:
         """The reader of the input images."""
         return ImageReader(self.input_folder, allow_outside=self.allow_outside_paths)

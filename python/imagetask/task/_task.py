@@ -195,6 +195,11 @@ class ImageTask(Configurable, ABC):
         return [column for column in self.outputs if column != "model_name"]
 
     @property
+    def image_inputs(self) -> list[str]:
+        """The input columns that hold images (`ImageEditing`'s sources and mask)."""
+        return []
+
+    @property
     def output_schema(self) -> OutputSchema:
         """The names and types of what this configuration writes (see `imagetask.build._schema`)."""
         return OutputSchema.of(self)

@@ -37,9 +37,13 @@ class EditColumns:
     image: str
     mask: str | None
 
-    def of(self, name: str) -> str:
-        """The column of the task input `name` (`prompt`, `image` or `mask`)."""
-        return {"prompt": self.prompt, "image": self.image, "mask": self.mask or "mask"}[name]
+    @property
+    def by_input(self) -> dict[str, str]:
+        """Each task input read (`prompt`, `image`, and `mask` when read) -> its column."""
+        named = {"prompt": self.prompt, "image": self.image}
+        if self.mask is not None:
+            named["mask"] = self.mask
+        return named
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,11 @@ class EditBatch(Batch):
                 self.records.append(reading)
                 self.rows_sent.append(index)
                 return reading.raw_input
-            raise InputRowError("the row was not read before it was formatted", 0)
+            raise InputRowError(
+                "a row's cells changed while the batch was read (its mapping gives other "
+                "values each time)",
+                len(self.rows_sent),
+            )
 
         super().__init__(
             rows,
@@ -135,15 +143,10 @@ class EditBatch(Batch):
     ) -> EditRecord | InputRowError | None:
         """The row's edit, or why it cannot be read; `None` for a row the builder will
         refuse itself (not a mapping, a column missing)."""
-        columns = self.columns
-        needed = [columns.prompt, columns.image, *([columns.mask] if columns.mask else [])]
-        if not isinstance(row, Mapping) or any(column not in row for column in needed):
+        named = self.columns.by_input
+        if not isinstance(row, Mapping) or any(column not in row for column in named.values()):
             return None
-        view = {
-            name: row[columns.of(name)]
-            for name in ("prompt", "image", "mask")
-            if columns.of(name) in row
-        }
+        view = {name: row[column] for name, column in named.items()}
         try:
             return read(view, index)
         except InputRowError as exc:
@@ -191,7 +194,7 @@ class EditBatch(Batch):
         """A model's refusal of its input `error.row` (column `image` or `mask`), said of
         the batch's row and the dataset's column."""
         row = self.rows_sent[error.row] if 0 <= error.row < len(self.rows_sent) else error.row
-        column = self.columns.of(error.column) if error.column in ("image", "mask") else None
+        column = self.columns.by_input.get(error.column or "")
         why = str(error).removeprefix(f"row {error.row} of the batch: ")
         where = f"row {row} of the batch" + (f", column '{column}'" if column else "")
         return InputRowError(f"{where}: {why}", row, column or error.column)

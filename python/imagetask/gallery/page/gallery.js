@@ -365,7 +365,7 @@
     return box;
   }
 
-  function sourceImages(list) {
+  function sourceImages(list, ticket) {
     const box = el("div", "gens sources");
     list.forEach((raw) => {
       const gen = decode(state.meta.runs[0], raw);
@@ -374,6 +374,7 @@
         const img = el("img");
         img.loading = "lazy";
         img.alt = gen.facts.source;
+        watch(img, figure, gen.src, ticket);
         img.src = gen.src;
         figure.append(img);
       }
@@ -409,7 +410,7 @@
     const inputs = inputList(entry, query, p.col);
     if (inputs.childElementCount) prompt.append(inputs);
     article.append(prompt);
-    if (state.meta.sources) article.append(sourceImages(entry[state.meta.runs.length + 1] || []));
+    if (state.meta.sources) article.append(sourceImages(entry[state.meta.runs.length + 1] || [], ticket));
     state.meta.runs.forEach((run, r) => {
       article.append(generations(run, r, entry[r + 1], index, ticket));
     });

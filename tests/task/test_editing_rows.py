@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from imagetask import ConfigError, ImageEditing, InputRowError
+from imagetask.build._schema import OutputSchema
 from imagetask.columnar import dict_rows
 from imagetask.models import EditInput
 from imagetask.testing import ScriptedModel
@@ -213,3 +214,20 @@ def test_the_arrow_path_reads_image_structs_and_gives_the_dict_rows() -> None:
     assert [row["edited_image"] for row in rows] == [
         b64(edited(sent, k)) for sent in model.calls[0] for k in range(2)
     ]
+
+
+def test_the_schema_read_back_from_a_dump_is_the_tasks() -> None:
+    task = ImageEditing(
+        image_generation_model=EditModel(),
+        use_mask=True,
+        save_artifacts=True,
+        input_mappings={"image": "photo", "mask": "where"},
+        output_mappings={"edited_image": "result"},
+    )
+    schema = OutputSchema.of_dump(task.dump())
+    assert schema == task.output_schema
+    assert (schema.image, schema.image_path, schema.image_inputs) == (
+        "result",
+        "image_path",
+        ("photo", "where"),
+    )

@@ -176,6 +176,7 @@ SURFACES = {
     "imagetask": [
         "AsyncImageGenerationModel",
         "ConfigError",
+        "ImageEditing",
         "ImageGeneration",
         "ImageGenerationModel",
         "ImageModel",
@@ -229,6 +230,7 @@ SURFACES = {
     "imagetask.readers": ["FORMATS", "Reader"],
     "imagetask.task": [
         "IMAGE_FORMATS",
+        "ImageEditing",
         "ImageGeneration",
         "ImageTask",
         "Row",

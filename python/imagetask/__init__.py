@@ -27,11 +27,12 @@ from imagetask.models import (
     ImageModel,
 )
 from imagetask.outcome import RunSummary
-from imagetask.task import ImageGeneration, ImageTask
+from imagetask.task import ImageEditing, ImageGeneration, ImageTask
 
 __all__ = [
     "AsyncImageGenerationModel",
     "ConfigError",
+    "ImageEditing",
     "ImageGeneration",
     "ImageGenerationModel",
     "ImageModel",

@@ -1,6 +1,7 @@
 """The `imagetask` command: generate an image dataset from a file of prompts (`generate`),
-browse a run (`gallery`), keep the images chosen (`select`), send a run's dataset to the
-Hugging Face Hub (`publish`), or measure what building its rows costs (`bench`)."""
+edit the images of a dataset (`edit`), browse a run (`gallery`), keep the images chosen
+(`select`), send a run's dataset to the Hugging Face Hub (`publish`), or measure what
+building its rows costs (`bench`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import re
 import shlex
 import sys
 import webbrowser
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from imagetask.models import (
 )
 from imagetask.models._placeholder import parse_size
 from imagetask.run._runner import run
+from imagetask.task._editing import ImageEditing
 from imagetask.task._generation import ImageGeneration
 from imagetask.task._task import ImageTask
 from imagetask.task._template import TemplateGeneration, template_fields
@@ -43,6 +45,8 @@ __all__ = ["main", "run_main"]
 _BATCH_API_ROWS = 500
 _BATCH_API_JOBS = 4
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CAPTIONS = ("captions.jsonl", "captions.csv")
+"""The captions file an input folder of images holds (one row per image)."""
 
 _EPILOG = """\
 model specs:
@@ -79,6 +83,17 @@ examples:
   imagetask generate prompts.jsonl -o out --model openai-batch:gpt-image-1
 """
 
+_EDIT_EPILOG = """\
+model specs: placeholder (the default: edits offline, its pictures derive from the
+  source images and the prompt), openai:<model> (/v1/images/edits: several images,
+  a mask), hf:<model id or URL> (image-to-image: one image, no mask)
+
+examples:
+  imagetask edit examples/edit -o out
+  imagetask edit photos.jsonl -o out --image-column photo --column prompt=instruction
+  imagetask edit photos.parquet -o out --model openai:gpt-image-1 --mask-column mask
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -102,74 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    generate.add_argument(
-        "input", metavar="INPUT", help=f"the input file ({', '.join(sorted(FORMATS))})"
-    )
-    generate.add_argument(
-        "-o", "--output", metavar="OUTDIR", required=True, help="the output folder"
-    )
-    generate.add_argument(
-        "--model",
-        default="placeholder",
-        metavar="SPEC",
-        help="placeholder | openai:<model> | openai-batch:<model> | hf:<model id or URL> "
-        "(default: placeholder)",
-    )
-    generate.add_argument(
-        "--num-generations", type=int, default=1, metavar="N", help="images per row (default: 1)"
-    )
-    generate.add_argument(
-        "--batch-size",
-        type=int,
-        metavar="B",
-        help=f"rows per batch (default: 50; openai-batch: {_BATCH_API_ROWS}, one job each)",
-    )
-    generate.add_argument(
-        "--save-artifacts",
-        action="store_true",
-        help="write each image to OUTDIR/artifacts/ and record its path in image_path",
-    )
-    generate.add_argument(
-        "--format",
-        choices=["jsonl", "parquet"],
-        default="jsonl",
-        help="output format (default: jsonl; parquet needs the parquet extra)",
-    )
-    generate.add_argument(
-        "--shard-mb",
-        type=float,
-        default=SHARD_BYTES / 1e6,
-        metavar="MB",
-        help="parquet: start a new shard of OUTDIR/data/ after this many MB of rows "
-        f"(default: {SHARD_BYTES / 1e6:g})",
-    )
-    generate.add_argument(
-        "--resume", action="store_true", help="continue the run recorded in OUTDIR"
-    )
-    generate.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="with --resume: first make the failed generations of the rows done again, "
-        "each in its place",
-    )
-    generate.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete the run OUTDIR holds (its output, artifacts, checkpoint) and start afresh",
-    )
-    generate.add_argument(
-        "--max-consecutive-failures",
-        type=int,
-        default=50,
-        metavar="N",
-        help="stop the run once N generations in a row failed (default: 50; 0: never)",
-    )
-    generate.add_argument(
-        "--limit",
-        type=int,
-        metavar="N",
-        help="stop after N input rows in all (resumes included); --resume goes further",
-    )
+    _add_run_options(generate, input_help=f"the input file ({', '.join(sorted(FORMATS))})")
     generate.add_argument(
         "--column",
         action="append",
@@ -189,117 +137,49 @@ def _parser() -> argparse.ArgumentParser:
         help='build each prompt from several columns: "a photo of {subject} in {style}" '
         "fills {subject} and {style} from the columns of those names",
     )
-    generate.add_argument(
-        "--size",
-        metavar="WxH",
-        help="image size (placeholder default: 256x256; sent as `size` to OpenAI, "
-        "as width/height to Hugging Face)",
+    edit = commands.add_parser(
+        "edit",
+        help="edit the images of every row of an input file as its prompt says",
+        description=(
+            "Read INPUT (JSONL or CSV whose image column holds paths, relative to INPUT's\n"
+            "folder; Parquet whose image column holds Hugging Face Image structs; or a\n"
+            "folder of images with a captions.jsonl or captions.csv naming them), edit each\n"
+            "row's image as its prompt says and write the dataset to OUTDIR, as generate\n"
+            "does (resume, Parquet output and artifacts alike). The edited images are in\n"
+            "the column edited_image; with --num-generations, --group-generations keeps\n"
+            "one row per source image."
+        ),
+        epilog=_EDIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    generate.add_argument(
-        "--seed",
-        type=int,
-        help="placeholder: the seed its pictures derive from (default 0); hf: the seed of "
-        "each prompt's first image, k added for image k (default: random)",
-    )
-    generate.add_argument(
-        "--param",
+    _add_run_options(edit, input_help="the input file, or a folder with a captions file")
+    edit.add_argument(
+        "--column",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="a generation kwarg sent to the model (repeatable): quality=high, "
-        "num_inference_steps=30, ...; VALUE is read as JSON where it parses, else as text",
+        metavar="prompt=COL",
+        help="read the prompt (the instruction) from column COL of the input",
     )
-    generate.add_argument("--base-url", metavar="URL", help="the server of openai:<model>")
-    generate.add_argument(
-        "--api-key-env",
-        metavar="NAME",
-        help="read the API key of an HTTP model from the environment variable NAME "
-        "(default: OPENAI_API_KEY for openai, HF_TOKEN for hf)",
+    edit.add_argument(
+        "--image-column",
+        default="image",
+        metavar="COL",
+        help="the column of the source image, or of a list of them (default: image)",
     )
-    generate.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="HTTP models: the longest wait for one request (default: 120)",
+    edit.add_argument(
+        "--mask-column",
+        metavar="COL",
+        help="the column of a mask (an image the size of the first source image)",
     )
-    generate.add_argument(
-        "--max-retries",
-        type=int,
-        metavar="N",
-        help="HTTP models: times a failed request is sent again (default: 4)",
+    edit.add_argument(
+        "--group-generations",
+        action="store_true",
+        help="one row per source image, its edits in lists (instead of one row per edit)",
     )
-    generate.add_argument(
-        "--images-per-request",
-        type=int,
-        metavar="N",
-        help="openai: the most images asked in one request (default: 1 for dall-e-3, else 10)",
-    )
-    generate.add_argument(
-        "--max-concurrency",
-        type=int,
-        default=16,
-        metavar="N",
-        help="requests in flight at once for HTTP models (default: 16)",
-    )
-    generate.add_argument(
-        "--rpm",
-        type=float,
-        metavar="N",
-        help="HTTP models: the most requests sent per minute, spaced evenly (default: no "
-        "limit; a 429 holds every request for as long as the server asks)",
-    )
-    generate.add_argument(
-        "--ipm",
-        type=float,
-        metavar="N",
-        help="HTTP models: the most images asked for per minute, spaced evenly (default: no limit)",
-    )
-    generate.add_argument(
-        "--price-per-image",
-        type=float,
-        metavar="USD",
-        help="HTTP models: what each image costs, in US dollars, for the run's estimated "
-        "cost (default: OpenAI's price table for its image models; none for the others)",
-    )
-    generate.add_argument(
-        "--max-cost",
-        type=float,
-        metavar="USD",
-        help="stop the run before a request could take its estimated cost (resumes "
-        "included) past USD; --resume with a larger one goes on",
-    )
-    generate.add_argument(
-        "--checkpoint-every",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="sync the output and write the checkpoint at most this often; a crash repeats "
-        "at most this much work (default: 1; 0: after every batch)",
-    )
-    generate.add_argument(
-        "--quiet", action="store_true", help="no progress, only errors and the final line"
-    )
-    batch_api = generate.add_argument_group("openai-batch:<model> options")
-    batch_api.add_argument(
-        "--jobs-in-flight",
-        type=int,
-        metavar="N",
-        help=f"batch jobs running at once (default: {_BATCH_API_JOBS}); the images of the "
-        "jobs not yet written are held in memory",
-    )
-    batch_api.add_argument(
-        "--poll-every",
-        type=float,
-        metavar="SECONDS",
-        help="the longest wait between two polls of a job (default: 300; the first is 5 s "
-        "or less, then the wait doubles)",
-    )
-    batch_api.add_argument(
-        "--resubmit-expired",
-        type=int,
-        metavar="N",
-        help="submit again, up to N times, the requests that an expired or cancelled job "
-        "did not run (default: 0, they become failed rows)",
+    edit.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="read image paths that lead outside INPUT's folder",
     )
     gallery = commands.add_parser(
         "gallery",
@@ -377,6 +257,189 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_command(commands)
     return parser
+
+
+def _add_run_options(command: argparse.ArgumentParser, input_help: str) -> None:
+    """The arguments `generate` and `edit` share: the input, the output, the model and
+    the run's options."""
+    command.add_argument("input", metavar="INPUT", help=input_help)
+    command.add_argument(
+        "-o", "--output", metavar="OUTDIR", required=True, help="the output folder"
+    )
+    command.add_argument(
+        "--model",
+        default="placeholder",
+        metavar="SPEC",
+        help="placeholder | openai:<model> | openai-batch:<model> | hf:<model id or URL> "
+        "(default: placeholder)",
+    )
+    command.add_argument(
+        "--num-generations", type=int, default=1, metavar="N", help="images per row (default: 1)"
+    )
+    command.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help=f"rows per batch (default: 50; openai-batch: {_BATCH_API_ROWS}, one job each)",
+    )
+    command.add_argument(
+        "--save-artifacts",
+        action="store_true",
+        help="write each image to OUTDIR/artifacts/ and record its path in image_path",
+    )
+    command.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help="output format (default: jsonl; parquet needs the parquet extra)",
+    )
+    command.add_argument(
+        "--shard-mb",
+        type=float,
+        default=SHARD_BYTES / 1e6,
+        metavar="MB",
+        help="parquet: start a new shard of OUTDIR/data/ after this many MB of rows "
+        f"(default: {SHARD_BYTES / 1e6:g})",
+    )
+    command.add_argument(
+        "--resume", action="store_true", help="continue the run recorded in OUTDIR"
+    )
+    command.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: first make the failed generations of the rows done again, "
+        "each in its place",
+    )
+    command.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run OUTDIR holds (its output, artifacts, checkpoint) and start afresh",
+    )
+    command.add_argument(
+        "--max-consecutive-failures",
+        type=int,
+        default=50,
+        metavar="N",
+        help="stop the run once N generations in a row failed (default: 50; 0: never)",
+    )
+    command.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="stop after N input rows in all (resumes included); --resume goes further",
+    )
+    command.add_argument(
+        "--size",
+        metavar="WxH",
+        help="image size (placeholder default: 256x256; sent as `size` to OpenAI, "
+        "as width/height to Hugging Face)",
+    )
+    command.add_argument(
+        "--seed",
+        type=int,
+        help="placeholder: the seed its pictures derive from (default 0); hf: the seed of "
+        "each prompt's first image, k added for image k (default: random)",
+    )
+    command.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generation kwarg sent to the model (repeatable): quality=high, "
+        "num_inference_steps=30, ...; VALUE is read as JSON where it parses, else as text",
+    )
+    command.add_argument("--base-url", metavar="URL", help="the server of openai:<model>")
+    command.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="read the API key of an HTTP model from the environment variable NAME "
+        "(default: OPENAI_API_KEY for openai, HF_TOKEN for hf)",
+    )
+    command.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="HTTP models: the longest wait for one request (default: 120)",
+    )
+    command.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="HTTP models: times a failed request is sent again (default: 4)",
+    )
+    command.add_argument(
+        "--images-per-request",
+        type=int,
+        metavar="N",
+        help="openai: the most images asked in one request (default: 1 for dall-e-3, else 10)",
+    )
+    command.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight at once for HTTP models (default: 16)",
+    )
+    command.add_argument(
+        "--rpm",
+        type=float,
+        metavar="N",
+        help="HTTP models: the most requests sent per minute, spaced evenly (default: no "
+        "limit; a 429 holds every request for as long as the server asks)",
+    )
+    command.add_argument(
+        "--ipm",
+        type=float,
+        metavar="N",
+        help="HTTP models: the most images asked for per minute, spaced evenly (default: no limit)",
+    )
+    command.add_argument(
+        "--price-per-image",
+        type=float,
+        metavar="USD",
+        help="HTTP models: what each image costs, in US dollars, for the run's estimated "
+        "cost (default: OpenAI's price table for its image models; none for the others)",
+    )
+    command.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="stop the run before a request could take its estimated cost (resumes "
+        "included) past USD; --resume with a larger one goes on",
+    )
+    command.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="sync the output and write the checkpoint at most this often; a crash repeats "
+        "at most this much work (default: 1; 0: after every batch)",
+    )
+    command.add_argument(
+        "--quiet", action="store_true", help="no progress, only errors and the final line"
+    )
+    batch_api = command.add_argument_group("openai-batch:<model> options")
+    batch_api.add_argument(
+        "--jobs-in-flight",
+        type=int,
+        metavar="N",
+        help=f"batch jobs running at once (default: {_BATCH_API_JOBS}); the images of the "
+        "jobs not yet written are held in memory",
+    )
+    batch_api.add_argument(
+        "--poll-every",
+        type=float,
+        metavar="SECONDS",
+        help="the longest wait between two polls of a job (default: 300; the first is 5 s "
+        "or less, then the wait doubles)",
+    )
+    batch_api.add_argument(
+        "--resubmit-expired",
+        type=int,
+        metavar="N",
+        help="submit again, up to N times, the requests that an expired or cancelled job "
+        "did not run (default: 0, they become failed rows)",
+    )
 
 
 def _params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -589,6 +652,52 @@ def _task(args: argparse.Namespace, **fields: Any) -> ImageTask:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    return _run(args, args.input, lambda fields: _task(args, **fields))
+
+
+def _captions(folder: Path) -> Path:
+    """The captions file of an input folder of images."""
+    found = [folder / name for name in _CAPTIONS if (folder / name).is_file()]
+    if len(found) != 1:
+        names = " or ".join(_CAPTIONS)
+        why = "holds both" if found else "has no"
+        raise UsageError(f"INPUT: the folder {str(folder)!r} {why} {names}")
+    return found[0]
+
+
+def _edit(args: argparse.Namespace) -> int:
+    """`imagetask edit`: an `ImageEditing` run over the rows of INPUT."""
+    input_file = Path(args.input)
+    if input_file.is_dir():
+        input_file = _captions(input_file)
+    mappings = _mappings(args.column)
+    mappings["image"] = args.image_column
+    if args.mask_column is not None:
+        mappings["mask"] = args.mask_column
+    if args.model.startswith("openai-batch:"):
+        raise UsageError(
+            "--model openai-batch: the Batch API does not edit images (its jobs hold JSON "
+            "bodies, an edit uploads its images): use openai:<model>"
+        )
+
+    def editing(fields: dict[str, Any]) -> ImageTask:
+        return ImageEditing(
+            **fields,
+            input_mappings=mappings,
+            use_mask=args.mask_column is not None,
+            group_generations=args.group_generations,
+            input_folder=str(input_file.resolve().parent),
+            allow_outside_paths=args.allow_outside_paths,
+        )
+
+    return _run(args, str(input_file), editing)
+
+
+def _run(
+    args: argparse.Namespace, input_file: str, make_task: Callable[[dict[str, Any]], ImageTask]
+) -> int:
+    """Runs the task `make_task` makes of the command's fields over `input_file`, and
+    reports the run; returns the exit status."""
     batch_api = args.model.startswith("openai-batch:")
     if args.batch_size is None:
         args.batch_size = _BATCH_API_ROWS if batch_api else 50
@@ -624,14 +733,15 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError("--overwrite starts afresh, --resume goes on: choose one")
     if args.max_cost is not None and (not math.isfinite(args.max_cost) or args.max_cost < 0):
         raise UsageError(f"--max-cost must be a number of US dollars >= 0, got {args.max_cost}")
-    reader = Reader(args.input)
-    task = _task(
-        args,
-        image_generation_model=_model(args),
-        num_generations=args.num_generations,
-        input_batch_size=args.batch_size,
-        save_artifacts=args.save_artifacts,
-        images_as_bytes=args.format == "parquet",
+    reader = Reader(input_file)
+    task = make_task(
+        {
+            "image_generation_model": _model(args),
+            "num_generations": args.num_generations,
+            "input_batch_size": args.batch_size,
+            "save_artifacts": args.save_artifacts,
+            "images_as_bytes": args.format == "parquet",
+        }
     )
     summary = run(
         task,
@@ -763,6 +873,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _select(args)
         if args.command == "publish":
             return _publish(args)
+        if args.command == "edit":
+            return _edit(args)
         return _gallery(args) if args.command == "gallery" else _generate(args)
     except RunInterrupted as exc:
         print(
@@ -773,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:  # before the run's first batch or after its end
         again = ""
-        if args.command == "generate":
+        if args.command in ("generate", "edit"):
             again = f"; to continue: {_again(argv)}"
         print(f"imagetask: interrupted{again}", file=sys.stderr)
         return 130

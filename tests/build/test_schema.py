@@ -45,6 +45,7 @@ def test_the_names_follow_the_mappings() -> None:
         raw_input="raw_input_gen",
         statistics="statistics_gen",
         error="error_gen",
+        image_output="image",
         image="picture",
         image_path="file",
         grouped=False,

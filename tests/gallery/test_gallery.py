@@ -45,6 +45,7 @@ from tests.support.gallery_runs import (
     FlakyPlaceholder,
     make_run,
 )
+from tests.support.repository import EXAMPLES
 from tests.support.runs import StopsAt30
 
 ARTIFACTS = "../artifacts/image_generation_0/images/"
@@ -816,3 +817,32 @@ def test_input_columns_are_shown_and_searchable(tmp_path: Path) -> None:
         ["a cat", "oil", "3", '["x"]'],
         ["a dog", "ink", None, None, "null"],
     ]
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_an_editing_run_shows_each_source_beside_its_edits(tmp_path: Path, format: str) -> None:
+    edit = EXAMPLES / "edit"
+    out = tmp_path / "out"
+    args = ["edit", str(edit), "-o", str(out), "--num-generations", "2", "--quiet"]
+    assert main([*args, "--format", format, "--save-artifacts"]) == 0
+    page = build_gallery(out)
+    view = view_run(open_run(out), page.parent)
+    captions = [json.loads(line) for line in (edit / "captions.jsonl").read_text().splitlines()]
+    assert [entry.prompt for entry in view.entries] == [row["prompt"] for row in captions]
+    for entry, row in zip(view.entries, captions, strict=True):
+        (source,) = entry.sources
+        original = (edit / row["image"]).read_bytes()
+        assert (source.facts, source.error) == ({"source": "image"}, None)
+        assert source.sha256 == hashlib.sha256(original).hexdigest()
+        assert source.image is not None
+        thumbnail = on_disk(page.parent, source.image).read_bytes()
+        with Image.open(io.BytesIO(thumbnail)) as shown, Image.open(edit / row["image"]) as image:
+            assert shown.convert("RGB").tobytes() == image.convert("RGB").tobytes()
+        assert [g.error for g in entry.generations] == [None, None]
+        assert all(g.image and g.image.startswith("../artifacts/") for g in entry.generations)
+    meta = (page.parent / "index-data" / "meta.js").read_text()
+    assert '"sources":true' in meta
+    chunk = (page.parent / "index-data" / "0.js").read_text()
+    entries = json.loads(chunk[len("gallery.chunk(0,") : -len(");\n")])
+    assert [len(entry) for entry in entries] == [3, 3]
+    assert [entry[2][0][2] for entry in entries] == [{"source": "image"}] * 2

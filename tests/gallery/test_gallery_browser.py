@@ -15,12 +15,14 @@ import pytest
 from PIL import Image
 
 from imagetask import ImageGeneration
+from imagetask.cli import main
 from imagetask.curate import select
 from imagetask.gallery._page import build_gallery
 from imagetask.models import PlaceholderImageGeneration
 from tests.support.browser import Chromium, Node, dump_dom, screenshot, static_server
 from tests.support.gallery_runs import CAT, CAT_ERROR, MOON, MOON_ERRORS, PROMPTS, make_run
 from tests.support.gallery_screenshots import WINDOW, take
+from tests.support.repository import EXAMPLES
 
 ARTIFACTS = "../artifacts/image_generation_0/images/"
 
@@ -466,3 +468,25 @@ def test_the_readme_screenshots(tmp_path: Path) -> None:
             with Image.open(picture_file) as picture:
                 assert (picture.format, picture.size) == ("PNG", WINDOW)
                 assert len(picture.convert("RGB").getcolors(1 << 20) or []) > 500
+
+
+def test_an_editing_run_shows_its_sources_above_the_edits(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["edit", str(EXAMPLES / "edit"), "-o", str(out), "--num-generations", "2"]
+    assert main([*args, "--save-artifacts", "--quiet"]) == 0
+    page = build_gallery(out)
+    dom = dump_dom(page.as_uri(), window=TALL)
+    shown = status(dom)
+    assert shown["data-state"] == "ready", shown
+    assert (shown["data-images"], shown["data-loaded"]) == ("6", "6")
+    assert (shown["data-broken"], shown["data-violations"]) == ("0", "0")
+    for entry in entries(dom):
+        sources, edits = entry.find_all("div", "gens")
+        assert "sources" in sources.classes
+        assert [f.find("figcaption", None).text for f in sources.find_all("figure", "gen")] == [
+            "image"
+        ]
+        assert len(edits.find_all("figure", "gen")) == 2
+    files = image_files(dom, page)
+    assert len(files) == 6
+    assert sum(file.parent.name == "thumbs" for file in files) == 2

@@ -4,6 +4,7 @@ the cache, `num_proc=2` and lazy `IterableDataset`s; rows checked against proces
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
 import os
@@ -17,8 +18,9 @@ from typing import Any
 
 import datasets
 import pytest
+from PIL import Image
 
-from imagetask import ImageGeneration
+from imagetask import ImageEditing, ImageGeneration
 from imagetask.integrations.datasets import fingerprint, generate
 from imagetask.io._identity import KEY_FILE
 from imagetask.models import PlaceholderImageGeneration
@@ -371,3 +373,47 @@ def test_a_map_that_ends_leaves_the_requests_of_a_run_sharing_its_backend(
     [row] = (json.loads(line) for line in (tmp_path / "data.jsonl").read_text().splitlines())
     assert row["image"] is not None and f"error_{NAME}" not in row[META]
     assert mapped[0]["image"] is not None
+
+
+def test_an_editing_task_edits_an_image_column_and_keeps_it_an_image(tmp_path: Path) -> None:
+    def png(color: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (6, 6), color).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    sources = [png("red"), png("green"), png("blue")]
+    photos = datasets.Dataset.from_dict(
+        {
+            "photo": [{"bytes": data, "path": None} for data in sources],
+            "instruction": ["one", "two", "three"],
+        },
+        features=datasets.Features(
+            {"photo": datasets.Image(), "instruction": datasets.Value("string")}
+        ),
+    )
+    task = ImageEditing(
+        image_generation_model=PlaceholderImageGeneration(size="8x8"),
+        num_generations=2,
+        group_generations=True,
+        input_mappings={"image": "photo", "prompt": "instruction"},
+    )
+    result = generate(photos, task)
+
+    assert result.features["photo"] == datasets.Image()
+    assert result.features["edited_image"] == datasets.List(datasets.Image())
+    stored = result.cast_column("photo", datasets.Image(decode=False)).cast_column(
+        "edited_image", datasets.List(datasets.Image(decode=False))
+    )
+    expected = task.process_batch(
+        [
+            {"photo": data, "instruction": text}
+            for data, text in zip(sources, ["one", "two", "three"], strict=True)
+        ]
+    )
+    assert [row["photo"]["bytes"] for row in stored] == sources
+    assert [[image["bytes"] for image in row["edited_image"]] for row in stored] == [
+        [base64.b64decode(image) for image in row["edited_image"]] for row in expected
+    ]
+    assert [row[META][0]["raw_input_image_editing_0"] for row in result] == [
+        row[META][0]["raw_input_image_editing_0"] for row in expected
+    ]

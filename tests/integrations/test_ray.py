@@ -21,7 +21,7 @@ import pytest
 import ray
 import ray.data
 
-from imagetask import ImageGeneration
+from imagetask import ImageEditing, ImageGeneration
 from imagetask.integrations.ray import generate
 from imagetask.models import PlaceholderImageGeneration
 from imagetask.models._openai_images import OpenAIImageGeneration
@@ -265,3 +265,28 @@ def test_arguments_generate_sets_are_refused(cluster: None) -> None:
         generate(inputs(), task, batch_format="pandas")
     with pytest.raises(TypeError, match=r"takes a ray\.data\.Dataset, got a list"):
         generate([{"prompt": "p"}], task)
+
+
+def test_an_editing_task_edits_image_structs_in_actors(cluster: None) -> None:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    sources = [f"source {i}".encode() for i in range(6)]
+    pictures = [
+        PlaceholderImageGeneration(size="6x6").generate([text.decode()])[0][0]["images"][0]
+        for text in sources
+    ]
+    table = pa.table(
+        {
+            "image": pa.array([{"bytes": data, "path": None} for data in pictures], image),
+            "prompt": [f"edit {i}" for i in range(6)],
+        }
+    )
+    task = ImageEditing(
+        image_generation_model=PlaceholderImageGeneration(size="8x8"), input_batch_size=2
+    )
+    rows = generate(ray.data.from_arrow([table.slice(0, 3), table.slice(3)]), task).take_all()
+
+    expected = task.process_batch(table.to_pylist())
+    assert sorted((row["prompt"], row["edited_image"]["bytes"]) for row in rows) == sorted(
+        (row["prompt"], base64.b64decode(row["edited_image"])) for row in expected
+    )
+    assert sorted(row["image"]["bytes"] for row in rows) == sorted(pictures)

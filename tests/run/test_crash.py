@@ -24,6 +24,7 @@ import datasets
 import msgspec
 import pytest
 
+from imagetask import ImageEditing
 from imagetask.models import PlaceholderImageGeneration
 from tests.support.outputs import image_bytes, recorded_table
 from tests.support.processes import HANG_GUARD, wait_for
@@ -36,6 +37,8 @@ with a batch written and not yet checkpointed, image files not yet recorded, the
 checkpoint being written, a Parquet shard being finished, or between batches; and that
 the Parquet output spans many shards of 0.04 MB (13)."""
 GENERATIONS = 2
+EDITS = 200
+"""The rows of the editing run killed four times."""
 
 
 def command(source: Path, out: Path, *extra: str) -> list[str]:
@@ -124,6 +127,56 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, format: str) -> N
         assert not (out / ".staging").exists()
         dataset = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "c"))
         assert dataset["prompt"] == [row["prompt"] for row in rows]  # type: ignore[index]
+
+
+def test_an_editing_run_killed_at_random_moments_resumes_to_every_edit_once(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sources = []
+    for index in range(5):
+        picture = PlaceholderImageGeneration(size="6x6").generate([f"source {index}"])[0]
+        (folder / f"s{index}.png").write_bytes(picture[0]["images"][0])
+        sources.append(f"s{index}.png")
+    rows = [{"image": sources[i % 5], "prompt": f"edit number {i}"} for i in range(EDITS)]
+    source = folder / "captions.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    edit = [sys.executable, "-m", "imagetask.cli", "edit", str(folder), "-o", str(out)]
+    edit += ["--num-generations", str(GENERATIONS), "--batch-size", "4", "--save-artifacts"]
+    edit += ["--size", "6x6", "--quiet", "--checkpoint-every", "0"]
+    rng = random.Random(20261203)
+    kills = 0
+    for attempt, target in enumerate(sorted(rng.sample(range(1, EDITS), 4))):
+        extra = ["--resume"] if attempt else []
+        process = subprocess.Popen([*edit, *extra], stderr=subprocess.PIPE)
+        while process.poll() is None and rows_done(out) < target:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        process.stderr.close()  # type: ignore[union-attr]
+    assert kills >= 2, "the run finished before it could be killed often enough"
+    final = subprocess.run([*edit, "--resume"], capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+
+    task = ImageEditing(
+        image_generation_model=PlaceholderImageGeneration(size="6x6"),
+        num_generations=GENERATIONS,
+        input_folder=str(folder),
+    )
+    expected = task.process_batch(rows)
+    written = written_rows(out, "jsonl")
+    assert [(row["prompt"], row["image"], row["edited_image"]) for row in written] == [
+        (row["prompt"], row["image"], row["edited_image"]) for row in expected
+    ]
+    for row in written:
+        assert (out / row["image_path"]).read_bytes() == base64.b64decode(row["edited_image"])
+    report = json.loads((out / "run.json").read_text())
+    assert (report["rows_in"], report["rows_out"]) == (EDITS, EDITS * GENERATIONS)
 
 
 # Against the loopback OpenAI server: requests held until the test lets them go.

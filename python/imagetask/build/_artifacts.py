@@ -89,7 +89,7 @@ def write_artifacts(
     """Saves the image of every row and sets its path column; returns the failures."""
     failures = _core.write_artifacts(
         rows,
-        image_column=schema.columns["image"],
+        image_column=schema.columns[schema.image_output],
         path_column=schema.columns["image_path"],
         metadata_column=schema.metadata,
         error_key=schema.error,

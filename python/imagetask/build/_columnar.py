@@ -122,6 +122,25 @@ class ArrowBatch(ModelCall):
             _check_fits(f"the raw inputs (the prompts of {prompt!r})", text, n)
         _check_repeatable(schema, n, self.table)
 
+    def generate(self) -> None:
+        """Asks the model for the images (the dict batch asks, when it builds the rows:
+        an editing batch sends its edits)."""
+        if self._slow is None:
+            super().generate()
+            return
+        self._slow.position = self.position
+        self._slow.generate()
+        self.answers = self._slow.answers
+
+    async def agenerate(self) -> None:
+        """`generate` on the running event loop."""
+        if self._slow is None:
+            await super().agenerate()
+            return
+        self._slow.position = self.position
+        await self._slow.agenerate()
+        self.answers = self._slow.answers
+
     def finish(self) -> ArrowOutput:
         """Builds the output table from the model's answers and logs the failures."""
         pa = arrow()
@@ -278,7 +297,7 @@ def _cells_of(
             model_name.append(row[names.model_name])
     arrays: dict[str, Any] = {}
     for name, values in columns.items():
-        if name == "image":
+        if name == names.image_output:
             arrays[name] = pa.array([image_bytes(value) for value in values], pa.binary())
         elif name == "image_path":
             arrays[name] = pa.array(values, pa.string())
@@ -320,7 +339,7 @@ def _assemble(
         columns[names.columns[name]] = per_row(cells.column(name))
     if names.image is not None:
         paths = cells.column("image_path") if names.image_path is not None else None
-        columns[names.image] = per_row(image_structs(cells.column("image"), paths))
+        columns[names.image] = per_row(image_structs(cells.column(names.image_output), paths))
     model_name = cells.column("model_name")
     if grouped:
         model_name = model_name.take(offsets[:-1]) if len(model_name) else model_name

@@ -11,7 +11,7 @@ string>` (a list of them when the generations are grouped).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,7 +20,14 @@ from imagetask._extras import require
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["OutputSchema", "features", "image_structs", "image_type"]
+__all__ = [
+    "OutputSchema",
+    "features",
+    "image_structs",
+    "image_type",
+    "is_image_struct",
+    "with_image_types",
+]
 
 
 class Configured(Protocol):
@@ -39,6 +46,15 @@ class Configured(Protocol):
     @property
     def output_columns(self) -> list[str]: ...
 
+    @property
+    def image_output(self) -> str: ...
+
+    @property
+    def image_inputs(self) -> list[str]: ...
+
+
+_IMAGE_OUTPUTS = {"ImageEditing": "edited_image"}
+"""The image output of the tasks whose image output is not `image`, by class name."""
 
 _DTYPES = {"double": "float64", "float": "float32", "halffloat": "float16"}
 _CACHE = "_output_schema"
@@ -80,6 +96,35 @@ def image_structs(values: pa.Array, paths: pa.Array | None) -> pa.Array:
     )
 
 
+def is_image_struct(kind: pa.DataType) -> bool:
+    """Whether `kind` holds `Image` structs (or lists of them): `struct<bytes, path>`, a
+    field of which may be null-typed (a column of rows read as dicts whose paths are all
+    null)."""
+    types = _arrow().types
+    if types.is_list(kind) or types.is_large_list(kind):
+        return is_image_struct(kind.value_type)
+    if not types.is_struct(kind) or [field.name for field in kind] != ["bytes", "path"]:
+        return False
+    data, path = kind.field(0).type, kind.field(1).type
+    binary = types.is_binary(data) or types.is_large_binary(data) or types.is_null(data)
+    text = types.is_string(path) or types.is_large_string(path) or types.is_null(path)
+    return bool(binary and text)
+
+
+def with_image_types(table: pa.Table) -> pa.Table:
+    """`table` with its columns of `Image` structs whose fields lost their types (null:
+    no value had one) cast to the `Image` struct, or lists of it."""
+    pa = _arrow()
+    for index, field in enumerate(table.schema):
+        if not is_image_struct(field.type):
+            continue
+        nested = pa.types.is_list(field.type) or pa.types.is_large_list(field.type)
+        kind = pa.list_(image_type()) if nested else image_type()
+        if field.type != kind:
+            table = table.set_column(index, field.name, table.column(index).cast(kind))
+    return table
+
+
 def _feature(kind: Any, image: bool) -> Any:
     types = _arrow().types
     if image and (types.is_struct(kind) or types.is_null(kind)):
@@ -92,10 +137,19 @@ def _feature(kind: Any, image: bool) -> Any:
     return {"dtype": _DTYPES.get(str(kind), str(kind)), "_type": "Value"}
 
 
-def features(schema: pa.Schema, image_column: str | None) -> dict[str, Any]:
+def features(
+    schema: pa.Schema, image_column: str | None, sources: Collection[str] = ()
+) -> dict[str, Any]:
     """The `datasets` features (as `Features.to_dict()` gives them) of a table's schema,
-    `image_column` (a struct, or lists of them) as `Image`."""
-    return {field.name: _feature(field.type, field.name == image_column) for field in schema}
+    `image_column` (a struct, or lists of them) as `Image`, and the `sources` columns
+    (an editing task's input images) too where they hold `Image` structs."""
+    return {
+        field.name: _feature(
+            field.type,
+            field.name == image_column or (field.name in sources and is_image_struct(field.type)),
+        )
+        for field in schema
+    }
 
 
 @dataclass(frozen=True)
@@ -116,9 +170,13 @@ class OutputSchema:
         The `model_name` column and the metadata column.
     raw_output, raw_input, statistics, error:
         The task's own metadata keys (`raw_output_<name>`, ...).
+    image_output:
+        The task's name of its image output (`image`; `edited_image` for `ImageEditing`).
     image, image_path:
-        The image column and the artifact-path column, `None` when the task does not
-        write them.
+        The image column (the image output after `output_mappings`) and the
+        artifact-path column, `None` when the task does not write them.
+    image_inputs:
+        The input columns of images (an editing task's sources and mask).
     grouped:
         Whether the output columns and the metadata hold lists, one item per generation.
     add_raw_output, add_raw_input:
@@ -134,11 +192,13 @@ class OutputSchema:
     raw_input: str
     statistics: str
     error: str
+    image_output: str
     image: str | None
     image_path: str | None
     grouped: bool
     add_raw_output: bool
     add_raw_input: bool
+    image_inputs: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -152,9 +212,12 @@ class OutputSchema:
         group_generations: bool,
         add_raw_output: bool = True,
         add_raw_input: bool = True,
+        image_output: str = "image",
+        image_inputs: Collection[str] = (),
     ) -> OutputSchema:
         """The schema of a configuration: `outputs` the task's declared outputs,
-        `written` those written on every row besides `model_name`."""
+        `written` those written on every row besides `model_name`, `image_output` the
+        one that holds the image."""
         columns = {name: output_mappings.get(name, name) for name in outputs}
         return cls(
             task_name=task_name,
@@ -166,11 +229,13 @@ class OutputSchema:
             raw_input=f"raw_input_{task_name}",
             statistics=f"statistics_{task_name}",
             error=f"error_{task_name}",
-            image=columns["image"] if "image" in written else None,
+            image_output=image_output,
+            image=columns[image_output] if image_output in written else None,
             image_path=columns["image_path"] if "image_path" in written else None,
             grouped=group_generations,
             add_raw_output=add_raw_output,
             add_raw_input=add_raw_input,
+            image_inputs=tuple(image_inputs),
         )
 
     @classmethod
@@ -186,6 +251,8 @@ class OutputSchema:
             task.group_generations,
             task.add_raw_output,
             task.add_raw_input,
+            task.image_output,
+            tuple(task.image_inputs),
         )
         cached = task.__dict__.get(_CACHE)
         if cached is not None and cached[0] == key:
@@ -200,17 +267,25 @@ class OutputSchema:
             group_generations=task.group_generations,
             add_raw_output=task.add_raw_output,
             add_raw_input=task.add_raw_input,
+            image_output=task.image_output,
+            image_inputs=task.image_inputs,
         )
         task.__dict__[_CACHE] = (key, schema)
         return schema
 
     @classmethod
     def of_dump(cls, dump: Mapping[str, Any]) -> OutputSchema:
-        """The schema of an `ImageGeneration` run recorded as `dump` (its `run.json` or
-        checkpoint task), read without importing the task's class; missing fields take
-        their defaults."""
-        outputs = ["image", "image_path", "model_name"]
+        """The schema of an `ImageGeneration` or `ImageEditing` run recorded as `dump`
+        (its `run.json` or checkpoint task), read without importing the task's class;
+        missing fields take their defaults."""
+        type_info = dump.get("type_info")
+        kind = type_info.get("name") if isinstance(type_info, dict) else None
+        image_output = _IMAGE_OUTPUTS.get(str(kind), "image")
+        outputs = [image_output, "image_path", "model_name"]
         mappings = dump.get("output_mappings")
+        inputs = dump.get("input_mappings")
+        inputs = inputs if isinstance(inputs, dict) else {}
+        sources = ["image", "mask"] if dump.get("use_mask") else ["image"]
         return cls.build(
             task_name=str(dump.get("name", "")),
             outputs=outputs,
@@ -220,6 +295,10 @@ class OutputSchema:
             group_generations=bool(dump.get("group_generations", False)),
             add_raw_output=bool(dump.get("add_raw_output", True)),
             add_raw_input=bool(dump.get("add_raw_input", True)),
+            image_output=image_output,
+            image_inputs=[inputs.get(name, name) for name in sources]
+            if kind in _IMAGE_OUTPUTS
+            else (),
         )
 
     @property
@@ -268,7 +347,7 @@ class OutputSchema:
 
     def features(self, schema: pa.Schema) -> dict[str, Any]:
         """The `datasets` features of an output table's schema (the image as `Image`)."""
-        return features(schema, self.image)
+        return features(schema, self.image, self.image_inputs)
 
     def with_features(self, table: pa.Table) -> pa.Table:
         """`table` with the `huggingface` schema metadata naming its features, which

@@ -31,8 +31,9 @@ from typing import Any
 from urllib.parse import quote
 
 from imagetask._durable import own_folder, write_atomic
+from imagetask.build._input_images import ImageReader
 from imagetask.build._schema import OutputSchema
-from imagetask.errors import RunError
+from imagetask.errors import InputRowError, MissingExtraError, RunError
 from imagetask.gallery._thumbnails import Thumbnails
 from imagetask.io._run_folder import ImagePayload, RunFolder, image_payload, open_run
 from imagetask.io._run_images import GenerationCells, InputRows, RunImages
@@ -97,11 +98,14 @@ class Generation:
 
 @dataclass(frozen=True)
 class Entry:
-    """One input row: its prompt, its input columns as text, and its generations."""
+    """One input row: its prompt, its input columns as text, its generations, and the
+    images it was made from (an editing run's sources and mask, `facts` naming each
+    one's column as `source`)."""
 
     prompt: str
     generations: tuple[Generation, ...]
     inputs: dict[str, str] = field(default_factory=dict)
+    sources: tuple[Generation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,11 @@ class _Reader:
         self.page_folder = page_folder.resolve()
         inputs = run.task.get("input_mappings") or {}
         self.prompt = inputs.get("prompt", "prompt")
+        folder = run.task.get("input_folder")
+        self.sources = ImageReader(
+            folder if isinstance(folder, str) else None,
+            allow_outside=run.task.get("allow_outside_paths") is True,
+        )
         self.models: dict[str, None] = {}
         self.thumbnails: Thumbnails | None = None
         self._urls: dict[str, str] = {}
@@ -341,7 +350,25 @@ class _Reader:
             return _Preview(payload.data, replace(shown, sha256=sha256))
         return shown if shown.error is not None else replace(shown, error=problem)
 
-    def entry(self, unit: InputRows, generations: list[Generation]) -> Entry:
+    def source_images(self, unit: InputRows) -> list[Generation | _Preview]:
+        """The images of an input row's image columns (an editing run's sources and
+        mask), read as the run read them, each to be shown as a preview."""
+        row = unit.rows[0].row
+        items: list[Generation | _Preview] = []
+        for column in self.schema.image_inputs:
+            try:
+                images = self.sources.images(row.get(column), unit.index, column)
+            except (InputRowError, MissingExtraError) as exc:
+                items.append(Generation(None, str(exc), facts={"source": column}))
+                continue
+            for image in images:
+                shown = Generation(None, sha256=image.sha256, facts={"source": column})
+                items.append(_Preview(image.data, shown))
+        return items
+
+    def entry(
+        self, unit: InputRows, generations: list[Generation], sources: list[Generation]
+    ) -> Entry:
         """The entry of an input row: its prompt and input columns, from its first row."""
         row = unit.rows[0].row
         inputs = {name: as_text(value) for name, value in self.images.input_columns(row).items()}
@@ -351,7 +378,7 @@ class _Reader:
                 metadata = metadata[0] if metadata else None
             if isinstance(metadata, dict) and metadata.get(self.schema.raw_input) is not None:
                 inputs = {self.prompt: as_text(metadata[self.schema.raw_input]), **inputs}
-        return Entry(inputs.get(self.prompt, ""), tuple(generations), inputs)
+        return Entry(inputs.get(self.prompt, ""), tuple(generations), inputs, tuple(sources))
 
 
 def view_run(run: RunFolder, page_folder: Path) -> RunView:
@@ -367,14 +394,17 @@ def view_run(run: RunFolder, page_folder: Path) -> RunView:
     with ThreadPoolExecutor(_WORKERS, thread_name_prefix="imagetask-gallery") as pool:
         while block := list(islice(units, _BLOCK)):
             items: list[Generation | _Preview] = []
-            ends = []
+            bounds = []
             for unit in block:
+                start = len(items)
+                items.extend(reader.source_images(unit))
+                middle = len(items)
                 for run_row in unit.rows:
                     items.extend(map(reader.generation, reader.images.cells(run_row)))
-                ends.append(len(items))
+                bounds.append((start, middle, len(items)))
             done = reader.with_previews(items, pool)
-            for unit, start, end in zip(block, [0, *ends[:-1]], ends, strict=True):
-                entries.append(reader.entry(unit, done[start:end]))
+            for unit, (start, middle, end) in zip(block, bounds, strict=True):
+                entries.append(reader.entry(unit, done[middle:end], done[start:middle]))
     return RunView(
         name=run.path.resolve().name,
         run=run,
@@ -463,6 +493,7 @@ def _write_data(
     for view in views:
         columns.update(dict.fromkeys(view.columns))
     order = list(columns)
+    sources = len(views) == 1 and any(entry.sources for entry in views[0].entries)
     chunks = []
     for index, start in enumerate(range(0, len(rows), chunk)):
         encoded = []
@@ -474,6 +505,8 @@ def _write_data(
                 None if entry is None else _encode(entry.generations, dirs[r])
                 for r, entry in enumerate(row)
             ]
+            if sources:
+                cells.append(_encode(row[0].sources, dirs[0]) if row[0] is not None else [])
             failing += any(
                 entry is not None and any(g.error is not None for g in entry.generations)
                 for entry in row
@@ -502,6 +535,8 @@ def _write_data(
         "marks": len(views) == 1,
         "runs": [_run_meta(view, dirs[r]) for r, view in enumerate(views)],
     }
+    if sources:
+        meta["sources"] = True
     _write(data / "meta.js", _script("meta", meta))
 
 

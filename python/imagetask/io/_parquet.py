@@ -94,6 +94,9 @@ class ParquetSink:
     image_column, path_column:
         The image column (`Image` structs, as `process_arrow` gives them; bytes become
         structs whose path is the path column's), and the artifact path column if any.
+    source_columns:
+        The input columns of images (an editing task's), `Image` features where they
+        hold `Image` structs.
     empty_schema:
         The schema of the one (empty) shard of a run without rows.
     shard_bytes:
@@ -109,6 +112,7 @@ class ParquetSink:
         *,
         image_column: str = "image",
         path_column: str | None = None,
+        source_columns: tuple[str, ...] = (),
         empty_schema: Any = None,
         shard_bytes: int = SHARD_BYTES,
     ) -> None:
@@ -119,6 +123,7 @@ class ParquetSink:
         self._staging = folder / STAGING
         self._image_column = image_column
         self._path_column = path_column
+        self._source_columns = source_columns
         self._empty_schema = empty_schema and self._arrow.schema(
             [
                 field.with_type(image_structs(self._arrow.nulls(0, field.type), None).type)
@@ -359,7 +364,7 @@ class ParquetSink:
         self._close_stream()
         arrow, parquet = self._arrow, self._parquet
         schema = self._dataset_schema if self._dataset_schema is not None else self._empty_schema
-        meta = {"info": {"features": features(schema, self._image_column)}}
+        meta = {"info": {"features": features(schema, self._image_column, self._source_columns)}}
         schema = schema.with_metadata({"huggingface": json.dumps(meta)})
         name = f"train-{len(self._shards):05d}.parquet"
         temp = self.path / f".{name}.tmp"
@@ -473,7 +478,7 @@ class ParquetSink:
             rows=self._rows,
             files=len(self._shards),
             size=size,
-            features=features(schema, self._image_column),
+            features=features(schema, self._image_column, self._source_columns),
         )
         write_atomic(self.folder / "README.md", card.text().encode())
 

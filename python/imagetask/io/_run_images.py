@@ -80,7 +80,7 @@ class RunImages:
         schema = OutputSchema.of_dump(run.task)
         self.schema = schema
         self.grouped = schema.grouped
-        self.image = schema.columns["image"]
+        self.image = schema.columns[schema.image_output]
         self.path = schema.columns["image_path"]
         self.lists = [*schema.output_columns, schema.metadata]
         self.outputs = {*schema.columns.values(), schema.model_name, schema.metadata}

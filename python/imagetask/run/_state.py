@@ -128,8 +128,9 @@ class RunState:
         if format == "parquet":
             options = {
                 "empty_schema": empty_schema(task),
-                "image_column": schema.image or schema.columns.get("image", "image"),
+                "image_column": schema.columns[schema.image_output],
                 "path_column": self.path_column,
+                "source_columns": schema.image_inputs,
                 "shard_bytes": shard_bytes,
             }
         self.sink_options = options

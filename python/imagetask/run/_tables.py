@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from imagetask._extras import require
+from imagetask.build._schema import with_image_types
 from imagetask.errors import RunError, SinkError
 
 if TYPE_CHECKING:
@@ -43,13 +44,14 @@ def input_table(task: RunnableTask, rows: list[Row], where: str) -> Any:
         task.prepare(rows)  # raises InputRowError naming the row
     names = dict.fromkeys(name for row in rows for name in row)
     try:
-        return arrow.table({name: [row.get(name) for row in rows] for name in names})
+        table = arrow.table({name: [row.get(name) for row in rows] for name in names})
     except (arrow.ArrowException, TypeError, ValueError, OverflowError, RecursionError) as exc:
         reason = " ".join(str(exc).split())
         raise RunError(
             f"{where}: the rows of the batch from this row cannot be one Arrow table for "
             f"Parquet (a column's values must share one type): {reason}"
         ) from None
+    return with_image_types(table)
 
 
 def rows_table(rows: list[Row], schema: Any) -> Any:

@@ -59,8 +59,8 @@ class ImageGeneration(ImageTask):
         image_format = self.image_format.upper()
         if image_format not in IMAGE_FORMATS:
             raise ConfigError(
-                f"ImageGeneration: bad field `image_format` = {self.image_format!r}: expected one "
-                f"of {sorted(IMAGE_FORMATS)}"
+                f"{type(self).__name__}: bad field `image_format` = {self.image_format!r}: "
+                f"expected one of {sorted(IMAGE_FORMATS)}"
             )
         self.image_format = image_format
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -91,6 +91,9 @@ class ImageTask(Configurable, ABC):
     inline_raw_images: bool = False
     on_invalid_row: Literal["raise", "fail"] = "raise"
 
+    image_output: ClassVar[str] = "image"
+    """The output that holds the image (`OutputSchema.image` is its column)."""
+
     def __init__(self, **fields: Any) -> None:
         if "llm" in fields:
             raise ConfigError(
@@ -110,12 +113,7 @@ class ImageTask(Configurable, ABC):
                 f"{cls}: bad field `name` = {shown}: must be 1 to 100 characters among "
                 "A-Z a-z 0-9 _ - (it names metadata keys and the artifacts folder)"
             )
-        model = self.image_generation_model
-        if not (callable(getattr(model, "generate", None)) and hasattr(model, "model_name")):
-            raise ConfigError(
-                f"{cls}: bad field `image_generation_model` = {type(model).__name__}: expected an "
-                "image generation model (an object with model_name, load, unload and generate)"
-            )
+        self._check_model()
         for field, names in (("input_mappings", self.inputs), ("output_mappings", self.outputs)):
             for key in getattr(self, field):
                 if key not in names:
@@ -124,6 +122,16 @@ class ImageTask(Configurable, ABC):
                         f"{field.split('_')[0]}s {names}"
                     )
         self._check_output_names()
+
+    def _check_model(self) -> None:
+        """Raises `ConfigError` when `image_generation_model` cannot serve this task."""
+        model = self.image_generation_model
+        if not (callable(getattr(model, "generate", None)) and hasattr(model, "model_name")):
+            raise ConfigError(
+                f"{type(self).__name__}: bad field `image_generation_model` = "
+                f"{type(model).__name__}: expected an image generation model (an object "
+                "with model_name, load, unload and generate)"
+            )
 
     def _check_output_names(self) -> None:
         """Every output column, the metadata column and the input columns have distinct
@@ -187,6 +195,11 @@ class ImageTask(Configurable, ABC):
         return [column for column in self.outputs if column != "model_name"]
 
     @property
+    def image_inputs(self) -> list[str]:
+        """The input columns that hold images (`ImageEditing`'s sources and mask)."""
+        return []
+
+    @property
     def output_schema(self) -> OutputSchema:
         """The names and types of what this configuration writes (see `imagetask.build._schema`)."""
         return OutputSchema.of(self)
@@ -196,12 +209,20 @@ class ImageTask(Configurable, ABC):
         return None if getattr(method, "__imagetask_native__", False) else getattr(self, name)
 
     def _builder(self) -> RowBuilder:
+        """The native row builder of this configuration. Its own `format_output` puts
+        the image in the output it knows as `image`: the task's image output is named so
+        unless the task's `format_output` is overridden (it returns the task's names)."""
         mapped_in = self.input_mappings
         schema = self.output_schema
+        native = self._hook("format_output") is None
+
+        def known_as(name: str) -> str:
+            return "image" if native and name == schema.image_output else name
+
         return RowBuilder(
             model_name=self.image_generation_model.model_name,
             inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
-            outputs=[(name, schema.columns[name]) for name in schema.outputs],
+            outputs=[(known_as(name), schema.columns[name]) for name in schema.outputs],
             num_generations=self.num_generations,
             group_generations=self.group_generations,
             add_raw_output=self.add_raw_output,

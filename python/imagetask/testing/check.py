@@ -209,8 +209,9 @@ def _same_columns_on_every_row(example: Example) -> str | None:
 
 def _nothing_silently_lost(example: Example) -> str | None:
     task = example.task
-    if "image" in task.outputs:
-        columns = {task.output_schema.columns["image"]}
+    schema = task.output_schema
+    if schema.image_output in task.outputs:
+        columns = {schema.columns[schema.image_output]}
     else:
         columns = example.output_columns()
     if not columns:

@@ -214,7 +214,7 @@ class _Layout:
 
     def __init__(self, task: dict[str, Any]) -> None:
         schema = OutputSchema.of_dump(task)
-        self.image = schema.columns["image"]
+        self.image = schema.columns[schema.image_output]
         self.model_name = schema.model_name
         self.metadata = schema.metadata
         self.added = {self.image, schema.columns["image_path"], self.model_name, self.metadata}

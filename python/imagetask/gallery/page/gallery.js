@@ -10,7 +10,8 @@
  * A, generations of run B], inputs the texts of meta.columns in order; a generation is
  * [dir, name, facts, error, sha256] with the trailing nulls left out: dir and name null
  * when there is no image (else the run's dirs[dir] + name), sha256 left out when the
- * name's stem is it. The page state (search, column, filter, page, page size) lives in the
+ * name's stem is it. With meta.sources, an entry ends with the images its row was edited
+ * from, in the same form, facts.source naming each one's column. The page state (search, column, filter, page, page size) lives in the
  * URL's #fragment; the marks live in the browser's storage under the run's id.
  */
 "use strict";
@@ -53,7 +54,7 @@
   const fmt = (n) => n.toLocaleString("en-US");
   const plural = (n, word) => `${fmt(n)} ${word}${n === 1 ? "" : "s"}`;
   const failed = (entry) =>
-    entry.slice(1).some((gens) => gens && gens.some((g) => g[3] !== undefined && g[3] !== null));
+    entry.slice(1, state.meta.runs.length + 1).some((gens) => gens && gens.some((g) => g[3] !== undefined && g[3] !== null));
 
   function decode(run, raw) {
     const [dir = null, name = null, facts = {}, error = null, sha = null] = raw;
@@ -364,6 +365,26 @@
     return box;
   }
 
+  function sourceImages(list, ticket) {
+    const box = el("div", "gens sources");
+    list.forEach((raw) => {
+      const gen = decode(state.meta.runs[0], raw);
+      const figure = el("figure", "gen source");
+      if (gen.src !== null) {
+        const img = el("img");
+        img.loading = "lazy";
+        img.alt = gen.facts.source;
+        watch(img, figure, gen.src, ticket);
+        img.src = gen.src;
+        figure.append(img);
+      }
+      if (gen.error !== null) figure.append(el("p", "error", gen.error));
+      figure.append(el("figcaption", null, gen.facts.source));
+      box.append(figure);
+    });
+    return box;
+  }
+
   function inputList(entry, query, column) {
     const list = el("dl", "inputs");
     state.meta.columns.forEach((name, i) => {
@@ -389,6 +410,7 @@
     const inputs = inputList(entry, query, p.col);
     if (inputs.childElementCount) prompt.append(inputs);
     article.append(prompt);
+    if (state.meta.sources) article.append(sourceImages(entry[state.meta.runs.length + 1] || [], ticket));
     state.meta.runs.forEach((run, r) => {
       article.append(generations(run, r, entry[r + 1], index, ticket));
     });

@@ -414,14 +414,15 @@ def test_run_end_encoded_columns_repeat_with_their_rows() -> None:
     ] * 2
 
 
-def test_a_column_pyarrow_cannot_repeat_is_refused_before_the_model_is_called() -> None:
-    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([2], pa.int32()), pa.array(["x"]))
-    nested = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), encoded)
+def test_a_column_pyarrow_cannot_take_rows_of_repeats_with_its_rows() -> None:
+    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([1, 3], pa.int32()), pa.array(["x", "y"]))
+    nested = pa.ListArray.from_arrays(pa.array([0, 1, 3], pa.int32()), encoded)
     model = BatchScriptedModel([[{"images": [b64(b"A")] * 2}]] * 2)
     task = ImageGeneration(image_generation_model=model, num_generations=2)
-    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column 'nested': "):
-        task.process_arrow(pa.table({"prompt": ["a", "b"], "nested": nested}))
-    assert model.calls == []
+    out = task.process_arrow(pa.table({"prompt": ["a", "b"], "nested": nested}))
+    out.validate(full=True)
+    assert out.column("nested").type == nested.type
+    assert out.column("nested").to_pylist() == [["x"], ["x"], ["y", "y"], ["y", "y"]]
 
 
 def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_model() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imagetask._extras import require
@@ -139,6 +139,9 @@ class OutputSchema:
     grouped: bool
     add_raw_output: bool
     add_raw_input: bool
+    _features: dict[pa.Schema, dict[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def build(
@@ -272,6 +275,10 @@ class OutputSchema:
 
     def with_features(self, table: pa.Table) -> pa.Table:
         """`table` with the `huggingface` schema metadata naming its features, which
-        `datasets` reads (from Parquet too) to load the image column as `Image()`."""
-        info = {"info": {"features": self.features(table.schema)}}
-        return table.replace_schema_metadata({"huggingface": json.dumps(info)})
+        `datasets` reads (from Parquet too) to load the image column as `Image()`; the
+        metadata of each schema is made once."""
+        metadata = self._features.get(table.schema)
+        if metadata is None:
+            info = {"info": {"features": self.features(table.schema)}}
+            metadata = self._features[table.schema] = {"huggingface": json.dumps(info)}
+        return table.replace_schema_metadata(metadata)

@@ -283,11 +283,10 @@ class ImageTask(Configurable, ABC):
             if not (pa.types.is_struct(kind) or pa.types.is_null(kind)):
                 return None
         return ColumnBuilder(
+            schema=self.output_schema,
             prompt_column=prompt,
             model_name=self.image_generation_model.model_name,
             num_generations=self.num_generations,
-            group_generations=self.group_generations,
-            add_raw_output=self.add_raw_output,
             inline_raw_images=self.inline_raw_images,
             pass_invalid_rows=self.on_invalid_row == "fail",
         )

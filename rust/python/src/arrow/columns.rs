@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBufferBuilder, StringBuilder};
-use arrow_array::{ArrayRef, BinaryArray, Int32Array, StringArray, UInt32Array};
+use arrow_array::{ArrayRef, BinaryArray, StringArray};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::{self, Members};
@@ -280,17 +280,6 @@ fn save(destination: &Destination, decoded: &Decoded) -> Vec<Result<String, Stri
         .collect()
 }
 
-/// The input row of each output row: every row `n` times, in order.
-pub(crate) fn repeated_rows(rows: usize, n: usize) -> UInt32Array {
-    UInt32Array::from_iter_values((0..rows).flat_map(|row| std::iter::repeat_n(row as u32, n)))
-}
-
-/// List offsets that group `n` consecutive cells into one list per row.
-pub(crate) fn group_offsets(rows: usize, n: usize) -> Int32Array {
-    let offsets: Vec<i32> = (0..=rows).map(|row| (row * n) as i32).collect();
-    Int32Array::from(offsets)
-}
-
 /// A column holding `text` `len` times.
 pub(crate) fn constant(text: &str, len: usize) -> StringArray {
     let offsets = OffsetBuffer::new(ScalarBuffer::from_iter(
@@ -488,12 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn helpers_repeat_group_and_fill() {
-        assert_eq!(
-            repeated_rows(2, 3).values().to_vec(),
-            vec![0, 0, 0, 1, 1, 1]
-        );
-        assert_eq!(group_offsets(2, 3).values().to_vec(), vec![0, 3, 6]);
+    fn a_constant_column_repeats_its_text() {
         let names = constant("model", 3);
         assert_eq!(names.iter().collect::<Vec<_>>(), vec![Some("model"); 3]);
         assert_eq!(constant("m", 0).len(), 0);

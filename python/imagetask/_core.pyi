@@ -146,10 +146,11 @@ class ColumnBuilder:
         answers: Any,
         artifacts_folder: str | os.PathLike[str] | None = None,
         artifacts_prefix: str | None = None,
+        schema_metadata: dict[str, str] | None = None,
     ) -> tuple[ArrowTable, list[tuple[int, int, str]]]:
-        """Builds the output table of a prepared batch: `(table, failures)`, each failure
-        `(row, generation, error)`. A batch is built once: a second build is a
-        `ConfigError`."""
+        """Builds the output table of a prepared batch, its schema carrying
+        `schema_metadata`: `(table, failures)`, each failure `(row, generation, error)`. A
+        batch is built once: a second build is a `ConfigError`."""
 
 def assemble_table(
     *,

@@ -496,3 +496,22 @@ def test_invalid_arrow_data_is_an_error_not_a_crash() -> None:
     not_utf8 = pa.array([b"ok", b"bad\xff\xfe"]).view(pa.string())
     with pytest.raises(ValueError, match=r"the Arrow data is not valid: .*Invalid UTF8"):
         task.process_arrow(pa.table({"prompt": not_utf8}))
+
+
+def test_every_batch_of_a_schema_carries_the_features_and_a_pickled_task_builds_again() -> None:
+    import pickle
+
+    task = placeholder_task(num_generations=2, group_generations=True)
+    first = task.process_arrow(pa.table({"prompt": ["a"]}))
+    second = task.process_arrow(pa.table({"prompt": ["b", "c"]}))
+    features = json.loads(first.schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["image"] == {"_type": "List", "feature": {"_type": "Image"}}
+    assert second.schema.metadata == first.schema.metadata
+    other = task.process_arrow(pa.table({"prompt": ["d"], "score": [1.5]}))
+    assert json.loads(other.schema.metadata[b"huggingface"])["info"]["features"]["score"] == {
+        "dtype": "float64",
+        "_type": "Value",
+    }
+    copy = pickle.loads(pickle.dumps(task))
+    again = copy.process_arrow(pa.table({"prompt": ["b", "c"]}))
+    assert again.equals(second, check_metadata=True)

@@ -4,7 +4,6 @@ documented in `imagetask.columnar`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imagetask import _core
@@ -12,7 +11,7 @@ from imagetask._extras import require
 from imagetask.build._artifacts import ArtifactTarget
 from imagetask.build._batch import Batch, Failure, ModelCall
 from imagetask.build._converter import RowConverter, image_bytes, json_cell
-from imagetask.build._schema import OutputSchema
+from imagetask.build._schema import OutputSchema, SchemaMemo
 from imagetask.errors import ConfigError
 from imagetask.outcome import Row
 
@@ -83,9 +82,22 @@ def as_table(data: Any) -> pa.Table:
     return table
 
 
+class BuilderCache:
+    """A task's last `ColumnBuilder` and the configuration it was made for. It pickles
+    (and copies) empty: a builder is cheap to make again and holds nothing else."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] = ()
+        self.builder: _core.ColumnBuilder | None = None
+
+    def __reduce__(self) -> tuple[type[BuilderCache], tuple[()]]:
+        return (BuilderCache, ())
+
+
 class ArrowBatch(ModelCall):
-    """One Arrow batch on its way through a task: prompts read from the prompt column,
-    the model called once, the output table assembled natively (see the module).
+    """One Arrow batch (a table, as `as_table` makes it) on its way through a task:
+    prompts read from the prompt column, the model called once, the output table
+    assembled natively (see the module).
 
     `native` builds the cells from `prompt_column`; or else `slow`, the batch of the
     table's rows as dicts, builds dict rows whose cells are read back. `artifacts`: where
@@ -94,7 +106,7 @@ class ArrowBatch(ModelCall):
 
     def __init__(
         self,
-        data: Any,
+        table: pa.Table,
         *,
         model: ImageModel,
         n: int,
@@ -104,7 +116,7 @@ class ArrowBatch(ModelCall):
         slow: Batch | None,
         artifacts: ArtifactTarget | None,
     ) -> None:
-        self.table = as_table(data)
+        self.table = table
         self._native = native
         self._slow = slow
         self._artifacts = artifacts
@@ -142,18 +154,26 @@ class ArrowBatch(ModelCall):
         else:
             assert self._native is not None
             target = self._artifacts
+            metadata = self.schema.output_metadata.known(self.table.schema)
             built, failed = self._native.build(
                 self._prepared,
                 self.answers,
                 None if target is None else target.folder,
                 None if target is None else target.prefix,
+                metadata,
             )
             failures = [Failure(*failure) for failure in failed]
             self.log(failures)
-        table = pa.table(built)
-        if _holds_nul(self.table.schema):
+        # `pa.table` would ask pandas whether `built` is a DataFrame, importing it.
+        table = pa.RecordBatchReader.from_stream(built).read_all()
+        if _NUL_NAMES.get(self.table.schema, _holds_nul):
             table = self._named(table)
-        return ArrowOutput(self.schema.with_features(table), failures)
+        if table.schema.metadata is None:
+            metadata = self.schema.schema_metadata(table.schema)
+            table = table.replace_schema_metadata(metadata)
+            if self._native is not None:
+                self.schema.output_metadata.keep(self.table.schema, metadata)
+        return ArrowOutput(table, failures)
 
     def _named(self, table: pa.Table) -> pa.Table:
         """`table` with the names of the input's fields given back. The Arrow C interface
@@ -179,7 +199,10 @@ class ArrowBatch(ModelCall):
         return pa.Table.from_arrays(columns, names=[field.name for field in fields])
 
 
-@lru_cache(maxsize=64)
+_NUL_NAMES = SchemaMemo()
+"""Whether the last input schema has a name holding a NUL (`_holds_nul`)."""
+
+
 def _holds_nul(schema: pa.Schema) -> bool:
     """Whether a field name of `schema`, at any depth, holds a NUL."""
     return any(_nul_in(field) for field in schema)
@@ -214,6 +237,8 @@ def _check_repeatable(schema: OutputSchema, n: int, table: pa.Table) -> None:
     `TypeError` naming a run-end encoded column whose run ends cannot count the repeated
     rows; `ConfigError` naming a string or binary column whose bytes, once per
     generation, would not fit one Arrow array."""
+    if n == 1:
+        return
     pa = arrow()
     for name in _repeated(schema, n, table):
         column = table.column(name)

@@ -20,7 +20,7 @@ from imagetask._extras import require
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["OutputSchema", "features", "image_structs", "image_type"]
+__all__ = ["OutputSchema", "SchemaMemo", "features", "image_structs", "image_type"]
 
 
 class Configured(Protocol):
@@ -78,6 +78,30 @@ def image_structs(values: pa.Array, paths: pa.Array | None) -> pa.Array:
     return pa.StructArray.from_arrays(
         [values.cast(pa.binary()), paths], fields=list(image_type()), mask=values.is_null()
     )
+
+
+class SchemaMemo:
+    """A value made from a schema, kept for the next schema equal to it (comparing two
+    pyarrow schemas costs far less than hashing one, and batches share their schema)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[pa.Schema, Any] | None = None
+
+    def get(self, schema: pa.Schema, make: Any) -> Any:
+        """`make(schema)`, or what it gave for the last schema if `schema` equals it."""
+        last = self._last
+        if last is None or not last[0].equals(schema):
+            last = self._last = (schema, make(schema))
+        return last[1]
+
+    def known(self, schema: pa.Schema) -> Any:
+        """What is kept for `schema` (`keep`), or `None`."""
+        last = self._last
+        return last[1] if last is not None and last[0].equals(schema) else None
+
+    def keep(self, schema: pa.Schema, value: Any) -> None:
+        """Keeps `value` for `schema` (and the schemas equal to it)."""
+        self._last = (schema, value)
 
 
 def _feature(kind: Any, image: bool) -> Any:
@@ -139,9 +163,12 @@ class OutputSchema:
     grouped: bool
     add_raw_output: bool
     add_raw_input: bool
-    _features: dict[pa.Schema, dict[str, str]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
+    _features: SchemaMemo = field(default_factory=SchemaMemo, init=False, repr=False, compare=False)
+    output_metadata: SchemaMemo = field(
+        default_factory=SchemaMemo, init=False, repr=False, compare=False
     )
+    """The schema metadata (`with_features`) of the output of an input schema, once
+    known: the native builder writes it in the table it builds."""
 
     @classmethod
     def build(
@@ -275,10 +302,15 @@ class OutputSchema:
 
     def with_features(self, table: pa.Table) -> pa.Table:
         """`table` with the `huggingface` schema metadata naming its features, which
-        `datasets` reads (from Parquet too) to load the image column as `Image()`; the
-        metadata of each schema is made once."""
-        metadata = self._features.get(table.schema)
-        if metadata is None:
-            info = {"info": {"features": self.features(table.schema)}}
-            metadata = self._features[table.schema] = {"huggingface": json.dumps(info)}
-        return table.replace_schema_metadata(metadata)
+        `datasets` reads (from Parquet too) to load the image column as `Image()`."""
+        return table.replace_schema_metadata(self.schema_metadata(table.schema))
+
+    def schema_metadata(self, schema: pa.Schema) -> dict[str, str]:
+        """The `huggingface` schema metadata of an output table's schema; made once for
+        the tables of one schema in a row."""
+
+        def make(schema: pa.Schema) -> dict[str, str]:
+            return {"huggingface": json.dumps({"info": {"features": self.features(schema)}})}
+
+        metadata: dict[str, str] = self._features.get(schema, make)
+        return metadata

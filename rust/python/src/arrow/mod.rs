@@ -15,6 +15,7 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::Members;
+use imagetask_core::payload::decode::Work;
 use imagetask_core::payload::Problem;
 use imagetask_core::plan::{Generations, Plan, RowProblem, Rows};
 use pyo3::prelude::*;
@@ -138,9 +139,12 @@ impl ColumnBuilder {
         })
     }
 
-    /// Builds the output table of a prepared batch; returns `(table, failures)`, the
-    /// failures as `(row, generation, error)`.
-    #[pyo3(signature = (prepared, answers, artifacts_folder=None, artifacts_prefix=None))]
+    /// Builds the output table of a prepared batch, its schema carrying
+    /// `schema_metadata`; returns `(table, failures)`, the failures as
+    /// `(row, generation, error)`.
+    #[pyo3(signature = (
+        prepared, answers, artifacts_folder=None, artifacts_prefix=None, schema_metadata=None,
+    ))]
     pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
@@ -148,12 +152,13 @@ impl ColumnBuilder {
         answers: &Bound<'py, PyAny>,
         artifacts_folder: Option<PathBuf>,
         artifacts_prefix: Option<String>,
+        schema_metadata: Option<HashMap<String, String>>,
     ) -> PyResult<(ArrowTable, Bound<'py, PyList>)> {
         prepared.rows.start_build().map_err(config_error)?;
         let valid = prepared.rows.valid();
         let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
         let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
-        let images = self.images(&read.generations)?;
+        let (payloads, images) = self.images(&read.generations)?;
         let raw_output = self.layout.add_raw_output;
         // The raw output a failed answer keeps, as JSON.
         let raw: Vec<Option<String>> = read
@@ -175,7 +180,7 @@ impl ColumnBuilder {
         let n = self.n.get();
         let (table, failures) = py
             .detach(|| {
-                let built = columns::build(&images, &plan, &raw, &options)?;
+                let built = columns::build(&payloads, &images, &plan, &raw, &options)?;
                 let layout = &self.layout;
                 let mut outputs = Vec::new();
                 if let Some(image) = &layout.image {
@@ -204,7 +209,10 @@ impl ColumnBuilder {
                     model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
                     metadata,
                 };
-                let table = table::assemble(layout, n, &prepared.input, cells)?;
+                let mut table = table::assemble(layout, n, &prepared.input, cells)?;
+                if let Some(metadata) = schema_metadata {
+                    table = table::with_metadata(table, metadata);
+                }
                 Ok::<_, String>((table, built.failures))
             })
             .map_err(config_error)?;
@@ -299,10 +307,15 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
 }
 
 impl ColumnBuilder {
-    /// Every generation's image as the columnar core reads it.
-    fn images<'py>(&self, generations: &'py [Generation<'py>]) -> PyResult<Vec<Image<'py>>> {
+    /// Every generation's image as the columnar core reads it: its payload, and what its
+    /// raw output needs.
+    fn images<'py>(
+        &self,
+        generations: &'py [Generation<'py>],
+    ) -> PyResult<(Vec<Work<'py>>, Vec<Image>)> {
         // Answer dicts are shared by the images they hold: their JSON is made once.
         let mut dicts: HashMap<usize, (Arc<Members>, Option<Arc<str>>)> = HashMap::new();
+        let mut payloads = Vec::with_capacity(generations.len());
         let mut images = Vec::with_capacity(generations.len());
         let empty = Arc::new(Members::default());
         for generation in generations {
@@ -323,14 +336,14 @@ impl ColumnBuilder {
                 Err(_) => Some(pyjson::to_json(&generation.payload)),
                 Ok(_) => None,
             };
+            payloads.push(payload);
             images.push(Image {
-                payload,
                 payload_json,
                 members,
                 statistics,
             });
         }
-        Ok(images)
+        Ok((payloads, images))
     }
 
     /// The JSON of an answer dict's other members and of its statistics.

@@ -89,7 +89,7 @@ fn grouped_cells_become_one_list_per_row() {
         let builder = builder(py, 2, true).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a'], 'seed': 3}]]");
         let (table, failures) = builder
-            .build(py, &prepared(py), &answers, None, None)
+            .build(py, &prepared(py), &answers, None, None, None)
             .unwrap();
         let table = table.batch();
         let schema = table.schema();
@@ -160,7 +160,7 @@ fn ungrouped_generations_repeat_the_input_rows() {
         let builder = builder(py, 2, false).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a', b'GIF89b']}]]");
         let (table, _) = builder
-            .build(py, &prepared(py), &answers, None, None)
+            .build(py, &prepared(py), &answers, None, None, None)
             .unwrap();
         let table = table.batch();
         assert_eq!(table.num_rows(), 4);
@@ -190,9 +190,11 @@ fn a_bad_count_and_a_second_build_are_config_errors() {
         let builder = builder(py, 1, false).unwrap();
         let prepared = prepared(py);
         let answers = eval(py, "[[{'images': [b'GIF89a']}]]");
-        builder.build(py, &prepared, &answers, None, None).unwrap();
+        builder
+            .build(py, &prepared, &answers, None, None, None)
+            .unwrap();
         let err = builder
-            .build(py, &prepared, &answers, None, None)
+            .build(py, &prepared, &answers, None, None, None)
             .err()
             .unwrap();
         assert!(err.is_instance_of::<ConfigError>(py));

@@ -2,15 +2,19 @@
 
 import os
 from collections.abc import Callable
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
+
+if TYPE_CHECKING:
+    from imagetask.build._schema import OutputSchema
 
 __all__ = [
     "MAX_GENERATIONS",
-    "ArrowArray",
+    "ArrowTable",
     "ColumnBuilder",
     "Prepared",
     "PreparedColumns",
     "RowBuilder",
+    "assemble_table",
     "json_text",
     "placeholder_images",
     "write_artifacts",
@@ -107,35 +111,38 @@ def json_text(value: Any) -> str:
     of another kind as its `str()`)."""
 
 @final
-class ArrowArray:
-    """An Arrow array handed to Python through the Arrow PyCapsule interface."""
+class ArrowTable:
+    """An Arrow table (one record batch) handed to Python through the Arrow PyCapsule
+    interface: `pyarrow.table(it)` takes it without copying."""
 
-    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]:
-        """`(schema capsule, array capsule)`."""
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        """A stream capsule of the table's one record batch."""
     def __len__(self) -> int:
-        """How many values the array holds."""
+        """How many rows the table holds."""
 
 @final
 class ColumnBuilder:
-    """Builds the output columns of one task configuration from Arrow input (a
-    `num_generations` outside 1..`MAX_GENERATIONS` is a `ConfigError`)."""
+    """Builds the output table of one task configuration from Arrow input (a
+    `num_generations` outside 1..`MAX_GENERATIONS` is a `ConfigError`); `schema` names
+    what it writes."""
 
     def __new__(
         cls,
         *,
+        schema: OutputSchema,
         prompt_column: str,
         model_name: str,
         num_generations: int,
-        group_generations: bool,
-        add_raw_output: bool,
         inline_raw_images: bool,
         pass_invalid_rows: bool,
     ) -> ColumnBuilder: ...
-    def prepare(self, prompts: Any) -> PreparedColumns:
-        """Reads the prompt column (any object exporting an Arrow stream of strings).
+    def prepare(self, table: Any) -> PreparedColumns:
+        """Reads a table (any object exporting an Arrow stream of record batches) and its
+        prompt column.
 
         Raises `InputRowError` for the first null prompt unless `pass_invalid_rows`, and
-        `ReadError` for data that is not a valid Arrow stream of strings.
+        `ReadError` for data that is not a valid Arrow stream or a prompt column that is
+        missing or not strings.
         """
     def build(
         self,
@@ -143,11 +150,25 @@ class ColumnBuilder:
         answers: Any,
         artifacts_folder: str | os.PathLike[str] | None = None,
         artifacts_prefix: str | None = None,
-    ) -> tuple[ArrowArray, ArrowArray, ArrowArray | None, list[tuple[int, int, str]]]:
-        """Builds the output columns of a prepared batch: `(columns, rows, offsets,
-        failures)`; `columns` is a struct array with one entry per row and generation,
-        `rows` the input row of each entry, `offsets` (grouped only) the list offsets. A batch
-        is built once: a second build is a `ConfigError`."""
+        schema_metadata: dict[str, str] | None = None,
+    ) -> tuple[ArrowTable, list[tuple[int, int, str]]]:
+        """Builds the output table of a prepared batch, its schema carrying
+        `schema_metadata`: `(table, failures)`, each failure `(row, generation, error)`. A
+        batch is built once: a second build is a `ConfigError`."""
+
+def assemble_table(
+    *,
+    schema: OutputSchema,
+    num_generations: int,
+    table: Any,
+    outputs: Any,
+    model_name: Any,
+    metadata: Any,
+) -> ArrowTable:
+    """The output table of `table` (each row `num_generations` times) from the cells of
+    its rows, one value per row and generation: `outputs` (a struct array, one field per
+    output column, the image as its bytes), `model_name` and `metadata` (a struct array
+    of the task's recorded metadata keys); each an object exporting an Arrow stream."""
 
 @final
 class PreparedColumns:
@@ -156,5 +177,8 @@ class PreparedColumns:
     @property
     def prompts(self) -> list[str]:
         """The prompts of the valid rows, in order."""
+    @property
+    def prompt_bytes(self) -> int:
+        """The bytes of text in the prompt column."""
     def __len__(self) -> int:
         """How many rows the batch holds."""

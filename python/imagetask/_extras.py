@@ -7,6 +7,7 @@ there too: `pip install '.[arrow]'` (no package index serves `imagetask`).
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 from imagetask.errors import MissingExtraError
@@ -21,6 +22,9 @@ def install_hint(extra: str) -> str:
 
 def require(module: str, extra: str, needed_by: str) -> ModuleType:
     """Imports `module`, or raises `MissingExtraError` with the `install_hint` of `extra`."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return loaded
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -5,11 +5,10 @@ pyarrow Table or RecordBatch, a Polars DataFrame, the table under a Hugging Face
 Dataset) and returns a `pyarrow.Table` with the information `process_batch` gives for
 the same rows, laid out as columns:
 
-- the input columns, as they are (each row repeated when `num_generations > 1` and the
-  generations are not grouped, when string and binary views become large strings and
-  binary, and a run-end encoded column is encoded again with its run-end type); an input
-  column named like a column the task writes (an output column, `model_name`, the
-  metadata column) is replaced by it;
+- the input columns, as they are, in their own types (each row repeated when
+  `num_generations > 1` and the generations are not grouped); an input column named like
+  a column the task writes (an output column, `model_name`, the metadata column) is
+  replaced by it;
 - the task's output columns; for `ImageGeneration`, `image` is the Hugging Face `Image`
   struct `struct<bytes: binary, path: string>` (the image's bytes, whatever
   `images_as_bytes` says, and its artifact's path, as `image_path` holds it);
@@ -39,10 +38,12 @@ column that is not text or a metadata column that is not a struct take a slower 
 the rows are materialised as dicts for the hooks, built as `process_batch` builds them,
 and converted to the same columns.
 
-A batch whose columns cannot be repeated is refused before the model is called: a column
-of a type pyarrow cannot take rows of (`TypeError` naming it), or text that would not fit
-one Arrow string column once repeated `num_generations` times (`ConfigError`: the raw
-inputs, one per generation, hold the prompts that many times).
+The extension assembles the output table (`_core.ColumnBuilder`, or `_core.assemble_table`
+for the cells of the slower path). A batch whose columns cannot be repeated is refused
+before the model is called: a run-end encoded column whose run ends cannot count the
+repeated rows (`TypeError` naming it), or text that would not fit one Arrow string column
+once repeated `num_generations` times (`ConfigError`: the raw inputs, one per
+generation, hold the prompts that many times).
 """
 
 from imagetask.build._columnar import (

@@ -414,14 +414,15 @@ def test_run_end_encoded_columns_repeat_with_their_rows() -> None:
     ] * 2
 
 
-def test_a_column_pyarrow_cannot_repeat_is_refused_before_the_model_is_called() -> None:
-    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([2], pa.int32()), pa.array(["x"]))
-    nested = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), encoded)
+def test_a_column_pyarrow_cannot_take_rows_of_repeats_with_its_rows() -> None:
+    encoded = pa.RunEndEncodedArray.from_arrays(pa.array([1, 3], pa.int32()), pa.array(["x", "y"]))
+    nested = pa.ListArray.from_arrays(pa.array([0, 1, 3], pa.int32()), encoded)
     model = BatchScriptedModel([[{"images": [b64(b"A")] * 2}]] * 2)
     task = ImageGeneration(image_generation_model=model, num_generations=2)
-    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column 'nested': "):
-        task.process_arrow(pa.table({"prompt": ["a", "b"], "nested": nested}))
-    assert model.calls == []
+    out = task.process_arrow(pa.table({"prompt": ["a", "b"], "nested": nested}))
+    out.validate(full=True)
+    assert out.column("nested").type == nested.type
+    assert out.column("nested").to_pylist() == [["x"], ["x"], ["y", "y"], ["y", "y"]]
 
 
 def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_model() -> None:
@@ -495,3 +496,22 @@ def test_invalid_arrow_data_is_an_error_not_a_crash() -> None:
     not_utf8 = pa.array([b"ok", b"bad\xff\xfe"]).view(pa.string())
     with pytest.raises(ValueError, match=r"the Arrow data is not valid: .*Invalid UTF8"):
         task.process_arrow(pa.table({"prompt": not_utf8}))
+
+
+def test_every_batch_of_a_schema_carries_the_features_and_a_pickled_task_builds_again() -> None:
+    import pickle
+
+    task = placeholder_task(num_generations=2, group_generations=True)
+    first = task.process_arrow(pa.table({"prompt": ["a"]}))
+    second = task.process_arrow(pa.table({"prompt": ["b", "c"]}))
+    features = json.loads(first.schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["image"] == {"_type": "List", "feature": {"_type": "Image"}}
+    assert second.schema.metadata == first.schema.metadata
+    other = task.process_arrow(pa.table({"prompt": ["d"], "score": [1.5]}))
+    assert json.loads(other.schema.metadata[b"huggingface"])["info"]["features"]["score"] == {
+        "dtype": "float64",
+        "_type": "Value",
+    }
+    copy = pickle.loads(pickle.dumps(task))
+    again = copy.process_arrow(pa.table({"prompt": ["b", "c"]}))
+    assert again.equals(second, check_metadata=True)

@@ -11,7 +11,7 @@ from imagetask._extras import require
 from imagetask.build._artifacts import ArtifactTarget
 from imagetask.build._batch import Batch, Failure, ModelCall
 from imagetask.build._converter import RowConverter, image_bytes, json_cell
-from imagetask.build._schema import OutputSchema, image_structs
+from imagetask.build._schema import OutputSchema, SchemaMemo
 from imagetask.errors import ConfigError
 from imagetask.outcome import Row
 
@@ -82,18 +82,31 @@ def as_table(data: Any) -> pa.Table:
     return table
 
 
-class ArrowBatch(ModelCall):
-    """One Arrow batch on its way through a task: prompts read from the prompt column,
-    the model called once, the output columns built natively (see the module).
+class BuilderCache:
+    """A task's last `ColumnBuilder` and the configuration it was made for. It pickles
+    (and copies) empty: a builder is cheap to make again and holds nothing else."""
 
-    `native` builds the columns from `prompt_column`; or else `slow`, the batch of the
-    table's rows as dicts, builds dict rows that are converted. `artifacts`: where the
-    native builder writes the images (`None`: nowhere).
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] = ()
+        self.builder: _core.ColumnBuilder | None = None
+
+    def __reduce__(self) -> tuple[type[BuilderCache], tuple[()]]:
+        return (BuilderCache, ())
+
+
+class ArrowBatch(ModelCall):
+    """One Arrow batch (a table, as `as_table` makes it) on its way through a task:
+    prompts read from the prompt column, the model called once, the output table
+    assembled natively (see the module).
+
+    `native` builds the cells from `prompt_column`; or else `slow`, the batch of the
+    table's rows as dicts, builds dict rows whose cells are read back. `artifacts`: where
+    the native builder writes the images (`None`: nowhere).
     """
 
     def __init__(
         self,
-        data: Any,
+        table: pa.Table,
         *,
         model: ImageModel,
         n: int,
@@ -103,11 +116,10 @@ class ArrowBatch(ModelCall):
         slow: Batch | None,
         artifacts: ArtifactTarget | None,
     ) -> None:
-        self.table = as_table(data)
+        self.table = table
         self._native = native
         self._slow = slow
         self._artifacts = artifacts
-        self._prompt_column = prompt = prompt_column
         if slow is not None:
             super().__init__(model, n, schema, slow.prompts, slow.size)
             text = sum(
@@ -115,11 +127,11 @@ class ArrowBatch(ModelCall):
             )
         else:
             assert native is not None
-            self._prepared = native.prepare(self.table.column(prompt))
+            self._prepared = native.prepare(self.table)
             super().__init__(model, n, schema, self._prepared.prompts, self.table.num_rows)
-            text = _text_bytes(self.table.column(prompt))
+            text = self._prepared.prompt_bytes
         if schema.add_raw_input:
-            _check_fits(f"the raw inputs (the prompts of {prompt!r})", text, n)
+            _check_fits(f"the raw inputs (the prompts of {prompt_column!r})", text, n)
         _check_repeatable(schema, n, self.table)
 
     def generate(self) -> None:
@@ -148,63 +160,108 @@ class ArrowBatch(ModelCall):
             self._slow.answers = self.answers
             self._slow.names = self.names
             output = self._slow.finish()
-            cells, rows, offsets = _cells_of(self.schema, self.n, output.rows, self.table.num_rows)
+            cells = _Cells.of(self.schema, output.rows)
+            built = _core.assemble_table(
+                schema=self.schema,
+                num_generations=self.n,
+                table=self.table,
+                outputs=cells.outputs,
+                model_name=cells.model_name,
+                metadata=cells.metadata,
+            )
             failures = output.failures
         else:
             assert self._native is not None
             target = self._artifacts
-            built, index, groups, failed = self._native.build(
+            metadata = self.schema.output_metadata.known(self.table.schema)
+            built, failed = self._native.build(
                 self._prepared,
                 self.answers,
                 None if target is None else target.folder,
                 None if target is None else target.prefix,
+                metadata,
             )
-            cells = pa.record_batch(built)
-            rows = pa.array(index)
-            offsets = None if groups is None else pa.array(groups)
-            raw_input = _take(self.table.column(self._prompt_column), rows).cast(pa.string())
-            cells = cells.append_column("raw_input", raw_input.combine_chunks())
             failures = [Failure(*failure) for failure in failed]
             self.log(failures)
-        table = _assemble(self.schema, self.n, self.table, cells, rows, offsets)
+        # `pa.table` would ask pandas whether `built` is a DataFrame, importing it.
+        table = pa.RecordBatchReader.from_stream(built).read_all()
+        if _NUL_NAMES.get(self.table.schema, _holds_nul):
+            table = self._named(table)
+        if table.schema.metadata is None:
+            metadata = self.schema.schema_metadata(table.schema)
+            table = table.replace_schema_metadata(metadata)
+            if self._native is not None:
+                self.schema.output_metadata.keep(self.table.schema, metadata)
         return ArrowOutput(table, failures)
+
+    def _named(self, table: pa.Table) -> pa.Table:
+        """`table` with the names of the input's fields given back. The Arrow C interface
+        carries names as C strings, which end at a NUL: a name holding one comes back cut
+        there."""
+        pa = arrow()
+        names = self.schema
+        source = self.table.schema
+        kept = [field for field in source if field.name not in names.written]
+        fields = [*kept, *list(table.schema)[len(kept) :]]
+        upstream = source.field(names.metadata) if names.metadata in source.names else None
+        if upstream is not None and pa.types.is_struct(upstream.type):
+            built = table.schema.field(names.metadata)
+            struct = built.type.value_type if names.grouped else built.type
+            own = set(names.metadata_keys)
+            keys = [field for field in upstream.type if field.name not in own]
+            kind = pa.struct([*keys, *list(struct)[len(keys) :]])
+            fields[-1] = built.with_type(pa.list_(kind) if names.grouped else kind)
+        columns = [
+            column.combine_chunks().view(field.type)
+            for column, field in zip(table.columns, fields, strict=True)
+        ]
+        return pa.Table.from_arrays(columns, names=[field.name for field in fields])
+
+
+_NUL_NAMES = SchemaMemo()
+"""Whether the last input schema has a name holding a NUL (`_holds_nul`)."""
+
+
+def _holds_nul(schema: pa.Schema) -> bool:
+    """Whether a field name of `schema`, at any depth, holds a NUL."""
+    return any(_nul_in(field) for field in schema)
+
+
+def _nul_in(field: pa.Field) -> bool:
+    kind = field.type
+    children = [kind.field(i) for i in range(kind.num_fields)]
+    return "\x00" in field.name or any(_nul_in(child) for child in children)
 
 
 def _repeated(names: OutputSchema, n: int, table: pa.Table) -> list[str]:
-    """The input columns `_assemble` takes rows of: the metadata struct, and every column
-    it keeps when each row is repeated (`n > 1` generations, not grouped)."""
+    """The input columns the output repeats: every column it keeps when each row is
+    repeated (`n > 1` generations, not grouped), and the metadata struct."""
     pa = arrow()
     repeat = not names.grouped and n > 1
     kept = [name for name in table.column_names if name not in names.written] if repeat else []
     metadata = table.schema.field(names.metadata) if names.metadata in table.column_names else None
-    struct = metadata is not None and pa.types.is_struct(metadata.type)
+    struct = metadata is not None and pa.types.is_struct(metadata.type) and n > 1
     return [*kept, names.metadata] if struct else kept
 
 
 def _text_bytes(column: pa.ChunkedArray) -> int:
     """The bytes of text (or binary) in a string or binary column."""
     pc = _compute()
-    total = pc.sum(pc.binary_length(_as_takeable(column))).as_py()
+    total = pc.sum(pc.binary_length(column)).as_py()
     return 0 if total is None else int(total)
 
 
 def _check_repeatable(schema: OutputSchema, n: int, table: pa.Table) -> None:
-    """Raises, before the model is called, when `_assemble` could not repeat a column:
-    `TypeError` naming a column of a type pyarrow cannot take rows of, or whose run ends
-    cannot count the repeated rows; `ConfigError` naming a string or binary column whose
-    bytes, once per generation, would not fit one Arrow array."""
+    """Raises, before the model is called, when a column could not be repeated:
+    `TypeError` naming a run-end encoded column whose run ends cannot count the repeated
+    rows; `ConfigError` naming a string or binary column whose bytes, once per
+    generation, would not fit one Arrow array."""
+    if n == 1:
+        return
     pa = arrow()
-    none = pa.array([], pa.uint32())
     for name in _repeated(schema, n, table):
         column = table.column(name)
         kind = column.type
-        try:
-            _take(column.slice(0, 0), none)
-        except pa.ArrowNotImplementedError:
-            raise TypeError(
-                f"process_arrow cannot repeat the column {name!r}: pyarrow cannot take rows "
-                f"of its type {kind}"
-            ) from None
         if pa.types.is_run_end_encoded(kind):
             most = 2 ** (kind.run_end_type.bit_width - 1) - 1
             if table.num_rows * n > most:
@@ -228,138 +285,51 @@ def _check_fits(what: str, size: int, n: int) -> None:
         )
 
 
-def _takeable(kind: pa.DataType) -> pa.DataType:
-    """`kind` with string and binary views (as Polars writes them), at any depth, made
-    large strings and binary, which pyarrow can take from. List views stay: pyarrow takes
-    them by their offsets and sizes, whatever their values."""
+@dataclass(frozen=True)
+class _Cells:
+    """The cells (one per input row and generation) of the dict rows a hook built, as
+    `_core.assemble_table` takes them: the output columns (a struct, the image as its
+    bytes), `model_name`, and the task's recorded metadata keys (a struct)."""
+
+    outputs: pa.ChunkedArray
+    model_name: pa.ChunkedArray
+    metadata: pa.ChunkedArray
+
+    @classmethod
+    def of(cls, names: OutputSchema, rows: list[Row]) -> _Cells:
+        pa = arrow()
+        columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
+        meta: dict[str, list[Any]] = {key: [] for key in names.metadata_keys}
+        model_name: list[Any] = []
+        for row in rows:
+            metas = row[names.metadata] if names.grouped else [row[names.metadata]]
+            for k, values in enumerate(metas):
+                for name in names.outputs:
+                    value = row[names.columns[name]]
+                    columns[name].append(value[k] if names.grouped else value)
+                for key in meta:
+                    value = values.get(key)
+                    json = key in (names.raw_output, names.statistics)
+                    meta[key].append(json_cell(value) if json else value)
+                model_name.append(row[names.model_name])
+        outputs = [
+            pa.array([image_bytes(value) for value in values], pa.binary())
+            if name == names.image_output
+            else pa.array(values, pa.string())
+            if name == "image_path"
+            else pa.array(values)
+            for name, values in columns.items()
+        ]
+        return cls(
+            outputs=_struct(outputs, names.output_columns),
+            model_name=pa.chunked_array([pa.array(model_name, pa.string())]),
+            metadata=_struct([pa.array(values, pa.string()) for values in meta.values()], meta),
+        )
+
+
+def _struct(arrays: list[pa.Array], names: Any) -> pa.ChunkedArray:
     pa = arrow()
-    if pa.types.is_string_view(kind):
-        return pa.large_string()
-    if pa.types.is_binary_view(kind):
-        return pa.large_binary()
-    if pa.types.is_struct(kind):
-        return pa.struct([field.with_type(_takeable(field.type)) for field in kind])
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        field = kind.value_field.with_type(_takeable(kind.value_type))
-        return pa.list_(field) if pa.types.is_list(kind) else pa.large_list(field)
-    if pa.types.is_fixed_size_list(kind):
-        return pa.list_(kind.value_field.with_type(_takeable(kind.value_type)), kind.list_size)
-    if pa.types.is_map(kind):
-        key = kind.key_field.with_type(_takeable(kind.key_type))
-        return pa.map_(key, kind.item_field.with_type(_takeable(kind.item_type)))
-    return kind
-
-
-def _take(column: pa.ChunkedArray, rows: pa.Array) -> pa.ChunkedArray:
-    """`column.take(rows)`, views made takeable first (see `_takeable`) and a run-end
-    encoded column decoded, taken and encoded again with its run-end type."""
-    pa = arrow()
-    if pa.types.is_run_end_encoded(column.type):
-        pc = _compute()
-        taken = _take(pc.run_end_decode(column), rows)
-        return pc.run_end_encode(taken, run_end_type=column.type.run_end_type)
-    return _as_takeable(column).take(rows)
-
-
-def _as_takeable(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """`column` cast to `_takeable` of its type (itself when that is its type)."""
-    kind = _takeable(column.type)
-    return column if kind == column.type else column.cast(kind)
-
-
-def _repeat(rows: int, n: int) -> pa.Array:
-    pa = arrow()
-    return pa.array([row for row in range(rows) for _ in range(n)], pa.uint32())
-
-
-def _cells_of(
-    names: OutputSchema, n: int, rows: list[Row], inputs: int
-) -> tuple[pa.RecordBatch, pa.Array, Any]:
-    """The cells (one per input row and generation) of the dict rows `process_batch`
-    built for `inputs` input rows, `n` generations each."""
-    pa = arrow()
-    columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
-    raw_output: list[str | None] = []
-    raw_input: list[Any] = []
-    statistics: list[str | None] = []
-    error: list[Any] = []
-    model_name: list[Any] = []
-    for row in rows:
-        metas = row[names.metadata] if names.grouped else [row[names.metadata]]
-        for k, meta in enumerate(metas):
-            for name in names.outputs:
-                value = row[names.columns[name]]
-                columns[name].append(value[k] if names.grouped else value)
-            raw_output.append(json_cell(meta.get(names.raw_output)))
-            raw_input.append(meta.get(names.raw_input))
-            statistics.append(json_cell(meta.get(names.statistics)))
-            error.append(meta.get(names.error))
-            model_name.append(row[names.model_name])
-    arrays: dict[str, Any] = {}
-    for name, values in columns.items():
-        if name == names.image_output:
-            arrays[name] = pa.array([image_bytes(value) for value in values], pa.binary())
-        elif name == "image_path":
-            arrays[name] = pa.array(values, pa.string())
-        else:
-            arrays[name] = pa.array(values)
-    if names.add_raw_output:
-        arrays["raw_output"] = pa.array(raw_output, pa.string())
-    arrays["statistics"] = pa.array(statistics, pa.string())
-    arrays["error"] = pa.array(error, pa.string())
-    arrays["model_name"] = pa.array(model_name, pa.string())
-    arrays["raw_input"] = pa.array(raw_input, pa.string())
-    cells = pa.record_batch(list(arrays.values()), names=list(arrays))
-    offsets = pa.array(range(0, (inputs + 1) * n, n), pa.int32())
-    return cells, _repeat(inputs, n), offsets if names.grouped else None
-
-
-def _assemble(
-    names: OutputSchema,
-    n: int,
-    table: pa.Table,
-    cells: pa.RecordBatch,
-    rows: pa.Array,
-    offsets: Any,
-) -> pa.Table:
-    """The output table: input columns, output columns, `model_name`, metadata."""
-    pa = arrow()
-    grouped = offsets is not None
-    repeated = set(_repeated(names, n, table))
-    columns: dict[str, Any] = {}
-    for name in table.column_names:
-        if name not in names.written:
-            column = table.column(name)
-            columns[name] = _take(column, rows) if name in repeated else column
-
-    def per_row(values: Any) -> Any:
-        return pa.ListArray.from_arrays(offsets, values) if grouped else values
-
-    for name in names.outputs:
-        columns[names.columns[name]] = per_row(cells.column(name))
-    if names.image is not None:
-        paths = cells.column("image_path") if names.image_path is not None else None
-        columns[names.image] = per_row(image_structs(cells.column(names.image_output), paths))
-    model_name = cells.column("model_name")
-    if grouped:
-        model_name = model_name.take(offsets[:-1]) if len(model_name) else model_name
-    columns[names.model_name] = model_name
-    ours = {
-        names.raw_output: cells.column("raw_output") if names.add_raw_output else None,
-        names.raw_input: cells.column("raw_input") if names.add_raw_input else None,
-        names.statistics: cells.column("statistics"),
-        names.error: cells.column("error"),
-    }
-    fields: dict[str, Any] = {}
-    if names.metadata in repeated:
-        upstream = _take(table.column(names.metadata), rows).combine_chunks()
-        for field, values in zip(upstream.type, upstream.flatten(), strict=True):
-            if ours.get(field.name) is None:
-                fields[field.name] = values
-    fields.update((key, value) for key, value in ours.items() if value is not None)
-    metadata = pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
-    columns[names.metadata] = per_row(metadata)
-    return names.with_features(pa.Table.from_arrays(list(columns.values()), names=list(columns)))
+    return pa.chunked_array([pa.StructArray.from_arrays(arrays, names=list(names))])
 
 
 def dict_rows(task: WritesRows, table: pa.Table) -> list[Row]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imagetask._extras import require
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OutputSchema",
+    "SchemaMemo",
     "features",
     "image_structs",
     "image_type",
@@ -115,14 +116,38 @@ def with_image_types(table: pa.Table) -> pa.Table:
     """`table` with its columns of `Image` structs whose fields lost their types (null:
     no value had one) cast to the `Image` struct, or lists of it."""
     pa = _arrow()
-    for index, field in enumerate(table.schema):
-        if not is_image_struct(field.type):
+    for index, column in enumerate(table.schema):
+        if not is_image_struct(column.type):
             continue
-        nested = pa.types.is_list(field.type) or pa.types.is_large_list(field.type)
+        nested = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
         kind = pa.list_(image_type()) if nested else image_type()
-        if field.type != kind:
-            table = table.set_column(index, field.name, table.column(index).cast(kind))
+        if column.type != kind:
+            table = table.set_column(index, column.name, table.column(index).cast(kind))
     return table
+
+
+class SchemaMemo:
+    """A value made from a schema, kept for the next schema equal to it (comparing two
+    pyarrow schemas costs far less than hashing one, and batches share their schema)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[pa.Schema, Any] | None = None
+
+    def get(self, schema: pa.Schema, make: Any) -> Any:
+        """`make(schema)`, or what it gave for the last schema if `schema` equals it."""
+        last = self._last
+        if last is None or not last[0].equals(schema):
+            last = self._last = (schema, make(schema))
+        return last[1]
+
+    def known(self, schema: pa.Schema) -> Any:
+        """What is kept for `schema` (`keep`), or `None`."""
+        last = self._last
+        return last[1] if last is not None and last[0].equals(schema) else None
+
+    def keep(self, schema: pa.Schema, value: Any) -> None:
+        """Keeps `value` for `schema` (and the schemas equal to it)."""
+        self._last = (schema, value)
 
 
 def _feature(kind: Any, image: bool) -> Any:
@@ -199,6 +224,12 @@ class OutputSchema:
     add_raw_output: bool
     add_raw_input: bool
     image_inputs: tuple[str, ...] = ()
+    _features: SchemaMemo = field(default_factory=SchemaMemo, init=False, repr=False, compare=False)
+    output_metadata: SchemaMemo = field(
+        default_factory=SchemaMemo, init=False, repr=False, compare=False
+    )
+    """The schema metadata (`with_features`) of the output of an input schema, once
+    known: the native builder writes it in the table it builds."""
 
     @classmethod
     def build(
@@ -352,5 +383,14 @@ class OutputSchema:
     def with_features(self, table: pa.Table) -> pa.Table:
         """`table` with the `huggingface` schema metadata naming its features, which
         `datasets` reads (from Parquet too) to load the image column as `Image()`."""
-        info = {"info": {"features": self.features(table.schema)}}
-        return table.replace_schema_metadata({"huggingface": json.dumps(info)})
+        return table.replace_schema_metadata(self.schema_metadata(table.schema))
+
+    def schema_metadata(self, schema: pa.Schema) -> dict[str, str]:
+        """The `huggingface` schema metadata of an output table's schema; made once for
+        the tables of one schema in a row."""
+
+        def make(schema: pa.Schema) -> dict[str, str]:
+            return {"huggingface": json.dumps({"info": {"features": self.features(schema)}})}
+
+        metadata: dict[str, str] = self._features.get(schema, make)
+        return metadata

@@ -12,7 +12,7 @@ import msgspec
 from imagetask._core import MAX_GENERATIONS, ColumnBuilder, RowBuilder
 from imagetask.build._artifacts import ArtifactTarget
 from imagetask.build._batch import Batch
-from imagetask.build._columnar import ArrowBatch, arrow, as_table
+from imagetask.build._columnar import ArrowBatch, BuilderCache, arrow, as_table
 from imagetask.build._schema import OutputSchema
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
@@ -29,6 +29,8 @@ PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_COLUMN_BUILDER = "_column_builder_cache"
+"""Where a task keeps its `ColumnBuilder` and the configuration it was made for."""
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -259,13 +261,14 @@ class ImageTask(Configurable, ABC):
         """`prepare` for Arrow data (see `imagetask.columnar`): reads the prompt column
         natively when the task's hooks are its own, else materialises the rows as dicts."""
         table = as_table(data)
-        native = self._column_builder(table)
+        schema = self.output_schema
+        native = self._column_builder(table, schema)
         slow = None if native is not None else self.prepare(table.to_pylist())
         return ArrowBatch(
             table,
             model=self.image_generation_model,
             n=self.num_generations,
-            schema=self.output_schema,
+            schema=schema,
             prompt_column=self.input_mappings.get("prompt", "prompt"),
             native=native,
             slow=slow,
@@ -289,32 +292,46 @@ class ImageTask(Configurable, ABC):
         """Where the task writes its image files, when it writes them (the folder made)."""
         return None
 
-    def _column_builder(self, table: pa.Table) -> ColumnBuilder | None:
+    def _column_builder(self, table: pa.Table, schema: OutputSchema) -> ColumnBuilder | None:
         pa = arrow()
         hooks = ("format_input", "format_output", "complete_rows")
         if not self.builds_columns_natively or any(self._hook(hook) for hook in hooks):
             return None
         prompt = self.input_mappings.get(self.inputs[0], self.inputs[0])
-        if prompt not in table.column_names:
+        columns = table.schema
+        if prompt not in columns.names:
             return None
-        kind = table.schema.field(prompt).type
+        kind = columns.field(prompt).type
         text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
         if not any(is_text(kind) for is_text in text):
             return None
-        metadata = self.output_schema.metadata
-        if metadata in table.column_names:
-            kind = table.schema.field(metadata).type
+        if schema.metadata in columns.names:
+            kind = columns.field(schema.metadata).type
             if not (pa.types.is_struct(kind) or pa.types.is_null(kind)):
                 return None
-        return ColumnBuilder(
+        key = (
+            schema,
+            prompt,
+            self.image_generation_model.model_name,
+            self.num_generations,
+            self.inline_raw_images,
+            self.on_invalid_row,
+        )
+        cache = self.__dict__.get(_COLUMN_BUILDER)
+        if cache is None:
+            cache = self.__dict__[_COLUMN_BUILDER] = BuilderCache()
+        if cache.builder is not None and cache.key[0] is schema and cache.key[1:] == key[1:]:
+            return cache.builder
+        builder = ColumnBuilder(
+            schema=schema,
             prompt_column=prompt,
-            model_name=self.image_generation_model.model_name,
+            model_name=key[2],
             num_generations=self.num_generations,
-            group_generations=self.group_generations,
-            add_raw_output=self.add_raw_output,
             inline_raw_images=self.inline_raw_images,
             pass_invalid_rows=self.on_invalid_row == "fail",
         )
+        cache.key, cache.builder = key, builder
+        return builder
 
     @native_hook
     def complete_rows(self, rows: list[Row]) -> list[Failure]:

@@ -129,10 +129,16 @@ impl<'py> Items<'py> {
     }
 
     fn iter(&self) -> impl Iterator<Item = Bound<'py, PyAny>> + '_ {
-        // A list is read by index: its length is read again at each step.
-        (0..).map_while(move |index| match self {
-            Items::List(list) => list.get_item(index).ok(),
-            Items::Tuple(tuple) => tuple.get_item(index).ok(),
+        // A list is read by index: its length is read again at each step (an index
+        // past the end is not asked, which would raise an IndexError to discard).
+        (0..).map_while(move |index| {
+            if index >= self.len() {
+                return None;
+            }
+            match self {
+                Items::List(list) => list.get_item(index).ok(),
+                Items::Tuple(tuple) => tuple.get_item(index).ok(),
+            }
         })
     }
 }

@@ -15,9 +15,9 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use crate::arrow::ffi::ArrowArray;
+    use crate::arrow::ffi::ArrowTable;
     #[pymodule_export]
-    use crate::arrow::{ColumnBuilder, PreparedColumns};
+    use crate::arrow::{assemble_table, ColumnBuilder, PreparedColumns};
     #[pymodule_export]
     use crate::dict::{Prepared, RowBuilder};
     #[pymodule_export]

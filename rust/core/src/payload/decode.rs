@@ -270,12 +270,19 @@ fn parallel_chunk(work: &[Work<'_>]) -> usize {
             Err(_) => 0,
         })
         .sum();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if bytes < PARALLEL_BYTES || threads < 2 {
-        work.len()
-    } else {
-        work.len().div_ceil(threads).max(1)
+    if bytes < PARALLEL_BYTES {
+        return work.len();
     }
+    match threads() {
+        1 => work.len(),
+        threads => work.len().div_ceil(threads).max(1),
+    }
+}
+
+/// The threads the machine runs at once, asked once (the question reads system files).
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBufferBuilder, StringBuilder};
-use arrow_array::{ArrayRef, BinaryArray, Int32Array, StringArray, UInt32Array};
+use arrow_array::{ArrayRef, BinaryArray, StringArray};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::{self, Members};
@@ -17,10 +17,9 @@ use imagetask_core::payload::decode::{self, Decoded, Work};
 use imagetask_core::payload::{self, content_ref, Payload};
 use imagetask_core::plan::{Failure, Plan, Source};
 
-/// One image of the model's answer, with what its raw output needs.
-pub(crate) struct Image<'a> {
-    /// The payload, or why it cannot be an image.
-    pub(crate) payload: Work<'a>,
+/// What the raw output of one image of the model's answer needs (its payload is apart,
+/// at the same index: see [`build`]).
+pub(crate) struct Image {
     /// JSON of the payload itself, when the binding had to make it (a payload that is not
     /// text or bytes, or text that cannot be encoded).
     pub(crate) payload_json: Option<String>,
@@ -59,21 +58,22 @@ pub(crate) struct Columns {
 /// The largest number of image bytes one batch's binary column holds (32-bit offsets).
 const MAX_BATCH_BYTES: usize = i32::MAX as usize;
 
-/// Builds the columns of the cells of `plan` from the batch's `images`; `raw` is the raw
-/// output (JSON) each failed answer keeps, by answer.
+/// Builds the columns of the cells of `plan` from the batch's image `payloads` (each the
+/// payload, or why it cannot be an image) and what their raw output needs (`images`, at
+/// the same indices); `raw` is the raw output (JSON) each failed answer keeps, by answer.
 ///
 /// The plan takes every image once, in order (the binding reads them so), which lets the
 /// decoded images' buffer become the image column's values as it is.
 pub(crate) fn build(
-    images: &[Image<'_>],
+    payloads: &[Work<'_>],
+    images: &[Image],
     plan: &Plan<'_>,
     raw: &[Option<String>],
     options: &Options,
 ) -> Result<Columns, String> {
     let cells = plan.len();
     let hash = (options.raw_output && !options.inline_raw_images) || options.artifacts.is_some();
-    let work: Vec<Work<'_>> = images.iter().map(|image| image.payload.clone()).collect();
-    let decoded = decode::decode_all(&work, hash);
+    let decoded = decode::decode_all(payloads, hash);
     if decoded.values.len() > MAX_BATCH_BYTES {
         return Err(format!(
             "the batch's images hold {} bytes, more than one Arrow binary column holds \
@@ -105,7 +105,7 @@ pub(crate) fn build(
                 Ok(span) => Ok((&images[at], span, at)),
                 Err(problem) => Err((
                     format!("image {generation} of the model's answer {problem}"),
-                    RawOutput::Inline(&images[at]),
+                    RawOutput::Inline(&images[at], &payloads[at]),
                 )),
             },
             Source::Failed(failure) => {
@@ -123,7 +123,7 @@ pub(crate) fn build(
                 if options.raw_output {
                     match (options.inline_raw_images, &span.hash) {
                         (false, Some(hash)) => raw_output.push_reference(hash, &source.members),
-                        _ => raw_output.push_inline(source),
+                        _ => raw_output.push_inline(source, &payloads[at]),
                     }
                 }
                 statistics.append_option(source.statistics.as_deref());
@@ -149,7 +149,9 @@ pub(crate) fn build(
                 valid.append(false);
                 if options.raw_output {
                     match kept {
-                        RawOutput::Inline(source) => raw_output.push_inline(source),
+                        RawOutput::Inline(source, payload) => {
+                            raw_output.push_inline(source, payload)
+                        }
                         RawOutput::Given(given) => raw_output.push(given),
                     }
                 }
@@ -190,7 +192,7 @@ pub(crate) fn build(
 /// The raw output a failed cell keeps.
 enum RawOutput<'a, 'b> {
     /// Its answer dict, the image payload inline.
-    Inline(&'a Image<'b>),
+    Inline(&'a Image, &'a Work<'b>),
     /// What the binding made of the answer (JSON), or nothing.
     Given(Option<&'a str>),
 }
@@ -237,9 +239,9 @@ impl JsonColumn {
     }
 
     /// The raw output of an image, its payload inline.
-    fn push_inline(&mut self, image: &Image<'_>) {
+    fn push_inline(&mut self, image: &Image, payload: &Work<'_>) {
         json::write_raw_output(&mut self.values, &image.members, |out| {
-            write_payload(out, image)
+            write_payload(out, image, payload)
         });
         self.close(true);
     }
@@ -254,12 +256,12 @@ impl JsonColumn {
 }
 
 /// JSON of an image payload as the raw output keeps it inline.
-fn write_payload(out: &mut String, image: &Image<'_>) {
+fn write_payload(out: &mut String, image: &Image, payload: &Work<'_>) {
     if let Some(json) = &image.payload_json {
         out.push_str(json);
         return;
     }
-    match &image.payload {
+    match payload {
         Ok(Payload::Text(text)) => json::write_str(out, &String::from_utf8_lossy(text)),
         Ok(Payload::Bytes(bytes)) => json::write_str(out, &payload::encode(bytes)),
         Err(_) => out.push_str("null"),
@@ -280,17 +282,6 @@ fn save(destination: &Destination, decoded: &Decoded) -> Vec<Result<String, Stri
         .collect()
 }
 
-/// The input row of each output row: every row `n` times, in order.
-pub(crate) fn repeated_rows(rows: usize, n: usize) -> UInt32Array {
-    UInt32Array::from_iter_values((0..rows).flat_map(|row| std::iter::repeat_n(row as u32, n)))
-}
-
-/// List offsets that group `n` consecutive cells into one list per row.
-pub(crate) fn group_offsets(rows: usize, n: usize) -> Int32Array {
-    let offsets: Vec<i32> = (0..=rows).map(|row| (row * n) as i32).collect();
-    Int32Array::from(offsets)
-}
-
 /// A column holding `text` `len` times.
 pub(crate) fn constant(text: &str, len: usize) -> StringArray {
     let offsets = OffsetBuffer::new(ScalarBuffer::from_iter(
@@ -306,16 +297,23 @@ mod tests {
     use imagetask_core::artifacts;
     use imagetask_core::plan::{Answer, Generations, RowProblem, Rows};
 
-    fn image<'a>(payload: Payload<'a>, after: &str) -> Image<'a> {
-        Image {
-            payload: Ok(payload),
-            payload_json: None,
-            members: Arc::new(Members {
-                before: String::new(),
-                after: after.to_owned(),
-            }),
-            statistics: None,
-        }
+    /// The payloads of images and what their raw output needs (`after`: the other
+    /// members of their answer dict).
+    fn images<'a>(items: &[(Payload<'a>, &str)]) -> (Vec<Work<'a>>, Vec<Image>) {
+        items
+            .iter()
+            .map(|(payload, after)| {
+                let image = Image {
+                    payload_json: None,
+                    members: Arc::new(Members {
+                        before: String::new(),
+                        after: (*after).to_owned(),
+                    }),
+                    statistics: None,
+                };
+                (Ok(*payload), image)
+            })
+            .unzip()
     }
 
     fn options(raw_output: bool) -> Options {
@@ -360,14 +358,14 @@ mod tests {
 
     #[test]
     fn images_become_bytes_and_raw_output_refers_to_them() {
-        let images = [
-            image(Payload::Text(b"YWJj"), "\"seed\":1"),
-            image(Payload::Bytes(b"xyz"), ""),
-        ];
+        let (payloads, images) = images(&[
+            (Payload::Text(b"YWJj"), "\"seed\":1"),
+            (Payload::Bytes(b"xyz"), ""),
+        ]);
         let rows = valid_rows(2);
         let answers = one_each(2);
         let plan = Plan::new(&rows, &answers, n(1)).unwrap();
-        let columns = build(&images, &plan, &[None, None], &options(true)).unwrap();
+        let columns = build(&payloads, &images, &plan, &[None, None], &options(true)).unwrap();
         let bytes = columns
             .image
             .as_any()
@@ -388,11 +386,11 @@ mod tests {
 
     #[test]
     fn a_bad_image_fails_its_cell_with_its_payload_inline() {
-        let images = [image(Payload::Text(b"not base64!"), "")];
+        let (payloads, images) = images(&[(Payload::Text(b"not base64!"), "")]);
         let rows = valid_rows(1);
         let answers = one_each(1);
         let plan = Plan::new(&rows, &answers, n(2)).unwrap();
-        let columns = build(&images, &plan, &[None], &options(true)).unwrap();
+        let columns = build(&payloads, &images, &plan, &[None], &options(true)).unwrap();
         assert_eq!(columns.image.null_count(), 2);
         let bad =
             "image 0 of the model's answer is not valid base64 (Invalid symbol 32, offset 3.)";
@@ -410,7 +408,7 @@ mod tests {
 
     #[test]
     fn invalid_rows_and_failed_answers_fail_every_generation() {
-        let images = [image(Payload::Bytes(b"xyz"), "")];
+        let (payloads, images) = images(&[(Payload::Bytes(b"xyz"), "")]);
         let mut rows = Rows::new(true);
         let problem = RowProblem {
             message: "row 0 of the batch is a int, not a mapping".to_owned(),
@@ -427,7 +425,7 @@ mod tests {
         ];
         let plan = Plan::new(&rows, &answers, n(1)).unwrap();
         let raw = [Some("[1]".to_owned()), None];
-        let columns = build(&images, &plan, &raw, &options(true)).unwrap();
+        let columns = build(&payloads, &images, &plan, &raw, &options(true)).unwrap();
         assert_eq!(
             failures(&columns),
             vec![
@@ -454,10 +452,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("imagetask-columns-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let images = [
-            image(Payload::Bytes(b"GIF89a-1"), ""),
-            image(Payload::Bytes(b"??"), ""),
-        ];
+        let (payloads, images) = images(&[
+            (Payload::Bytes(b"GIF89a-1"), ""),
+            (Payload::Bytes(b"??"), ""),
+        ]);
         let opts = Options {
             raw_output: false,
             inline_raw_images: false,
@@ -469,7 +467,7 @@ mod tests {
         let rows = valid_rows(2);
         let answers = one_each(2);
         let plan = Plan::new(&rows, &answers, n(1)).unwrap();
-        let columns = build(&images, &plan, &[None, None], &opts).unwrap();
+        let columns = build(&payloads, &images, &plan, &[None, None], &opts).unwrap();
         let paths = strings(columns.image_path.as_ref().unwrap());
         let name = artifacts::file_name(b"GIF89a-1").unwrap();
         assert_eq!(paths, vec![Some(format!("images/{name}")), None]);
@@ -488,12 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn helpers_repeat_group_and_fill() {
-        assert_eq!(
-            repeated_rows(2, 3).values().to_vec(),
-            vec![0, 0, 0, 1, 1, 1]
-        );
-        assert_eq!(group_offsets(2, 3).values().to_vec(), vec![0, 3, 6]);
+    fn a_constant_column_repeats_its_text() {
         let names = constant("model", 3);
         assert_eq!(names.iter().collect::<Vec<_>>(), vec![Some("model"); 3]);
         assert_eq!(constant("m", 0).len(), 0);

@@ -1,14 +1,14 @@
 //! Arrow data across the boundary, through the Arrow PyCapsule interface: arrays read from
-//! any object with `__arrow_c_stream__`, and arrays handed back as objects with
-//! `__arrow_c_array__` (pyarrow, Polars and others read them without copying).
+//! any object with `__arrow_c_stream__`, and tables handed back as objects with
+//! `__arrow_c_stream__` (pyarrow, Polars and others read them without copying).
 
-use arrow_array::ffi::{to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
-use arrow_array::ffi_stream::{ArrayStreamReader, FFI_ArrowArrayStream};
-use arrow_array::{Array, ArrayRef};
+use arrow_array::ffi_stream::{ArrayStreamReader, FFI_ArrowArrayStream, RecordBatchStreamReader};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader};
 use pyo3::prelude::*;
-use pyo3::types::{PyCapsule, PyTuple};
+use pyo3::types::PyCapsule;
 
-use crate::errors::{read_error, sink_error};
+use super::table::Input;
+use crate::errors::read_error;
 
 /// The arrays of an object that exports an Arrow stream (a pyarrow `ChunkedArray`, say),
 /// each checked to be valid Arrow data.
@@ -36,43 +36,68 @@ pub(crate) fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
     Ok(arrays)
 }
 
-/// An Arrow array handed to Python: `pyarrow.array(it)` (or `pyarrow.record_batch(it)`
-/// for a struct array) takes it without copying.
-#[pyclass(frozen, module = "imagetask._core")]
-pub(crate) struct ArrowArray {
-    array: ArrayRef,
+/// The schema and record batches of an object that exports an Arrow stream of them (a
+/// pyarrow `Table`, say), each checked to be valid Arrow data.
+pub(crate) fn read_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
+    let capsule = data
+        .call_method0("__arrow_c_stream__")?
+        .cast_into::<PyCapsule>()
+        .map_err(|_| read_error("__arrow_c_stream__ did not return a capsule"))?;
+    let pointer = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+    // SAFETY: as in `read_stream`.
+    let reader = unsafe {
+        RecordBatchStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr())
+    }
+    .map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))?;
+    for batch in &batches {
+        for column in batch.columns() {
+            column
+                .to_data()
+                .validate_full()
+                .map_err(|e| read_error(format!("the Arrow data is not valid: {e}")))?;
+        }
+    }
+    Ok(Input { schema, batches })
 }
 
-impl ArrowArray {
-    pub(crate) fn new(array: ArrayRef) -> Self {
-        Self { array }
+/// An Arrow table handed to Python: `pyarrow.table(it)` takes it without copying.
+#[pyclass(frozen, module = "imagetask._core")]
+pub(crate) struct ArrowTable {
+    batch: RecordBatch,
+}
+
+impl ArrowTable {
+    pub(crate) fn new(batch: RecordBatch) -> Self {
+        Self { batch }
     }
 
-    /// The array itself.
+    /// The table's one record batch.
     #[cfg(test)]
-    pub(crate) fn array(&self) -> &ArrayRef {
-        &self.array
+    pub(crate) fn batch(&self) -> &RecordBatch {
+        &self.batch
     }
 }
 
 #[pymethods]
-impl ArrowArray {
-    /// The Arrow PyCapsule interface: `(schema capsule, array capsule)`.
+impl ArrowTable {
+    /// The Arrow PyCapsule interface: a stream capsule of the table's one batch.
     #[pyo3(signature = (requested_schema=None))]
-    fn __arrow_c_array__<'py>(
+    fn __arrow_c_stream__<'py>(
         &self,
         py: Python<'py>,
         requested_schema: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let _ = requested_schema; // the array is handed over in its own type
-        let (array, schema): (FFI_ArrowArray, FFI_ArrowSchema) = to_ffi(&self.array.to_data())
-            .map_err(|e| sink_error(format!("cannot export the Arrow array: {e}")))?;
-        let schema = PyCapsule::new_with_value(py, schema, c"arrow_schema")?;
-        let array = PyCapsule::new_with_value(py, array, c"arrow_array")?;
-        PyTuple::new(py, [schema.into_any(), array.into_any()])
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let _ = requested_schema; // the table is handed over in its own schema
+        let batches = RecordBatchIterator::new([Ok(self.batch.clone())], self.batch.schema());
+        let stream = FFI_ArrowArrayStream::new(Box::new(batches));
+        PyCapsule::new_with_value(py, stream, c"arrow_array_stream")
     }
 
     fn __len__(&self) -> usize {
-        self.array.len()
+        self.batch.num_rows()
     }
 }

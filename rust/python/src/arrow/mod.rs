@@ -1,26 +1,29 @@
-//! `ColumnBuilder`: the Arrow encoder. It reads the prompt column of an Arrow table, then
-//! turns the model's answers into the output columns following the batch's plan (see
-//! `columns`).
+//! `ColumnBuilder`: the Arrow encoder. It reads an Arrow table and its prompt column, then
+//! turns the model's answers into the output cells following the batch's plan (see
+//! `columns`) and assembles the output table (see `table`).
 
 pub(crate) mod columns;
 pub(crate) mod ffi;
+pub(crate) mod table;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, StructArray};
-use arrow_schema::{DataType, Field};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::Members;
+use imagetask_core::payload::decode::Work;
 use imagetask_core::payload::Problem;
 use imagetask_core::plan::{Generations, Plan, RowProblem, Rows};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use self::columns::{Image, Options};
-use self::ffi::{read_stream, ArrowArray};
+use self::ffi::{read_stream, read_table, ArrowTable};
+use self::table::{Cells, Input, Layout};
 use crate::answers::{self, Generation};
 use crate::errors::{config_error, read_error, refused_row};
 use crate::pyjson;
@@ -28,11 +31,10 @@ use crate::pyjson;
 /// Builds the output columns of one task configuration from Arrow input.
 #[pyclass(frozen, module = "imagetask._core")]
 pub(crate) struct ColumnBuilder {
+    layout: Layout,
     prompt_column: String,
     model_name: String,
     n: Generations,
-    group: bool,
-    raw_output: bool,
     inline_raw_images: bool,
     pass_invalid_rows: bool,
     images: Py<PyString>,
@@ -46,6 +48,13 @@ pub(crate) struct PreparedColumns {
     prompts: Py<PyList>,
     /// Which rows are valid, and whether the batch was built.
     rows: Rows,
+    /// The input table.
+    input: Input,
+    /// The prompt column, every row once.
+    prompt: ArrayRef,
+    /// The bytes of text in the prompt column.
+    #[pyo3(get)]
+    prompt_bytes: usize,
 }
 
 #[pymethods]
@@ -59,43 +68,43 @@ impl PreparedColumns {
 impl ColumnBuilder {
     #[new]
     #[pyo3(signature = (
-        *, prompt_column, model_name, num_generations, group_generations, add_raw_output,
-        inline_raw_images, pass_invalid_rows,
+        *, schema, prompt_column, model_name, num_generations, inline_raw_images,
+        pass_invalid_rows,
     ))]
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one argument per keyword argument of the Python constructor"
-    )]
     pub(crate) fn new(
         py: Python<'_>,
+        schema: Layout,
         prompt_column: String,
         model_name: String,
         num_generations: usize,
-        group_generations: bool,
-        add_raw_output: bool,
         inline_raw_images: bool,
         pass_invalid_rows: bool,
     ) -> PyResult<Self> {
         Ok(Self {
+            layout: schema,
             prompt_column,
             model_name,
             n: Generations::new(num_generations).map_err(config_error)?,
-            group: group_generations,
-            raw_output: add_raw_output,
             inline_raw_images,
             pass_invalid_rows,
             images: PyString::intern(py, "images").unbind(),
         })
     }
 
-    /// Reads the prompt column (any object exporting an Arrow stream of strings).
+    /// Reads a table (any object exporting an Arrow stream of record batches) and its
+    /// prompt column.
     pub(crate) fn prepare(
         &self,
         py: Python<'_>,
-        prompts: &Bound<'_, PyAny>,
+        table: &Bound<'_, PyAny>,
     ) -> PyResult<PreparedColumns> {
-        let chunks = read_stream(prompts)?;
-        let count: usize = chunks.iter().map(|chunk| chunk.len()).sum();
+        let input = read_table(table)?;
+        let index = input
+            .schema
+            .index_of(&self.prompt_column)
+            .map_err(|_| read_error(format!("the table has no column '{}'", self.prompt_column)))?;
+        let chunks = input.chunks(index);
+        let count = input.rows();
         let mut texts = Vec::with_capacity(count);
         let mut rows = Rows::new(self.pass_invalid_rows);
         for chunk in &chunks {
@@ -119,20 +128,23 @@ impl ColumnBuilder {
                 }
             }
         }
+        let prompt = utf8(&chunks, count)?;
+        let prompt_bytes = prompt.as_string::<i32>().value_data().len();
         Ok(PreparedColumns {
             prompts: PyList::new(py, texts)?.unbind(),
             rows,
+            input,
+            prompt,
+            prompt_bytes,
         })
     }
 
-    /// Builds the output columns of a prepared batch; returns
-    /// `(columns, rows, offsets, failures)`.
-    ///
-    /// `columns` is a struct array, one entry per output cell (row and generation):
-    /// `image`, `image_path` (with an artifacts folder), `raw_output` (with raw output),
-    /// `statistics`, `error` and `model_name`. `rows` holds the input row of each cell;
-    /// `offsets`, when grouped, the list offsets of each row's cells.
-    #[pyo3(signature = (prepared, answers, artifacts_folder=None, artifacts_prefix=None))]
+    /// Builds the output table of a prepared batch, its schema carrying
+    /// `schema_metadata`; returns `(table, failures)`, the failures as
+    /// `(row, generation, error)`.
+    #[pyo3(signature = (
+        prepared, answers, artifacts_folder=None, artifacts_prefix=None, schema_metadata=None,
+    ))]
     pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
@@ -140,77 +152,144 @@ impl ColumnBuilder {
         answers: &Bound<'py, PyAny>,
         artifacts_folder: Option<PathBuf>,
         artifacts_prefix: Option<String>,
-    ) -> PyResult<(
-        ArrowArray,
-        ArrowArray,
-        Option<ArrowArray>,
-        Bound<'py, PyList>,
-    )> {
+        schema_metadata: Option<HashMap<String, String>>,
+    ) -> PyResult<(ArrowTable, Bound<'py, PyList>)> {
         prepared.rows.start_build().map_err(config_error)?;
         let valid = prepared.rows.valid();
         let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
         let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
-        let images = self.images(&read.generations)?;
+        let (payloads, images) = self.images(&read.generations)?;
+        let raw_output = self.layout.add_raw_output;
         // The raw output a failed answer keeps, as JSON.
         let raw: Vec<Option<String>> = read
             .raw
             .iter()
             .map(|raw| match raw {
-                Some(raw) if self.raw_output => Some(pyjson::to_json(raw)),
+                Some(raw) if raw_output => Some(pyjson::to_json(raw)),
                 _ => None,
             })
             .collect();
         let options = Options {
-            raw_output: self.raw_output,
+            raw_output,
             inline_raw_images: self.inline_raw_images,
             artifacts: artifacts_folder.map(|folder| Destination {
                 folder,
                 prefix: artifacts_prefix.unwrap_or_default(),
             }),
         };
-        let built = py
-            .detach(|| columns::build(&images, &plan, &raw, &options))
+        let n = self.n.get();
+        let (table, failures) = py
+            .detach(|| {
+                let built = columns::build(&payloads, &images, &plan, &raw, &options)?;
+                let layout = &self.layout;
+                let mut outputs = Vec::new();
+                if let Some(image) = &layout.image {
+                    outputs.push((image.clone(), built.image));
+                }
+                if let Some(path) = &layout.image_path {
+                    let paths = built.image_path.unwrap_or_else(|| {
+                        Arc::new(arrow_array::StringArray::new_null(plan.len()))
+                    });
+                    outputs.push((path.clone(), paths));
+                }
+                let mut metadata = Vec::new();
+                if let Some(raw) = built.raw_output {
+                    metadata.push((layout.raw_output.clone(), raw));
+                }
+                if layout.add_raw_input {
+                    let prompts =
+                        table::repeat(std::slice::from_ref(&prepared.prompt), &DataType::Utf8, n)
+                            .map_err(|e| format!("cannot repeat the prompts: {e}"))?;
+                    metadata.push((layout.raw_input.clone(), prompts));
+                }
+                metadata.push((layout.statistics.clone(), built.statistics));
+                metadata.push((layout.error.clone(), built.error));
+                let cells = Cells {
+                    outputs,
+                    model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
+                    metadata,
+                };
+                let mut table = table::assemble(layout, n, &prepared.input, cells)?;
+                if let Some(metadata) = schema_metadata {
+                    table = table::with_metadata(table, metadata);
+                }
+                Ok::<_, String>((table, built.failures))
+            })
             .map_err(config_error)?;
-        let mut fields = vec![("image", built.image)];
-        if let Some(path) = built.image_path {
-            fields.push(("image_path", path));
-        }
-        if let Some(raw) = built.raw_output {
-            fields.push(("raw_output", raw));
-        }
-        fields.push(("statistics", built.statistics));
-        fields.push(("error", built.error));
-        fields.push((
-            "model_name",
-            Arc::new(columns::constant(&self.model_name, plan.len())) as ArrayRef,
-        ));
-        let struct_array = StructArray::from(
-            fields
-                .into_iter()
-                .map(|(name, array)| {
-                    (
-                        Arc::new(Field::new(name, array.data_type().clone(), true)),
-                        array,
-                    )
-                })
-                .collect::<Vec<_>>(),
-        );
-        let (count, n) = (prepared.rows.len(), self.n.get());
-        let rows = ArrowArray::new(Arc::new(columns::repeated_rows(count, n)));
-        let offsets = self
-            .group
-            .then(|| ArrowArray::new(Arc::new(columns::group_offsets(count, n)) as ArrayRef));
-        let failures = built
-            .failures
+        let failures = failures
             .into_iter()
             .map(|failure| (failure.row, failure.generation, failure.error));
-        Ok((
-            ArrowArray::new(Arc::new(struct_array)),
-            rows,
-            offsets,
-            PyList::new(py, failures)?,
-        ))
+        Ok((ArrowTable::new(table), PyList::new(py, failures)?))
     }
+}
+
+/// Assembles the output table of `table` (each row `num_generations` times) from the
+/// cells of its rows: `outputs` (a struct array, one field per output column),
+/// `model_name` and `metadata` (a struct array of the task's recorded metadata keys), one
+/// value per row and generation.
+#[pyfunction]
+#[pyo3(signature = (*, schema, num_generations, table, outputs, model_name, metadata))]
+pub(crate) fn assemble_table(
+    schema: Layout,
+    num_generations: usize,
+    table: &Bound<'_, PyAny>,
+    outputs: &Bound<'_, PyAny>,
+    model_name: &Bound<'_, PyAny>,
+    metadata: &Bound<'_, PyAny>,
+) -> PyResult<ArrowTable> {
+    let n = Generations::new(num_generations)
+        .map_err(config_error)?
+        .get();
+    let input = read_table(table)?;
+    let fields = |data: &Bound<'_, PyAny>| -> PyResult<Vec<(String, ArrayRef)>> {
+        let array = read_array(data)?;
+        let array = array
+            .as_struct_opt()
+            .ok_or_else(|| read_error("the cells are not a struct array"))?;
+        Ok(array
+            .fields()
+            .iter()
+            .zip(array.columns())
+            .map(|(field, column)| (field.name().clone(), column.clone()))
+            .collect())
+    };
+    let cells = Cells {
+        outputs: fields(outputs)?,
+        model_name: read_array(model_name)?,
+        metadata: fields(metadata)?,
+    };
+    let table = table::assemble(&schema, n, &input, cells).map_err(config_error)?;
+    Ok(ArrowTable::new(table))
+}
+
+/// One array of an object exporting an Arrow stream (its chunks joined).
+fn read_array(data: &Bound<'_, PyAny>) -> PyResult<ArrayRef> {
+    let chunks = read_stream(data)?;
+    let kind = chunks
+        .first()
+        .map(|chunk| chunk.data_type().clone())
+        .unwrap_or(DataType::Null);
+    table::concatenate(&chunks, &kind).map_err(read_error)
+}
+
+/// A string column's rows as one `utf8` array.
+fn utf8(chunks: &[ArrayRef], count: usize) -> PyResult<ArrayRef> {
+    let mut joined = arrow_array::builder::StringBuilder::with_capacity(count, 0);
+    let mut total = 0;
+    for chunk in chunks {
+        for value in strings(chunk)? {
+            total += value.map_or(0, str::len);
+            if total > i32::MAX as usize {
+                return Err(config_error(format!(
+                    "the prompts of the batch hold more than {} bytes, more than one Arrow \
+                     string column holds: use a smaller input_batch_size",
+                    i32::MAX
+                )));
+            }
+            joined.append_option(value);
+        }
+    }
+    Ok(Arc::new(joined.finish()))
 }
 
 /// The values of a string column (`utf8`, `large_utf8` or `utf8_view`).
@@ -228,10 +307,15 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
 }
 
 impl ColumnBuilder {
-    /// Every generation's image as the columnar core reads it.
-    fn images<'py>(&self, generations: &'py [Generation<'py>]) -> PyResult<Vec<Image<'py>>> {
+    /// Every generation's image as the columnar core reads it: its payload, and what its
+    /// raw output needs.
+    fn images<'py>(
+        &self,
+        generations: &'py [Generation<'py>],
+    ) -> PyResult<(Vec<Work<'py>>, Vec<Image>)> {
         // Answer dicts are shared by the images they hold: their JSON is made once.
         let mut dicts: HashMap<usize, (Arc<Members>, Option<Arc<str>>)> = HashMap::new();
+        let mut payloads = Vec::with_capacity(generations.len());
         let mut images = Vec::with_capacity(generations.len());
         let empty = Arc::new(Members::default());
         for generation in generations {
@@ -252,19 +336,19 @@ impl ColumnBuilder {
                 Err(_) => Some(pyjson::to_json(&generation.payload)),
                 Ok(_) => None,
             };
+            payloads.push(payload);
             images.push(Image {
-                payload,
                 payload_json,
                 members,
                 statistics,
             });
         }
-        Ok(images)
+        Ok((payloads, images))
     }
 
     /// The JSON of an answer dict's other members and of its statistics.
     fn describe_dict(&self, source: &Bound<'_, PyDict>) -> (Arc<Members>, Option<Arc<str>>) {
-        let members = if self.raw_output {
+        let members = if self.layout.add_raw_output {
             pyjson::members(source, "statistics")
         } else {
             Members::default()

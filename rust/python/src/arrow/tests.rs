@@ -1,27 +1,48 @@
+use std::sync::Arc;
+
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, UInt32Type};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow_schema::{DataType, Field, Schema};
 use imagetask_core::plan::{RowProblem, Rows};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use super::table::{Input, Layout};
 use super::{ColumnBuilder, PreparedColumns};
 use crate::errors::ConfigError;
 use crate::testing::{eval, with_python};
 
+fn layout(group: bool) -> Layout {
+    Layout {
+        output_columns: vec!["image".to_owned()],
+        image: Some("image".to_owned()),
+        image_path: None,
+        model_name: "model_name".to_owned(),
+        metadata: "meta".to_owned(),
+        raw_output: "raw_output_t".to_owned(),
+        raw_input: "raw_input_t".to_owned(),
+        statistics: "statistics_t".to_owned(),
+        error: "error_t".to_owned(),
+        grouped: group,
+        add_raw_output: true,
+        add_raw_input: true,
+    }
+}
+
 fn builder(py: Python<'_>, n: usize, group: bool) -> PyResult<ColumnBuilder> {
     ColumnBuilder::new(
         py,
+        layout(group),
         "prompt".to_owned(),
         "model".to_owned(),
         n,
-        group,
-        true,
         false,
         true,
     )
 }
 
-/// A prepared batch of an invalid row (a null prompt) then a valid one, `b`.
+/// A prepared batch of an invalid row (a null prompt) then a valid one, `b`; an input
+/// column `score` and an upstream metadata struct with a field `source`.
 fn prepared(py: Python<'_>) -> PreparedColumns {
     let mut rows = Rows::new(true);
     let problem = RowProblem {
@@ -31,39 +52,93 @@ fn prepared(py: Python<'_>) -> PreparedColumns {
     };
     rows.push_invalid(problem).unwrap();
     rows.push_valid();
+    let prompt: ArrayRef = Arc::new(StringArray::from(vec![None, Some("b")]));
+    let score: ArrayRef = Arc::new(Int64Array::from(vec![7, 8]));
+    let source: ArrayRef = Arc::new(StringArray::from(vec!["web", "book"]));
+    let meta = StructArray::from(vec![(
+        Arc::new(Field::new("source", DataType::Utf8, true)),
+        source,
+    )]);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("prompt", DataType::Utf8, true),
+        Field::new("score", DataType::Int64, false),
+        Field::new("meta", meta.data_type().clone(), true),
+    ]));
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![prompt.clone(), score, Arc::new(meta)]).unwrap();
     PreparedColumns {
         prompts: PyList::new(py, ["b"]).unwrap().unbind(),
         rows,
+        input: Input {
+            schema,
+            batches: vec![batch],
+        },
+        prompt,
+        prompt_bytes: 1,
     }
 }
 
+fn texts(array: &ArrayRef) -> Vec<Option<String>> {
+    let array = array.as_string::<i32>();
+    array.iter().map(|v| v.map(str::to_owned)).collect()
+}
+
 #[test]
-fn every_cell_gets_its_image_or_the_reason_it_has_none() {
+fn grouped_cells_become_one_list_per_row() {
     with_python(|py| {
         let builder = builder(py, 2, true).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a'], 'seed': 3}]]");
-        let (columns, rows, offsets, failures) = builder
-            .build(py, &prepared(py), &answers, None, None)
+        let (table, failures) = builder
+            .build(py, &prepared(py), &answers, None, None, None)
             .unwrap();
-        let columns = columns.array().as_struct();
-        let names: Vec<&str> = columns.column_names();
+        let table = table.batch();
+        let schema = table.schema();
+        let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["prompt", "score", "image", "model_name", "meta"]);
+        assert_eq!(table.num_rows(), 2);
+        let score = table
+            .column(1)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(score.values().to_vec(), [7, 8]);
+        let images = table.column(2).as_list::<i32>();
+        assert_eq!(images.value_offsets(), [0, 2, 4]);
+        let structs = images.values().as_struct();
+        let bytes: Vec<Option<&[u8]>> = structs.column(0).as_binary::<i32>().iter().collect();
+        assert_eq!(bytes, [None, None, Some(&b"GIF89a"[..]), None]);
+        assert_eq!(structs.null_count(), 3);
+        assert_eq!(structs.column(1).null_count(), 4);
+        assert_eq!(texts(table.column(3)), vec![Some("model".to_owned()); 2]);
+        let meta = table.column(4).as_list::<i32>().values().as_struct();
+        let keys: Vec<&str> = meta.column_names();
         assert_eq!(
-            names,
-            ["image", "raw_output", "statistics", "error", "model_name"]
+            keys,
+            [
+                "source",
+                "raw_output_t",
+                "raw_input_t",
+                "statistics_t",
+                "error_t"
+            ]
         );
-        let image = columns.column(0).as_binary::<i32>();
-        let images: Vec<Option<&[u8]>> = image.iter().collect();
-        assert_eq!(images, [None, None, Some(&b"GIF89a"[..]), None]);
-        let texts = |at: usize| -> Vec<Option<String>> {
-            let column = columns.column(at).as_string::<i32>();
-            column.iter().map(|v| v.map(str::to_owned)).collect()
-        };
+        let web = Some("web".to_owned());
+        let book = Some("book".to_owned());
+        assert_eq!(
+            texts(meta.column(0)),
+            [web.clone(), web, book.clone(), book]
+        );
+        let reference = "{\"images\":[\"sha256:610f5ae4d76e332636a17bd357fd6ce99029316a99d320280d4d77a746bf29e8\"],\"seed\":3}";
+        assert_eq!(
+            texts(meta.column(1)),
+            [None, None, Some(reference.to_owned()), None]
+        );
+        assert_eq!(
+            texts(meta.column(2)),
+            [None, None, Some("b".to_owned()), Some("b".to_owned())]
+        );
         let invalid = "row 0 of the batch has no text prompt: its column 'prompt' holds a NoneType";
         let fewer = "the model returned 1 image(s) for 2 generation(s)";
-        let reference = "{\"images\":[\"sha256:610f5ae4d76e332636a17bd357fd6ce99029316a99d320280d4d77a746bf29e8\"],\"seed\":3}";
-        assert_eq!(texts(1), [None, None, Some(reference.to_owned()), None]);
         assert_eq!(
-            texts(3),
+            texts(meta.column(4)),
             [
                 Some(invalid.to_owned()),
                 Some(invalid.to_owned()),
@@ -71,17 +146,39 @@ fn every_cell_gets_its_image_or_the_reason_it_has_none() {
                 Some(fewer.to_owned())
             ]
         );
-        assert_eq!(texts(4), vec![Some("model".to_owned()); 4]);
-        let rows = rows.array().as_primitive::<UInt32Type>();
-        assert_eq!(rows.values().to_vec(), [0, 0, 1, 1]);
-        let offsets = offsets.unwrap();
-        let offsets = offsets.array().as_primitive::<Int32Type>();
-        assert_eq!(offsets.values().to_vec(), [0, 2, 4]);
         let expected = eval(
             py,
             &format!("[(0, 0, {invalid:?}), (0, 1, {invalid:?}), (1, 1, {fewer:?})]"),
         );
         assert!(failures.eq(&expected).unwrap(), "{failures}");
+    });
+}
+
+#[test]
+fn ungrouped_generations_repeat_the_input_rows() {
+    with_python(|py| {
+        let builder = builder(py, 2, false).unwrap();
+        let answers = eval(py, "[[{'images': [b'GIF89a', b'GIF89b']}]]");
+        let (table, _) = builder
+            .build(py, &prepared(py), &answers, None, None, None)
+            .unwrap();
+        let table = table.batch();
+        assert_eq!(table.num_rows(), 4);
+        assert_eq!(
+            texts(table.column(0)),
+            [None, None, Some("b".to_owned()), Some("b".to_owned())]
+        );
+        let score = table
+            .column(1)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(score.values().to_vec(), [7, 7, 8, 8]);
+        let images = table.column(2).as_struct().column(0).as_binary::<i32>();
+        let images: Vec<Option<&[u8]>> = images.iter().collect();
+        assert_eq!(
+            images,
+            [None, None, Some(&b"GIF89a"[..]), Some(&b"GIF89b"[..])]
+        );
+        assert_eq!(texts(table.column(3)), vec![Some("model".to_owned()); 4]);
     });
 }
 
@@ -93,9 +190,11 @@ fn a_bad_count_and_a_second_build_are_config_errors() {
         let builder = builder(py, 1, false).unwrap();
         let prepared = prepared(py);
         let answers = eval(py, "[[{'images': [b'GIF89a']}]]");
-        builder.build(py, &prepared, &answers, None, None).unwrap();
+        builder
+            .build(py, &prepared, &answers, None, None, None)
+            .unwrap();
         let err = builder
-            .build(py, &prepared, &answers, None, None)
+            .build(py, &prepared, &answers, None, None, None)
             .err()
             .unwrap();
         assert!(err.is_instance_of::<ConfigError>(py));

@@ -490,3 +490,41 @@ def test_an_editing_run_shows_its_sources_above_the_edits(tmp_path: Path) -> Non
     files = image_files(dom, page)
     assert len(files) == 6
     assert sum(file.parent.name == "thumbs" for file in files) == 2
+
+
+def test_comparing_two_editing_runs_shows_each_runs_sources_above_its_edits(
+    tmp_path: Path,
+) -> None:
+    edit = EXAMPLES / "edit"
+    fewer = tmp_path / "fewer"
+    shutil.copytree(edit, fewer)
+    first = (edit / "captions.jsonl").read_text().splitlines()[0]
+    (fewer / "captions.jsonl").write_text(first + "\n")
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--num-generations", "2", "--save-artifacts", "--quiet"]
+    assert main(["edit", str(edit), "-o", str(a), *args]) == 0
+    assert main(["edit", str(fewer), "-o", str(b), "--quiet"]) == 0
+    page = build_gallery(a, b)
+    assert page == a / "gallery" / "compare.html"
+    dom = dump_dom(page.as_uri(), window=TALL)
+    shown = status(dom)
+    assert shown["data-state"] == "ready", shown
+    assert (shown["data-images"], shown["data-loaded"]) == ("8", "8")
+    assert (shown["data-broken"], shown["data-violations"]) == ("0", "0")
+    apple, house = entries(dom)
+    assert apple.find("p", "text").text == "make the apple green"
+    assert house.find("p", "text").text == "add snow on the roof"
+    in_a, in_b = apple.find_all("div", "edited")
+    (house_in_a,) = house.find_all("div", "edited")
+    assert house.find("p", "absent").text == "not in b"
+    for column, edits in ((in_a, 2), (in_b, 1), (house_in_a, 2)):
+        sources, generations = column.find_all("div", "gens")
+        assert "sources" in sources.classes
+        captions = [f.find("figcaption", None).text for f in sources.find_all("figure", "gen")]
+        assert captions == ["image"]
+        assert len(generations.find_all("figure", "gen")) == edits
+    files = image_files(dom, page)
+    assert len(files) == 8
+    assert sum(file.is_relative_to(a / "artifacts") for file in files) == 4
+    assert sum(file.is_relative_to(a / "gallery" / "thumbs") for file in files) == 2
+    assert sum(file.is_relative_to(b / "gallery" / "thumbs") for file in files) == 2

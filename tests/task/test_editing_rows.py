@@ -170,12 +170,19 @@ def test_with_on_invalid_row_fail_an_unreadable_image_fails_its_row_only() -> No
         META: {
             f"raw_output_{NAME}": None,
             f"raw_input_{NAME}": None,
-            f"error_{NAME}": "format_input failed for row 0 of the batch: InputRowError: "
-            "row 0 of the batch, column 'image': holds an empty path",
+            f"error_{NAME}": "row 0 of the batch, column 'image': holds an empty path",
         },
     }
     assert rows[1]["edited_image"] == b64(edited(sent, 0))
     assert rows[1][META][f"raw_input_{NAME}"] == raw_input("b", GREEN)
+
+
+def test_an_unreadable_image_is_one_input_row_error_naming_the_dataset_column() -> None:
+    task = ImageEditing(image_generation_model=EditModel(), input_mappings={"image": "photo"})
+    with pytest.raises(InputRowError) as error:
+        task.process_batch([{"photo": RED, "prompt": "a"}, {"photo": "", "prompt": "b"}])
+    assert str(error.value) == "row 1 of the batch, column 'photo': holds an empty path"
+    assert (error.value.row, error.value.column) == (1, "photo")
 
 
 def test_a_backend_refusal_names_the_batch_row_and_the_dataset_column() -> None:

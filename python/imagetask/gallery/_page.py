@@ -493,7 +493,7 @@ def _write_data(
     for view in views:
         columns.update(dict.fromkeys(view.columns))
     order = list(columns)
-    sources = len(views) == 1 and any(entry.sources for entry in views[0].entries)
+    sources = any(entry.sources for view in views for entry in view.entries)
     chunks = []
     for index, start in enumerate(range(0, len(rows), chunk)):
         encoded = []
@@ -506,7 +506,10 @@ def _write_data(
                 for r, entry in enumerate(row)
             ]
             if sources:
-                cells.append(_encode(row[0].sources, dirs[0]) if row[0] is not None else [])
+                cells.extend(
+                    None if entry is None else _encode(entry.sources, dirs[r])
+                    for r, entry in enumerate(row)
+                )
             failing += any(
                 entry is not None and any(g.error is not None for g in entry.generations)
                 for entry in row

@@ -11,8 +11,9 @@
  * [dir, name, facts, error, sha256] with the trailing nulls left out: dir and name null
  * when there is no image (else the run's dirs[dir] + name), sha256 left out when the
  * name's stem is it. With meta.sources, an entry ends with the images its row was edited
- * from, in the same form, facts.source naming each one's column. The page state (search, column, filter, page, page size) lives in the
- * URL's #fragment; the marks live in the browser's storage under the run's id.
+ * from in each run (null where the run lacks the row), in the same form, facts.source
+ * naming each one's column. The page state (search, column, filter, page, page size) lives
+ * in the URL's #fragment; the marks live in the browser's storage under the run's id.
  */
 "use strict";
 
@@ -365,10 +366,10 @@
     return box;
   }
 
-  function sourceImages(list, ticket) {
+  function sourceImages(run, list, ticket) {
     const box = el("div", "gens sources");
     list.forEach((raw) => {
-      const gen = decode(state.meta.runs[0], raw);
+      const gen = decode(run, raw);
       const figure = el("figure", "gen source");
       if (gen.src !== null) {
         const img = el("img");
@@ -410,9 +411,17 @@
     const inputs = inputList(entry, query, p.col);
     if (inputs.childElementCount) prompt.append(inputs);
     article.append(prompt);
-    if (state.meta.sources) article.append(sourceImages(entry[state.meta.runs.length + 1] || [], ticket));
-    state.meta.runs.forEach((run, r) => {
-      article.append(generations(run, r, entry[r + 1], index, ticket));
+    const runs = state.meta.runs;
+    runs.forEach((run, r) => {
+      const gens = generations(run, r, entry[r + 1], index, ticket);
+      const sources = state.meta.sources ? entry[runs.length + 1 + r] : null;
+      if (!sources) {
+        article.append(gens);
+        return;
+      }
+      const column = el("div", "edited");
+      column.append(sourceImages(run, sources, ticket), gens);
+      article.append(column);
     });
     return article;
   }

@@ -6,6 +6,7 @@ use pyo3::types::{PyDict, PyMapping, PyString};
 
 use super::RowBuilder;
 use crate::answers::{row_error, type_name};
+use crate::errors::InputRowError;
 
 /// One input row as read: the dict the batch keeps (an unreadable row's readable
 /// columns, or none), and its prompt or why it cannot be sent.
@@ -16,6 +17,28 @@ pub(super) struct ReadRow<'py> {
 
 fn problem(message: String, column: Option<String>) -> RowProblem {
     RowProblem { message, column }
+}
+
+/// Why `format_input` failed on row `index`: an `InputRowError` it raised as it is (it
+/// names its row and column), any other row failure prefixed with the row.
+fn hook_problem(py: Python<'_>, err: PyErr, index: usize) -> PyResult<RowProblem> {
+    let value = err.value(py);
+    if value.is_instance_of::<InputRowError>() {
+        let column = value.getattr("column")?;
+        let column = if column.is_none() {
+            None
+        } else {
+            Some(column.str()?.to_string())
+        };
+        return Ok(problem(value.str()?.to_string(), column));
+    }
+    Ok(problem(
+        format!(
+            "format_input failed for row {index} of the batch: {}",
+            row_error(py, err)?
+        ),
+        None,
+    ))
 }
 
 fn quoted_keys(dict: &Bound<'_, PyDict>) -> String {
@@ -115,15 +138,7 @@ impl RowBuilder {
         let (prompt, source) = match format_input {
             Some(hook) => match hook.call1((self.view(py, dict)?,)) {
                 Ok(prompt) => (prompt, "format_input returned".to_owned()),
-                Err(err) => {
-                    return Ok(Err(problem(
-                        format!(
-                            "format_input failed for row {index} of the batch: {}",
-                            row_error(py, err)?
-                        ),
-                        None,
-                    )))
-                }
+                Err(err) => return Ok(Err(hook_problem(py, err, index)?)),
             },
             None => {
                 let column = self.inputs[0].1.bind(py);

@@ -110,3 +110,35 @@ fn bad_counts_and_a_second_build_are_config_errors() {
         );
     });
 }
+
+#[test]
+fn a_format_input_input_row_error_keeps_its_message_and_others_name_the_row() {
+    with_python(|py| {
+        let builder = builder(py, 1, false).unwrap();
+        let input = rows(py, "[{'prompt': 'a'}]");
+        let refusing = eval(
+            py,
+            "(lambda error: lambda row: (_ for _ in ()).throw(error))(
+                __import__('sys').modules['imagetask.errors'].InputRowError(
+                    \"row 0 of the batch, column 'image': holds an empty path\", 0, 'image'))",
+        );
+        let failing = eval(py, "lambda row: {}['style']");
+        let expected = [
+            (
+                refusing,
+                "(\"row 0 of the batch, column 'image': holds an empty path\", 0, 'image')",
+            ),
+            (
+                failing,
+                "(\"format_input failed for row 0 of the batch: KeyError: 'style'\", 0, None)",
+            ),
+        ];
+        for (hook, args) in expected {
+            let err = builder.prepare(py, &input, Some(&hook)).err().unwrap();
+            assert!(err.is_instance_of::<InputRowError>(py));
+            let args = eval(py, args);
+            let got = err.value(py).getattr("args").unwrap();
+            assert!(got.eq(&args).unwrap(), "{got}");
+        }
+    });
+}

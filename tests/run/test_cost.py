@@ -405,8 +405,9 @@ def test_a_token_priced_request_reserves_its_most_and_counts_its_usage(
         task.run(ROWS, tmp_path / "o2", max_cost=0.03)
     assert len(server.served.requests) == 5
     report = RunFolder(tmp_path / "o2").summary().report
-    # Rows after the one the budget stopped may have been answered: they are not written.
-    assert report["rows_in"] <= 4
+    # The budget stops the sixth row's request; of the five rows sent, those answered
+    # before the stop are written (how many depends on when their answers came).
+    assert report["rows_in"] <= 5
     assert report["cost_usd"] == pytest.approx(report["rows_in"] * 0.00401)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from imagetask.cli import main
 from tests.support.repository import EXAMPLES
-from tests.support.servers import Fault, ImageServer, image_server
+from tests.support.servers import Fault, image_server, openai_command
 
 KEY = "sk-cli-secret-0123456789"
 
@@ -21,22 +21,6 @@ def _prompts(tmp_path: Path, *prompts: str) -> str:
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     return str(source)
-
-
-def _openai(source: str, out: Path, server: ImageServer, *extra: str) -> list[str]:
-    """`imagetask generate` of `source` into `out` with OpenAI's model on `server`."""
-    return [
-        "generate",
-        source,
-        "-o",
-        str(out),
-        "--quiet",
-        "--model",
-        "openai:gpt-image-1",
-        "--base-url",
-        f"{server.url}/v1",
-        *extra,
-    ]
 
 
 def _rows(out: Path) -> list[dict[str, object]]:
@@ -50,14 +34,14 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out == f"imagetask {importlib.metadata.version('imagetask')}\n"
 
 
-def test_params_are_sent_typed_as_json_to_openai(
+def test_params_are_sent_typed_as_json_toopenai_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     out = tmp_path / "out"
     with image_server(key=KEY) as server:
         status = main(
-            _openai(
+            openai_command(
                 _prompts(tmp_path, "a cat"),
                 out,
                 server,
@@ -134,7 +118,7 @@ def test_images_per_request_splits_the_generations(
     out = tmp_path / "out"
     with image_server() as server:
         status = main(
-            _openai(
+            openai_command(
                 _prompts(tmp_path, "a cat"),
                 out,
                 server,
@@ -160,7 +144,7 @@ def test_max_retries_and_timeout_reach_the_model(
     with image_server() as server:
         server.faults["a cat"] = [Fault(status=500), Fault(status=500), Fault(status=500)]
         status = main(
-            _openai(
+            openai_command(
                 _prompts(tmp_path, "a cat"), out, server, "--max-retries", "1", "--timeout", "7.5"
             )
         )
@@ -319,7 +303,7 @@ def test_a_template_builds_each_prompt_from_several_columns(
     )
 
 
-def test_a_template_sends_the_filled_prompt_to_openai(
+def test_a_template_sends_the_filled_prompt_toopenai_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = tmp_path / "in.csv"

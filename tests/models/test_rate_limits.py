@@ -13,7 +13,7 @@ from imagetask.cli import main
 from imagetask.io._identity import output_identity
 from imagetask.models import OpenAIImageGeneration
 from imagetask.models._rate_limit import RateLimits
-from tests.support.servers import Fault, image_server
+from tests.support.servers import Fault, image_server, openai_command
 
 
 class Clock:
@@ -85,23 +85,8 @@ def test_rpm_spaces_the_requests_a_server_receives(tmp_path: Path) -> None:
     source = tmp_path / "prompts.txt"
     source.write_text("".join(f"p{i}\n" for i in range(5)))
     with image_server() as server:
-        status = main(
-            [
-                "generate",
-                str(source),
-                "-o",
-                str(tmp_path / "out"),
-                "--quiet",
-                "--model",
-                "openai:gpt-image-1",
-                "--base-url",
-                f"{server.url}/v1",
-                "--api-key-env",
-                "HOME",
-                "--rpm",
-                "120",
-            ]
-        )
+        command = openai_command(source, tmp_path / "out", server, "--rpm", "120")
+        status = main([*command, "--api-key-env", "HOME"])
         arrivals = [time for times in server.served.times.values() for time in times]
     assert status == 0
     assert len(arrivals) == 5

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -392,6 +393,23 @@ class Handler(BaseHTTPRequestHandler):
             return
         width, height = parameters.get("width", 8), parameters.get("height", 8)
         self.send(200, self.server.image(prompt, f"{width}x{height}"), "image/png")
+
+
+def openai_command(source: str | Path, out: Path, server: ImageServer, *extra: str) -> list[str]:
+    """The arguments of `imagetask generate` of `source` into `out` with OpenAI's model on
+    `server`."""
+    return [
+        "generate",
+        str(source),
+        "-o",
+        str(out),
+        "--quiet",
+        "--model",
+        "openai:gpt-image-1",
+        "--base-url",
+        f"{server.url}/v1",
+        *extra,
+    ]
 
 
 @contextmanager

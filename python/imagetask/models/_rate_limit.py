@@ -6,20 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 __all__ = ["RateLimits"]
 
 
-@dataclass(frozen=True)
-class _Limit:
-    """A budget of `per_minute` units, spent evenly: one unit every `60 / per_minute` s."""
-
-    per_minute: float
-
-    @property
-    def interval(self) -> float:
-        return 60.0 / self.per_minute
+def _interval(per_minute: float | None) -> float | None:
+    """The seconds between two units of a budget of `per_minute` spent evenly."""
+    return None if per_minute is None else 60.0 / per_minute
 
 
 class RateLimits:
@@ -39,8 +32,9 @@ class RateLimits:
         images_per_minute: float | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.requests = None if requests_per_minute is None else _Limit(requests_per_minute)
-        self.images = None if images_per_minute is None else _Limit(images_per_minute)
+        self.limits = (requests_per_minute, images_per_minute)
+        self._request_interval = _interval(requests_per_minute)
+        self._image_interval = _interval(images_per_minute)
         self._clock = clock
         self._lock = threading.Lock()
         self._next_request = clock()
@@ -49,10 +43,7 @@ class RateLimits:
 
     def same(self, requests_per_minute: float | None, images_per_minute: float | None) -> bool:
         """Whether these are the limits this object keeps."""
-        return (self.requests, self.images) == (
-            None if requests_per_minute is None else _Limit(requests_per_minute),
-            None if images_per_minute is None else _Limit(images_per_minute),
-        )
+        return self.limits == (requests_per_minute, images_per_minute)
 
     def reserve(self, images: int) -> float:
         """Books the next request, asking for `images` images, and returns how many
@@ -60,14 +51,16 @@ class RateLimits:
         with self._lock:
             now = self._clock()
             start = max(now, self._paused_until)
-            if self.requests is not None:
+            per_request = self._request_interval
+            per_image = self._image_interval if images > 0 else None
+            if per_request is not None:
                 start = max(start, self._next_request)
-            if self.images is not None and images > 0:
+            if per_image is not None:
                 start = max(start, self._next_image)
-            if self.requests is not None:
-                self._next_request = start + self.requests.interval
-            if self.images is not None and images > 0:
-                self._next_image = start + images * self.images.interval
+            if per_request is not None:
+                self._next_request = start + per_request
+            if per_image is not None:
+                self._next_image = start + images * per_image
             return start - now
 
     def paused_for(self) -> float:

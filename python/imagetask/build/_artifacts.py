@@ -85,11 +85,14 @@ def write_artifacts(
     target: ArtifactTarget,
     schema: OutputSchema,
     image_format: str | None,
+    keep_images: bool = True,
 ) -> list[Failure]:
-    """Saves the image of every row and sets its path column; returns the failures."""
+    """Saves the image of every row and sets its path column; returns the failures.
+    `keep_images=False` then removes the image column from every row."""
+    image_column = schema.columns["image"]
     failures = _core.write_artifacts(
         rows,
-        image_column=schema.columns["image"],
+        image_column=image_column,
         path_column=schema.columns["image_path"],
         metadata_column=schema.metadata,
         error_key=schema.error,
@@ -97,4 +100,7 @@ def write_artifacts(
         prefix=target.prefix,
         convert=converter(image_format) if image_format else None,
     )
+    if not keep_images:
+        for row in rows:
+            del row[image_column]
     return [Failure(*failure) for failure in failures]

@@ -210,11 +210,17 @@ class OutputSchema:
         checkpoint task), read without importing the task's class; missing fields take
         their defaults."""
         outputs = ["image", "image_path", "model_name"]
+        if not dump.get("save_artifacts"):
+            written = ["image"]
+        elif dump.get("inline_images", True) is False:
+            written = ["image_path"]
+        else:
+            written = ["image", "image_path"]
         mappings = dump.get("output_mappings")
         return cls.build(
             task_name=str(dump.get("name", "")),
             outputs=outputs,
-            written=outputs[:2] if dump.get("save_artifacts") else outputs[:1],
+            written=written,
             output_mappings=mappings if isinstance(mappings, dict) else {},
             metadata_column=str(dump.get("metadata_column", "distilabel_metadata")),
             group_generations=bool(dump.get("group_generations", False)),

@@ -188,6 +188,11 @@ def run(
         max_consecutive_failures,
         max_cost,
     )
+    if format == "parquet" and getattr(task, "inline_images", True) is False:
+        raise ConfigError(
+            "run: format='parquet' keeps each image's bytes in its shards: inline_images=False "
+            "is for JSONL runs"
+        )
     if overwrite and resume:
         raise ConfigError("run: overwrite=True starts afresh and resume=True goes on: choose one")
     if retry_failed and not resume:

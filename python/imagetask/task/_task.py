@@ -187,6 +187,17 @@ class ImageTask(Configurable, ABC):
         return [column for column in self.outputs if column != "model_name"]
 
     @property
+    def built_outputs(self) -> list[str]:
+        """The outputs the row builder writes: `output_schema.outputs`, unless
+        `complete_rows` turns some of them into others."""
+        return list(self.output_schema.outputs)
+
+    @property
+    def builds_image_bytes(self) -> bool:
+        """Whether the row builder puts image bytes (not base64 text) in the image column."""
+        return self.images_as_bytes
+
+    @property
     def output_schema(self) -> OutputSchema:
         """The names and types of what this configuration writes (see `imagetask.build._schema`)."""
         return OutputSchema.of(self)
@@ -202,12 +213,12 @@ class ImageTask(Configurable, ABC):
             task_name=schema.task_name,
             model_name=self.image_generation_model.model_name,
             inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
-            outputs=[(name, schema.columns[name]) for name in schema.outputs],
+            outputs=[(name, schema.columns[name]) for name in self.built_outputs],
             num_generations=self.num_generations,
             group_generations=self.group_generations,
             add_raw_output=self.add_raw_output,
             add_raw_input=self.add_raw_input,
-            image_bytes=self.images_as_bytes,
+            image_bytes=self.builds_image_bytes,
             inline_raw_images=self.inline_raw_images,
             pass_invalid_rows=self.on_invalid_row == "fail",
             model_name_column=schema.model_name,

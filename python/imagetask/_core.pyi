@@ -65,6 +65,7 @@ class RowBuilder:
         pass_invalid_rows: bool,
         model_name_column: str,
         metadata_column: str,
+        images_as_received: bool = False,
     ) -> RowBuilder: ...
     def prepare(
         self,

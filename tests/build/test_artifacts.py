@@ -281,9 +281,9 @@ def test_without_inlined_images_grouped_rows_keep_a_list_of_paths(tmp_path: Path
 
 def test_without_inlined_images_the_builder_makes_no_base64_text(tmp_path: Path) -> None:
     task = task_for(PlaceholderImageGeneration(size="4x4"), tmp_path, inline_images=False)
-    assert task.builds_image_bytes
+    assert task.builds_images_as_received
     assert task.built_outputs == ["image", "image_path"]
-    assert not ImageGeneration(image_generation_model=ScriptedModel()).builds_image_bytes
+    assert not ImageGeneration(image_generation_model=ScriptedModel()).builds_images_as_received
 
 
 def test_images_are_inlined_unless_artifacts_keep_them() -> None:

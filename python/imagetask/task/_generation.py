@@ -36,7 +36,7 @@ class ImageGeneration(ImageTask):
     inline_images:
         `False`: rows keep the image only as its artifact file (`image_path`), without the
         `image` column, so that each image is stored once; needs `save_artifacts`. The
-        rows are then built from the image bytes, never encoded as base64 text.
+        images are then written as the model gave them, never encoded as base64 text.
     image_format:
         `None` (default): artifacts keep the model's format. One of `IMAGE_FORMATS`:
         artifacts in another format are converted (Pillow, the `images` extra); an
@@ -95,8 +95,8 @@ class ImageGeneration(ImageTask):
         return ["image", "image_path"] if self.save_artifacts else ["image"]
 
     @property
-    def builds_image_bytes(self) -> bool:
-        return self.images_as_bytes or not self.inline_images
+    def builds_images_as_received(self) -> bool:
+        return not self.inline_images
 
     @native_hook
     def complete_rows(self, rows: list[Row]) -> list[Failure]:

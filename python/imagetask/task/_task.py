@@ -193,9 +193,11 @@ class ImageTask(Configurable, ABC):
         return list(self.output_schema.outputs)
 
     @property
-    def builds_image_bytes(self) -> bool:
-        """Whether the row builder puts image bytes (not base64 text) in the image column."""
-        return self.images_as_bytes
+    def builds_images_as_received(self) -> bool:
+        """Whether the row builder puts each image in the image column as the model gave
+        it (base64 text or bytes, neither decoded nor encoded) rather than as
+        `images_as_bytes` says: for images that `complete_rows` writes as files and drops."""
+        return False
 
     @property
     def output_schema(self) -> OutputSchema:
@@ -218,11 +220,12 @@ class ImageTask(Configurable, ABC):
             group_generations=self.group_generations,
             add_raw_output=self.add_raw_output,
             add_raw_input=self.add_raw_input,
-            image_bytes=self.builds_image_bytes,
+            image_bytes=self.images_as_bytes,
             inline_raw_images=self.inline_raw_images,
             pass_invalid_rows=self.on_invalid_row == "fail",
             model_name_column=schema.model_name,
             metadata_column=schema.metadata,
+            images_as_received=self.builds_images_as_received,
         )
 
     def prepare(self, inputs: Iterable[Row]) -> Batch:

@@ -42,6 +42,9 @@ pub(crate) struct RowBuilder {
     add_raw_output: bool,
     add_raw_input: bool,
     image_bytes: bool,
+    /// The image column takes each payload as the model gave it (neither decoded nor
+    /// encoded): for rows whose images are written as files and then dropped.
+    images_as_received: bool,
     inline_raw_images: bool,
     pass_invalid_rows: bool,
 }
@@ -111,7 +114,7 @@ impl RowBuilder {
     #[pyo3(signature = (
         *, task_name, model_name, inputs, outputs, num_generations, group_generations,
         add_raw_output, add_raw_input, image_bytes, inline_raw_images, pass_invalid_rows,
-        model_name_column, metadata_column,
+        model_name_column, metadata_column, images_as_received=false,
     ))]
     #[expect(
         clippy::too_many_arguments,
@@ -132,6 +135,7 @@ impl RowBuilder {
         pass_invalid_rows: bool,
         model_name_column: &str,
         metadata_column: &str,
+        images_as_received: bool,
     ) -> PyResult<Self> {
         let n = Generations::new(num_generations).map_err(config_error)?;
         if inputs.is_empty() {
@@ -160,6 +164,7 @@ impl RowBuilder {
             add_raw_output,
             add_raw_input,
             image_bytes,
+            images_as_received,
             inline_raw_images,
             pass_invalid_rows,
         })
@@ -279,8 +284,8 @@ impl RowBuilder {
     ) -> PyResult<Vec<Result<Derived, Problem>>> {
         let needs = Needs {
             hash: self.add_raw_output && !self.inline_raw_images,
-            bytes: self.image_bytes,
-            text: !self.image_bytes,
+            bytes: self.image_bytes && !self.images_as_received,
+            text: !self.image_bytes && !self.images_as_received,
         };
         let work = read
             .generations

@@ -21,6 +21,7 @@ fn builder(py: Python<'_>, n: usize, pass_invalid_rows: bool) -> PyResult<RowBui
         pass_invalid_rows,
         "model_name",
         "meta",
+        false,
     )
 }
 

@@ -79,6 +79,9 @@ __all__ = ["CHECKPOINT", "RunSummary", "run"]
 _HELD_PER_BATCH_IN_FLIGHT = 8
 """How many batches a run may hold, per batch of `batches_in_flight`, while the oldest
 waits on a request and the model has request slots to spare."""
+_HELD_IMAGE_BYTES = 256 << 20
+"""The images that answered batches may hold while they wait for an older one to be
+written: beyond them no other batch starts, whatever the model's idle request slots."""
 _POLL_SECONDS = 0.02
 """How often a run waiting for its oldest batch asks the model whether it has slots to spare."""
 
@@ -375,16 +378,22 @@ def _write_oldest_next(
     """Whether to write the oldest batch next (`commit` waits for it) rather than start
     another first: while the oldest still waits on a request (retries, a slow answer) and
     the model has request slots that nothing uses (its `idle_slots`), another batch
-    starts, up to `most` held, so that one request does not hold the others back."""
+    starts, up to `most` held and `_HELD_IMAGE_BYTES` of answered images, so that one
+    request does not hold the others back."""
     idle_slots = getattr(model, "idle_slots", None)
     if len(pending) >= most or not callable(idle_slots):
         return True
     oldest = pending[0].generated
     with nullcontext() if progress is None else progress.waiting():
         while not wait([oldest], timeout=_POLL_SECONDS).done:
-            if idle_slots() > 0:
+            if idle_slots() > 0 and _held_image_bytes(pending) <= _HELD_IMAGE_BYTES:
                 return False
     return True
+
+
+def _held_image_bytes(pending: deque[_Pending]) -> int:
+    """The images of the batches that answered and wait to be written."""
+    return sum(item.batch.image_bytes() for item in pending if item.generated.done())
 
 
 def _start(

@@ -9,9 +9,9 @@ so that its wall time, CPU time (user + system, all threads) and peak RSS are it
 - `loop`: the floor. `--in-flight` threads, each taking prompts in turn: `http.client`
   POST, `json.loads`, `base64.b64decode`, SHA-256, the file written under its hash, and
   one JSONL line (prompt, path, hash; no base64).
-- `imagetask generate` with JSONL output, JSONL with `--save-artifacts`, and Parquet with
-  `--save-artifacts`, at the default batch and shard sizes, then at 4x each (memory must
-  not follow them).
+- `imagetask generate` with JSONL output, JSONL with `--save-artifacts` (with and without
+  `--no-inline-images`), and Parquet with `--save-artifacts`, at the default batch and
+  shard sizes, then at 4x each (memory must not follow them).
 
     python benches/bench_real_images.py
     python benches/bench_real_images.py --prompts 200 --in-flight 16 --repeats 3
@@ -182,6 +182,11 @@ def contenders(url: str, args: argparse.Namespace, work: Path) -> dict[str, list
         "the loop": loop_command,
         "JSONL": [*generate],
         "JSONL --save-artifacts": [*generate, "--save-artifacts"],
+        "JSONL --save-artifacts --no-inline-images": [
+            *generate,
+            "--save-artifacts",
+            "--no-inline-images",
+        ],
         "Parquet --save-artifacts": [*generate, "--format", "parquet", "--save-artifacts"],
         "JSONL --save-artifacts, 4x batch": [
             *generate,

@@ -73,6 +73,7 @@ class RowBuilder:
         raw_input_key: str,
         statistics_key: str,
         error_key: str,
+        images_as_received: bool = False,
     ) -> RowBuilder: ...
     def prepare(
         self,

@@ -288,6 +288,13 @@ def _add_run_options(command: argparse.ArgumentParser, input_help: str) -> None:
         help="write each image to OUTDIR/artifacts/ and record its path in image_path",
     )
     command.add_argument(
+        "--no-inline-images",
+        dest="inline_images",
+        action="store_false",
+        help="with --save-artifacts and JSONL: leave out the base64 image column, keeping "
+        "image_path only (each image stored once)",
+    )
+    command.add_argument(
         "--format",
         choices=["jsonl", "parquet"],
         default="jsonl",
@@ -639,6 +646,8 @@ def _task(args: argparse.Namespace, **fields: Any) -> ImageTask:
         cls = _task_class(args.task)
         if "save_artifacts" not in cls.__fields__ and fields.pop("save_artifacts"):
             raise UsageError(f"--save-artifacts: {args.task} has no `save_artifacts` field")
+        if "inline_images" not in cls.__fields__ and fields.pop("inline_images") is False:
+            raise UsageError(f"--no-inline-images: {args.task} has no `inline_images` field")
         return cls(**fields, input_mappings=_mappings(args.column, any_input=True))
     if args.template is None:
         return ImageGeneration(**fields, input_mappings=_mappings(args.column))
@@ -741,6 +750,7 @@ def _run(
             "input_batch_size": args.batch_size,
             "save_artifacts": args.save_artifacts,
             "images_as_bytes": args.format == "parquet",
+            "inline_images": args.inline_images,
         }
     )
     summary = run(

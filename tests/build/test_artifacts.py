@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from imagetask import (
+    ConfigError,
     ImageGeneration,
     RunError,
 )
@@ -32,6 +33,10 @@ def png(colour: tuple[int, ...], mode: str = "RGB") -> bytes:
     out = io.BytesIO()
     Image.new(mode, (4, 4), colour).save(out, format="PNG")
     return out.getvalue()
+
+
+RED = png((255, 0, 0))
+BLUE = png((0, 0, 255))
 
 
 def name_of(data: bytes, ext: str) -> str:
@@ -242,3 +247,60 @@ def test_a_link_planted_at_an_image_files_name_is_replaced_not_trusted(tmp_path:
         assert not path.is_symlink()
         assert path.read_bytes() == base64.b64decode(row["image"])
     assert len(names) == 2
+
+
+def test_without_inlined_images_rows_keep_only_the_artifact_path(tmp_path: Path) -> None:
+    answers = [[{"images": [b64(RED)]}, {"images": [b64(BLUE)]}], RuntimeError("down")]
+    task = task_for(ScriptedModel(answers), tmp_path, num_generations=2, inline_images=False)
+    rows = task.process_batch([{"prompt": "a"}, {"prompt": "b"}])
+    assert [sorted(row) for row in rows] == [[META, "image_path", "model_name", "prompt"]] * 4
+    assert [row["image_path"] for row in rows] == [
+        name_of(RED, "png"),
+        name_of(BLUE, "png"),
+        None,
+        None,
+    ]
+    assert (tmp_path / rows[0]["image_path"]).read_bytes() == RED
+    assert rows[2][META][ERROR] == "the model raised RuntimeError: down"
+    assert task.output_columns == ["image_path"]
+
+
+def test_without_inlined_images_grouped_rows_keep_a_list_of_paths(tmp_path: Path) -> None:
+    answers = [[{"images": [b64(RED)]}, {"images": [b64(BLUE)]}]]
+    task = task_for(
+        ScriptedModel(answers),
+        tmp_path,
+        num_generations=2,
+        group_generations=True,
+        inline_images=False,
+    )
+    [row] = task.process_batch([{"prompt": "a"}])
+    assert "image" not in row
+    assert row["image_path"] == [name_of(RED, "png"), name_of(BLUE, "png")]
+
+
+def test_without_inlined_images_the_builder_makes_no_base64_text(tmp_path: Path) -> None:
+    task = task_for(PlaceholderImageGeneration(size="4x4"), tmp_path, inline_images=False)
+    assert task.builds_images_as_received
+    assert task.built_outputs == ["image", "image_path"]
+    assert not ImageGeneration(image_generation_model=ScriptedModel()).builds_images_as_received
+
+
+def test_images_are_inlined_unless_artifacts_keep_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ImageGeneration(image_generation_model=ScriptedModel(), inline_images=False)
+    assert str(caught.value) == (
+        "ImageGeneration: inline_images=False keeps each image only as its artifact file: it "
+        "needs save_artifacts=True"
+    )
+
+
+def test_a_parquet_run_keeps_its_images_inlined(tmp_path: Path) -> None:
+    task = task_for(PlaceholderImageGeneration(size="4x4"), tmp_path, inline_images=False)
+    with pytest.raises(ConfigError) as caught:
+        task.run([{"prompt": "a"}], tmp_path / "out", format="parquet")
+    assert str(caught.value) == (
+        "run: format='parquet' keeps each image's bytes in its shards: inline_images=False is "
+        "for JSONL runs"
+    )
+    assert not (tmp_path / "out").exists()

@@ -60,6 +60,23 @@ def test_generate_on_the_shipped_prompts(
     assert f"{len(prompts)}/{len(prompts)} rows | {2 * len(prompts)} images" in captured.err
 
 
+def test_no_inline_images_keeps_each_image_in_its_file_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["generate", str(PROMPTS), "-o", str(out), "--size", "4x4", "--quiet"]
+    assert main([*args, "--save-artifacts", "--no-inline-images"]) == 0
+    rows = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+    assert rows and all("image" not in row for row in rows)
+    assert all((out / row["image_path"]).read_bytes().startswith(b"\x89PNG") for row in rows)
+    capsys.readouterr()
+    assert main([*args, "--no-inline-images", "--overwrite"]) == 1
+    assert capsys.readouterr().err == (
+        "imagetask: error: ImageGeneration: inline_images=False keeps each image only as its "
+        "artifact file: it needs save_artifacts=True\n"
+    )
+
+
 def test_parquet_output_with_a_mapped_column(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("caption,id\na cat,1\na dog,2\n")
@@ -162,6 +179,7 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--num-generations N",
         "--batch-size B",
         "--save-artifacts",
+        "--no-inline-images",
         "--format {jsonl,parquet}",
         "--shard-mb MB",
         "data/train-*.parquet",

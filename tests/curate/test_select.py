@@ -346,3 +346,22 @@ def test_a_row_whose_image_is_only_in_its_file_is_hashed_from_the_file(tmp_path:
     chosen = select(run, tmp_path / "out", marks=tmp_path / "marks.json")
     assert (chosen.images, chosen.failed) == (1, 0)
     assert (tmp_path / "out" / row["image_path"]).read_bytes() == data
+
+
+def test_a_run_without_inlined_images_is_selected_and_viewed_from_its_files(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    make_run(run, PROMPTS_4, inline_images=False)
+    source = rows_of(run)
+    assert all("image" not in row for row in source)
+    data = (run / source[1]["image_path"]).read_bytes()
+    write_marks(tmp_path / "marks.json", Marks("run", (Mark(0, 1, sha(data), "reject"),)))
+    chosen = select(run, tmp_path / "out", marks=tmp_path / "marks.json")
+    assert (chosen.images, chosen.failed, chosen.rejected) == (5, 2, 1)
+    kept = rows_of(tmp_path / "out")
+    assert kept == [source[0], *source[2:]]
+    for row in kept[:5]:
+        assert (tmp_path / "out" / row["image_path"]).is_file()
+    view = view_run(RunFolder(run), run / "gallery")
+    assert (view.images, view.failures) == (6, 2)

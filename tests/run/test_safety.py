@@ -22,6 +22,7 @@ from imagetask import (
     RunInterrupted,
     SinkError,
 )
+from imagetask.io._jsonl import JsonlSink
 from imagetask.models import PlaceholderImageGeneration
 from imagetask.run._lock import FolderLock
 from tests.support.outputs import recorded_table
@@ -354,3 +355,18 @@ def test_a_lock_file_that_is_a_link_is_refused_and_left_alone(tmp_path: Path) ->
     )
     assert victim.read_text() == "keep me\n"
     assert sorted(path.name for path in out.iterdir()) == [".imagetask.lock"]
+
+
+def test_a_jsonl_batch_with_a_row_json_cannot_encode_is_written_not_at_all(
+    tmp_path: Path,
+) -> None:
+    sink = JsonlSink(tmp_path)
+    sink.write([{"id": 0}])
+    batch = [{"id": i} for i in range(1, 11)]
+    batch[8]["id"] = "a lone surrogate \ud800"  # in the third group of rows encoded
+    with pytest.raises(SinkError):
+        sink.write(batch)
+    assert sink.state() == {"bytes": len(b'{"id":0}\n'), "rows": 1}
+    sink.write([{"id": 1}])
+    sink.close()
+    assert (tmp_path / "data.jsonl").read_bytes() == b'{"id":0}\n{"id":1}\n'

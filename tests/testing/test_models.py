@@ -294,3 +294,18 @@ def test_replay_of_a_corrupt_parquet_shard_names_it(tmp_path: Path) -> None:
     with pytest.raises(ReadError) as caught:
         ReplayModel.from_run(out)
     assert str(caught.value).startswith(f"{shard}: not a readable Parquet file: ")
+
+
+def test_replay_of_a_run_without_inlined_images_reads_its_artifact_files(tmp_path: Path) -> None:
+    inlined = placeholder_run(tmp_path / "inlined", ROWS, save_artifacts=True)
+    paths_only = placeholder_run(tmp_path / "paths", ROWS, save_artifacts=True, inline_images=False)
+    assert all("image" not in row for row in read_jsonl(paths_only / "data.jsonl"))
+    replay = ReplayModel.from_run(paths_only)
+    assert replay.rows == ROWS
+    answers = replay.generate(["a red bicycle", "a blue kite"], 2)
+    expected = ReplayModel.from_run(inlined).generate(["a red bicycle", "a blue kite"], 2)
+    decoded = [
+        [{**part, "images": [base64.b64decode(part["images"][0])]} for part in answer]
+        for answer in expected
+    ]
+    assert answers == decoded

@@ -85,16 +85,26 @@ def write_artifacts(
     target: ArtifactTarget,
     schema: OutputSchema,
     image_format: str | None,
+    keep_images: bool = True,
 ) -> list[Failure]:
-    """Saves the image of every row and sets its path column; returns the failures."""
-    failures = _core.write_artifacts(
-        rows,
-        image_column=schema.columns[schema.image_output],
-        path_column=schema.columns["image_path"],
-        metadata_column=schema.metadata,
-        error_key=schema.error,
-        folder=target.folder,
-        prefix=target.prefix,
-        convert=converter(image_format) if image_format else None,
-    )
-    return [Failure(*failure) for failure in failures]
+    """Saves the image of every row and sets its path column; returns the failures.
+    `keep_images=False` then removes the image column from every row. The rows are saved
+    one at a time, so that no more than one row's images are copied at once."""
+    image_column = schema.columns[schema.image_output]
+    convert = converter(image_format) if image_format else None
+    failures: list[Failure] = []
+    for index, row in enumerate(rows):
+        written = _core.write_artifacts(
+            [row],
+            image_column=image_column,
+            path_column=schema.columns["image_path"],
+            metadata_column=schema.metadata,
+            error_key=schema.error,
+            folder=target.folder,
+            prefix=target.prefix,
+            convert=convert,
+        )
+        failures.extend(Failure(index, generation, error) for _, generation, error in written)
+        if not keep_images:
+            del row[image_column]
+    return failures

@@ -156,6 +156,22 @@ class ModelCall:
                 total += Cost(usd * made, made)
         return total
 
+    def image_bytes(self) -> int:
+        """The length of the images among the answers (base64 text or bytes): 0 until
+        the model answered."""
+        answers = self.answers
+        if isinstance(answers, BaseException):
+            return 0
+        total = 0
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                continue
+            for part in answer:
+                images = part.get("images") if isinstance(part, dict) else None
+                if isinstance(images, list):
+                    total += sum(len(image) for image in images if isinstance(image, (str, bytes)))
+        return total
+
     def refusal(self) -> RequestRefused | None:
         """The first `RequestRefused` among the answers, if the model met one."""
         answers = self.answers

@@ -313,6 +313,12 @@ class OutputSchema:
         kind = type_info.get("name") if isinstance(type_info, dict) else None
         image_output = _IMAGE_OUTPUTS.get(str(kind), "image")
         outputs = [image_output, "image_path", "model_name"]
+        if not dump.get("save_artifacts"):
+            written = [image_output]
+        elif dump.get("inline_images", True) is False:
+            written = ["image_path"]
+        else:
+            written = [image_output, "image_path"]
         mappings = dump.get("output_mappings")
         inputs = dump.get("input_mappings")
         inputs = inputs if isinstance(inputs, dict) else {}
@@ -320,7 +326,7 @@ class OutputSchema:
         return cls.build(
             task_name=str(dump.get("name", "")),
             outputs=outputs,
-            written=outputs[:2] if dump.get("save_artifacts") else outputs[:1],
+            written=written,
             output_mappings=mappings if isinstance(mappings, dict) else {},
             metadata_column=str(dump.get("metadata_column", "distilabel_metadata")),
             group_generations=bool(dump.get("group_generations", False)),

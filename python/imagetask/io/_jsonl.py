@@ -33,6 +33,8 @@ OutputFormat = Literal["jsonl", "parquet"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "parquet")
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
+_ROWS_PER_WRITE = 4
+"""Rows encoded at a time by `JsonlSink.write`."""
 _CHUNK = 1 << 20
 
 
@@ -126,11 +128,17 @@ class JsonlSink:
             )
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        """Appends the rows, a few at a time (a batch of large images is never encoded
+        whole); none of them when one cannot be encoded."""
+        start = self._file.tell()
         try:
-            data = self._encoder.encode_lines(rows)
+            for first in range(0, len(rows), _ROWS_PER_WRITE):
+                self._file.write(self._encoder.encode_lines(rows[first : first + _ROWS_PER_WRITE]))
         except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+            self._file.flush()
+            self._file.truncate(start)
+            self._file.seek(start)
             raise SinkError(f"{self.path}: a row cannot be written as JSON: {exc}") from None
-        self._file.write(data)
         self._file.flush()
         self._rows += len(rows)
 

@@ -79,8 +79,38 @@ __all__ = ["CHECKPOINT", "RunSummary", "run"]
 _HELD_PER_BATCH_IN_FLIGHT = 8
 """How many batches a run may hold, per batch of `batches_in_flight`, while the oldest
 waits on a request and the model has request slots to spare."""
+_HELD_IMAGE_BYTES = 256 << 20
+"""The images the batches started may hold while they wait for an older one to be
+written (as answered, or as expected from the images seen so far): beyond them no other
+batch starts, whatever the model's idle request slots."""
 _POLL_SECONDS = 0.02
 """How often a run waiting for its oldest batch asks the model whether it has slots to spare."""
+
+
+@dataclass
+class _ImageSizes:
+    """The images of the batches written so far: what a batch's images are expected to
+    weigh before it is answered."""
+
+    images: int = 0
+    bytes: int = 0
+
+    def record(self, batch: Batch | ArrowBatch) -> None:
+        """Counts the images of an answered batch."""
+        self.images += len(batch.prompts) * batch.n
+        self.bytes += batch.image_bytes()
+
+    def held(self, pending: deque[_Pending]) -> int:
+        """The bytes of images the pending batches hold: as answered, or as expected
+        from every answered batch's images."""
+        answered: list[Batch | ArrowBatch] = []
+        waiting: list[Batch | ArrowBatch] = []
+        for item in pending:
+            (answered if item.generated.done() else waiting).append(item.batch)
+        held = sum(batch.image_bytes() for batch in answered)
+        images = self.images + sum(len(batch.prompts) * batch.n for batch in answered)
+        each = (self.bytes + held) / images if images else 0.0
+        return held + int(sum(len(batch.prompts) * batch.n for batch in waiting) * each)
 
 
 @dataclass
@@ -188,6 +218,11 @@ def run(
         max_consecutive_failures,
         max_cost,
     )
+    if format == "parquet" and getattr(task, "inline_images", True) is False:
+        raise ConfigError(
+            "run: format='parquet' keeps each image's bytes in its shards: inline_images=False "
+            "is for JSONL runs"
+        )
     if overwrite and resume:
         raise ConfigError("run: overwrite=True starts afresh and resume=True goes on: choose one")
     if retry_failed and not resume:
@@ -298,6 +333,7 @@ def _stream(
     if callable(getattr(model, "idle_slots", None)):
         most *= _HELD_PER_BATCH_IN_FLIGHT
     workers = Workers(most, "imagetask")
+    sizes = _ImageSizes()
     try:
         if state.retrying:
             retry_failed(state, workers)
@@ -321,11 +357,11 @@ def _stream(
             if budget is not None:
                 budget -= len(chunk)
             while len(pending) >= batches_in_flight and _write_oldest_next(
-                pending, model, most, reporter
+                pending, model, most, sizes, reporter
             ):
-                _commit(state, pending.popleft(), reporter)
+                _commit(state, pending.popleft(), sizes, reporter)
         while pending:
-            _commit(state, pending.popleft(), reporter)
+            _commit(state, pending.popleft(), sizes, reporter)
         if stop is not None:
             raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
@@ -357,27 +393,35 @@ def _stream(
     return _report(state)
 
 
-def _commit(state: RunState, pending: _Pending, progress: Progress | None) -> None:
+def _commit(
+    state: RunState, pending: _Pending, sizes: _ImageSizes, progress: Progress | None
+) -> None:
     """Waits for the oldest batch's model call, then writes and records it."""
     with nullcontext() if progress is None else progress.waiting():
         pending.generated.result()
+    sizes.record(pending.batch)
     state.commit(pending.batch, pending.place, progress)
 
 
 def _write_oldest_next(
-    pending: deque[_Pending], model: Any, most: int, progress: Progress | None
+    pending: deque[_Pending],
+    model: Any,
+    most: int,
+    sizes: _ImageSizes,
+    progress: Progress | None,
 ) -> bool:
     """Whether to write the oldest batch next (`commit` waits for it) rather than start
     another first: while the oldest still waits on a request (retries, a slow answer) and
     the model has request slots that nothing uses (its `idle_slots`), another batch
-    starts, up to `most` held, so that one request does not hold the others back."""
+    starts, up to `most` held and `_HELD_IMAGE_BYTES` of images (`sizes`), so that one
+    request does not hold the others back."""
     idle_slots = getattr(model, "idle_slots", None)
     if len(pending) >= most or not callable(idle_slots):
         return True
     oldest = pending[0].generated
     with nullcontext() if progress is None else progress.waiting():
         while not wait([oldest], timeout=_POLL_SECONDS).done:
-            if idle_slots() > 0:
+            if idle_slots() > 0 and sizes.held(pending) <= _HELD_IMAGE_BYTES:
                 return False
     return True
 

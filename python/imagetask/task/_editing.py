@@ -74,10 +74,6 @@ class ImageEditing(ImageGeneration):
         return ["edited_image", "image_path", "model_name"]
 
     @property
-    def output_columns(self) -> list[str]:
-        return ["edited_image", "image_path"] if self.save_artifacts else ["edited_image"]
-
-    @property
     def builds_columns_natively(self) -> bool:
         return False
 

@@ -23,7 +23,7 @@ class ImageGeneration(ImageTask):
     """Generates images from the `prompt` column.
 
     Output columns: `image` (base64 text, or bytes with `images_as_bytes`; an `Image`
-    struct in Arrow output), `image_path`
+    struct in Arrow output; left out with `inline_images=False`), `image_path`
     (only with `save_artifacts`) and `model_name`. Every row is built by the native
     extension unless a subclass overrides `format_input` or `format_output`.
 
@@ -33,6 +33,10 @@ class ImageGeneration(ImageTask):
         Write each image to `<output_dir>/artifacts/<name>/images/<sha256>.<ext>` and set
         `image_path` to that path, relative to `output_dir`, once the file is on disk.
         Identical images are stored once; the file holds the model's bytes as they are.
+    inline_images:
+        `False`: rows keep the image only as its artifact file (`image_path`), without the
+        `image` column, so that each image is stored once; needs `save_artifacts`. The
+        images are then written as the model gave them, never encoded as base64 text.
     image_format:
         `None` (default): artifacts keep the model's format. One of `IMAGE_FORMATS`:
         artifacts in another format are converted (Pillow, the `images` extra); an
@@ -49,11 +53,17 @@ class ImageGeneration(ImageTask):
     """
 
     save_artifacts: bool = False
+    inline_images: bool = True
     image_format: str | None = None
     output_dir: RuntimeParameter[str] = "."
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.inline_images and not self.save_artifacts:
+            raise ConfigError(
+                "ImageGeneration: inline_images=False keeps each image only as its artifact "
+                "file: it needs save_artifacts=True"
+            )
         if self.image_format is None:
             return
         image_format = self.image_format.upper()
@@ -74,7 +84,22 @@ class ImageGeneration(ImageTask):
 
     @property
     def output_columns(self) -> list[str]:
-        return ["image", "image_path"] if self.save_artifacts else ["image"]
+        image = self.image_output
+        if not self.save_artifacts:
+            return [image]
+        return [image, "image_path"] if self.inline_images else ["image_path"]
+
+    @property
+    def built_outputs(self) -> list[str]:
+        # The artifacts are written from the image column, which `complete_rows` then
+        # drops when the images are not inlined.
+        written = self.output_columns
+        image = self.image_output
+        return written if image in written else [image, *written]
+
+    @property
+    def builds_images_as_received(self) -> bool:
+        return not self.inline_images
 
     @native_hook
     def complete_rows(self, rows: list[Row]) -> list[Failure]:
@@ -83,7 +108,11 @@ class ImageGeneration(ImageTask):
         if target is None:
             return []
         return write_artifacts(
-            rows, target=target, schema=self.output_schema, image_format=self.image_format
+            rows,
+            target=target,
+            schema=self.output_schema,
+            image_format=self.image_format,
+            keep_images=self.inline_images,
         )
 
     def artifact_target(self) -> ArtifactTarget | None:

@@ -202,6 +202,19 @@ class ImageTask(Configurable, ABC):
         return []
 
     @property
+    def built_outputs(self) -> list[str]:
+        """The outputs the row builder writes: `output_schema.outputs`, unless
+        `complete_rows` turns some of them into others."""
+        return list(self.output_schema.outputs)
+
+    @property
+    def builds_images_as_received(self) -> bool:
+        """Whether the row builder puts each image in the image column as the model gave
+        it (base64 text or bytes, neither decoded nor encoded) rather than as
+        `images_as_bytes` says: for images that `complete_rows` writes as files and drops."""
+        return False
+
+    @property
     def output_schema(self) -> OutputSchema:
         """The names and types of what this configuration writes (see `imagetask.build._schema`)."""
         return OutputSchema.of(self)
@@ -224,7 +237,7 @@ class ImageTask(Configurable, ABC):
         return RowBuilder(
             model_name=self.image_generation_model.model_name,
             inputs=[(name, mapped_in.get(name, name)) for name in self.inputs],
-            outputs=[(known_as(name), schema.columns[name]) for name in schema.outputs],
+            outputs=[(known_as(name), schema.columns[name]) for name in self.built_outputs],
             num_generations=self.num_generations,
             group_generations=self.group_generations,
             add_raw_output=self.add_raw_output,
@@ -238,6 +251,7 @@ class ImageTask(Configurable, ABC):
             raw_input_key=schema.raw_input,
             statistics_key=schema.statistics,
             error_key=schema.error,
+            images_as_received=self.builds_images_as_received,
         )
 
     def prepare(self, inputs: Iterable[Row]) -> Batch:

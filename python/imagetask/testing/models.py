@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 
 from imagetask import _core
 from imagetask.build._converter import RowConverter
-from imagetask.build._schema import OutputSchema
 from imagetask.config import canonical_type_info
 from imagetask.errors import ConfigError, ReadError, RequestError
 from imagetask.io._run_folder import RunFolder
+from imagetask.io._run_images import RunImages
 from imagetask.models._base import Answer, ImageGenerationModel
 
 __all__ = ["Call", "ReplayModel", "ScriptedAnswers", "ScriptedModel"]
@@ -187,7 +187,7 @@ def _read_run(folder: Path) -> _Recorded:
     run = RunFolder(folder)
     run.summary()  # only a run that ended is replayed
     run.check()
-    layout = _Layout(run.task)
+    layout = _Layout(RunImages(run))
     parquet = run.format == "parquet"
     rows: list[Row] = []
     answers: dict[str, list[Answer]] = {}
@@ -212,12 +212,16 @@ def _read_run(folder: Path) -> _Recorded:
 class _Layout:
     """Where a run's rows keep each generation's image, prompt and metadata."""
 
-    def __init__(self, task: dict[str, Any]) -> None:
-        schema = OutputSchema.of_dump(task)
+    def __init__(self, images: RunImages) -> None:
+        task = images.run.task
+        schema = images.schema
+        self.images = images
         self.image = schema.columns[schema.image_output]
+        self.path = schema.columns["image_path"]
+        self.inlined = schema.image is not None
         self.model_name = schema.model_name
         self.metadata = schema.metadata
-        self.added = {self.image, schema.columns["image_path"], self.model_name, self.metadata}
+        self.added = {self.image, self.path, self.model_name, self.metadata}
         self.raw_output = schema.raw_output
         self.raw_input = schema.raw_input
         self.statistics = schema.statistics
@@ -259,12 +263,15 @@ class _Layout:
 
     def generations(self, row: Row, where: str) -> Iterator[dict[str, Any]]:
         """This row's generations as parts of a model answer (one image each)."""
-        if self.image not in row:
-            raise ReadError(f"{where}: no image column '{self.image}'")
-        images = row[self.image] if self.grouped else [row[self.image]]
+        column = self.image if self.inlined else self.path
+        if column not in row:
+            raise ReadError(f"{where}: no image column '{column}'")
+        images = row[column] if self.grouped else [row[column]]
         metas = self._metas(row, where)
         if not isinstance(images, list) or len(images) != len(metas):
-            raise ReadError(f"{where}: column '{self.image}' does not match the run's metadata")
+            raise ReadError(f"{where}: column '{column}' does not match the run's metadata")
+        if not self.inlined:
+            images = [self._artifact(path, where) for path in images]
         for image, meta in zip(images, metas, strict=True):
             if image is None:
                 error = meta.get(self.error) or "the run recorded no image"
@@ -277,3 +284,11 @@ class _Layout:
             if statistics is not None:
                 part["statistics"] = statistics
             yield part
+
+    def _artifact(self, path: Any, where: str) -> bytes | None:
+        """The bytes of the artifact file an `image_path` cell names (`None`: no path)."""
+        if path is None:
+            return None
+        if not isinstance(path, str):
+            raise ReadError(f"{where}: column '{self.path}' holds a {type(path).__name__}")
+        return self.images.artifact(path, where).read_bytes()

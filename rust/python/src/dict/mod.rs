@@ -42,6 +42,9 @@ pub(crate) struct RowBuilder {
     add_raw_output: bool,
     add_raw_input: bool,
     image_bytes: bool,
+    /// The image column takes each payload as the model gave it (neither decoded nor
+    /// encoded): for rows whose images are written as files and then dropped.
+    images_as_received: bool,
     inline_raw_images: bool,
     pass_invalid_rows: bool,
 }
@@ -112,7 +115,7 @@ impl RowBuilder {
         *, model_name, inputs, outputs, num_generations, group_generations,
         add_raw_output, add_raw_input, image_bytes, inline_raw_images, pass_invalid_rows,
         model_name_column, metadata_column, raw_output_key, raw_input_key, statistics_key,
-        error_key,
+        error_key, images_as_received=false,
     ))]
     #[expect(
         clippy::too_many_arguments,
@@ -136,6 +139,7 @@ impl RowBuilder {
         raw_input_key: &str,
         statistics_key: &str,
         error_key: &str,
+        images_as_received: bool,
     ) -> PyResult<Self> {
         let n = Generations::new(num_generations).map_err(config_error)?;
         if inputs.is_empty() {
@@ -164,6 +168,7 @@ impl RowBuilder {
             add_raw_output,
             add_raw_input,
             image_bytes,
+            images_as_received,
             inline_raw_images,
             pass_invalid_rows,
         })
@@ -283,8 +288,8 @@ impl RowBuilder {
     ) -> PyResult<Vec<Result<Derived, Problem>>> {
         let needs = Needs {
             hash: self.add_raw_output && !self.inline_raw_images,
-            bytes: self.image_bytes,
-            text: !self.image_bytes,
+            bytes: self.image_bytes && !self.images_as_received,
+            text: !self.image_bytes && !self.images_as_received,
         };
         let work = read
             .generations

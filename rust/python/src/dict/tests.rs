@@ -24,6 +24,7 @@ fn builder(py: Python<'_>, n: usize, pass_invalid_rows: bool) -> PyResult<RowBui
         "raw_input_t",
         "statistics_t",
         "error_t",
+        false,
     )
 }
 

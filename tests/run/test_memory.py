@@ -1,5 +1,6 @@
-"""A run's memory: its peak does not grow with the run's length nor the shard size, and the
-answered batches held behind a slow one are bounded by the bytes of their images."""
+"""A run's memory: its peak does not grow with the run's length nor the shard size, the
+answered batches held behind a slow one are bounded by the bytes of their images, and a
+worker keeps nothing of a batch it ran."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import base64
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagetask import ImageGeneration
+from imagetask._runtime import Workers
 from imagetask.run import _runner as runner
 
 IMAGE_BYTES = 1 << 20
@@ -21,6 +25,7 @@ IMAGE_BYTES = 1 << 20
 RUN = """
 import base64, os, resource, sys
 from imagetask import ImageGeneration
+from imagetask._runtime import Workers
 from imagetask.testing import ScriptedModel
 
 rows, batch, inline = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "inline"
@@ -73,6 +78,7 @@ def test_peak_memory_does_not_grow_with_the_run_length(tmp_path: Path, inline: b
 PARQUET_RUN = """
 import base64, os, resource, sys
 from imagetask import ImageGeneration
+from imagetask._runtime import Workers
 from imagetask.io import _parquet
 from imagetask.testing import ScriptedModel
 
@@ -171,3 +177,23 @@ def test_answered_batches_held_behind_a_slow_one_are_bounded_by_their_bytes(
     # The slow batch, the two answered ones, and the one started before their answers
     # were counted; without the bound, 16 (2 batches in flight x 8).
     assert 2 <= model.started_while_blocked <= 4, model.started_while_blocked
+
+
+def test_a_worker_keeps_nothing_of_the_call_it_ran() -> None:
+    class Work:
+        def run(self) -> int:
+            return 7
+
+    work = Work()
+    alive = weakref.ref(work)
+    workers = Workers(1, "test")
+    try:
+        assert workers.submit(work.run).result() == 7
+        del work
+        deadline = time.monotonic() + 5
+        while alive() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Kept until the worker's next call, it would hold a batch's answers meanwhile.
+        assert alive() is None
+    finally:
+        workers.shutdown()

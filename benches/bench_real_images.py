@@ -298,10 +298,13 @@ def main() -> None:
         loop(args.loop, args.prompts, args.in_flight, args.out or Path.cwd() / "out")
         return
     server, url = started("--serve", 0 if args.only == "batch" else args.prompts)
+    http = f"{args.prompts} prompts, {args.in_flight} in flight"
+    batch = f"Batch API jobs of {args.job_requests} requests"
+    shown = {"http": http, "batch": batch}.get(args.only or "", f"{http}; {batch}")
     print(
-        f"{args.prompts} unique {SIDE}x{SIDE} PNGs (~3 MB, ~4 MB base64), {args.in_flight} in "
-        f"flight, {args.repeats} repeat(s); {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}\n"
+        f"unique {SIDE}x{SIDE} PNGs (~3 MB, ~4 MB base64): {shown}; {args.repeats} "
+        f"repeat(s); {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}\n"
     )
     results: dict[str, list[Measure]] = {}
     try:

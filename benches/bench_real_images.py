@@ -12,9 +12,15 @@ so that its wall time, CPU time (user + system, all threads) and peak RSS are it
 - `imagetask generate` with JSONL output, JSONL with `--save-artifacts` (with and without
   `--no-inline-images`), and Parquet with `--save-artifacts`, at the default batch and
   shard sizes, then at 4x each (memory must not follow them).
+- `imagetask generate --model openai-batch:` against the test suite's loopback Batch API
+  server (`tests/support/batch_server.py`, a process of its own for each contender,
+  answering unique PNGs of the same size): `--batch-jobs` jobs of `--job-requests`
+  requests in flight, then twice as many (memory must not follow them). Its images are
+  made while the jobs run, so its wall time includes the server's work.
 
     python benches/bench_real_images.py
     python benches/bench_real_images.py --prompts 200 --in-flight 16 --repeats 3
+    python benches/bench_real_images.py --only batch --batch-jobs 2 --job-requests 200
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 SIDE = 1024
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def random_png(seed: int) -> bytes:
@@ -92,6 +99,31 @@ def serve(prompts: int) -> None:
     sys.stdin.read()
 
 
+def serve_batch() -> None:
+    """The Batch API server process: answers each request with a unique PNG of random
+    pixels, then prints its URL and serves."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.batch_server import batch_server
+
+    with batch_server() as server:
+        serials = iter(range(1 << 30))
+        server.image = lambda prompt, size="": random_png(next(serials))  # type: ignore[method-assign]
+        print(server.url, flush=True)
+        sys.stdin.read()
+
+
+def started(flag: str, prompts: int) -> tuple[subprocess.Popen[str], str]:
+    """A server process (`--serve` or `--serve-batch`) and its URL."""
+    server = subprocess.Popen(
+        [sys.executable, __file__, flag, "--prompts", str(prompts)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
+
+
 def loop(url: str, prompts: int, in_flight: int, out: Path) -> None:
     """The floor: the simplest loop doing the same work per image (in its own process)."""
     import hashlib
@@ -138,6 +170,16 @@ def loop(url: str, prompts: int, in_flight: int, out: Path) -> None:
 
 
 @dataclass(frozen=True)
+class Contender:
+    """One command to measure, the images it makes, and whether it needs a Batch API
+    server of its own (its URL given as `{url}`)."""
+
+    command: list[str]
+    images: int
+    batch_api: bool = False
+
+
+@dataclass(frozen=True)
 class Measure:
     """One contender's run: wall seconds, CPU seconds (user + system) and peak RSS (MB)."""
 
@@ -157,7 +199,27 @@ def measured(command: list[str]) -> Measure:
     return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def contenders(url: str, args: argparse.Namespace, work: Path) -> dict[str, list[str]]:
+def batch_contenders(args: argparse.Namespace, work: Path) -> dict[str, Contender]:
+    """The Batch API runs: `--batch-jobs` jobs in flight, then twice as many."""
+    found = {}
+    for jobs in (args.batch_jobs, 2 * args.batch_jobs):
+        prompts = work / f"batch-prompts-{jobs}.txt"
+        images = jobs * args.job_requests
+        prompts.write_text("".join(f"prompt {i}\n" for i in range(images)))
+        command = [
+            sys.executable, "-m", "imagetask", "generate", str(prompts), "--quiet",
+            "--model", "openai-batch:gpt-image-1", "--base-url", "{url}/v1",
+            "--api-key-env", "HOME", "--batch-size", str(args.job_requests),
+            "--jobs-in-flight", str(jobs), "--poll-every", "0.05",
+        ]  # fmt: skip
+        name = f"Batch API, {jobs} jobs of {args.job_requests}"
+        found[name] = Contender(command, images, batch_api=True)
+    return found
+
+
+def contenders(url: str, args: argparse.Namespace, work: Path) -> dict[str, Contender]:
+    if args.only == "batch":
+        return batch_contenders(args, work)
     prompts = work / "prompts.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(args.prompts)))
     generate = [
@@ -178,7 +240,7 @@ def contenders(url: str, args: argparse.Namespace, work: Path) -> dict[str, list
     ]
     loop_command = [sys.executable, __file__, "--loop", url, "--prompts", str(args.prompts)]
     loop_command += ["--in-flight", str(args.in_flight)]
-    return {
+    commands = {
         "the loop": loop_command,
         "JSONL": [*generate],
         "JSONL --save-artifacts": [*generate, "--save-artifacts"],
@@ -205,6 +267,10 @@ def contenders(url: str, args: argparse.Namespace, work: Path) -> dict[str, list
             "2000",
         ],
     }
+    found = {name: Contender(command, args.prompts) for name, command in commands.items()}
+    if args.only != "http":
+        found.update(batch_contenders(args, work))
+    return found
 
 
 def main() -> None:
@@ -212,54 +278,75 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=400)
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--only", choices=["http", "batch"], help="only the HTTP or the Batch API contenders"
+    )
+    parser.add_argument("--batch-jobs", type=int, default=2, help="Batch API jobs in flight")
+    parser.add_argument("--job-requests", type=int, default=200, help="requests per job")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-batch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--loop", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.prompts)
         return
+    if args.serve_batch:
+        serve_batch()
+        return
     if args.loop:
         loop(args.loop, args.prompts, args.in_flight, args.out or Path.cwd() / "out")
         return
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--prompts", str(args.prompts)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    url = server.stdout.readline().strip()
+    server, url = started("--serve", 0 if args.only == "batch" else args.prompts)
+    http = f"{args.prompts} prompts, {args.in_flight} in flight"
+    batch = f"Batch API jobs of {args.job_requests} requests"
+    shown = {"http": http, "batch": batch}.get(args.only or "", f"{http}; {batch}")
     print(
-        f"{args.prompts} unique {SIDE}x{SIDE} PNGs (~3 MB, ~4 MB base64), {args.in_flight} in "
-        f"flight, {args.repeats} repeat(s); {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}\n"
+        f"unique {SIDE}x{SIDE} PNGs (~3 MB, ~4 MB base64): {shown}; {args.repeats} "
+        f"repeat(s); {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}\n"
     )
     results: dict[str, list[Measure]] = {}
     try:
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as folder:
                 work = Path(folder)
-                for name, command in contenders(url, args, work).items():
+                found = contenders(url, args, work)
+                for name, contender in found.items():
                     out = work / "out"
                     shutil.rmtree(out, ignore_errors=True)
-                    full = [*command, "--out" if name == "the loop" else "-o", str(out)]
-                    results.setdefault(name, []).append(measured(full))
+                    full = [*contender.command, "--out" if name == "the loop" else "-o", str(out)]
+                    results.setdefault(name, []).append(measured_against(contender, full))
     finally:
         server.terminate()
         server.wait()
-    floor = statistics.median(m.wall for m in results["the loop"])
-    floor_cpu = statistics.median(m.cpu for m in results["the loop"]) / args.prompts
+    loop_runs = results.get("the loop")
+    floor = statistics.median(m.wall for m in loop_runs) if loop_runs else None
+    floor_cpu = statistics.median(m.cpu for m in loop_runs) / args.prompts if loop_runs else None
     print("| | wall | vs the loop | CPU per image | vs the loop | peak RSS |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         wall = statistics.median(m.wall for m in runs)
-        cpu = statistics.median(m.cpu for m in runs) / args.prompts
+        cpu = statistics.median(m.cpu for m in runs) / found[name].images
         rss = statistics.median(m.rss for m in runs)
+        wall_ratio = f"{wall / floor:.2f}x" if floor else "-"
+        cpu_ratio = f"{cpu / floor_cpu:.2f}x" if floor_cpu else "-"
         print(
-            f"| {name} | {wall:.2f} s | {wall / floor:.2f}x | {cpu * 1000:.1f} ms | "
-            f"{cpu / floor_cpu:.2f}x | {rss:,.0f} MB |"
+            f"| {name} | {wall:.2f} s | {wall_ratio} | {cpu * 1000:.1f} ms | "
+            f"{cpu_ratio} | {rss:,.0f} MB |"
         )
+
+
+def measured_against(contender: Contender, command: list[str]) -> Measure:
+    """`command` measured, against a Batch API server of its own when it needs one."""
+    if not contender.batch_api:
+        return measured(command)
+    server, url = started("--serve-batch", 0)
+    try:
+        return measured([part.replace("{url}", url) for part in command])
+    finally:
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":

@@ -203,6 +203,7 @@ SURFACES = {
         "AsyncImageGenerationModel",
         "EditInput",
         "ImageEditingModel",
+        "ImageFile",
         "ImageGenerationModel",
         "ImageModel",
         "InferenceEndpointsImageGeneration",

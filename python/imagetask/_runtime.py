@@ -126,15 +126,20 @@ class Workers:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            future, call = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = call()
-            except BaseException as exc:  # handed to the caller, whatever it is
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            self._run(*job)
+            # Not kept while waiting for the next job: a batch's answers go with it.
+            del job
+
+    @staticmethod
+    def _run(future: Future[Any], call: Callable[[], Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the caller, whatever it is
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     def submit(self, call: Callable[[], T]) -> Future[T]:
         """Queues `call`; its future holds what it returns or raises."""

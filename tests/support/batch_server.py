@@ -6,6 +6,8 @@ Jobs advance one status per poll (`validating`, `in_progress`, `finalizing`, the
 milliseconds sees a job end at once; the test holds them `in_progress` by clearing
 `release` (all of them, or those holding one of `held_prompts`), scripts how the
 next jobs end with `plans`, and plants malformed answers with `mangle` and `null_counts`.
+While `downloads` is clear, the output file of a job holding one of `held_downloads`
+stops halfway through its download.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ class BatchServer(ImageServer):
     creates after the batch is made (an answer lost); while `answer_creates` is clear, a
     create makes its batch and waits before answering. `mangle[prompt]` turns the answer
     line of that prompt's request into what the file holds instead (a malformed line);
-    with `null_counts` every poll answers `request_counts` whose fields are null.
+    with `null_counts` every poll answers `request_counts` whose fields are null. While
+    `downloads` is clear, the download of the output file of a job holding a prompt of
+    `held_downloads` sends half the file and waits (`downloads_held` counts them).
     """
 
     def __init__(self, key: str | None = None) -> None:
@@ -89,6 +93,11 @@ class BatchServer(ImageServer):
         self.mangle: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self.null_counts = False
         self.held_creates = 0
+        self.downloads = threading.Event()
+        self.downloads.set()
+        self.held_downloads: set[str] = set()
+        self.downloads_held = 0
+        self.outputs: dict[str, Job] = {}
         self.ids = itertools.count(1)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -197,6 +206,7 @@ class BatchServer(ImageServer):
                     b"".join(json.dumps(record).encode() + b"\n" for record in records),
                 )
                 self.uploads[upload.id] = upload
+                self.outputs[upload.id] = job
                 job.object[name] = upload.id
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -260,14 +270,11 @@ class BatchHandler(Handler):
             return
         server = self.server
         parts = url.path.removeprefix("/v1/").split("/")
+        if parts[0] == "files" and len(parts) == 3 and parts[2] == "content":
+            self.download(parts[1])
+            return
         with server.lock:
-            if parts[0] == "files" and len(parts) == 3 and parts[2] == "content":
-                upload = server.uploads.get(parts[1])
-                if upload is None:
-                    self.error(404, f"No such File object: {parts[1]}")
-                else:
-                    self.send(200, upload.data, "application/octet-stream")
-            elif parts == ["batches"]:
+            if parts == ["batches"]:
                 self.json(200, self.page(parse_qs(url.query)))
             elif parts[0] == "batches" and len(parts) == 2 and parts[1] in server.jobs:
                 job = server.jobs[parts[1]]
@@ -279,6 +286,31 @@ class BatchHandler(Handler):
                 self.json(200, batch)
             else:
                 self.error(404, f"no route {url.path}")
+
+    def download(self, file_id: str) -> None:
+        """`GET /v1/files/<id>/content`, stopping halfway while a download is held."""
+        server = self.server
+        with server.lock:
+            upload = server.uploads.get(file_id)
+            job = server.outputs.get(file_id)
+            prompts = {line["body"]["prompt"] for line in job.lines} if job else set()
+            hold = not server.downloads.is_set() and bool(prompts & server.held_downloads)
+        if upload is None:
+            self.error(404, f"No such File object: {file_id}")
+        elif not hold:
+            self.send(200, upload.data, "application/octet-stream")
+        else:
+            half = len(upload.data) // 2
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(upload.data)))
+            self.end_headers()
+            self.wfile.write(upload.data[:half])
+            self.wfile.flush()
+            with server.lock:
+                server.downloads_held += 1
+            server.downloads.wait(30)
+            self.wfile.write(upload.data[half:])
 
     def page(self, query: dict[str, list[str]]) -> dict[str, Any]:
         """A page of `GET /v1/batches`, newest first, after the `after` cursor."""
@@ -407,6 +439,7 @@ def batch_server(key: str | None = None) -> Iterator[BatchServer]:
         yield server
     finally:
         server.answer_creates.set()
+        server.downloads.set()
         server.shutdown()
         server.server_close()
         thread.join()

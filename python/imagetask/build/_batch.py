@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from imagetask.errors import RequestRefused
+from imagetask.models import ImageFile
 from imagetask.outcome import BatchOutput, Cost, Failure, Row
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ _LOGGED_FAILURES = 5
 def _generation_kwargs(model: ImageModel) -> dict[str, Any]:
     get_kwargs = getattr(model, "get_generation_kwargs", None)
     return get_kwargs() if callable(get_kwargs) else {}
+
+
+def _in_file(image: Any) -> bool:
+    return not isinstance(image, (str, bytes)) and isinstance(image, ImageFile)
 
 
 @contextmanager
@@ -172,6 +177,25 @@ class ModelCall:
                     total += sum(len(image) for image in images if isinstance(image, (str, bytes)))
         return total
 
+    def read_images(self) -> None:
+        """Replaces each image the answers keep in a file (`ImageFile`) by its bytes: done
+        just before the rows are built, so that a batch waiting for that holds none of
+        them in memory."""
+        answers = self.answers
+        if not isinstance(answers, (list, tuple)):
+            return
+        for answer in answers:
+            if not isinstance(answer, (list, tuple)):
+                continue
+            for part in answer:
+                images = part.get("images") if isinstance(part, dict) else None
+                if not isinstance(images, list):
+                    continue
+                if any(_in_file(image) for image in images):
+                    part["images"] = [
+                        image.read() if _in_file(image) else image for image in images
+                    ]
+
     def refusal(self) -> RequestRefused | None:
         """The first `RequestRefused` among the answers, if the model met one."""
         answers = self.answers
@@ -230,6 +254,7 @@ class Batch(ModelCall):
     def finish(self) -> BatchOutput:
         """Builds the output rows from the model's answers, does the task's work on them
         (artifacts) and logs the failed generations."""
+        self.read_images()
         built, failed = self._builder.build(self._prepared, self.answers, self._format_output)
         failures = [Failure(*failure) for failure in failed]
         failures.extend(self._complete_rows(built))

@@ -172,6 +172,7 @@ class ArrowBatch(ModelCall):
             failures = output.failures
         else:
             assert self._native is not None
+            self.read_images()
             target = self._artifacts
             metadata = self.schema.output_metadata.known(self.table.schema)
             built, failed = self._native.build(

@@ -13,16 +13,18 @@ data files). The image column is stored as the `Image` feature (`struct<bytes: b
 path: string>`, the artifact's path in `path` when the task saves artifacts) and every
 shard carries the `huggingface` schema metadata with its features.
 
-Batches are appended to the staging stream as they are written; when it holds
-`shard_bytes`, its batches become the next shard (row groups of at most `ROW_GROUP_BYTES`
-of rows, a larger row alone: image rows are large), written under a temporary name, synced
-and renamed. Nothing is rewritten at the end of the run: `finish` only turns the last
-staged batches into the last shard and writes the card. The checkpoint records the shards
-and the staged streams with their sizes and row counts; a resumed run checks them, drops
-what came after (a shard finished after the checkpoint, staged bytes beyond it) and goes
-on staging in a new stream. A stream is deleted only once a checkpoint records its shard
-and no longer names the stream, so a stop at any moment leaves an output its checkpoint
-can resume.
+Batches are appended to the staging stream as they are written, in record batches of
+about `STAGED_BATCH_BYTES`; when it holds `shard_bytes`, its batches become the next shard
+(row groups of at most `ROW_GROUP_BYTES` of rows, a larger row alone: image rows are
+large), written under a temporary name, synced and renamed. A shard is made one staged
+record batch at a time, each row group written as soon as it is full: making it holds
+about one row group, however large the shard and the batches. Nothing is rewritten at the
+end of the run: `finish` only turns the last staged batches into the last shard and writes
+the card. The checkpoint records the shards and the staged streams with their sizes and
+row counts; a resumed run checks them, drops what came after (a shard finished after the
+checkpoint, staged bytes beyond it) and goes on staging in a new stream. A stream is
+deleted only once a checkpoint records its shard and no longer names the stream, so a
+stop at any moment leaves an output its checkpoint can resume.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "DATA",
     "ROW_GROUP_BYTES",
     "SHARD_BYTES",
+    "STAGED_BATCH_BYTES",
     "STAGED_NAME",
     "STAGING",
     "ParquetSink",
@@ -60,6 +63,9 @@ SHARD_BYTES = 500_000_000
 ROW_GROUP_BYTES = 64 * 2**20
 """Bound of a Parquet row group's size (the bytes of its rows as Arrow holds them); a row
 larger than this is a row group alone. Read when a shard is written (tests lower it)."""
+STAGED_BATCH_BYTES = 8 * 2**20
+"""About the largest record batch of a staged stream (a row larger than this is one alone):
+a shard is made reading one at a time."""
 PARQUET_DEPTH = 100
 """The deepest schema Parquet readers accept (Arrow C++'s limit), the root counted."""
 
@@ -216,10 +222,11 @@ class ParquetSink:
             )
 
     def _batches(self, path: Path) -> Iterator[Any]:
-        with path.open("rb") as file:
-            if not file.read(1):
-                return
-            file.seek(0)
+        """The record batches of a staged stream, read one at a time (into Arrow's memory,
+        not Python's)."""
+        if not path.stat().st_size:
+            return
+        with self._arrow.OSFile(str(path), "rb") as file:
             yield from self._arrow.ipc.open_stream(file)
 
     # -- writing ---------------------------------------------------------------
@@ -280,7 +287,7 @@ class ParquetSink:
             self._check_widening(schema)
         if self._writer is None or not schema.equals(self._schema):
             self._start_stream(schema)
-        self._writer.write_table(table)
+        self._writer.write_table(table, max_chunksize=self._staged_rows(table))
         self._file.flush()
         current = self._staged[-1]
         current.rows += table.num_rows
@@ -290,6 +297,11 @@ class ParquetSink:
         self._dataset_schema = schema
         if sum(staged.bytes for staged in self._staged) >= self._shard_bytes:
             self._finish_shard()
+
+    def _staged_rows(self, table: Any) -> int:
+        """The rows of a staged record batch of `table`: about `STAGED_BATCH_BYTES`."""
+        row = table.nbytes / max(table.num_rows, 1)
+        return max(1, int(STAGED_BATCH_BYTES // row)) if row else max(table.num_rows, 1)
 
     def _check_widening(self, schema: Any) -> None:
         """Raises `SinkError` unless every row written so far (shards and staged batches)
@@ -344,7 +356,7 @@ class ParquetSink:
             if found:
                 used.append(int(found.group(1)))
         name = f"staged-{max(used, default=-1) + 1:05d}.arrows"
-        self._file = (self._staging / name).open("wb")
+        self._file = self._arrow.OSFile(str(self._staging / name), "wb")
         self._writer = self._arrow.ipc.new_stream(self._file, schema)
         self._schema = schema
         self._staged.append(_File(name=name, rows=0, bytes=self._file.tell()))

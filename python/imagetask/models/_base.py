@@ -42,6 +42,7 @@ __all__ = [
     "AsyncImageGenerationModel",
     "EditInput",
     "ImageEditingModel",
+    "ImageFile",
     "ImageGenerationModel",
     "ImageModel",
     "SourceImage",
@@ -56,7 +57,19 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Dollars = Annotated[float, msgspec.Meta(ge=0)]
 
 Answer = list[dict[str, Any]]
-"""One input's answer: dicts of `{"images": [str | bytes, ...], ...}`."""
+"""One input's answer: dicts of `{"images": [str | bytes | ImageFile, ...], ...}`."""
+
+
+@runtime_checkable
+class ImageFile(Protocol):
+    """An answered image kept in a file until its batch's rows are built (in an answer's
+    `images`, in place of its base64 text or bytes): its length in bytes, and `read()`,
+    which hands its bytes over once."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self) -> bytes: ...
 
 
 @runtime_checkable

@@ -4,6 +4,7 @@ speaking the Files and Batches wire format, driven by the real `openai` client."
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -25,8 +26,9 @@ from imagetask import ImageGeneration
 from imagetask.cli import main
 from imagetask.errors import RunError
 from imagetask.io._checkpoint import CHECKPOINT, VERSION, Checkpoint, write_checkpoint
-from imagetask.models import OpenAIBatchImageGeneration
+from imagetask.models import ImageFile, OpenAIBatchImageGeneration
 from imagetask.models.openai_batch._journal import JOURNAL, Journal
+from imagetask.models.openai_batch._spool import Spool
 from tests.support.batch_server import BLOCKED, DROPPED, BatchServer, Plan, batch_server
 from tests.support.processes import wait_for
 from tests.support.runs import rows_done
@@ -155,6 +157,38 @@ def test_error_lines_and_missing_requests_fail_only_their_rows(server: BatchServ
         "error": "HTTP 400: moderation_blocked: Your request was rejected as a result of our "
         "safety system.",
     }
+
+
+def test_answered_images_wait_on_disk_until_the_rows_are_built(
+    server: BatchServer, tmp_path: Path
+) -> None:
+    model = batch_model(server, output_dir=str(tmp_path))
+    model.load()
+    answers = model.generate(["a cat", "a dog"], num_generations=2)
+    images = [image for answer in answers for part in answer for image in part["images"]]
+    assert all(isinstance(image, ImageFile) for image in images)
+    spool = tmp_path / "batch-jobs" / "spool"
+    digests = {hashlib.sha256(image).hexdigest() for image in server.served.images}
+    assert {path.name for path in spool.iterdir()} == digests and len(digests) == 4
+    assert [image.read() for image in images] == server.served.images
+    assert list(spool.iterdir()) == []
+    model.unload()
+    assert not spool.exists()
+
+
+def test_a_spool_keeps_an_image_once_until_its_last_holder_reads_it(tmp_path: Path) -> None:
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "left-by-a-crash").write_bytes(b"x")
+    spool = Spool(tmp_path / "spool")
+    assert list(spool.folder.iterdir()) == []
+    first, second = spool.put(b"image"), spool.put(b"image")
+    assert first == second and first.size == 5
+    assert [path.name for path in spool.folder.iterdir()] == [hashlib.sha256(b"image").hexdigest()]
+    assert first.read() == b"image" and first.path.exists()
+    second.release()
+    assert not first.path.exists() and spool.held() == 0
+    with pytest.raises(ValueError, match="was already given up"):
+        first.read()
 
 
 NOT_IMAGES = "a malformed answer: `data` is not a list of image objects"
@@ -529,9 +563,13 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OPENAI_API_KEY": KEY}
 
 
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+
+
 def check_output(server: BatchServer, out: Path, prompts: list[str]) -> None:
     """Every row once, in input order, each with its own image, every request run once."""
-    rows = [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
+    rows = read_rows(out)
     assert [row["prompt"] for row in rows] == prompts
     assert errors(rows) == [None] * len(prompts)
     assert Counter(decoded(rows)) == Counter(server.served.images)
@@ -602,6 +640,50 @@ def test_sigkill_while_a_job_is_created_then_resume(server: BatchServer, tmp_pat
     assert resumed.stderr.count(" re-attached | ") == 2
 
 
+def spooled(out: Path) -> list[str]:
+    """The images the run's spool holds (whole files, named by their SHA-256)."""
+    spool = out / "batch-jobs" / "spool"
+    return sorted(path.name for path in spool.iterdir() if not path.name.startswith("."))
+
+
+def test_sigkill_mid_download_with_answers_spooled_then_resume(
+    server: BatchServer, tmp_path: Path
+) -> None:
+    prompts = [f"prompt {i}" for i in range(12)]
+    source = tmp_path / "prompts.txt"
+    source.write_text("\n".join(prompts) + "\n")
+    out = tmp_path / "out"
+    # Batch 0 runs on, held; batch 1 is answered and waits in the spool for batch 0;
+    # batch 2's output file stops halfway through its download.
+    server.release.clear()
+    server.held_prompts = set(prompts[:4])
+    server.downloads.clear()
+    server.held_downloads = set(prompts[8:])
+    process = subprocess.Popen(
+        command(server, source, out, "--quiet"), env=environment(), text=True
+    )
+    wait_for(lambda: server.downloads_held == 1 and len(spooled(out)) == 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # Batches 1 and 2 were run: the spool holds batch 1's four images, decoded.
+    made = server.served.images[:]
+    assert len(made) == 8
+    assert set(spooled(out)) < {hashlib.sha256(image).hexdigest() for image in made}
+    assert rows_done(out) == 0 and len(server.jobs) == 3
+    server.release.set()
+    server.downloads.set()
+    resumed = subprocess.run(
+        [*command(server, source, out), "--resume"], env=environment(), capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    check_output(server, out, prompts)
+    assert resumed.stderr.count(" re-attached | ") == 3
+    # The images answered before the kill are the rows' own, not made again.
+    assert set(made) <= set(decoded(read_rows(out)))
+    assert sorted(path.name for path in (out / "batch-jobs").iterdir()) == [JOURNAL]
+
+
 def test_ctrl_c_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path) -> None:
     prompts = [f"prompt {i}" for i in range(12)]
     source = tmp_path / "prompts.txt"
@@ -662,7 +744,7 @@ def test_a_resume_with_another_batch_size_names_the_jobs_it_left(
 RUN_WITH_INVALID_ROWS = """
 import json, sys
 from imagetask import ImageGeneration
-from imagetask.models import OpenAIBatchImageGeneration
+from imagetask.models import ImageFile, OpenAIBatchImageGeneration
 
 url, source, out, resume = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "resume"
 model = OpenAIBatchImageGeneration(

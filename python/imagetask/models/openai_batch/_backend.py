@@ -4,6 +4,8 @@ answers within 24 hours, resumable without paying twice."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -24,6 +26,7 @@ from imagetask.models._base import Answer, EditInput
 from imagetask.models._budget import CostBudget
 from imagetask.models._openai_images import OpenAIImageGeneration
 from imagetask.models.openai_batch._journal import Entry, Job, Journal
+from imagetask.models.openai_batch._spool import SPOOL_DIR, Spool, SpooledImage
 
 if TYPE_CHECKING:
     from openai.types import Batch, BatchRequestCounts
@@ -45,6 +48,11 @@ _NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
 _LOOKBACK = 3600.0
 _SHOWN_ERRORS = 3
 _JSONL = "application/jsonl"
+_CHUNK_BYTES = 1 << 20
+"""The most bytes of a downloaded file held at once on its way to disk."""
+_SPOOLED = "spooled"
+"""The key of an answer's image object under which its `SpooledImage` replaces its
+`b64_json`."""
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +146,35 @@ def _line_outcome(batch: str, custom_id: str, line: dict[str, Any]) -> _Outcome:
     return _Outcome(batch, error="an answer with neither a response nor an error")
 
 
+def _spooled(body: dict[str, Any], spool: Spool) -> dict[str, Any]:
+    """`body` with each image's base64 text decoded once into `spool` (text that is not
+    valid base64 is kept as it is: the row builder names the fault)."""
+    data = body.get("data")
+    if not data:
+        return body
+    items = []
+    for item in data:
+        text = item.get("b64_json")
+        if isinstance(text, str):
+            try:
+                image = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                pass
+            else:
+                item = {name: value for name, value in item.items() if name != "b64_json"}
+                item[_SPOOLED] = spool.put(image)
+        items.append(item)
+    return {**body, "data": items}
+
+
+def _release(outcome: _Outcome) -> None:
+    """Gives up the spooled images of an outcome that will not be delivered."""
+    for item in (outcome.body or {}).get("data") or []:
+        spooled = item.get(_SPOOLED)
+        if isinstance(spooled, SpooledImage):
+            spooled.release()
+
+
 def _count(counts: BatchRequestCounts | None, name: str) -> int | None:
     """One of a poll answer's request counts (`None` when it has no number there)."""
     value = getattr(counts, name, None)
@@ -229,6 +266,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         if not hasattr(self, "_state_lock"):
             self._state_lock = threading.Lock()
             self._open_journal: Journal | None = None
+            self._open_spool: Spool | None = None
             self._progress = _Progress()
             self._offset = 0
             self._start: int | None = 0
@@ -253,6 +291,8 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         with self._state_lock:
             self._offset = start or 0
         self._progress = _Progress()
+        self._close_spool()
+        self._spool()
 
     def unload(self) -> None:
         """Stops waiting for the jobs (they go on at OpenAI, and a resumed run re-attaches
@@ -260,6 +300,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         if self._loop.started:
             self._loop.run(_cancel_other_tasks())
         super().unload()
+        self._close_spool()
         with self._state_lock:
             journal = self._open_journal
             if journal is not None and journal.path is not None:
@@ -295,8 +336,28 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
 
     @property
     def jobs_dir(self) -> Path | None:
-        """The folder of the journal and of downloads in progress."""
+        """The folder of the journal, of downloads in progress and of the spool."""
         return None if self.output_dir is None else Path(self.output_dir) / JOBS_DIR
+
+    def _spool(self) -> Spool:
+        """The spool of the answered images (in `jobs_dir`, else in a temporary folder)."""
+        with self._state_lock:
+            if self._open_spool is None:
+                jobs = self.jobs_dir
+                folder = (
+                    jobs / SPOOL_DIR
+                    if jobs is not None
+                    else Path(tempfile.mkdtemp(prefix="imagetask-spool-"))
+                )
+                self._open_spool = Spool(folder)
+            return self._open_spool
+
+    def _close_spool(self) -> None:
+        """Deletes the spool and the images of batches whose rows were never built."""
+        with self._state_lock:
+            spool, self._open_spool = self._open_spool, None
+        if spool is not None:
+            spool.remove()
 
     def _journal(self) -> Journal:
         with self._state_lock:
@@ -552,17 +613,11 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                 )
                 continue
             with spool:
-                for raw in spool:
-                    try:
-                        line = msgspec.json.decode(raw)
-                    except msgspec.DecodeError:
-                        continue
-                    custom_id = line.get("custom_id") if isinstance(line, dict) else None
-                    if isinstance(custom_id, str) and custom_id in wanted:
-                        outcome = _line_outcome(batch.id, custom_id, line)
-                        if outcome.error is not None:
-                            outcome = replace(outcome, error=self._masked(outcome.error))
-                        outcomes[custom_id] = outcome
+                read = await asyncio.to_thread(self._read_answers, batch.id, spool, wanted)
+            for custom_id, outcome in read.items():
+                if custom_id in outcomes:
+                    _release(outcomes[custom_id])
+                outcomes[custom_id] = outcome
         for custom_id in wanted - outcomes.keys():
             not_run = batch.status in ("expired", "cancelled")
             what = "before running this request" if not_run else "without answering this request"
@@ -579,6 +634,29 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         )
         return outcomes
 
+    def _read_answers(self, batch: str, file: IO[bytes], wanted: set[str]) -> dict[str, _Outcome]:
+        """The outcomes of the `wanted` requests in an output or error file, read a line
+        at a time, each answered image decoded into the spool."""
+        spool = self._spool()
+        outcomes: dict[str, _Outcome] = {}
+        for raw in file:
+            try:
+                line = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                continue
+            custom_id = line.get("custom_id") if isinstance(line, dict) else None
+            if not (isinstance(custom_id, str) and custom_id in wanted):
+                continue
+            outcome = _line_outcome(batch, custom_id, line)
+            if outcome.error is not None:
+                outcome = replace(outcome, error=self._masked(outcome.error))
+            if outcome.body is not None:
+                outcome = replace(outcome, body=_spooled(outcome.body, spool))
+            if custom_id in outcomes:
+                _release(outcomes[custom_id])
+            outcomes[custom_id] = outcome
+        return outcomes
+
     async def _fetch(self, file_id: str) -> IO[bytes]:
         """Downloads a file into an anonymous temporary file (in `jobs_dir`), rewound."""
         client = self._client()
@@ -588,7 +666,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (returned open)
             try:
                 async with client.files.with_streaming_response.content(file_id) as response:
-                    async for chunk in response.iter_bytes():
+                    async for chunk in response.iter_bytes(_CHUNK_BYTES):
                         spool.write(chunk)
             except BaseException:
                 spool.close()
@@ -608,16 +686,20 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         body = outcome.body
         data = body.get("data") or []
         if len(data) != request.count:
+            _release(outcome)
             error = f"the server returned {len(data)} image(s) for n={request.count}"
             return [{**failed, "error": error}]
         usage = body.get("usage") or {}
         answer: Answer = []
         for item in data:
             part: dict[str, Any] = {}
-            b64_json, url = item.get("b64_json"), item.get("url")
+            spooled, b64_json, url = item.get(_SPOOLED), item.get("b64_json"), item.get("url")
             try:
-                if isinstance(b64_json, str):
-                    image: str | bytes = b64_json
+                if isinstance(spooled, SpooledImage):
+                    image: str | bytes | SpooledImage = spooled
+                    size = spooled.size
+                elif isinstance(b64_json, str):
+                    image = b64_json
                     size = len(b64_json) * 3 // 4 - b64_json[-2:].count("=")
                 elif isinstance(url, str):
                     image = await self._download(url)

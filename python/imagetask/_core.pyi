@@ -152,10 +152,11 @@ class ColumnBuilder:
         artifacts_folder: str | os.PathLike[str] | None = None,
         artifacts_prefix: str | None = None,
         schema_metadata: dict[str, str] | None = None,
-    ) -> tuple[ArrowTable, list[tuple[int, int, str]]]:
+    ) -> tuple[Any, list[tuple[int, int, str]]]:
         """Builds the output table of a prepared batch, its schema carrying
-        `schema_metadata`: `(table, failures)`, each failure `(row, generation, error)`. A
-        batch is built once: a second build is a `ConfigError`."""
+        `schema_metadata`: `(table, failures)`, the table a `pyarrow.Table` (its pyarrow
+        schema made once for the tables of one schema in a row), each failure `(row,
+        generation, error)`. A batch is built once: a second build is a `ConfigError`."""
 
 def assemble_table(
     *,

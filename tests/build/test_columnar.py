@@ -504,9 +504,11 @@ def test_every_batch_of_a_schema_carries_the_features_and_a_pickled_task_builds_
     task = placeholder_task(num_generations=2, group_generations=True)
     first = task.process_arrow(pa.table({"prompt": ["a"]}))
     second = task.process_arrow(pa.table({"prompt": ["b", "c"]}))
+    third = task.process_arrow(pa.table({"prompt": ["b", "c"]}))
     features = json.loads(first.schema.metadata[b"huggingface"])["info"]["features"]
     assert features["image"] == {"_type": "List", "feature": {"_type": "Image"}}
     assert second.schema.metadata == first.schema.metadata
+    assert third.equals(second, check_metadata=True)
     other = task.process_arrow(pa.table({"prompt": ["d"], "score": [1.5]}))
     assert json.loads(other.schema.metadata[b"huggingface"])["info"]["features"]["score"] == {
         "dtype": "float64",
@@ -515,3 +517,14 @@ def test_every_batch_of_a_schema_carries_the_features_and_a_pickled_task_builds_
     copy = pickle.loads(pickle.dumps(task))
     again = copy.process_arrow(pa.table({"prompt": ["b", "c"]}))
     assert again.equals(second, check_metadata=True)
+
+
+def test_names_holding_a_nul_come_back_whole_in_every_batch() -> None:
+    task = placeholder_task()
+    tables = [task.process_arrow(pa.table({"prompt": [f"p{i}"], "a\x00b": [i]})) for i in range(3)]
+    for i, table in enumerate(tables):
+        assert table.column_names == ["prompt", "a\x00b", "image", "model_name", META]
+        assert table.column("a\x00b").to_pylist() == [i]
+        assert table.schema.metadata == tables[0].schema.metadata
+    features = json.loads(tables[0].schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["a\x00b"] == {"dtype": "int64", "_type": "Value"}

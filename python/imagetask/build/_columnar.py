@@ -10,7 +10,7 @@ from imagetask import _core
 from imagetask._extras import require
 from imagetask.build._artifacts import ArtifactTarget
 from imagetask.build._batch import Batch, Failure, ModelCall
-from imagetask.build._converter import RowConverter, image_bytes, json_cell
+from imagetask.build._converter import RowConverter
 from imagetask.build._schema import OutputSchema, SchemaMemo
 from imagetask.errors import ConfigError
 from imagetask.outcome import Row
@@ -229,14 +229,12 @@ class ArrowBatch(ModelCall):
             self._slow.answers = self.answers
             self._slow.names = self.names
             output = self._slow.finish()
-            cells = _Cells.of(self.schema, output.rows)
-            built = _core.assemble_table(
+            built = _core.assemble_rows(
                 schema=self.schema,
                 num_generations=self.n,
                 table=self.table,
-                outputs=cells.outputs,
-                model_name=cells.model_name,
-                metadata=cells.metadata,
+                rows=output.rows,
+                infer=_inferred,
             )
             # `pa.table` would ask pandas whether `built` is a DataFrame, importing it.
             table = pa.RecordBatchReader.from_stream(built).read_all()
@@ -351,51 +349,10 @@ def _check_fits(what: str, size: int, n: int) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Cells:
-    """The cells (one per input row and generation) of the dict rows a hook built, as
-    `_core.assemble_table` takes them: the output columns (a struct, the image as its
-    bytes), `model_name`, and the task's recorded metadata keys (a struct)."""
-
-    outputs: pa.ChunkedArray
-    model_name: pa.ChunkedArray
-    metadata: pa.ChunkedArray
-
-    @classmethod
-    def of(cls, names: OutputSchema, rows: list[Row]) -> _Cells:
-        pa = arrow()
-        columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
-        meta: dict[str, list[Any]] = {key: [] for key in names.metadata_keys}
-        model_name: list[Any] = []
-        for row in rows:
-            metas = row[names.metadata] if names.grouped else [row[names.metadata]]
-            for k, values in enumerate(metas):
-                for name in names.outputs:
-                    value = row[names.columns[name]]
-                    columns[name].append(value[k] if names.grouped else value)
-                for key in meta:
-                    value = values.get(key)
-                    json = key in (names.raw_output, names.statistics)
-                    meta[key].append(json_cell(value) if json else value)
-                model_name.append(row[names.model_name])
-        outputs = [
-            pa.array([image_bytes(value) for value in values], pa.binary())
-            if name == names.image_output
-            else pa.array(values, pa.string())
-            if name == "image_path"
-            else pa.array(values)
-            for name, values in columns.items()
-        ]
-        return cls(
-            outputs=_struct(outputs, names.output_columns),
-            model_name=pa.chunked_array([pa.array(model_name, pa.string())]),
-            metadata=_struct([pa.array(values, pa.string()) for values in meta.values()], meta),
-        )
-
-
-def _struct(arrays: list[pa.Array], names: Any) -> pa.ChunkedArray:
+def _inferred(values: list[Any]) -> pa.ChunkedArray:
+    """The values of an output column a hook wrote, as pyarrow infers their type."""
     pa = arrow()
-    return pa.chunked_array([pa.StructArray.from_arrays(arrays, names=list(names))])
+    return pa.chunked_array([pa.array(values)])
 
 
 def dict_rows(task: WritesRows, table: pa.Table) -> list[Row]:

@@ -4,6 +4,7 @@
 
 pub(crate) mod columns;
 pub(crate) mod ffi;
+pub(crate) mod hooked;
 pub(crate) mod pyarrow;
 pub(crate) mod table;
 
@@ -23,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use self::columns::{CellFailure, Image, Options};
-use self::ffi::{read_stream, read_table, ArrowTable};
+use self::ffi::read_table;
 use self::pyarrow::ToPyArrow;
 use self::table::{Cells, Input, Layout};
 use crate::answers::{self, Generation};
@@ -170,55 +171,6 @@ impl ColumnBuilder {
         Ok((self.tables.table(py, batch)?, PyList::new(py, failures)?))
     }
 }
-/// Assembles the output table of `table` (each row `num_generations` times) from the
-/// cells of its rows: `outputs` (a struct array, one field per output column),
-/// `model_name` and `metadata` (a struct array of the task's recorded metadata keys), one
-/// value per row and generation.
-#[pyfunction]
-#[pyo3(signature = (*, schema, num_generations, table, outputs, model_name, metadata))]
-pub(crate) fn assemble_table(
-    schema: Layout,
-    num_generations: usize,
-    table: &Bound<'_, PyAny>,
-    outputs: &Bound<'_, PyAny>,
-    model_name: &Bound<'_, PyAny>,
-    metadata: &Bound<'_, PyAny>,
-) -> PyResult<ArrowTable> {
-    let n = Generations::new(num_generations)
-        .map_err(config_error)?
-        .get();
-    let input = read_table(table)?;
-    let fields = |data: &Bound<'_, PyAny>| -> PyResult<Vec<(String, ArrayRef)>> {
-        let array = read_array(data)?;
-        let array = array
-            .as_struct_opt()
-            .ok_or_else(|| read_error("the cells are not a struct array"))?;
-        Ok(array
-            .fields()
-            .iter()
-            .zip(array.columns())
-            .map(|(field, column)| (field.name().clone(), column.clone()))
-            .collect())
-    };
-    let cells = Cells {
-        outputs: fields(outputs)?,
-        model_name: read_array(model_name)?,
-        metadata: fields(metadata)?,
-    };
-    let table = table::assemble(&schema, n, &input, cells).map_err(config_error)?;
-    Ok(ArrowTable::new(table))
-}
-
-/// One array of an object exporting an Arrow stream (its chunks joined).
-fn read_array(data: &Bound<'_, PyAny>) -> PyResult<ArrayRef> {
-    let chunks = read_stream(data)?;
-    let kind = chunks
-        .first()
-        .map(|chunk| chunk.data_type().clone())
-        .unwrap_or(DataType::Null);
-    table::concatenate(&chunks, &kind).map_err(read_error)
-}
-
 /// A string column's rows as one `utf8` array.
 fn utf8(chunks: &[ArrayRef], count: usize) -> PyResult<ArrayRef> {
     let mut joined = arrow_array::builder::StringBuilder::with_capacity(count, 0);

@@ -13,7 +13,7 @@ use super::{ColumnBuilder, PreparedColumns};
 use crate::errors::ConfigError;
 use crate::testing::{eval, with_python};
 
-fn layout(group: bool) -> Layout {
+pub(crate) fn layout(group: bool) -> Layout {
     Layout {
         output_columns: vec!["image".to_owned()],
         image: Some("image".to_owned()),

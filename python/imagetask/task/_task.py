@@ -282,7 +282,7 @@ class ImageTask(Configurable, ABC):
         natively when the task's hooks are its own, else materialises the rows as dicts."""
         table = table_of(data)
         schema = self.output_schema
-        cache = self._column_builder(schema)
+        cache = self._column_cache(schema)
         prompt = cache.key[1]
         facts: InputFacts = cache.facts.get(
             table.schema,
@@ -321,7 +321,7 @@ class ImageTask(Configurable, ABC):
         """Where the task writes its image files, when it writes them (the folder made)."""
         return None
 
-    def _column_builder(self, schema: OutputSchema) -> BuilderCache:
+    def _column_cache(self, schema: OutputSchema) -> BuilderCache:
         """The cache of this configuration's native builder (made when the task's hooks
         are its own) and of the facts of the input schemas it meets."""
         prompt = self.input_mappings.get(self.inputs[0], self.inputs[0])

@@ -12,6 +12,11 @@ each process's peak RSS.
 - python: the simplest pure-Python columnar code building the same table (lists,
   `hashlib`, `base64`, `json`, `pyarrow`); `tests/test_bench_baseline.py` checks that it
   builds exactly imagetask's table.
+- user: the code a user would write for the same information, not the same table:
+  `base64.b64decode` per answer, `pa.array(images, pa.binary())`, `model_name` repeated,
+  the metadata with `pa.StructArray.from_arrays` (the raw output as a struct of lists of
+  the image payloads as the model gave them, the raw input the prompt), input columns
+  repeated with `take`. No hashing, no JSON, no Hugging Face `Image` struct.
 - distilabel (when the given interpreter has 1.5.3): `ImageGeneration.process` on the
   batch's rows (`to_pylist()`; its dict rows are not converted back to Arrow).
 
@@ -45,7 +50,7 @@ POOL = 100
 NAME = "image_generation_0"
 MODEL = "bench-model"
 META = "distilabel_metadata"
-CONTENDERS = ("imagetask", "python", "distilabel")
+CONTENDERS = ("imagetask", "python", "user", "distilabel")
 
 
 def make_table(n_rows: int) -> Any:
@@ -120,6 +125,37 @@ def python_columns(table: Any, answers: Any, n: int, raw: bool) -> Any:
     return pa.Table.from_arrays(list(columns.values()), names=list(columns))
 
 
+def user_columns(table: Any, answers: Any, n: int, raw: bool) -> Any:
+    """The code a user would write for the same information (see the module)."""
+    import pyarrow as pa
+
+    images: list[bytes] = []
+    rows: list[int] = []
+    payloads: list[list[str]] = []
+    for index, entry in enumerate(answers):
+        for part in entry:
+            given = part["images"][:n]
+            for image in given:
+                images.append(base64.b64decode(image))
+                rows.append(index)
+                if raw:
+                    payloads.append([image])
+    count = len(images)
+    take = pa.array(rows, pa.uint32())
+    columns = {name: table.column(name).take(take) for name in table.column_names}
+    columns["image"] = pa.array(images, pa.binary())
+    columns["model_name"] = pa.array([MODEL] * count, pa.string())
+    if raw:
+        raw_output = pa.StructArray.from_arrays(
+            [pa.array(payloads, pa.list_(pa.string()))], names=["images"]
+        )
+        prompts = table.column("prompt").take(take).combine_chunks()
+        columns[META] = pa.StructArray.from_arrays(
+            [raw_output, prompts], names=[f"raw_output_{NAME}", f"raw_input_{NAME}"]
+        )
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+
+
 def imagetask_task(replay: Replay, n: int, raw: bool) -> Any:
     """imagetask's `ImageGeneration` over a duck-typed model replaying `replay`."""
     from imagetask import ImageGeneration
@@ -150,6 +186,11 @@ def worker(contender: str, n_rows: int, n: int, raw: bool) -> dict[str, Any]:
         def run(batch: Any) -> int:
             answers = replay(batch.column("prompt").to_pylist(), n)
             return int(python_columns(batch, answers, n, raw).num_rows)
+    elif contender == "user":
+
+        def run(batch: Any) -> int:
+            answers = replay(batch.column("prompt").to_pylist(), n)
+            return int(user_columns(batch, answers, n, raw).num_rows)
     else:
         from bench_rows import distilabel_task  # beside this script
 
@@ -209,14 +250,14 @@ def rows_table(args: argparse.Namespace) -> None:
     with_distilabel = has_distilabel(args.distilabel_python)
     print(
         "| rows | n | raw | contender | median input rows/s | best input rows/s | "
-        "vs python | vs distilabel | peak RSS MB |"
+        "vs python | vs user | vs distilabel | peak RSS MB |"
     )
-    print("|---:|---:|:-:|---|---:|---:|---:|---:|---:|")
+    print("|---:|---:|:-:|---|---:|---:|---:|---:|---:|---:|")
     for config in itertools.product(args.rows, args.gens, args.raw):
         n_rows, n, raw = config
         results = {
             name: measure(args, sys.executable, name, config)
-            for name in ("imagetask", "python")
+            for name in ("imagetask", "python", "user")
             if name in args.contenders
         }
         if with_distilabel and "distilabel" in args.contenders:
@@ -224,12 +265,13 @@ def rows_table(args: argparse.Namespace) -> None:
         for name, result in results.items():
             if result is None:
                 continue
-            base_py, base_dl = results.get("python"), results.get("distilabel")
-            vs_py = f"{result['median'] / base_py['median']:.2f}x" if base_py else "-"
-            vs_dl = f"{result['median'] / base_dl['median']:.2f}x" if base_dl else "-"
+            ratios = []
+            for base in ("python", "user", "distilabel"):
+                baseline = results.get(base)
+                ratios.append(f"{result['median'] / baseline['median']:.2f}x" if baseline else "-")
             print(
                 f"| {n_rows:,} | {n} | {'on' if raw else 'off'} | {name} "
-                f"| {result['median']:,.0f} | {result['best']:,.0f} | {vs_py} | {vs_dl} "
+                f"| {result['median']:,.0f} | {result['best']:,.0f} | {' | '.join(ratios)} "
                 f"| {result['rss']:,.0f} |",
                 flush=True,
             )

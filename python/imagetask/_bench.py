@@ -83,15 +83,36 @@ def _dict_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
 
 def _arrow_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
     """The rows as pyarrow tables, as `process_arrow`; each batch is made a table before
-    its timing starts (data read from Parquet or a dataset is one already)."""
+    its timing starts, of the schema of the batch before when its rows fit it (as the
+    batches of a Parquet file or a Hugging Face dataset share their schema)."""
     pa = arrow()
 
     def tables() -> Iterator[Any]:
+        schema = None
         for rows in batches:
-            try:
-                yield pa.Table.from_pylist(rows)
-            except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-                raise UsageError(f"the input rows cannot be made an Arrow table: {exc}") from None
+            table = schema_table(rows, schema)
+            if table is None:
+                table = inferred_table(rows)
+            schema = table.schema
+            yield table
+
+    def schema_table(rows: list[Row], schema: Any) -> Any:
+        """The rows as a table of `schema`, or `None` if they do not fit it."""
+        if schema is None:
+            return None
+        names = set(schema.names)
+        if any(row.keys() != names for row in rows):
+            return None
+        try:
+            return pa.Table.from_pylist(rows, schema=schema)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            return None
+
+    def inferred_table(rows: list[Row]) -> Any:
+        try:
+            return pa.Table.from_pylist(rows)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise UsageError(f"the input rows cannot be made an Arrow table: {exc}") from None
 
     return _timed(task, tables(), task.prepare_arrow)
 

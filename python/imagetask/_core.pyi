@@ -14,7 +14,7 @@ __all__ = [
     "Prepared",
     "PreparedColumns",
     "RowBuilder",
-    "assemble_table",
+    "assemble_rows",
     "json_text",
     "placeholder_images",
     "write_artifacts",
@@ -152,24 +152,27 @@ class ColumnBuilder:
         artifacts_folder: str | os.PathLike[str] | None = None,
         artifacts_prefix: str | None = None,
         schema_metadata: dict[str, str] | None = None,
-    ) -> tuple[ArrowTable, list[tuple[int, int, str]]]:
+    ) -> tuple[Any, list[tuple[int, int, str]]]:
         """Builds the output table of a prepared batch, its schema carrying
-        `schema_metadata`: `(table, failures)`, each failure `(row, generation, error)`. A
-        batch is built once: a second build is a `ConfigError`."""
+        `schema_metadata`: `(table, failures)`, the table a `pyarrow.Table` (its pyarrow
+        schema made once for the tables of one schema in a row), each failure `(row,
+        generation, error)`. A batch is built once: a second build is a `ConfigError`."""
 
-def assemble_table(
+def assemble_rows(
     *,
     schema: OutputSchema,
     num_generations: int,
     table: Any,
-    outputs: Any,
-    model_name: Any,
-    metadata: Any,
+    rows: list[dict[str, Any]],
+    infer: Callable[[list[Any]], Any],
 ) -> ArrowTable:
-    """The output table of `table` (each row `num_generations` times) from the cells of
-    its rows, one value per row and generation: `outputs` (a struct array, one field per
-    output column, the image as its bytes), `model_name` and `metadata` (a struct array
-    of the task's recorded metadata keys); each an object exporting an Arrow stream."""
+    """The output table of `table` (each row `num_generations` times) from the dict
+    `rows` a task's own hooks built for it, their cells read natively: the image column
+    as bytes (base64 text decoded), the artifact paths, `model_name` and the recorded
+    metadata keys as text (the raw output and statistics as JSON text). `infer` makes an
+    Arrow array (an object exporting an Arrow stream) of the list of values of each other
+    output column. Raises `ReadError` naming the row and column of a cell that is not of
+    its kind."""
 
 @final
 class PreparedColumns:

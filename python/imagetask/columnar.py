@@ -38,8 +38,9 @@ column that is not text or a metadata column that is not a struct take a slower 
 the rows are materialised as dicts for the hooks, built as `process_batch` builds them,
 and converted to the same columns.
 
-The extension assembles the output table (`_core.ColumnBuilder`, or `_core.assemble_table`
-for the cells of the slower path). A batch whose columns cannot be repeated is refused
+The extension assembles the output table (`_core.ColumnBuilder`, or `_core.assemble_rows`
+reading the cells of the slower path's dict rows, pyarrow inferring only the types of
+the output columns a task's own hooks fill). A batch whose columns cannot be repeated is refused
 before the model is called: a run-end encoded column whose run ends cannot count the
 repeated rows (`TypeError` naming it), or text that would not fit one Arrow string column
 once repeated `num_generations` times (`ConfigError`: the raw inputs, one per

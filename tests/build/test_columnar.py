@@ -19,6 +19,7 @@ from imagetask import (
     ConfigError,
     ImageGeneration,
     InputRowError,
+    ReadError,
     _core,
 )
 from imagetask.build._batch import Failure
@@ -504,9 +505,11 @@ def test_every_batch_of_a_schema_carries_the_features_and_a_pickled_task_builds_
     task = placeholder_task(num_generations=2, group_generations=True)
     first = task.process_arrow(pa.table({"prompt": ["a"]}))
     second = task.process_arrow(pa.table({"prompt": ["b", "c"]}))
+    third = task.process_arrow(pa.table({"prompt": ["b", "c"]}))
     features = json.loads(first.schema.metadata[b"huggingface"])["info"]["features"]
     assert features["image"] == {"_type": "List", "feature": {"_type": "Image"}}
     assert second.schema.metadata == first.schema.metadata
+    assert third.equals(second, check_metadata=True)
     other = task.process_arrow(pa.table({"prompt": ["d"], "score": [1.5]}))
     assert json.loads(other.schema.metadata[b"huggingface"])["info"]["features"]["score"] == {
         "dtype": "float64",
@@ -515,3 +518,56 @@ def test_every_batch_of_a_schema_carries_the_features_and_a_pickled_task_builds_
     copy = pickle.loads(pickle.dumps(task))
     again = copy.process_arrow(pa.table({"prompt": ["b", "c"]}))
     assert again.equals(second, check_metadata=True)
+
+
+def test_names_holding_a_nul_come_back_whole_in_every_batch() -> None:
+    task = placeholder_task()
+    tables = [task.process_arrow(pa.table({"prompt": [f"p{i}"], "a\x00b": [i]})) for i in range(3)]
+    for i, table in enumerate(tables):
+        assert table.column_names == ["prompt", "a\x00b", "image", "model_name", META]
+        assert table.column("a\x00b").to_pylist() == [i]
+        assert table.schema.metadata == tables[0].schema.metadata
+    features = json.loads(tables[0].schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["a\x00b"] == {"dtype": "int64", "_type": "Value"}
+
+
+class TextImages(ImageGeneration):
+    """A hook that writes each row's prompt as its image, and a score of its own."""
+
+    @property
+    def outputs(self) -> list[str]:
+        return [*super().outputs, "score"]
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [*super().output_columns, "score"]
+
+    def format_output(self, output: dict[str, Any], input: dict[str, Any] | None = None) -> Any:
+        assert input is not None
+        return {"image": input["prompt"], "score": len(input["prompt"])}
+
+
+def test_a_hooks_cells_are_read_as_the_dict_rows_hold_them() -> None:
+    prompts = ["YR", "YWJj", "YQ=", "not base64!", "é", ""]
+    task = TextImages(image_generation_model=PlaceholderImageGeneration())
+    out = task.process_arrow(pa.table({"prompt": prompts}))
+    images = [cell["bytes"] for cell in out.column("image").to_pylist()]
+    assert images == [b"a", b"abc", b"a", b"not base64!", "é".encode(), b""]
+    assert out.column("score").type == pa.int64()
+    assert out.column("score").to_pylist() == [2, 4, 3, 11, 1, 0]
+    assert out.column("model_name").to_pylist() == ["placeholder"] * 6
+
+
+class BadRawInput(ImageGeneration):
+    """A hook that records a raw input that is not text."""
+
+    def complete_rows(self, rows: list[dict[str, Any]]) -> list[Failure]:
+        rows[1][META][f"raw_input_{self.name}"] = 5
+        return []
+
+
+def test_a_hooks_cell_of_the_wrong_kind_is_a_read_error_naming_its_row_and_key() -> None:
+    task = BadRawInput(image_generation_model=PlaceholderImageGeneration(), name=NAME)
+    with pytest.raises(ReadError) as raised:
+        task.process_arrow(pa.table({"prompt": ["a", "b"]}))
+    assert str(raised.value) == (f"output row 1: 'raw_input_{NAME}' holds a int, expected text")

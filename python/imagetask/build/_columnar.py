@@ -10,7 +10,7 @@ from imagetask import _core
 from imagetask._extras import require
 from imagetask.build._artifacts import ArtifactTarget
 from imagetask.build._batch import Batch, Failure, ModelCall
-from imagetask.build._converter import RowConverter, image_bytes, json_cell
+from imagetask.build._converter import RowConverter
 from imagetask.build._schema import OutputSchema, SchemaMemo
 from imagetask.errors import ConfigError
 from imagetask.outcome import Row
@@ -56,42 +56,108 @@ def _compute() -> Any:
 def as_table(data: Any) -> pa.Table:
     """A pyarrow Table of any object exporting the Arrow PyCapsule interface (or of a
     Hugging Face Dataset); its column names must be distinct."""
-    pa = arrow()
-    if isinstance(data, pa.Table):
-        table = data
-    elif isinstance(data, pa.RecordBatch):
-        table = pa.Table.from_batches([data])
-    elif hasattr(data, "__arrow_c_stream__"):
-        table = pa.table(data)
-    elif hasattr(data, "__arrow_c_array__"):
-        table = pa.Table.from_batches([pa.record_batch(data)])
-    elif type(data).__module__ == "datasets.arrow_dataset" and hasattr(data, "with_format"):
-        # A Hugging Face Dataset (not an IterableDataset, which holds no table): its
-        # selected rows (its table may hold more).
-        table = data.with_format("arrow")[:]
-    else:
-        raise TypeError(
-            f"process_arrow takes an object exporting the Arrow PyCapsule interface "
-            f"(__arrow_c_stream__ or __arrow_c_array__) or a Hugging Face Dataset, got a "
-            f"{type(data).__name__}"
-        )
-    names = table.column_names
-    if len(set(names)) < len(names):
-        twice = sorted({name for name in names if names.count(name) > 1})
-        raise ValueError(f"the table has several columns named {', '.join(map(repr, twice))}")
+    table = table_of(data)
+    check_distinct(_named_twice(table.schema))
     return table
 
 
+def table_of(data: Any) -> pa.Table:
+    """`as_table` without the check of its column names."""
+    pa = arrow()
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    if hasattr(data, "__arrow_c_array__"):
+        return pa.Table.from_batches([pa.record_batch(data)])
+    if type(data).__module__ == "datasets.arrow_dataset" and hasattr(data, "with_format"):
+        # A Hugging Face Dataset (not an IterableDataset, which holds no table): its
+        # selected rows (its table may hold more).
+        return data.with_format("arrow")[:]
+    raise TypeError(
+        f"process_arrow takes an object exporting the Arrow PyCapsule interface "
+        f"(__arrow_c_stream__ or __arrow_c_array__) or a Hugging Face Dataset, got a "
+        f"{type(data).__name__}"
+    )
+
+
+def check_distinct(named_twice: list[str]) -> None:
+    """Raises `ValueError` naming the column names that several columns hold."""
+    if named_twice:
+        shown = ", ".join(map(repr, named_twice))
+        raise ValueError(f"the table has several columns named {shown}")
+
+
+def _named_twice(schema: pa.Schema) -> list[str]:
+    names = schema.names
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+@dataclass
+class InputFacts:
+    """What the columnar path needs to know of an input schema, found once for the
+    batches of one schema in a row.
+
+    Attributes
+    ----------
+    named_twice:
+        The column names that several columns hold (such a table is refused).
+    native:
+        Whether the native builder reads tables of this schema (`reads_natively`).
+    nul_names:
+        Whether a field name, at any depth, holds a NUL (the Arrow C interface cuts it).
+    output_metadata:
+        The `huggingface` schema metadata of the output, once the first batch made it.
+    """
+
+    named_twice: list[str]
+    native: bool
+    nul_names: bool
+    output_metadata: dict[str, str] | None = None
+
+    @classmethod
+    def of(cls, schema: pa.Schema, prompt: str | None, metadata: str) -> InputFacts:
+        """The facts of `schema`; `prompt`: the prompt column the native builder
+        reads (`None`: there is no native builder)."""
+        twice = _named_twice(schema)
+        native = not twice and prompt is not None and reads_natively(schema, prompt, metadata)
+        return cls(twice, native, any(_nul_in(field) for field in schema))
+
+
 class BuilderCache:
-    """A task's last `ColumnBuilder` and the configuration it was made for. It pickles
-    (and copies) empty: a builder is cheap to make again and holds nothing else."""
+    """A task's last `ColumnBuilder` (`None`: the task builds its columns in Python), the
+    configuration it was made for, and the `InputFacts` of the last input schema seen.
+    It pickles (and copies) empty: a builder is cheap to make again and holds nothing
+    else."""
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] = ()
         self.builder: _core.ColumnBuilder | None = None
+        self.facts = SchemaMemo()
+
+    def renew(self, key: tuple[Any, ...], builder: _core.ColumnBuilder | None) -> None:
+        """Keeps `builder`, made for the configuration `key`."""
+        self.key, self.builder, self.facts = key, builder, SchemaMemo()
 
     def __reduce__(self) -> tuple[type[BuilderCache], tuple[()]]:
         return (BuilderCache, ())
+
+
+def reads_natively(schema: pa.Schema, prompt: str, metadata: str) -> bool:
+    """Whether the native builder reads a table of `schema`: its `prompt` column holds
+    strings, and its `metadata` column, if any, is a struct (or all null)."""
+    types = arrow().types
+    if prompt not in schema.names:
+        return False
+    kind = schema.field(prompt).type
+    if not (types.is_string(kind) or types.is_large_string(kind) or types.is_string_view(kind)):
+        return False
+    if metadata in schema.names:
+        kind = schema.field(metadata).type
+        return bool(types.is_struct(kind) or types.is_null(kind))
+    return True
 
 
 class ArrowBatch(ModelCall):
@@ -101,7 +167,8 @@ class ArrowBatch(ModelCall):
 
     `native` builds the cells from `prompt_column`; or else `slow`, the batch of the
     table's rows as dicts, builds dict rows whose cells are read back. `artifacts`: where
-    the native builder writes the images (`None`: nowhere).
+    the native builder writes the images (`None`: nowhere); `facts`: those of the
+    table's schema.
     """
 
     def __init__(
@@ -115,8 +182,10 @@ class ArrowBatch(ModelCall):
         native: _core.ColumnBuilder | None,
         slow: Batch | None,
         artifacts: ArtifactTarget | None,
+        facts: InputFacts,
     ) -> None:
         self.table = table
+        self._facts = facts
         self._native = native
         self._slow = slow
         self._artifacts = artifacts
@@ -130,7 +199,7 @@ class ArrowBatch(ModelCall):
             self._prepared = native.prepare(self.table)
             super().__init__(model, n, schema, self._prepared.prompts, self.table.num_rows)
             text = self._prepared.prompt_bytes
-        if schema.add_raw_input:
+        if schema.add_raw_input and text * n > MAX_STRING_BYTES:
             _check_fits(f"the raw inputs (the prompts of {prompt_column!r})", text, n)
         _check_repeatable(schema, n, self.table)
 
@@ -155,45 +224,49 @@ class ArrowBatch(ModelCall):
 
     def finish(self) -> ArrowOutput:
         """Builds the output table from the model's answers and logs the failures."""
-        pa = arrow()
         if self._slow is not None:
+            pa = arrow()
             self._slow.answers = self.answers
             self._slow.names = self.names
             output = self._slow.finish()
-            cells = _Cells.of(self.schema, output.rows)
-            built = _core.assemble_table(
+            built = _core.assemble_rows(
                 schema=self.schema,
                 num_generations=self.n,
                 table=self.table,
-                outputs=cells.outputs,
-                model_name=cells.model_name,
-                metadata=cells.metadata,
+                rows=output.rows,
+                infer=_inferred,
             )
-            failures = output.failures
-        else:
-            assert self._native is not None
-            self.read_images()
-            target = self._artifacts
-            metadata = self.schema.output_metadata.known(self.table.schema)
-            built, failed = self._native.build(
-                self._prepared,
-                self.answers,
-                None if target is None else target.folder,
-                None if target is None else target.prefix,
-                metadata,
-            )
-            failures = [Failure(*failure) for failure in failed]
-            self.log(failures)
-        # `pa.table` would ask pandas whether `built` is a DataFrame, importing it.
-        table = pa.RecordBatchReader.from_stream(built).read_all()
-        if _NUL_NAMES.get(self.table.schema, _holds_nul):
+            # `pa.table` would ask pandas whether `built` is a DataFrame, importing it.
+            table = pa.RecordBatchReader.from_stream(built).read_all()
+            return ArrowOutput(self._described(table, None), output.failures)
+        assert self._native is not None
+        self.read_images()
+        target = self._artifacts
+        metadata = self._facts.output_metadata
+        table, failed = self._native.build(
+            self._prepared,
+            self.answers,
+            None if target is None else target.folder,
+            None if target is None else target.prefix,
+            metadata,
+        )
+        failures = [Failure(*failure) for failure in failed]
+        self.log(failures)
+        return ArrowOutput(self._described(table, metadata), failures)
+
+    def _described(self, table: pa.Table, metadata: dict[str, str] | None) -> pa.Table:
+        """`table` with the input's field names given back and, unless it has them
+        (`metadata`), the `huggingface` schema metadata of its schema."""
+        named = self._facts.nul_names
+        if named:
             table = self._named(table)
-        if table.schema.metadata is None:
+        if metadata is None:
             metadata = self.schema.schema_metadata(table.schema)
-            table = table.replace_schema_metadata(metadata)
             if self._native is not None:
-                self.schema.output_metadata.keep(self.table.schema, metadata)
-        return ArrowOutput(table, failures)
+                self._facts.output_metadata = metadata
+        elif not named:
+            return table
+        return table.replace_schema_metadata(metadata)
 
     def _named(self, table: pa.Table) -> pa.Table:
         """`table` with the names of the input's fields given back. The Arrow C interface
@@ -217,15 +290,6 @@ class ArrowBatch(ModelCall):
             for column, field in zip(table.columns, fields, strict=True)
         ]
         return pa.Table.from_arrays(columns, names=[field.name for field in fields])
-
-
-_NUL_NAMES = SchemaMemo()
-"""Whether the last input schema has a name holding a NUL (`_holds_nul`)."""
-
-
-def _holds_nul(schema: pa.Schema) -> bool:
-    """Whether a field name of `schema`, at any depth, holds a NUL."""
-    return any(_nul_in(field) for field in schema)
 
 
 def _nul_in(field: pa.Field) -> bool:
@@ -286,51 +350,10 @@ def _check_fits(what: str, size: int, n: int) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Cells:
-    """The cells (one per input row and generation) of the dict rows a hook built, as
-    `_core.assemble_table` takes them: the output columns (a struct, the image as its
-    bytes), `model_name`, and the task's recorded metadata keys (a struct)."""
-
-    outputs: pa.ChunkedArray
-    model_name: pa.ChunkedArray
-    metadata: pa.ChunkedArray
-
-    @classmethod
-    def of(cls, names: OutputSchema, rows: list[Row]) -> _Cells:
-        pa = arrow()
-        columns: dict[str, list[Any]] = {name: [] for name in names.outputs}
-        meta: dict[str, list[Any]] = {key: [] for key in names.metadata_keys}
-        model_name: list[Any] = []
-        for row in rows:
-            metas = row[names.metadata] if names.grouped else [row[names.metadata]]
-            for k, values in enumerate(metas):
-                for name in names.outputs:
-                    value = row[names.columns[name]]
-                    columns[name].append(value[k] if names.grouped else value)
-                for key in meta:
-                    value = values.get(key)
-                    json = key in (names.raw_output, names.statistics)
-                    meta[key].append(json_cell(value) if json else value)
-                model_name.append(row[names.model_name])
-        outputs = [
-            pa.array([image_bytes(value) for value in values], pa.binary())
-            if name == names.image_output
-            else pa.array(values, pa.string())
-            if name == "image_path"
-            else pa.array(values)
-            for name, values in columns.items()
-        ]
-        return cls(
-            outputs=_struct(outputs, names.output_columns),
-            model_name=pa.chunked_array([pa.array(model_name, pa.string())]),
-            metadata=_struct([pa.array(values, pa.string()) for values in meta.values()], meta),
-        )
-
-
-def _struct(arrays: list[pa.Array], names: Any) -> pa.ChunkedArray:
+def _inferred(values: list[Any]) -> pa.ChunkedArray:
+    """The values of an output column a hook wrote, as pyarrow infers their type."""
     pa = arrow()
-    return pa.chunked_array([pa.StructArray.from_arrays(arrays, names=list(names))])
+    return pa.chunked_array([pa.array(values)])
 
 
 def dict_rows(task: WritesRows, table: pa.Table) -> list[Row]:

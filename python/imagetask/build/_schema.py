@@ -225,11 +225,6 @@ class OutputSchema:
     add_raw_input: bool
     image_inputs: tuple[str, ...] = ()
     _features: SchemaMemo = field(default_factory=SchemaMemo, init=False, repr=False, compare=False)
-    output_metadata: SchemaMemo = field(
-        default_factory=SchemaMemo, init=False, repr=False, compare=False
-    )
-    """The schema metadata (`with_features`) of the output of an input schema, once
-    known: the native builder writes it in the table it builds."""
 
     @classmethod
     def build(

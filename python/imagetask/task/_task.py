@@ -12,7 +12,13 @@ import msgspec
 from imagetask._core import MAX_GENERATIONS, ColumnBuilder, RowBuilder
 from imagetask.build._artifacts import ArtifactTarget
 from imagetask.build._batch import Batch
-from imagetask.build._columnar import ArrowBatch, BuilderCache, arrow, as_table
+from imagetask.build._columnar import (
+    ArrowBatch,
+    BuilderCache,
+    InputFacts,
+    check_distinct,
+    table_of,
+)
 from imagetask.build._schema import OutputSchema
 from imagetask.config import Configurable, RuntimeParameter
 from imagetask.errors import ConfigError
@@ -274,10 +280,18 @@ class ImageTask(Configurable, ABC):
     def prepare_arrow(self, data: Any) -> ArrowBatch:
         """`prepare` for Arrow data (see `imagetask.columnar`): reads the prompt column
         natively when the task's hooks are its own, else materialises the rows as dicts."""
-        table = as_table(data)
+        table = table_of(data)
         schema = self.output_schema
-        native = self._column_builder(table, schema)
-        slow = None if native is not None else self.prepare(table.to_pylist())
+        cache = self._column_cache(schema)
+        prompt = cache.key[1]
+        facts: InputFacts = cache.facts.get(
+            table.schema,
+            lambda kind: InputFacts.of(
+                kind, None if cache.builder is None else prompt, schema.metadata
+            ),
+        )
+        check_distinct(facts.named_twice)
+        native = cache.builder if facts.native else None
         return ArrowBatch(
             table,
             model=self.image_generation_model,
@@ -285,8 +299,9 @@ class ImageTask(Configurable, ABC):
             schema=schema,
             prompt_column=self.input_mappings.get("prompt", "prompt"),
             native=native,
-            slow=slow,
+            slow=None if native is not None else self.prepare(table.to_pylist()),
             artifacts=None if native is None else self.artifact_target(),
+            facts=facts,
         )
 
     def process_arrow(self, data: Any) -> pa.Table:
@@ -306,23 +321,10 @@ class ImageTask(Configurable, ABC):
         """Where the task writes its image files, when it writes them (the folder made)."""
         return None
 
-    def _column_builder(self, table: pa.Table, schema: OutputSchema) -> ColumnBuilder | None:
-        pa = arrow()
-        hooks = ("format_input", "format_output", "complete_rows")
-        if not self.builds_columns_natively or any(self._hook(hook) for hook in hooks):
-            return None
+    def _column_cache(self, schema: OutputSchema) -> BuilderCache:
+        """The cache of this configuration's native builder (made when the task's hooks
+        are its own) and of the facts of the input schemas it meets."""
         prompt = self.input_mappings.get(self.inputs[0], self.inputs[0])
-        columns = table.schema
-        if prompt not in columns.names:
-            return None
-        kind = columns.field(prompt).type
-        text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
-        if not any(is_text(kind) for is_text in text):
-            return None
-        if schema.metadata in columns.names:
-            kind = columns.field(schema.metadata).type
-            if not (pa.types.is_struct(kind) or pa.types.is_null(kind)):
-                return None
         key = (
             schema,
             prompt,
@@ -334,18 +336,22 @@ class ImageTask(Configurable, ABC):
         cache = self.__dict__.get(_COLUMN_BUILDER)
         if cache is None:
             cache = self.__dict__[_COLUMN_BUILDER] = BuilderCache()
-        if cache.builder is not None and cache.key[0] is schema and cache.key[1:] == key[1:]:
-            return cache.builder
-        builder = ColumnBuilder(
+        if not (cache.key and cache.key[0] is schema and cache.key[1:] == key[1:]):
+            cache.renew(key, self._new_column_builder(schema, prompt))
+        return cache
+
+    def _new_column_builder(self, schema: OutputSchema, prompt: str) -> ColumnBuilder | None:
+        hooks = ("format_input", "format_output", "complete_rows")
+        if not self.builds_columns_natively or any(self._hook(hook) for hook in hooks):
+            return None
+        return ColumnBuilder(
             schema=schema,
             prompt_column=prompt,
-            model_name=key[2],
+            model_name=self.image_generation_model.model_name,
             num_generations=self.num_generations,
             inline_raw_images=self.inline_raw_images,
             pass_invalid_rows=self.on_invalid_row == "fail",
         )
-        cache.key, cache.builder = key, builder
-        return builder
 
     @native_hook
     def complete_rows(self, rows: list[Row]) -> list[Failure]:

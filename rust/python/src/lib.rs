@@ -17,7 +17,9 @@ mod _core {
     #[pymodule_export]
     use crate::arrow::ffi::ArrowTable;
     #[pymodule_export]
-    use crate::arrow::{assemble_table, ColumnBuilder, PreparedColumns};
+    use crate::arrow::hooked::assemble_rows;
+    #[pymodule_export]
+    use crate::arrow::{ColumnBuilder, PreparedColumns};
     #[pymodule_export]
     use crate::dict::{Prepared, RowBuilder};
     #[pymodule_export]

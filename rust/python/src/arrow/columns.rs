@@ -90,9 +90,10 @@ pub(crate) fn build(
     offsets.push(0);
     let mut valid = BooleanBufferBuilder::new(cells);
     let mut raw_output = JsonColumn::with_capacity(if options.raw_output { cells } else { 0 });
-    let mut path = StringBuilder::new();
-    let mut statistics = StringBuilder::new();
-    let mut error = StringBuilder::new();
+    // Sized to the cells: `StringBuilder::new()` would take room for 1024 of them.
+    let mut path = StringBuilder::with_capacity(if saved.is_some() { cells } else { 0 }, 0);
+    let mut statistics = StringBuilder::with_capacity(cells, 0);
+    let mut error = StringBuilder::with_capacity(cells, 0);
     let mut failures = Vec::new();
     let mut end = 0;
     for (row, generation, source) in plan.rows().flat_map(|row| {

@@ -74,12 +74,6 @@ impl ArrowTable {
     pub(crate) fn new(batch: RecordBatch) -> Self {
         Self { batch }
     }
-
-    /// The table's one record batch.
-    #[cfg(test)]
-    pub(crate) fn batch(&self) -> &RecordBatch {
-        &self.batch
-    }
 }
 
 #[pymethods]

@@ -4,6 +4,8 @@
 
 pub(crate) mod columns;
 pub(crate) mod ffi;
+pub(crate) mod hooked;
+pub(crate) mod pyarrow;
 pub(crate) mod table;
 
 use std::collections::HashMap;
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::Members;
@@ -21,8 +23,9 @@ use imagetask_core::plan::{Generations, Plan, RowProblem, Rows};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use self::columns::{Image, Options};
-use self::ffi::{read_stream, read_table, ArrowTable};
+use self::columns::{CellFailure, Image, Options};
+use self::ffi::read_table;
+use self::pyarrow::ToPyArrow;
 use self::table::{Cells, Input, Layout};
 use crate::answers::{self, Generation};
 use crate::errors::{config_error, read_error, refused_row};
@@ -38,6 +41,7 @@ pub(crate) struct ColumnBuilder {
     inline_raw_images: bool,
     pass_invalid_rows: bool,
     images: Py<PyString>,
+    tables: ToPyArrow,
 }
 
 /// A batch of Arrow rows whose prompts were read, ready for the model.
@@ -88,6 +92,7 @@ impl ColumnBuilder {
             inline_raw_images,
             pass_invalid_rows,
             images: PyString::intern(py, "images").unbind(),
+            tables: ToPyArrow::new(),
         })
     }
 
@@ -140,8 +145,8 @@ impl ColumnBuilder {
     }
 
     /// Builds the output table of a prepared batch, its schema carrying
-    /// `schema_metadata`; returns `(table, failures)`, the failures as
-    /// `(row, generation, error)`.
+    /// `schema_metadata`; returns `(table, failures)`: a `pyarrow.Table` and the failures
+    /// as `(row, generation, error)`.
     #[pyo3(signature = (
         prepared, answers, artifacts_folder=None, artifacts_prefix=None, schema_metadata=None,
     ))]
@@ -153,125 +158,19 @@ impl ColumnBuilder {
         artifacts_folder: Option<PathBuf>,
         artifacts_prefix: Option<String>,
         schema_metadata: Option<HashMap<String, String>>,
-    ) -> PyResult<(ArrowTable, Bound<'py, PyList>)> {
-        prepared.rows.start_build().map_err(config_error)?;
-        let valid = prepared.rows.valid();
-        let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
-        let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
-        let (payloads, images) = self.images(&read.generations)?;
-        let raw_output = self.layout.add_raw_output;
-        // The raw output a failed answer keeps, as JSON.
-        let raw: Vec<Option<String>> = read
-            .raw
-            .iter()
-            .map(|raw| match raw {
-                Some(raw) if raw_output => Some(pyjson::to_json(raw)),
-                _ => None,
-            })
-            .collect();
-        let options = Options {
-            raw_output,
-            inline_raw_images: self.inline_raw_images,
-            artifacts: artifacts_folder.map(|folder| Destination {
-                folder,
-                prefix: artifacts_prefix.unwrap_or_default(),
-            }),
-        };
-        let n = self.n.get();
-        let (table, failures) = py
-            .detach(|| {
-                let built = columns::build(&payloads, &images, &plan, &raw, &options)?;
-                let layout = &self.layout;
-                let mut outputs = Vec::new();
-                if let Some(image) = &layout.image {
-                    outputs.push((image.clone(), built.image));
-                }
-                if let Some(path) = &layout.image_path {
-                    let paths = built.image_path.unwrap_or_else(|| {
-                        Arc::new(arrow_array::StringArray::new_null(plan.len()))
-                    });
-                    outputs.push((path.clone(), paths));
-                }
-                let mut metadata = Vec::new();
-                if let Some(raw) = built.raw_output {
-                    metadata.push((layout.raw_output.clone(), raw));
-                }
-                if layout.add_raw_input {
-                    let prompts =
-                        table::repeat(std::slice::from_ref(&prepared.prompt), &DataType::Utf8, n)
-                            .map_err(|e| format!("cannot repeat the prompts: {e}"))?;
-                    metadata.push((layout.raw_input.clone(), prompts));
-                }
-                metadata.push((layout.statistics.clone(), built.statistics));
-                metadata.push((layout.error.clone(), built.error));
-                let cells = Cells {
-                    outputs,
-                    model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
-                    metadata,
-                };
-                let mut table = table::assemble(layout, n, &prepared.input, cells)?;
-                if let Some(metadata) = schema_metadata {
-                    table = table::with_metadata(table, metadata);
-                }
-                Ok::<_, String>((table, built.failures))
-            })
-            .map_err(config_error)?;
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
+        let destination = artifacts_folder.map(|folder| Destination {
+            folder,
+            prefix: artifacts_prefix.unwrap_or_default(),
+        });
+        let (batch, failures) =
+            self.build_batch(py, prepared, answers, destination, schema_metadata)?;
         let failures = failures
             .into_iter()
             .map(|failure| (failure.row, failure.generation, failure.error));
-        Ok((ArrowTable::new(table), PyList::new(py, failures)?))
+        Ok((self.tables.table(py, batch)?, PyList::new(py, failures)?))
     }
 }
-
-/// Assembles the output table of `table` (each row `num_generations` times) from the
-/// cells of its rows: `outputs` (a struct array, one field per output column),
-/// `model_name` and `metadata` (a struct array of the task's recorded metadata keys), one
-/// value per row and generation.
-#[pyfunction]
-#[pyo3(signature = (*, schema, num_generations, table, outputs, model_name, metadata))]
-pub(crate) fn assemble_table(
-    schema: Layout,
-    num_generations: usize,
-    table: &Bound<'_, PyAny>,
-    outputs: &Bound<'_, PyAny>,
-    model_name: &Bound<'_, PyAny>,
-    metadata: &Bound<'_, PyAny>,
-) -> PyResult<ArrowTable> {
-    let n = Generations::new(num_generations)
-        .map_err(config_error)?
-        .get();
-    let input = read_table(table)?;
-    let fields = |data: &Bound<'_, PyAny>| -> PyResult<Vec<(String, ArrayRef)>> {
-        let array = read_array(data)?;
-        let array = array
-            .as_struct_opt()
-            .ok_or_else(|| read_error("the cells are not a struct array"))?;
-        Ok(array
-            .fields()
-            .iter()
-            .zip(array.columns())
-            .map(|(field, column)| (field.name().clone(), column.clone()))
-            .collect())
-    };
-    let cells = Cells {
-        outputs: fields(outputs)?,
-        model_name: read_array(model_name)?,
-        metadata: fields(metadata)?,
-    };
-    let table = table::assemble(&schema, n, &input, cells).map_err(config_error)?;
-    Ok(ArrowTable::new(table))
-}
-
-/// One array of an object exporting an Arrow stream (its chunks joined).
-fn read_array(data: &Bound<'_, PyAny>) -> PyResult<ArrayRef> {
-    let chunks = read_stream(data)?;
-    let kind = chunks
-        .first()
-        .map(|chunk| chunk.data_type().clone())
-        .unwrap_or(DataType::Null);
-    table::concatenate(&chunks, &kind).map_err(read_error)
-}
-
 /// A string column's rows as one `utf8` array.
 fn utf8(chunks: &[ArrayRef], count: usize) -> PyResult<ArrayRef> {
     let mut joined = arrow_array::builder::StringBuilder::with_capacity(count, 0);
@@ -307,6 +206,75 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
 }
 
 impl ColumnBuilder {
+    /// The output record batch of a prepared batch and the generations that failed.
+    pub(crate) fn build_batch<'py>(
+        &self,
+        py: Python<'py>,
+        prepared: &PreparedColumns,
+        answers: &Bound<'py, PyAny>,
+        artifacts: Option<Destination>,
+        schema_metadata: Option<HashMap<String, String>>,
+    ) -> PyResult<(RecordBatch, Vec<CellFailure>)> {
+        prepared.rows.start_build().map_err(config_error)?;
+        let valid = prepared.rows.valid();
+        let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
+        let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
+        let (payloads, images) = self.images(&read.generations)?;
+        let raw_output = self.layout.add_raw_output;
+        // The raw output a failed answer keeps, as JSON.
+        let raw: Vec<Option<String>> = read
+            .raw
+            .iter()
+            .map(|raw| match raw {
+                Some(raw) if raw_output => Some(pyjson::to_json(raw)),
+                _ => None,
+            })
+            .collect();
+        let options = Options {
+            raw_output,
+            inline_raw_images: self.inline_raw_images,
+            artifacts,
+        };
+        let n = self.n.get();
+        py.detach(|| {
+            let built = columns::build(&payloads, &images, &plan, &raw, &options)?;
+            let layout = &self.layout;
+            let mut outputs = Vec::new();
+            if let Some(image) = &layout.image {
+                outputs.push((image.clone(), built.image));
+            }
+            if let Some(path) = &layout.image_path {
+                let paths = built
+                    .image_path
+                    .unwrap_or_else(|| Arc::new(arrow_array::StringArray::new_null(plan.len())));
+                outputs.push((path.clone(), paths));
+            }
+            let mut metadata = Vec::new();
+            if let Some(raw) = built.raw_output {
+                metadata.push((layout.raw_output.clone(), raw));
+            }
+            if layout.add_raw_input {
+                let prompts =
+                    table::repeat(std::slice::from_ref(&prepared.prompt), &DataType::Utf8, n)
+                        .map_err(|e| format!("cannot repeat the prompts: {e}"))?;
+                metadata.push((layout.raw_input.clone(), prompts));
+            }
+            metadata.push((layout.statistics.clone(), built.statistics));
+            metadata.push((layout.error.clone(), built.error));
+            let cells = Cells {
+                outputs,
+                model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
+                metadata,
+            };
+            let mut table = table::assemble(layout, n, &prepared.input, cells)?;
+            if let Some(metadata) = schema_metadata {
+                table = table::with_metadata(table, metadata);
+            }
+            Ok::<_, String>((table, built.failures))
+        })
+        .map_err(config_error)
+    }
+
     /// Every generation's image as the columnar core reads it: its payload, and what its
     /// raw output needs.
     fn images<'py>(

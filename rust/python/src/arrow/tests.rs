@@ -7,12 +7,13 @@ use imagetask_core::plan::{RowProblem, Rows};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use super::columns::CellFailure;
 use super::table::{Input, Layout};
 use super::{ColumnBuilder, PreparedColumns};
 use crate::errors::ConfigError;
 use crate::testing::{eval, with_python};
 
-fn layout(group: bool) -> Layout {
+pub(crate) fn layout(group: bool) -> Layout {
     Layout {
         output_columns: vec!["image".to_owned()],
         image: Some("image".to_owned()),
@@ -89,9 +90,8 @@ fn grouped_cells_become_one_list_per_row() {
         let builder = builder(py, 2, true).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a'], 'seed': 3}]]");
         let (table, failures) = builder
-            .build(py, &prepared(py), &answers, None, None, None)
+            .build_batch(py, &prepared(py), &answers, None, None)
             .unwrap();
-        let table = table.batch();
         let schema = table.schema();
         let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
         assert_eq!(names, ["prompt", "score", "image", "model_name", "meta"]);
@@ -146,11 +146,19 @@ fn grouped_cells_become_one_list_per_row() {
                 Some(fewer.to_owned())
             ]
         );
-        let expected = eval(
-            py,
-            &format!("[(0, 0, {invalid:?}), (0, 1, {invalid:?}), (1, 1, {fewer:?})]"),
+        let failure = |row, generation, error: &str| CellFailure {
+            row,
+            generation,
+            error: error.to_owned(),
+        };
+        assert_eq!(
+            failures,
+            [
+                failure(0, 0, invalid),
+                failure(0, 1, invalid),
+                failure(1, 1, fewer)
+            ]
         );
-        assert!(failures.eq(&expected).unwrap(), "{failures}");
     });
 }
 
@@ -160,9 +168,8 @@ fn ungrouped_generations_repeat_the_input_rows() {
         let builder = builder(py, 2, false).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a', b'GIF89b']}]]");
         let (table, _) = builder
-            .build(py, &prepared(py), &answers, None, None, None)
+            .build_batch(py, &prepared(py), &answers, None, None)
             .unwrap();
-        let table = table.batch();
         assert_eq!(table.num_rows(), 4);
         assert_eq!(
             texts(table.column(0)),
@@ -191,10 +198,10 @@ fn a_bad_count_and_a_second_build_are_config_errors() {
         let prepared = prepared(py);
         let answers = eval(py, "[[{'images': [b'GIF89a']}]]");
         builder
-            .build(py, &prepared, &answers, None, None, None)
+            .build_batch(py, &prepared, &answers, None, None)
             .unwrap();
         let err = builder
-            .build(py, &prepared, &answers, None, None, None)
+            .build_batch(py, &prepared, &answers, None, None)
             .err()
             .unwrap();
         assert!(err.is_instance_of::<ConfigError>(py));

@@ -1,0 +1,93 @@
+//! Tables handed to pyarrow without a stream: a record batch is imported by the address
+//! of its C data together with its pyarrow `Schema`, which is imported once per output
+//! schema. (Importing a schema and a stream per batch costs more than the cells of a
+//! small batch.)
+
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{Array, RecordBatch, StructArray};
+use arrow_data::ffi::FFI_ArrowArray;
+use arrow_schema::ffi::FFI_ArrowSchema;
+use arrow_schema::SchemaRef;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCapsule, PyList};
+
+use crate::errors::read_error;
+
+/// The pyarrow functions the import calls.
+struct Api {
+    import_schema: Py<PyAny>,
+    import_batch: Py<PyAny>,
+    from_batches: Py<PyAny>,
+}
+
+static API: PyOnceLock<Api> = PyOnceLock::new();
+
+fn api(py: Python<'_>) -> PyResult<&'static Api> {
+    API.get_or_try_init(py, || {
+        let pyarrow = py.import("pyarrow")?;
+        let attr = |class: &str, name: &str| -> PyResult<Py<PyAny>> {
+            Ok(pyarrow.getattr(class)?.getattr(name)?.unbind())
+        };
+        Ok(Api {
+            import_schema: attr("Schema", "_import_from_c_capsule")?,
+            import_batch: attr("RecordBatch", "_import_from_c")?,
+            from_batches: attr("Table", "from_batches")?,
+        })
+    })
+}
+
+/// Makes pyarrow tables of record batches, keeping the pyarrow `Schema` of the last
+/// schema it met.
+pub(crate) struct ToPyArrow {
+    last: Mutex<Option<(SchemaRef, Py<PyAny>)>>,
+}
+
+impl ToPyArrow {
+    pub(crate) fn new() -> Self {
+        Self {
+            last: Mutex::new(None),
+        }
+    }
+
+    /// `batch` as a one-chunk `pyarrow.Table`, its buffers shared, not copied.
+    pub(crate) fn table<'py>(
+        &self,
+        py: Python<'py>,
+        batch: RecordBatch,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let api = api(py)?;
+        let schema = self.schema(py, api, &batch.schema())?;
+        let data = StructArray::from(batch).to_data();
+        let array = Box::new(FFI_ArrowArray::new(&data));
+        let address = &*array as *const FFI_ArrowArray as usize;
+        // pyarrow moves the array out of `array`, leaving it released; if it does not,
+        // dropping `array` releases it.
+        let imported = api.import_batch.bind(py).call1((address, schema))?;
+        drop(array);
+        api.from_batches
+            .bind(py)
+            .call1((PyList::new(py, [imported])?,))
+    }
+
+    /// The pyarrow `Schema` of `schema`: the last one made, if `schema` equals it.
+    fn schema<'py>(
+        &self,
+        py: Python<'py>,
+        api: &Api,
+        schema: &SchemaRef,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some((last, made)) = self.last.lock().expect("not poisoned").as_ref() {
+            if Arc::ptr_eq(last, schema) || last == schema {
+                return Ok(made.bind(py).clone());
+            }
+        }
+        let exported = FFI_ArrowSchema::try_from(schema.as_ref())
+            .map_err(|e| read_error(format!("cannot export the output schema: {e}")))?;
+        let capsule = PyCapsule::new_with_value(py, exported, c"arrow_schema")?;
+        let made = api.import_schema.bind(py).call1((capsule,))?;
+        *self.last.lock().expect("not poisoned") = Some((schema.clone(), made.clone().unbind()));
+        Ok(made)
+    }
+}

@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
@@ -11,9 +12,12 @@ __all__ = [
     "MAX_GENERATIONS",
     "ArrowTable",
     "ColumnBuilder",
+    "ImageStore",
+    "ImagesAnswer",
     "Prepared",
     "PreparedColumns",
     "RowBuilder",
+    "StoredImage",
     "assemble_rows",
     "json_text",
     "placeholder_images",
@@ -186,3 +190,60 @@ class PreparedColumns:
         """The bytes of text in the prompt column."""
     def __len__(self) -> int:
         """How many rows the batch holds."""
+
+@final
+class StoredImage:
+    """An image an `ImageStore` wrote: its file, SHA-256, size and format. Pickles; equal
+    when every field is."""
+
+    def __new__(
+        cls, path: str | os.PathLike[str], sha256: str, size: int, format: str
+    ) -> StoredImage: ...
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the image's bytes, in hex."""
+    @property
+    def size(self) -> int:
+        """The image's length in bytes."""
+    @property
+    def format(self) -> str:
+        """The image's format, as its file extension (`png`, `jpg`, ...)."""
+    @property
+    def path(self) -> str:
+        """The file's path."""
+    def read(self) -> bytes:
+        """The image's bytes (`ReadError` when its file cannot be read)."""
+    def base64(self) -> str:
+        """The image's bytes as standard base64 text, padded."""
+
+@final
+class ImagesAnswer:
+    """What an Images API response body held, per image: the stored image (or, for an
+    image that is none, the `b64_json` text as sent; for one in no known format, its
+    bytes), or `None` where the server gave a `url`."""
+
+    @property
+    def images(self) -> list[StoredImage | bytes | str | None]: ...
+    @property
+    def urls(self) -> list[str | None]: ...
+    @property
+    def revised_prompts(self) -> list[str | None]: ...
+    @property
+    def usage(self) -> str | None:
+        """The JSON text of the answer's `usage`, if any."""
+
+@final
+class ImageStore:
+    """Writes images into `folder`, each once, as `<sha256>.<extension>` (to a temporary
+    file, then renamed), with the GIL released. Pickles."""
+
+    def __new__(cls, folder: str | os.PathLike[str]) -> ImageStore: ...
+    @property
+    def folder(self) -> Path: ...
+    def put(self, data: bytes) -> StoredImage | bytes:
+        """Stores an image's bytes: its `StoredImage`, or the bytes themselves when they
+        are empty or in no known image format. `SinkError` when the file cannot be written."""
+    def read_images_body(self, body: bytes) -> ImagesAnswer:
+        """Reads an OpenAI Images API response body (JSON, base64 decoded with SIMD
+        instructions, SHA-256) and stores its `b64_json` images. `RequestError` for a body
+        of another shape, `SinkError` when a file cannot be written."""

@@ -102,8 +102,9 @@ class ImageServer(ThreadingHTTPServer):
     With `models` set, another model is a 404 `model_not_found` as OpenAI answers it;
     with `forbidden_files`, every download is a 403. `answer_fields` and `image_fields`
     replace fields of an OpenAI answer and of each of its images (a compatible server's
-    own shapes).
-    Each image is a distinct PNG (the serial number of the image is in its prompt).
+    own shapes); `left_out` names fields left out of an OpenAI answer and of its images.
+    Each image is a distinct PNG (the serial number of the image is in its prompt); with
+    `repeatable`, one that depends only on its prompt and its place in the answer.
     """
 
     daemon_threads = True
@@ -122,6 +123,8 @@ class ImageServer(ThreadingHTTPServer):
         self.forbidden_files = False
         self.answer_fields: dict[str, Any] = {}
         self.image_fields: dict[str, Any] = {}
+        self.left_out: set[str] = set()
+        self.repeatable = False
         self.served = Served()
         self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
@@ -131,12 +134,16 @@ class ImageServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def image(self, prompt: str, size: str = "8x8") -> bytes:
+    def image(self, prompt: str, size: str = "8x8", place: int = 0) -> bytes:
         width, height = (int(side) for side in size.split("x"))
         with self.lock:
             serial = next(self.serial)
         [[image]] = _core.placeholder_images(
-            [f"{prompt}#{serial}"], num_generations=1, seed=0, width=width, height=height
+            [f"{prompt}#{place if self.repeatable else serial}"],
+            num_generations=1,
+            seed=0,
+            width=width,
+            height=height,
         )
         with self.lock:
             self.served.images.append(image)
@@ -303,8 +310,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.injected(prompt):
             return
         data = []
-        for _ in range(n):
-            image = server.image(prompt, body.get("size", "8x8"))
+        for place in range(n):
+            image = server.image(prompt, body.get("size", "8x8"), place)
             item: dict[str, Any] = {"revised_prompt": f"revised: {prompt}"}
             if body.get("response_format") == "url":
                 with server.lock:
@@ -313,11 +320,15 @@ class Handler(BaseHTTPRequestHandler):
                 item["url"] = f"{server.url}/files/{name}"
             else:
                 item["b64_json"] = "" if server.empty_images else base64.b64encode(image).decode()
-            data.append({**item, **server.image_fields})
+            data.append(self.without_left_out({**item, **server.image_fields}))
         words = len(prompt.split())
         usage = {"input_tokens": words, "output_tokens": 100 * n, "total_tokens": words + 100 * n}
         answer = {"created": int(time.time()), "data": data, "usage": usage, **server.answer_fields}
-        self.send(200, json.dumps(answer).encode(), "application/json")
+        self.send(200, json.dumps(self.without_left_out(answer)).encode(), "application/json")
+
+    def without_left_out(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields` but those the server leaves out."""
+        return {name: value for name, value in fields.items() if name not in self.server.left_out}
 
     def openai_edit(self, form: dict[str, Any] | None) -> None:
         """An edit as OpenAI documents it: `image` or up to 16 `image[]` files (PNG, JPEG

@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from imagetask._core import StoredImage
 from imagetask.errors import RequestRefused
 from imagetask.models import ImageFile
+from imagetask.models._store import storing_answers
 from imagetask.outcome import BatchOutput, Cost, Failure, Row
 
 if TYPE_CHECKING:
-    from imagetask._core import RowBuilder
+    from imagetask._core import ImageStore, RowBuilder
     from imagetask.build._schema import OutputSchema
     from imagetask.models import Answer, ImageModel
 
@@ -39,7 +41,11 @@ def _generation_kwargs(model: ImageModel) -> dict[str, Any]:
 
 
 def _in_file(image: Any) -> bool:
-    return not isinstance(image, (str, bytes)) and isinstance(image, ImageFile)
+    """Whether an answer's image is kept in a file that the row builders do not read
+    themselves (a `StoredImage` they do)."""
+    if isinstance(image, (str, bytes, StoredImage)):
+        return False
+    return isinstance(image, ImageFile)
 
 
 @contextmanager
@@ -77,6 +83,9 @@ class ModelCall:
     names:
         How a row is named in log lines and errors, from its index in the batch (a run
         names the input file's line); `None`: `row <index>`.
+    store:
+        Where the answers put their images as they arrive (a run's, see
+        `imagetask.run._spool`); `None`: the answers hold the images.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class ModelCall:
         self.answers: Answers = []
         self.position: int | None = None
         self.names: Callable[[int], str] | None = None
+        self.store: ImageStore | None = None
 
     def _kwargs(self, model: ImageModel) -> dict[str, Any]:
         """The keyword arguments of the model's call: its generation kwargs, and the
@@ -112,11 +122,12 @@ class ModelCall:
         generate_batch = getattr(model, "generate_batch", None)
         generate = generate_batch if callable(generate_batch) else model.generate
         try:
-            self.answers = generate(
-                inputs=self.prompts,
-                num_generations=self.n,
-                **self._kwargs(model),
-            )
+            with storing_answers(self.store):
+                self.answers = generate(
+                    inputs=self.prompts,
+                    num_generations=self.n,
+                    **self._kwargs(model),
+                )
         except MemoryError:
             raise
         except Exception as exc:
@@ -133,7 +144,8 @@ class ModelCall:
             await asyncio.to_thread(self.generate)
             return
         try:
-            self.answers = await agenerate_batch(self.prompts, self.n, **self._kwargs(model))
+            with storing_answers(self.store):
+                self.answers = await agenerate_batch(self.prompts, self.n, **self._kwargs(model))
         except MemoryError:
             raise
         except Exception as exc:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import msgspec
 
+from imagetask._core import StoredImage
 from imagetask.errors import ReadError, RunError, SinkError
 from imagetask.io._parquet import ParquetSink
 
@@ -48,6 +49,14 @@ def _state(kind: type[msgspec.Struct], state: dict[str, Any], path: Path) -> Any
         return msgspec.convert(state, kind, strict=True)
     except msgspec.ValidationError as exc:
         raise RunError(f"{path}: the checkpoint's `sink` is not valid: {exc}") from None
+
+
+def _stored_as_base64(value: Any) -> str:
+    """A `StoredImage` in a row (a run's images stay on disk until written) as the base64
+    text of its bytes; any other value cannot be written."""
+    if isinstance(value, StoredImage):
+        return value.base64()
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
 
 
 class Sink(Protocol):
@@ -88,7 +97,7 @@ class JsonlSink:
 
     def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
         self.path = folder / "data.jsonl"
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = msgspec.json.Encoder(enc_hook=_stored_as_base64)
         self._rows = 0
         if state is None:
             self._file = self.path.open("wb")

@@ -13,6 +13,7 @@ from imagetask._extras import require
 from imagetask.config import Secret, Url, redact_url
 from imagetask.errors import ConfigError
 from imagetask.models._base import Answer, AsyncImageEditingModel, EditInput
+from imagetask.models._store import kept
 
 __all__ = ["InferenceEndpointsImageGeneration"]
 
@@ -149,7 +150,8 @@ class InferenceEndpointsImageGeneration(AsyncImageEditingModel):
         statistics: dict[str, Any] = {"latency_s": latency, "image_bytes": len(image)}
         if self.price_per_image is not None:
             statistics["cost_usd"] = self.price_per_image
-        return [{"images": [image], "seed": parameters["seed"], "statistics": statistics}]
+        answer = await kept(image)
+        return [{"images": [answer], "seed": parameters["seed"], "statistics": statistics}]
 
     async def _request(self, task: str, inputs: str | bytes, parameters: dict[str, Any]) -> bytes:
         """The image bytes the server sent for one request of `task` (`text-to-image`,

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
+from imagetask._core import ImagesAnswer, StoredImage
 from imagetask._extras import require
 from imagetask.config import Secret, Url
 from imagetask.errors import ConfigError
 from imagetask.models._base import Answer, AsyncImageEditingModel, EditInput, SourceImage
 from imagetask.models._budget import RequestCost
 from imagetask.models._prices import most_request_cost, request_cost
+from imagetask.models._store import answer_store, kept
 
 if TYPE_CHECKING:
     import openai
@@ -92,6 +97,54 @@ def _token_counts(usage: Any) -> dict[str, Any]:
         elif details and all(_is_count(count) for count in details.values()):
             counts[name] = details
     return counts
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One image of an answer: the image (`None`: to be downloaded from `url`), and the
+    prompt the server says it drew."""
+
+    image: str | bytes | StoredImage | None
+    url: str | None
+    revised_prompt: str | None
+
+
+def _sdk_items(response: Any) -> list[_Item]:
+    """The images of an answer the SDK parsed."""
+    return [
+        _Item(
+            item.b64_json,
+            item.url,
+            item.revised_prompt if isinstance(item.revised_prompt, str) else None,
+        )
+        for item in response.data or []
+    ]
+
+
+def _stored_items(answer: ImagesAnswer) -> list[_Item]:
+    """The images of an answer read natively, its `b64_json` images stored."""
+    return [
+        _Item(image, url, revised)
+        for image, url, revised in zip(
+            answer.images, answer.urls, answer.revised_prompts, strict=True
+        )
+    ]
+
+
+def _usage(response: Any) -> dict[str, Any]:
+    """The token counts of an answer, parsed by the SDK or read natively."""
+    if isinstance(response, ImagesAnswer):
+        return _token_counts(None if response.usage is None else json.loads(response.usage))
+    return _token_counts(response.usage)
+
+
+def _size(image: str | bytes | StoredImage) -> int:
+    """The bytes of an image (base64 text counted as the bytes it encodes)."""
+    if isinstance(image, StoredImage):
+        return image.size
+    if isinstance(image, bytes):
+        return len(image)
+    return len(image) * 3 // 4 - image[-2:].count("=")
 
 
 class OpenAIImageGeneration(AsyncImageEditingModel):
@@ -265,35 +318,52 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
         if edit is not None:
             params.update(_uploads(edit))
 
+        store = answer_store()
+        raw_send = (
+            client.images.with_raw_response.generate
+            if edit is None
+            else client.images.with_raw_response.edit
+        )
+
         async def request() -> tuple[Any, float]:
+            """The answer and its latency: parsed by the SDK, or, when answers go to a
+            store, the body read natively (in a worker thread) and its images stored."""
             started = time.perf_counter()
-            response = await send(**params)
-            return response, time.perf_counter() - started
+            if store is None:
+                response = await send(**params)
+                return response, time.perf_counter() - started
+            raw = await raw_send(**params)
+            latency = time.perf_counter() - started
+            body: bytes = raw.http_response.content
+            return await asyncio.to_thread(store.read_images_body, body), latency
 
         def actual(answer: tuple[Any, float]) -> float | None:
-            each = self._each_image_cost(_token_counts(answer[0].usage), count, kwargs)
+            each = self._each_image_cost(_usage(answer[0]), count, kwargs)
             return None if each is None else each * count
 
         most = self._most_cost(prompt, count, kwargs, edit is not None)
         response, latency = await self._call(request, count, RequestCost(most, actual))
-        data = response.data or []
-        if len(data) != count:
-            raise ValueError(f"the server returned {len(data)} image(s) for n={count}")
-        usage = _token_counts(response.usage)
+        items = (
+            _stored_items(response) if isinstance(response, ImagesAnswer) else _sdk_items(response)
+        )
+        if len(items) != count:
+            raise ValueError(f"the server returned {len(items)} image(s) for n={count}")
+        usage = _usage(response)
         each = self._each_image_cost(usage, count, kwargs)
         share = {} if each is None else {"cost_usd": each}
         answer: Answer = []
-        for item in data:
-            if item.b64_json is not None:
-                image: str | bytes = item.b64_json
-                size = len(image) * 3 // 4 - item.b64_json[-2:].count("=")
+        for item in items:
+            if item.image is not None:
+                image: str | bytes | StoredImage = item.image
+                size = _size(image)
             elif item.url is not None:
-                image = await self._download(item.url)
-                size = len(image)
+                downloaded = await self._download(item.url)
+                size = len(downloaded)
+                image = await kept(downloaded)
             else:
                 raise ValueError("the server returned an image with neither b64_json nor url")
             part: dict[str, Any] = {"images": [image]}
-            if isinstance(item.revised_prompt, str):
+            if item.revised_prompt is not None:
                 part["revised_prompt"] = item.revised_prompt
             if "seed" in kwargs:
                 part["seed"] = kwargs["seed"]

@@ -11,6 +11,7 @@ from imagetask import _core
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError
 from imagetask.models._base import Answer, EditInput, ImageGenerationModel, check_edit_inputs
+from imagetask.models._store import answer_store
 
 __all__ = ["PlaceholderImageGeneration", "parse_size"]
 
@@ -79,9 +80,14 @@ class PlaceholderImageGeneration(ImageGenerationModel):
         images = _core.placeholder_images(
             inputs, num_generations=num_generations, seed=seed, width=width, height=height
         )
+        store = answer_store()
         return [
             [
-                {"images": [picture], "seed": seed, "statistics": {"image_bytes": len(picture)}}
+                {
+                    "images": [picture if store is None else store.put(picture)],
+                    "seed": seed,
+                    "statistics": {"image_bytes": len(picture)},
+                }
                 for picture in pictures
             ]
             for pictures in images

@@ -65,10 +65,12 @@ from imagetask.run._lock import FolderLock
 from imagetask.run._progress import Progress
 from imagetask.run._record import write_record
 from imagetask.run._retry import retry_failed
+from imagetask.run._spool import AnswerSpool
 from imagetask.run._state import BatchPlace, RunState, clear, recorded_rows
 from imagetask.run._tables import input_table
 
 if TYPE_CHECKING:
+    from imagetask._core import ImageStore
     from imagetask.build._batch import Batch
     from imagetask.build._columnar import ArrowBatch
     from imagetask.outcome import Row
@@ -334,6 +336,7 @@ def _stream(
         most *= _HELD_PER_BATCH_IN_FLIGHT
     workers = Workers(most, "imagetask")
     sizes = _ImageSizes()
+    spool = AnswerSpool(task, state.output)
     try:
         if state.retrying:
             retry_failed(state, workers)
@@ -349,7 +352,9 @@ def _stream(
                 if not chunk:
                     break
                 columnar = state.format == "parquet"
-                pending.append(_start(task, chunk, position, where, workers, columnar, digest))
+                pending.append(
+                    _start(task, chunk, position, where, workers, columnar, digest, spool.store())
+                )
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
                 break
@@ -359,9 +364,9 @@ def _stream(
             while len(pending) >= batches_in_flight and _write_oldest_next(
                 pending, model, most, sizes, reporter
             ):
-                _commit(state, pending.popleft(), sizes, reporter)
+                _commit(state, pending.popleft(), sizes, reporter, spool)
         while pending:
-            _commit(state, pending.popleft(), sizes, reporter)
+            _commit(state, pending.popleft(), sizes, reporter, spool)
         if stop is not None:
             raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
@@ -388,19 +393,26 @@ def _stream(
         raise
     finally:
         workers.shutdown()
+        spool.close()
         if reporter is not None:
             reporter.close()
     return _report(state)
 
 
 def _commit(
-    state: RunState, pending: _Pending, sizes: _ImageSizes, progress: Progress | None
+    state: RunState,
+    pending: _Pending,
+    sizes: _ImageSizes,
+    progress: Progress | None,
+    spool: AnswerSpool,
 ) -> None:
-    """Waits for the oldest batch's model call, then writes and records it."""
+    """Waits for the oldest batch's model call, then writes and records it, and lets its
+    spooled images go."""
     with nullcontext() if progress is None else progress.waiting():
         pending.generated.result()
     sizes.record(pending.batch)
     state.commit(pending.batch, pending.place, progress)
+    spool.release(pending.batch.store)
 
 
 def _write_oldest_next(
@@ -434,9 +446,10 @@ def _start(
     workers: Workers,
     columnar: bool,
     digest: RowsDigest,
+    store: ImageStore | None,
 ) -> _Pending:
-    """Prepares a chunk's batch and sends it to a worker; `digest` (of the rows before
-    the chunk) takes the chunk's rows."""
+    """Prepares a chunk's batch and sends it to a worker, its answers' images going to
+    `store`; `digest` (of the rows before the chunk) takes the chunk's rows."""
     rows = [row for _, row in chunk]
     for row in rows:
         digest.add(row)
@@ -451,6 +464,7 @@ def _start(
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
     batch.position = position
+    batch.store = store
     batch.names = lambda row: str(where(chunk[row][0]))
     place = BatchPlace(
         where(chunk[0][0]), row_digest(rows[0]), row_digest(rows[-1]), digest.hexdigest()

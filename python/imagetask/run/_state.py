@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from imagetask._core import StoredImage
 from imagetask._durable import fsync_dir
 from imagetask._extras import require
 from imagetask.build._columnar import ArrowOutput
@@ -38,6 +39,7 @@ from imagetask.io._run_folder import SUMMARY, RunFolder
 from imagetask.outcome import BatchOutput, Cost, Ending, RunSummary
 from imagetask.run._images import ImageSync, image_paths
 from imagetask.run._record import dataset_card
+from imagetask.run._spool import SPOOL
 from imagetask.run._streak import FailureStreak
 from imagetask.run._tables import empty_schema
 
@@ -54,7 +56,17 @@ RETRY = ".retry"
 _OUTPUTS = ("data.jsonl", DATA, STAGING)
 """What a run writes its rows to: a folder holding any of them without a checkpoint is
 refused."""
-_RUN_FILES = (CHECKPOINT, SUMMARY, "data.jsonl", DATA, STAGING, RETRY, "artifacts", "batch-jobs")
+_RUN_FILES = (
+    CHECKPOINT,
+    SUMMARY,
+    "data.jsonl",
+    DATA,
+    STAGING,
+    RETRY,
+    SPOOL,
+    "artifacts",
+    "batch-jobs",
+)
 
 
 @dataclass(frozen=True)
@@ -488,7 +500,9 @@ def _image_bytes(output: BatchOutput | ArrowOutput, column: str | None) -> int:
     for row in output.rows:
         value = row.get(column)
         for image in value if isinstance(value, list) else [value]:
-            if isinstance(image, (bytes, bytearray)):
+            if isinstance(image, StoredImage):
+                total += image.size
+            elif isinstance(image, (bytes, bytearray)):
                 total += len(image)
             elif isinstance(image, str):
                 total += len(image) * 3 // 4

@@ -129,6 +129,11 @@ class ImageGeneration(ImageTask):
     def builds_columns_natively(self) -> bool:
         return self.image_format is None
 
+    @property
+    def takes_stored_images(self) -> bool:
+        hooks = ("format_input", "format_output", "complete_rows")
+        return self.builds_columns_natively and not any(self._hook(hook) for hook in hooks)
+
     @native_hook
     def format_input(self, input: Row) -> str:
         prompt: str = input["prompt"]

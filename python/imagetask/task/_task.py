@@ -221,6 +221,13 @@ class ImageTask(Configurable, ABC):
         return False
 
     @property
+    def takes_stored_images(self) -> bool:
+        """Whether a run may give the rows of this configuration `StoredImage` handles
+        (images on disk, see `imagetask.run._spool`) in place of images until its sink
+        writes them: only when the extension builds and completes its rows itself."""
+        return False
+
+    @property
     def output_schema(self) -> OutputSchema:
         """The names and types of what this configuration writes (see `imagetask.build._schema`)."""
         return OutputSchema.of(self)

@@ -8,6 +8,7 @@ use pyo3::PyErr;
 pyo3::import_exception!(imagetask.errors, ConfigError);
 pyo3::import_exception!(imagetask.errors, InputRowError);
 pyo3::import_exception!(imagetask.errors, ReadError);
+pyo3::import_exception!(imagetask.errors, RequestError);
 pyo3::import_exception!(imagetask.errors, SinkError);
 
 /// A `ConfigError`: a bad value for a builder, or a batch built against its rules.
@@ -18,6 +19,11 @@ pub(crate) fn config_error(error: impl Display) -> PyErr {
 /// A `ReadError`: input data that cannot be read.
 pub(crate) fn read_error(error: impl Display) -> PyErr {
     ReadError::new_err(error.to_string())
+}
+
+/// A `RequestError`: a server's answer that cannot be read.
+pub(crate) fn request_error(error: impl Display) -> PyErr {
+    RequestError::new_err(error.to_string())
 }
 
 /// A `SinkError`: output that cannot be written.

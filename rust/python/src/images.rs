@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::answers::{describe_exception, fails_a_row, image_payload, type_name};
 use crate::errors::{config_error, sink_error};
+use crate::store::StoredImage;
 
 /// Placeholder PNG pictures: `num_generations` per prompt, `width` x `height` pixels.
 #[pyfunction]
@@ -62,12 +63,16 @@ struct Slot {
 enum Owned {
     Text(Vec<u8>),
     Bytes(Vec<u8>),
+    Stored(StoredImage),
 }
 
 /// A row's image, copied out of Python: `None` when the row has none.
 fn owned(value: &Bound<'_, PyAny>) -> Result<Option<Owned>, String> {
     if value.is_none() {
         return Ok(None);
+    }
+    if let Ok(stored) = value.cast::<StoredImage>() {
+        return Ok(Some(Owned::Stored(stored.get().clone())));
     }
     match image_payload(value) {
         Ok(Payload::Text(text)) => Ok(Some(Owned::Text(text.to_vec()))),
@@ -84,6 +89,7 @@ fn the_image(problem: &Problem) -> String {
 fn decoded(image: Owned) -> Result<Vec<u8>, String> {
     match image {
         Owned::Bytes(bytes) => Ok(bytes),
+        Owned::Stored(stored) => stored.bytes(),
         Owned::Text(text) => {
             let needs = Needs {
                 bytes: true,
@@ -95,6 +101,15 @@ fn decoded(image: Owned) -> Result<Vec<u8>, String> {
             Ok(derived.bytes.unwrap_or_default())
         }
     }
+}
+
+/// The recorded path of a stored image whose file is in the destination folder already
+/// (the store writes into the artifacts folder): nothing to write.
+fn already_saved(destination: &Destination, stored: &StoredImage) -> Option<String> {
+    let name = stored.path().file_name()?.to_str()?;
+    let there = std::fs::symlink_metadata(destination.folder.join(name))
+        .is_ok_and(|meta| meta.file_type().is_file());
+    there.then(|| format!("{}/{name}", destination.prefix))
 }
 
 /// Calls the user's converter on one image's bytes: the converted image, or why it could
@@ -202,6 +217,11 @@ pub(crate) fn write_artifacts(
                 let Some(image) = image? else {
                     return Ok(None);
                 };
+                if let Owned::Stored(stored) = &image {
+                    if let Some(path) = already_saved(&destination, stored) {
+                        return Ok(Some(path));
+                    }
+                }
                 let bytes = decoded(image)?;
                 destination.save(&bytes, None).map(Some)
             })

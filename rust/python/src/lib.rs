@@ -7,6 +7,7 @@ mod errors;
 mod gc;
 mod images;
 mod pyjson;
+mod store;
 #[cfg(test)]
 mod testing;
 
@@ -26,6 +27,8 @@ mod _core {
     use crate::images::{placeholder_images, write_artifacts};
     #[pymodule_export]
     use crate::pyjson::json_text;
+    #[pymodule_export]
+    use crate::store::{ImageStore, ImagesAnswer, StoredImage};
 
     use pyo3::prelude::*;
 

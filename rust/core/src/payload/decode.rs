@@ -6,7 +6,7 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{Payload, Problem, BASE64};
+use super::{decode_base64, Payload, Problem, BASE64};
 
 /// A payload to check, or why the binding found it is none.
 pub type Work<'a> = Result<Payload<'a>, Problem>;
@@ -40,12 +40,7 @@ pub fn derive(
     let mut out = Derived::default();
     match payload {
         Payload::Text(text) => {
-            scratch.clear();
-            BASE64
-                .decode_vec(text, scratch)
-                .map_err(|e| Problem::InvalidBase64 {
-                    reason: e.to_string(),
-                })?;
+            *scratch = decode_base64(text)?;
             if scratch.is_empty() {
                 return Err(Problem::Empty);
             }

@@ -18,7 +18,7 @@ use arrow_schema::DataType;
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::Members;
 use imagetask_core::payload::decode::Work;
-use imagetask_core::payload::Problem;
+use imagetask_core::payload::{Payload, Problem};
 use imagetask_core::plan::{Generations, Plan, RowProblem, Rows};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
@@ -30,6 +30,7 @@ use self::table::{Cells, Input, Layout};
 use crate::answers::{self, Generation};
 use crate::errors::{config_error, read_error, refused_row};
 use crate::pyjson;
+use crate::store::StoredImage;
 
 /// Builds the output columns of one task configuration from Arrow input.
 #[pyclass(frozen, module = "imagetask._core")]
@@ -205,6 +206,28 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
     })
 }
 
+/// The bytes of every generation's image that is a `StoredImage` (read from its file
+/// with the GIL released), `None` for the others.
+fn stored_bytes(py: Python<'_>, generations: &[Generation<'_>]) -> PyResult<Vec<Option<Vec<u8>>>> {
+    let stored: Vec<Option<StoredImage>> = generations
+        .iter()
+        .map(|generation| {
+            generation
+                .payload
+                .cast::<StoredImage>()
+                .ok()
+                .map(|image| image.get().clone())
+        })
+        .collect();
+    py.detach(|| {
+        stored
+            .iter()
+            .map(|image| image.as_ref().map(StoredImage::bytes).transpose())
+            .collect::<Result<Vec<_>, String>>()
+    })
+    .map_err(read_error)
+}
+
 impl ColumnBuilder {
     /// The output record batch of a prepared batch and the generations that failed.
     pub(crate) fn build_batch<'py>(
@@ -219,7 +242,8 @@ impl ColumnBuilder {
         let valid = prepared.rows.valid();
         let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
         let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
-        let (payloads, images) = self.images(&read.generations)?;
+        let stored = stored_bytes(py, &read.generations)?;
+        let (payloads, images) = self.images(&read.generations, &stored)?;
         let raw_output = self.layout.add_raw_output;
         // The raw output a failed answer keeps, as JSON.
         let raw: Vec<Option<String>> = read
@@ -277,16 +301,17 @@ impl ColumnBuilder {
 
     /// Every generation's image as the columnar core reads it: its payload, and what its
     /// raw output needs.
-    fn images<'py>(
+    fn images<'a>(
         &self,
-        generations: &'py [Generation<'py>],
-    ) -> PyResult<(Vec<Work<'py>>, Vec<Image>)> {
+        generations: &'a [Generation<'_>],
+        stored: &'a [Option<Vec<u8>>],
+    ) -> PyResult<(Vec<Work<'a>>, Vec<Image>)> {
         // Answer dicts are shared by the images they hold: their JSON is made once.
         let mut dicts: HashMap<usize, (Arc<Members>, Option<Arc<str>>)> = HashMap::new();
         let mut payloads = Vec::with_capacity(generations.len());
         let mut images = Vec::with_capacity(generations.len());
         let empty = Arc::new(Members::default());
-        for generation in generations {
+        for (generation, stored) in generations.iter().zip(stored) {
             let source = &generation.source;
             // A dict that holds nothing but this image has nothing else to describe.
             let (members, statistics) = if generation.alone {
@@ -297,7 +322,10 @@ impl ColumnBuilder {
                     .or_insert_with(|| self.describe_dict(source))
                     .clone()
             };
-            let payload = generation.payload()?;
+            let payload = match stored {
+                Some(bytes) => Ok(Payload::Bytes(bytes)),
+                None => generation.payload()?,
+            };
             // A payload that is no image is kept in the raw output as it was.
             let payload_json = match &payload {
                 Err(Problem::Missing { .. }) => Some("null".to_owned()),

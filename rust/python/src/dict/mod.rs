@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use crate::answers::{self, row_error, type_name, Answers, Generation};
 use crate::errors::{config_error, refused_row};
 use crate::gc;
+use crate::store::StoredImage;
 
 /// Keys written on every row, built once per builder.
 struct Keys {
@@ -291,12 +292,30 @@ impl RowBuilder {
             bytes: self.image_bytes && !self.images_as_received,
             text: !self.image_bytes && !self.images_as_received,
         };
-        let work = read
-            .generations
-            .iter()
-            .map(Generation::payload)
-            .collect::<PyResult<Vec<Work<'_>>>>()?;
-        Ok(py.detach(|| decode::derive_all(&work, needs)))
+        // A stored image's hash is known and its bytes stay on disk: nothing to derive.
+        let mut stored = Vec::with_capacity(read.generations.len());
+        let mut work = Vec::with_capacity(read.generations.len());
+        for generation in &read.generations {
+            match generation.payload.cast::<StoredImage>() {
+                Ok(image) => stored.push(Some(image.get().sha256)),
+                Err(_) => {
+                    stored.push(None);
+                    work.push(generation.payload()?);
+                }
+            }
+        }
+        let work: Vec<Work<'_>> = work;
+        let mut derived = py.detach(|| decode::derive_all(&work, needs)).into_iter();
+        Ok(stored
+            .into_iter()
+            .map(|hash| match hash {
+                Some(hash) => Ok(Derived {
+                    hash: Some(hash),
+                    ..Derived::default()
+                }),
+                None => derived.next().unwrap_or(Err(Problem::Empty)),
+            })
+            .collect())
     }
 
     /// The values of the output columns of one generation, or the error of its formatting.

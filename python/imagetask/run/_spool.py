@@ -1,0 +1,57 @@
+"""Where a run's answers put their images: the one place that decides whether a batch's
+answers hold `StoredImage` handles (written to disk as each request answers) or the
+images themselves.
+
+A task whose hooks are all its own (`takes_stored_images`) gets a store: with
+`save_artifacts`, its artifacts folder (the row builder then only records each path);
+otherwise a folder of its own per batch under `.spool/` in the output folder, removed
+once the batch's rows are written (they hold the images then). A run removes what a
+killed run left in `.spool/` when it starts. Any other task (a user's `format_output`,
+`complete_rows`, ...) gets none: its answers hold the images, as outside a run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+from imagetask._core import ImageStore
+
+__all__ = ["SPOOL", "AnswerSpool"]
+
+SPOOL = ".spool"
+"""The folder, inside the output folder, of the images of the batches not written yet."""
+
+
+class AnswerSpool:
+    """The stores of a run's batches (see the module's docstring)."""
+
+    def __init__(self, task: Any, output: Path) -> None:
+        self._folder = output / SPOOL
+        shutil.rmtree(self._folder, ignore_errors=True)
+        self._shared: ImageStore | None = None
+        self._enabled = bool(getattr(task, "takes_stored_images", False))
+        artifact_target = getattr(task, "artifact_target", None)
+        target = artifact_target() if self._enabled and callable(artifact_target) else None
+        if target is not None:
+            self._shared = ImageStore(target.folder)
+        self._numbers = itertools.count()
+
+    def store(self) -> ImageStore | None:
+        """The store of the next batch (`None`: its answers hold the images)."""
+        if not self._enabled or self._shared is not None:
+            return self._shared
+        folder = self._folder / str(next(self._numbers))
+        folder.mkdir(parents=True)
+        return ImageStore(folder)
+
+    def release(self, store: ImageStore | None) -> None:
+        """A batch's rows are written: the images it spooled go."""
+        if store is not None and store is not self._shared:
+            shutil.rmtree(store.folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """The run ends: whatever is spooled goes."""
+        shutil.rmtree(self._folder, ignore_errors=True)

@@ -1,0 +1,289 @@
+//! `ImageStore`: the images of a run's answers written to disk as they arrive, each once,
+//! named by its content; `StoredImage`: the handle an answer holds instead of the image.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use imagetask_core::artifacts::{file_name_of, store};
+use imagetask_core::images_api::{self, Image};
+use imagetask_core::payload;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+use sha2::{Digest, Sha256};
+
+use crate::errors::{read_error, request_error, sink_error};
+
+/// An image written by an `ImageStore`: its file, SHA-256, size and format.
+#[pyclass(frozen, eq, module = "imagetask._core")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredImage {
+    path: PathBuf,
+    pub(crate) sha256: [u8; 32],
+    size: usize,
+    format: String,
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl StoredImage {
+    /// The image's bytes, read from its file.
+    pub(crate) fn bytes(&self) -> Result<Vec<u8>, String> {
+        fs::read(&self.path).map_err(|error| {
+            format!(
+                "could not read the stored image {}: {error}",
+                self.path.display()
+            )
+        })
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[pymethods]
+impl StoredImage {
+    #[new]
+    fn new(path: PathBuf, sha256: &str, size: usize, format: String) -> PyResult<Self> {
+        let sha256 = unhex(sha256).ok_or_else(|| {
+            read_error(format!(
+                "StoredImage: sha256 {sha256:?} is not 64 hex digits"
+            ))
+        })?;
+        Ok(Self {
+            path,
+            sha256,
+            size,
+            format,
+        })
+    }
+
+    /// The SHA-256 of the image's bytes, in hex.
+    #[getter]
+    fn sha256(&self) -> String {
+        hex(&self.sha256)
+    }
+
+    /// The image's length in bytes.
+    #[getter]
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The image's format, as its file extension (`png`, `jpg`, ...).
+    #[getter]
+    fn format(&self) -> &str {
+        &self.format
+    }
+
+    /// The file's path.
+    #[getter(path)]
+    fn path_text(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The image's bytes (`ReadError` when its file cannot be read).
+    fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = py.detach(|| self.bytes()).map_err(read_error)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The image's bytes as standard base64 text, padded.
+    fn base64(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| self.bytes().map(|bytes| payload::encode(&bytes)))
+            .map_err(read_error)
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let this = slf.get();
+        let args = (
+            this.path.clone(),
+            this.sha256(),
+            this.size,
+            this.format.clone(),
+        );
+        Ok((slf.get_type().into_any(), args.into_pyobject(slf.py())?))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "StoredImage({}, sha256={}, {} bytes, {})",
+            self.path.display(),
+            &hex(&self.sha256)[..12],
+            self.size,
+            self.format
+        )
+    }
+}
+
+/// What an Images API response body held: per image, the stored image (or, for an image
+/// that is none, the `b64_json` text as sent; for an image in no known format, its bytes),
+/// or `None` where the server gave a `url`.
+#[pyclass(frozen, module = "imagetask._core")]
+pub(crate) struct ImagesAnswer {
+    /// Per image: a `StoredImage`, `bytes`, `str`, or `None` (a `url`).
+    #[pyo3(get)]
+    images: Vec<Py<PyAny>>,
+    /// Per image: its `url`, or `None`.
+    #[pyo3(get)]
+    urls: Vec<Option<String>>,
+    /// Per image: its `revised_prompt` when it is text.
+    #[pyo3(get)]
+    revised_prompts: Vec<Option<String>>,
+    /// The JSON text of the answer's `usage`, if any.
+    #[pyo3(get)]
+    usage: Option<String>,
+}
+
+/// Writes images into `folder`, each once, as `<sha256>.<extension>` (written to a
+/// temporary file, then renamed).
+#[pyclass(frozen, module = "imagetask._core")]
+pub(crate) struct ImageStore {
+    folder: PathBuf,
+}
+
+/// What storing one image's bytes gave: the stored image, or the bytes to keep as they
+/// are (in no known image format), or the write's error.
+enum Put {
+    Stored(StoredImage),
+    Unknown(Vec<u8>),
+}
+
+impl ImageStore {
+    fn put_decoded(&self, bytes: Vec<u8>, sha256: [u8; 32]) -> Result<Put, String> {
+        let Ok(name) = file_name_of(&bytes, &sha256) else {
+            return Ok(Put::Unknown(bytes));
+        };
+        let format = name.rsplit('.').next().unwrap_or_default().to_owned();
+        store(&self.folder, &name, &bytes).map_err(|error| {
+            format!(
+                "could not write {}: {error}",
+                self.folder.join(&name).display()
+            )
+        })?;
+        Ok(Put::Stored(StoredImage {
+            path: self.folder.join(name),
+            sha256,
+            size: bytes.len(),
+            format,
+        }))
+    }
+}
+
+fn put_into_python(py: Python<'_>, put: Put) -> PyResult<Py<PyAny>> {
+    Ok(match put {
+        Put::Stored(image) => Py::new(py, image)?.into_any(),
+        Put::Unknown(bytes) => PyBytes::new(py, &bytes).into_any().unbind(),
+    })
+}
+
+#[pymethods]
+impl ImageStore {
+    #[new]
+    fn new(folder: PathBuf) -> Self {
+        Self { folder }
+    }
+
+    /// The folder the images are written to.
+    #[getter]
+    fn folder(&self) -> PathBuf {
+        self.folder.clone()
+    }
+
+    /// Stores an image's bytes: its `StoredImage`, or the bytes themselves when they are
+    /// empty or in no known image format. `SinkError` when the file cannot be written.
+    fn put(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<Py<PyAny>> {
+        let bytes: &[u8] = data.as_bytes();
+        if bytes.is_empty() {
+            return Ok(data.clone().into_any().unbind());
+        }
+        let put = py
+            .detach(|| {
+                let sha256 = Sha256::digest(bytes).into();
+                self.put_decoded(bytes.to_vec(), sha256)
+            })
+            .map_err(sink_error)?;
+        match put {
+            Put::Unknown(_) => Ok(data.clone().into_any().unbind()),
+            stored => put_into_python(py, stored),
+        }
+    }
+
+    /// Reads an Images API response body and stores its `b64_json` images (see
+    /// `ImagesAnswer`). `RequestError` for a body of another shape, `SinkError` when a
+    /// file cannot be written.
+    fn read_images_body(
+        &self,
+        py: Python<'_>,
+        body: &Bound<'_, PyBytes>,
+    ) -> PyResult<ImagesAnswer> {
+        let body: &[u8] = body.as_bytes();
+        enum Entry {
+            Put(Put),
+            Text(String),
+            Url(String),
+        }
+        let read = py.detach(|| -> Result<_, PyErr> {
+            let read = images_api::read(body).map_err(request_error)?;
+            let mut entries = Vec::with_capacity(read.items.len());
+            let mut prompts = Vec::with_capacity(read.items.len());
+            for item in read.items {
+                entries.push(match item.image {
+                    Image::Decoded(image) => Entry::Put(
+                        self.put_decoded(image.bytes, image.sha256)
+                            .map_err(sink_error)?,
+                    ),
+                    Image::Undecodable { text, .. } => Entry::Text(text.into_owned()),
+                    Image::Url(url) => Entry::Url(url.into_owned()),
+                });
+                prompts.push(item.revised_prompt.map(|text| text.into_owned()));
+            }
+            Ok((entries, prompts, read.usage.map(str::to_owned)))
+        })?;
+        let (entries, revised_prompts, usage) = read;
+        let mut images = Vec::with_capacity(entries.len());
+        let mut urls = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (image, url) = match entry {
+                Entry::Put(put) => (put_into_python(py, put)?, None),
+                Entry::Text(text) => (PyString::new(py, &text).into_any().unbind(), None),
+                Entry::Url(url) => (py.None(), Some(url)),
+            };
+            images.push(image);
+            urls.push(url);
+        }
+        Ok(ImagesAnswer {
+            images,
+            urls,
+            revised_prompts,
+            usage,
+        })
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let args = (slf.get().folder.clone(),);
+        Ok((slf.get_type().into_any(), args.into_pyobject(slf.py())?))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ImageStore({})", self.folder.display())
+    }
+}

@@ -1,0 +1,106 @@
+"""A run on the native answer path holds the images of the requests in flight, not of
+its batches: its peak memory does not grow with the batch size, and stays within a few
+images of the same run's with tiny images."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import ImageServer
+
+IMAGE_BYTES = 1 << 20
+ROWS = 128
+
+RUN = """
+import sys
+from imagetask import ImageGeneration
+from imagetask.models import OpenAIImageGeneration
+
+url, batch, inline, out = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "inline", sys.argv[4]
+task = ImageGeneration(
+    image_generation_model=OpenAIImageGeneration(
+        model="dall-e-2", base_url=url, api_key="k", max_concurrency=4
+    ),
+    input_batch_size=batch,
+    save_artifacts=True,
+    inline_images=inline,
+)
+assert task.takes_stored_images
+summary = task.run(({{"prompt": f"p{{i}}"}} for i in range({rows})), out)
+assert (summary.rows_out, summary.failed) == ({rows}, 0), summary
+# The peak of this program's memory: `ru_maxrss` would count the forked test process's.
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(int(status["VmHWM"].split()[0]) // 1024)
+"""
+
+
+class BigImages(ImageServer):
+    """Answers each image as a distinct PNG-headed file of `noise` after its serial
+    number (1 MB unless set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.noise = os.urandom(IMAGE_BYTES)
+
+    def image(self, prompt: str, size: str = "8x8", place: int = 0) -> bytes:
+        with self.lock:
+            serial = next(self.serial)
+        return b"\x89PNG\r\n\x1a\n" + serial.to_bytes(8, "big") + self.noise
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[BigImages]:
+    server = BigImages()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def peak_mb(server: BigImages, out: Path, batch: int, inline: bool) -> int:
+    """The peak RSS (MB) of a process running `ROWS` rows of the server's images in
+    batches of `batch` rows."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUN.format(rows=ROWS),
+            f"{server.url}/v1",
+            str(batch),
+            "inline" if inline else "paths",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(list((out / "artifacts/image_generation_0/images").iterdir())) == ROWS
+    assert not (out / ".spool").exists()
+    return int(done.stdout)
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "paths-only"])
+def test_peak_memory_does_not_grow_with_the_batch_size(
+    server: BigImages, tmp_path: Path, inline: bool
+) -> None:
+    small = peak_mb(server, tmp_path / "batch-16", 16, inline)
+    large = peak_mb(server, tmp_path / "batch-64", 64, inline)
+    noise, server.noise = server.noise, b""
+    try:
+        tiny = peak_mb(server, tmp_path / "tiny", 64, inline)
+    finally:
+        server.noise = noise
+    # 48 more images per batch, 2 batches in flight: were they held, 96 MB or more.
+    assert large - small < 16, (small, large)
+    # 4 requests in flight, each with its body (1.4 MB, read and joined) and its image, and
+    # 4 rows' base64 being written: about 26 MB (the answers holding the images: 190 MB).
+    assert large - tiny < 40, (tiny, large)

@@ -1,0 +1,154 @@
+"""The native answer path (a run's answers read natively, their images stored as each
+request answers, rows holding `StoredImage` handles until the sink writes them) writes the
+same rows and artifacts as the answers holding the images, for every answer shape."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imagetask import ImageGeneration
+from imagetask.models import OpenAIImageGeneration
+from imagetask.run import run
+from tests.support.outputs import recorded_table
+from tests.support.servers import ImageServer, image_server
+
+ARTIFACTS = Path("artifacts/image_generation_0/images")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An answer shape and a run's configuration."""
+
+    url: bool
+    revised: bool
+    usage: bool
+    n: int
+    per_request: int
+    group: bool
+    format: Literal["jsonl", "parquet"]
+    artifacts: bool
+    inline: bool
+    prompts: tuple[str, ...]
+
+
+@st.composite
+def shapes(draw: st.DrawFn) -> Shape:
+    n = draw(st.integers(1, 3))
+    format: Literal["jsonl", "parquet"] = draw(st.sampled_from(["jsonl", "parquet"]))
+    artifacts = draw(st.booleans())
+    return Shape(
+        url=draw(st.booleans()),
+        revised=draw(st.booleans()),
+        usage=draw(st.booleans()),
+        n=n,
+        per_request=draw(st.sampled_from(sorted({1, n}))),
+        group=draw(st.booleans()),
+        format=format,
+        artifacts=artifacts,
+        inline=not (artifacts and format == "jsonl" and draw(st.booleans())),
+        # Repeated prompts ask for the same images again.
+        prompts=tuple(draw(st.lists(st.sampled_from(["a cat", "a dog", "fog"]), min_size=1))),
+    )
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ImageServer]:
+    with image_server() as server:
+        server.repeatable = True
+        yield server
+
+
+def task_of(server: ImageServer, shape: Shape) -> ImageGeneration:
+    backend = OpenAIImageGeneration(
+        model="dall-e-2",
+        base_url=f"{server.url}/v1",
+        api_key="k",
+        images_per_request=shape.per_request,
+        generation_kwargs={"response_format": "url"} if shape.url else {},
+    )
+    return ImageGeneration(
+        image_generation_model=backend,
+        num_generations=shape.n,
+        group_generations=shape.group,
+        save_artifacts=shape.artifacts,
+        inline_images=shape.inline,
+        input_batch_size=2,
+    )
+
+
+def without_latency(value: Any) -> Any:
+    """`value` with every `latency_s` (which differs between runs) left out, statistics
+    written as JSON text (Parquet) read."""
+    if isinstance(value, dict):
+        return {
+            key: without_latency(json.loads(item) if statistics_text(key, item) else item)
+            for key, item in value.items()
+            if key != "latency_s"
+        }
+    if isinstance(value, list):
+        return [without_latency(item) for item in value]
+    return value
+
+
+def statistics_text(key: str, value: Any) -> bool:
+    """Whether `value` is the statistics of an image as JSON text (as Parquet holds them)."""
+    return key.startswith("statistics_") and isinstance(value, str)
+
+
+def rows_of(out: Path, format: str) -> Any:
+    """The rows of a run's output, without their latencies."""
+    if format == "jsonl":
+        lines = (out / "data.jsonl").read_text().splitlines()
+        return without_latency([json.loads(line) for line in lines])
+    return without_latency(recorded_table(out).to_pylist())
+
+
+def artifacts_of(out: Path) -> dict[str, bytes]:
+    """The bytes of each image file of a run's artifacts, by name."""
+    folder = out / ARTIFACTS
+    return {path.name: path.read_bytes() for path in folder.iterdir()} if folder.is_dir() else {}
+
+
+def run_in(server: ImageServer, shape: Shape, out: Path, native: bool) -> None:
+    """Runs `shape` into `out`, on the native path or with answers holding the images."""
+    task = task_of(server, shape)
+    with pytest.MonkeyPatch.context() as patch:
+        if not native:
+            patch.setattr(ImageGeneration, "takes_stored_images", property(lambda _: False))
+        assert task.takes_stored_images is native
+        rows = [{"prompt": prompt} for prompt in shape.prompts]
+        summary = run(task, rows, out, format=shape.format)
+    images = len(shape.prompts) * shape.n
+    assert (summary.rows_out, summary.failed) == (
+        len(shape.prompts) if shape.group else images,
+        0,
+    )
+    assert not (out / ".spool").exists()
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=shapes())
+def test_the_native_path_writes_the_rows_and_files_of_answers_holding_images(
+    server: ImageServer, tmp_path_factory: pytest.TempPathFactory, shape: Shape
+) -> None:
+    sent = {"revised_prompt": shape.revised, "usage": shape.usage}
+    server.left_out = {field for field, kept in sent.items() if not kept}
+    today, native = (tmp_path_factory.mktemp(name) for name in ("today", "native"))
+    run_in(server, shape, today, native=False)
+    run_in(server, shape, native, native=True)
+    assert rows_of(native, shape.format) == rows_of(today, shape.format)
+    files = artifacts_of(native)
+    assert files == artifacts_of(today)
+    # Each distinct image once: a prompt asked again answers the same images.
+    distinct = {(prompt, place) for prompt in shape.prompts for place in range(shape.per_request)}
+    assert len(files) == (len(distinct) if shape.artifacts else 0)
+    assert all(name.startswith(hashlib.sha256(data).hexdigest()) for name, data in files.items())

@@ -13,6 +13,7 @@ from imagetask.cli import main
 from imagetask.io._identity import output_identity
 from imagetask.models import OpenAIImageGeneration
 from imagetask.models._rate_limit import RateLimits
+from imagetask.models._requests import limit_reset, request_window
 from tests.support.servers import Fault, image_server, openai_command
 
 
@@ -116,6 +117,62 @@ def test_a_429_holds_every_request_for_as_long_as_it_asks() -> None:
     # "b" waited out the pause "a" was asked for, though a slot was free meanwhile.
     assert held - refused >= 0.95
     assert retried - refused >= 0.95
+
+
+def test_the_window_the_headers_announce_is_used_up_then_waited_out() -> None:
+    clock = Clock()
+    limits = RateLimits(None, None, clock=clock)
+    limits.observe(2, 1.5)
+    limits.observe(3, 1.5)  # an answer to an earlier request: the lowest count holds
+    assert [limits.reserve(1) for _ in range(3)] == [0.0, 0.0, 1.5]
+    assert limits.reserve(1) == 0.0  # past the window, until an answer says more
+    clock.now += 2
+    limits.observe(0, 0.5)
+    assert limits.reserve(1) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("headers", "window", "reset"),
+    [
+        ({"x-ratelimit-remaining-requests": "4", "x-ratelimit-reset-requests": "6m0s"}, 4, None),
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20ms"}, 0, 0.02),
+        ({"X-RateLimit-Remaining-Tokens": "0", "x-ratelimit-reset-tokens": "1m2.5s"}, None, 62.5),
+        ({"x-ratelimit-remaining-images": "0", "x-ratelimit-reset-images": "3"}, None, 3.0),
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "soon"}, None, None),
+        ({}, None, None),
+    ],
+)
+def test_rate_limit_headers_are_read_as_openai_sends_them(
+    headers: dict[str, str], window: int | None, reset: float | None
+) -> None:
+    read = request_window(headers)
+    assert (None if read is None else read.left) == window
+    assert limit_reset(headers) == reset
+
+
+def test_a_server_at_its_limit_gets_no_429_storm(tmp_path: Path) -> None:
+    prompts = [f"p{i}" for i in range(12)]
+    with image_server() as server:
+        server.request_window = (4, 1.0)
+        model = OpenAIImageGeneration(
+            model="gpt-image-1",
+            api_key="sk-x",
+            base_url=f"{server.url}/v1",
+            max_concurrency=2,
+            max_retries=0,
+        )
+        model.load()
+        try:
+            answers = model.generate_batch(prompts)
+        finally:
+            model.unload()
+        statuses = list(server.served.statuses)
+        arrivals = sorted(time for times in server.served.times.values() for time in times)
+    # Every image arrives at the first attempt: each window's fourth answer says none is
+    # left, and the next request waits for the window's end instead of meeting a 429.
+    assert [type(answer).__name__ for answer in answers] == ["list"] * 12
+    assert statuses == [200] * 12
+    assert arrivals[-1] - arrivals[0] >= 1.9  # three windows of four, not one burst
 
 
 @pytest.mark.parametrize(

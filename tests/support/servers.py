@@ -105,6 +105,10 @@ class ImageServer(ThreadingHTTPServer):
     own shapes); `left_out` names fields left out of an OpenAI answer and of its images.
     Each image is a distinct PNG (the serial number of the image is in its prompt); with
     `repeatable`, one that depends only on its prompt and its place in the answer.
+    With `request_window = (limit, seconds)` it limits generation requests as OpenAI
+    does: `limit` per window of `seconds`, each answer saying what is left
+    (`x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests`), a request past the
+    limit a 429 without `Retry-After`.
     """
 
     daemon_threads = True
@@ -125,6 +129,9 @@ class ImageServer(ThreadingHTTPServer):
         self.image_fields: dict[str, Any] = {}
         self.left_out: set[str] = set()
         self.repeatable = False
+        self.request_window: tuple[int, float] | None = None
+        self.window_start = 0.0
+        self.window_used = 0
         self.served = Served()
         self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
@@ -133,6 +140,26 @@ class ImageServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def window_headers(self) -> tuple[bool, dict[str, str]]:
+        """Counts a request against `request_window`: whether it is within the limit,
+        and the rate-limit headers of its answer."""
+        if self.request_window is None:
+            return True, {}
+        limit, seconds = self.request_window
+        with self.lock:
+            now = time.monotonic()
+            if now >= self.window_start + seconds:
+                self.window_start, self.window_used = now, 0
+            within = self.window_used < limit
+            self.window_used += within
+            left = limit - self.window_used
+            reset_ms = max(int((self.window_start + seconds - now) * 1000), 1)
+        return within, {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(left),
+            "x-ratelimit-reset-requests": f"{reset_ms}ms",
+        }
 
     def image(self, prompt: str, size: str = "8x8", place: int = 0) -> bytes:
         width, height = (int(side) for side in size.split("x"))
@@ -309,6 +336,10 @@ class Handler(BaseHTTPRequestHandler):
         prompt = body["prompt"]
         if self.injected(prompt):
             return
+        within, limit_headers = server.window_headers()
+        if not within:
+            self.error(429, "Rate limit reached for requests", limit_headers)
+            return
         data = []
         for place in range(n):
             image = server.image(prompt, body.get("size", "8x8"), place)
@@ -324,7 +355,8 @@ class Handler(BaseHTTPRequestHandler):
         words = len(prompt.split())
         usage = {"input_tokens": words, "output_tokens": 100 * n, "total_tokens": words + 100 * n}
         answer = {"created": int(time.time()), "data": data, "usage": usage, **server.answer_fields}
-        self.send(200, json.dumps(self.without_left_out(answer)).encode(), "application/json")
+        answer_bytes = json.dumps(self.without_left_out(answer)).encode()
+        self.send(200, answer_bytes, "application/json", limit_headers)
 
     def without_left_out(self, fields: dict[str, Any]) -> dict[str, Any]:
         """`fields` but those the server leaves out."""

@@ -9,7 +9,7 @@ import threading
 import urllib.parse
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -30,7 +30,10 @@ from imagetask.models._rate_limit import RateLimits
 from imagetask.models._requests import (
     backoff_delay,
     describe,
+    limit_reset,
     refused,
+    request_window,
+    response_headers,
     retry_after,
     status_code,
     transient,
@@ -512,6 +515,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                         if not isinstance(error, RequestRefused) and retry and self._transient(exc):
                             retried = error
                             asked = retry_after(exc)
+                            if asked is None and status_code(exc) == 429:
+                                asked = limit_reset(response_headers(exc))
                             delay = (
                                 backoff_delay(self.retry_backoff, attempt)
                                 if asked is None
@@ -534,6 +539,20 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                 on_retry(retried, attempt)
             attempt += 1
             await asyncio.sleep(delay if longest_wait is None else min(delay, longest_wait))
+
+    def _note_rate_limits(self, headers: Mapping[str, str] | None) -> None:
+        """Follows an answer's rate-limit headers: the requests left in the provider's
+        window (`x-ratelimit-remaining-requests`, `-reset-requests`) are sent, the next
+        waits for the window's end; a limit of another kind (tokens, images) exhausted
+        holds every request until it resets. The requests then wait instead of meeting
+        429s."""
+        limits = self._rate_limits()
+        window = request_window(headers)
+        if window is not None:
+            limits.observe(window.left, window.reset)
+        wait = limit_reset(headers)
+        if wait:
+            limits.pause(wait)
 
     def _final_error(self, exc: BaseException, attempts: int) -> RequestError:
         """The error a failed attempt ends with, its secrets masked."""

@@ -329,11 +329,11 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
             """The answer and its latency: parsed by the SDK, or, when answers go to a
             store, the body read natively (in a worker thread) and its images stored."""
             started = time.perf_counter()
-            if store is None:
-                response = await send(**params)
-                return response, time.perf_counter() - started
             raw = await raw_send(**params)
             latency = time.perf_counter() - started
+            self._note_rate_limits(raw.headers)
+            if store is None:
+                return raw.parse(), latency
             body: bytes = raw.http_response.content
             return await asyncio.to_thread(store.read_images_body, body), latency
 

@@ -1,5 +1,6 @@
 """Rate limits as providers impose them: requests and images per minute, spaced evenly,
-and a pause every request keeps once the server says the limit is reached."""
+what the provider's rate-limit headers say is left, and a pause every request keeps once
+the server says the limit is reached."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ class RateLimits:
     `requests_per_minute` requests and `images_per_minute` images in any minute, spaced
     evenly rather than sent in bursts that the provider answers with 429s. `pause(s)`
     holds every request not yet sent for `s` seconds: what a 429's `Retry-After` asks.
-    Without limits only pauses apply.
+    `observe(left, reset)` records what an answer's headers say: `left` more requests
+    until the provider's window ends in `reset` seconds; once as many were booked, the
+    next waits for the window's end. Without limits only pauses and observations apply.
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class RateLimits:
         self._next_request = clock()
         self._next_image = clock()
         self._paused_until = clock()
+        self._window_left: int | None = None
+        self._window_end = clock()
 
     def same(self, requests_per_minute: float | None, images_per_minute: float | None) -> bool:
         """Whether these are the limits this object keeps."""
@@ -53,6 +58,12 @@ class RateLimits:
             start = max(now, self._paused_until)
             per_request = self._request_interval
             per_image = self._image_interval if images > 0 else None
+            if self._window_left is not None and now < self._window_end:
+                if self._window_left <= 0:
+                    start = max(start, self._window_end)
+                    self._window_left = None
+                else:
+                    self._window_left -= 1
             if per_request is not None:
                 start = max(start, self._next_request)
             if per_image is not None:
@@ -73,3 +84,15 @@ class RateLimits:
         the limit is reached."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def observe(self, left: int, reset: float) -> None:
+        """Records the provider's word on its window: `left` requests may still be sent
+        before it ends, in `reset` seconds. Within one window the lowest count holds (the
+        answers of requests sent together come back in any order)."""
+        with self._lock:
+            now = self._clock()
+            if self._window_left is None or now >= self._window_end:
+                self._window_left = left
+            else:
+                self._window_left = min(self._window_left, left)
+            self._window_end = now + reset

@@ -8,12 +8,18 @@ import random
 import re
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "RequestWindow",
     "backoff_delay",
     "describe",
+    "limit_reset",
     "refused",
+    "request_window",
+    "response_headers",
     "retry_after",
     "status_code",
     "transient",
@@ -82,6 +88,12 @@ def refused(exc: BaseException, model: str) -> bool:
     return bool(model) and re.search(named, str(exc)) is not None
 
 
+def response_headers(exc: BaseException) -> Mapping[str, str] | None:
+    """The headers of the response an exception carries, if any."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return headers if isinstance(headers, Mapping) else None
+
+
 def retry_after(exc: BaseException) -> float | None:
     """The wait, in seconds, that the response's `Retry-After` header asks for."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
@@ -107,6 +119,72 @@ def retry_after(exc: BaseException) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+_REMAINING = "x-ratelimit-remaining-"
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float | None:
+    """Seconds of a reset header: `20ms`, `1s`, `6m0s`, `1h2m3.5s`, or a number of
+    seconds; `None` when unreadable."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+@dataclass(frozen=True)
+class RequestWindow:
+    """What a provider's headers say of its request limit: `left` requests until the
+    window ends, in `reset` seconds."""
+
+    left: int
+    reset: float
+
+
+def request_window(headers: Mapping[str, str] | None) -> RequestWindow | None:
+    """The request window of `x-ratelimit-remaining-requests` and
+    `x-ratelimit-reset-requests`, when both are there and readable."""
+    if headers is None:
+        return None
+    try:
+        left = headers.get(_REMAINING + "requests")
+        reset = headers.get("x-ratelimit-reset-requests")
+        seconds = None if reset is None else _duration(reset)
+        if left is None or seconds is None or seconds != seconds:
+            return None
+        return RequestWindow(max(int(left), 0), min(max(seconds, 0.0), MAX_RETRY_AFTER))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def limit_reset(headers: Mapping[str, str] | None) -> float | None:
+    """The wait, in seconds, until the provider's exhausted limit resets: the longest
+    `x-ratelimit-reset-<kind>` of the kinds (requests, tokens, images, ...) whose
+    `x-ratelimit-remaining-<kind>` is 0, as OpenAI and others send them; `None` when no
+    limit is exhausted or the headers do not say when it resets."""
+    if headers is None:
+        return None
+    waits: list[float] = []
+    try:
+        for name, value in headers.items():
+            lowered = name.lower()
+            if not lowered.startswith(_REMAINING) or value.strip() not in ("0", "0.0"):
+                continue
+            reset = headers.get("x-ratelimit-reset-" + lowered[len(_REMAINING) :])
+            seconds = None if reset is None else _duration(reset)
+            if seconds is not None and seconds == seconds:
+                waits.append(min(max(seconds, 0.0), MAX_RETRY_AFTER))
+    except (AttributeError, TypeError):
+        return None
+    return max(waits) if waits else None
 
 
 def backoff_delay(first: float, attempt: int) -> float:

@@ -531,6 +531,15 @@ def test_names_holding_a_nul_come_back_whole_in_every_batch() -> None:
     assert features["a\x00b"] == {"dtype": "int64", "_type": "Value"}
 
 
+def test_a_nul_named_null_field_below_a_list_comes_back_whole_for_each_generation() -> None:
+    task = placeholder_task(num_generations=2)
+    kind = pa.struct([pa.field("x\x00", pa.list_(pa.struct([pa.field("\x00", pa.null())])))])
+    upstream = pa.array([{"x\x00": [None, {"\x00": None}]}], kind)
+    table = task.process_arrow(pa.table({"prompt": ["a"], META: upstream}))
+    table.validate(full=True)
+    assert [row["x\x00"] for row in table.column(META).to_pylist()] == [[None, {"\x00": None}]] * 2
+
+
 class TextImages(ImageGeneration):
     """A hook that writes each row's prompt as its image, and a score of its own."""
 

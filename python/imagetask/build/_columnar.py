@@ -286,10 +286,27 @@ class ArrowBatch(ModelCall):
             kind = pa.struct([*keys, *list(struct)[len(keys) :]])
             fields[-1] = built.with_type(pa.list_(kind) if names.grouped else kind)
         columns = [
-            column.combine_chunks().view(field.type)
+            _renamed(column.combine_chunks(), field.type)
             for column, field in zip(table.columns, fields, strict=True)
         ]
         return pa.Table.from_arrays(columns, names=[field.name for field in fields])
+
+
+def _renamed(array: pa.Array, kind: pa.DataType) -> pa.Array:
+    """`array` as `kind`, a type of the same layout whose fields are named otherwise.
+    Structs and lists are rebuilt from their children (`Array.view` miscounts a null-typed
+    child below a list); other types are viewed."""
+    pa = arrow()
+    if kind.num_fields == 0 or array.type == kind:
+        return array
+    mask = array.is_null() if array.null_count else None
+    if pa.types.is_struct(kind):
+        children = [_renamed(array.field(i), kind.field(i).type) for i in range(kind.num_fields)]
+        return pa.StructArray.from_arrays(children, fields=list(kind), mask=mask)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        values = _renamed(array.values, kind.value_type)
+        return type(array).from_arrays(array.offsets, values, type=kind, mask=mask)
+    return array.view(kind)
 
 
 def _nul_in(field: pa.Field) -> bool:

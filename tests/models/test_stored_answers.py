@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from imagetask import ImageGeneration, _core
-from imagetask.errors import RequestError
+from imagetask.errors import ReadError, RequestError
 from imagetask.models import OpenAIImageGeneration
 from imagetask.run import run
 
@@ -142,3 +142,16 @@ def test_an_image_store_reads_a_body_and_names_what_is_wrong(tmp_path: Path) -> 
     )
     with pytest.raises(RequestError, match=r"^the server's answer is not an Images API body: EOF"):
         store.read_images_body(b'{"data": [')
+
+
+def test_a_stored_image_reads_as_base64_and_names_a_file_changed_since(tmp_path: Path) -> None:
+    png = image_of("x", 0) * 2000
+    image = _core.ImageStore(tmp_path).put(png)
+    assert isinstance(image, _core.StoredImage)
+    assert image.base64() == base64.b64encode(png).decode()
+    Path(image.path).write_bytes(png[:-1])
+    with pytest.raises(ReadError) as error:
+        image.base64()
+    assert str(error.value) == (
+        f"could not read the stored image {image.path}: the source holds fewer bytes than expected"
+    )

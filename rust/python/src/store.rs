@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use imagetask_core::artifacts::{file_name_of, store};
 use imagetask_core::images_api::{self, Image};
 use imagetask_core::payload;
+use pyo3::ffi::{self, Py_ssize_t};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use sha2::{Digest, Sha256};
@@ -102,10 +103,28 @@ impl StoredImage {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// The image's bytes as standard base64 text, padded.
-    fn base64(&self, py: Python<'_>) -> PyResult<String> {
-        py.detach(|| self.bytes().map(|bytes| payload::encode(&bytes)))
-            .map_err(read_error)
+    /// The image's bytes as standard base64 text, padded: encoded from its file a piece
+    /// at a time straight into the string, with the GIL released.
+    fn base64<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        let length = payload::encoded_len(self.size);
+        let unreadable = |error: std::io::Error| {
+            read_error(format!(
+                "could not read the stored image {}: {error}",
+                self.path.display()
+            ))
+        };
+        let size = Py_ssize_t::try_from(length).map_err(|_| read_error("image too large"))?;
+        // SAFETY: a new string of `length` ASCII characters: its data is `length` bytes that
+        // no one else sees until every one of them is written with base64 text (ASCII).
+        let text = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_New(size, 127))? };
+        let data = unsafe { ffi::PyUnicode_DATA(text.as_ptr()) }.cast::<u8>();
+        let out = unsafe { std::slice::from_raw_parts_mut(data, length) };
+        py.detach(|| {
+            let file = fs::File::open(&self.path)?;
+            payload::encode_into(file, self.size, out)
+        })
+        .map_err(unreadable)?;
+        Ok(text.cast_into::<PyString>()?)
     }
 
     fn __reduce__<'py>(

@@ -6,7 +6,7 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{decode_base64, Payload, Problem, BASE64};
+use super::{decode_base64, encode, Payload, Problem, BASE64};
 
 /// A payload to check, or why the binding found it is none.
 pub type Work<'a> = Result<Payload<'a>, Problem>;
@@ -59,7 +59,7 @@ pub fn derive(
                 out.hash = Some(Sha256::digest(bytes).into());
             }
             if needs.text {
-                out.text = Some(BASE64.encode(bytes));
+                out.text = Some(encode(bytes));
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod format;
 
 use std::fmt;
+use std::io::{self, Read};
 
 use base64::alphabet::STANDARD;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -83,9 +84,60 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, Problem> {
     })
 }
 
-/// Standard base64 text of `bytes`, padded.
+/// Standard base64 text of `bytes`, padded (encoded with SIMD instructions where the
+/// machine has them).
 pub fn encode(bytes: &[u8]) -> String {
-    BASE64.encode(bytes)
+    base64_simd::STANDARD.encode_to_string(bytes)
+}
+
+/// The length of the padded base64 text of `size` bytes.
+pub fn encoded_len(size: usize) -> usize {
+    base64_simd::STANDARD.encoded_length(size)
+}
+
+/// Bytes read from `source` a piece at a time: a multiple of 3, so that each piece's
+/// text has no padding; small enough to come from the allocator's heap, not a mapping.
+const PIECE: usize = 3 * 32 * 1024;
+
+/// Writes the padded base64 text of the `size` bytes of `source` into `out` (as long as
+/// that text: `encoded_len(size)`), reading a piece at a time: no copy of the whole source
+/// is held. An `InvalidData` error when `source` holds another number of bytes, or `out`
+/// has another length.
+pub fn encode_into(mut source: impl Read, size: usize, out: &mut [u8]) -> io::Result<()> {
+    let other = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    if out.len() != encoded_len(size) {
+        return Err(other(
+            "the text's room is not the length of the text of the source",
+        ));
+    }
+    let mut piece = vec![0u8; PIECE];
+    let (mut read, mut written) = (0, 0);
+    loop {
+        let mut filled = 0;
+        while filled < PIECE {
+            match source.read(&mut piece[filled..]) {
+                Ok(0) => break,
+                Ok(count) => filled += count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        read += filled;
+        if read > size {
+            return Err(other("the source holds more bytes than expected"));
+        }
+        let target = &mut out[written..written + encoded_len(filled)];
+        let text =
+            base64_simd::STANDARD.encode(&piece[..filled], base64_simd::Out::from_slice(target));
+        written += text.len();
+        if filled < PIECE {
+            break;
+        }
+    }
+    if read != size {
+        return Err(other("the source holds fewer bytes than expected"));
+    }
+    Ok(())
 }
 
 /// A content reference, `sha256:<64 hex digits>`, held on the stack.
@@ -182,5 +234,47 @@ mod tests {
     fn bytes_encode_as_padded_base64() {
         assert_eq!(encode(b"\x89PNG"), "iVBORw==");
         assert_eq!(encode(b""), "");
+    }
+
+    #[test]
+    fn a_source_encodes_into_its_text_a_piece_at_a_time() {
+        for size in [
+            0,
+            1,
+            2,
+            3,
+            PIECE - 1,
+            PIECE,
+            PIECE + 1,
+            2 * PIECE,
+            2 * PIECE + 2,
+        ] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let mut out = vec![0u8; encoded_len(size)];
+            encode_into(bytes.as_slice(), size, &mut out).unwrap();
+            assert_eq!(out, BASE64.encode(&bytes).into_bytes(), "{size} bytes");
+        }
+    }
+
+    #[test]
+    fn a_source_of_another_length_is_an_error() {
+        let reason = |source: &[u8], size: usize, room: usize| {
+            encode_into(source, size, &mut vec![0u8; room])
+                .unwrap_err()
+                .to_string()
+        };
+        let fewer = "the source holds fewer bytes than expected";
+        let more = "the source holds more bytes than expected";
+        assert_eq!(reason(&[1; 4], 5, encoded_len(5)), fewer);
+        assert_eq!(
+            reason(&[1; PIECE], PIECE + 1, encoded_len(PIECE + 1)),
+            fewer
+        );
+        assert_eq!(reason(&[1; 5], 4, encoded_len(4)), more);
+        assert_eq!(reason(&[1; PIECE + 1], PIECE, encoded_len(PIECE)), more);
+        assert_eq!(
+            reason(&[1; 4], 4, 4),
+            "the text's room is not the length of the text of the source"
+        );
     }
 }

@@ -492,12 +492,12 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                         self._refusal = refusal
                         raise
                     spent = reserved
-                    if images is not None:
-                        wait = limits.reserve(images)
-                        while wait > 0:
-                            await asyncio.sleep(wait)
-                            wait = limits.paused_for()
                     try:
+                        if images is not None:
+                            wait = limits.reserve(images)
+                            while wait > 0:
+                                await asyncio.sleep(wait)
+                                wait = limits.paused_for()
                         if timeout is None:
                             result = await request()
                         else:
@@ -529,6 +529,8 @@ class AsyncImageGenerationModel(ImageGenerationModel):
                         if isinstance(error, RequestRefused):
                             self._refusal = error
                     finally:
+                        if images is not None:
+                            limits.answered()
                         if budget is not None and reserved is not None:
                             budget.settle(reserved, reserved if spent is None else spent)
             if failure is not None:

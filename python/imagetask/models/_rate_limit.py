@@ -44,6 +44,7 @@ class RateLimits:
         self._next_image = clock()
         self._paused_until = clock()
         self._window_left: int | None = None
+        self._in_flight = 0
         self._window_end = clock()
 
     def same(self, requests_per_minute: float | None, images_per_minute: float | None) -> bool:
@@ -55,6 +56,7 @@ class RateLimits:
         seconds it must wait before it is sent (0: now)."""
         with self._lock:
             now = self._clock()
+            self._in_flight += 1
             start = max(now, self._paused_until)
             per_request = self._request_interval
             per_image = self._image_interval if images > 0 else None
@@ -85,12 +87,20 @@ class RateLimits:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    def answered(self) -> None:
+        """A request booked with `reserve` is over (answered, failed or given up)."""
+        with self._lock:
+            self._in_flight -= 1
+
     def observe(self, left: int, reset: float) -> None:
-        """Records the provider's word on its window: `left` requests may still be sent
-        before it ends, in `reset` seconds. Within one window the lowest count holds (the
-        answers of requests sent together come back in any order)."""
+        """Records the provider's word on its window, given in the answer of a request
+        not yet `answered`: `left` requests may still be sent before it ends, in `reset`
+        seconds, less the other requests in flight, which the provider may not have
+        counted yet. Within one window the lowest count holds (the answers of requests
+        sent together come back in any order)."""
         with self._lock:
             now = self._clock()
+            left -= max(self._in_flight - 1, 0)
             if self._window_left is None or now >= self._window_end:
                 self._window_left = left
             else:

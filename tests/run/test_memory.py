@@ -5,8 +5,6 @@ worker keeps nothing of a batch it ran."""
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -19,6 +17,7 @@ import pytest
 from imagetask import ImageGeneration
 from imagetask._runtime import Workers
 from imagetask.run import _runner as runner
+from tests.support.memory import peak_mb as memory_peak
 
 IMAGE_BYTES = 1 << 20
 
@@ -42,31 +41,16 @@ task = ImageGeneration(
 )
 summary = task.run(({{"prompt": f"p{{i}}"}} for i in range(rows)), sys.argv[4])
 assert (summary.rows_out, summary.failed) == (rows, 0), summary
-# The peak of this program's memory: `ru_maxrss` would count the forked test process's.
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(int(status["VmHWM"].split()[0]) // 1024)
 """
 
 
 def peak_mb(tmp_path: Path, rows: int, batch: int, inline: bool) -> int:
     """The peak RSS (MB) of a process running `rows` rows of 1 MB images."""
     out = tmp_path / f"run-{rows}-{batch}-{inline}"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RUN.format(size=IMAGE_BYTES),
-            str(rows),
-            str(batch),
-            "inline" if inline else "paths",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    mode = "inline" if inline else "paths"
+    peak = memory_peak(RUN.format(size=IMAGE_BYTES), str(rows), str(batch), mode, str(out))
     assert len(list((out / "artifacts/image_generation_0/images").iterdir())) == rows
-    return int(done.stdout)
+    return peak
 
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "paths-only"])
@@ -100,9 +84,6 @@ summary = task.run(
     shard_bytes=shard,
 )
 assert (summary.rows_out, summary.failed) == (rows, 0), summary
-# The peak of this program's memory: `ru_maxrss` would count the forked test process's.
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(int(status["VmHWM"].split()[0]) // 1024)
 """
 
 
@@ -110,22 +91,12 @@ def parquet_peak_mb(tmp_path: Path, rows: int, shard_mb: int) -> tuple[int, int]
     """The peak RSS (MB) of a process writing `rows` rows of 1 MB images to Parquet, in
     shards of `shard_mb` MB and row groups of 8 MB, and the shards it wrote."""
     out = tmp_path / f"parquet-{rows}-{shard_mb}"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            PARQUET_RUN.format(size=IMAGE_BYTES),
-            str(rows),
-            str(shard_mb << 20),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    peak = memory_peak(
+        PARQUET_RUN.format(size=IMAGE_BYTES), str(rows), str(shard_mb << 20), str(out)
     )
     shards = sorted((out / "data").iterdir())
     assert sum(pq.read_metadata(shard).num_rows for shard in shards) == rows
-    return int(done.stdout), len(shards)
+    return peak, len(shards)
 
 
 def test_parquet_peak_memory_does_not_grow_with_the_shard_size(tmp_path: Path) -> None:

@@ -5,14 +5,13 @@ images of the same run's with tiny images."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.memory import peak_mb as memory_peak
 from tests.support.servers import ImageServer
 
 IMAGE_BYTES = 1 << 20
@@ -35,9 +34,6 @@ task = ImageGeneration(
 assert task.takes_stored_images
 summary = task.run(({{"prompt": f"p{{i}}"}} for i in range({rows})), out)
 assert (summary.rows_out, summary.failed) == ({rows}, 0), summary
-# The peak of this program's memory: `ru_maxrss` would count the forked test process's.
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(int(status["VmHWM"].split()[0]) // 1024)
 """
 
 
@@ -69,23 +65,11 @@ def server() -> Iterator[BigImages]:
 def peak_mb(server: BigImages, out: Path, batch: int, inline: bool) -> int:
     """The peak RSS (MB) of a process running `ROWS` rows of the server's images in
     batches of `batch` rows."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RUN.format(rows=ROWS),
-            f"{server.url}/v1",
-            str(batch),
-            "inline" if inline else "paths",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    mode = "inline" if inline else "paths"
+    peak = memory_peak(RUN.format(rows=ROWS), f"{server.url}/v1", str(batch), mode, str(out))
     assert len(list((out / "artifacts/image_generation_0/images").iterdir())) == ROWS
     assert not (out / ".spool").exists()
-    return int(done.stdout)
+    return peak
 
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "paths-only"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -121,17 +121,9 @@ class ModelCall:
         model = self.model
         generate_batch = getattr(model, "generate_batch", None)
         generate = generate_batch if callable(generate_batch) else model.generate
-        try:
-            with storing_answers(self.store):
-                self.answers = generate(
-                    inputs=self.prompts,
-                    num_generations=self.n,
-                    **self._kwargs(model),
-                )
-        except MemoryError:
-            raise
-        except Exception as exc:
-            self.answers = exc
+        self._ask(
+            lambda: generate(inputs=self.prompts, num_generations=self.n, **self._kwargs(model))
+        )
 
     async def agenerate(self) -> None:
         """`generate` on the running event loop: an async model's requests run on it, a
@@ -143,13 +135,32 @@ class ModelCall:
         if not callable(agenerate_batch):
             await asyncio.to_thread(self.generate)
             return
+        await self._aask(lambda: agenerate_batch(self.prompts, self.n, **self._kwargs(model)))
+
+    def _ask(self, ask: Callable[[], Answers]) -> None:
+        """Keeps what the model's call `ask` returns as the answers (its images going to
+        `store`), or the exception it raised (see `_failed`)."""
         try:
             with storing_answers(self.store):
-                self.answers = await agenerate_batch(self.prompts, self.n, **self._kwargs(model))
+                self.answers = ask()
         except MemoryError:
             raise
         except Exception as exc:
-            self.answers = exc
+            self._failed(exc)
+
+    async def _aask(self, ask: Callable[[], Awaitable[Answers]]) -> None:
+        """`_ask` for a coroutine function."""
+        try:
+            with storing_answers(self.store):
+                self.answers = await ask()
+        except MemoryError:
+            raise
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, error: Exception) -> None:
+        """The model's call raised `error`: every row of the batch fails with it."""
+        self.answers = error
 
     def cost(self) -> Cost:
         """The estimated cost of the answers: each image's `cost_usd` (in its part's

@@ -162,14 +162,7 @@ class EditBatch(Batch):
         if not self.records:
             return
         edit = self.model.edit  # type: ignore[attr-defined]
-        try:
-            self.answers = edit(self._edit_inputs(), self.n, **self._kwargs(self.model))
-        except InputRowError as exc:
-            raise self._renamed(exc) from None
-        except MemoryError:
-            raise
-        except Exception as exc:
-            self.answers = exc
+        self._ask(lambda: edit(self._edit_inputs(), self.n, **self._kwargs(self.model)))
 
     async def agenerate(self) -> None:
         """`generate` on the running event loop (an async model's requests run on it)."""
@@ -179,16 +172,15 @@ class EditBatch(Batch):
         if not callable(aedit_batch):
             await asyncio.to_thread(self.generate)
             return
-        try:
-            self.answers = await aedit_batch(
-                self._edit_inputs(), self.n, **self._kwargs(self.model)
-            )
-        except InputRowError as exc:
-            raise self._renamed(exc) from None
-        except MemoryError:
-            raise
-        except Exception as exc:
-            self.answers = exc
+        inputs = self._edit_inputs()
+        await self._aask(lambda: aedit_batch(inputs, self.n, **self._kwargs(self.model)))
+
+    def _failed(self, error: Exception) -> None:
+        """A model's refusal of an input image is the row's error, raised; any other
+        error fails every row."""
+        if isinstance(error, InputRowError):
+            raise self._renamed(error) from None
+        super()._failed(error)
 
     def _renamed(self, error: InputRowError) -> InputRowError:
         """A model's refusal of its input `error.row` (column `image` or `mask`), said of

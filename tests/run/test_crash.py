@@ -49,6 +49,21 @@ def command(source: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def killed_past(argv: list[str], out: Path, target: int, rng: random.Random) -> bool:
+    """Runs `argv` and kills it with SIGKILL at a random moment once the run in `out` has
+    passed `target` rows; whether it was still running to be killed."""
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    while process.poll() is None and rows_done(out) < target:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.05))
+    killed = process.poll() is None
+    if killed:
+        process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()  # type: ignore[union-attr]
+    return killed
+
+
 def expected_pairs(prompts: list[str]) -> Counter[tuple[str, str]]:
     model = PlaceholderImageGeneration(size="6x6")
     answers = model.generate(prompts, GENERATIONS)
@@ -85,16 +100,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, format: str) -> N
     progress = []
     for attempt, target in enumerate(targets):
         extra = ("--resume",) if attempt else ()
-        process = subprocess.Popen(command(source, out, *options, *extra), stderr=subprocess.PIPE)
-        # Kill once the run has passed `target` rows, at a random moment after that.
-        while process.poll() is None and rows_done(out) < target:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.05))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait()
-        process.stderr.close()  # type: ignore[union-attr]
+        kills += killed_past(command(source, out, *options, *extra), out, target, rng)
         progress.append(rows_done(out))
     assert kills >= 3, "the run finished before it could be killed often enough"
     # Killed at several different points, each resume going further.
@@ -150,15 +156,7 @@ def test_an_editing_run_killed_at_random_moments_resumes_to_every_edit_once(
     kills = 0
     for attempt, target in enumerate(sorted(rng.sample(range(1, EDITS), 4))):
         extra = ["--resume"] if attempt else []
-        process = subprocess.Popen([*edit, *extra], stderr=subprocess.PIPE)
-        while process.poll() is None and rows_done(out) < target:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.05))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait()
-        process.stderr.close()  # type: ignore[union-attr]
+        kills += killed_past([*edit, *extra], out, target, rng)
     assert kills >= 2, "the run finished before it could be killed often enough"
     final = subprocess.run([*edit, "--resume"], capture_output=True, text=True)
     assert final.returncode == 0, final.stderr

@@ -22,6 +22,7 @@ from imagetask.models._base import Answer, AsyncImageEditingModel, EditInput, So
 from imagetask.models._budget import RequestCost
 from imagetask.models._prices import most_request_cost, request_cost
 from imagetask.models._store import answer_store, kept
+from imagetask.models._transport import WholeBodyTransport
 
 if TYPE_CHECKING:
     import openai
@@ -230,7 +231,13 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
         client: openai.AsyncOpenAI = self._on_loop(
             "client",
             lambda: library.AsyncOpenAI(
-                api_key=self._key(), base_url=self.base_url, max_retries=0, timeout=self.timeout
+                api_key=self._key(),
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=self.timeout,
+                http_client=library.DefaultAsyncHttpxClient(
+                    transport=WholeBodyTransport(_http_module())
+                ),
             ),
         )
         return client
@@ -384,7 +391,10 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
 
     async def _get(self, url: str) -> bytes:
         http = _http_module()
-        client = self._on_loop("download", lambda: http.AsyncClient(timeout=self.timeout))
+        client = self._on_loop(
+            "download",
+            lambda: http.AsyncClient(timeout=self.timeout, transport=WholeBodyTransport(http)),
+        )
         response = await client.get(url)
         response.raise_for_status()
         content: bytes = response.content

@@ -1,6 +1,7 @@
 """The native answer path (a run's answers read natively, their images stored as each
 request answers, rows holding `StoredImage` handles until the sink writes them) writes the
-same rows and artifacts as the answers holding the images, for every answer shape."""
+same rows and artifacts as the answers holding the images, for every answer shape of the
+OpenAI backend and for the Hugging Face backend's raw bytes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagetask import ImageGeneration
-from imagetask.models import OpenAIImageGeneration
+from imagetask.models import InferenceEndpointsImageGeneration, OpenAIImageGeneration
 from imagetask.run import run
 from tests.support.outputs import recorded_table
 from tests.support.servers import ImageServer, image_server
@@ -28,6 +29,7 @@ ARTIFACTS = Path("artifacts/image_generation_0/images")
 class Shape:
     """An answer shape and a run's configuration."""
 
+    backend: Literal["openai", "hf"]
     url: bool
     revised: bool
     usage: bool
@@ -43,14 +45,16 @@ class Shape:
 @st.composite
 def shapes(draw: st.DrawFn) -> Shape:
     n = draw(st.integers(1, 3))
+    backend: Literal["openai", "hf"] = draw(st.sampled_from(["openai", "hf"]))
     format: Literal["jsonl", "parquet"] = draw(st.sampled_from(["jsonl", "parquet"]))
     artifacts = draw(st.booleans())
     return Shape(
-        url=draw(st.booleans()),
+        backend=backend,
+        url=backend == "openai" and draw(st.booleans()),
         revised=draw(st.booleans()),
         usage=draw(st.booleans()),
         n=n,
-        per_request=draw(st.sampled_from(sorted({1, n}))),
+        per_request=1 if backend == "hf" else draw(st.sampled_from(sorted({1, n}))),
         group=draw(st.booleans()),
         format=format,
         artifacts=artifacts,
@@ -68,13 +72,18 @@ def server() -> Iterator[ImageServer]:
 
 
 def task_of(server: ImageServer, shape: Shape) -> ImageGeneration:
-    backend = OpenAIImageGeneration(
-        model="dall-e-2",
-        base_url=f"{server.url}/v1",
-        api_key="k",
-        images_per_request=shape.per_request,
-        generation_kwargs={"response_format": "url"} if shape.url else {},
-    )
+    backend: OpenAIImageGeneration | InferenceEndpointsImageGeneration
+    if shape.backend == "hf":
+        # A seed of its own: without one, each request draws one at random.
+        backend = InferenceEndpointsImageGeneration(base_url=f"{server.url}/hf", seed=7)
+    else:
+        backend = OpenAIImageGeneration(
+            model="dall-e-2",
+            base_url=f"{server.url}/v1",
+            api_key="k",
+            images_per_request=shape.per_request,
+            generation_kwargs={"response_format": "url"} if shape.url else {},
+        )
     return ImageGeneration(
         image_generation_model=backend,
         num_generations=shape.n,
@@ -135,7 +144,7 @@ def run_in(server: ImageServer, shape: Shape, out: Path, native: bool) -> None:
     assert not (out / ".spool").exists()
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(shape=shapes())
 def test_the_native_path_writes_the_rows_and_files_of_answers_holding_images(
     server: ImageServer, tmp_path_factory: pytest.TempPathFactory, shape: Shape

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from imagetask.curate import dataset_files, select
 from imagetask.errors import ConfigError, ReadError
 from imagetask.io._card import size_category
 from tests.support.gallery_runs import MOON, PROMPTS, make_run
+from tests.support.servers import serving
 
 REPO = "someone/pictures"
 TOKEN = "hf_loopback_token_123"
@@ -131,15 +131,9 @@ class HubHandler(BaseHTTPRequestHandler):
 def loopback_hub() -> Iterator[Hub]:
     hub = Hub()
     handler = type("Handler", (HubHandler,), {"hub": hub})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler)) as server:
+        hub.url = f"http://127.0.0.1:{server.server_address[1]}"
         yield hub
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def imagetask(*args: str, hub: Hub | None = None, home: Path) -> subprocess.CompletedProcess[str]:

@@ -12,23 +12,12 @@ from typing import Any
 
 import pytest
 
-from imagetask.models._transport import WholeBodyTransport
+from imagetask.models._transport import WholeBodyTransport, httpx_library
 from tests.support.raw_server import Scripted, answer, chunked, raw_server
 from tests.support.servers import wait_until
 
 openai = pytest.importorskip("openai")
-
-
-def _httpx() -> Any:
-    for name in ("httpx2", "httpx"):
-        try:
-            return __import__(name)
-        except ImportError:
-            continue
-    raise AssertionError("openai is installed without an httpx library")
-
-
-HTTPX = _httpx()
+HTTPX = httpx_library()
 
 
 def _fetch(url: str, times: int = 1, timeout: float = 60.0) -> list[Any]:
@@ -162,3 +151,22 @@ def test_the_sdk_posts_through_it_and_reads_the_answer() -> None:
     ((method, path, sent),) = server.seen.requests
     assert (method, path) == ("POST", "/v1/images/generations")
     assert b'"prompt":"p"' in sent.replace(b" ", b"")
+
+
+def test_a_kept_connection_dropped_unanswered_sends_the_request_again_once() -> None:
+    answers = iter([Scripted(answer(200, b"one")), Scripted(b"", close=True)])
+    fresh = Scripted(answer(200, b"two"))
+    with raw_server(lambda method, path: next(answers, fresh)) as server:
+        responses = _fetch(server.url, times=2)
+    assert [response.content for response in responses] == [b"one", b"two"]
+    assert (len(server.seen.requests), server.seen.connections) == (3, 2)
+
+
+def test_a_new_connection_dropped_unanswered_is_an_error_not_sent_again() -> None:
+    dropped = Scripted(b"", close=True)
+    with (
+        raw_server(lambda method, path: dropped) as server,
+        pytest.raises(HTTPX.RemoteProtocolError),
+    ):
+        _fetch(server.url)
+    assert (len(server.seen.requests), server.seen.connections) == (1, 1)

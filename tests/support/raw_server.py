@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.servers import serving
+
 
 @dataclass(frozen=True)
 class Scripted:
@@ -99,12 +101,5 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def raw_server(script: Callable[[str, str], Scripted]) -> Iterator[RawServer]:
     """A running `RawServer` on a free loopback port."""
-    server = RawServer(script)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(RawServer(script)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

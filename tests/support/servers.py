@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -56,6 +56,7 @@ OPENAI_EDIT_FIELDS = {
 """The text fields of a multipart edit (all strings on the wire)."""
 OPENAI_EDIT_IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp"}
 MAX_EDIT_IMAGES = 16
+S = TypeVar("S", bound=ThreadingHTTPServer)
 
 
 @dataclass(frozen=True)
@@ -456,9 +457,8 @@ def openai_command(source: str | Path, out: Path, server: ImageServer, *extra: s
 
 
 @contextmanager
-def image_server(key: str | None = None, latency: float = 0.0) -> Iterator[ImageServer]:
-    """A running `ImageServer` on a free loopback port."""
-    server = ImageServer(key=key, latency=latency)
+def serving(server: S) -> Iterator[S]:
+    """`server` serving on a thread of its own until the block ends, then closed."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -467,6 +467,13 @@ def image_server(key: str | None = None, latency: float = 0.0) -> Iterator[Image
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@contextmanager
+def image_server(key: str | None = None, latency: float = 0.0) -> Iterator[ImageServer]:
+    """A running `ImageServer` on a free loopback port."""
+    with serving(ImageServer(key=key, latency=latency)) as server:
+        yield server
 
 
 def wait_until(condition: Callable[[], bool]) -> None:

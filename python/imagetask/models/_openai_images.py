@@ -22,7 +22,7 @@ from imagetask.models._base import Answer, AsyncImageEditingModel, EditInput, So
 from imagetask.models._budget import RequestCost
 from imagetask.models._prices import most_request_cost, request_cost
 from imagetask.models._store import answer_store, kept
-from imagetask.models._transport import WholeBodyTransport
+from imagetask.models._transport import WholeBodyTransport, httpx_library
 
 if TYPE_CHECKING:
     import openai
@@ -45,16 +45,6 @@ def _parameters(method: Any) -> frozenset[str]:
     """The keyword parameters the installed client's `images.generate` knows; the others
     are sent in `extra_body` (parameters of OpenAI-compatible servers, such as `seed`)."""
     return _signature_names(getattr(method, "__func__", method))
-
-
-def _http_module() -> Any:
-    """The HTTP client library the installed `openai` is built on."""
-    for name in ("httpx2", "httpx"):
-        try:
-            return __import__(name)
-        except ImportError:
-            continue
-    return require("httpx", "openai", "OpenAIImageGeneration")
 
 
 def _fields(value: Any) -> dict[str, Any]:
@@ -236,7 +226,7 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
                 max_retries=0,
                 timeout=self.timeout,
                 http_client=library.DefaultAsyncHttpxClient(
-                    transport=WholeBodyTransport(_http_module())
+                    transport=WholeBodyTransport(httpx_library())
                 ),
             ),
         )
@@ -390,7 +380,7 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
         return await self._retrying(lambda: self._get(url), timeout=self.timeout)
 
     async def _get(self, url: str) -> bytes:
-        http = _http_module()
+        http = httpx_library()
         client = self._on_loop(
             "download",
             lambda: http.AsyncClient(timeout=self.timeout, transport=WholeBodyTransport(http)),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import importlib
 import select
 import socket
 import ssl
@@ -24,10 +25,23 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-__all__ = ["WholeBodyTransport"]
+from imagetask._extras import require
+
+__all__ = ["WholeBodyTransport", "httpx_library"]
 
 _IDLE_PER_ORIGIN = 64
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def httpx_library() -> ModuleType:
+    """The httpx library the installed `openai` is built on (`httpx2`, or `httpx` before)."""
+    for name in ("httpx2", "httpx"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    library: ModuleType = require("httpx", "openai", "OpenAIImageGeneration")
+    return library
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,14 @@ class _InFlight:
 
 class _ConnectFailed(Exception):
     """The connection could not be made (the request was not sent)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Unanswered(Exception):
+    """The server closed the connection without answering the request sent over it."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
@@ -186,6 +208,9 @@ class WholeBodyTransport:
             raise
         except _ConnectFailed as failed:
             raise self._error(failed.cause, request, connecting=True) from failed.cause
+        except _Unanswered as unanswered:
+            cause = unanswered.cause
+            raise self._error(cause, request, connecting=False) from cause
         except (OSError, http.client.HTTPException) as exc:
             raise self._error(exc, request, connecting=False) from exc
         return self._http.Response(
@@ -215,18 +240,38 @@ class WholeBodyTransport:
         return error
 
     def _exchange(self, exchange: _Exchange, in_flight: _InFlight) -> _Reply:
-        """Sends `exchange` and reads its answer whole (on the request's own thread)."""
-        connection = self._connection(exchange)
+        """Sends `exchange` and reads its answer whole (on the request's own thread).
+
+        A kept connection the server closed just as it was taken (it answered nothing)
+        is replaced by a new one, once: the request never reached the server's handler.
+        """
+        connection = self._idle_connection(exchange.origin)
+        if connection is not None:
+            try:
+                return self._over(connection, exchange, in_flight)
+            except _Unanswered:
+                if in_flight.aborted:
+                    raise
+        return self._over(self._new_connection(exchange), exchange, in_flight)
+
+    def _over(
+        self, connection: http.client.HTTPConnection, exchange: _Exchange, in_flight: _InFlight
+    ) -> _Reply:
+        """`exchange` sent over `connection`, which is kept for another request after it
+        unless the server or a cancellation ends it."""
         in_flight.hold(connection)
         try:
             connection.sock.settimeout(exchange.read_timeout)
-            connection.putrequest(
-                exchange.method, exchange.target, skip_host=True, skip_accept_encoding=True
-            )
-            for name, value in exchange.headers:
-                connection.putheader(name, value)
-            connection.endheaders(exchange.body or None)
-            response = connection.getresponse()
+            try:
+                connection.putrequest(
+                    exchange.method, exchange.target, skip_host=True, skip_accept_encoding=True
+                )
+                for name, value in exchange.headers:
+                    connection.putheader(name, value)
+                connection.endheaders(exchange.body or None)
+                response = connection.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError) as exc:
+                raise _Unanswered(exc) from exc
             body = response.read()
         except BaseException:
             connection.close()
@@ -246,18 +291,20 @@ class WholeBodyTransport:
             self._keep(exchange.origin, connection)
         return reply
 
-    def _connection(self, exchange: _Exchange) -> http.client.HTTPConnection:
-        """An idle connection to the exchange's origin, or a new one."""
-        origin = exchange.origin
+    def _idle_connection(self, origin: _Origin) -> http.client.HTTPConnection | None:
+        """A kept connection to `origin` the server has not closed, if there is one."""
         while True:
             with self._lock:
                 pool = self._idle.get(origin)
                 connection = pool.pop() if pool else None
-            if connection is None:
-                break
-            if not _closed_by_peer(connection):
+            if connection is None or not _closed_by_peer(connection):
                 return connection
             connection.close()
+
+    def _new_connection(self, exchange: _Exchange) -> http.client.HTTPConnection:
+        """A new connection to the exchange's origin."""
+        origin = exchange.origin
+        connection: http.client.HTTPConnection
         if origin.scheme == "https":
             connection = http.client.HTTPSConnection(
                 origin.host, origin.port, timeout=exchange.connect_timeout, context=self._context()

@@ -107,15 +107,6 @@ def test_a_refused_connection_is_a_connect_error() -> None:
         _fetch(f"http://127.0.0.1:{port}/")
 
 
-def test_a_garbled_answer_is_a_protocol_error() -> None:
-    garbled = Scripted(b"NOT HTTP\r\n\r\n", close=True)
-    with (
-        raw_server(lambda method, path: garbled) as server,
-        pytest.raises(HTTPX.RemoteProtocolError),
-    ):
-        _fetch(server.url)
-
-
 def test_a_cut_body_is_an_error_not_a_short_answer() -> None:
     wire = answer(200, b"0123456789")[:-4]
     cut = Scripted(wire, close=True)
@@ -162,8 +153,11 @@ def test_a_kept_connection_dropped_unanswered_sends_the_request_again_once() -> 
     assert (len(server.seen.requests), server.seen.connections) == (3, 2)
 
 
-def test_a_new_connection_dropped_unanswered_is_an_error_not_sent_again() -> None:
-    dropped = Scripted(b"", close=True)
+@pytest.mark.parametrize("wire", [b"NOT HTTP\r\n\r\n", b""], ids=["garbled", "nothing"])
+def test_a_new_connection_answered_garbled_or_not_at_all_is_an_error_not_sent_again(
+    wire: bytes,
+) -> None:
+    dropped = Scripted(wire, close=True)
     with (
         raw_server(lambda method, path: dropped) as server,
         pytest.raises(HTTPX.RemoteProtocolError),

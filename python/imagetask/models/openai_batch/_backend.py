@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 _Image = str | bytes | StoredImage | SpooledImage
 """An answered image: stored (a run's store, or the backend's spool), or as the server
 sent it (base64 text that decodes to no image, bytes in no known format)."""
+_BodyReader = Callable[[bytes], ImagesAnswer | SpooledAnswer]
+"""Reads an Images API body natively, its images stored: `ImageStore.read_images_body`
+(a run's store) or `Spool.read_images_body`."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,41 @@ def _line_outcome(batch: str, custom_id: str, line: dict[str, Any]) -> _Outcome:
     return _Outcome(batch, error="an answer with neither a response nor an error")
 
 
+def _read_line(
+    batch: str, raw: bytes, wanted: set[str], read_body: _BodyReader
+) -> tuple[str, _Outcome] | None:
+    """The `custom_id` and outcome of one line of an output or error file (`None`: not
+    JSON, or no wanted request's). A 200 answer's body is read natively (its images
+    never Python text); any other line is decoded whole."""
+    try:
+        head = msgspec.json.decode(raw, type=_OutputLine)
+    except msgspec.ValidationError:
+        head = _OutputLine()  # not of the expected shape: decoded whole below
+    except msgspec.DecodeError:
+        return None
+    response = head.response
+    if response is not None and response.status_code == 200 and len(response.body):
+        custom_id = head.custom_id
+        if not (isinstance(custom_id, str) and custom_id in wanted):
+            return None
+        return custom_id, _body_outcome(batch, custom_id, bytes(response.body), read_body)
+    line = msgspec.json.decode(raw)
+    custom_id = line.get("custom_id") if isinstance(line, dict) else None
+    if not (isinstance(custom_id, str) and custom_id in wanted):
+        return None
+    return custom_id, _line_outcome(batch, custom_id, line)
+
+
+def _body_outcome(batch: str, custom_id: str, body: bytes, read_body: _BodyReader) -> _Outcome:
+    """The outcome of a 200 answer's `body`: read natively, or, when the native reader
+    does not take it (no `data`, an image neither `b64_json` nor `url`), decoded."""
+    try:
+        read = read_body(body)
+    except RequestError:
+        return _answer_outcome(batch, custom_id, msgspec.json.decode(body))
+    return _read_outcome(batch, custom_id, read)
+
+
 def _release(outcome: _Outcome) -> None:
     """Gives up the spooled images of an outcome that will not be delivered (the images
     of a run's store stay until the run removes them)."""
@@ -261,6 +299,14 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     text. Requests an expired or cancelled job did not run are submitted again up to
     `resubmit_expired` times. Each image's raw output holds its job's `batch_id` and its
     `custom_id`; its statistics the request's token `usage`.
+
+    An output file is downloaded to disk and read a line at a time; each answer's body
+    is read natively (JSON, base64 and SHA-256 in Rust, without the GIL), each image
+    written once to the image store the run gives (its artifacts folder, or the batch's
+    spool: the answers then hold `StoredImage` handles, and the run removes the spooled
+    files once the batch's rows are written), or, outside a run, to a spool of the
+    backend's own in `batch-jobs/spool` whose images the answers hand over when their
+    rows are built (`ImageFile`).
 
     It does not edit images: the Batch API lists `/v1/images/edits` among its endpoints,
     but a job is a JSONL file of JSON request bodies, and an edit uploads its images as
@@ -317,6 +363,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             )
         if not hasattr(self, "_state_lock"):
             self._state_lock = threading.Lock()
+            self._reading = threading.Lock()
             self._open_journal: Journal | None = None
             self._open_spool: Spool | None = None
             self._progress = _Progress()
@@ -697,60 +744,20 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         at a time, each answered image decoded once into `store` (`None`: the spool)."""
         read_body = self._spool().read_images_body if store is None else store.read_images_body
         outcomes: dict[str, _Outcome] = {}
-        for raw in file:
-            read = self._read_line(batch, raw, wanted, read_body)
-            if read is None:
-                continue
-            custom_id, outcome = read
-            if outcome.error is not None:
-                outcome = replace(outcome, error=self._masked(outcome.error))
-            if custom_id in outcomes:
-                _release(outcomes[custom_id])
-            outcomes[custom_id] = outcome
+        # One file at a time, whatever the jobs in flight: an answer line, its body and
+        # its decoded image are what reading holds in memory.
+        with self._reading:
+            for raw in file:
+                read = _read_line(batch, raw, wanted, read_body)
+                if read is None:
+                    continue
+                custom_id, outcome = read
+                if outcome.error is not None:
+                    outcome = replace(outcome, error=self._masked(outcome.error))
+                if custom_id in outcomes:
+                    _release(outcomes[custom_id])
+                outcomes[custom_id] = outcome
         return outcomes
-
-    def _read_line(
-        self,
-        batch: str,
-        raw: bytes,
-        wanted: set[str],
-        read_body: Callable[[bytes], ImagesAnswer | SpooledAnswer],
-    ) -> tuple[str, _Outcome] | None:
-        """The `custom_id` and outcome of one line (`None`: not JSON, or no wanted
-        request's). A 200 answer's body is read natively (its images never Python
-        text); any other line is decoded whole."""
-        try:
-            head = msgspec.json.decode(raw, type=_OutputLine)
-        except msgspec.ValidationError:
-            head = _OutputLine()  # not of the expected shape: decoded whole below
-        except msgspec.DecodeError:
-            return None
-        response = head.response
-        if response is not None and response.status_code == 200 and len(response.body):
-            custom_id = head.custom_id
-            if not (isinstance(custom_id, str) and custom_id in wanted):
-                return None
-            return custom_id, self._body_outcome(batch, custom_id, bytes(response.body), read_body)
-        line = msgspec.json.decode(raw)
-        custom_id = line.get("custom_id") if isinstance(line, dict) else None
-        if not (isinstance(custom_id, str) and custom_id in wanted):
-            return None
-        return custom_id, _line_outcome(batch, custom_id, line)
-
-    @staticmethod
-    def _body_outcome(
-        batch: str,
-        custom_id: str,
-        body: bytes,
-        read_body: Callable[[bytes], ImagesAnswer | SpooledAnswer],
-    ) -> _Outcome:
-        """The outcome of a 200 answer's `body`: read natively, or, when the native reader
-        does not take it (no `data`, an image neither `b64_json` nor `url`), decoded."""
-        try:
-            read = read_body(body)
-        except RequestError:
-            return _answer_outcome(batch, custom_id, msgspec.json.decode(body))
-        return _read_outcome(batch, custom_id, read)
 
     async def _fetch(self, file_id: str) -> IO[bytes]:
         """Downloads a file into an anonymous temporary file (in `jobs_dir`), rewound."""

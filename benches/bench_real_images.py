@@ -107,7 +107,7 @@ def serve_batch() -> None:
 
     with batch_server() as server:
         serials = iter(range(1 << 30))
-        server.image = lambda prompt, size="": random_png(next(serials))  # type: ignore[method-assign]
+        server.image = lambda prompt, size="", place=0: random_png(next(serials))  # type: ignore[method-assign]
         print(server.url, flush=True)
         sys.stdin.read()
 

@@ -230,8 +230,8 @@ class BatchServer(ImageServer):
                 "Your request was rejected as a result of our safety system.",
             )
         data = []
-        for _ in range(n):
-            image = self.image(prompt, body.get("size", "8x8"))
+        for place in range(n):
+            image = self.image(prompt, body.get("size", "8x8"), place)
             item: dict[str, Any] = {"revised_prompt": f"revised: {prompt}"}
             if body.get("response_format") == "url":
                 name = f"{self.new_id('img')}.png"

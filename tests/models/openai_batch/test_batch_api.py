@@ -24,11 +24,11 @@ from PIL import Image
 
 from imagetask import ImageGeneration
 from imagetask.cli import main
-from imagetask.errors import RunError
+from imagetask.errors import RequestError, RunError
 from imagetask.io._checkpoint import CHECKPOINT, VERSION, Checkpoint, write_checkpoint
 from imagetask.models import ImageFile, OpenAIBatchImageGeneration
 from imagetask.models.openai_batch._journal import JOURNAL, Journal
-from imagetask.models.openai_batch._spool import Spool
+from imagetask.models.openai_batch._spool import Spool, SpooledImage
 from tests.support.batch_server import BLOCKED, DROPPED, BatchServer, Plan, batch_server
 from tests.support.processes import wait_for
 from tests.support.runs import rows_done
@@ -168,12 +168,26 @@ def test_answered_images_wait_on_disk_until_the_rows_are_built(
     images = [image for answer in answers for part in answer for image in part["images"]]
     assert all(isinstance(image, ImageFile) for image in images)
     spool = tmp_path / "batch-jobs" / "spool"
-    digests = {hashlib.sha256(image).hexdigest() for image in server.served.images}
-    assert {path.name for path in spool.iterdir()} == digests and len(digests) == 4
+    names = {f"{hashlib.sha256(image).hexdigest()}.png" for image in server.served.images}
+    assert {path.name for path in spool.iterdir()} == names and len(names) == 4
     assert [image.read() for image in images] == server.served.images
     assert list(spool.iterdir()) == []
     model.unload()
     assert not spool.exists()
+
+
+def png(seed: int) -> bytes:
+    image = io.BytesIO()
+    Image.new("RGB", (2, 2), (seed, 0, 0)).save(image, format="PNG")
+    return image.getvalue()
+
+
+def images_body(*images: bytes | str) -> bytes:
+    items = [
+        {"url": image} if isinstance(image, str) else {"b64_json": base64.b64encode(image).decode()}
+        for image in images
+    ]
+    return json.dumps({"data": items, "usage": {"total_tokens": 3}}).encode()
 
 
 def test_a_spool_keeps_an_image_once_until_its_last_holder_reads_it(tmp_path: Path) -> None:
@@ -181,14 +195,26 @@ def test_a_spool_keeps_an_image_once_until_its_last_holder_reads_it(tmp_path: Pa
     (tmp_path / "spool" / "left-by-a-crash").write_bytes(b"x")
     spool = Spool(tmp_path / "spool")
     assert list(spool.folder.iterdir()) == []
-    first, second = spool.put(b"image"), spool.put(b"image")
-    assert first == second and first.size == 5
-    assert [path.name for path in spool.folder.iterdir()] == [hashlib.sha256(b"image").hexdigest()]
-    assert first.read() == b"image" and first.path.exists()
+    image = png(1)
+    answer = spool.read_images_body(images_body(image, image, "http://x/a.png"))
+    first, second, url = answer.images
+    assert isinstance(first, SpooledImage) and isinstance(second, SpooledImage)
+    assert first == second and first.size == len(image) and url is None
+    assert (answer.urls, answer.usage) == ([None, None, "http://x/a.png"], '{"total_tokens": 3}')
+    name = f"{hashlib.sha256(image).hexdigest()}.png"
+    assert [path.name for path in spool.folder.iterdir()] == [name] and spool.held() == 1
+    assert first.read() == image and first.path.exists()
     second.release()
     assert not first.path.exists() and spool.held() == 0
     with pytest.raises(ValueError, match="was already given up"):
         first.read()
+
+
+def test_a_spool_refuses_a_body_of_another_shape_and_keeps_nothing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    with pytest.raises(RequestError, match="has no `data` list of images"):
+        spool.read_images_body(b"{}")
+    assert list(spool.folder.iterdir()) == [] and spool.held() == 0
 
 
 NOT_IMAGES = "a malformed answer: `data` is not a list of image objects"
@@ -640,20 +666,24 @@ def test_sigkill_while_a_job_is_created_then_resume(server: BatchServer, tmp_pat
     assert resumed.stderr.count(" re-attached | ") == 2
 
 
-def spooled(out: Path) -> list[str]:
-    """The images the run's spool holds (whole files, named by their SHA-256)."""
-    spool = out / "batch-jobs" / "spool"
-    return sorted(path.name for path in spool.iterdir() if not path.name.startswith("."))
+def stored(out: Path) -> dict[str, list[str]]:
+    """The images the run's store holds, by batch folder (whole files, named by their
+    SHA-256)."""
+    spool = out / ".spool"
+    return {
+        folder.name: sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+        for folder in (spool.iterdir() if spool.is_dir() else [])
+    }
 
 
-def test_sigkill_mid_download_with_answers_spooled_then_resume(
+def test_sigkill_mid_download_with_answers_stored_then_resume(
     server: BatchServer, tmp_path: Path
 ) -> None:
     prompts = [f"prompt {i}" for i in range(12)]
     source = tmp_path / "prompts.txt"
     source.write_text("\n".join(prompts) + "\n")
     out = tmp_path / "out"
-    # Batch 0 runs on, held; batch 1 is answered and waits in the spool for batch 0;
+    # Batch 0 runs on, held; batch 1 is answered and waits in its store for batch 0;
     # batch 2's output file stops halfway through its download.
     server.release.clear()
     server.held_prompts = set(prompts[:4])
@@ -662,13 +692,17 @@ def test_sigkill_mid_download_with_answers_spooled_then_resume(
     process = subprocess.Popen(
         command(server, source, out, "--quiet"), env=environment(), text=True
     )
-    wait_for(lambda: server.downloads_held == 1 and len(spooled(out)) == 4, process)
+    wait_for(lambda: server.downloads_held == 1 and len(stored(out).get("1", [])) == 4, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    # Batches 1 and 2 were run: the spool holds batch 1's four images, decoded.
+    # Batches 1 and 2 were run: batch 1's store holds its four images, decoded.
     made = server.served.images[:]
     assert len(made) == 8
-    assert set(spooled(out)) < {hashlib.sha256(image).hexdigest() for image in made}
+    names = {f"{hashlib.sha256(image).hexdigest()}.png" for image in made}
+    held = stored(out)
+    assert sorted(held) == ["0", "1", "2"] and held["0"] == held["2"] == []
+    assert len(held["1"]) == 4 and set(held["1"]) < names
+    assert not (out / "batch-jobs" / "spool").exists()
     assert rows_done(out) == 0 and len(server.jobs) == 3
     server.release.set()
     server.downloads.set()
@@ -682,6 +716,7 @@ def test_sigkill_mid_download_with_answers_spooled_then_resume(
     # The images answered before the kill are the rows' own, not made again.
     assert set(made) <= set(decoded(read_rows(out)))
     assert sorted(path.name for path in (out / "batch-jobs").iterdir()) == [JOURNAL]
+    assert not (out / ".spool").exists()
 
 
 def test_ctrl_c_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path) -> None:

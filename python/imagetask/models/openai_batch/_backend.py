@@ -4,11 +4,10 @@ answers within 24 hours, resumable without paying twice."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -20,13 +19,15 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
+from imagetask._core import ImagesAnswer, ImageStore, StoredImage
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError, RequestError
 from imagetask.models._base import Answer, EditInput
 from imagetask.models._budget import CostBudget
 from imagetask.models._openai_images import OpenAIImageGeneration
+from imagetask.models._store import answer_store, kept
 from imagetask.models.openai_batch._journal import Entry, Job, Journal
-from imagetask.models.openai_batch._spool import SPOOL_DIR, Spool, SpooledImage
+from imagetask.models.openai_batch._spool import SPOOL_DIR, Spool, SpooledAnswer, SpooledImage
 
 if TYPE_CHECKING:
     from openai.types import Batch, BatchRequestCounts
@@ -50,11 +51,15 @@ _SHOWN_ERRORS = 3
 _JSONL = "application/jsonl"
 _CHUNK_BYTES = 1 << 20
 """The most bytes of a downloaded file held at once on its way to disk."""
-_SPOOLED = "spooled"
-"""The key of an answer's image object under which its `SpooledImage` replaces its
-`b64_json`."""
 
 logger = logging.getLogger(__name__)
+
+_Image = str | bytes | StoredImage | SpooledImage
+"""An answered image: stored (a run's store, or the backend's spool), or as the server
+sent it (base64 text that decodes to no image, bytes in no known format)."""
+_BodyReader = Callable[[bytes], ImagesAnswer | SpooledAnswer]
+"""Reads an Images API body natively, its images stored: `ImageStore.read_images_body`
+(a run's store) or `Spool.read_images_body`."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +73,47 @@ class _Request:
     line: bytes
 
 
+class _Response(msgspec.Struct):
+    """The response of an output line, its body left as JSON text."""
+
+    status_code: Any = None
+    body: msgspec.Raw = msgspec.Raw()
+
+
+class _OutputLine(msgspec.Struct):
+    """An output line as read before its body (any other field is not looked at)."""
+
+    custom_id: Any = None
+    response: _Response | None = None
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One image of an answer: the image (`None`: to be downloaded from `url`, or neither
+    given), and the prompt the server says it drew."""
+
+    image: _Image | None
+    url: str | None
+    revised_prompt: str | None
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """A request's answer: its images and its token `usage`."""
+
+    items: list[_Item]
+    usage: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class _Outcome:
-    """What became of one request: the response body, or why there is none.
+    """What became of one request: its answer, or why there is none.
 
     `not_run`: its job expired or was cancelled before running it (it may be sent again).
     """
 
     batch: str | None
-    body: dict[str, Any] | None = None
+    answer: _Answered | None = None
     error: str | None = None
     not_run: bool = False
 
@@ -106,25 +143,55 @@ def _error_text(code: Any, message: Any) -> str:
     return ": ".join(parts) or "no detail"
 
 
-def _answer_outcome(batch: str, custom_id: str, body: Any) -> _Outcome:
-    """The outcome of a 200 answer: its body, or an error when the body cannot be read (a
-    `usage` that is not an object is left out, the images kept)."""
-    if not isinstance(body, dict):
-        return _Outcome(batch, error="a malformed answer: its body is not an object")
-    data, usage = body.get("data"), body.get("usage")
-    if data is not None and not (
-        isinstance(data, list) and all(isinstance(item, dict) for item in data)
-    ):
-        return _Outcome(batch, error="a malformed answer: `data` is not a list of image objects")
-    if usage is not None and not isinstance(usage, dict):
+def _usage(batch: str, custom_id: str, usage: Any) -> dict[str, Any]:
+    """An answer's `usage` (`None`: none); one that is not an object is left out."""
+    if usage is None:
+        return {}
+    if not isinstance(usage, dict):
         logger.warning(
             "batch job %s: the answer to %s has a `usage` that is not an object: its token "
             "counts are left out",
             batch,
             custom_id,
         )
-        body = {name: value for name, value in body.items() if name != "usage"}
-    return _Outcome(batch, body=body)
+        return {}
+    return usage
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _sent_item(item: dict[str, Any]) -> _Item:
+    """An image object of a decoded body, its `b64_json` kept as text."""
+    return _Item(
+        _text(item.get("b64_json")), _text(item.get("url")), _text(item.get("revised_prompt"))
+    )
+
+
+def _answer_outcome(batch: str, custom_id: str, body: Any) -> _Outcome:
+    """The outcome of a 200 answer whose body the native reader did not take, decoded:
+    its images as sent, or an error when the body cannot be read (a `usage` that is not
+    an object is left out, the images kept)."""
+    if not isinstance(body, dict):
+        return _Outcome(batch, error="a malformed answer: its body is not an object")
+    data = body.get("data")
+    if data is not None and not (
+        isinstance(data, list) and all(isinstance(item, dict) for item in data)
+    ):
+        return _Outcome(batch, error="a malformed answer: `data` is not a list of image objects")
+    items = [_sent_item(item) for item in data or []]
+    return _Outcome(batch, answer=_Answered(items, _usage(batch, custom_id, body.get("usage"))))
+
+
+def _read_outcome(batch: str, custom_id: str, read: ImagesAnswer | SpooledAnswer) -> _Outcome:
+    """The outcome of a 200 answer read natively, its images stored."""
+    items = [
+        _Item(image, url, revised)
+        for image, url, revised in zip(read.images, read.urls, read.revised_prompts, strict=True)
+    ]
+    usage = None if read.usage is None else msgspec.json.decode(read.usage)
+    return _Outcome(batch, answer=_Answered(items, _usage(batch, custom_id, usage)))
 
 
 def _line_outcome(batch: str, custom_id: str, line: dict[str, Any]) -> _Outcome:
@@ -146,33 +213,56 @@ def _line_outcome(batch: str, custom_id: str, line: dict[str, Any]) -> _Outcome:
     return _Outcome(batch, error="an answer with neither a response nor an error")
 
 
-def _spooled(body: dict[str, Any], spool: Spool) -> dict[str, Any]:
-    """`body` with each image's base64 text decoded once into `spool` (text that is not
-    valid base64 is kept as it is: the row builder names the fault)."""
-    data = body.get("data")
-    if not data:
-        return body
-    items = []
-    for item in data:
-        text = item.get("b64_json")
-        if isinstance(text, str):
-            try:
-                image = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                pass
-            else:
-                item = {name: value for name, value in item.items() if name != "b64_json"}
-                item[_SPOOLED] = spool.put(image)
-        items.append(item)
-    return {**body, "data": items}
+def _read_line(
+    batch: str, raw: bytes, wanted: set[str], read_body: _BodyReader
+) -> tuple[str, _Outcome] | None:
+    """The `custom_id` and outcome of one line of an output or error file (`None`: not
+    JSON, or no wanted request's). A 200 answer's body is read natively (its images
+    never Python text); any other line is decoded whole."""
+    try:
+        head = msgspec.json.decode(raw, type=_OutputLine)
+    except msgspec.ValidationError:
+        head = _OutputLine()  # not of the expected shape: decoded whole below
+    except msgspec.DecodeError:
+        return None
+    response = head.response
+    if response is not None and response.status_code == 200 and len(response.body):
+        custom_id = head.custom_id
+        if not (isinstance(custom_id, str) and custom_id in wanted):
+            return None
+        return custom_id, _body_outcome(batch, custom_id, bytes(response.body), read_body)
+    line = msgspec.json.decode(raw)
+    custom_id = line.get("custom_id") if isinstance(line, dict) else None
+    if not (isinstance(custom_id, str) and custom_id in wanted):
+        return None
+    return custom_id, _line_outcome(batch, custom_id, line)
+
+
+def _body_outcome(batch: str, custom_id: str, body: bytes, read_body: _BodyReader) -> _Outcome:
+    """The outcome of a 200 answer's `body`: read natively, or, when the native reader
+    does not take it (no `data`, an image neither `b64_json` nor `url`), decoded."""
+    try:
+        read = read_body(body)
+    except RequestError:
+        return _answer_outcome(batch, custom_id, msgspec.json.decode(body))
+    return _read_outcome(batch, custom_id, read)
 
 
 def _release(outcome: _Outcome) -> None:
-    """Gives up the spooled images of an outcome that will not be delivered."""
-    for item in (outcome.body or {}).get("data") or []:
-        spooled = item.get(_SPOOLED)
-        if isinstance(spooled, SpooledImage):
-            spooled.release()
+    """Gives up the spooled images of an outcome that will not be delivered (the images
+    of a run's store stay until the run removes them)."""
+    for item in outcome.answer.items if outcome.answer is not None else []:
+        if isinstance(item.image, SpooledImage):
+            item.image.release()
+
+
+def _image_bytes(image: _Image) -> int:
+    """The bytes of an image (base64 text counted as the bytes it encodes)."""
+    if isinstance(image, (StoredImage, SpooledImage)):
+        return image.size
+    if isinstance(image, bytes):
+        return len(image)
+    return len(image) * 3 // 4 - image[-2:].count("=")
 
 
 def _count(counts: BatchRequestCounts | None, name: str) -> int | None:
@@ -209,6 +299,14 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     text. Requests an expired or cancelled job did not run are submitted again up to
     `resubmit_expired` times. Each image's raw output holds its job's `batch_id` and its
     `custom_id`; its statistics the request's token `usage`.
+
+    An output file is downloaded to disk and read a line at a time; each answer's body
+    is read natively (JSON, base64 and SHA-256 in Rust, without the GIL), each image
+    written once to the image store the run gives (its artifacts folder, or the batch's
+    spool: the answers then hold `StoredImage` handles, and the run removes the spooled
+    files once the batch's rows are written), or, outside a run, to a spool of the
+    backend's own in `batch-jobs/spool` whose images the answers hand over when their
+    rows are built (`ImageFile`).
 
     It does not edit images: the Batch API lists `/v1/images/edits` among its endpoints,
     but a job is a JSONL file of JSON request bodies, and an edit uploads its images as
@@ -265,6 +363,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             )
         if not hasattr(self, "_state_lock"):
             self._state_lock = threading.Lock()
+            self._reading = threading.Lock()
             self._open_journal: Journal | None = None
             self._open_spool: Spool | None = None
             self._progress = _Progress()
@@ -292,7 +391,10 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             self._offset = start or 0
         self._progress = _Progress()
         self._close_spool()
-        self._spool()
+        jobs = self.jobs_dir
+        if jobs is not None:
+            # What a killed process left in the spool: no answer holds it now.
+            shutil.rmtree(jobs / SPOOL_DIR, ignore_errors=True)
 
     def unload(self) -> None:
         """Stops waiting for the jobs (they go on at OpenAI, and a resumed run re-attaches
@@ -340,7 +442,8 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         return None if self.output_dir is None else Path(self.output_dir) / JOBS_DIR
 
     def _spool(self) -> Spool:
-        """The spool of the answered images (in `jobs_dir`, else in a temporary folder)."""
+        """The spool of the answered images outside a run, made when first needed (in
+        `jobs_dir`, else in a temporary folder)."""
         with self._state_lock:
             if self._open_spool is None:
                 jobs = self.jobs_dir
@@ -593,7 +696,9 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             interval = min(interval * 2, self.max_poll_interval)
 
     async def _collect(self, batch: Batch, job: Job) -> dict[str, _Outcome]:
-        """Reads the answers of an ended job: every request of the job gets an outcome."""
+        """Reads the answers of an ended job (their images into the run's store, else
+        the spool): every request of the job gets an outcome."""
+        store = answer_store()
         wanted = set(job.custom_ids)
         outcomes: dict[str, _Outcome] = {}
         if batch.status == "failed":
@@ -613,7 +718,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                 )
                 continue
             with spool:
-                read = await asyncio.to_thread(self._read_answers, batch.id, spool, wanted)
+                read = await asyncio.to_thread(self._read_answers, batch.id, spool, wanted, store)
             for custom_id, outcome in read.items():
                 if custom_id in outcomes:
                     _release(outcomes[custom_id])
@@ -624,37 +729,34 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             error = f"batch job {batch.id} {batch.status} {what}"
             outcomes[custom_id] = _Outcome(batch.id, error=error, not_run=not_run)
         images = sum(
-            len(outcome.body.get("data") or [])
-            for outcome in outcomes.values()
-            if outcome.body is not None
+            len(outcome.answer.items) for outcome in outcomes.values() if outcome.answer is not None
         )
-        failed = sum(outcome.body is None for outcome in outcomes.values())
+        failed = sum(outcome.answer is None for outcome in outcomes.values())
         self._progress.event(
             f"batch job {batch.id} {batch.status}", running=-1, done=1, images=images, failed=failed
         )
         return outcomes
 
-    def _read_answers(self, batch: str, file: IO[bytes], wanted: set[str]) -> dict[str, _Outcome]:
+    def _read_answers(
+        self, batch: str, file: IO[bytes], wanted: set[str], store: ImageStore | None
+    ) -> dict[str, _Outcome]:
         """The outcomes of the `wanted` requests in an output or error file, read a line
-        at a time, each answered image decoded into the spool."""
-        spool = self._spool()
+        at a time, each answered image decoded once into `store` (`None`: the spool)."""
+        read_body = self._spool().read_images_body if store is None else store.read_images_body
         outcomes: dict[str, _Outcome] = {}
-        for raw in file:
-            try:
-                line = msgspec.json.decode(raw)
-            except msgspec.DecodeError:
-                continue
-            custom_id = line.get("custom_id") if isinstance(line, dict) else None
-            if not (isinstance(custom_id, str) and custom_id in wanted):
-                continue
-            outcome = _line_outcome(batch, custom_id, line)
-            if outcome.error is not None:
-                outcome = replace(outcome, error=self._masked(outcome.error))
-            if outcome.body is not None:
-                outcome = replace(outcome, body=_spooled(outcome.body, spool))
-            if custom_id in outcomes:
-                _release(outcomes[custom_id])
-            outcomes[custom_id] = outcome
+        # One file at a time, whatever the jobs in flight: an answer line, its body and
+        # its decoded image are what reading holds in memory.
+        with self._reading:
+            for raw in file:
+                read = _read_line(batch, raw, wanted, read_body)
+                if read is None:
+                    continue
+                custom_id, outcome = read
+                if outcome.error is not None:
+                    outcome = replace(outcome, error=self._masked(outcome.error))
+                if custom_id in outcomes:
+                    _release(outcomes[custom_id])
+                outcomes[custom_id] = outcome
         return outcomes
 
     async def _fetch(self, file_id: str) -> IO[bytes]:
@@ -681,44 +783,40 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         ids = {"batch_id": outcome.batch} if outcome.batch is not None else {}
         ids["custom_id"] = request.custom_id
         failed = {"images": [None] * request.count, **ids}
-        if outcome.body is None:
+        if outcome.answer is None:
             return [{**failed, "error": outcome.error}]
-        body = outcome.body
-        data = body.get("data") or []
-        if len(data) != request.count:
+        items = outcome.answer.items
+        if len(items) != request.count:
             _release(outcome)
-            error = f"the server returned {len(data)} image(s) for n={request.count}"
+            error = f"the server returned {len(items)} image(s) for n={request.count}"
             return [{**failed, "error": error}]
-        usage = body.get("usage") or {}
         answer: Answer = []
-        for item in data:
+        for item in items:
             part: dict[str, Any] = {}
-            spooled, b64_json, url = item.get(_SPOOLED), item.get("b64_json"), item.get("url")
-            try:
-                if isinstance(spooled, SpooledImage):
-                    image: str | bytes | SpooledImage = spooled
-                    size = spooled.size
-                elif isinstance(b64_json, str):
-                    image = b64_json
-                    size = len(b64_json) * 3 // 4 - b64_json[-2:].count("=")
-                elif isinstance(url, str):
-                    image = await self._download(url)
-                    size = len(image)
-                else:
-                    raise ValueError("the server returned an image with no b64_json or url string")
-            except Exception as exc:
-                answer.append({"images": [None], **ids, "error": self._masked(str(exc))})
+            image: _Image
+            if item.image is not None:
+                image = item.image
+            elif item.url is not None:
+                try:
+                    downloaded = await self._download(item.url)
+                except Exception as exc:
+                    answer.append({"images": [None], **ids, "error": self._masked(str(exc))})
+                    continue
+                image = await kept(downloaded)
+            else:
+                error = "the server returned an image with no b64_json or url string"
+                answer.append({"images": [None], **ids, "error": error})
                 continue
             part["images"] = [image]
-            if item.get("revised_prompt") is not None:
-                part["revised_prompt"] = item["revised_prompt"]
+            if item.revised_prompt is not None:
+                part["revised_prompt"] = item.revised_prompt
             if "seed" in request.body:
                 part["seed"] = request.body["seed"]
             part.update(ids)
             part["statistics"] = {
-                "image_bytes": size,
+                "image_bytes": _image_bytes(image),
                 "images_in_request": request.count,
-                **usage,
+                **outcome.answer.usage,
             }
             answer.append(part)
         return answer

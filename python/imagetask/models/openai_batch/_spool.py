@@ -1,25 +1,28 @@
-"""The answered images of the Batch API, kept on disk until their batch's rows are built.
+"""The answered images of the Batch API outside a run, kept on disk until their batch's
+rows are built.
 
-Each image is decoded from its answer line once and written to the spool folder under
-its SHA-256 (to a temporary name, then renamed: a file there is whole), and the answer
-holds a `SpooledImage` naming it. Reading a `SpooledImage` (when the batch builds its
-rows) hands its bytes over, and a file goes once every answer naming it was read. A
-spool holds nothing a resumed run needs (the jobs' output files stay at OpenAI, and a
-resumed run reads them again), so opening one empties its folder.
+A run gives the backend its own `ImageStore` (see `imagetask.models._store`): the
+answers then hold `StoredImage` handles, and the run removes their files once the rows
+are written. Outside a run nothing would remove them, so the backend keeps a spool: an
+`ImageStore` of its own whose every image is counted by the answers holding it. Each
+answer body is read natively into it (each image decoded once, written under its
+SHA-256, a file there whole), and the answer holds a `SpooledImage`. Reading one (when
+the batch builds its rows) hands its bytes over, and a file goes once every answer
+naming it was read. A spool holds nothing a resumed run needs (the jobs' output files
+stay at OpenAI, and a resumed run reads them again), so opening one empties its folder.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SPOOL_DIR", "Spool", "SpooledImage"]
+from imagetask._core import ImageStore, StoredImage
+
+__all__ = ["SPOOL_DIR", "Spool", "SpooledAnswer", "SpooledImage"]
 
 SPOOL_DIR = "spool"
 """The folder of the spool, in the backend's `jobs_dir`."""
@@ -27,18 +30,20 @@ SPOOL_DIR = "spool"
 
 @dataclass(frozen=True)
 class SpooledImage:
-    """One answered image in a spool: its SHA-256 (the file's name) and its length.
+    """One answered image in a spool (an `ImageFile`): its SHA-256, its length and the
+    store's handle of its file.
 
     `read()` gives its bytes once (the batch building its rows); `release()` gives it
     up unread (an answer that becomes a failure)."""
 
     sha256: str
     size: int
+    stored: StoredImage = field(repr=False, compare=False)
     spool: Spool = field(repr=False, compare=False)
 
     @property
     def path(self) -> Path:
-        return self.spool.folder / self.sha256
+        return Path(self.stored.path)
 
     def read(self) -> bytes:
         """The image's bytes; the file goes once every holder read or released it."""
@@ -47,6 +52,19 @@ class SpooledImage:
     def release(self) -> None:
         """Gives the image up without reading it."""
         self.spool.drop(self)
+
+
+@dataclass(frozen=True)
+class SpooledAnswer:
+    """An Images API body read into a spool: per image, a `SpooledImage` (or, as the
+    store gives them, the text of an image that is none, the bytes of one in no known
+    format, `None` for a `url`), its `url` and `revised_prompt`, and the body's `usage`
+    (JSON text)."""
+
+    images: list[SpooledImage | bytes | str | None]
+    urls: list[str | None]
+    revised_prompts: list[str | None]
+    usage: str | None
 
 
 class Spool:
@@ -58,42 +76,40 @@ class Spool:
         self._holders: Counter[str] = Counter()
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
+        self._store = ImageStore(folder)
 
-    def put(self, image: bytes) -> SpooledImage:
-        """Keeps `image` (written once however many answers hold it)."""
-        digest = hashlib.sha256(image).hexdigest()
+    def read_images_body(self, body: bytes) -> SpooledAnswer:
+        """Reads an Images API response body, its `b64_json` images stored in the spool
+        (`ImageStore.read_images_body`: `RequestError` for a body of another shape)."""
         with self._lock:
-            if not self._holders[digest]:
-                self._write(digest, image)
-            self._holders[digest] += 1
-        return SpooledImage(digest, len(image), self)
+            # Under the lock: an image written (or found written) here is held before the
+            # last holder of an equal one may remove its file.
+            answer = self._store.read_images_body(body)
+            images = [self._hold(image) for image in answer.images]
+        return SpooledAnswer(images, answer.urls, answer.revised_prompts, answer.usage)
 
-    def _write(self, digest: str, image: bytes) -> None:
-        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(image)
-            os.replace(temporary, self.folder / digest)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        # Not synced: a crash loses the spool, and a resumed run reads the jobs' files again.
+    def _hold(self, image: StoredImage | bytes | str | None) -> SpooledImage | bytes | str | None:
+        if not isinstance(image, StoredImage):
+            return image
+        self._holders[image.sha256] += 1
+        return SpooledImage(image.sha256, image.size, image, self)
 
     def take(self, image: SpooledImage) -> bytes:
         """The bytes of `image`, given up by its holder."""
         with self._lock:
             self._check_held(image)
-        data = image.path.read_bytes()
+        data = image.stored.read()
         self.drop(image)
         return data
 
     def drop(self, image: SpooledImage) -> None:
         """One holder of `image` gives it up; the last one removes its file."""
+        digest = image.sha256
         with self._lock:
             self._check_held(image)
-            self._holders[image.sha256] -= 1
-            if not self._holders[image.sha256]:
-                del self._holders[image.sha256]
+            self._holders[digest] -= 1
+            if not self._holders[digest]:
+                del self._holders[digest]
                 image.path.unlink(missing_ok=True)
 
     def _check_held(self, image: SpooledImage) -> None:

@@ -178,6 +178,9 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
     images_per_request: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
     _calls_requests: ClassVar[bool] = True
+    _reads_answers_whole: ClassVar[bool] = True
+    """Whether the client reads each answer whole on a thread (`WholeBodyTransport`):
+    image answers are a few MB; a backend streaming large files keeps httpx's transport."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -225,8 +228,10 @@ class OpenAIImageGeneration(AsyncImageEditingModel):
                 base_url=self.base_url,
                 max_retries=0,
                 timeout=self.timeout,
-                http_client=library.DefaultAsyncHttpxClient(
-                    transport=WholeBodyTransport(httpx_library())
+                http_client=(
+                    library.DefaultAsyncHttpxClient(transport=WholeBodyTransport(httpx_library()))
+                    if self._reads_answers_whole
+                    else None
                 ),
             ),
         )

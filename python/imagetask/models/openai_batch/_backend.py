@@ -347,6 +347,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
     resubmit_expired: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     takes_position: ClassVar[bool] = True
+    _reads_answers_whole: ClassVar[bool] = False  # output files are streamed to disk
 
     def __post_init__(self) -> None:
         super().__post_init__()

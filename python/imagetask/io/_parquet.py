@@ -41,9 +41,10 @@ import msgspec
 
 from imagetask._durable import fsync_dir, fsync_file, write_atomic
 from imagetask._extras import require
-from imagetask.build._schema import features, image_structs
+from imagetask.build._schema import features, image_structs, is_image_struct
 from imagetask.errors import RunError, SinkError
 from imagetask.io._card import DatasetCard
+from imagetask.io._image_files import ImageFiles, MissingImageFile
 
 __all__ = [
     "DATA",
@@ -88,6 +89,13 @@ class _State(msgspec.Struct, forbid_unknown_fields=True):
     staged: list[_File]
 
 
+def _leaves(kind: Any) -> int:
+    """How many Parquet columns (leaves) an Arrow type takes."""
+    if kind.num_fields == 0:
+        return 1
+    return sum(_leaves(kind.field(index).type) for index in range(kind.num_fields))
+
+
 class ParquetSink:
     """The Hugging Face layout described in the module's docstring.
 
@@ -106,7 +114,14 @@ class ParquetSink:
     empty_schema:
         The schema of the one (empty) shard of a run without rows.
     shard_bytes:
-        When the staged batches hold this many bytes, they become a shard.
+        When the staged batches hold this many bytes (the image files they name
+        counted), they become a shard.
+    image_root:
+        The folder of the image files that the image column's path-only `Image` structs
+        name (a run whose answers are stored in its artifacts folder as they arrive):
+        such an image is staged as its path and its file's bytes are read into its shard
+        (see `imagetask.io._image_files`). `None`: path-only images are written as they
+        are.
     """
 
     EMPTY: ClassVar[dict[str, Any]] = {"rows": 0, "shards": [], "staged": []}
@@ -121,6 +136,7 @@ class ParquetSink:
         source_columns: tuple[str, ...] = (),
         empty_schema: Any = None,
         shard_bytes: int = SHARD_BYTES,
+        image_root: Path | None = None,
     ) -> None:
         self._arrow = require("pyarrow", "parquet", "writing Parquet")
         self._parquet = require("pyarrow.parquet", "parquet", "writing Parquet")
@@ -139,6 +155,8 @@ class ParquetSink:
             ]
         )
         self._shard_bytes = shard_bytes
+        self._files = None if image_root is None else ImageFiles(image_root)
+        self._referenced = 0  # the bytes of the image files the staged rows name
         try:
             checked = msgspec.convert(state or self.EMPTY, _State, strict=True)
         except msgspec.ValidationError as exc:
@@ -210,8 +228,11 @@ class ParquetSink:
                 for batch in self._batches(path):
                     counted += batch.num_rows
                     self._widen(batch.schema)
+                    self._referenced += sum(self._file_sizes(batch))
             except (self._arrow.ArrowException, OSError) as exc:
                 raise self._refuse(f"{path}: unreadable ({exc})") from None
+            except MissingImageFile as exc:
+                raise self._refuse(f"{path}: {exc}") from None
             if counted != staged.rows:
                 raise self._refuse(f"{path}: holds {counted:,} rows, not {staged.rows:,}")
             rows += staged.rows
@@ -285,6 +306,10 @@ class ParquetSink:
             ) from None
         if self._dataset_schema is not None and not schema.equals(self._dataset_schema):
             self._check_widening(schema)
+        try:
+            referenced = sum(self._file_sizes(table))
+        except MissingImageFile as exc:
+            raise SinkError(f"{self.path}: {exc}") from None
         if self._writer is None or not schema.equals(self._schema):
             self._start_stream(schema)
         self._writer.write_table(table, max_chunksize=self._staged_rows(table))
@@ -294,9 +319,49 @@ class ParquetSink:
         current.bytes = self._file.tell()
         self._unsynced.add(self._staging / current.name)
         self._rows += table.num_rows
+        self._referenced += referenced
         self._dataset_schema = schema
-        if sum(staged.bytes for staged in self._staged) >= self._shard_bytes:
+        if sum(staged.bytes for staged in self._staged) + self._referenced >= self._shard_bytes:
             self._finish_shard()
+
+    def _file_sizes(self, table: Any) -> list[int]:
+        """Per row of `table`, the bytes of the image files its path-only images name
+        (none without `image_root`); `MissingImageFile` for one that is not there."""
+        if self._files is None or self._image_column not in table.column_names:
+            return [0] * table.num_rows
+        column = table.column(self._image_column)
+        if isinstance(column, self._arrow.ChunkedArray):
+            column = column.combine_chunks()
+        return self._files.sizes(column)
+
+    def _with_file_bytes(self, table: Any, limit: int) -> Iterator[Any]:
+        """`table`'s rows, in order, in tables whose path-only images hold their files'
+        bytes, each about `limit` bytes at most (a larger row alone): the files of one
+        such table are read at a time."""
+        sizes = self._file_sizes(table)
+        if not any(sizes):
+            yield table
+            return
+        index = table.schema.get_field_index(self._image_column)
+        field = table.schema.field(index)
+        assert self._files is not None
+        row = table.nbytes / max(table.num_rows, 1)
+        start, size = 0, 0.0
+        for end, files in enumerate(sizes):
+            if size and size + row + files > limit:
+                yield self._filled(table.slice(start, end - start), index, field)
+                start, size = end, 0.0
+            size += row + files
+        yield self._filled(table.slice(start), index, field)
+
+    def _filled(self, table: Any, index: int, field: Any) -> Any:
+        assert self._files is not None
+        column = table.column(index).combine_chunks()
+        try:
+            filled = self._files.filled(column)
+        except MissingImageFile as exc:
+            raise SinkError(f"{self.path}: {exc}") from None
+        return table.set_column(index, field, filled)
 
     def _staged_rows(self, table: Any) -> int:
         """The rows of a staged record batch of `table`: about `STAGED_BATCH_BYTES`."""
@@ -382,11 +447,14 @@ class ParquetSink:
         temp = self.path / f".{name}.tmp"
         staged = [self._staging / file.name for file in self._staged]
         tables = (
-            self._conform(arrow.Table.from_batches([batch]), schema)
+            filled
             for path in staged
             for batch in self._batches(path)
+            for filled in self._with_file_bytes(
+                self._conform(arrow.Table.from_batches([batch]), schema), ROW_GROUP_BYTES
+            )
         )
-        with parquet.ParquetWriter(temp, schema) as writer:
+        with parquet.ParquetWriter(temp, schema, **self._column_options(schema)) as writer:
             for group in self._row_groups(tables, ROW_GROUP_BYTES):
                 writer.write_table(group, row_group_size=group.num_rows)
         fsync_file(temp)
@@ -397,6 +465,33 @@ class ParquetSink:
         self._obsolete.extend(staged)
         self._unsynced.difference_update(staged)
         self._staged = []
+        self._referenced = 0
+
+    def _column_options(self, schema: Any) -> dict[str, Any]:
+        """The `ParquetWriter` options of a shard of `schema`: the bytes of its `Image`
+        columns (images, already compressed) are written plain, without compression,
+        dictionary or statistics, which would cost CPU for nothing; every other column
+        as pyarrow writes it by default (Snappy, dictionary, statistics)."""
+        arrow, parquet = self._arrow, self._parquet
+        out = arrow.BufferOutputStream()
+        parquet.write_table(schema.empty_table(), out)
+        leaves = parquet.read_metadata(arrow.BufferReader(out.getvalue())).schema
+        paths = [leaves.column(index).path for index in range(len(leaves))]
+        images: set[int] = set()
+        first = 0
+        for field in schema:
+            if is_image_struct(field.type):
+                images.add(first)  # `bytes` is the first leaf of an `Image` struct
+            first += _leaves(field.type)
+        if first != len(paths):  # a type whose leaves are not counted here
+            return {}
+        plain = {paths[index] for index in images}
+        other = [path for path in paths if path not in plain]
+        return {
+            "compression": {path: "none" if path in plain else "snappy" for path in paths},
+            "use_dictionary": other,
+            "write_statistics": other,
+        }
 
     def _row_groups(self, tables: Iterator[Any], limit: int) -> Iterator[Any]:
         """The rows of `tables`, in order, cut into tables of at most `limit` bytes each

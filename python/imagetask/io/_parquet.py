@@ -30,6 +30,7 @@ stop at any moment leaves an output its checkpoint can resume.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -87,6 +88,12 @@ class _State(msgspec.Struct, forbid_unknown_fields=True):
     rows: Count
     shards: list[_File]
     staged: list[_File]
+
+
+_PAGE_BYTES = 1 << 20
+"""pyarrow's size of a Parquet data page."""
+_WRITE_BATCH_ROWS = 1024
+"""pyarrow's rows given to the column writers at a time (its `write_batch_size`)."""
 
 
 def _leaves(kind: Any) -> int:
@@ -334,34 +341,14 @@ class ParquetSink:
             column = column.combine_chunks()
         return self._files.sizes(column)
 
-    def _with_file_bytes(self, table: Any, limit: int) -> Iterator[Any]:
-        """`table`'s rows, in order, in tables whose path-only images hold their files'
-        bytes, each about `limit` bytes at most (a larger row alone): the files of one
-        such table are read at a time."""
-        sizes = self._file_sizes(table)
-        if not any(sizes):
-            yield table
-            return
+    def _with_file_bytes(self, table: Any) -> Any:
+        """`table` with the bytes of the files its path-only images name read into them."""
+        if not any(self._file_sizes(table)):
+            return table
+        assert self._files is not None
         index = table.schema.get_field_index(self._image_column)
-        field = table.schema.field(index)
-        assert self._files is not None
-        row = table.nbytes / max(table.num_rows, 1)
-        start, size = 0, 0.0
-        for end, files in enumerate(sizes):
-            if size and size + row + files > limit:
-                yield self._filled(table.slice(start, end - start), index, field)
-                start, size = end, 0.0
-            size += row + files
-        yield self._filled(table.slice(start), index, field)
-
-    def _filled(self, table: Any, index: int, field: Any) -> Any:
-        assert self._files is not None
-        column = table.column(index).combine_chunks()
-        try:
-            filled = self._files.filled(column)
-        except MissingImageFile as exc:
-            raise SinkError(f"{self.path}: {exc}") from None
-        return table.set_column(index, field, filled)
+        filled = self._files.filled(table.column(index).combine_chunks())
+        return table.set_column(index, table.schema.field(index), filled)
 
     def _staged_rows(self, table: Any) -> int:
         """The rows of a staged record batch of `table`: about `STAGED_BATCH_BYTES`."""
@@ -447,16 +434,23 @@ class ParquetSink:
         temp = self.path / f".{name}.tmp"
         staged = [self._staging / file.name for file in self._staged]
         tables = (
-            filled
+            self._conform(arrow.Table.from_batches([batch]), schema)
             for path in staged
             for batch in self._batches(path)
-            for filled in self._with_file_bytes(
-                self._conform(arrow.Table.from_batches([batch]), schema), ROW_GROUP_BYTES
-            )
         )
-        with parquet.ParquetWriter(temp, schema, **self._column_options(schema)) as writer:
-            for group in self._row_groups(tables, ROW_GROUP_BYTES):
-                writer.write_table(group, row_group_size=group.num_rows)
+        groups = self._row_groups(tables, ROW_GROUP_BYTES)
+        try:
+            # A group's image files are read just before it is written: one at a time.
+            first = next(groups, None)
+            row = 0.0
+            if first is not None and first.num_rows:
+                row = (first.nbytes + sum(self._file_sizes(first))) / first.num_rows
+            options = self._column_options(schema, row)
+            with parquet.ParquetWriter(temp, schema, **options) as writer:
+                for group in itertools.chain([] if first is None else [first], groups):
+                    writer.write_table(self._with_file_bytes(group), row_group_size=group.num_rows)
+        except MissingImageFile as exc:
+            raise SinkError(f"{self.path}: the staged rows cannot become a shard: {exc}") from None
         fsync_file(temp)
         os.replace(temp, self.path / name)
         fsync_dir(self.path)
@@ -467,11 +461,15 @@ class ParquetSink:
         self._staged = []
         self._referenced = 0
 
-    def _column_options(self, schema: Any) -> dict[str, Any]:
-        """The `ParquetWriter` options of a shard of `schema`: the bytes of its `Image`
-        columns (images, already compressed) are written plain, without compression,
-        dictionary or statistics, which would cost CPU for nothing; every other column
-        as pyarrow writes it by default (Snappy, dictionary, statistics)."""
+    def _column_options(self, schema: Any, row: float) -> dict[str, Any]:
+        """The `ParquetWriter` options of a shard of `schema` whose rows hold about `row`
+        bytes each (0: unknown). The bytes of its `Image` columns (images, already
+        compressed) are written plain, without compression, dictionary or statistics,
+        which would cost CPU for nothing; every other column as pyarrow writes it by
+        default (Snappy, dictionary, statistics). Rows go to the column writers about a
+        data page at a time: a column writer holds the values it is given twice before
+        they become pages, so large images given 1,024 rows at a time (pyarrow's default)
+        would cost twice a row group."""
         arrow, parquet = self._arrow, self._parquet
         out = arrow.BufferOutputStream()
         parquet.write_table(schema.empty_table(), out)
@@ -483,11 +481,15 @@ class ParquetSink:
             if is_image_struct(field.type):
                 images.add(first)  # `bytes` is the first leaf of an `Image` struct
             first += _leaves(field.type)
+        batch = {
+            "write_batch_size": max(1, min(_WRITE_BATCH_ROWS, int(_PAGE_BYTES // max(row, 1))))
+        }
         if first != len(paths):  # a type whose leaves are not counted here
-            return {}
+            return batch
         plain = {paths[index] for index in images}
         other = [path for path in paths if path not in plain]
         return {
+            **batch,
             "compression": {path: "none" if path in plain else "snappy" for path in paths},
             "use_dictionary": other,
             "write_statistics": other,
@@ -495,20 +497,23 @@ class ParquetSink:
 
     def _row_groups(self, tables: Iterator[Any], limit: int) -> Iterator[Any]:
         """The rows of `tables`, in order, cut into tables of at most `limit` bytes each
-        (Arrow's `nbytes`), a row larger than `limit` alone."""
+        (Arrow's `nbytes`, with the image files their path-only images name), a row
+        larger than `limit` alone."""
         pending: list[Any] = []
         size = 0
         for table in tables:
+            files = self._file_sizes(table)
             start = 0
             while start < table.num_rows:
                 rest = table.slice(start)
-                if size + rest.nbytes <= limit:  # the common case: the whole rest fits
+                whole = rest.nbytes + sum(files[start:])
+                if size + whole <= limit:  # the common case: the whole rest fits
                     pending.append(rest)
-                    size += rest.nbytes
+                    size += whole
                     break
                 end = start
                 while end < table.num_rows:
-                    row = table.slice(end, 1).nbytes
+                    row = table.slice(end, 1).nbytes + files[end]
                     if size + row > limit and (pending or end > start):
                         break
                     size += row

@@ -40,7 +40,7 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from imagetask._durable import fsync_dir, fsync_file, write_atomic
+from imagetask._durable import fsync_and_uncache, fsync_dir, fsync_file, write_atomic
 from imagetask._extras import require
 from imagetask.build._schema import features, image_structs, is_image_struct
 from imagetask.errors import RunError, SinkError
@@ -451,7 +451,7 @@ class ParquetSink:
                     writer.write_table(self._with_file_bytes(group), row_group_size=group.num_rows)
         except MissingImageFile as exc:
             raise SinkError(f"{self.path}: the staged rows cannot become a shard: {exc}") from None
-        fsync_file(temp)
+        fsync_and_uncache(temp)  # a shard is not read again by the run
         os.replace(temp, self.path / name)
         fsync_dir(self.path)
         rows = sum(file.rows for file in self._staged)

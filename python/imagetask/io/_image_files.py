@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from imagetask._durable import uncache
 from imagetask._extras import require
 from imagetask.build._schema import image_type
 
@@ -161,7 +160,6 @@ class ImageFiles:
                     if not got:
                         break
                     read += got
-                uncache(source.fileno())  # the run does not read it again
         except OSError as exc:
             raise MissingImageFile(row, path or "", exc.strerror or str(exc)) from None
         if read != len(out):

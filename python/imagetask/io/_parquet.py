@@ -18,7 +18,10 @@ about `STAGED_BATCH_BYTES`; when it holds `shard_bytes`, its batches become the 
 (row groups of at most `ROW_GROUP_BYTES` of rows, a larger row alone: image rows are
 large), written under a temporary name, synced and renamed. A shard is made one staged
 record batch at a time, each row group written as soon as it is full: making it holds
-about one row group, however large the shard and the batches. Nothing is rewritten at the
+about one row group, however large the shard and the batches. With `image_root`, an image
+already in its file there is staged as its path alone and its bytes are read into the
+shard just before its row group is written (`imagetask.io._image_files`): the files count
+in the shard's size and the row group's. Nothing is rewritten at the
 end of the run: `finish` only turns the last staged batches into the last shard and writes
 the card. The checkpoint records the shards and the staged streams with their sizes and
 row counts; a resumed run checks them, drops what came after (a shard finished after the

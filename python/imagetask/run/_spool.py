@@ -41,12 +41,9 @@ class AnswerSpool:
     def stores_artifacts(task: Any) -> bool:
         """Whether a run of `task` stores its answers' images in its artifacts folder
         (rather than in `.spool/`, or not at all): those files are then the rows'
-        images until the rows are written, and after."""
-        artifact_target = getattr(task, "artifact_target", None)
-        return (
-            bool(getattr(task, "takes_stored_images", False))
-            and callable(artifact_target)
-            and artifact_target() is not None
+        images until the rows are written, and after. Asks without making the folder."""
+        return bool(getattr(task, "takes_stored_images", False)) and bool(
+            getattr(task, "save_artifacts", False)
         )
 
     def store(self) -> ImageStore | None:

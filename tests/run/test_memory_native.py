@@ -1,6 +1,6 @@
 """A run on the native answer path holds the images of the requests in flight, not of
-its batches: its peak memory does not grow with the batch size, and stays within a few
-images of the same run's with tiny images."""
+its batches: its peak memory does not grow with the batch size (nor, in Parquet, with the
+shard size), and stays within a few images of the same run's with tiny images."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.support.memory import peak_mb as memory_peak
@@ -23,6 +24,10 @@ from imagetask import ImageGeneration
 from imagetask.models import OpenAIImageGeneration
 
 url, batch, inline, out = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "inline", sys.argv[4]
+parquet = {{"format": "parquet", "shard_bytes": int(sys.argv[5])}} if len(sys.argv) > 5 else {{}}
+if parquet:
+    from imagetask.io import _parquet
+    _parquet.ROW_GROUP_BYTES = 8 << 20
 task = ImageGeneration(
     image_generation_model=OpenAIImageGeneration(
         model="dall-e-2", base_url=url, api_key="k", max_concurrency=4
@@ -32,7 +37,7 @@ task = ImageGeneration(
     inline_images=inline,
 )
 assert task.takes_stored_images
-summary = task.run(({{"prompt": f"p{{i}}"}} for i in range({rows})), out)
+summary = task.run(({{"prompt": f"p{{i}}"}} for i in range({rows})), out, **parquet)
 assert (summary.rows_out, summary.failed) == ({rows}, 0), summary
 """
 
@@ -88,3 +93,33 @@ def test_peak_memory_does_not_grow_with_the_batch_size(
     # 4 requests in flight, each with its body (1.4 MB, read and joined) and its image, and
     # 4 rows' base64 being written: about 26 MB (the answers holding the images: 190 MB).
     assert large - tiny < 40, (tiny, large)
+
+
+def parquet_peak_mb(server: BigImages, out: Path, batch: int, shard_mb: int) -> int:
+    """The peak RSS (MB) of a process writing `ROWS` rows of the server's images to
+    Parquet with their artifacts, in batches of `batch` rows, shards of `shard_mb` MB and
+    row groups of 8 MB."""
+    args = (f"{server.url}/v1", str(batch), "inline", str(out), str(shard_mb << 20))
+    peak = memory_peak(RUN.format(rows=ROWS), *args)
+    shards = sorted((out / "data").glob("*.parquet"))
+    assert len(shards) == -(-ROWS * IMAGE_BYTES // (shard_mb << 20))
+    rows = 0
+    for shard in shards:
+        table = pq.read_table(shard)
+        for image, path in zip(
+            table.column("image").to_pylist(), table.column("image_path").to_pylist(), strict=True
+        ):
+            assert image == {"bytes": (out / path).read_bytes(), "path": path}
+        rows += table.num_rows
+    assert rows == ROWS
+    return peak
+
+
+def test_parquet_peak_memory_does_not_grow_with_the_batch_and_shard_size(
+    server: BigImages, tmp_path: Path
+) -> None:
+    small = parquet_peak_mb(server, tmp_path / "batch-16", 16, 16)
+    large = parquet_peak_mb(server, tmp_path / "batch-64", 64, 64)
+    # 48 more images per batch, 2 batches in flight, and a shard 4x as large: were the
+    # batches' images held (as bytes, then in their Arrow table), 150 MB or more.
+    assert large - small < 16, (small, large)

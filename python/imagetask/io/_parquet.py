@@ -18,7 +18,10 @@ about `STAGED_BATCH_BYTES`; when it holds `shard_bytes`, its batches become the 
 (row groups of at most `ROW_GROUP_BYTES` of rows, a larger row alone: image rows are
 large), written under a temporary name, synced and renamed. A shard is made one staged
 record batch at a time, each row group written as soon as it is full: making it holds
-about one row group, however large the shard and the batches. Nothing is rewritten at the
+about one row group, however large the shard and the batches. With `image_root`, an image
+already in its file there is staged as its path alone and its bytes are read into the
+shard just before its row group is written (`imagetask.io._image_files`): the files count
+in the shard's size and the row group's. Nothing is rewritten at the
 end of the run: `finish` only turns the last staged batches into the last shard and writes
 the card. The checkpoint records the shards and the staged streams with their sizes and
 row counts; a resumed run checks them, drops what came after (a shard finished after the
@@ -30,6 +33,7 @@ stop at any moment leaves an output its checkpoint can resume.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -39,11 +43,12 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from imagetask._durable import fsync_dir, fsync_file, write_atomic
+from imagetask._durable import fsync_and_uncache, fsync_dir, fsync_file, write_atomic
 from imagetask._extras import require
-from imagetask.build._schema import features, image_structs
+from imagetask.build._schema import features, image_structs, is_image_struct
 from imagetask.errors import RunError, SinkError
 from imagetask.io._card import DatasetCard
+from imagetask.io._image_files import ImageFiles, MissingImageFile
 
 __all__ = [
     "DATA",
@@ -88,6 +93,19 @@ class _State(msgspec.Struct, forbid_unknown_fields=True):
     staged: list[_File]
 
 
+_PAGE_BYTES = 1 << 20
+"""pyarrow's size of a Parquet data page."""
+_WRITE_BATCH_ROWS = 1024
+"""pyarrow's rows given to the column writers at a time (its `write_batch_size`)."""
+
+
+def _leaves(kind: Any) -> int:
+    """How many Parquet columns (leaves) an Arrow type takes."""
+    if kind.num_fields == 0:
+        return 1
+    return sum(_leaves(kind.field(index).type) for index in range(kind.num_fields))
+
+
 class ParquetSink:
     """The Hugging Face layout described in the module's docstring.
 
@@ -106,7 +124,14 @@ class ParquetSink:
     empty_schema:
         The schema of the one (empty) shard of a run without rows.
     shard_bytes:
-        When the staged batches hold this many bytes, they become a shard.
+        When the staged batches hold this many bytes (the image files they name
+        counted), they become a shard.
+    image_root:
+        The folder of the image files that the image column's path-only `Image` structs
+        name (a run whose answers are stored in its artifacts folder as they arrive):
+        such an image is staged as its path and its file's bytes are read into its shard
+        (see `imagetask.io._image_files`). `None`: path-only images are written as they
+        are.
     """
 
     EMPTY: ClassVar[dict[str, Any]] = {"rows": 0, "shards": [], "staged": []}
@@ -121,6 +146,7 @@ class ParquetSink:
         source_columns: tuple[str, ...] = (),
         empty_schema: Any = None,
         shard_bytes: int = SHARD_BYTES,
+        image_root: Path | None = None,
     ) -> None:
         self._arrow = require("pyarrow", "parquet", "writing Parquet")
         self._parquet = require("pyarrow.parquet", "parquet", "writing Parquet")
@@ -139,6 +165,8 @@ class ParquetSink:
             ]
         )
         self._shard_bytes = shard_bytes
+        self._files = None if image_root is None else ImageFiles(image_root)
+        self._referenced = 0  # the bytes of the image files the staged rows name
         try:
             checked = msgspec.convert(state or self.EMPTY, _State, strict=True)
         except msgspec.ValidationError as exc:
@@ -210,8 +238,11 @@ class ParquetSink:
                 for batch in self._batches(path):
                     counted += batch.num_rows
                     self._widen(batch.schema)
+                    self._referenced += sum(self._file_sizes(batch))
             except (self._arrow.ArrowException, OSError) as exc:
                 raise self._refuse(f"{path}: unreadable ({exc})") from None
+            except MissingImageFile as exc:
+                raise self._refuse(f"{path}: {exc}") from None
             if counted != staged.rows:
                 raise self._refuse(f"{path}: holds {counted:,} rows, not {staged.rows:,}")
             rows += staged.rows
@@ -285,6 +316,10 @@ class ParquetSink:
             ) from None
         if self._dataset_schema is not None and not schema.equals(self._dataset_schema):
             self._check_widening(schema)
+        try:
+            referenced = sum(self._file_sizes(table))
+        except MissingImageFile as exc:
+            raise SinkError(f"{self.path}: {exc}") from None
         if self._writer is None or not schema.equals(self._schema):
             self._start_stream(schema)
         self._writer.write_table(table, max_chunksize=self._staged_rows(table))
@@ -294,9 +329,29 @@ class ParquetSink:
         current.bytes = self._file.tell()
         self._unsynced.add(self._staging / current.name)
         self._rows += table.num_rows
+        self._referenced += referenced
         self._dataset_schema = schema
-        if sum(staged.bytes for staged in self._staged) >= self._shard_bytes:
+        if sum(staged.bytes for staged in self._staged) + self._referenced >= self._shard_bytes:
             self._finish_shard()
+
+    def _file_sizes(self, table: Any) -> list[int]:
+        """Per row of `table`, the bytes of the image files its path-only images name
+        (none without `image_root`); `MissingImageFile` for one that is not there."""
+        if self._files is None or self._image_column not in table.column_names:
+            return [0] * table.num_rows
+        column = table.column(self._image_column)
+        if isinstance(column, self._arrow.ChunkedArray):
+            column = column.combine_chunks()
+        return self._files.sizes(column)
+
+    def _with_file_bytes(self, table: Any) -> Any:
+        """`table` with the bytes of the files its path-only images name read into them."""
+        if not any(self._file_sizes(table)):
+            return table
+        assert self._files is not None
+        index = table.schema.get_field_index(self._image_column)
+        filled = self._files.filled(table.column(index).combine_chunks())
+        return table.set_column(index, table.schema.field(index), filled)
 
     def _staged_rows(self, table: Any) -> int:
         """The rows of a staged record batch of `table`: about `STAGED_BATCH_BYTES`."""
@@ -386,10 +441,20 @@ class ParquetSink:
             for path in staged
             for batch in self._batches(path)
         )
-        with parquet.ParquetWriter(temp, schema) as writer:
-            for group in self._row_groups(tables, ROW_GROUP_BYTES):
-                writer.write_table(group, row_group_size=group.num_rows)
-        fsync_file(temp)
+        groups = self._row_groups(tables, ROW_GROUP_BYTES)
+        try:
+            # A group's image files are read just before it is written: one at a time.
+            first = next(groups, None)
+            row = 0.0
+            if first is not None and first.num_rows:
+                row = (first.nbytes + sum(self._file_sizes(first))) / first.num_rows
+            options = self._column_options(schema, row)
+            with parquet.ParquetWriter(temp, schema, **options) as writer:
+                for group in itertools.chain([] if first is None else [first], groups):
+                    writer.write_table(self._with_file_bytes(group), row_group_size=group.num_rows)
+        except MissingImageFile as exc:
+            raise SinkError(f"{self.path}: the staged rows cannot become a shard: {exc}") from None
+        fsync_and_uncache(temp)  # a shard is not read again by the run
         os.replace(temp, self.path / name)
         fsync_dir(self.path)
         rows = sum(file.rows for file in self._staged)
@@ -397,23 +462,61 @@ class ParquetSink:
         self._obsolete.extend(staged)
         self._unsynced.difference_update(staged)
         self._staged = []
+        self._referenced = 0
+
+    def _column_options(self, schema: Any, row: float) -> dict[str, Any]:
+        """The `ParquetWriter` options of a shard of `schema` whose rows hold about `row`
+        bytes each (0: unknown). The bytes of its `Image` columns (images, already
+        compressed) are written plain, without compression, dictionary or statistics,
+        which would cost CPU for nothing; every other column as pyarrow writes it by
+        default (Snappy, dictionary, statistics). Rows go to the column writers about a
+        data page at a time: a column writer holds the values it is given twice before
+        they become pages, so large images given 1,024 rows at a time (pyarrow's default)
+        would cost twice a row group."""
+        arrow, parquet = self._arrow, self._parquet
+        out = arrow.BufferOutputStream()
+        parquet.write_table(schema.empty_table(), out)
+        leaves = parquet.read_metadata(arrow.BufferReader(out.getvalue())).schema
+        paths = [leaves.column(index).path for index in range(len(leaves))]
+        images: set[int] = set()
+        first = 0
+        for field in schema:
+            if is_image_struct(field.type):
+                images.add(first)  # `bytes` is the first leaf of an `Image` struct
+            first += _leaves(field.type)
+        batch = {
+            "write_batch_size": max(1, min(_WRITE_BATCH_ROWS, int(_PAGE_BYTES // max(row, 1))))
+        }
+        if first != len(paths):  # a type whose leaves are not counted here
+            return batch
+        plain = {paths[index] for index in images}
+        other = [path for path in paths if path not in plain]
+        return {
+            **batch,
+            "compression": {path: "none" if path in plain else "snappy" for path in paths},
+            "use_dictionary": other,
+            "write_statistics": other,
+        }
 
     def _row_groups(self, tables: Iterator[Any], limit: int) -> Iterator[Any]:
         """The rows of `tables`, in order, cut into tables of at most `limit` bytes each
-        (Arrow's `nbytes`), a row larger than `limit` alone."""
+        (Arrow's `nbytes`, with the image files their path-only images name), a row
+        larger than `limit` alone."""
         pending: list[Any] = []
         size = 0
         for table in tables:
+            files = self._file_sizes(table)
             start = 0
             while start < table.num_rows:
                 rest = table.slice(start)
-                if size + rest.nbytes <= limit:  # the common case: the whole rest fits
+                whole = rest.nbytes + sum(files[start:])
+                if size + whole <= limit:  # the common case: the whole rest fits
                     pending.append(rest)
-                    size += rest.nbytes
+                    size += whole
                     break
                 end = start
                 while end < table.num_rows:
-                    row = table.slice(end, 1).nbytes
+                    row = table.slice(end, 1).nbytes + files[end]
                     if size + row > limit and (pending or end > start):
                         break
                     size += row

@@ -33,11 +33,18 @@ class AnswerSpool:
         shutil.rmtree(self._folder, ignore_errors=True)
         self._shared: ImageStore | None = None
         self._enabled = bool(getattr(task, "takes_stored_images", False))
-        artifact_target = getattr(task, "artifact_target", None)
-        target = artifact_target() if self._enabled and callable(artifact_target) else None
-        if target is not None:
-            self._shared = ImageStore(target.folder)
+        if self.stores_artifacts(task):
+            self._shared = ImageStore(task.artifact_target().folder)
         self._numbers = itertools.count()
+
+    @staticmethod
+    def stores_artifacts(task: Any) -> bool:
+        """Whether a run of `task` stores its answers' images in its artifacts folder
+        (rather than in `.spool/`, or not at all): those files are then the rows'
+        images until the rows are written, and after. Asks without making the folder."""
+        return bool(getattr(task, "takes_stored_images", False)) and bool(
+            getattr(task, "save_artifacts", False)
+        )
 
     def store(self) -> ImageStore | None:
         """The store of the next batch (`None`: its answers hold the images)."""

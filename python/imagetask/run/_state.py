@@ -33,13 +33,14 @@ from imagetask.io._checkpoint import (
     write_checkpoint,
 )
 from imagetask.io._identity import UrlDigests, output_identity
+from imagetask.io._image_files import ImageFiles
 from imagetask.io._jsonl import JsonlSink, OutputFormat, ParquetSink, empty_state, open_sink
 from imagetask.io._parquet import DATA, STAGING
 from imagetask.io._run_folder import SUMMARY, RunFolder
 from imagetask.outcome import BatchOutput, Cost, Ending, RunSummary
 from imagetask.run._images import ImageSync, image_paths
 from imagetask.run._record import dataset_card
-from imagetask.run._spool import SPOOL
+from imagetask.run._spool import SPOOL, AnswerSpool
 from imagetask.run._streak import FailureStreak
 from imagetask.run._tables import empty_schema
 
@@ -144,7 +145,10 @@ class RunState:
                 "path_column": self.path_column,
                 "source_columns": schema.image_inputs,
                 "shard_bytes": shard_bytes,
+                "image_root": output if AnswerSpool.stores_artifacts(task) else None,
             }
+        root = options.get("image_root")
+        self._image_files = None if root is None else ImageFiles(root)
         self.sink_options = options
         """The options every sink of the run is opened with (`open_sink`)."""
         previous = self._previous(resume)
@@ -275,7 +279,7 @@ class RunState:
             self.save()
         n = self.task.num_generations
         if progress is not None:
-            image_bytes = _image_bytes(output, self.image_column)
+            image_bytes = _image_bytes(output, self.image_column, self._image_files)
             progress.update(batch.size, batch.size * n - failed, failed, image_bytes)
         reached = self.streak.add(output.failures, batch.size, n)
         if reached is not None:
@@ -483,9 +487,11 @@ def clear(output: Path) -> None:
             path.unlink()
 
 
-def _image_bytes(output: BatchOutput | ArrowOutput, column: str | None) -> int:
+def _image_bytes(
+    output: BatchOutput | ArrowOutput, column: str | None, files: ImageFiles | None
+) -> int:
     """How many bytes the images of a batch's output hold (base64 text counted as the
-    bytes it encodes)."""
+    bytes it encodes, a path-only image as its file's when `files` finds them)."""
     if column is None:
         return 0
     if isinstance(output, ArrowOutput):
@@ -495,7 +501,10 @@ def _image_bytes(output: BatchOutput | ArrowOutput, column: str | None) -> int:
         if arrow.types.is_list(images.type) or arrow.types.is_large_list(images.type):
             images = compute.list_flatten(images)
         sizes = compute.binary_length(compute.struct_field(images, "bytes"))
-        return int(compute.sum(sizes).as_py() or 0)
+        total = int(compute.sum(sizes).as_py() or 0)
+        if files is not None:
+            total += sum(files.sizes(output.table.column(column).combine_chunks()))
+        return total
     total = 0
     for row in output.rows:
         value = row.get(column)

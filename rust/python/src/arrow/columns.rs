@@ -27,6 +27,18 @@ pub(crate) struct Image {
     pub(crate) members: Arc<Members>,
     /// Its answer dict's statistics as JSON, when it has any.
     pub(crate) statistics: Option<Arc<str>>,
+    /// The artifact file it is already in, when its bytes stay there (its payload is then
+    /// not read).
+    pub(crate) file: Option<ImageFile>,
+}
+
+/// An image already saved as an artifact: its cell records the path and holds no bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ImageFile {
+    /// The path its rows record (`prefix/<name>`).
+    pub(crate) recorded: String,
+    /// The SHA-256 of its bytes.
+    pub(crate) sha256: [u8; 32],
 }
 
 /// How the columns are built.
@@ -47,7 +59,10 @@ pub(crate) struct CellFailure {
 
 /// The columns of a batch, one value per cell.
 pub(crate) struct Columns {
+    /// The images' bytes (null for a cell without an image, or whose image is a file).
     pub(crate) image: ArrayRef,
+    /// Which cells hold an image (bytes or a file).
+    pub(crate) image_valid: NullBuffer,
     pub(crate) image_path: Option<ArrayRef>,
     pub(crate) raw_output: Option<ArrayRef>,
     pub(crate) statistics: ArrayRef,
@@ -85,13 +100,16 @@ pub(crate) fn build(
         .artifacts
         .as_ref()
         .map(|artifacts| save(artifacts, &decoded));
+    // Paths are recorded when images are saved, or are already files.
+    let recorded = saved.is_some() || images.iter().any(|image| image.file.is_some());
 
     let mut offsets: Vec<i32> = Vec::with_capacity(cells + 1);
     offsets.push(0);
     let mut valid = BooleanBufferBuilder::new(cells);
+    let mut with_bytes = BooleanBufferBuilder::new(cells);
     let mut raw_output = JsonColumn::with_capacity(if options.raw_output { cells } else { 0 });
     // Sized to the cells: `StringBuilder::new()` would take room for 1024 of them.
-    let mut path = StringBuilder::with_capacity(if saved.is_some() { cells } else { 0 }, 0);
+    let mut path = StringBuilder::with_capacity(if recorded { cells } else { 0 }, 0);
     let mut statistics = StringBuilder::with_capacity(cells, 0);
     let mut error = StringBuilder::with_capacity(cells, 0);
     let mut failures = Vec::new();
@@ -102,9 +120,10 @@ pub(crate) fn build(
             .map(move |(k, s)| (row.index, k, s))
     }) {
         let used = match source {
-            Source::Image(at) => match &decoded.spans[at] {
-                Ok(span) => Ok((&images[at], span, at)),
-                Err(problem) => Err((
+            Source::Image(at) => match (&images[at].file, &decoded.spans[at]) {
+                (Some(file), _) => Ok((&images[at], Kept::File(file), at)),
+                (None, Ok(span)) => Ok((&images[at], Kept::Bytes(span), at)),
+                (None, Err(problem)) => Err((
                     format!("image {generation} of the model's answer {problem}"),
                     RawOutput::Inline(&images[at], &payloads[at]),
                 )),
@@ -118,18 +137,34 @@ pub(crate) fn build(
             }
         };
         match used {
-            Ok((source, span, at)) => {
-                end = span.end;
+            Ok((source, kept, at)) => {
+                let hash = match kept {
+                    Kept::Bytes(span) => {
+                        end = span.end;
+                        span.hash.as_ref()
+                    }
+                    Kept::File(file) => Some(&file.sha256),
+                };
                 valid.append(true);
+                with_bytes.append(matches!(kept, Kept::Bytes(_)));
                 if options.raw_output {
-                    match (options.inline_raw_images, &span.hash) {
+                    match (options.inline_raw_images, hash) {
                         (false, Some(hash)) => raw_output.push_reference(hash, &source.members),
                         _ => raw_output.push_inline(source, &payloads[at]),
                     }
                 }
                 statistics.append_option(source.statistics.as_deref());
-                match saved.as_ref().map(|saved| &saved[at]) {
-                    None => error.append_null(),
+                let saved: Option<Result<&String, &String>> = match kept {
+                    Kept::File(file) => Some(Ok(&file.recorded)),
+                    Kept::Bytes(_) => saved.as_ref().map(|saved| saved[at].as_ref()),
+                };
+                match saved {
+                    None => {
+                        if recorded {
+                            path.append_null();
+                        }
+                        error.append_null();
+                    }
                     Some(Ok(name)) => {
                         path.append_value(name);
                         error.append_null();
@@ -148,6 +183,7 @@ pub(crate) fn build(
             }
             Err((problem, kept)) => {
                 valid.append(false);
+                with_bytes.append(false);
                 if options.raw_output {
                     match kept {
                         RawOutput::Inline(source, payload) => {
@@ -157,7 +193,7 @@ pub(crate) fn build(
                     }
                 }
                 statistics.append_null();
-                if saved.is_some() {
+                if recorded {
                     path.append_null();
                 }
                 error.append_value(&problem);
@@ -170,17 +206,17 @@ pub(crate) fn build(
         }
         offsets.push(end as i32);
     }
-    let nulls = NullBuffer::new(valid.finish());
-    // Failed images left no bytes behind (`decode_all` cuts them out), so the values
-    // between two offsets are exactly the cell's image.
+    // Failed images and files left no bytes behind (`decode_all` cuts them out), so the
+    // values between two offsets are exactly the cell's image.
     let image = BinaryArray::new(
         OffsetBuffer::new(ScalarBuffer::from(offsets)),
         Buffer::from_vec(decoded.values),
-        Some(nulls),
+        Some(NullBuffer::new(with_bytes.finish())),
     );
     Ok(Columns {
         image: Arc::new(image),
-        image_path: saved.map(|_| Arc::new(path.finish()) as ArrayRef),
+        image_valid: NullBuffer::new(valid.finish()),
+        image_path: recorded.then(|| Arc::new(path.finish()) as ArrayRef),
         raw_output: options
             .raw_output
             .then(|| Arc::new(raw_output.finish()) as ArrayRef),
@@ -188,6 +224,12 @@ pub(crate) fn build(
         error: Arc::new(error.finish()),
         failures,
     })
+}
+
+/// Where a cell's image is: its bytes decoded, or a file.
+enum Kept<'a> {
+    Bytes(&'a decode::Span),
+    File(&'a ImageFile),
 }
 
 /// The raw output a failed cell keeps.
@@ -311,6 +353,7 @@ mod tests {
                         after: (*after).to_owned(),
                     }),
                     statistics: None,
+                    file: None,
                 };
                 (Ok(*payload), image)
             })
@@ -484,6 +527,38 @@ mod tests {
         // The image stays in its row.
         assert_eq!(columns.image.null_count(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_image_kept_in_its_file_records_its_path_and_holds_no_bytes() {
+        let (mut payloads, mut images) =
+            images(&[(Payload::Bytes(b"GIF89a-1"), ""), (Payload::Bytes(b""), "")]);
+        let sha256 = [7u8; 32];
+        payloads[1] = Err(payload::Problem::Empty);
+        images[1].file = Some(ImageFile {
+            recorded: "images/kept.png".to_owned(),
+            sha256,
+        });
+        let rows = valid_rows(2);
+        let answers = one_each(2);
+        let plan = Plan::new(&rows, &answers, n(1)).unwrap();
+        let columns = build(&payloads, &images, &plan, &[None, None], &options(true)).unwrap();
+        let bytes = columns
+            .image
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .unwrap();
+        assert_eq!(bytes.value(0), b"GIF89a-1");
+        assert!(bytes.is_null(1));
+        assert_eq!(columns.image_valid.null_count(), 0);
+        let paths = strings(columns.image_path.as_ref().unwrap());
+        assert_eq!(paths, vec![None, Some("images/kept.png".to_owned())]);
+        let raw = strings(columns.raw_output.as_ref().unwrap());
+        assert_eq!(
+            raw[1].as_deref(),
+            Some(format!("{{\"images\":[\"sha256:{}\"]}}", "07".repeat(32)).as_str())
+        );
+        assert!(columns.failures.is_empty());
     }
 
     #[test]

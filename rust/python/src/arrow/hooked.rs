@@ -64,6 +64,7 @@ pub(crate) fn assemble_rows(
         .collect();
     let cells = Cells {
         outputs,
+        image_valid: None,
         model_name: Arc::new(model_name.finish()),
         metadata,
     };

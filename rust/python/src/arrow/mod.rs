@@ -23,7 +23,7 @@ use imagetask_core::plan::{Generations, Plan, RowProblem, Rows};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use self::columns::{CellFailure, Image, Options};
+use self::columns::{CellFailure, Image, ImageFile, Options};
 use self::ffi::read_table;
 use self::pyarrow::ToPyArrow;
 use self::table::{Cells, Input, Layout};
@@ -206,9 +206,23 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
     })
 }
 
-/// The bytes of every generation's image that is a `StoredImage` (read from its file
-/// with the GIL released), `None` for the others.
-fn stored_bytes(py: Python<'_>, generations: &[Generation<'_>]) -> PyResult<Vec<Option<Vec<u8>>>> {
+/// How a generation's image reaches the columns.
+enum Stored {
+    /// As its answer holds it (no `StoredImage`).
+    Answer,
+    /// Its bytes, read from the file a `StoredImage` names.
+    Read(Vec<u8>),
+    /// Left in its file, an artifact the row records the path of.
+    Kept(ImageFile),
+}
+
+/// Every generation's image as `Stored`: a `StoredImage` in `artifacts` (when given) is
+/// kept in its file, any other is read (with the GIL released).
+fn stored_images(
+    py: Python<'_>,
+    generations: &[Generation<'_>],
+    artifacts: Option<&Destination>,
+) -> PyResult<Vec<Stored>> {
     let stored: Vec<Option<StoredImage>> = generations
         .iter()
         .map(|generation| {
@@ -221,8 +235,23 @@ fn stored_bytes(py: Python<'_>, generations: &[Generation<'_>]) -> PyResult<Vec<
         .collect();
     py.detach(|| {
         stored
-            .iter()
-            .map(|image| image.as_ref().map(StoredImage::bytes).transpose())
+            .into_iter()
+            .map(|image| {
+                let Some(image) = image else {
+                    return Ok(Stored::Answer);
+                };
+                let kept = artifacts.and_then(|artifacts| {
+                    let name = image.path().file_name()?.to_str()?;
+                    (image.path().parent() == Some(artifacts.folder.as_path())).then(|| ImageFile {
+                        recorded: format!("{}/{name}", artifacts.prefix),
+                        sha256: image.sha256,
+                    })
+                });
+                match kept {
+                    Some(file) => Ok(Stored::Kept(file)),
+                    None => image.bytes().map(Stored::Read),
+                }
+            })
             .collect::<Result<Vec<_>, String>>()
     })
     .map_err(read_error)
@@ -242,9 +271,17 @@ impl ColumnBuilder {
         let valid = prepared.rows.valid();
         let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
         let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
-        let stored = stored_bytes(py, &read.generations)?;
-        let (payloads, images) = self.images(&read.generations, &stored)?;
         let raw_output = self.layout.add_raw_output;
+        // An artifact already written is left in its file unless the raw output inlines
+        // the image or no column records its path.
+        let keep_files =
+            self.layout.image_path.is_some() && !(raw_output && self.inline_raw_images);
+        let stored = stored_images(
+            py,
+            &read.generations,
+            artifacts.as_ref().filter(|_| keep_files),
+        )?;
+        let (payloads, images) = self.images(&read.generations, &stored)?;
         // The raw output a failed answer keeps, as JSON.
         let raw: Vec<Option<String>> = read
             .raw
@@ -262,6 +299,7 @@ impl ColumnBuilder {
         let n = self.n.get();
         py.detach(|| {
             let built = columns::build(&payloads, &images, &plan, &raw, &options)?;
+            let image_valid = Some(built.image_valid);
             let layout = &self.layout;
             let mut outputs = Vec::new();
             if let Some(image) = &layout.image {
@@ -287,6 +325,7 @@ impl ColumnBuilder {
             metadata.push((layout.error.clone(), built.error));
             let cells = Cells {
                 outputs,
+                image_valid,
                 model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
                 metadata,
             };
@@ -304,7 +343,7 @@ impl ColumnBuilder {
     fn images<'a>(
         &self,
         generations: &'a [Generation<'_>],
-        stored: &'a [Option<Vec<u8>>],
+        stored: &'a [Stored],
     ) -> PyResult<(Vec<Work<'a>>, Vec<Image>)> {
         // Answer dicts are shared by the images they hold: their JSON is made once.
         let mut dicts: HashMap<usize, (Arc<Members>, Option<Arc<str>>)> = HashMap::new();
@@ -322,12 +361,15 @@ impl ColumnBuilder {
                     .or_insert_with(|| self.describe_dict(source))
                     .clone()
             };
-            let payload = match stored {
-                Some(bytes) => Ok(Payload::Bytes(bytes)),
-                None => generation.payload()?,
+            let (payload, file) = match stored {
+                Stored::Read(bytes) => (Ok(Payload::Bytes(bytes)), None),
+                // Its bytes stay in its file: nothing to decode.
+                Stored::Kept(file) => (Err(Problem::Empty), Some(file.clone())),
+                Stored::Answer => (generation.payload()?, None),
             };
             // A payload that is no image is kept in the raw output as it was.
             let payload_json = match &payload {
+                _ if file.is_some() => None,
                 Err(Problem::Missing { .. }) => Some("null".to_owned()),
                 Err(_) => Some(pyjson::to_json(&generation.payload)),
                 Ok(_) => None,
@@ -337,6 +379,7 @@ impl ColumnBuilder {
                 payload_json,
                 members,
                 statistics,
+                file,
             });
         }
         Ok((payloads, images))

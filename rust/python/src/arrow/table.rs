@@ -74,6 +74,9 @@ impl Input {
 pub(crate) struct Cells {
     /// Each output column by its name; the image column holds the image bytes.
     pub(crate) outputs: Vec<(String, ArrayRef)>,
+    /// Which cells of the image column hold an image, when not only those with bytes
+    /// (an image kept in its file has none).
+    pub(crate) image_valid: Option<NullBuffer>,
     pub(crate) model_name: ArrayRef,
     /// The task's own metadata keys that are recorded, in order.
     pub(crate) metadata: Vec<(String, ArrayRef)>,
@@ -135,7 +138,7 @@ pub(crate) fn assemble(
     });
     for (name, values) in &cells.outputs {
         let values = if layout.image.as_deref() == Some(name.as_str()) {
-            image_structs(values, paths.as_ref())
+            image_structs(values, paths.as_ref(), cells.image_valid.clone())
         } else {
             values.clone()
         };
@@ -183,9 +186,14 @@ pub(crate) fn image_fields() -> Fields {
     ])
 }
 
-/// Image bytes as `Image` structs whose path is the matching artifact path (or null); a
-/// column of another type (a hook's own values) is kept as it is.
-fn image_structs(values: &ArrayRef, paths: Option<&ArrayRef>) -> ArrayRef {
+/// Image bytes as `Image` structs whose path is the matching artifact path (or null),
+/// null where `valid` (else the bytes) says there is no image; a column of another type
+/// (a hook's own values) is kept as it is.
+fn image_structs(
+    values: &ArrayRef,
+    paths: Option<&ArrayRef>,
+    valid: Option<NullBuffer>,
+) -> ArrayRef {
     match values.data_type() {
         DataType::Binary => {}
         DataType::Null => return new_null_array(&DataType::Struct(image_fields()), values.len()),
@@ -195,7 +203,7 @@ fn image_structs(values: &ArrayRef, paths: Option<&ArrayRef>) -> ArrayRef {
         Some(paths) if paths.data_type() == &DataType::Utf8 => paths.clone(),
         _ => Arc::new(StringArray::new_null(values.len())) as ArrayRef,
     };
-    let nulls = values.logical_nulls();
+    let nulls = valid.or_else(|| values.logical_nulls());
     Arc::new(StructArray::new(
         image_fields(),
         vec![values.clone(), paths],

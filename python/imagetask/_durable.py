@@ -10,7 +10,15 @@ from pathlib import Path
 
 from imagetask.errors import RunError
 
-__all__ = ["fsync_dir", "fsync_file", "own_folder", "refuse_links", "write_atomic"]
+__all__ = [
+    "fsync_and_uncache",
+    "fsync_dir",
+    "fsync_file",
+    "own_folder",
+    "refuse_links",
+    "sync_and_uncache",
+    "write_atomic",
+]
 
 _NEW_FILE = (
     os.O_WRONLY
@@ -42,17 +50,22 @@ def fsync_file(path: Path) -> None:
 
 
 def fsync_and_uncache(path: Path) -> None:
-    """Makes a file's content durable, then tells the kernel its cached pages will not be
-    read again soon (where the system has `posix_fadvise`): they go back to the pages
-    the next writes take, which on a virtual machine cost far less than pages the guest
-    never touched (writing 600 MB: 0.2 s of CPU against 1.4 s)."""
+    """`sync_and_uncache` of the file at `path`."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(descriptor)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        sync_and_uncache(descriptor)
     finally:
         os.close(descriptor)
+
+
+def sync_and_uncache(descriptor: int) -> None:
+    """Makes an open file's content durable, then tells the kernel its cached pages will
+    not be read again soon (where the system has `posix_fadvise`): they go back to the
+    pages the next writes take, which on a virtual machine cost far less than pages the
+    guest never touched (writing 600 MB: 0.2 s of CPU against 1.4 s)."""
+    os.fsync(descriptor)
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 import msgspec
 
 from imagetask._core import StoredImage
+from imagetask._durable import sync_and_uncache
 from imagetask.errors import ReadError, RunError, SinkError
 from imagetask.io._parquet import ParquetSink
 
@@ -152,7 +153,8 @@ class JsonlSink:
         self._rows += len(rows)
 
     def sync(self) -> None:
-        os.fsync(self._file.fileno())
+        # The run does not read its rows back: their pages serve the next writes.
+        sync_and_uncache(self._file.fileno())
 
     def state(self) -> dict[str, Any]:
         return {"bytes": self._file.tell(), "rows": self._rows}

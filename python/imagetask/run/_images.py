@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from imagetask._durable import fsync_dir, fsync_file
+from imagetask._durable import fsync_and_uncache, fsync_dir
 
 __all__ = ["ImageSync", "image_paths"]
 
@@ -17,7 +17,9 @@ _SYNC_THREADS = 4
 
 class ImageSync:
     """fsyncs the image files of written batches on a few threads, while the next batches
-    are generated; `wait` (before a checkpoint) waits for them and syncs their folders."""
+    are generated, then gives their pages back to the page cache (the run does not read
+    them again, and writes into reused pages cost less); `wait` (before a checkpoint)
+    waits for them and syncs their folders."""
 
     def __init__(self, output: Path) -> None:
         self._output = output
@@ -35,7 +37,7 @@ class ImageSync:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(_SYNC_THREADS, "imagetask-fsync")
             path = self._output / relative
-            self._pending.append(self._pool.submit(fsync_file, path))
+            self._pending.append(self._pool.submit(fsync_and_uncache, path))
             self._folders.add(path.parent)
 
     def wait(self) -> None:

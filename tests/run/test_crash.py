@@ -27,7 +27,7 @@ import pytest
 from imagetask import ImageEditing
 from imagetask.models import PlaceholderImageGeneration
 from tests.support.outputs import image_bytes, recorded_table
-from tests.support.processes import HANG_GUARD, wait_for
+from tests.support.processes import HANG_GUARD, killed_past, wait_for
 from tests.support.runs import rows_done
 from tests.support.servers import Fault, ImageServer, image_server
 
@@ -47,21 +47,6 @@ def command(source: Path, out: Path, *extra: str) -> list[str]:
         "--num-generations", str(GENERATIONS), "--batch-size", "4", "--save-artifacts",
         "--size", "6x6", "--quiet", "--checkpoint-every", "0", *extra,
     ]  # fmt: skip
-
-
-def killed_past(argv: list[str], out: Path, target: int, rng: random.Random) -> bool:
-    """Runs `argv` and kills it with SIGKILL at a random moment once the run in `out` has
-    passed `target` rows; whether it was still running to be killed."""
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE)
-    while process.poll() is None and rows_done(out) < target:
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.05))
-    killed = process.poll() is None
-    if killed:
-        process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()  # type: ignore[union-attr]
-    return killed
 
 
 def expected_pairs(prompts: list[str]) -> Counter[tuple[str, str]]:

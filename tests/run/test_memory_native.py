@@ -4,18 +4,16 @@ shard size), and stays within a few images of the same run's with tiny images.""
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.memory import IMAGE_BYTES, LargeImageServer
 from tests.support.memory import peak_mb as memory_peak
-from tests.support.servers import ImageServer
+from tests.support.servers import serving
 
-IMAGE_BYTES = 1 << 20
 ROWS = 128
 
 RUN = """
@@ -42,32 +40,13 @@ assert (summary.rows_out, summary.failed) == ({rows}, 0), summary
 """
 
 
-class BigImages(ImageServer):
-    """Answers each image as a distinct PNG-headed file of `noise` after its serial
-    number (1 MB unless set)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.noise = os.urandom(IMAGE_BYTES)
-
-    def image(self, prompt: str, size: str = "8x8", place: int = 0) -> bytes:
-        with self.lock:
-            serial = next(self.serial)
-        return b"\x89PNG\r\n\x1a\n" + serial.to_bytes(8, "big") + self.noise
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[BigImages]:
-    server = BigImages()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def server() -> Iterator[LargeImageServer]:
+    with serving(LargeImageServer()) as server:
+        yield server
 
 
-def peak_mb(server: BigImages, out: Path, batch: int, inline: bool) -> int:
+def peak_mb(server: LargeImageServer, out: Path, batch: int, inline: bool) -> int:
     """The peak RSS (MB) of a process running `ROWS` rows of the server's images in
     batches of `batch` rows."""
     mode = "inline" if inline else "paths"
@@ -79,7 +58,7 @@ def peak_mb(server: BigImages, out: Path, batch: int, inline: bool) -> int:
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "paths-only"])
 def test_peak_memory_does_not_grow_with_the_batch_size(
-    server: BigImages, tmp_path: Path, inline: bool
+    server: LargeImageServer, tmp_path: Path, inline: bool
 ) -> None:
     small = peak_mb(server, tmp_path / "batch-16", 16, inline)
     large = peak_mb(server, tmp_path / "batch-64", 64, inline)
@@ -95,7 +74,7 @@ def test_peak_memory_does_not_grow_with_the_batch_size(
     assert large - tiny < 40, (tiny, large)
 
 
-def parquet_peak_mb(server: BigImages, out: Path, batch: int, shard_mb: int) -> int:
+def parquet_peak_mb(server: LargeImageServer, out: Path, batch: int, shard_mb: int) -> int:
     """The peak RSS (MB) of a process writing `ROWS` rows of the server's images to
     Parquet with their artifacts, in batches of `batch` rows, shards of `shard_mb` MB and
     row groups of 8 MB."""
@@ -116,7 +95,7 @@ def parquet_peak_mb(server: BigImages, out: Path, batch: int, shard_mb: int) -> 
 
 
 def test_parquet_peak_memory_does_not_grow_with_the_batch_and_shard_size(
-    server: BigImages, tmp_path: Path
+    server: LargeImageServer, tmp_path: Path
 ) -> None:
     small = parquet_peak_mb(server, tmp_path / "batch-16", 16, 16)
     large = parquet_peak_mb(server, tmp_path / "batch-64", 64, 64)

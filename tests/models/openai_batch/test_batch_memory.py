@@ -4,17 +4,15 @@ same run's with tiny images."""
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.batch_server import BatchServer
+from tests.support.memory import LargeBatchServer
 from tests.support.memory import peak_mb as memory_peak
+from tests.support.servers import serving
 
-IMAGE_BYTES = 1 << 20
 ROWS = 128
 
 RUN = """
@@ -38,32 +36,13 @@ assert (summary.rows_out, summary.failed) == ({rows}, 0), summary
 """
 
 
-class BigImages(BatchServer):
-    """Answers each image as a distinct PNG-headed file of `noise` after its serial
-    number (1 MB unless set)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.noise = os.urandom(IMAGE_BYTES)
-
-    def image(self, prompt: str, size: str = "8x8", place: int = 0) -> bytes:
-        with self.lock:
-            serial = next(self.serial)
-        return b"\x89PNG\r\n\x1a\n" + serial.to_bytes(8, "big") + self.noise
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[BigImages]:
-    server = BigImages()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def server() -> Iterator[LargeBatchServer]:
+    with serving(LargeBatchServer()) as server:
+        yield server
 
 
-def peak_mb(server: BigImages, out: Path, requests: int, jobs: int) -> int:
+def peak_mb(server: LargeBatchServer, out: Path, requests: int, jobs: int) -> int:
     """The peak RSS (MB) of a process running `ROWS` rows of the server's images in jobs
     of `requests`, `jobs` of them in flight."""
     peak = memory_peak(
@@ -76,7 +55,7 @@ def peak_mb(server: BigImages, out: Path, requests: int, jobs: int) -> int:
 
 
 def test_peak_memory_does_not_grow_with_the_jobs_in_flight(
-    server: BigImages, tmp_path: Path
+    server: LargeBatchServer, tmp_path: Path
 ) -> None:
     small = peak_mb(server, tmp_path / "2-jobs-of-16", 16, 2)
     large = peak_mb(server, tmp_path / "4-jobs-of-32", 32, 4)

@@ -10,9 +10,7 @@ import hashlib
 import json
 import random
 import re
-import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from tests.models.openai_batch.test_batch_api import (
 )
 from tests.support.batch_server import BatchServer, batch_server
 from tests.support.outputs import recorded_table
+from tests.support.processes import killed_past
 from tests.support.runs import rows_done
 
 ARTIFACTS = Path("artifacts/image_generation_0/images")
@@ -234,20 +233,6 @@ PROMPTS = 48
 batches."""
 
 
-def killed_past(argv: list[str], out: Path, target: int, rng: random.Random) -> bool:
-    """Runs `argv` and kills it with SIGKILL at a random moment once the run in `out` has
-    passed `target` rows; whether it was still running to be killed."""
-    process = subprocess.Popen(argv, env=environment(), stderr=subprocess.DEVNULL)
-    while process.poll() is None and rows_done(out) < target:
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.3))
-    killed = process.poll() is None
-    if killed:
-        process.send_signal(signal.SIGKILL)
-    process.wait()
-    return killed
-
-
 def test_sigkill_at_random_moments_with_artifacts_then_resume(tmp_path: Path) -> None:
     prompts = [f"prompt {i}" for i in range(PROMPTS)]
     source = tmp_path / "prompts.txt"
@@ -259,7 +244,14 @@ def test_sigkill_at_random_moments_with_artifacts_then_resume(tmp_path: Path) ->
         targets = [0, *sorted(rng.sample(range(4, PROMPTS, 4), 4))]
         kills, progress = 0, []
         for attempt, target in enumerate(targets):
-            kills += killed_past([*argv, *(["--resume"] if attempt else [])], out, target, rng)
+            kills += killed_past(
+                [*argv, *(["--resume"] if attempt else [])],
+                out,
+                target,
+                rng,
+                settle=0.3,
+                env=environment(),
+            )
             progress.append(rows_done(out))
         assert kills >= 3, "the run finished before it could be killed often enough"
         assert progress == sorted(progress) and len(set(progress)) >= 3, progress

@@ -19,10 +19,8 @@ from hypothesis import strategies as st
 from imagetask import ImageGeneration
 from imagetask.models import InferenceEndpointsImageGeneration, OpenAIImageGeneration
 from imagetask.run import run
-from tests.support.outputs import recorded_table
 from tests.support.servers import ImageServer, image_server
-
-ARTIFACTS = Path("artifacts/image_generation_0/images")
+from tests.support.stored_runs import artifacts_of, generation_task, written_rows
 
 
 @dataclass(frozen=True)
@@ -84,14 +82,7 @@ def task_of(server: ImageServer, shape: Shape) -> ImageGeneration:
             images_per_request=shape.per_request,
             generation_kwargs={"response_format": "url"} if shape.url else {},
         )
-    return ImageGeneration(
-        image_generation_model=backend,
-        num_generations=shape.n,
-        group_generations=shape.group,
-        save_artifacts=shape.artifacts,
-        inline_images=shape.inline,
-        input_batch_size=2,
-    )
+    return generation_task(backend, shape)
 
 
 def without_latency(value: Any) -> Any:
@@ -115,16 +106,7 @@ def statistics_text(key: str, value: Any) -> bool:
 
 def rows_of(out: Path, format: str) -> Any:
     """The rows of a run's output, without their latencies."""
-    if format == "jsonl":
-        lines = (out / "data.jsonl").read_text().splitlines()
-        return without_latency([json.loads(line) for line in lines])
-    return without_latency(recorded_table(out).to_pylist())
-
-
-def artifacts_of(out: Path) -> dict[str, bytes]:
-    """The bytes of each image file of a run's artifacts, by name."""
-    folder = out / ARTIFACTS
-    return {path.name: path.read_bytes() for path in folder.iterdir()} if folder.is_dir() else {}
+    return without_latency(written_rows(out, format))
 
 
 def run_in(server: ImageServer, shape: Shape, out: Path, native: bool) -> None:

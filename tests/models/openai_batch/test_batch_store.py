@@ -34,11 +34,10 @@ from tests.models.openai_batch.test_batch_api import (
     read_rows,
 )
 from tests.support.batch_server import BatchServer, batch_server
-from tests.support.outputs import recorded_table
 from tests.support.processes import killed_past
 from tests.support.runs import rows_done
+from tests.support.stored_runs import ARTIFACTS, artifacts_of, generation_task, written_rows
 
-ARTIFACTS = Path("artifacts/image_generation_0/images")
 Mangle = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -118,14 +117,7 @@ def task_of(server: BatchServer, shape: Shape, out: Path) -> ImageGeneration:
         images_per_request=shape.per_request,
         generation_kwargs={"response_format": "url"} if shape.url else {},
     )
-    return ImageGeneration(
-        image_generation_model=backend,
-        num_generations=shape.n,
-        group_generations=shape.group,
-        save_artifacts=shape.artifacts,
-        inline_images=shape.inline,
-        input_batch_size=2,
-    )
+    return generation_task(backend, shape)
 
 
 def _same_jobs(value: Any) -> Any:
@@ -143,15 +135,7 @@ def _same_jobs(value: Any) -> Any:
 
 
 def rows_of(out: Path, format: str) -> Any:
-    if format == "jsonl":
-        lines = (out / "data.jsonl").read_text().splitlines()
-        return _same_jobs([json.loads(line) for line in lines])
-    return _same_jobs(recorded_table(out).to_pylist())
-
-
-def artifacts_of(out: Path) -> dict[str, bytes]:
-    folder = out / ARTIFACTS
-    return {path.name: path.read_bytes() for path in folder.iterdir()} if folder.is_dir() else {}
+    return _same_jobs(written_rows(out, format))
 
 
 def run_in(server: BatchServer, shape: Shape, out: Path, stored: bool) -> int:

@@ -14,6 +14,7 @@ __all__ = [
     "ColumnBuilder",
     "ImageStore",
     "ImagesAnswer",
+    "OutputLine",
     "Prepared",
     "PreparedColumns",
     "RowBuilder",
@@ -233,6 +234,19 @@ class ImagesAnswer:
         """The JSON text of the answer's `usage`, if any."""
 
 @final
+class OutputLine:
+    """A line of a Batch API output or error file as `ImageStore.read_batch_output`
+    reads it: a wanted request's 200 answer (`custom_id` and `answer`), or the line
+    whole (`line`)."""
+
+    @property
+    def custom_id(self) -> str | None: ...
+    @property
+    def answer(self) -> ImagesAnswer | None: ...
+    @property
+    def line(self) -> bytes | None: ...
+
+@final
 class ImageStore:
     """Writes images into `folder`, each once, as `<sha256>.<extension>` (to a temporary
     file, then renamed), with the GIL released. Pickles."""
@@ -247,3 +261,10 @@ class ImageStore:
         """Reads an OpenAI Images API response body (JSON, base64 decoded with SIMD
         instructions, SHA-256) and stores its `b64_json` images. `RequestError` for a body
         of another shape, `SinkError` when a file cannot be written."""
+    def read_batch_output(self, fd: int, wanted: set[str]) -> list[OutputLine]:
+        """Reads a Batch API output or error file from its current position (`fd`: its
+        open descriptor), one line held at a time, with the GIL released: each 200 answer
+        of a `wanted` request read as `read_images_body` reads a body, its images stored;
+        any other line handed over whole; a line that is not JSON, or answers a request
+        not wanted, skipped. `ReadError` when the file cannot be read, `SinkError` when an
+        image cannot be written."""

@@ -126,7 +126,9 @@ def run_in(server: ImageServer, shape: Shape, out: Path, native: bool) -> None:
     assert not (out / ".spool").exists()
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(shape=shapes())
 def test_the_native_path_writes_the_rows_and_files_of_answers_holding_images(
     server: ImageServer, tmp_path_factory: pytest.TempPathFactory, shape: Shape

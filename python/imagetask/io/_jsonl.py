@@ -35,8 +35,10 @@ OutputFormat = Literal["jsonl", "parquet"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jsonl", "parquet")
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
-_ROWS_PER_WRITE = 4
-"""Rows encoded at a time by `JsonlSink.write`."""
+_WRITE_BYTES = 1 << 20
+"""About the bytes `JsonlSink.write` encodes at a time: small rows go many at a time, a
+row holding a large image alone (its text is never part of a larger buffer)."""
+_MOST_ROWS_PER_WRITE = 256
 _CHUNK = 1 << 20
 
 
@@ -100,6 +102,7 @@ class JsonlSink:
         self.path = folder / "data.jsonl"
         self._encoder = msgspec.json.Encoder(enc_hook=_stored_as_base64)
         self._rows = 0
+        self._rows_per_write = 1
         if state is None:
             self._file = self.path.open("wb")
             return
@@ -138,12 +141,19 @@ class JsonlSink:
             )
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        """Appends the rows, a few at a time (a batch of large images is never encoded
-        whole); none of them when one cannot be encoded."""
+        """Appends the rows, about `_WRITE_BYTES` of them at a time (a batch of large
+        images is never encoded whole); none of them when one cannot be encoded."""
         start = self._file.tell()
         try:
-            for first in range(0, len(rows), _ROWS_PER_WRITE):
-                self._file.write(self._encoder.encode_lines(rows[first : first + _ROWS_PER_WRITE]))
+            first = 0
+            while first < len(rows):
+                some = rows[first : first + self._rows_per_write]
+                text = self._encoder.encode_lines(some)
+                self._file.write(text)
+                first += len(some)
+                # As many rows next time as, at the size of these, make `_WRITE_BYTES`.
+                fit = _WRITE_BYTES * len(some) // len(text)
+                self._rows_per_write = max(1, min(_MOST_ROWS_PER_WRITE, fit))
         except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
             self._file.flush()
             self._file.truncate(start)

@@ -5,6 +5,7 @@
 //! lives here and is covered by `cargo test`.
 
 pub mod artifacts;
+pub mod batch_output;
 pub mod images_api;
 pub mod json;
 pub mod payload;

@@ -28,7 +28,7 @@ mod _core {
     #[pymodule_export]
     use crate::pyjson::json_text;
     #[pymodule_export]
-    use crate::store::{ImageStore, ImagesAnswer, StoredImage};
+    use crate::store::{ImageStore, ImagesAnswer, OutputLine, StoredImage};
 
     use pyo3::prelude::*;
 

@@ -1,11 +1,15 @@
 //! `ImageStore`: the images of a run's answers written to disk as they arrive, each once,
 //! named by its content; `StoredImage`: the handle an answer holds instead of the image.
 
+use std::collections::HashSet;
 use std::fs;
+use std::io::BufReader;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use imagetask_core::artifacts::{file_name_of, store};
-use imagetask_core::images_api::{self, Image};
+use imagetask_core::batch_output::{read_line, Line, Lines};
+use imagetask_core::images_api::{self, Image, ImagesBody};
 use imagetask_core::payload;
 use pyo3::ffi::{self, Py_ssize_t};
 use pyo3::prelude::*;
@@ -185,6 +189,50 @@ enum Put {
 }
 
 impl ImageStore {
+    /// Stores the images of a body read natively.
+    fn store_body(&self, read: ImagesBody<'_>) -> Result<StoredBody, String> {
+        let mut entries = Vec::with_capacity(read.items.len());
+        let mut revised_prompts = Vec::with_capacity(read.items.len());
+        for item in read.items {
+            entries.push(match item.image {
+                Image::Decoded(image) => Entry::Put(self.put_decoded(image.bytes, image.sha256)?),
+                Image::Undecodable { text, .. } => Entry::Text(text.into_owned()),
+                Image::Url(url) => Entry::Url(url.into_owned()),
+            });
+            revised_prompts.push(item.revised_prompt.map(|text| text.into_owned()));
+        }
+        Ok(StoredBody {
+            entries,
+            revised_prompts,
+            usage: read.usage.map(str::to_owned),
+        })
+    }
+
+    /// What one line of a Batch API file becomes: nothing (skipped), its answer read and
+    /// stored, or the line whole (for the caller, as is a body the native reader does
+    /// not take). `Err`: an image could not be written.
+    fn read_output_line(
+        &self,
+        line: &[u8],
+        wanted: &HashSet<String>,
+    ) -> Result<Option<ReadLine>, String> {
+        match read_line(line) {
+            Line::NotJson => Ok(None),
+            Line::Other => Ok(Some(ReadLine::Whole(line.to_vec()))),
+            Line::Answered {
+                custom_id: Some(custom_id),
+                body,
+            } if wanted.contains(custom_id.as_ref()) => match images_api::read(body.as_bytes()) {
+                Ok(read) => Ok(Some(ReadLine::Answered {
+                    custom_id: custom_id.into_owned(),
+                    body: self.store_body(read)?,
+                })),
+                Err(_) => Ok(Some(ReadLine::Whole(line.to_vec()))),
+            },
+            Line::Answered { .. } => Ok(None),
+        }
+    }
+
     fn put_decoded(&self, bytes: Vec<u8>, sha256: [u8; 32]) -> Result<Put, String> {
         let Ok(name) = file_name_of(&bytes, &sha256) else {
             return Ok(Put::Unknown(bytes));
@@ -203,6 +251,80 @@ impl ImageStore {
             format,
         }))
     }
+}
+
+/// One image of a body read natively, stored.
+enum Entry {
+    Put(Put),
+    Text(String),
+    Url(String),
+}
+
+/// A body read natively, its images stored, before it becomes an `ImagesAnswer`.
+struct StoredBody {
+    entries: Vec<Entry>,
+    revised_prompts: Vec<Option<String>>,
+    usage: Option<String>,
+}
+
+impl StoredBody {
+    fn into_answer(self, py: Python<'_>) -> PyResult<ImagesAnswer> {
+        let mut images = Vec::with_capacity(self.entries.len());
+        let mut urls = Vec::with_capacity(self.entries.len());
+        for entry in self.entries {
+            let (image, url) = match entry {
+                Entry::Put(put) => (put_into_python(py, put)?, None),
+                Entry::Text(text) => (PyString::new(py, &text).into_any().unbind(), None),
+                Entry::Url(url) => (py.None(), Some(url)),
+            };
+            images.push(image);
+            urls.push(url);
+        }
+        Ok(ImagesAnswer {
+            images,
+            urls,
+            revised_prompts: self.revised_prompts,
+            usage: self.usage,
+        })
+    }
+}
+
+/// A line of a Batch API file as `read_batch_output` keeps it.
+enum ReadLine {
+    Answered { custom_id: String, body: StoredBody },
+    Whole(Vec<u8>),
+}
+
+impl ReadLine {
+    fn into_python(self, py: Python<'_>) -> PyResult<OutputLine> {
+        Ok(match self {
+            ReadLine::Answered { custom_id, body } => OutputLine {
+                custom_id: Some(custom_id),
+                answer: Some(Py::new(py, body.into_answer(py)?)?),
+                line: None,
+            },
+            ReadLine::Whole(line) => OutputLine {
+                custom_id: None,
+                answer: None,
+                line: Some(PyBytes::new(py, &line).unbind()),
+            },
+        })
+    }
+}
+
+/// A line of a Batch API output or error file, read by `ImageStore.read_batch_output`:
+/// a wanted request's 200 answer (its `custom_id` and `answer`), or the line whole.
+#[pyclass(frozen, module = "imagetask._core")]
+pub(crate) struct OutputLine {
+    /// The request's `custom_id` (an answer read natively), or `None`.
+    #[pyo3(get)]
+    custom_id: Option<String>,
+    /// The answer's images, stored, or `None`.
+    #[pyo3(get)]
+    answer: Option<Py<ImagesAnswer>>,
+    /// The line as read (not an answer read natively), or `None`.
+    #[pyo3(get)]
+    line: Option<Py<PyBytes>>,
 }
 
 fn put_into_python(py: Python<'_>, put: Put) -> PyResult<Py<PyAny>> {
@@ -253,46 +375,44 @@ impl ImageStore {
         body: &Bound<'_, PyBytes>,
     ) -> PyResult<ImagesAnswer> {
         let body: &[u8] = body.as_bytes();
-        enum Entry {
-            Put(Put),
-            Text(String),
-            Url(String),
-        }
-        let read = py.detach(|| -> Result<_, PyErr> {
+        let stored = py.detach(|| -> PyResult<StoredBody> {
             let read = images_api::read(body).map_err(request_error)?;
-            let mut entries = Vec::with_capacity(read.items.len());
-            let mut prompts = Vec::with_capacity(read.items.len());
-            for item in read.items {
-                entries.push(match item.image {
-                    Image::Decoded(image) => Entry::Put(
-                        self.put_decoded(image.bytes, image.sha256)
-                            .map_err(sink_error)?,
-                    ),
-                    Image::Undecodable { text, .. } => Entry::Text(text.into_owned()),
-                    Image::Url(url) => Entry::Url(url.into_owned()),
-                });
-                prompts.push(item.revised_prompt.map(|text| text.into_owned()));
-            }
-            Ok((entries, prompts, read.usage.map(str::to_owned)))
+            self.store_body(read).map_err(sink_error)
         })?;
-        let (entries, revised_prompts, usage) = read;
-        let mut images = Vec::with_capacity(entries.len());
-        let mut urls = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let (image, url) = match entry {
-                Entry::Put(put) => (put_into_python(py, put)?, None),
-                Entry::Text(text) => (PyString::new(py, &text).into_any().unbind(), None),
-                Entry::Url(url) => (py.None(), Some(url)),
-            };
-            images.push(image);
-            urls.push(url);
-        }
-        Ok(ImagesAnswer {
-            images,
-            urls,
-            revised_prompts,
-            usage,
-        })
+        stored.into_answer(py)
+    }
+
+    /// Reads a Batch API output or error file from its current position, a line at a
+    /// time (one line held at once), with the GIL released: each 200 answer of a
+    /// `wanted` request has its body read as `read_images_body` does, its images stored;
+    /// any other line of a wanted request, or of none known, is handed over whole; a line
+    /// that is not JSON, or answers a request not wanted, is skipped. `fd`: the open
+    /// file's descriptor (duplicated; the caller keeps it open). `ReadError` when the
+    /// file cannot be read, `SinkError` when an image cannot be written.
+    fn read_batch_output(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        wanted: HashSet<String>,
+    ) -> PyResult<Vec<OutputLine>> {
+        // SAFETY: `fd` is borrowed only to be duplicated, while the caller holds it open.
+        let file = unsafe { BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|error| read_error(format!("could not read the file: {error}")))?;
+        let read = py.detach(|| -> Result<Vec<ReadLine>, PyErr> {
+            let mut lines = Lines::new(BufReader::with_capacity(1 << 20, fs::File::from(file)));
+            let mut read = Vec::new();
+            loop {
+                let line = lines
+                    .next(|line| self.read_output_line(line, &wanted))
+                    .map_err(|error| read_error(format!("could not read the file: {error}")))?;
+                match line {
+                    None => return Ok(read),
+                    Some(line) => read.extend(line.map_err(sink_error)?),
+                }
+            }
+        })?;
+        read.into_iter().map(|line| line.into_python(py)).collect()
     }
 
     fn __reduce__<'py>(

@@ -16,19 +16,20 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 import pytest
 from PIL import Image
 
 from imagetask import ImageGeneration
+from imagetask._core import ImageStore, StoredImage
 from imagetask.cli import main
-from imagetask.errors import RequestError, RunError
+from imagetask.errors import RunError
 from imagetask.io._checkpoint import CHECKPOINT, VERSION, Checkpoint, write_checkpoint
 from imagetask.models import ImageFile, OpenAIBatchImageGeneration
 from imagetask.models.openai_batch._journal import JOURNAL, Journal
-from imagetask.models.openai_batch._spool import Spool, SpooledImage
+from imagetask.models.openai_batch._spool import Spool, SpooledImage, SpooledLine
 from tests.support.batch_server import BLOCKED, DROPPED, BatchServer, Plan, batch_server
 from tests.support.processes import wait_for
 from tests.support.runs import rows_done
@@ -190,13 +191,61 @@ def images_body(*images: bytes | str) -> bytes:
     return json.dumps({"data": items, "usage": {"total_tokens": 3}}).encode()
 
 
+def output_line(custom_id: Any, body: Any, status: Any = 200) -> bytes:
+    """One line of a Batch API output file."""
+    response = {"status_code": status, "request_id": "r", "body": body}
+    return json.dumps({"id": "l", "custom_id": custom_id, "response": response}).encode() + b"\n"
+
+
+def output_file(tmp_path: Path, *lines: bytes) -> IO[bytes]:
+    file = (tmp_path / "output.jsonl").open("w+b")
+    file.write(b"".join(lines))
+    file.seek(0)
+    return file
+
+
+def test_a_batch_output_file_is_read_a_line_at_a_time_into_the_store(tmp_path: Path) -> None:
+    image, other = png(1), png(2)
+    answered = json.loads(images_body(image, "http://x/a.png"))
+    lines = [
+        output_line("req-1", answered),
+        b"not JSON\n",
+        output_line("req-2", json.loads(images_body(other)), status=500),
+        output_line("not wanted", json.loads(images_body(other))),
+        output_line("req-3", {"data": [{"revised_prompt": "neither b64_json nor url"}]}),
+        b'{"custom_id": "req-4", "error": {"code": "batch_expired", "message": "late"}}',
+    ]
+    (tmp_path / "store").mkdir()
+    store = ImageStore(tmp_path / "store")
+    with output_file(tmp_path, *lines) as file:
+        read = store.read_batch_output(file.fileno(), {"req-1", "req-2", "req-3", "req-4"})
+    first, *whole = read
+    assert (first.custom_id, first.line) == ("req-1", None) and first.answer is not None
+    stored, url = first.answer.images
+    assert isinstance(stored, StoredImage) and stored.read() == image and url is None
+    assert first.answer.urls == [None, "http://x/a.png"]
+    assert first.answer.usage == '{"total_tokens": 3}'
+    # Anything else is the line as read, for the caller to decode (the native reader
+    # takes only 200 answers it can read); only `req-1`'s image was stored.
+    assert [(line.custom_id, line.answer, line.line) for line in whole] == [
+        (None, None, lines[2]),
+        (None, None, lines[4]),
+        (None, None, lines[5]),
+    ]
+    assert [path.name for path in store.folder.iterdir()] == [stored.path.rsplit("/")[-1]]
+
+
 def test_a_spool_keeps_an_image_once_until_its_last_holder_reads_it(tmp_path: Path) -> None:
     (tmp_path / "spool").mkdir()
     (tmp_path / "spool" / "left-by-a-crash").write_bytes(b"x")
     spool = Spool(tmp_path / "spool")
     assert list(spool.folder.iterdir()) == []
     image = png(1)
-    answer = spool.read_images_body(images_body(image, image, "http://x/a.png"))
+    body = json.loads(images_body(image, image, "http://x/a.png"))
+    with output_file(tmp_path, output_line("req-1", body)) as file:
+        [line] = spool.read_batch_output(file, {"req-1"})
+    answer = line.answer
+    assert line.custom_id == "req-1" and answer is not None
     first, second, url = answer.images
     assert isinstance(first, SpooledImage) and isinstance(second, SpooledImage)
     assert first == second and first.size == len(image) and url is None
@@ -210,10 +259,11 @@ def test_a_spool_keeps_an_image_once_until_its_last_holder_reads_it(tmp_path: Pa
         first.read()
 
 
-def test_a_spool_refuses_a_body_of_another_shape_and_keeps_nothing(tmp_path: Path) -> None:
+def test_a_spool_hands_a_body_of_another_shape_back_and_keeps_nothing(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
-    with pytest.raises(RequestError, match="has no `data` list of images"):
-        spool.read_images_body(b"{}")
+    line = output_line("req-1", {})
+    with output_file(tmp_path, line) as file:
+        assert spool.read_batch_output(file, {"req-1"}) == [SpooledLine(None, None, line)]
     assert list(spool.folder.iterdir()) == [] and spool.held() == 0
 
 

@@ -4,6 +4,7 @@ answers within 24 hours, resumable without paying twice."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -19,7 +20,8 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
-from imagetask._core import ImagesAnswer, ImageStore, StoredImage
+from imagetask._core import ImagesAnswer, ImageStore, OutputLine, StoredImage
+from imagetask._runtime import Workers
 from imagetask.config import RuntimeParameter
 from imagetask.errors import ConfigError, RequestError
 from imagetask.models._base import Answer, EditInput
@@ -27,7 +29,13 @@ from imagetask.models._budget import CostBudget
 from imagetask.models._openai_images import OpenAIImageGeneration
 from imagetask.models._store import answer_store, kept
 from imagetask.models.openai_batch._journal import Entry, Job, Journal
-from imagetask.models.openai_batch._spool import SPOOL_DIR, Spool, SpooledAnswer, SpooledImage
+from imagetask.models.openai_batch._spool import (
+    SPOOL_DIR,
+    Spool,
+    SpooledAnswer,
+    SpooledImage,
+    SpooledLine,
+)
 
 if TYPE_CHECKING:
     from openai.types import Batch, BatchRequestCounts
@@ -57,9 +65,9 @@ logger = logging.getLogger(__name__)
 _Image = str | bytes | StoredImage | SpooledImage
 """An answered image: stored (a run's store, or the backend's spool), or as the server
 sent it (base64 text that decodes to no image, bytes in no known format)."""
-_BodyReader = Callable[[bytes], ImagesAnswer | SpooledAnswer]
-"""Reads an Images API body natively, its images stored: `ImageStore.read_images_body`
-(a run's store) or `Spool.read_images_body`."""
+_Line = OutputLine | SpooledLine
+"""A line of an output or error file as read natively (`ImageStore.read_batch_output`
+into a run's store, or `Spool.read_batch_output`)."""
 
 
 @dataclass(frozen=True)
@@ -71,20 +79,6 @@ class _Request:
     count: int
     body: dict[str, Any]
     line: bytes
-
-
-class _Response(msgspec.Struct):
-    """The response of an output line, its body left as JSON text."""
-
-    status_code: Any = None
-    body: msgspec.Raw = msgspec.Raw()
-
-
-class _OutputLine(msgspec.Struct):
-    """An output line as read before its body (any other field is not looked at)."""
-
-    custom_id: Any = None
-    response: _Response | None = None
 
 
 @dataclass(frozen=True)
@@ -213,39 +207,20 @@ def _line_outcome(batch: str, custom_id: str, line: dict[str, Any]) -> _Outcome:
     return _Outcome(batch, error="an answer with neither a response nor an error")
 
 
-def _read_line(
-    batch: str, raw: bytes, wanted: set[str], read_body: _BodyReader
-) -> tuple[str, _Outcome] | None:
+def _output_line(batch: str, line: _Line, wanted: set[str]) -> tuple[str, _Outcome] | None:
     """The `custom_id` and outcome of one line of an output or error file (`None`: not
-    JSON, or no wanted request's). A 200 answer's body is read natively (its images
-    never Python text); any other line is decoded whole."""
+    JSON, or no wanted request's): a 200 answer read natively (its images never Python
+    text), or any other line, decoded whole."""
+    if line.custom_id is not None and line.answer is not None:
+        return line.custom_id, _read_outcome(batch, line.custom_id, line.answer)
     try:
-        head = msgspec.json.decode(raw, type=_OutputLine)
-    except msgspec.ValidationError:
-        head = _OutputLine()  # not of the expected shape: decoded whole below
+        whole = msgspec.json.decode(line.line or b"")
     except msgspec.DecodeError:
         return None
-    response = head.response
-    if response is not None and response.status_code == 200 and len(response.body):
-        custom_id = head.custom_id
-        if not (isinstance(custom_id, str) and custom_id in wanted):
-            return None
-        return custom_id, _body_outcome(batch, custom_id, bytes(response.body), read_body)
-    line = msgspec.json.decode(raw)
-    custom_id = line.get("custom_id") if isinstance(line, dict) else None
+    custom_id = whole.get("custom_id") if isinstance(whole, dict) else None
     if not (isinstance(custom_id, str) and custom_id in wanted):
         return None
-    return custom_id, _line_outcome(batch, custom_id, line)
-
-
-def _body_outcome(batch: str, custom_id: str, body: bytes, read_body: _BodyReader) -> _Outcome:
-    """The outcome of a 200 answer's `body`: read natively, or, when the native reader
-    does not take it (no `data`, an image neither `b64_json` nor `url`), decoded."""
-    try:
-        read = read_body(body)
-    except RequestError:
-        return _answer_outcome(batch, custom_id, msgspec.json.decode(body))
-    return _read_outcome(batch, custom_id, read)
+    return custom_id, _line_outcome(batch, custom_id, whole)
 
 
 def _release(outcome: _Outcome) -> None:
@@ -364,7 +339,7 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             )
         if not hasattr(self, "_state_lock"):
             self._state_lock = threading.Lock()
-            self._reading = threading.Lock()
+            self._open_reader: Workers | None = None
             self._open_journal: Journal | None = None
             self._open_spool: Spool | None = None
             self._progress = _Progress()
@@ -404,6 +379,10 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
             self._loop.run(_cancel_other_tasks())
         super().unload()
         self._close_spool()
+        with self._state_lock:
+            reader, self._open_reader = self._open_reader, None
+        if reader is not None:
+            reader.shutdown()
         with self._state_lock:
             journal = self._open_journal
             if journal is not None and journal.path is not None:
@@ -455,6 +434,15 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                 )
                 self._open_spool = Spool(folder)
             return self._open_spool
+
+    def _reader(self) -> Workers:
+        """The one thread that reads the output files, one at a time whatever the jobs
+        in flight: an answer line and its decoded image are what reading holds, in the
+        memory of one thread, reused from one file to the next."""
+        with self._state_lock:
+            if self._open_reader is None:
+                self._open_reader = Workers(1, "imagetask-batch-reader")
+            return self._open_reader
 
     def _close_spool(self) -> None:
         """Deletes the spool and the images of batches whose rows were never built."""
@@ -719,7 +707,10 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
                 )
                 continue
             with spool:
-                read = await asyncio.to_thread(self._read_answers, batch.id, spool, wanted, store)
+                reading = self._reader().submit(
+                    functools.partial(self._read_answers, batch.id, spool, wanted, store)
+                )
+                read = await asyncio.wrap_future(reading)
             for custom_id, outcome in read.items():
                 if custom_id in outcomes:
                     _release(outcomes[custom_id])
@@ -742,22 +733,24 @@ class OpenAIBatchImageGeneration(OpenAIImageGeneration):
         self, batch: str, file: IO[bytes], wanted: set[str], store: ImageStore | None
     ) -> dict[str, _Outcome]:
         """The outcomes of the `wanted` requests in an output or error file, read a line
-        at a time, each answered image decoded once into `store` (`None`: the spool)."""
-        read_body = self._spool().read_images_body if store is None else store.read_images_body
+        at a time, each answered image decoded once into `store` (`None`: the spool)
+        (called on the reader's thread)."""
+        lines: list[_Line] = (
+            list(self._spool().read_batch_output(file, wanted))
+            if store is None
+            else list(store.read_batch_output(file.fileno(), wanted))
+        )
         outcomes: dict[str, _Outcome] = {}
-        # One file at a time, whatever the jobs in flight: an answer line, its body and
-        # its decoded image are what reading holds in memory.
-        with self._reading:
-            for raw in file:
-                read = _read_line(batch, raw, wanted, read_body)
-                if read is None:
-                    continue
-                custom_id, outcome = read
-                if outcome.error is not None:
-                    outcome = replace(outcome, error=self._masked(outcome.error))
-                if custom_id in outcomes:
-                    _release(outcomes[custom_id])
-                outcomes[custom_id] = outcome
+        for line in lines:
+            read = _output_line(batch, line, wanted)
+            if read is None:
+                continue
+            custom_id, outcome = read
+            if outcome.error is not None:
+                outcome = replace(outcome, error=self._masked(outcome.error))
+            if custom_id in outcomes:
+                _release(outcomes[custom_id])
+            outcomes[custom_id] = outcome
         return outcomes
 
     async def _fetch(self, file_id: str) -> IO[bytes]:

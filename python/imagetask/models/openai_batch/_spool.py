@@ -4,9 +4,9 @@ rows are built.
 A run gives the backend its own `ImageStore` (see `imagetask.models._store`): the
 answers then hold `StoredImage` handles, and the run removes their files once the rows
 are written. Outside a run nothing would remove them, so the backend keeps a spool: an
-`ImageStore` of its own whose every image is counted by the answers holding it. Each
-answer body is read natively into it (each image decoded once, written under its
-SHA-256, a file there whole), and the answer holds a `SpooledImage`. Reading one (when
+`ImageStore` of its own whose every image is counted by the answers holding it. The
+output files are read natively into it (each image decoded once, written under its
+SHA-256, a file there whole), and each answer holds `SpooledImage`s. Reading one (when
 the batch builds its rows) hands its bytes over, and a file goes once every answer
 naming it was read. A spool holds nothing a resumed run needs (the jobs' output files
 stay at OpenAI, and a resumed run reads them again), so opening one empties its folder.
@@ -19,10 +19,11 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from imagetask._core import ImageStore, StoredImage
+from imagetask._core import ImagesAnswer, ImageStore, StoredImage
 
-__all__ = ["SPOOL_DIR", "Spool", "SpooledAnswer", "SpooledImage"]
+__all__ = ["SPOOL_DIR", "Spool", "SpooledAnswer", "SpooledImage", "SpooledLine"]
 
 SPOOL_DIR = "spool"
 """The folder of the spool, in the backend's `jobs_dir`."""
@@ -67,6 +68,16 @@ class SpooledAnswer:
     usage: str | None
 
 
+@dataclass(frozen=True)
+class SpooledLine:
+    """A line of a Batch API file read into a spool (as `imagetask._core.OutputLine`): a
+    wanted request's 200 answer, its images spooled, or the line whole."""
+
+    custom_id: str | None
+    answer: SpooledAnswer | None
+    line: bytes | None
+
+
 class Spool:
     """A folder of content-addressed images, each counted by the answers holding it."""
 
@@ -78,14 +89,22 @@ class Spool:
         folder.mkdir(parents=True)
         self._store = ImageStore(folder)
 
-    def read_images_body(self, body: bytes) -> SpooledAnswer:
-        """Reads an Images API response body, its `b64_json` images stored in the spool
-        (`ImageStore.read_images_body`: `RequestError` for a body of another shape)."""
+    def read_batch_output(self, file: IO[bytes], wanted: set[str]) -> list[SpooledLine]:
+        """Reads a Batch API output or error file from its current position, the
+        `b64_json` images of the `wanted` requests' answers stored in the spool (see
+        `ImageStore.read_batch_output`)."""
         with self._lock:
             # Under the lock: an image written (or found written) here is held before the
             # last holder of an equal one may remove its file.
-            answer = self._store.read_images_body(body)
-            images = [self._hold(image) for image in answer.images]
+            return [
+                SpooledLine(line.custom_id, self._spooled(line.answer), line.line)
+                for line in self._store.read_batch_output(file.fileno(), wanted)
+            ]
+
+    def _spooled(self, answer: ImagesAnswer | None) -> SpooledAnswer | None:
+        if answer is None:
+            return None
+        images = [self._hold(image) for image in answer.images]
         return SpooledAnswer(images, answer.urls, answer.revised_prompts, answer.usage)
 
     def _hold(self, image: StoredImage | bytes | str | None) -> SpooledImage | bytes | str | None:

@@ -157,11 +157,17 @@ class ColumnBuilder:
         artifacts_folder: str | os.PathLike[str] | None = None,
         artifacts_prefix: str | None = None,
         schema_metadata: dict[str, str] | None = None,
+        spool_folder: str | os.PathLike[str] | None = None,
+        spool_prefix: str | None = None,
     ) -> tuple[Any, list[tuple[int, int, str]]]:
         """Builds the output table of a prepared batch, its schema carrying
         `schema_metadata`: `(table, failures)`, the table a `pyarrow.Table` (its pyarrow
         schema made once for the tables of one schema in a row), each failure `(row,
-        generation, error)`. A batch is built once: a second build is a `ConfigError`."""
+        generation, error)`. A batch is built once: a second build is a `ConfigError`.
+
+        A `StoredImage` in `artifacts_folder` (when a column records the paths) or in
+        `spool_folder` stays in its file (unless the raw output inlines images): its
+        `Image` struct holds its path alone, `<prefix>/<name>`."""
 
 def assemble_rows(
     *,

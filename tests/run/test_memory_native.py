@@ -22,7 +22,8 @@ from imagetask import ImageGeneration
 from imagetask.models import OpenAIImageGeneration
 
 url, batch, inline, out = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "inline", sys.argv[4]
-parquet = {{"format": "parquet", "shard_bytes": int(sys.argv[5])}} if len(sys.argv) > 5 else {{}}
+artifacts = sys.argv[5] == "artifacts"
+parquet = {{"format": "parquet", "shard_bytes": int(sys.argv[6])}} if len(sys.argv) > 6 else {{}}
 if parquet:
     from imagetask.io import _parquet
     _parquet.ROW_GROUP_BYTES = 8 << 20
@@ -31,7 +32,7 @@ task = ImageGeneration(
         model="dall-e-2", base_url=url, api_key="k", max_concurrency=4
     ),
     input_batch_size=batch,
-    save_artifacts=True,
+    save_artifacts=artifacts,
     inline_images=inline,
 )
 assert task.takes_stored_images
@@ -50,7 +51,8 @@ def peak_mb(server: LargeImageServer, out: Path, batch: int, inline: bool) -> in
     """The peak RSS (MB) of a process running `ROWS` rows of the server's images in
     batches of `batch` rows."""
     mode = "inline" if inline else "paths"
-    peak = memory_peak(RUN.format(rows=ROWS), f"{server.url}/v1", str(batch), mode, str(out))
+    args = (f"{server.url}/v1", str(batch), mode, str(out), "artifacts")
+    peak = memory_peak(RUN.format(rows=ROWS), *args)
     assert len(list((out / "artifacts/image_generation_0/images").iterdir())) == ROWS
     assert not (out / ".spool").exists()
     return peak
@@ -74,31 +76,38 @@ def test_peak_memory_does_not_grow_with_the_batch_size(
     assert large - tiny < 40, (tiny, large)
 
 
-def parquet_peak_mb(server: LargeImageServer, out: Path, batch: int, shard_mb: int) -> int:
+def parquet_peak_mb(
+    server: LargeImageServer, out: Path, batch: int, shard_mb: int, artifacts: bool
+) -> int:
     """The peak RSS (MB) of a process writing `ROWS` rows of the server's images to
-    Parquet with their artifacts, in batches of `batch` rows, shards of `shard_mb` MB and
-    row groups of 8 MB."""
-    args = (f"{server.url}/v1", str(batch), "inline", str(out), str(shard_mb << 20))
+    Parquet, with their artifacts or not, in batches of `batch` rows, shards of `shard_mb`
+    MB and row groups of 8 MB."""
+    kept = "artifacts" if artifacts else "none"
+    args = (f"{server.url}/v1", str(batch), "inline", str(out), kept, str(shard_mb << 20))
     peak = memory_peak(RUN.format(rows=ROWS), *args)
     shards = sorted((out / "data").glob("*.parquet"))
     assert len(shards) == -(-ROWS * IMAGE_BYTES // (shard_mb << 20))
-    rows = 0
+    serials = set()
     for shard in shards:
         table = pq.read_table(shard)
-        for image, path in zip(
-            table.column("image").to_pylist(), table.column("image_path").to_pylist(), strict=True
-        ):
-            assert image == {"bytes": (out / path).read_bytes(), "path": path}
-        rows += table.num_rows
-    assert rows == ROWS
+        images = table.column("image").to_pylist()
+        paths = table.column("image_path").to_pylist() if artifacts else [None] * len(images)
+        for image, path in zip(images, paths, strict=True):
+            data = (out / path).read_bytes() if artifacts else image["bytes"]
+            assert image == {"bytes": data, "path": path}
+            assert data.startswith(b"\x89PNG") and len(data) == 16 + IMAGE_BYTES
+            serials.add(data[8:16])
+    assert len(serials) == ROWS
+    assert not (out / ".spool").exists()
     return peak
 
 
+@pytest.mark.parametrize("artifacts", [True, False], ids=["artifacts", "no-artifacts"])
 def test_parquet_peak_memory_does_not_grow_with_the_batch_and_shard_size(
-    server: LargeImageServer, tmp_path: Path
+    server: LargeImageServer, tmp_path: Path, artifacts: bool
 ) -> None:
-    small = parquet_peak_mb(server, tmp_path / "batch-16", 16, 16)
-    large = parquet_peak_mb(server, tmp_path / "batch-64", 64, 64)
+    small = parquet_peak_mb(server, tmp_path / "batch-16", 16, 16, artifacts)
+    large = parquet_peak_mb(server, tmp_path / "batch-64", 64, 64, artifacts)
     # 48 more images per batch, 2 batches in flight, and a shard 4x as large: were the
     # batches' images held (as bytes, then in their Arrow table), 150 MB or more.
     assert large - small < 16, (small, large)

@@ -276,12 +276,12 @@ def test_a_ctrl_c_right_after_a_parquet_shard_is_finished_resumes_whole(
     task = make_task(images_as_bytes=True)
     rows = prompts(12)
     with pytest.raises(RunInterrupted) as info:
-        task.run(rows, tmp_path, format="parquet", shard_bytes=2500, checkpoint_seconds=0)
+        task.run(rows, tmp_path, format="parquet", shard_bytes=3000, checkpoint_seconds=0)
     assert info.value.summary.rows_in == 3
     assert [staged["rows"] for staged in checkpoint(tmp_path)["sink"]["staged"]] == [3]
     assert recorded_table(tmp_path).column("id").to_pylist() == [0, 1, 2]
     monkeypatch.setattr(ParquetSink, "write_table", write_table)
-    summary = task.run(rows, tmp_path, format="parquet", shard_bytes=2500, resume=True)
+    summary = task.run(rows, tmp_path, format="parquet", shard_bytes=3000, resume=True)
     assert (summary.resumed_from, summary.rows_in, summary.rows_out) == (3, 12, 12)
     assert recorded_table(tmp_path).column("id").to_pylist() == list(range(12))
 

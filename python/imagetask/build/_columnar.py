@@ -168,7 +168,9 @@ class ArrowBatch(ModelCall):
     `native` builds the cells from `prompt_column`; or else `slow`, the batch of the
     table's rows as dicts, builds dict rows whose cells are read back. `artifacts`: where
     the native builder writes the images (`None`: nowhere); `facts`: those of the
-    table's schema.
+    table's schema. `spool`: where the images of `store` wait until the batch is written,
+    as rows name them (set by a run that spools them): the table holds their paths, for
+    the sink to read.
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class ArrowBatch(ModelCall):
         self._native = native
         self._slow = slow
         self._artifacts = artifacts
+        self.spool: ArtifactTarget | None = None
         if slow is not None:
             super().__init__(model, n, schema, slow.prompts, slow.size)
             text = sum(
@@ -249,6 +252,8 @@ class ArrowBatch(ModelCall):
             None if target is None else target.folder,
             None if target is None else target.prefix,
             metadata,
+            spool_folder=None if self.spool is None else self.spool.folder,
+            spool_prefix=None if self.spool is None else self.spool.prefix,
         )
         failures = [Failure(*failure) for failure in failed]
         self.log(failures)

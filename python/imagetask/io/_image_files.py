@@ -2,7 +2,10 @@
 
 A run whose answers are written to its artifacts folder as they arrive gives the Parquet
 sink each such image as an `Image` struct holding only its path (relative to the output
-folder): the staged rows carry no second copy of bytes already on disk. `ImageFiles`
+folder): the staged rows carry no second copy of bytes already on disk. A run without
+artifacts gives it the images its answers spooled the same way, and the sink reads them
+into the staged rows a few at a time, their paths left out (the spool goes once the batch
+is staged). `ImageFiles`
 finds those files and weighs them (`sizes`) when a batch is staged, and reads them into
 the `bytes` of their structs (`filled`) when the shard is made, a row group's worth at a
 time, straight into Arrow's memory.
@@ -101,9 +104,10 @@ class ImageFiles:
                 sizes[row] += self._size(row, path)
         return sizes
 
-    def filled(self, column: Any) -> Any:
+    def filled(self, column: Any, *, keep_paths: bool = True) -> Any:
         """`column` with each path-only image's file read into its `bytes` (straight
-        into one Arrow buffer); `MissingImageFile` for a file that cannot be read."""
+        into one Arrow buffer), its path kept or (`keep_paths=False`: a file that goes
+        once read) left out; `MissingImageFile` for a file that cannot be read."""
         arrow, compute = self._arrow, self._compute
         found = self._path_only(column)
         if not any(path is not None for path in found.paths):
@@ -141,8 +145,12 @@ class ImageFiles:
             len(images),
             [valid.buffers()[1], arrow.array(offsets, arrow.int32()).buffers()[1], values],
         )
+        paths = compute.struct_field(images, "path")
+        if not keep_paths:
+            read = arrow.array([path is not None for path in found.paths], arrow.bool_())
+            paths = compute.if_else(read, arrow.scalar(None, paths.type), paths)
         structs = arrow.StructArray.from_arrays(
-            [filled, compute.struct_field(images, "path")],
+            [filled, paths],
             fields=list(image_type()),
             mask=images.is_null(),
         )

@@ -21,13 +21,14 @@ record batch at a time, each row group written as soon as it is full: making it 
 about one row group, however large the shard and the batches. With `image_root`, an image
 already in its file there is staged as its path alone and its bytes are read into the
 shard just before its row group is written (`imagetask.io._image_files`): the files count
-in the shard's size and the row group's. Nothing is rewritten at the
-end of the run: `finish` only turns the last staged batches into the last shard and writes
-the card. The checkpoint records the shards and the staged streams with their sizes and
-row counts; a resumed run checks them, drops what came after (a shard finished after the
-checkpoint, staged bytes beyond it) and goes on staging in a new stream. A stream is
-deleted only once a checkpoint records its shard and no longer names the stream, so a
-stop at any moment leaves an output its checkpoint can resume.
+in the shard's size and the row group's. With `spooled`, the files are read when their
+batch is staged, a staged record batch at a time (they go once it is). Nothing is
+rewritten at the end of the run: `finish` only turns the last staged batches into the last
+shard and writes the card. The checkpoint records the shards and the staged streams with
+their sizes and row counts; a resumed run checks them, drops what came after (a shard
+finished after the checkpoint, staged bytes beyond it) and goes on staging in a new
+stream. A stream is deleted only once a checkpoint records its shard and no longer names
+the stream, so a stop at any moment leaves an output its checkpoint can resume.
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ class ParquetSink:
         such an image is staged as its path and its file's bytes are read into its shard
         (see `imagetask.io._image_files`). `None`: path-only images are written as they
         are.
+    spooled:
+        With `image_root`: the path-only images name files that go once their batch is
+        written (a run's spool, see `imagetask.run._spool`): their bytes are read into
+        the staged rows, a staged record batch's worth at a time, and their paths left
+        out.
     """
 
     EMPTY: ClassVar[dict[str, Any]] = {"rows": 0, "shards": [], "staged": []}
@@ -147,6 +153,7 @@ class ParquetSink:
         empty_schema: Any = None,
         shard_bytes: int = SHARD_BYTES,
         image_root: Path | None = None,
+        spooled: bool = False,
     ) -> None:
         self._arrow = require("pyarrow", "parquet", "writing Parquet")
         self._parquet = require("pyarrow.parquet", "parquet", "writing Parquet")
@@ -166,6 +173,7 @@ class ParquetSink:
         )
         self._shard_bytes = shard_bytes
         self._files = None if image_root is None else ImageFiles(image_root)
+        self._spooled = spooled and self._files is not None
         self._referenced = 0  # the bytes of the image files the staged rows name
         try:
             checked = msgspec.convert(state or self.EMPTY, _State, strict=True)
@@ -322,7 +330,11 @@ class ParquetSink:
             raise SinkError(f"{self.path}: {exc}") from None
         if self._writer is None or not schema.equals(self._schema):
             self._start_stream(schema)
-        self._writer.write_table(table, max_chunksize=self._staged_rows(table))
+        if self._spooled:
+            self._stage_read(table)
+            referenced = 0
+        else:
+            self._writer.write_table(table, max_chunksize=self._staged_rows(table))
         self._file.flush()
         current = self._staged[-1]
         current.rows += table.num_rows
@@ -344,14 +356,30 @@ class ParquetSink:
             column = column.combine_chunks()
         return self._files.sizes(column)
 
-    def _with_file_bytes(self, table: Any) -> Any:
-        """`table` with the bytes of the files its path-only images name read into them."""
+    def _with_file_bytes(self, table: Any, *, keep_paths: bool = True) -> Any:
+        """`table` with the bytes of the files its path-only images name read into them
+        (their paths kept or not)."""
         if not any(self._file_sizes(table)):
             return table
         assert self._files is not None
         index = table.schema.get_field_index(self._image_column)
-        filled = self._files.filled(table.column(index).combine_chunks())
+        column = table.column(index).combine_chunks()
+        filled = self._files.filled(column, keep_paths=keep_paths)
         return table.set_column(index, table.schema.field(index), filled)
+
+    def _stage_read(self, table: Any) -> None:
+        """Stages `table` with the files its path-only images name read into it (their
+        paths left out), about `STAGED_BATCH_BYTES` of files at a time."""
+        sizes = self._file_sizes(table)
+        start = 0
+        while start < table.num_rows:
+            end, held = start + 1, sizes[start]
+            while end < table.num_rows and held + sizes[end] <= STAGED_BATCH_BYTES:
+                held += sizes[end]
+                end += 1
+            read = self._with_file_bytes(table.slice(start, end - start), keep_paths=False)
+            self._writer.write_table(read, max_chunksize=self._staged_rows(read))
+            start = end
 
     def _staged_rows(self, table: Any) -> int:
         """The rows of a staged record batch of `table`: about `STAGED_BATCH_BYTES`."""

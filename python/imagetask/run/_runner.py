@@ -70,7 +70,6 @@ from imagetask.run._state import BatchPlace, RunState, clear, recorded_rows
 from imagetask.run._tables import input_table
 
 if TYPE_CHECKING:
-    from imagetask._core import ImageStore
     from imagetask.build._batch import Batch
     from imagetask.build._columnar import ArrowBatch
     from imagetask.outcome import Row
@@ -353,7 +352,7 @@ def _stream(
                     break
                 columnar = state.format == "parquet"
                 pending.append(
-                    _start(task, chunk, position, where, workers, columnar, digest, spool.store())
+                    _start(task, chunk, position, where, workers, columnar, digest, spool)
                 )
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
@@ -446,20 +445,22 @@ def _start(
     workers: Workers,
     columnar: bool,
     digest: RowsDigest,
-    store: ImageStore | None,
+    spool: AnswerSpool,
 ) -> _Pending:
     """Prepares a chunk's batch and sends it to a worker, its answers' images going to
-    `store`; `digest` (of the rows before the chunk) takes the chunk's rows."""
+    the `spool`'s next store; `digest` (of the rows before the chunk) takes the chunk's
+    rows."""
     rows = [row for _, row in chunk]
     for row in rows:
         digest.add(row)
     batch: Batch | ArrowBatch
+    store = spool.store()
     try:
-        batch = (
-            task.prepare_arrow(input_table(task, rows, where(chunk[0][0])))
-            if columnar
-            else task.prepare(rows)
-        )
+        if columnar:
+            batch = task.prepare_arrow(input_table(task, rows, where(chunk[0][0])))
+            batch.spool = spool.target(store)
+        else:
+            batch = task.prepare(rows)
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
         raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imagetask._core import ImageStore
+from imagetask.build._artifacts import ArtifactTarget
 
 __all__ = ["SPOOL", "AnswerSpool"]
 
@@ -45,6 +46,21 @@ class AnswerSpool:
         return bool(getattr(task, "takes_stored_images", False)) and bool(
             getattr(task, "save_artifacts", False)
         )
+
+    @staticmethod
+    def spools(task: Any) -> bool:
+        """Whether a run of `task` spools its answers' images (in `.spool/`, each batch's
+        removed once its rows are written)."""
+        return bool(getattr(task, "takes_stored_images", False)) and not bool(
+            getattr(task, "save_artifacts", False)
+        )
+
+    def target(self, store: ImageStore | None) -> ArtifactTarget | None:
+        """Where the images of a batch's `store` are, as rows name them (relative to the
+        output folder), when it is a spool's (`None`: the artifacts folder, or no store)."""
+        if store is None or store is self._shared:
+            return None
+        return ArtifactTarget(store.folder, f"{SPOOL}/{store.folder.name}")
 
     def store(self) -> ImageStore | None:
         """The store of the next batch (`None`: its answers hold the images)."""

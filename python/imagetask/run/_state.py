@@ -139,13 +139,15 @@ class RunState:
         self.image_column = schema.image
         options: dict[str, Any] = {}
         if format == "parquet":
+            spooled = AnswerSpool.spools(task)
             options = {
                 "empty_schema": empty_schema(task),
                 "image_column": schema.columns[schema.image_output],
                 "path_column": self.path_column,
                 "source_columns": schema.image_inputs,
                 "shard_bytes": shard_bytes,
-                "image_root": output if AnswerSpool.stores_artifacts(task) else None,
+                "image_root": output if spooled or AnswerSpool.stores_artifacts(task) else None,
+                "spooled": spooled,
             }
         root = options.get("image_root")
         self._image_files = None if root is None else ImageFiles(root)

@@ -43,9 +43,7 @@ def server() -> Iterator[LargeBatchServer]:
         yield server
 
 
-def peak_mb(
-    server: LargeBatchServer, out: Path, requests: int, jobs: int, rows: int = ROWS
-) -> int:
+def peak_mb(server: LargeBatchServer, out: Path, requests: int, jobs: int, rows: int = ROWS) -> int:
     """The peak RSS (MB) of a process running `rows` rows of the server's images in jobs
     of `requests`, `jobs` of them in flight."""
     peak = memory_peak(RUN, f"{server.url}/v1", str(out), str(rows), str(requests), str(jobs))

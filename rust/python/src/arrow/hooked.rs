@@ -65,6 +65,7 @@ pub(crate) fn assemble_rows(
     let cells = Cells {
         outputs,
         image_valid: None,
+        file_paths: None,
         model_name: Arc::new(model_name.finish()),
         metadata,
     };

@@ -148,8 +148,10 @@ impl ColumnBuilder {
     /// Builds the output table of a prepared batch, its schema carrying
     /// `schema_metadata`; returns `(table, failures)`: a `pyarrow.Table` and the failures
     /// as `(row, generation, error)`.
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of a Python method
     #[pyo3(signature = (
         prepared, answers, artifacts_folder=None, artifacts_prefix=None, schema_metadata=None,
+        spool_folder=None, spool_prefix=None,
     ))]
     pub(crate) fn build<'py>(
         &self,
@@ -159,13 +161,21 @@ impl ColumnBuilder {
         artifacts_folder: Option<PathBuf>,
         artifacts_prefix: Option<String>,
         schema_metadata: Option<HashMap<String, String>>,
+        spool_folder: Option<PathBuf>,
+        spool_prefix: Option<String>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
-        let destination = artifacts_folder.map(|folder| Destination {
-            folder,
-            prefix: artifacts_prefix.unwrap_or_default(),
-        });
+        let destination = |folder: Option<PathBuf>, prefix: Option<String>| {
+            folder.map(|folder| Destination {
+                folder,
+                prefix: prefix.unwrap_or_default(),
+            })
+        };
+        let folders = ImageFolders {
+            artifacts: destination(artifacts_folder, artifacts_prefix),
+            spool: destination(spool_folder, spool_prefix),
+        };
         let (batch, failures) =
-            self.build_batch(py, prepared, answers, destination, schema_metadata)?;
+            self.build_batch(py, prepared, answers, folders, schema_metadata)?;
         let failures = failures
             .into_iter()
             .map(|failure| (failure.row, failure.generation, failure.error));
@@ -216,12 +226,29 @@ enum Stored {
     Kept(ImageFile),
 }
 
-/// Every generation's image as `Stored`: a `StoredImage` in `artifacts` (when given) is
-/// kept in its file, any other is read (with the GIL released).
+/// Where a batch's image files are: its artifacts folder (images saved there, or already
+/// written there), and the spool its answers' images wait in until the batch is written.
+#[derive(Default)]
+pub(crate) struct ImageFolders {
+    pub(crate) artifacts: Option<Destination>,
+    pub(crate) spool: Option<Destination>,
+}
+
+/// The file of a `StoredImage` in `folder`, as a row records it.
+fn file_in(image: &StoredImage, folder: &Destination) -> Option<ImageFile> {
+    let name = image.path().file_name()?.to_str()?;
+    (image.path().parent() == Some(folder.folder.as_path())).then(|| ImageFile {
+        recorded: format!("{}/{name}", folder.prefix),
+        sha256: image.sha256,
+    })
+}
+
+/// Every generation's image as `Stored`: a `StoredImage` in one of `kept` (when given)
+/// is kept in its file, any other is read (with the GIL released).
 fn stored_images(
     py: Python<'_>,
     generations: &[Generation<'_>],
-    artifacts: Option<&Destination>,
+    kept: &[&Destination],
 ) -> PyResult<Vec<Stored>> {
     let stored: Vec<Option<StoredImage>> = generations
         .iter()
@@ -240,14 +267,7 @@ fn stored_images(
                 let Some(image) = image else {
                     return Ok(Stored::Answer);
                 };
-                let kept = artifacts.and_then(|artifacts| {
-                    let name = image.path().file_name()?.to_str()?;
-                    (image.path().parent() == Some(artifacts.folder.as_path())).then(|| ImageFile {
-                        recorded: format!("{}/{name}", artifacts.prefix),
-                        sha256: image.sha256,
-                    })
-                });
-                match kept {
+                match kept.iter().find_map(|folder| file_in(&image, folder)) {
                     Some(file) => Ok(Stored::Kept(file)),
                     None => image.bytes().map(Stored::Read),
                 }
@@ -264,7 +284,7 @@ impl ColumnBuilder {
         py: Python<'py>,
         prepared: &PreparedColumns,
         answers: &Bound<'py, PyAny>,
-        artifacts: Option<Destination>,
+        folders: ImageFolders,
         schema_metadata: Option<HashMap<String, String>>,
     ) -> PyResult<(RecordBatch, Vec<CellFailure>)> {
         prepared.rows.start_build().map_err(config_error)?;
@@ -272,15 +292,17 @@ impl ColumnBuilder {
         let read = answers::read(answers, valid, self.n.get(), self.images.bind(py))?;
         let plan = Plan::new(&prepared.rows, &read.answers, self.n).map_err(config_error)?;
         let raw_output = self.layout.add_raw_output;
-        // An artifact already written is left in its file unless the raw output inlines
-        // the image or no column records its path.
-        let keep_files =
-            self.layout.image_path.is_some() && !(raw_output && self.inline_raw_images);
-        let stored = stored_images(
-            py,
-            &read.generations,
-            artifacts.as_ref().filter(|_| keep_files),
-        )?;
+        // An image already in a file is left there unless the raw output inlines it: an
+        // artifact when a column records its path, a spooled image for the sink to read
+        // (its `Image` struct holding the path alone).
+        let inline = raw_output && self.inline_raw_images;
+        let ImageFolders { artifacts, spool } = folders;
+        let kept: Vec<&Destination> = (artifacts.iter())
+            .filter(|_| self.layout.image_path.is_some())
+            .chain(&spool)
+            .filter(|_| !inline)
+            .collect();
+        let stored = stored_images(py, &read.generations, &kept)?;
         let (payloads, images) = self.images(&read.generations, &stored)?;
         // The raw output a failed answer keeps, as JSON.
         let raw: Vec<Option<String>> = read
@@ -305,9 +327,11 @@ impl ColumnBuilder {
             if let Some(image) = &layout.image {
                 outputs.push((image.clone(), built.image));
             }
+            // A path no column records is the image's own (a spooled file).
+            let mut file_paths = built.image_path;
             if let Some(path) = &layout.image_path {
-                let paths = built
-                    .image_path
+                let paths = file_paths
+                    .take()
                     .unwrap_or_else(|| Arc::new(arrow_array::StringArray::new_null(plan.len())));
                 outputs.push((path.clone(), paths));
             }
@@ -326,6 +350,7 @@ impl ColumnBuilder {
             let cells = Cells {
                 outputs,
                 image_valid,
+                file_paths,
                 model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
                 metadata,
             };

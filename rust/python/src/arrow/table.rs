@@ -77,6 +77,9 @@ pub(crate) struct Cells {
     /// Which cells of the image column hold an image, when not only those with bytes
     /// (an image kept in its file has none).
     pub(crate) image_valid: Option<NullBuffer>,
+    /// The paths of the images kept in files when no output column records them: the
+    /// image structs' own.
+    pub(crate) file_paths: Option<ArrayRef>,
     pub(crate) model_name: ArrayRef,
     /// The task's own metadata keys that are recorded, in order.
     pub(crate) metadata: Vec<(String, ArrayRef)>,
@@ -136,6 +139,7 @@ pub(crate) fn assemble(
             .find(|(name, _)| name == path)
             .map(|(_, column)| column.clone())
     });
+    let paths = paths.or(cells.file_paths);
     for (name, values) in &cells.outputs {
         let values = if layout.image.as_deref() == Some(name.as_str()) {
             image_structs(values, paths.as_ref(), cells.image_valid.clone())

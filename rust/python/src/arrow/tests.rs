@@ -9,7 +9,7 @@ use pyo3::types::PyList;
 
 use super::columns::CellFailure;
 use super::table::{Input, Layout};
-use super::{ColumnBuilder, PreparedColumns};
+use super::{ColumnBuilder, ImageFolders, PreparedColumns};
 use crate::errors::ConfigError;
 use crate::testing::{eval, with_python};
 
@@ -90,7 +90,7 @@ fn grouped_cells_become_one_list_per_row() {
         let builder = builder(py, 2, true).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a'], 'seed': 3}]]");
         let (table, failures) = builder
-            .build_batch(py, &prepared(py), &answers, None, None)
+            .build_batch(py, &prepared(py), &answers, ImageFolders::default(), None)
             .unwrap();
         let schema = table.schema();
         let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
@@ -168,7 +168,7 @@ fn ungrouped_generations_repeat_the_input_rows() {
         let builder = builder(py, 2, false).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a', b'GIF89b']}]]");
         let (table, _) = builder
-            .build_batch(py, &prepared(py), &answers, None, None)
+            .build_batch(py, &prepared(py), &answers, ImageFolders::default(), None)
             .unwrap();
         assert_eq!(table.num_rows(), 4);
         assert_eq!(
@@ -198,10 +198,10 @@ fn a_bad_count_and_a_second_build_are_config_errors() {
         let prepared = prepared(py);
         let answers = eval(py, "[[{'images': [b'GIF89a']}]]");
         builder
-            .build_batch(py, &prepared, &answers, None, None)
+            .build_batch(py, &prepared, &answers, ImageFolders::default(), None)
             .unwrap();
         let err = builder
-            .build_batch(py, &prepared, &answers, None, None)
+            .build_batch(py, &prepared, &answers, ImageFolders::default(), None)
             .err()
             .unwrap();
         assert!(err.is_instance_of::<ConfigError>(py));

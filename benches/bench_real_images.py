@@ -10,8 +10,8 @@ so that its wall time, CPU time (user + system, all threads) and peak RSS are it
   POST, `json.loads`, `base64.b64decode`, SHA-256, the file written under its hash, and
   one JSONL line (prompt, path, hash; no base64).
 - `imagetask generate` with JSONL output, JSONL with `--save-artifacts` (with and without
-  `--no-inline-images`), and Parquet with `--save-artifacts`, at the default batch and
-  shard sizes, then at 4x each (memory must not follow them).
+  `--no-inline-images`), and Parquet with and without `--save-artifacts`, at the default
+  batch and shard sizes, then at 4x each (memory must not follow them).
 - `imagetask generate --model openai-batch:` against the test suite's loopback Batch API
   server (`tests/support/batch_server.py`, a process of its own for each contender,
   answering unique PNGs of the same size): `--batch-jobs` jobs of `--job-requests`
@@ -261,6 +261,16 @@ def contenders(url: str, args: argparse.Namespace, work: Path) -> dict[str, Cont
             "--format",
             "parquet",
             "--save-artifacts",
+            "--batch-size",
+            "200",
+            "--shard-mb",
+            "2000",
+        ],
+        "Parquet": [*generate, "--format", "parquet"],
+        "Parquet, 4x batch and shard": [
+            *generate,
+            "--format",
+            "parquet",
             "--batch-size",
             "200",
             "--shard-mb",

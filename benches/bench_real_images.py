@@ -15,12 +15,15 @@ so that its wall time, CPU time (user + system, all threads) and peak RSS are it
 - `imagetask generate --model openai-batch:` against the test suite's loopback Batch API
   server (`tests/support/batch_server.py`, a process of its own for each contender,
   answering unique PNGs of the same size): `--batch-jobs` jobs of `--job-requests`
-  requests in flight, then twice as many (memory must not follow them). Its images are
-  made while the jobs run, so its wall time includes the server's work.
+  requests in flight, then twice as many, over `--batch-rounds` times as many prompts as
+  the jobs hold (memory must follow neither). Its images are made while the jobs run, so
+  its wall time includes the server's work.
 
     python benches/bench_real_images.py
     python benches/bench_real_images.py --prompts 200 --in-flight 16 --repeats 3
     python benches/bench_real_images.py --only batch --batch-jobs 2 --job-requests 200
+    python benches/bench_real_images.py --only batch --batch-jobs 2 --job-requests 200 \
+        --batch-rounds 4
 """
 
 from __future__ import annotations
@@ -200,11 +203,12 @@ def measured(command: list[str]) -> Measure:
 
 
 def batch_contenders(args: argparse.Namespace, work: Path) -> dict[str, Contender]:
-    """The Batch API runs: `--batch-jobs` jobs in flight, then twice as many."""
+    """The Batch API runs: `--batch-jobs` jobs in flight, then twice as many, each over
+    `--batch-rounds` times as many prompts as its jobs hold."""
     found = {}
     for jobs in (args.batch_jobs, 2 * args.batch_jobs):
         prompts = work / f"batch-prompts-{jobs}.txt"
-        images = jobs * args.job_requests
+        images = jobs * args.job_requests * args.batch_rounds
         prompts.write_text("".join(f"prompt {i}\n" for i in range(images)))
         command = [
             sys.executable, "-m", "imagetask", "generate", str(prompts), "--quiet",
@@ -212,7 +216,7 @@ def batch_contenders(args: argparse.Namespace, work: Path) -> dict[str, Contende
             "--api-key-env", "HOME", "--batch-size", str(args.job_requests),
             "--jobs-in-flight", str(jobs), "--poll-every", "0.05",
         ]  # fmt: skip
-        name = f"Batch API, {jobs} jobs of {args.job_requests}"
+        name = f"Batch API, {jobs} jobs of {args.job_requests}, {images:,} prompts"
         found[name] = Contender(command, images, batch_api=True)
     return found
 
@@ -292,6 +296,12 @@ def main() -> None:
         "--only", choices=["http", "batch"], help="only the HTTP or the Batch API contenders"
     )
     parser.add_argument("--batch-jobs", type=int, default=2, help="Batch API jobs in flight")
+    parser.add_argument(
+        "--batch-rounds",
+        type=int,
+        default=1,
+        help="Batch API prompts as a multiple of the jobs in flight times their requests",
+    )
     parser.add_argument("--job-requests", type=int, default=200, help="requests per job")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-batch", action="store_true", help=argparse.SUPPRESS)

@@ -34,7 +34,6 @@ the stream, so a stop at any moment leaves an output its checkpoint can resume.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -472,14 +471,16 @@ class ParquetSink:
         groups = self._row_groups(tables, ROW_GROUP_BYTES)
         try:
             # A group's image files are read just before it is written: one at a time.
-            first = next(groups, None)
+            group = next(groups, None)
             row = 0.0
-            if first is not None and first.num_rows:
-                row = (first.nbytes + sum(self._file_sizes(first))) / first.num_rows
+            if group is not None and group.num_rows:
+                row = (group.nbytes + sum(self._file_sizes(group))) / group.num_rows
             options = self._column_options(schema, row)
             with parquet.ParquetWriter(temp, schema, **options) as writer:
-                for group in itertools.chain([] if first is None else [first], groups):
+                while group is not None:
                     writer.write_table(self._with_file_bytes(group), row_group_size=group.num_rows)
+                    del group  # written: not held while the next one is gathered
+                    group = next(groups, None)
         except MissingImageFile as exc:
             raise SinkError(f"{self.path}: the staged rows cannot become a shard: {exc}") from None
         fsync_and_uncache(temp)  # a shard is not read again by the run

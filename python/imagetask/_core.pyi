@@ -271,6 +271,6 @@ class ImageStore:
         """Reads a Batch API output or error file from its current position (`fd`: its
         open descriptor), one line held at a time, with the GIL released: each 200 answer
         of a `wanted` request read as `read_images_body` reads a body, its images stored;
-        any other line handed over whole; a line that is not JSON, or answers a request
-        not wanted, skipped. `ReadError` when the file cannot be read, `SinkError` when an
+        any other JSON line handed over whole; a line that is not JSON, or answers a
+        request not wanted, skipped. `ReadError` when the file cannot be read, `SinkError` when an
         image cannot be written."""

@@ -385,17 +385,23 @@ impl ImageStore {
     /// Reads a Batch API output or error file from its current position, a line at a
     /// time (one line held at once), with the GIL released: each 200 answer of a
     /// `wanted` request has its body read as `read_images_body` does, its images stored;
-    /// any other line of a wanted request, or of none known, is handed over whole; a line
-    /// that is not JSON, or answers a request not wanted, is skipped. `fd`: the open
-    /// file's descriptor (duplicated; the caller keeps it open). `ReadError` when the
-    /// file cannot be read, `SinkError` when an image cannot be written.
+    /// any other JSON line is handed over whole; a line that is not JSON, or answers a
+    /// request not wanted, is skipped. `fd`: the open file's descriptor (duplicated; the
+    /// caller keeps it open). `ReadError` when the file cannot be read, `SinkError` when
+    /// an image cannot be written.
     fn read_batch_output(
         &self,
         py: Python<'_>,
         fd: i32,
         wanted: HashSet<String>,
     ) -> PyResult<Vec<OutputLine>> {
-        // SAFETY: `fd` is borrowed only to be duplicated, while the caller holds it open.
+        if fd < 0 {
+            return Err(read_error(format!(
+                "could not read the file: no descriptor {fd}"
+            )));
+        }
+        // SAFETY: `fd` is not -1, and is borrowed only to be duplicated, while the caller
+        // holds it open (a descriptor not open fails to duplicate).
         let file = unsafe { BorrowedFd::borrow_raw(fd) }
             .try_clone_to_owned()
             .map_err(|error| read_error(format!("could not read the file: {error}")))?;

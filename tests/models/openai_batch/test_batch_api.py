@@ -25,7 +25,7 @@ from PIL import Image
 from imagetask import ImageGeneration
 from imagetask._core import ImageStore, StoredImage
 from imagetask.cli import main
-from imagetask.errors import RunError
+from imagetask.errors import ReadError, RunError
 from imagetask.io._checkpoint import CHECKPOINT, VERSION, Checkpoint, write_checkpoint
 from imagetask.models import ImageFile, OpenAIBatchImageGeneration
 from imagetask.models.openai_batch._journal import JOURNAL, Journal
@@ -233,6 +233,9 @@ def test_a_batch_output_file_is_read_a_line_at_a_time_into_the_store(tmp_path: P
         (None, None, lines[5]),
     ]
     assert [path.name for path in store.folder.iterdir()] == [stored.path.rsplit("/")[-1]]
+    for closed in (-1, 1 << 30):  # no descriptor, and one not open
+        with pytest.raises(ReadError, match="could not read the file"):
+            store.read_batch_output(closed, {"req-1"})
 
 
 def test_a_spool_keeps_an_image_once_until_its_last_holder_reads_it(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ sink each such image as an `Image` struct holding only its path (relative to the
 folder): the staged rows carry no second copy of bytes already on disk. A run without
 artifacts gives it the images its answers spooled the same way, and the sink reads them
 into the staged rows a few at a time, their paths left out (the spool goes once the batch
-is staged). `ImageFiles`
-finds those files and weighs them (`sizes`) when a batch is staged, and reads them into
-the `bytes` of their structs (`filled`) when the shard is made, a row group's worth at a
-time, straight into Arrow's memory.
+is staged). `ImageFiles` finds those files and weighs them (`sizes`) when a batch is
+staged, and reads them into the `bytes` of their structs (`filled`) when the shard is
+made, a row group's worth at a time (spooled ones when staged, a staged record batch's
+worth at a time), straight into Arrow's memory.
 """
 
 from __future__ import annotations

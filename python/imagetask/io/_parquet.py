@@ -324,16 +324,17 @@ class ParquetSink:
         if self._dataset_schema is not None and not schema.equals(self._dataset_schema):
             self._check_widening(schema)
         try:
-            referenced = sum(self._file_sizes(table))
+            sizes = self._file_sizes(table)
+            if self._writer is None or not schema.equals(self._schema):
+                self._start_stream(schema)
+            if self._spooled:
+                self._stage_read(table, sizes)
+                sizes = []  # read into the staged rows: no file is referenced
+            else:
+                self._writer.write_table(table, max_chunksize=self._staged_rows(table))
         except MissingImageFile as exc:
             raise SinkError(f"{self.path}: {exc}") from None
-        if self._writer is None or not schema.equals(self._schema):
-            self._start_stream(schema)
-        if self._spooled:
-            self._stage_read(table)
-            referenced = 0
-        else:
-            self._writer.write_table(table, max_chunksize=self._staged_rows(table))
+        referenced = sum(sizes)
         self._file.flush()
         current = self._staged[-1]
         current.rows += table.num_rows
@@ -355,28 +356,30 @@ class ParquetSink:
             column = column.combine_chunks()
         return self._files.sizes(column)
 
-    def _with_file_bytes(self, table: Any, *, keep_paths: bool = True) -> Any:
-        """`table` with the bytes of the files its path-only images name read into them
-        (their paths kept or not)."""
-        if not any(self._file_sizes(table)):
-            return table
+    def _with_file_bytes(self, table: Any) -> Any:
+        """`table` with the bytes of the files its path-only images name read into them."""
+        return self._filled(table) if any(self._file_sizes(table)) else table
+
+    def _filled(self, table: Any, *, keep_paths: bool = True) -> Any:
+        """`table` with its path-only images' files read (their paths kept or not)."""
         assert self._files is not None
         index = table.schema.get_field_index(self._image_column)
         column = table.column(index).combine_chunks()
         filled = self._files.filled(column, keep_paths=keep_paths)
         return table.set_column(index, table.schema.field(index), filled)
 
-    def _stage_read(self, table: Any) -> None:
-        """Stages `table` with the files its path-only images name read into it (their
-        paths left out), about `STAGED_BATCH_BYTES` of files at a time."""
-        sizes = self._file_sizes(table)
+    def _stage_read(self, table: Any, sizes: list[int]) -> None:
+        """Stages `table` with the files its path-only images name (of `sizes` bytes per
+        row) read into it, their paths left out, about `STAGED_BATCH_BYTES` of files at a
+        time."""
         start = 0
         while start < table.num_rows:
             end, held = start + 1, sizes[start]
             while end < table.num_rows and held + sizes[end] <= STAGED_BATCH_BYTES:
                 held += sizes[end]
                 end += 1
-            read = self._with_file_bytes(table.slice(start, end - start), keep_paths=False)
+            piece = table.slice(start, end - start)
+            read = self._filled(piece, keep_paths=False) if held else piece
             self._writer.write_table(read, max_chunksize=self._staged_rows(read))
             start = end
 

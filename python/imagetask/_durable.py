@@ -4,13 +4,17 @@ and never through a link planted in the folder."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from imagetask.errors import RunError
 
 __all__ = [
+    "RECYCLE_BYTES",
+    "OutputFile",
     "fsync_and_uncache",
     "fsync_dir",
     "fsync_file",
@@ -27,6 +31,15 @@ _NEW_FILE = (
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 )
+
+
+RECYCLE_BYTES = 16 * 2**20
+"""How much of a long file the run writes and does not read back (the JSONL output, a
+Parquet shard) is written between two `sync_and_uncache` of it: its pages are reused by
+the next writes while the kernel still holds them. Freed pages left unused for seconds
+go back to a virtual machine's host, and the write that takes them again costs far more:
+800 MB written at 110 MB/s cost 1.6 s of system time given back every 160 MB, 0.3 s every
+16 MB."""
 
 
 def fsync_dir(folder: Path) -> None:
@@ -66,6 +79,31 @@ def sync_and_uncache(descriptor: int) -> None:
     os.fsync(descriptor)
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+class OutputFile(io.FileIO):
+    """A file the run writes and does not read back (the JSONL output, a Parquet shard):
+    each `write` written whole, and every `RECYCLE_BYTES` written synced and its cached
+    pages given back (`sync_and_uncache`)."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        super().__init__(path, mode)
+        self._unsynced = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += super().write(view[done:]) or 0
+        self._unsynced += done
+        if self._unsynced >= RECYCLE_BYTES:
+            self.sync()
+        return done
+
+    def sync(self) -> None:
+        """Makes what was written durable, and gives its pages back."""
+        sync_and_uncache(self.fileno())
+        self._unsynced = 0
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:

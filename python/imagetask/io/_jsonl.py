@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 import msgspec
 
 from imagetask._core import StoredImage
-from imagetask._durable import sync_and_uncache
+from imagetask._durable import OutputFile
 from imagetask.errors import ReadError, RunError, SinkError
 from imagetask.io._parquet import ParquetSink
 
@@ -104,11 +104,11 @@ class JsonlSink:
         self._rows = 0
         self._rows_per_write = 1
         if state is None:
-            self._file = self.path.open("wb")
+            self._file = OutputFile(self.path, "wb")
             return
         checked: _JsonlState = _state(_JsonlState, state, self.path)
         self._check(checked)
-        self._file = self.path.open("ab")
+        self._file = OutputFile(self.path, "ab")
         self._file.truncate(checked.bytes)
         self._file.seek(0, os.SEEK_END)
         self._rows = checked.rows
@@ -163,8 +163,7 @@ class JsonlSink:
         self._rows += len(rows)
 
     def sync(self) -> None:
-        # The run does not read its rows back: their pages serve the next writes.
-        sync_and_uncache(self._file.fileno())
+        self._file.sync()
 
     def state(self) -> dict[str, Any]:
         return {"bytes": self._file.tell(), "rows": self._rows}

@@ -43,7 +43,13 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from imagetask._durable import fsync_and_uncache, fsync_dir, fsync_file, write_atomic
+from imagetask._durable import (
+    OutputFile,
+    fsync_and_uncache,
+    fsync_dir,
+    fsync_file,
+    write_atomic,
+)
 from imagetask._extras import require
 from imagetask.build._schema import features, image_structs, is_image_struct
 from imagetask.errors import RunError, SinkError
@@ -479,7 +485,10 @@ class ParquetSink:
             if group is not None and group.num_rows:
                 row = (group.nbytes + sum(self._file_sizes(group))) / group.num_rows
             options = self._column_options(schema, row)
-            with parquet.ParquetWriter(temp, schema, **options) as writer:
+            with (
+                OutputFile(temp, "wb") as file,
+                parquet.ParquetWriter(file, schema, **options) as writer,
+            ):
                 while group is not None:
                     writer.write_table(self._with_file_bytes(group), row_group_size=group.num_rows)
                     del group  # written: not held while the next one is gathered

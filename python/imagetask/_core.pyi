@@ -255,11 +255,14 @@ class OutputLine:
 @final
 class ImageStore:
     """Writes images into `folder`, each once, as `<sha256>.<extension>` (to a temporary
-    file, then renamed), with the GIL released. Pickles."""
+    file, then renamed), with the GIL released; `durable`: each synced once written and
+    its cached pages given back (a run's artifacts, not read back soon). Pickles."""
 
-    def __new__(cls, folder: str | os.PathLike[str]) -> ImageStore: ...
+    def __new__(cls, folder: str | os.PathLike[str], durable: bool = False) -> ImageStore: ...
     @property
     def folder(self) -> Path: ...
+    @property
+    def durable(self) -> bool: ...
     def put(self, data: bytes) -> StoredImage | bytes:
         """Stores an image's bytes: its `StoredImage`, or the bytes themselves when they
         are empty or in no known image format. `SinkError` when the file cannot be written."""

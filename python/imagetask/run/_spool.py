@@ -35,7 +35,7 @@ class AnswerSpool:
         self._shared: ImageStore | None = None
         self._enabled = bool(getattr(task, "takes_stored_images", False))
         if self.stores_artifacts(task):
-            self._shared = ImageStore(task.artifact_target().folder)
+            self._shared = ImageStore(task.artifact_target().folder, durable=True)
         self._numbers = itertools.count()
 
     @staticmethod

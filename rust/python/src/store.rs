@@ -175,10 +175,12 @@ pub(crate) struct ImagesAnswer {
 }
 
 /// Writes images into `folder`, each once, as `<sha256>.<extension>` (written to a
-/// temporary file, then renamed).
+/// temporary file, then renamed); `durable`: each synced once written, its cached pages
+/// given back (a run's artifacts, not read back soon).
 #[pyclass(frozen, module = "imagetask._core")]
 pub(crate) struct ImageStore {
     folder: PathBuf,
+    durable: bool,
 }
 
 /// What storing one image's bytes gave: the stored image, or the bytes to keep as they
@@ -238,7 +240,7 @@ impl ImageStore {
             return Ok(Put::Unknown(bytes));
         };
         let format = name.rsplit('.').next().unwrap_or_default().to_owned();
-        store(&self.folder, &name, &bytes).map_err(|error| {
+        store(&self.folder, &name, &bytes, self.durable).map_err(|error| {
             format!(
                 "could not write {}: {error}",
                 self.folder.join(&name).display()
@@ -337,14 +339,21 @@ fn put_into_python(py: Python<'_>, put: Put) -> PyResult<Py<PyAny>> {
 #[pymethods]
 impl ImageStore {
     #[new]
-    fn new(folder: PathBuf) -> Self {
-        Self { folder }
+    #[pyo3(signature = (folder, durable = false))]
+    fn new(folder: PathBuf, durable: bool) -> Self {
+        Self { folder, durable }
     }
 
     /// The folder the images are written to.
     #[getter]
     fn folder(&self) -> PathBuf {
         self.folder.clone()
+    }
+
+    /// Whether each image is synced once written and its cached pages given back.
+    #[getter]
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     /// Stores an image's bytes: its `StoredImage`, or the bytes themselves when they are
@@ -424,11 +433,16 @@ impl ImageStore {
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
-        let args = (slf.get().folder.clone(),);
+        let store = slf.get();
+        let args = (store.folder.clone(), store.durable);
         Ok((slf.get_type().into_any(), args.into_pyobject(slf.py())?))
     }
 
     fn __repr__(&self) -> String {
-        format!("ImageStore({})", self.folder.display())
+        format!(
+            "ImageStore({}, durable={})",
+            self.folder.display(),
+            if self.durable { "True" } else { "False" }
+        )
     }
 }

@@ -220,8 +220,9 @@ class StoredImage:
         """The file's path."""
     def read(self) -> bytes:
         """The image's bytes (`ReadError` when its file cannot be read)."""
-    def base64(self) -> str:
-        """The image's bytes as standard base64 text, padded."""
+    def json_string(self) -> bytes:
+        """The image's base64 text as a JSON string, quotes included (base64 needs no
+        escapes): what a JSON encoder can copy as it is."""
 
 @final
 class ImagesAnswer:

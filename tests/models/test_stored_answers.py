@@ -144,14 +144,16 @@ def test_an_image_store_reads_a_body_and_names_what_is_wrong(tmp_path: Path) -> 
         store.read_images_body(b'{"data": [')
 
 
-def test_a_stored_image_reads_as_base64_and_names_a_file_changed_since(tmp_path: Path) -> None:
+def test_a_stored_image_reads_as_a_json_string_and_names_a_file_changed_since(
+    tmp_path: Path,
+) -> None:
     png = image_of("x", 0) * 2000
     image = _core.ImageStore(tmp_path).put(png)
     assert isinstance(image, _core.StoredImage)
-    assert image.base64() == base64.b64encode(png).decode()
+    assert image.json_string() == json.dumps(base64.b64encode(png).decode()).encode()
     Path(image.path).write_bytes(png[:-1])
     with pytest.raises(ReadError) as error:
-        image.base64()
+        image.json_string()
     assert str(error.value) == (
         f"could not read the stored image {image.path}: the source holds fewer bytes than expected"
     )

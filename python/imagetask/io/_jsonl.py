@@ -54,11 +54,12 @@ def _state(kind: type[msgspec.Struct], state: dict[str, Any], path: Path) -> Any
         raise RunError(f"{path}: the checkpoint's `sink` is not valid: {exc}") from None
 
 
-def _stored_as_base64(value: Any) -> str:
-    """A `StoredImage` in a row (a run's images stay on disk until written) as the base64
-    text of its bytes; any other value cannot be written."""
+def _stored_as_base64(value: Any) -> msgspec.Raw:
+    """A `StoredImage` in a row (a run's images stay on disk until written) as the JSON
+    string of its bytes' base64 text, copied into the line as it is; any other value
+    cannot be written."""
     if isinstance(value, StoredImage):
-        return value.base64()
+        return msgspec.Raw(value.json_string())
     raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
 
 

@@ -58,6 +58,20 @@ impl StoredImage {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Writes the image's bytes as base64 text into `out` (exactly its length), read from
+    /// its file a piece at a time; `ReadError` when the file cannot be read.
+    fn encode_into(&self, out: &mut [u8]) -> PyResult<()> {
+        let file = fs::File::open(&self.path).map_err(|error| self.unreadable(error))?;
+        payload::encode_into(file, self.size, out).map_err(|error| self.unreadable(error))
+    }
+
+    fn unreadable(&self, error: std::io::Error) -> PyErr {
+        read_error(format!(
+            "could not read the stored image {}: {error}",
+            self.path.display()
+        ))
+    }
 }
 
 #[pymethods]
@@ -107,28 +121,25 @@ impl StoredImage {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// The image's bytes as standard base64 text, padded: encoded from its file a piece
-    /// at a time straight into the string, with the GIL released.
-    fn base64<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+    /// The image's base64 text as a JSON string, quotes included (base64 needs no
+    /// escapes), as bytes: what a JSON encoder can copy without looking at it.
+    fn json_string<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let length = payload::encoded_len(self.size);
-        let unreadable = |error: std::io::Error| {
-            read_error(format!(
-                "could not read the stored image {}: {error}",
-                self.path.display()
-            ))
+        let size = Py_ssize_t::try_from(length + 2).map_err(|_| read_error("image too large"))?;
+        // SAFETY: a new bytes object of `length + 2` bytes that no one else sees until
+        // every one of them is written below.
+        let text = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+            )?
         };
-        let size = Py_ssize_t::try_from(length).map_err(|_| read_error("image too large"))?;
-        // SAFETY: a new string of `length` ASCII characters: its data is `length` bytes that
-        // no one else sees until every one of them is written with base64 text (ASCII).
-        let text = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_New(size, 127))? };
-        let data = unsafe { ffi::PyUnicode_DATA(text.as_ptr()) }.cast::<u8>();
-        let out = unsafe { std::slice::from_raw_parts_mut(data, length) };
-        py.detach(|| {
-            let file = fs::File::open(&self.path)?;
-            payload::encode_into(file, self.size, out)
-        })
-        .map_err(unreadable)?;
-        Ok(text.cast_into::<PyString>()?)
+        let data = unsafe { ffi::PyBytes_AsString(text.as_ptr()) }.cast::<u8>();
+        let out = unsafe { std::slice::from_raw_parts_mut(data, length + 2) };
+        out[0] = b'"';
+        out[length + 1] = b'"';
+        py.detach(|| self.encode_into(&mut out[1..=length]))?;
+        Ok(text.cast_into::<PyBytes>()?)
     }
 
     fn __reduce__<'py>(

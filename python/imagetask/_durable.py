@@ -35,11 +35,11 @@ _NEW_FILE = (
 
 RECYCLE_BYTES = 16 * 2**20
 """How much of a long file the run writes and does not read back (the JSONL output, a
-Parquet shard) is written between two `sync_and_uncache` of it: its pages are reused by
-the next writes while the kernel still holds them. Freed pages left unused for seconds
-go back to a virtual machine's host, and the write that takes them again costs far more:
-800 MB written at 110 MB/s cost 1.6 s of system time given back every 160 MB, 0.3 s every
-16 MB."""
+Parquet shard) is written between two `sync_and_uncache` of it, so that what the kernel
+holds of it stays small and its pages serve the next writes soon. On a virtual machine
+whose host takes back the guest's free pages, a write into pages never given back costs
+several times more system time (`benches/bench_page_cache.py`: 800 MB at 110 MB/s,
+1.56 s never given back, 0.46 s every 16 MB)."""
 
 
 def fsync_dir(folder: Path) -> None:
@@ -74,8 +74,7 @@ def fsync_and_uncache(path: Path) -> None:
 def sync_and_uncache(descriptor: int) -> None:
     """Makes an open file's content durable, then tells the kernel its cached pages will
     not be read again soon (where the system has `posix_fadvise`): they go back to the
-    pages the next writes take, which on a virtual machine cost far less than pages the
-    guest never touched (writing 600 MB: 0.2 s of CPU against 1.4 s)."""
+    pages the next writes take (see `RECYCLE_BYTES`)."""
     os.fsync(descriptor)
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)

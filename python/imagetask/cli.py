@@ -754,25 +754,28 @@ def _run(
             "inline_images": args.inline_images,
         }
     )
-    # What the process holds so far (its modules, the model's client library) lives as
-    # long as it does: the cyclic collector no longer walks it in each full collection.
+    # What the process holds so far (its modules, the model's client library) outlives
+    # the run: the cyclic collector does not walk it in each full collection meanwhile.
     gc.freeze()
-    summary = run(
-        task,
-        reader,
-        args.output,
-        format=args.format,
-        resume=args.resume,
-        limit=args.limit,
-        progress=not args.quiet,
-        checkpoint_seconds=args.checkpoint_every,
-        batches_in_flight=in_flight,
-        shard_bytes=round(args.shard_mb * 1e6),
-        max_consecutive_failures=args.max_consecutive_failures,
-        retry_failed=args.retry_failed,
-        overwrite=args.overwrite,
-        max_cost=args.max_cost,
-    )
+    try:
+        summary = run(
+            task,
+            reader,
+            args.output,
+            format=args.format,
+            resume=args.resume,
+            limit=args.limit,
+            progress=not args.quiet,
+            checkpoint_seconds=args.checkpoint_every,
+            batches_in_flight=in_flight,
+            shard_bytes=round(args.shard_mb * 1e6),
+            max_consecutive_failures=args.max_consecutive_failures,
+            retry_failed=args.retry_failed,
+            overwrite=args.overwrite,
+            max_cost=args.max_cost,
+        )
+    finally:
+        gc.unfreeze()
     print(
         f"imagetask: {summary.rows_in:,} rows in, {summary.rows_out:,} rows out "
         f"({summary.images:,} images, {summary.failed:,} failed, "

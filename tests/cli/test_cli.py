@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pyarrow.parquet as pq
 import pytest
 
+from imagetask import cli
 from imagetask.cli import main
 from imagetask.run._progress import Progress
 from tests.support.outputs import image_bytes, recorded_table
@@ -404,3 +407,18 @@ def test_a_command_refused_at_its_first_row_leaves_nothing_that_blocks_the_corre
     assert main([*command, "--column", "prompt=caption"]) == 0
     report = json.loads((out / "run.json").read_text())
     assert (report["rows_in"], report["rows_out"], report["resumed_from"]) == (2, 2, 0)
+
+
+def test_a_run_freezes_what_the_process_holds_only_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen: list[int] = []
+
+    def recorded_run(*args: Any, **kwargs: Any) -> Any:
+        frozen.append(gc.get_freeze_count())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", recorded_run)
+    status = main(["generate", str(PROMPTS), "-o", str(tmp_path / "out"), "--size", "16x16"])
+    assert status == 130  # the run stopped by Ctrl-C
+    assert frozen[0] > 0 and gc.get_freeze_count() == 0

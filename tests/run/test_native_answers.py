@@ -20,7 +20,13 @@ from imagetask import ImageGeneration
 from imagetask.models import InferenceEndpointsImageGeneration, OpenAIImageGeneration
 from imagetask.run import run
 from tests.support.servers import ImageServer, image_server
-from tests.support.stored_runs import artifacts_of, generation_task, written_rows
+from tests.support.stored_runs import (
+    RunShape,
+    artifacts_of,
+    generation_task,
+    run_shapes,
+    written_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -31,34 +37,18 @@ class Shape:
     url: bool
     revised: bool
     usage: bool
-    n: int
-    per_request: int
-    group: bool
-    format: Literal["jsonl", "parquet"]
-    artifacts: bool
-    inline: bool
-    prompts: tuple[str, ...]
+    run: RunShape
 
 
 @st.composite
 def shapes(draw: st.DrawFn) -> Shape:
-    n = draw(st.integers(1, 3))
     backend: Literal["openai", "hf"] = draw(st.sampled_from(["openai", "hf"]))
-    format: Literal["jsonl", "parquet"] = draw(st.sampled_from(["jsonl", "parquet"]))
-    artifacts = draw(st.booleans())
     return Shape(
         backend=backend,
         url=backend == "openai" and draw(st.booleans()),
         revised=draw(st.booleans()),
         usage=draw(st.booleans()),
-        n=n,
-        per_request=1 if backend == "hf" else draw(st.sampled_from(sorted({1, n}))),
-        group=draw(st.booleans()),
-        format=format,
-        artifacts=artifacts,
-        inline=not (artifacts and format == "jsonl" and draw(st.booleans())),
-        # Repeated prompts ask for the same images again.
-        prompts=tuple(draw(st.lists(st.sampled_from(["a cat", "a dog", "fog"]), min_size=1))),
+        run=draw(run_shapes(one_per_request=backend == "hf")),
     )
 
 
@@ -79,10 +69,10 @@ def task_of(server: ImageServer, shape: Shape) -> ImageGeneration:
             model="dall-e-2",
             base_url=f"{server.url}/v1",
             api_key="k",
-            images_per_request=shape.per_request,
+            images_per_request=shape.run.per_request,
             generation_kwargs={"response_format": "url"} if shape.url else {},
         )
-    return generation_task(backend, shape)
+    return generation_task(backend, shape.run)
 
 
 def without_latency(value: Any) -> Any:
@@ -116,11 +106,11 @@ def run_in(server: ImageServer, shape: Shape, out: Path, native: bool) -> None:
         if not native:
             patch.setattr(ImageGeneration, "takes_stored_images", property(lambda _: False))
         assert task.takes_stored_images is native
-        rows = [{"prompt": prompt} for prompt in shape.prompts]
-        summary = run(task, rows, out, format=shape.format)
-    images = len(shape.prompts) * shape.n
+        rows = [{"prompt": prompt} for prompt in shape.run.prompts]
+        summary = run(task, rows, out, format=shape.run.format)
+    images = len(shape.run.prompts) * shape.run.n
     assert (summary.rows_out, summary.failed) == (
-        len(shape.prompts) if shape.group else images,
+        len(shape.run.prompts) if shape.run.group else images,
         0,
     )
     assert not (out / ".spool").exists()
@@ -138,10 +128,11 @@ def test_the_native_path_writes_the_rows_and_files_of_answers_holding_images(
     today, native = (tmp_path_factory.mktemp(name) for name in ("today", "native"))
     run_in(server, shape, today, native=False)
     run_in(server, shape, native, native=True)
-    assert rows_of(native, shape.format) == rows_of(today, shape.format)
+    assert rows_of(native, shape.run.format) == rows_of(today, shape.run.format)
     files = artifacts_of(native)
     assert files == artifacts_of(today)
     # Each distinct image once: a prompt asked again answers the same images.
-    distinct = {(prompt, place) for prompt in shape.prompts for place in range(shape.per_request)}
-    assert len(files) == (len(distinct) if shape.artifacts else 0)
+    places = range(shape.run.per_request)
+    distinct = {(prompt, place) for prompt in shape.run.prompts for place in places}
+    assert len(files) == (len(distinct) if shape.run.artifacts else 0)
     assert all(name.startswith(hashlib.sha256(data).hexdigest()) for name, data in files.items())

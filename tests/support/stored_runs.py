@@ -1,12 +1,15 @@
 """Two runs of one configuration compared (answers holding their images against answers
-stored as files): the task a drawn configuration makes, the rows a run wrote, its
+stored as files): the configurations drawn, the task one makes, the rows a run wrote, its
 artifact files."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal
+
+from hypothesis import strategies as st
 
 from imagetask import ImageGeneration
 from imagetask.models import ImageModel
@@ -16,18 +19,36 @@ ARTIFACTS = Path("artifacts/image_generation_0/images")
 """Where a run of `generation_task` saves its images, in its output folder."""
 
 
-class RunShape(Protocol):
-    """What a drawn configuration says of the task: images per row, grouped or not,
-    artifacts saved, images inlined in the rows."""
+@dataclass(frozen=True)
+class RunShape:
+    """A drawn run's configuration: images per row and per request, grouped or not, the
+    output format, artifacts saved, images inlined in the rows, the prompts."""
 
-    @property
-    def n(self) -> int: ...
-    @property
-    def group(self) -> bool: ...
-    @property
-    def artifacts(self) -> bool: ...
-    @property
-    def inline(self) -> bool: ...
+    n: int
+    per_request: int
+    group: bool
+    format: Literal["jsonl", "parquet"]
+    artifacts: bool
+    inline: bool
+    prompts: tuple[str, ...]
+
+
+@st.composite
+def run_shapes(draw: st.DrawFn, *, one_per_request: bool = False) -> RunShape:
+    """Run configurations; `one_per_request`: a backend that makes one image a request."""
+    n = draw(st.integers(1, 3))
+    format: Literal["jsonl", "parquet"] = draw(st.sampled_from(["jsonl", "parquet"]))
+    artifacts = draw(st.booleans())
+    return RunShape(
+        n=n,
+        per_request=1 if one_per_request else draw(st.sampled_from(sorted({1, n}))),
+        group=draw(st.booleans()),
+        format=format,
+        artifacts=artifacts,
+        inline=not (artifacts and format == "jsonl" and draw(st.booleans())),
+        # Repeated prompts ask for the same images again.
+        prompts=tuple(draw(st.lists(st.sampled_from(["a cat", "a dog", "fog"]), min_size=1))),
+    )
 
 
 def generation_task(backend: ImageModel, shape: RunShape) -> ImageGeneration:

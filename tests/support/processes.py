@@ -25,6 +25,16 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str]) -> N
         time.sleep(0.01)
 
 
+def killed_when(
+    argv: list[str], condition: Callable[[], bool], *, env: dict[str, str] | None = None
+) -> None:
+    """Runs `argv` until `condition` holds (failing if it ends or hangs first), then kills
+    it with SIGKILL."""
+    with subprocess.Popen(argv, env=env, text=True) as process:
+        wait_for(condition, process)
+        process.send_signal(signal.SIGKILL)
+
+
 def killed_past(
     argv: list[str],
     out: Path,

@@ -31,7 +31,7 @@ from imagetask.models import ImageFile, OpenAIBatchImageGeneration
 from imagetask.models.openai_batch._journal import JOURNAL, Journal
 from imagetask.models.openai_batch._spool import Spool, SpooledImage, SpooledLine
 from tests.support.batch_server import BLOCKED, DROPPED, BatchServer, Plan, batch_server
-from tests.support.processes import wait_for
+from tests.support.processes import killed_when, wait_for
 from tests.support.runs import rows_done
 
 KEY = "sk-test-batch-secret-0123456789"
@@ -642,6 +642,23 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OPENAI_API_KEY": KEY}
 
 
+def prompt_file(folder: Path, prompts: list[str]) -> Path:
+    """A prompts file in `folder`, one line each."""
+    source = folder / "prompts.txt"
+    source.write_text("\n".join(prompts) + "\n")
+    return source
+
+
+def resumed(server: BatchServer, source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """The command resumed on the run in `out`, run to its successful end."""
+    done = subprocess.run(
+        [*command(server, source, out), "--resume"], env=environment(), capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def read_rows(out: Path) -> list[dict[str, Any]]:
     return [msgspec.json.decode(line) for line in (out / "data.jsonl").read_bytes().splitlines()]
 
@@ -661,35 +678,24 @@ def check_output(server: BatchServer, out: Path, prompts: list[str]) -> None:
 def test_sigkill_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path) -> None:
     # Rows 20-23 repeat rows 0-3: their batch has the very same requests as the first.
     prompts = [f"prompt {i % 20}" for i in range(24)]
-    source = tmp_path / "prompts.txt"
-    source.write_text("\n".join(prompts) + "\n")
-    out = tmp_path / "out"
+    source, out = prompt_file(tmp_path, prompts), tmp_path / "out"
     server.release.clear()
     server.held_prompts = set(prompts[8:20])
-    process = subprocess.Popen(
-        command(server, source, out), env=environment(), stderr=subprocess.PIPE, text=True
-    )
     # Batches 0 and 1 end and are written; batches 2, 3 and 4 run, held.
-    wait_for(lambda: rows_done(out) == 8 and server.statuses()["in_progress"] == 3, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()  # type: ignore[union-attr]
+    killed_when(
+        command(server, source, out, "--quiet"),
+        lambda: rows_done(out) == 8 and server.statuses()["in_progress"] == 3,
+        env=environment(),
+    )
     assert len(server.jobs) == 5
     server.release.set()
-    resumed = subprocess.run(
-        [*command(server, source, out), "--resume"],
-        env=environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    resumed_run = resumed(server, source, out)
     check_output(server, out, prompts)
-    assert resumed.stderr.count(" re-attached | ") == 3
+    assert resumed_run.stderr.count(" re-attached | ") == 3
     assert "jobs: 1 submitted, 3 re-attached, 0 running, 4 done | 16 images received" in (
-        resumed.stderr
+        resumed_run.stderr
     )
-    assert resumed.stdout.endswith(
+    assert resumed_run.stdout.endswith(
         "24 rows in, 24 rows out (24 images, 0 failed, estimated cost unknown) -> "
         f"{out}/data.jsonl\nbrowse: imagetask gallery {out}\n"
     )
@@ -697,26 +703,19 @@ def test_sigkill_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path)
 
 def test_sigkill_while_a_job_is_created_then_resume(server: BatchServer, tmp_path: Path) -> None:
     prompts = [f"prompt {i}" for i in range(8)]
-    source = tmp_path / "prompts.txt"
-    source.write_text("\n".join(prompts) + "\n")
-    out = tmp_path / "out"
+    source, out = prompt_file(tmp_path, prompts), tmp_path / "out"
     server.answer_creates.clear()
-    process = subprocess.Popen(
-        command(server, source, out, "--quiet"), env=environment(), text=True
-    )
     # The server made the jobs, but the command dies before it hears their ids.
-    wait_for(lambda: server.held_creates == 2, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_when(
+        command(server, source, out, "--quiet"),
+        lambda: server.held_creates == 2,
+        env=environment(),
+    )
     server.answer_creates.set()
     assert rows_done(out) == 0 and len(server.jobs) == 2
-    resumed = subprocess.run(
-        [*command(server, source, out), "--resume"], env=environment(), capture_output=True,
-        text=True, check=False,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
+    resumed_run = resumed(server, source, out)
     check_output(server, out, prompts)
-    assert resumed.stderr.count(" re-attached | ") == 2
+    assert resumed_run.stderr.count(" re-attached | ") == 2
 
 
 def stored(out: Path) -> dict[str, list[str]]:
@@ -733,21 +732,18 @@ def test_sigkill_mid_download_with_answers_stored_then_resume(
     server: BatchServer, tmp_path: Path
 ) -> None:
     prompts = [f"prompt {i}" for i in range(12)]
-    source = tmp_path / "prompts.txt"
-    source.write_text("\n".join(prompts) + "\n")
-    out = tmp_path / "out"
+    source, out = prompt_file(tmp_path, prompts), tmp_path / "out"
     # Batch 0 runs on, held; batch 1 is answered and waits in its store for batch 0;
     # batch 2's output file stops halfway through its download.
     server.release.clear()
     server.held_prompts = set(prompts[:4])
     server.downloads.clear()
     server.held_downloads = set(prompts[8:])
-    process = subprocess.Popen(
-        command(server, source, out, "--quiet"), env=environment(), text=True
+    killed_when(
+        command(server, source, out, "--quiet"),
+        lambda: server.downloads_held == 1 and len(stored(out).get("1", [])) == 4,
+        env=environment(),
     )
-    wait_for(lambda: server.downloads_held == 1 and len(stored(out).get("1", [])) == 4, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     # Batches 1 and 2 were run: batch 1's store holds its four images, decoded.
     made = server.served.images[:]
     assert len(made) == 8
@@ -759,13 +755,9 @@ def test_sigkill_mid_download_with_answers_stored_then_resume(
     assert rows_done(out) == 0 and len(server.jobs) == 3
     server.release.set()
     server.downloads.set()
-    resumed = subprocess.run(
-        [*command(server, source, out), "--resume"], env=environment(), capture_output=True,
-        text=True, check=False,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
+    resumed_run = resumed(server, source, out)
     check_output(server, out, prompts)
-    assert resumed.stderr.count(" re-attached | ") == 3
+    assert resumed_run.stderr.count(" re-attached | ") == 3
     # The images answered before the kill are the rows' own, not made again.
     assert set(made) <= set(decoded(read_rows(out)))
     assert sorted(path.name for path in (out / "batch-jobs").iterdir()) == [JOURNAL]
@@ -774,9 +766,7 @@ def test_sigkill_mid_download_with_answers_stored_then_resume(
 
 def test_ctrl_c_while_jobs_run_then_resume(server: BatchServer, tmp_path: Path) -> None:
     prompts = [f"prompt {i}" for i in range(12)]
-    source = tmp_path / "prompts.txt"
-    source.write_text("\n".join(prompts) + "\n")
-    out = tmp_path / "out"
+    source, out = prompt_file(tmp_path, prompts), tmp_path / "out"
     server.release.clear()
     process = subprocess.Popen(
         command(server, source, out, "--quiet"), env=environment(), stderr=subprocess.PIPE,
@@ -801,9 +791,7 @@ def test_a_resume_with_another_batch_size_names_the_jobs_it_left(
     server: BatchServer, tmp_path: Path
 ) -> None:
     prompts = [f"prompt {i}" for i in range(8)]
-    source = tmp_path / "prompts.txt"
-    source.write_text("\n".join(prompts) + "\n")
-    out = tmp_path / "out"
+    source, out = prompt_file(tmp_path, prompts), tmp_path / "out"
     server.release.clear()
     process = subprocess.Popen(
         command(server, source, out, "--quiet"), env=environment(), text=True

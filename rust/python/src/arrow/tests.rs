@@ -211,3 +211,58 @@ fn a_bad_count_and_a_second_build_are_config_errors() {
         );
     });
 }
+
+#[test]
+fn a_spooled_image_stays_in_its_file_and_its_struct_names_it() {
+    with_python(|py| {
+        let spool = std::env::temp_dir().join(format!("imagetask-spool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&spool);
+        std::fs::create_dir_all(&spool).unwrap();
+        let store = py
+            .get_type::<crate::store::ImageStore>()
+            .call1((spool.clone(),))
+            .unwrap();
+        let image = store
+            .call_method1("put", (pyo3::types::PyBytes::new(py, b"GIF89a-spooled"),))
+            .unwrap();
+        let name = format!("{}.gif", image.getattr("sha256").unwrap());
+        let answers = PyList::new(py, [PyList::new(py, [eval(py, "{}")]).unwrap()]).unwrap();
+        let part = answers.get_item(0).unwrap().get_item(0).unwrap();
+        part.set_item("images", PyList::new(py, [image]).unwrap())
+            .unwrap();
+        let folders = ImageFolders {
+            artifacts: None,
+            spool: Some(imagetask_core::artifacts::Destination {
+                folder: spool.clone(),
+                prefix: ".spool/3".to_owned(),
+            }),
+        };
+        let (table, failures) = builder(py, 1, false)
+            .unwrap()
+            .build_batch(py, &prepared(py), answers.as_any(), folders, None)
+            .unwrap();
+        assert_eq!(failures.len(), 1); // the invalid row
+        let schema = table.schema();
+        let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["prompt", "score", "image", "model_name", "meta"]);
+        let images = table.column(2).as_struct();
+        assert_eq!(
+            images
+                .column(0)
+                .as_binary::<i32>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [None, None]
+        );
+        assert_eq!(
+            texts(images.column(1)),
+            [None, Some(format!(".spool/3/{name}"))]
+        );
+        assert_eq!(
+            images.logical_nulls().map(|nulls| nulls.null_count()),
+            Some(1)
+        );
+        assert!(images.is_valid(1));
+        std::fs::remove_dir_all(&spool).unwrap();
+    });
+}

@@ -255,9 +255,10 @@ class OutputLine:
 
 @final
 class ImageStore:
-    """Writes images into `folder`, each once, as `<sha256>.<extension>` (to a temporary
-    file, then renamed), with the GIL released; `durable`: each synced once written and
-    its cached pages given back (a run's artifacts, not read back soon). Pickles."""
+    """Writes images into `folder` (made with the first), each once, as
+    `<sha256>.<extension>` (to a temporary file, then renamed), with the GIL released;
+    `durable`: each synced once written and its cached pages given back (a run's
+    artifacts, not read back soon). Pickles."""
 
     def __new__(cls, folder: str | os.PathLike[str], durable: bool = False) -> ImageStore: ...
     @property

@@ -16,7 +16,8 @@ import pytest
 
 from imagetask import ImageGeneration, _core
 from imagetask.errors import ReadError, RequestError
-from imagetask.models import OpenAIImageGeneration
+from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
+from imagetask.models._store import storing_answers
 from imagetask.run import run
 
 
@@ -157,3 +158,24 @@ def test_a_stored_image_reads_as_a_json_string_and_names_a_file_changed_since(
     assert str(error.value) == (
         f"could not read the stored image {image.path}: the source holds fewer bytes than expected"
     )
+
+
+def test_a_store_makes_its_folder_with_its_first_image(tmp_path: Path) -> None:
+    store = _core.ImageStore(tmp_path / "spool" / "3")
+    assert store.put(b"not an image") == b"not an image"
+    assert not (tmp_path / "spool").exists()
+    image = store.put(image_of("x", 0))
+    assert isinstance(image, _core.StoredImage)
+    assert [path.name for path in (tmp_path / "spool" / "3").iterdir()] == [Path(image.path).name]
+
+
+def test_the_placeholder_stores_only_its_images_of_64_kib_or_more(tmp_path: Path) -> None:
+    model = PlaceholderImageGeneration()
+    with storing_answers(_core.ImageStore(tmp_path)):
+        [[small]] = model.generate(["a"], size="1024x1024")
+        [[large]] = model.generate(["a"], size="2048x2048")
+    [image] = small["images"]
+    assert isinstance(image, bytes) and len(image) < 64 * 1024
+    [stored] = large["images"]
+    assert isinstance(stored, _core.StoredImage) and stored.size >= 64 * 1024
+    assert [path.name for path in tmp_path.iterdir()] == [Path(stored.path).name]

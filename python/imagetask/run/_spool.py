@@ -4,10 +4,11 @@ images themselves.
 
 A task whose hooks are all its own (`takes_stored_images`) gets a store: with
 `save_artifacts`, its artifacts folder (the row builder then only records each path);
-otherwise a folder of its own per batch under `.spool/` in the output folder, removed
-once the batch's rows are written (they hold the images then). A run removes what a
-killed run left in `.spool/` when it starts. Any other task (a user's `format_output`,
-`complete_rows`, ...) gets none: its answers hold the images, as outside a run.
+otherwise a folder of its own per batch under `.spool/` in the output folder (made with
+its first image), removed once the batch's rows are written (they hold the images
+then). A run removes what a killed run left in `.spool/` when it starts. Any other task
+(a user's `format_output`, `complete_rows`, ...) gets none: its answers hold the images,
+as outside a run.
 """
 
 from __future__ import annotations
@@ -66,9 +67,7 @@ class AnswerSpool:
         """The store of the next batch (`None`: its answers hold the images)."""
         if not self._enabled or self._shared is not None:
             return self._shared
-        folder = self._folder / str(next(self._numbers))
-        folder.mkdir(parents=True)
-        return ImageStore(folder)
+        return ImageStore(self._folder / str(next(self._numbers)))
 
     def release(self, store: ImageStore | None) -> None:
         """A batch's rows are written: the images it spooled go."""

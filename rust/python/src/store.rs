@@ -185,9 +185,10 @@ pub(crate) struct ImagesAnswer {
     usage: Option<String>,
 }
 
-/// Writes images into `folder`, each once, as `<sha256>.<extension>` (written to a
-/// temporary file, then renamed); `durable`: each synced once written, its cached pages
-/// given back (a run's artifacts, not read back soon).
+/// Writes images into `folder` (made with the first), each once, as
+/// `<sha256>.<extension>` (written to a temporary file, then renamed); `durable`: each
+/// synced once written, its cached pages given back (a run's artifacts, not read back
+/// soon).
 #[pyclass(frozen, module = "imagetask._core")]
 pub(crate) struct ImageStore {
     folder: PathBuf,
@@ -251,12 +252,15 @@ impl ImageStore {
             return Ok(Put::Unknown(bytes));
         };
         let format = name.rsplit('.').next().unwrap_or_default().to_owned();
-        store(&self.folder, &name, &bytes, self.durable).map_err(|error| {
-            format!(
-                "could not write {}: {error}",
-                self.folder.join(&name).display()
-            )
-        })?;
+        // The folder is made with its first image: a batch storing none makes none.
+        fs::create_dir_all(&self.folder)
+            .and_then(|()| store(&self.folder, &name, &bytes, self.durable))
+            .map_err(|error| {
+                format!(
+                    "could not write {}: {error}",
+                    self.folder.join(&name).display()
+                )
+            })?;
         Ok(Put::Stored(StoredImage {
             path: self.folder.join(name),
             sha256,

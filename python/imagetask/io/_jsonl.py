@@ -54,7 +54,7 @@ def _state(kind: type[msgspec.Struct], state: dict[str, Any], path: Path) -> Any
         raise RunError(f"{path}: the checkpoint's `sink` is not valid: {exc}") from None
 
 
-def _stored_as_base64(value: Any) -> msgspec.Raw:
+def _stored_as_json_string(value: Any) -> msgspec.Raw:
     """A `StoredImage` in a row (a run's images stay on disk until written) as the JSON
     string of its bytes' base64 text, copied into the line as it is; any other value
     cannot be written."""
@@ -101,7 +101,7 @@ class JsonlSink:
 
     def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
         self.path = folder / "data.jsonl"
-        self._encoder = msgspec.json.Encoder(enc_hook=_stored_as_base64)
+        self._encoder = msgspec.json.Encoder(enc_hook=_stored_as_json_string)
         self._rows = 0
         self._rows_per_write = 1
         if state is None:

@@ -6,6 +6,7 @@ use std::fs;
 use std::io::BufReader;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use imagetask_core::artifacts::{file_name_of, store};
 use imagetask_core::batch_output::{read_line, Line, Lines};
@@ -193,6 +194,8 @@ pub(crate) struct ImagesAnswer {
 pub(crate) struct ImageStore {
     folder: PathBuf,
     durable: bool,
+    /// Whether `folder` was made (by this store's first image).
+    made: AtomicBool,
 }
 
 /// What storing one image's bytes gave: the stored image, or the bytes to keep as they
@@ -247,13 +250,22 @@ impl ImageStore {
         }
     }
 
+    /// Makes the folder, once: with the store's first image (a batch storing none makes
+    /// none).
+    fn make_folder(&self) -> std::io::Result<()> {
+        if !self.made.load(Ordering::Acquire) {
+            fs::create_dir_all(&self.folder)?;
+            self.made.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
     fn put_decoded(&self, bytes: Vec<u8>, sha256: [u8; 32]) -> Result<Put, String> {
         let Ok(name) = file_name_of(&bytes, &sha256) else {
             return Ok(Put::Unknown(bytes));
         };
         let format = name.rsplit('.').next().unwrap_or_default().to_owned();
-        // The folder is made with its first image: a batch storing none makes none.
-        fs::create_dir_all(&self.folder)
+        self.make_folder()
             .and_then(|()| store(&self.folder, &name, &bytes, self.durable))
             .map_err(|error| {
                 format!(
@@ -356,7 +368,11 @@ impl ImageStore {
     #[new]
     #[pyo3(signature = (folder, durable = false))]
     fn new(folder: PathBuf, durable: bool) -> Self {
-        Self { folder, durable }
+        Self {
+            folder,
+            durable,
+            made: AtomicBool::new(false),
+        }
     }
 
     /// The folder the images are written to.

@@ -3,7 +3,10 @@
 Both read a text file of prompts, make one placeholder PNG per prompt with the same
 native function, build the same rows (base64 image, model name, raw output with the
 image's sha256 reference, raw input) and write them to JSONL; the loop's output is
-checked to be byte-identical to the command's. The command also syncs its output and
+checked to be byte-identical to the command's. With `--parquet`, both read a Parquet file
+of prompts and write Parquet (`--format parquet`): the loop is the simplest pyarrow code
+(`iter_batches`, `pa.array`, `StructArray.from_arrays`, one `ParquetWriter`), and its
+table is checked to equal the command's shards. The command also syncs its output and
 checkpoint to disk (crash safety: at most every second by default, after every batch as
 `imagetask-sync`); the loop does neither.
 Each measurement is a fresh process; the table gives the median of the repeats, the
@@ -11,6 +14,7 @@ ratio to the loop, and the process's peak RSS.
 
     python benches/bench_generate.py                  # 10k and 100k prompts
     python benches/bench_generate.py --prompts 100000 --repeats 5
+    python benches/bench_generate.py --parquet --prompts 100000
 """
 
 from __future__ import annotations
@@ -56,6 +60,69 @@ def baseline(source: Path, output: Path, batch_size: int) -> None:
                 batch = []
         if batch:
             out.write(encoder.encode_lines(_rows(batch, width, height, name)))
+
+
+def parquet_baseline(source: Path, output: Path, batch_size: int) -> None:
+    """The simplest pyarrow loop doing the command's work with Parquet in and out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    width, height = (int(side) for side in SIZE.split("x"))
+    name = "image_generation_0"
+    encode = msgspec.json.encode
+    writer = None
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_size):
+        prompt = batch.column("prompt")
+        prompts = prompt.to_pylist()
+        made = _core.placeholder_images(
+            prompts, num_generations=1, seed=0, width=width, height=height
+        )
+        images = [image for [image] in made]
+        raw = [
+            encode({"images": ["sha256:" + hashlib.sha256(image).hexdigest()], "seed": 0})
+            for image in images
+        ]
+        statistics = [encode({"image_bytes": len(image)}) for image in images]
+        count = len(images)
+        nothing = pa.nulls(count, pa.string())
+        table = pa.table(
+            {
+                "prompt": prompt,
+                "image": pa.StructArray.from_arrays(
+                    [pa.array(images, pa.binary()), nothing], names=["bytes", "path"]
+                ),
+                "model_name": pa.array(["placeholder"] * count),
+                "distilabel_metadata": pa.StructArray.from_arrays(
+                    [
+                        pa.array(raw, pa.string()),
+                        prompt,
+                        pa.array(statistics, pa.string()),
+                        nothing,
+                    ],
+                    names=[
+                        f"raw_output_{name}",
+                        f"raw_input_{name}",
+                        f"statistics_{name}",
+                        f"error_{name}",
+                    ],
+                ),
+            }
+        )
+        if writer is None:
+            writer = pq.ParquetWriter(output, table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+
+
+def same_tables(loop: Path, out: Path) -> bool:
+    """Whether the loop's Parquet file holds the rows of the command's shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = sorted((out / "data").glob("*.parquet"))
+    made = pa.concat_tables(pq.read_table(shard) for shard in shards)
+    return bool(pq.read_table(loop).to_pylist() == made.to_pylist())
 
 
 def _rows(batch: list[str], width: int, height: int, name: str) -> list[dict[str, Any]]:
@@ -111,9 +178,18 @@ def timed(argv: list[str], work: Path) -> tuple[float, int]:
     return seconds, int(peak.read_text()) // 1024
 
 
-def measure(prompts: int, repeats: int, work: Path) -> list[str]:
-    source = work / f"prompts-{prompts}.txt"
-    source.write_text("".join(f"a photo of object number {i}\n" for i in range(prompts)))
+def measure(prompts: int, repeats: int, work: Path, parquet: bool) -> list[str]:
+    texts = [f"a photo of object number {i}" for i in range(prompts)]
+    if parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        source = work / f"prompts-{prompts}.parquet"
+        pq.write_table(pa.table({"prompt": texts}), source)
+    else:
+        source = work / f"prompts-{prompts}.txt"
+        source.write_text("".join(f"{text}\n" for text in texts))
+    formats = ["--format", "parquet"] if parquet else []
     lines = []
     for batch_size in BATCH_SIZES:
         results: dict[str, list[tuple[float, int]]] = {name: [] for name in CONTENDERS}
@@ -122,16 +198,20 @@ def measure(prompts: int, repeats: int, work: Path) -> list[str]:
             for name, checkpoint_every in (("imagetask", "1"), ("imagetask-sync", "0")):
                 out = work / f"{name}-{prompts}-{batch_size}-{repeat}"
                 command = ["-m", "imagetask.cli", "generate", str(source), "-o", str(out)]
-                options = ["--size", SIZE, "--batch-size", str(batch_size), "--quiet"]
+                options = ["--size", SIZE, "--batch-size", str(batch_size), "--quiet", *formats]
                 checkpoint = ["--checkpoint-every", checkpoint_every]
                 results[name].append(timed([*command, *options, *checkpoint], work))
                 outputs.append(out)
-            loop_out = work / f"loop-{prompts}-{batch_size}-{repeat}.jsonl"
-            results["python"].append(
-                timed([__file__, "--baseline", str(source), str(loop_out), str(batch_size)], work)
-            )
+            loop_out = work / f"loop-{prompts}-{batch_size}-{repeat}"
+            loop = [__file__, "--baseline", str(source), str(loop_out), str(batch_size)]
+            results["python"].append(timed(loop, work))
             for out in outputs:
-                if not filecmp.cmp(loop_out, out / "data.jsonl", shallow=False):
+                same = (
+                    same_tables(loop_out, out)
+                    if parquet
+                    else filecmp.cmp(loop_out, out / "data.jsonl", shallow=False)
+                )
+                if not same:
                     raise SystemExit("the loop's output differs from the command's")
                 shutil.rmtree(out)
             loop_out.unlink()
@@ -153,14 +233,20 @@ def measure(prompts: int, repeats: int, work: Path) -> list[str]:
 
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--baseline":
-        baseline(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+        source = Path(sys.argv[2])
+        loop = parquet_baseline if source.suffix == ".parquet" else baseline
+        loop(source, Path(sys.argv[3]), int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--parquet", action="store_true", help="Parquet in and out, against a pyarrow loop"
+    )
     args = parser.parse_args()
+    kind = "Parquet in and out" if args.parquet else "JSONL"
     print(
-        f"# imagetask generate, placeholder {SIZE}, JSONL; {platform.machine()}, "
+        f"# imagetask generate, placeholder {SIZE}, {kind}; {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; "
         f"median of {args.repeats} (whole process, startup included)\n"
     )
@@ -171,7 +257,7 @@ def main() -> None:
     print("|---:|---:|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as work:
         for prompts in args.prompts:
-            for line in measure(prompts, args.repeats, Path(work)):
+            for line in measure(prompts, args.repeats, Path(work), args.parquet):
                 print(line, flush=True)
 
 

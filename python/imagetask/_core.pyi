@@ -3,13 +3,14 @@
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 if TYPE_CHECKING:
     from imagetask.build._schema import OutputSchema
 
 __all__ = [
     "MAX_GENERATIONS",
+    "ArrowRowsDigest",
     "ArrowTable",
     "ColumnBuilder",
     "ImageStore",
@@ -115,6 +116,26 @@ class Prepared:
 def json_text(value: Any) -> str:
     """The JSON text the columnar path stores for a value (bytes as base64 text, a value
     of another kind as its `str()`)."""
+
+@final
+class ArrowRowsDigest:
+    """A digest of the rows of Arrow tables in order, each row in Arrow's row format: the
+    same after N rows however they were cut into tables. Every table must have the first
+    one's columns (names and types), else `ReadError`."""
+
+    FORMAT: ClassVar[str]
+    """The row encoding's name: digests made with another cannot be compared."""
+
+    def __init__(self) -> None: ...
+    @staticmethod
+    def reads(schema: Any) -> bool:
+        """Whether rows of `schema` (an object with `__arrow_c_schema__`) have a row
+        encoding."""
+    def add(self, data: Any) -> None:
+        """Extends the digest with the rows of `data` (an object with
+        `__arrow_c_stream__`)."""
+    def hexdigest(self) -> str:
+        """The digest of the rows so far, as hexadecimal text."""
 
 @final
 class ArrowTable:

@@ -22,6 +22,8 @@ from typing import Any
 
 import datasets
 import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from imagetask import ImageEditing
@@ -71,11 +73,16 @@ def written_rows(out: Path, format: str) -> list[dict[str, Any]]:
     return [{**row, "image": image} for row, image in zip(rows, images, strict=True)]
 
 
-@pytest.mark.parametrize("format", ["jsonl", "parquet"])
-def test_sigkill_at_random_moments_then_resume(tmp_path: Path, format: str) -> None:
+@pytest.mark.parametrize(
+    ("input", "format"), [("txt", "jsonl"), ("txt", "parquet"), ("parquet", "parquet")]
+)
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path, input: str, format: str) -> None:
     prompts = [f"prompt number {i}" for i in range(PROMPTS)]
-    source = tmp_path / "prompts.txt"
-    source.write_text("\n".join(prompts) + "\n")
+    source = tmp_path / f"prompts.{input}"
+    if input == "parquet":  # read as Arrow record batches, in row groups of another size
+        pq.write_table(pa.table({"prompt": prompts}), source, row_group_size=37)
+    else:
+        source.write_text("\n".join(prompts) + "\n")
     out = tmp_path / "out"
     # Parquet: shards of about 40 kB, so that kills land around shards being finished.
     options = ("--format", format, "--shard-mb", "0.04")

@@ -362,7 +362,7 @@ def test_ctrl_c_before_the_first_batch_prints_the_command_that_goes_on(
         raise KeyboardInterrupt  # as a Ctrl-C while a resume reads the rows it had done
 
     with monkeypatch.context() as patch:
-        patch.setattr("imagetask.run._runner.skip_done", interrupted)
+        patch.setattr("imagetask.run._input.RowInput.skip", interrupted)
         assert main([*base, *flags]) == 130
     command = shlex.join(["imagetask", *base, *again])
     assert capsys.readouterr().err == f"imagetask: interrupted; to continue: {command}\n"

@@ -10,17 +10,20 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from imagetask._core import ArrowRowsDigest
 from imagetask._durable import write_atomic
 from imagetask.io._identity import UrlDigests
 from imagetask.io._jsonl import OutputFormat
 
 __all__ = [
     "CHECKPOINT",
+    "JSON_ROWS",
     "VERSION",
     "Checkpoint",
     "InputMark",
     "RetryMark",
     "RowsDigest",
+    "TableDigest",
     "row_digest",
     "write_checkpoint",
 ]
@@ -31,14 +34,21 @@ VERSION: Literal[2] = 2
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
+JSON_ROWS = "json"
+"""The encoding `RowsDigest` digests rows in."""
+
+
 class InputMark(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """What identifies a run's input: digests of its first row and of the last row done
-    (`None` until known, or for a row that has no stable encoding), and the `RowsDigest`
-    of every row done (`None` in checkpoints written before it was recorded)."""
+    (`row_digest`; `None` until known, or for a row that has no stable encoding), and the
+    digest of every row done (`None` in checkpoints written before it was recorded) with
+    the encoding it was made in: `JSON_ROWS` (`RowsDigest`), or Arrow's row format
+    (`TableDigest`, for rows read as Arrow record batches)."""
 
     first: str | None = None
     last: str | None = None
     rows: str | None = None
+    encoding: str = JSON_ROWS
 
 
 def _encoded(row: Any) -> bytes | None:
@@ -82,8 +92,36 @@ class RowsDigest:
         data = _encoded(row)
         self._hash.update(b"?" if data is None else len(data).to_bytes(8, "big") + data)
 
+    encoding = JSON_ROWS
+
+    def add_table(self, table: Any) -> None:
+        """Extends the digest with the rows of an Arrow table, as dicts."""
+        for row in table.to_pylist():
+            self.add(row)
+
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+class TableDigest:
+    """A digest of Arrow rows in order, each in Arrow's row format (`ArrowRowsDigest`):
+    rows read as record batches are digested without becoming dicts."""
+
+    def __init__(self) -> None:
+        self._digest = ArrowRowsDigest()
+        self.encoding = ArrowRowsDigest.FORMAT
+
+    @staticmethod
+    def reads(schema: Any) -> bool:
+        """Whether rows of the Arrow `schema` have a row encoding."""
+        return ArrowRowsDigest.reads(schema)
+
+    def add_table(self, table: Any) -> None:
+        """Extends the digest with the rows of an Arrow table."""
+        self._digest.add(table)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 class Checkpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -516,7 +516,7 @@ class ParquetSink:
         would cost twice a row group."""
         arrow, parquet = self._arrow, self._parquet
         out = arrow.BufferOutputStream()
-        parquet.write_table(schema.empty_table(), out)
+        parquet.write_table(arrow.Table.from_batches([], schema=schema), out)
         leaves = parquet.read_metadata(arrow.BufferReader(out.getvalue())).schema
         paths = [leaves.column(index).path for index in range(len(leaves))]
         images: set[int] = set()

@@ -171,23 +171,38 @@ class Reader:
         except (arrow.ArrowException, OSError) as exc:
             raise ReadError(f"{self.path}: not a readable Parquet file: {exc}") from None
 
-    def _parquet(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def batches(self) -> Iterator[tuple[int, Any]]:
+        """A Parquet file's rows as Arrow record batches, each with the number of its
+        first row; a batch that is not valid Arrow data (text that is not UTF-8) is a
+        `ReadError` naming its first such row."""
+        if self.format != "parquet":
+            raise ReadError(f"{self.path}: only a Parquet file is read as Arrow record batches")
         arrow = require("pyarrow", "parquet", "reading Parquet")
-        number = 0
+        number = 1
         batches = self._parquet_file().iter_batches(batch_size=_PARQUET_BATCH)
         while True:
             try:
                 batch = next(batches, None)
             except (arrow.ArrowException, OSError) as exc:
-                raise ReadError(f"{self.where(number + 1)}: cannot be read: {exc}") from None
+                raise ReadError(f"{self.where(number)}: cannot be read: {exc}") from None
             if batch is None:
                 return
             try:
-                rows = batch.to_pylist()
-            except (UnicodeDecodeError, arrow.ArrowException, ValueError) as exc:
-                # Text that is not UTF-8: name the first row that holds some.
-                bad = number + 1 + _first_invalid(arrow, batch)
+                batch.validate(full=True)
+            except arrow.ArrowException as exc:
+                bad = number + _first_invalid(arrow, batch)
                 raise ReadError(f"{self.where(bad)}: cannot be read: {exc}") from None
-            for row in rows:
-                number += 1
-                yield number, row
+            yield number, batch
+            number += batch.num_rows
+
+    def _parquet(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        arrow = require("pyarrow", "parquet", "reading Parquet")
+        for first, batch in self.batches():
+            try:
+                rows = batch.to_pylist()
+            except (arrow.ArrowException, ValueError, OverflowError) as exc:
+                raise ReadError(
+                    f"{self.where(first)}: the rows from this one cannot be read as Python "
+                    f"values: {exc}"
+                ) from None
+            yield from enumerate(rows, start=first)

@@ -39,13 +39,13 @@ from collections.abc import Iterable
 from concurrent.futures import Future, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
-from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagetask._durable import refuse_links
 from imagetask._runtime import Workers
 from imagetask.build._artifacts import artifacts_folder
+from imagetask.build._schema import with_image_types
 from imagetask.errors import (
     ConfigError,
     ImageTaskError,
@@ -54,13 +54,21 @@ from imagetask.errors import (
     RunInterrupted,
     RunStopped,
 )
-from imagetask.io._checkpoint import CHECKPOINT, RowsDigest, row_digest
+from imagetask.io._checkpoint import CHECKPOINT
 from imagetask.io._jsonl import OUTPUT_FORMATS, OutputFormat
 from imagetask.io._parquet import SHARD_BYTES
 from imagetask.io._readers import Reader
 from imagetask.models._budget import CostBudget
 from imagetask.outcome import RunSummary
-from imagetask.run._input import Numbered, Where, exhausted, numbered, skip_done, total
+from imagetask.run._input import (
+    Chunk,
+    RowInput,
+    TableInput,
+    Where,
+    exhausted,
+    input_of,
+    total,
+)
 from imagetask.run._lock import FolderLock
 from imagetask.run._progress import Progress
 from imagetask.run._record import write_record
@@ -298,18 +306,17 @@ def _tell_start(model: object, output: Path) -> None:
         start_at(recorded_rows(output))
 
 
-def _rest(state: RunState, rows: Numbered, limit: int | None) -> Numbered | None:
-    """The input rows after those done; for a finished run, `None` when there are none
-    (or `limit` is reached), else the run is taken up again."""
+def _goes_on(state: RunState, rows: RowInput | TableInput, limit: int | None) -> bool:
+    """Whether the run has input rows to do after those done: for a finished run, only
+    when a row follows (and `limit` is not reached), and the run is then taken up again."""
     if not state.done:
-        return rows
+        return True
     if limit is not None and limit <= state.resumed_from:
-        return None
-    following = next(rows, None)
-    if following is None:
-        return None
+        return False
+    if not rows.more():
+        return False
     state.reopen()
-    return chain([following], rows)
+    return True
 
 
 def _stream(
@@ -325,10 +332,10 @@ def _stream(
     reporter = progress if isinstance(progress, Progress) else None
     pending: deque[_Pending] = deque()
     # The input is checked before anything is written: a refused resume changes nothing.
-    numbered_rows, where = numbered(rows)
-    digest = skip_done(numbered_rows, where, state.resumed_from, state.checkpoint.input)
-    rest = _rest(state, numbered_rows, limit)
-    if rest is None:
+    columnar = state.format == "parquet"
+    source = input_of(rows, columnar)
+    source.skip(state.resumed_from, state.checkpoint.input)
+    if not _goes_on(state, source, limit):
         return state.summary()
     most = batches_in_flight
     if callable(getattr(model, "idle_slots", None)):
@@ -347,19 +354,18 @@ def _stream(
         while True:
             size = task.input_batch_size if budget is None else min(task.input_batch_size, budget)
             try:
-                chunk = list(islice(rest, size)) if size else []
-                if not chunk:
+                chunk = source.take(size) if size else None
+                if chunk is None:
                     break
-                columnar = state.format == "parquet"
                 pending.append(
-                    _start(task, chunk, position, where, workers, columnar, digest, spool)
+                    _start(task, chunk, position, source.where, workers, columnar, spool)
                 )
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
                 break
-            position += len(chunk)
+            position += len(chunk.numbers)
             if budget is not None:
-                budget -= len(chunk)
+                budget -= len(chunk.numbers)
             while len(pending) >= batches_in_flight and _write_oldest_next(
                 pending, model, most, sizes, reporter
             ):
@@ -369,7 +375,7 @@ def _stream(
         if stop is not None:
             raise stop
         # A run stopped by `limit` before the input's end can be resumed further.
-        complete = budget != 0 or exhausted(rest)
+        complete = budget != 0 or exhausted(source)
         state.ended = "complete" if complete else "limit"
         state.complete(time.monotonic() - started, complete)
         state.finish_sink(complete)
@@ -439,37 +445,37 @@ def _write_oldest_next(
 
 def _start(
     task: RunnableTask,
-    chunk: list[tuple[int, Row]],
+    chunk: Chunk,
     position: int,
     where: Where,
     workers: Workers,
     columnar: bool,
-    digest: RowsDigest,
     spool: AnswerSpool,
 ) -> _Pending:
     """Prepares a chunk's batch and sends it to a worker, its answers' images going to
-    the `spool`'s next store; `digest` (of the rows before the chunk) takes the chunk's
-    rows."""
-    rows = [row for _, row in chunk]
-    for row in rows:
-        digest.add(row)
+    the `spool`'s next store."""
+    numbers = chunk.numbers
     batch: Batch | ArrowBatch
     store = spool.store()
     try:
         if columnar:
-            batch = task.prepare_arrow(input_table(task, rows, where(chunk[0][0])))
-            batch.spool = spool.target(store)
+            table = (
+                with_image_types(chunk.table)
+                if chunk.rows is None
+                else input_table(task, chunk.rows, where(numbers[0]))
+            )
+            arrow_batch = task.prepare_arrow(table)
+            arrow_batch.spool = spool.target(store)
+            batch = arrow_batch
         else:
-            batch = task.prepare(rows)
+            batch = task.prepare(chunk.dicts())
     except InputRowError as exc:
         detail = str(exc).removeprefix(f"row {exc.row} of the batch ")
-        raise RunError(f"{where(chunk[exc.row][0])}: the row {detail}") from None
+        raise RunError(f"{where(numbers[exc.row])}: the row {detail}") from None
     batch.position = position
     batch.store = store
-    batch.names = lambda row: str(where(chunk[row][0]))
-    place = BatchPlace(
-        where(chunk[0][0]), row_digest(rows[0]), row_digest(rows[-1]), digest.hexdigest()
-    )
+    batch.names = lambda row: str(where(numbers[row]))
+    place = BatchPlace(where(numbers[0]), chunk.mark)
     return _Pending(batch, workers.submit(batch.generate), place)
 
 

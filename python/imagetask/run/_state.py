@@ -78,16 +78,12 @@ class BatchPlace:
     ----------
     where:
         How log lines and errors name its first row.
-    first, last:
-        The digests of its first and last rows (`row_digest`).
-    rows:
-        The `RowsDigest` of the input up to its last row.
+    input:
+        The digests of its first and last rows, and of the input up to its last.
     """
 
     where: str
-    first: str | None
-    last: str | None
-    rows: str
+    input: InputMark
 
 
 class RunState:
@@ -266,7 +262,9 @@ class RunState:
         cost = self.cost + batch.cost()
         done = self.checkpoint
         # One assignment: a Ctrl-C lands before or after it, never halfway.
-        mark = InputMark(done.input.first if done.rows_in else place.first, place.last, place.rows)
+        mark = place.input
+        if done.rows_in:
+            mark = msgspec.structs.replace(mark, first=done.input.first)
         self.checkpoint = msgspec.structs.replace(
             done,
             input=mark,

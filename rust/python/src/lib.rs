@@ -16,6 +16,8 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
+    use crate::arrow::digest::ArrowRowsDigest;
+    #[pymodule_export]
     use crate::arrow::ffi::ArrowTable;
     #[pymodule_export]
     use crate::arrow::hooked::assemble_rows;

@@ -3,6 +3,7 @@
 //! `columns`) and assembles the output table (see `table`).
 
 pub(crate) mod columns;
+pub(crate) mod digest;
 pub(crate) mod ffi;
 pub(crate) mod hooked;
 pub(crate) mod pyarrow;

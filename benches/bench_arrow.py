@@ -9,6 +9,8 @@ and best of the repeats, the ratios against the baselines measured in the same r
 each process's peak RSS.
 
 - imagetask: `ImageGeneration.process_arrow(batch)`.
+- imagetask-bytes: the same, the model answering with the images' bytes (decoded before
+  timing), as a backend of the native answer protocol hands them over: the ceiling.
 - python: the simplest pure-Python columnar code building the same table (lists,
   `hashlib`, `base64`, `json`, `pyarrow`); `tests/test_bench_baseline.py` checks that it
   builds exactly imagetask's table.
@@ -50,7 +52,7 @@ POOL = 100
 NAME = "image_generation_0"
 MODEL = "bench-model"
 META = "distilabel_metadata"
-CONTENDERS = ("imagetask", "python", "user", "distilabel")
+CONTENDERS = ("imagetask", "imagetask-bytes", "python", "user", "distilabel")
 
 
 def make_table(n_rows: int) -> Any:
@@ -176,7 +178,17 @@ def imagetask_task(replay: Replay, n: int, raw: bool) -> Any:
 def worker(contender: str, n_rows: int, n: int, raw: bool) -> dict[str, Any]:
     table = make_table(n_rows)
     replay = Replay(make_answers(min(POOL, -(-n_rows // BATCH)), n))
-    if contender == "imagetask":
+    if contender == "imagetask-bytes":
+        replay = Replay(
+            [
+                [
+                    [{"images": [base64.b64decode(image) for image in part["images"]]}]
+                    for [part] in batch
+                ]
+                for batch in replay.answers
+            ]
+        )
+    if contender in ("imagetask", "imagetask-bytes"):
         task = imagetask_task(replay, n, raw)
 
         def run(batch: Any) -> int:
@@ -257,7 +269,7 @@ def rows_table(args: argparse.Namespace) -> None:
         n_rows, n, raw = config
         results = {
             name: measure(args, sys.executable, name, config)
-            for name in ("imagetask", "python", "user")
+            for name in ("imagetask", "imagetask-bytes", "python", "user")
             if name in args.contenders
         }
         if with_distilabel and "distilabel" in args.contenders:

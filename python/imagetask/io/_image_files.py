@@ -81,8 +81,8 @@ class ImageFiles:
         images = column.flatten() if nested else column
         if not arrow.types.is_struct(images.type) or images.type.get_field_index("path") < 0:
             return _PathOnly([], [])
-        if images.type.get_field_index("bytes") < 0:
-            return _PathOnly([], [])
+        if images.type.get_field_index("bytes") < 0 or images.field("bytes").null_count == 0:
+            return _PathOnly([], [])  # every image holds its bytes
         data = compute.struct_field(images, "bytes")
         paths = compute.struct_field(images, "path")
         only = compute.and_kleene(compute.is_null(data), compute.is_valid(paths))

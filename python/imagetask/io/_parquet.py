@@ -431,6 +431,8 @@ class ParquetSink:
     def _conform(self, table: Any, schema: Any) -> Any:
         """`table` with `schema`'s columns, in its order (missing ones null)."""
         arrow = self._arrow
+        if table.schema.equals(schema):
+            return table.replace_schema_metadata(schema.metadata)
         columns = [
             table.column(field.name).cast(field.type)
             if field.name in table.column_names

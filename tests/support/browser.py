@@ -364,11 +364,13 @@ class Chromium:
         self.wait_ready()
 
     def wait_ready(self, images: bool = True) -> None:
-        """Waits until the gallery shows its page, and with `images` until every image of
-        it loaded or failed to (lazy images out of the window never do)."""
+        """Waits until the gallery shows the page its address names (`#q=...`), and with
+        `images` until every image of it loaded or failed to (lazy images out of the window
+        never do)."""
         self.wait_for(
             "(() => { const s = document.getElementById('status');"
             " return document.readyState === 'complete' && s && s.dataset.state === 'ready'"
+            " && s.dataset.hash === location.hash"
             f" && ({str(not images).lower()} || Number(s.dataset.loaded)"
             " + Number(s.dataset.broken) === Number(s.dataset.images)); })()"
         )

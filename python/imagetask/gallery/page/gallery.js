@@ -502,6 +502,7 @@
 
   async function render() {
     const ticket = ++state.render;
+    const shown = location.hash;
     const p = params();
     const meta = state.meta;
     const search = $("search");
@@ -546,6 +547,7 @@
       state.summary = total ? `${range}${filtered ? " matching" : ""}` : "no prompts";
       $("status").dataset.state = "ready";
       $("status").dataset.shown = wanted.length;
+      $("status").dataset.hash = shown;
       showCounts();
       window.scrollTo(0, 0);
     } catch (error) {

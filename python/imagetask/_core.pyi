@@ -21,6 +21,7 @@ __all__ = [
     "RowBuilder",
     "StoredImage",
     "assemble_rows",
+    "images_inline",
     "json_text",
     "placeholder_images",
     "write_artifacts",
@@ -112,6 +113,10 @@ class Prepared:
         """The prompts of the valid rows, in order."""
     def __len__(self) -> int:
         """How many rows the batch holds."""
+
+def images_inline(answers: object) -> bool:
+    """Whether every image the answers' dicts list under `"images"` is base64 text, bytes,
+    `None` or a `StoredImage` (none is an `ImageFile` to read before the rows are built)."""
 
 def json_text(value: Any) -> str:
     """The JSON text the columnar path stores for a value (bytes as base64 text, a value

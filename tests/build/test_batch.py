@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from imagetask import (
     ImageGeneration,
     InputRowError,
+    _core,
 )
 from tests.support.models import BatchScriptedModel, task_for
 from tests.support.payloads import b64
@@ -158,3 +160,65 @@ def test_a_row_dict_changed_while_the_model_runs_does_not_change_the_output() ->
 
     [out] = task_for(answer).process_batch([row])
     assert (out["prompt"], out["keep"]) == ("a", 1)
+
+
+# --- images an answer keeps in files ---------------------------------------------------
+
+
+class FileImage:
+    """An `ImageFile`: its bytes, handed over once by `read`."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data: bytes | None = data
+        self.size = len(data)
+
+    def read(self) -> bytes:
+        data, self.data = self.data, None
+        assert data is not None, "an ImageFile is read once"
+        return data
+
+
+def file_answers(prompts: list[str], n: int) -> list[Any]:
+    """Row 0 answers base64 text; row 1 a tuple whose second image is in a file; row 2
+    `None` and then a file."""
+    return [
+        [{"images": [b64(b"a")]}],
+        ({"images": [b64(b"b")], "seed": 1}, {"images": [FileImage(b"c")]}),
+        [{"images": [None, FileImage(b"d")]}],
+    ]
+
+
+def test_images_in_files_are_read_into_the_dict_rows() -> None:
+    task = task_for(file_answers, num_generations=2)
+    rows = task.process_batch([{"prompt": "p"}, {"prompt": "q"}, {"prompt": "r"}])
+    assert [row["image"] for row in rows] == [
+        b64(b"a"),
+        None,
+        b64(b"b"),
+        b64(b"c"),
+        None,
+        b64(b"d"),
+    ]
+
+
+def test_images_in_files_are_read_into_the_arrow_table() -> None:
+    task = task_for(file_answers, num_generations=2)
+    table = task.process_arrow(pa.table({"prompt": ["p", "q", "r"]}))
+    images = [None if cell is None else cell["bytes"] for cell in table["image"].to_pylist()]
+    assert images == [b"a", None, b"b", b"c", None, b"d"]
+
+
+@pytest.mark.parametrize(
+    ("answers", "inline"),
+    [
+        ([[{"images": [b64(b"a"), b"b", None]}], ({"images": []},)], True),
+        ((("not a dict", {"images": "not a list"}), None, ValueError("x")), True),
+        ([[{"images": [b64(b"a")]}], [{"images": [b64(b"b"), FileImage(b"c")]}]], False),
+        ([({"other": 1}, {"images": [FileImage(b"c")]})], False),
+        ("not a list", True),
+    ],
+)
+def test_images_inline_tells_whether_an_answer_holds_an_image_file(
+    answers: Any, inline: bool
+) -> None:
+    assert _core.images_inline(answers) is inline

@@ -10,6 +10,8 @@ use pyo3::exceptions::{PyBaseException, PyException, PyMemoryError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
+use crate::store::StoredImage;
+
 /// One generated image and the dict of the answer it came from.
 pub(crate) struct Generation<'py> {
     pub(crate) source: Bound<'py, PyDict>,
@@ -52,6 +54,40 @@ pub(crate) fn image_payload<'a>(value: &'a Bound<'_, PyAny>) -> Result<Payload<'
             type_name: type_name(value),
         })
     }
+}
+
+/// Whether every image that the answers' dicts list under `"images"` is base64 text,
+/// bytes, `None` or a `StoredImage`: then none is an `ImageFile` to read before the rows
+/// are built. Answers and entries are lists or tuples; anything else holds no image.
+#[pyfunction]
+pub(crate) fn images_inline(answers: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let Some(answers) = items(answers) else {
+        return Ok(true);
+    };
+    for entry in answers.iter() {
+        let Some(parts) = items(&entry) else { continue };
+        for part in parts.iter() {
+            let Ok(part) = part.cast::<PyDict>() else {
+                continue;
+            };
+            let Some(images) = part.get_item(pyo3::intern!(part.py(), "images"))? else {
+                continue;
+            };
+            let Ok(images) = images.cast::<PyList>() else {
+                continue;
+            };
+            let inline = images.iter().all(|image| {
+                image.is_instance_of::<PyString>()
+                    || image.is_instance_of::<PyBytes>()
+                    || image.is_none()
+                    || image.is_instance_of::<StoredImage>()
+            });
+            if !inline {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// A batch's answers, read: one per valid row.
@@ -250,4 +286,28 @@ fn read_entry<'py>(
     }
     let found = generations.len() - start;
     Ok((Answer::Images { start, found }, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::images_inline;
+    use crate::testing::{eval, with_python};
+
+    #[test]
+    fn only_text_bytes_and_none_are_inline_images() {
+        with_python(|py| {
+            let inline = |answers: &str| images_inline(&eval(py, answers)).expect("reads");
+            assert!(inline(
+                "[[{'images': ['aGk=', b'x', None]}], ({'images': []},)]"
+            ));
+            assert!(inline(
+                "[('not a dict', {'images': 'not a list'}), None, 3]"
+            ));
+            assert!(!inline(
+                "[[{'images': ['aGk=']}], [{'images': ['aGk=', object()]}]]"
+            ));
+            assert!(!inline("[({'seed': 1}, {'images': [1.5]})]"));
+            assert!(inline("'not a list'"));
+        });
+    }
 }

@@ -16,6 +16,8 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
+    use crate::answers::images_inline;
+    #[pymodule_export]
     use crate::arrow::digest::ArrowRowsDigest;
     #[pymodule_export]
     use crate::arrow::ffi::ArrowTable;

@@ -7,10 +7,9 @@ use arrow_array::RecordBatch;
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 use pyo3::prelude::*;
-use pyo3::types::PyCapsule;
 use sha2::{Digest, Sha256};
 
-use super::ffi::read_table;
+use super::ffi::{read_schema, read_table};
 use crate::errors::read_error;
 
 /// The row encoding's name, recorded beside the digest: a digest made with another one
@@ -111,19 +110,7 @@ impl ArrowRowsDigest {
     /// encoding.
     #[staticmethod]
     fn reads(schema: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let capsule = schema
-            .call_method0("__arrow_c_schema__")?
-            .cast_into::<PyCapsule>()
-            .map_err(|_| read_error("__arrow_c_schema__ did not return a capsule"))?;
-        let pointer = capsule.pointer_checked(Some(c"arrow_schema"))?;
-        // SAFETY: the capsule holds an `ArrowSchema` (its name says so), borrowed here.
-        let exported = unsafe {
-            &*pointer
-                .cast::<arrow_schema::ffi::FFI_ArrowSchema>()
-                .as_ptr()
-        };
-        let schema = Schema::try_from(exported)
-            .map_err(|e| read_error(format!("cannot read the Arrow schema: {e}")))?;
+        let schema = read_schema(schema)?;
         Ok(RowsDigest::reads(&schema))
     }
 

@@ -2,22 +2,46 @@
 //! any object with `__arrow_c_stream__`, and tables handed back as objects with
 //! `__arrow_c_stream__` (pyarrow, Polars and others read them without copying).
 
+use std::ffi::{c_void, CStr};
+use std::ptr::NonNull;
+
 use arrow_array::ffi_stream::{ArrayStreamReader, FFI_ArrowArrayStream, RecordBatchStreamReader};
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader};
+use arrow_schema::ffi::FFI_ArrowSchema;
+use arrow_schema::Schema;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
 use super::table::Input;
 use crate::errors::read_error;
 
+/// The capsule that `data.<method>()` returns, and the pointer it holds under `name`.
+fn exported<'py>(
+    data: &Bound<'py, PyAny>,
+    method: &str,
+    name: &CStr,
+) -> PyResult<(Bound<'py, PyCapsule>, NonNull<c_void>)> {
+    let capsule = data
+        .call_method0(method)?
+        .cast_into::<PyCapsule>()
+        .map_err(|_| read_error(format!("{method} did not return a capsule")))?;
+    let pointer = capsule.pointer_checked(Some(name))?;
+    Ok((capsule, pointer))
+}
+
+/// The schema of an object that exports one (`__arrow_c_schema__`: a pyarrow `Schema`).
+pub(crate) fn read_schema(data: &Bound<'_, PyAny>) -> PyResult<Schema> {
+    let (_capsule, pointer) = exported(data, "__arrow_c_schema__", c"arrow_schema")?;
+    // SAFETY: the capsule holds an `ArrowSchema` (its name says so), borrowed here while
+    // the capsule lives.
+    let schema = unsafe { &*pointer.cast::<FFI_ArrowSchema>().as_ptr() };
+    Schema::try_from(schema).map_err(|e| read_error(format!("cannot read the Arrow schema: {e}")))
+}
+
 /// The arrays of an object that exports an Arrow stream (a pyarrow `ChunkedArray`, say),
 /// each checked to be valid Arrow data.
 pub(crate) fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
-    let capsule = data
-        .call_method0("__arrow_c_stream__")?
-        .cast_into::<PyCapsule>()
-        .map_err(|_| read_error("__arrow_c_stream__ did not return a capsule"))?;
-    let pointer = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+    let (_capsule, pointer) = exported(data, "__arrow_c_stream__", c"arrow_array_stream")?;
     // SAFETY: the capsule holds an `ArrowArrayStream` (its name says so); `from_raw` moves
     // the stream out and leaves a released one behind for the capsule's destructor.
     let reader =
@@ -39,11 +63,7 @@ pub(crate) fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
 /// The schema and record batches of an object that exports an Arrow stream of them (a
 /// pyarrow `Table`, say), each checked to be valid Arrow data.
 pub(crate) fn read_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
-    let capsule = data
-        .call_method0("__arrow_c_stream__")?
-        .cast_into::<PyCapsule>()
-        .map_err(|_| read_error("__arrow_c_stream__ did not return a capsule"))?;
-    let pointer = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
+    let (_capsule, pointer) = exported(data, "__arrow_c_stream__", c"arrow_array_stream")?;
     // SAFETY: as in `read_stream`.
     let reader = unsafe {
         RecordBatchStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr())

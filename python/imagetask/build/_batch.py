@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from imagetask import _core
-from imagetask._core import StoredImage
+from imagetask._core import StoredImage, images_inline
 from imagetask.errors import RequestRefused
 from imagetask.models import ImageFile
 from imagetask.models._store import storing_answers
@@ -206,7 +205,7 @@ class ModelCall:
         just before the rows are built, so that a batch waiting for that holds none of
         them in memory."""
         answers = self.answers
-        if not isinstance(answers, (list, tuple)) or _core.images_inline(answers):
+        if not isinstance(answers, (list, tuple)) or images_inline(answers):
             return
         for answer in answers:
             if not isinstance(answer, (list, tuple)):

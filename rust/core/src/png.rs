@@ -7,6 +7,10 @@ const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 /// Largest width or height accepted, in pixels.
 pub const MAX_SIDE: u32 = 8192;
 
+/// Filtered scanlines up to this many bytes are stored, not compressed: building a deflate
+/// block's Huffman tables costs microseconds, more than a few stored bytes are worth.
+const STORE_UP_TO: usize = 1024;
+
 /// Encodes 8-bit RGB pixels (`width * height * 3` bytes, row-major) as a PNG file.
 pub fn encode_rgb(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
     let stride = width as usize * 3;
@@ -20,7 +24,11 @@ pub fn encode_rgb(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
             filtered.push(byte.wrapping_sub(left));
         }
     }
-    let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&filtered, 3);
+    let compressed = if filtered.len() <= STORE_UP_TO {
+        zlib_stored(&filtered)
+    } else {
+        miniz_oxide::deflate::compress_to_vec_zlib(&filtered, 3)
+    };
     let mut out = Vec::with_capacity(compressed.len() + 64);
     out.extend_from_slice(SIGNATURE);
     let mut header = [0u8; 13];
@@ -32,6 +40,42 @@ pub fn encode_rgb(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
     chunk(&mut out, b"IDAT", &compressed);
     chunk(&mut out, b"IEND", &[]);
     out
+}
+
+/// A zlib stream of `data` in stored (uncompressed) deflate blocks.
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    const BLOCK: usize = u16::MAX as usize;
+    let mut out = Vec::with_capacity(data.len() + 6 + 5 * data.len().div_ceil(BLOCK).max(1));
+    // Deflate with a 32 KiB window, no preset dictionary; FCHECK makes the header a multiple of 31.
+    out.extend_from_slice(&[0x78, 0x01]);
+    let mut blocks = data.chunks(BLOCK).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        let len = block.len() as u16;
+        out.push(u8::from(blocks.peek().is_none()));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&adler32(data).to_be_bytes());
+    out
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    const MOD: u32 = 65_521;
+    // 5,552 bytes is the most that can be summed before `b` could overflow 32 bits.
+    let (mut a, mut b) = (1u32, 0u32);
+    for part in data.chunks(5_552) {
+        for &byte in part {
+            a += u32::from(byte);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
 }
 
 fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
@@ -133,6 +177,28 @@ mod tests {
         let pixels: Vec<u8> = (0..5 * 3 * 3).map(|i| (i * 37 % 251) as u8).collect();
         let png = encode_rgb(5, 3, &pixels);
         assert_eq!(decode(&png), (5, 3, pixels));
+    }
+
+    #[test]
+    fn stored_streams_inflate_to_their_data() {
+        for len in [0, 1, 1_000, 65_535, 65_536, 200_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 131 % 256) as u8).collect();
+            let stream = zlib_stored(&data);
+            assert_eq!(u16::from_be_bytes([stream[0], stream[1]]) % 31, 0);
+            assert_eq!(
+                miniz_oxide::inflate::decompress_to_vec_zlib(&stream).unwrap(),
+                data
+            );
+        }
+    }
+
+    #[test]
+    fn small_pictures_are_stored_and_large_ones_compressed() {
+        let png = placeholder(b"a cat", 0, 0, 4, 4);
+        // Signature, IHDR (25), IDAT (12 + 2 + 5 + 4 lines of 13 + 4), IEND (12).
+        assert_eq!(png.len(), 8 + 25 + 12 + 2 + 5 + 52 + 4 + 12);
+        let (_, _, pixels) = decode(&placeholder(b"a cat", 0, 0, 64, 64));
+        assert!(placeholder(b"a cat", 0, 0, 64, 64).len() < pixels.len() / 4);
     }
 
     #[test]

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_GENERATIONS",
+    "AnswerFacts",
     "ArrowRowsDigest",
     "ArrowTable",
     "ColumnBuilder",
@@ -20,8 +21,8 @@ __all__ = [
     "PreparedColumns",
     "RowBuilder",
     "StoredImage",
+    "answer_facts",
     "assemble_rows",
-    "images_inline",
     "json_text",
     "placeholder_images",
     "write_artifacts",
@@ -114,9 +115,29 @@ class Prepared:
     def __len__(self) -> int:
         """How many rows the batch holds."""
 
-def images_inline(answers: object) -> bool:
-    """Whether every image the answers' dicts list under `"images"` is base64 text, bytes,
-    `None` or a `StoredImage` (none is an `ImageFile` to read before the rows are built)."""
+@final
+class AnswerFacts:
+    """What a batch's answers hold, found in one pass over the images their dicts list
+    under `"images"` (`answer_facts`)."""
+
+    @property
+    def inline(self) -> bool:
+        """Every image is base64 text, bytes, `None` or a `StoredImage`: none is an
+        `ImageFile` to read before the rows are built."""
+    @property
+    def image_bytes(self) -> int:
+        """The length of the images held as text or bytes."""
+    @property
+    def cost_usd(self) -> float:
+        """Each dict's `statistics["cost_usd"]` (a finite number, not negative) times its
+        images that are not `None`, summed."""
+    @property
+    def priced_images(self) -> int:
+        """The images `cost_usd` counts."""
+
+def answer_facts(answers: object) -> AnswerFacts:
+    """The `AnswerFacts` of a batch's answers (lists or tuples of lists or tuples of
+    dicts; anything else holds no image)."""
 
 def json_text(value: Any) -> str:
     """The JSON text the columnar path stores for a value (bytes as base64 text, a value

@@ -14,6 +14,7 @@ from imagetask import (
     InputRowError,
     _core,
 )
+from imagetask.outcome import Cost
 from tests.support.models import BatchScriptedModel, task_for
 from tests.support.payloads import b64
 
@@ -218,7 +219,30 @@ def test_images_in_files_are_read_into_the_arrow_table() -> None:
         ("not a list", True),
     ],
 )
-def test_images_inline_tells_whether_an_answer_holds_an_image_file(
+def test_answer_facts_tell_whether_an_answer_holds_an_image_file(
     answers: Any, inline: bool
 ) -> None:
-    assert _core.images_inline(answers) is inline
+    assert _core.answer_facts(answers).inline is inline
+
+
+def priced(images: list[Any], usd: Any) -> dict[str, Any]:
+    return {"images": images, "statistics": {"cost_usd": usd}}
+
+
+@pytest.mark.parametrize(
+    ("answers", "image_bytes", "cost"),
+    [
+        ([[priced([b64(b"ab"), b"xyz", None], 0.5)], [priced([FileImage(b"c")], 2)]], 7, (3.0, 3)),
+        ([[priced([b64(b"ab")], True)], [priced([b"x"], -1.0)], [priced([b"y"], "1")]], 6, (0, 0)),
+        ([[priced([b"x"], float("nan"))], [priced([b"y"], 10**400)]], 2, (0, 0)),
+        ([None, 3, "text", ValueError("x"), [{"statistics": {"cost_usd": 1.0}}]], 0, (0, 0)),
+        (ValueError("the whole batch failed"), 0, (0, 0)),
+    ],
+)
+def test_a_batch_counts_its_images_bytes_and_prices_from_any_answers(
+    answers: Any, image_bytes: int, cost: tuple[float, int]
+) -> None:
+    task = task_for(answers)
+    batch = task.prepare([{"prompt": "p"}])
+    batch.generate()
+    assert (batch.image_bytes(), batch.cost()) == (image_bytes, Cost(*cost))

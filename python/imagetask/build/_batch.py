@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from imagetask._core import StoredImage, images_inline
+from imagetask._core import StoredImage, answer_facts
 from imagetask.errors import RequestRefused
 from imagetask.models import ImageFile
 from imagetask.models._store import storing_answers
@@ -165,47 +164,20 @@ class ModelCall:
     def cost(self) -> Cost:
         """The estimated cost of the answers: each image's `cost_usd` (in its part's
         statistics, when the backend priced it) summed."""
-        answers = self.answers
-        total = Cost()
-        if isinstance(answers, BaseException):
-            return total
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                continue
-            for part in answer:
-                statistics = part.get("statistics") if isinstance(part, dict) else None
-                usd = statistics.get("cost_usd") if isinstance(statistics, dict) else None
-                if not isinstance(usd, (int, float)) or isinstance(usd, bool):
-                    continue
-                if not math.isfinite(usd) or usd < 0:
-                    continue
-                images = part.get("images")
-                made = sum(image is not None for image in images) if isinstance(images, list) else 0
-                total += Cost(usd * made, made)
-        return total
+        facts = answer_facts(self.answers)
+        return Cost(facts.cost_usd, facts.priced_images)
 
     def image_bytes(self) -> int:
         """The length of the images among the answers (base64 text or bytes): 0 until
         the model answered."""
-        answers = self.answers
-        if isinstance(answers, BaseException):
-            return 0
-        total = 0
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                continue
-            for part in answer:
-                images = part.get("images") if isinstance(part, dict) else None
-                if isinstance(images, list):
-                    total += sum(len(image) for image in images if isinstance(image, (str, bytes)))
-        return total
+        return answer_facts(self.answers).image_bytes
 
     def read_images(self) -> None:
         """Replaces each image the answers keep in a file (`ImageFile`) by its bytes: done
         just before the rows are built, so that a batch waiting for that holds none of
         them in memory."""
         answers = self.answers
-        if not isinstance(answers, (list, tuple)) or images_inline(answers):
+        if not isinstance(answers, (list, tuple)) or answer_facts(answers).inline:
             return
         for answer in answers:
             if not isinstance(answer, (list, tuple)):

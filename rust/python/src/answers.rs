@@ -8,7 +8,7 @@ use imagetask_core::payload::{Payload, Problem};
 use imagetask_core::plan::Answer;
 use pyo3::exceptions::{PyBaseException, PyException, PyMemoryError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::store::StoredImage;
 
@@ -56,13 +56,49 @@ pub(crate) fn image_payload<'a>(value: &'a Bound<'_, PyAny>) -> Result<Payload<'
     }
 }
 
-/// Whether every image that the answers' dicts list under `"images"` is base64 text,
-/// bytes, `None` or a `StoredImage`: then none is an `ImageFile` to read before the rows
-/// are built. Answers and entries are lists or tuples; anything else holds no image.
+/// What a batch's answers hold, found in one pass over the images their dicts list
+/// under `"images"` (lists only; answers and entries are lists or tuples, anything else
+/// holds no image).
+#[pyclass(frozen, get_all, module = "imagetask._core")]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AnswerFacts {
+    /// Every image is base64 text, bytes, `None` or a `StoredImage`: none is an
+    /// `ImageFile` to read before the rows are built.
+    inline: bool,
+    /// The length of the images held as text or bytes.
+    image_bytes: usize,
+    /// The estimated cost: each dict's `statistics["cost_usd"]` (a finite number, not
+    /// negative) times its images that are not `None`, summed.
+    cost_usd: f64,
+    /// The images that cost counts.
+    priced_images: usize,
+}
+
+#[pymethods]
+impl AnswerFacts {
+    fn __repr__(&self) -> String {
+        format!(
+            "AnswerFacts(inline={}, image_bytes={}, cost_usd={:?}, priced_images={})",
+            if self.inline { "True" } else { "False" },
+            self.image_bytes,
+            self.cost_usd,
+            self.priced_images
+        )
+    }
+}
+
+/// The `AnswerFacts` of a batch's answers.
 #[pyfunction]
-pub(crate) fn images_inline(answers: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub(crate) fn answer_facts(answers: &Bound<'_, PyAny>) -> PyResult<AnswerFacts> {
+    let py = answers.py();
+    let mut facts = AnswerFacts {
+        inline: true,
+        image_bytes: 0,
+        cost_usd: 0.0,
+        priced_images: 0,
+    };
     let Some(answers) = items(answers) else {
-        return Ok(true);
+        return Ok(facts);
     };
     for entry in answers.iter() {
         let Some(parts) = items(&entry) else { continue };
@@ -70,24 +106,57 @@ pub(crate) fn images_inline(answers: &Bound<'_, PyAny>) -> PyResult<bool> {
             let Ok(part) = part.cast::<PyDict>() else {
                 continue;
             };
-            let Some(images) = part.get_item(pyo3::intern!(part.py(), "images"))? else {
+            let Some(images) = part.get_item(pyo3::intern!(py, "images"))? else {
                 continue;
             };
             let Ok(images) = images.cast::<PyList>() else {
                 continue;
             };
-            let inline = images.iter().all(|image| {
-                image.is_instance_of::<PyString>()
-                    || image.is_instance_of::<PyBytes>()
-                    || image.is_none()
-                    || image.is_instance_of::<StoredImage>()
-            });
-            if !inline {
-                return Ok(false);
+            let mut made = 0;
+            for image in images.iter() {
+                if let Ok(text) = image.cast::<PyString>() {
+                    facts.image_bytes += text.len()?;
+                } else if let Ok(bytes) = image.cast::<PyBytes>() {
+                    facts.image_bytes += bytes.as_bytes().len();
+                } else if image.is_none() {
+                    continue;
+                } else if !image.is_instance_of::<StoredImage>() {
+                    facts.inline = false;
+                }
+                made += 1;
+            }
+            if let Some(usd) = price(part)? {
+                facts.cost_usd += usd * made as f64;
+                facts.priced_images += made;
             }
         }
     }
-    Ok(true)
+    Ok(facts)
+}
+
+/// An answer dict's `statistics["cost_usd"]`, when it is a finite number (an `int` or a
+/// `float`, not a `bool`) that is not negative.
+fn price(part: &Bound<'_, PyDict>) -> PyResult<Option<f64>> {
+    let py = part.py();
+    let Some(statistics) = part.get_item(pyo3::intern!(py, "statistics"))? else {
+        return Ok(None);
+    };
+    let Ok(statistics) = statistics.cast::<PyDict>() else {
+        return Ok(None);
+    };
+    let Some(usd) = statistics.get_item(pyo3::intern!(py, "cost_usd"))? else {
+        return Ok(None);
+    };
+    let number = usd.is_instance_of::<PyFloat>()
+        || (usd.is_instance_of::<PyInt>() && !usd.is_instance_of::<PyBool>());
+    if !number {
+        return Ok(None);
+    }
+    // An int too large for a float is no price.
+    Ok(usd
+        .extract::<f64>()
+        .ok()
+        .filter(|usd| usd.is_finite() && *usd >= 0.0))
 }
 
 /// A batch's answers, read: one per valid row.
@@ -290,24 +359,61 @@ fn read_entry<'py>(
 
 #[cfg(test)]
 mod tests {
-    use super::images_inline;
+    use super::{answer_facts, AnswerFacts};
     use crate::testing::{eval, with_python};
 
     #[test]
-    fn only_text_bytes_and_none_are_inline_images() {
+    fn facts_count_inline_images_their_bytes_and_their_price() {
         with_python(|py| {
-            let inline = |answers: &str| images_inline(&eval(py, answers)).expect("reads");
-            assert!(inline(
-                "[[{'images': ['aGk=', b'x', None]}], ({'images': []},)]"
-            ));
-            assert!(inline(
-                "[('not a dict', {'images': 'not a list'}), None, 3]"
-            ));
-            assert!(!inline(
-                "[[{'images': ['aGk=']}], [{'images': ['aGk=', object()]}]]"
-            ));
-            assert!(!inline("[({'seed': 1}, {'images': [1.5]})]"));
-            assert!(inline("'not a list'"));
+            let facts = |answers: &str| answer_facts(&eval(py, answers)).expect("reads");
+            let priced = "{'images': ['aGk=', b'xy', None], 'statistics': {'cost_usd': 0.5}}";
+            assert_eq!(
+                facts(&format!("[[{priced}], ({{'images': []}},)]")),
+                AnswerFacts {
+                    inline: true,
+                    image_bytes: 6,
+                    cost_usd: 1.0,
+                    priced_images: 2
+                }
+            );
+            let empty = AnswerFacts {
+                inline: true,
+                image_bytes: 0,
+                cost_usd: 0.0,
+                priced_images: 0,
+            };
+            assert_eq!(
+                facts("[('not a dict', {'images': 'not a list'}), None, 3]"),
+                empty
+            );
+            assert_eq!(facts("'not a list'"), empty);
+            assert!(!facts("[[{'images': ['aGk=']}], [{'images': ['aGk=', object()]}]]").inline);
+            assert!(!facts("[({'seed': 1}, {'images': [1.5]})]").inline);
+        });
+    }
+
+    #[test]
+    fn only_finite_numbers_not_negative_are_prices() {
+        with_python(|py| {
+            let cost = |usd: &str| {
+                let answers =
+                    format!("[[{{'images': ['aGk='], 'statistics': {{'cost_usd': {usd}}}}}]]");
+                let facts = answer_facts(&eval(py, &answers)).expect("reads");
+                (facts.cost_usd, facts.priced_images)
+            };
+            assert_eq!(cost("2"), (2.0, 1));
+            assert_eq!(cost("0.25"), (0.25, 1));
+            for refused in [
+                "True",
+                "-1.0",
+                "float('nan')",
+                "float('inf')",
+                "'1'",
+                "None",
+                "10**400",
+            ] {
+                assert_eq!(cost(refused), (0.0, 0), "{refused}");
+            }
         });
     }
 }

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use crate::answers::images_inline;
+    use crate::answers::{answer_facts, AnswerFacts};
     #[pymodule_export]
     use crate::arrow::digest::ArrowRowsDigest;
     #[pymodule_export]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop", "Workers"]
+__all__ = ["BackgroundLoop", "CallDispatcher", "Workers"]
 
 T = TypeVar("T")
 
@@ -159,3 +160,40 @@ class Workers:
                 job[0].cancel()
         for _ in self._threads:
             self._jobs.put(None)
+
+
+class CallDispatcher:
+    """Runs calls on `workers`, or on the calling thread while they are quick: once a
+    call took under `quick_seconds`, the next one runs in place (handing a call that
+    short to a thread and back costs more than the call), until one takes longer.
+
+    A call run in place hands what it returns, or whatever it raises (`KeyboardInterrupt`
+    included), to its future, as a worker does: the caller meets it where it waits for
+    that call's result, after the calls before it.
+    """
+
+    def __init__(self, workers: Workers, quick_seconds: float) -> None:
+        self._workers = workers
+        self._quick_seconds = quick_seconds
+        self._quick = False
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        """Runs `call`, in place or on a worker; its future holds what it returns or raises."""
+        if not self._quick:
+            return self._workers.submit(lambda: self._timed(call))
+        future: Future[T] = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            result = self._timed(call)
+        except BaseException as exc:  # handed to the caller, whatever it is, as by a worker
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
+
+    def _timed(self, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self._quick = time.perf_counter() - started < self._quick_seconds

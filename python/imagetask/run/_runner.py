@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagetask._durable import refuse_links
-from imagetask._runtime import Workers
+from imagetask._runtime import CallDispatcher, Workers
 from imagetask.build._artifacts import artifacts_folder
 from imagetask.build._schema import with_image_types
 from imagetask.errors import (
@@ -94,6 +94,10 @@ written (as answered, or as expected from the images seen so far): beyond them n
 batch starts, whatever the model's idle request slots."""
 _POLL_SECONDS = 0.02
 """How often a run waiting for its oldest batch asks the model whether it has slots to spare."""
+
+_QUICK_CALL_SECONDS = 0.001
+"""A model call shorter than this (a local placeholder's) makes the next run on the main
+thread: a worker thread's handover costs more."""
 
 
 @dataclass
@@ -341,6 +345,7 @@ def _stream(
     if callable(getattr(model, "idle_slots", None)):
         most *= _HELD_PER_BATCH_IN_FLIGHT
     workers = Workers(most, "imagetask")
+    calls = CallDispatcher(workers, _QUICK_CALL_SECONDS)
     sizes = _ImageSizes()
     spool = AnswerSpool(task, state.output)
     try:
@@ -358,7 +363,7 @@ def _stream(
                 if chunk is None:
                     break
                 pending.append(
-                    _start(task, chunk, position, source.where, workers, columnar, spool)
+                    _start(task, chunk, position, source.where, calls, columnar, spool)
                 )
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
@@ -448,12 +453,12 @@ def _start(
     chunk: Chunk,
     position: int,
     where: Where,
-    workers: Workers,
+    calls: CallDispatcher,
     columnar: bool,
     spool: AnswerSpool,
 ) -> _Pending:
-    """Prepares a chunk's batch and sends it to a worker, its answers' images going to
-    the `spool`'s next store."""
+    """Prepares a chunk's batch and hands its model call to `calls` (a worker, or this
+    thread for a quick model), its answers' images going to the `spool`'s next store."""
     numbers = chunk.numbers
     batch: Batch | ArrowBatch
     store = spool.store()
@@ -476,7 +481,7 @@ def _start(
     batch.store = store
     batch.names = lambda row: str(where(numbers[row]))
     place = BatchPlace(where(numbers[0]), chunk.mark)
-    return _Pending(batch, workers.submit(batch.generate), place)
+    return _Pending(batch, calls.submit(batch.generate), place)
 
 
 def _report(state: RunState) -> RunSummary:

@@ -362,9 +362,7 @@ def _stream(
                 chunk = source.take(size) if size else None
                 if chunk is None:
                     break
-                pending.append(
-                    _start(task, chunk, position, source.where, calls, columnar, spool)
-                )
+                pending.append(_start(task, chunk, position, source.where, calls, columnar, spool))
             except ImageTaskError as exc:
                 stop = exc  # a bad input row: the batches before it are written first
                 break

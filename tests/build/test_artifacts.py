@@ -134,6 +134,26 @@ def test_bytes_in_no_image_format_are_not_saved(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+def test_artifacts_not_saved_name_their_input_row_and_generation(
+    tmp_path: Path, grouped: bool
+) -> None:
+    answers = [[{"images": [b64(b"bad a0"), b64(RED)]}], [{"images": [b64(BLUE), b64(b"bad b1")]}]]
+    task = task_for(ScriptedModel(answers), tmp_path, num_generations=2, group_generations=grouped)
+    batch = task.prepare([{"prompt": "a"}, {"prompt": "b"}])
+    batch.generate()
+    output = batch.finish()
+    assert [(f.row, f.generation) for f in output.failures] == [(0, 0), (1, 1)]
+    assert len(output.rows) == (2 if grouped else 4)
+
+
+def test_a_run_whose_artifacts_fail_records_each_failure_once(tmp_path: Path) -> None:
+    answers = [[{"images": [b64(b"bad"), b64(RED)]}], [{"images": [b64(BLUE), b64(b"bad")]}]]
+    task = task_for(ScriptedModel(answers), tmp_path, num_generations=2, input_batch_size=2)
+    summary = task.run([{"prompt": "a"}, {"prompt": "b"}], tmp_path / "out")
+    assert (summary.rows_out, summary.failed) == (4, 2)
+
+
 def test_no_temporary_file_is_left(tmp_path: Path) -> None:
     task = task_for(PlaceholderImageGeneration(size="4x4"), tmp_path, num_generations=3)
     task.process_batch([{"prompt": str(i)} for i in range(20)])

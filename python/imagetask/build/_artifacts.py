@@ -85,11 +85,14 @@ def write_artifacts(
     target: ArtifactTarget,
     schema: OutputSchema,
     image_format: str | None,
+    num_generations: int,
     keep_images: bool = True,
 ) -> list[Failure]:
-    """Saves the image of every row and sets its path column; returns the failures.
-    `keep_images=False` then removes the image column from every row. The rows are saved
-    one at a time, so that no more than one row's images are copied at once."""
+    """Saves the image of every row and sets its path column; returns the failures, each
+    naming its input row and generation (`rows` are a batch's output rows: one per input
+    row when grouped, else `num_generations` per input row). `keep_images=False` then
+    removes the image column from every row. The rows are saved one at a time, so that no
+    more than one row's images are copied at once."""
     image_column = schema.columns[schema.image_output]
     convert = converter(image_format) if image_format else None
     failures: list[Failure] = []
@@ -104,7 +107,8 @@ def write_artifacts(
             prefix=target.prefix,
             convert=convert,
         )
-        failures.extend(Failure(index, generation, error) for _, generation, error in written)
+        row_in, first = (index, 0) if schema.grouped else divmod(index, num_generations)
+        failures.extend(Failure(row_in, first + k, error) for _, k, error in written)
         if not keep_images:
             del row[image_column]
     return failures

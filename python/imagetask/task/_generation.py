@@ -112,6 +112,7 @@ class ImageGeneration(ImageTask):
             target=target,
             schema=self.output_schema,
             image_format=self.image_format,
+            num_generations=self.num_generations,
             keep_images=self.inline_images,
         )
 

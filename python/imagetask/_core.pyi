@@ -312,6 +312,9 @@ class ImageStore:
     def folder(self) -> Path: ...
     @property
     def durable(self) -> bool: ...
+    @property
+    def made(self) -> bool:
+        """Whether this store made its folder (with its first image)."""
     def put(self, data: bytes) -> StoredImage | bytes:
         """Stores an image's bytes: its `StoredImage`, or the bytes themselves when they
         are empty or in no known image format. `SinkError` when the file cannot be written."""

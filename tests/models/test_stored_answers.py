@@ -163,9 +163,9 @@ def test_a_stored_image_reads_as_a_json_string_and_names_a_file_changed_since(
 def test_a_store_makes_its_folder_with_its_first_image(tmp_path: Path) -> None:
     store = _core.ImageStore(tmp_path / "spool" / "3")
     assert store.put(b"not an image") == b"not an image"
-    assert not (tmp_path / "spool").exists()
+    assert not (tmp_path / "spool").exists() and not store.made
     image = store.put(image_of("x", 0))
-    assert isinstance(image, _core.StoredImage)
+    assert isinstance(image, _core.StoredImage) and store.made
     assert [path.name for path in (tmp_path / "spool" / "3").iterdir()] == [Path(image.path).name]
 
 

@@ -14,6 +14,7 @@ as outside a run.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,12 @@ class AnswerSpool:
         """The store of the next batch (`None`: its answers hold the images)."""
         if not self._enabled or self._shared is not None:
             return self._shared
-        return ImageStore(self._folder / str(next(self._numbers)))
+        return ImageStore(os.path.join(self._folder, str(next(self._numbers))))
 
     def release(self, store: ImageStore | None) -> None:
-        """A batch's rows are written: the images it spooled go."""
-        if store is not None and store is not self._shared:
+        """A batch's rows are written: the images it spooled go (a store that stored none
+        made no folder)."""
+        if store is not None and store is not self._shared and store.made:
             shutil.rmtree(store.folder, ignore_errors=True)
 
     def close(self) -> None:

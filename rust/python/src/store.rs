@@ -387,6 +387,12 @@ impl ImageStore {
         self.durable
     }
 
+    /// Whether this store made its folder (with its first image).
+    #[getter]
+    fn made(&self) -> bool {
+        self.made.load(Ordering::Acquire)
+    }
+
     /// Stores an image's bytes: its `StoredImage`, or the bytes themselves when they are
     /// empty or in no known image format. `SinkError` when the file cannot be written.
     fn put(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<Py<PyAny>> {

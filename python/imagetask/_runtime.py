@@ -106,6 +106,19 @@ class BackgroundLoop:
             loop.close()
 
 
+def _run(future: Future[Any], call: Callable[[], Any]) -> None:
+    """Runs `call` unless `future` was cancelled, handing `future` what it returns or
+    raises."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = call()
+    except BaseException as exc:  # handed to the caller, whatever it is
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 class Workers:
     """Daemon threads that run submitted calls in order of submission.
 
@@ -127,20 +140,9 @@ class Workers:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._run(*job)
+            _run(*job)
             # Not kept while waiting for the next job: a batch's answers go with it.
             del job
-
-    @staticmethod
-    def _run(future: Future[Any], call: Callable[[], Any]) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            result = call()
-        except BaseException as exc:  # handed to the caller, whatever it is
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
 
     def submit(self, call: Callable[[], T]) -> Future[T]:
         """Queues `call`; its future holds what it returns or raises."""
@@ -182,13 +184,7 @@ class CallDispatcher:
         if not self._quick:
             return self._workers.submit(lambda: self._timed(call))
         future: Future[T] = Future()
-        future.set_running_or_notify_cancel()
-        try:
-            result = self._timed(call)
-        except BaseException as exc:  # handed to the caller, whatever it is, as by a worker
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+        _run(future, lambda: self._timed(call))
         return future
 
     def _timed(self, call: Callable[[], T]) -> T:

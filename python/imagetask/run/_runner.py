@@ -96,8 +96,8 @@ _POLL_SECONDS = 0.02
 """How often a run waiting for its oldest batch asks the model whether it has slots to spare."""
 
 _QUICK_CALL_SECONDS = 0.001
-"""A model call shorter than this (a local placeholder's) makes the next run on the main
-thread: a worker thread's handover costs more."""
+"""A model call shorter than this (a local placeholder's) makes the next run on the run's
+own thread: a worker thread's handover costs more."""
 
 
 @dataclass

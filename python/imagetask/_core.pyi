@@ -102,7 +102,9 @@ class RowBuilder:
         """Builds the output rows of a prepared batch: `(rows, [(row, generation, error)])`.
 
         `answers` is what the model returned for the prepared prompts (or the exception it
-        raised). A batch is built once: a second build is a `ConfigError`.
+        raised); an image kept in a file (`ImageFile`) is read into its answer dict (what
+        its `read()` raises propagates). A batch is built once: a second build is a
+        `ConfigError`.
         """
 
 @final
@@ -120,10 +122,6 @@ class AnswerFacts:
     """What a batch's answers hold, found in one pass over the images their dicts list
     under `"images"` (`answer_facts`)."""
 
-    @property
-    def inline(self) -> bool:
-        """Every image is base64 text, bytes, `None` or a `StoredImage`: none is an
-        `ImageFile` to read before the rows are built."""
     @property
     def image_bytes(self) -> int:
         """The length of the images held as text or bytes."""
@@ -211,6 +209,7 @@ class ColumnBuilder:
         `schema_metadata`: `(table, failures)`, the table a `pyarrow.Table` (its pyarrow
         schema made once for the tables of one schema in a row), each failure `(row,
         generation, error)`. A batch is built once: a second build is a `ConfigError`.
+        An `ImageFile` is read as by `RowBuilder.build`.
 
         A `StoredImage` in `artifacts_folder` (when a column records the paths) or in
         `spool_folder` stays in its file (unless the raw output inlines images): its

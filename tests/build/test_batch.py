@@ -12,7 +12,6 @@ import pytest
 from imagetask import (
     ImageGeneration,
     InputRowError,
-    _core,
 )
 from imagetask.outcome import Cost
 from tests.support.models import BatchScriptedModel, task_for
@@ -207,22 +206,6 @@ def test_images_in_files_are_read_into_the_arrow_table() -> None:
     table = task.process_arrow(pa.table({"prompt": ["p", "q", "r"]}))
     images = [None if cell is None else cell["bytes"] for cell in table["image"].to_pylist()]
     assert images == [b"a", None, b"b", b"c", None, b"d"]
-
-
-@pytest.mark.parametrize(
-    ("answers", "inline"),
-    [
-        ([[{"images": [b64(b"a"), b"b", None]}], ({"images": []},)], True),
-        ((("not a dict", {"images": "not a list"}), None, ValueError("x")), True),
-        ([[{"images": [b64(b"a")]}], [{"images": [b64(b"b"), FileImage(b"c")]}]], False),
-        ([({"other": 1}, {"images": [FileImage(b"c")]})], False),
-        ("not a list", True),
-    ],
-)
-def test_answer_facts_tell_whether_an_answer_holds_an_image_file(
-    answers: Any, inline: bool
-) -> None:
-    assert _core.answer_facts(answers).inline is inline
 
 
 def priced(images: list[Any], usd: Any) -> dict[str, Any]:

@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from imagetask._core import StoredImage, answer_facts
+from imagetask._core import answer_facts
 from imagetask.errors import RequestRefused
-from imagetask.models import ImageFile
 from imagetask.models._store import storing_answers
 from imagetask.outcome import BatchOutput, Cost, Failure, Row
 
@@ -37,14 +36,6 @@ _LOGGED_FAILURES = 5
 def _generation_kwargs(model: ImageModel) -> dict[str, Any]:
     get_kwargs = getattr(model, "get_generation_kwargs", None)
     return get_kwargs() if callable(get_kwargs) else {}
-
-
-def _in_file(image: Any) -> bool:
-    """Whether an answer's image is kept in a file that the row builders do not read
-    themselves (a `StoredImage` they do)."""
-    if isinstance(image, (str, bytes, StoredImage)):
-        return False
-    return isinstance(image, ImageFile)
 
 
 @contextmanager
@@ -172,25 +163,6 @@ class ModelCall:
         the model answered."""
         return answer_facts(self.answers).image_bytes
 
-    def read_images(self) -> None:
-        """Replaces each image the answers keep in a file (`ImageFile`) by its bytes: done
-        just before the rows are built, so that a batch waiting for that holds none of
-        them in memory."""
-        answers = self.answers
-        if not isinstance(answers, (list, tuple)) or answer_facts(answers).inline:
-            return
-        for answer in answers:
-            if not isinstance(answer, (list, tuple)):
-                continue
-            for part in answer:
-                images = part.get("images") if isinstance(part, dict) else None
-                if not isinstance(images, list):
-                    continue
-                if any(_in_file(image) for image in images):
-                    part["images"] = [
-                        image.read() if _in_file(image) else image for image in images
-                    ]
-
     def refusal(self) -> RequestRefused | None:
         """The first `RequestRefused` among the answers, if the model met one."""
         answers = self.answers
@@ -248,8 +220,8 @@ class Batch(ModelCall):
 
     def finish(self) -> BatchOutput:
         """Builds the output rows from the model's answers, does the task's work on them
-        (artifacts) and logs the failed generations."""
-        self.read_images()
+        (artifacts) and logs the failed generations. An image the answers keep in a file
+        (`ImageFile`) is read now, into its answer dict."""
         built, failed = self._builder.build(self._prepared, self.answers, self._format_output)
         failures = [Failure(*failure) for failure in failed]
         failures.extend(self._complete_rows(built))

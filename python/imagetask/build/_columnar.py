@@ -243,7 +243,6 @@ class ArrowBatch(ModelCall):
             table = pa.RecordBatchReader.from_stream(built).read_all()
             return ArrowOutput(self._described(table, None), output.failures)
         assert self._native is not None
-        self.read_images()
         target = self._artifacts
         metadata = self._facts.output_metadata
         table, failed = self._native.build(

@@ -62,9 +62,6 @@ pub(crate) fn image_payload<'a>(value: &'a Bound<'_, PyAny>) -> Result<Payload<'
 #[pyclass(frozen, get_all, module = "imagetask._core")]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct AnswerFacts {
-    /// Every image is base64 text, bytes, `None` or a `StoredImage`: none is an
-    /// `ImageFile` to read before the rows are built.
-    inline: bool,
     /// The length of the images held as text or bytes.
     image_bytes: usize,
     /// The estimated cost: each dict's `statistics["cost_usd"]` (a finite number, not
@@ -78,11 +75,8 @@ pub(crate) struct AnswerFacts {
 impl AnswerFacts {
     fn __repr__(&self) -> String {
         format!(
-            "AnswerFacts(inline={}, image_bytes={}, cost_usd={:?}, priced_images={})",
-            if self.inline { "True" } else { "False" },
-            self.image_bytes,
-            self.cost_usd,
-            self.priced_images
+            "AnswerFacts(image_bytes={}, cost_usd={:?}, priced_images={})",
+            self.image_bytes, self.cost_usd, self.priced_images
         )
     }
 }
@@ -92,7 +86,6 @@ impl AnswerFacts {
 pub(crate) fn answer_facts(answers: &Bound<'_, PyAny>) -> PyResult<AnswerFacts> {
     let py = answers.py();
     let mut facts = AnswerFacts {
-        inline: true,
         image_bytes: 0,
         cost_usd: 0.0,
         priced_images: 0,
@@ -120,8 +113,6 @@ pub(crate) fn answer_facts(answers: &Bound<'_, PyAny>) -> PyResult<AnswerFacts> 
                     facts.image_bytes += bytes.as_bytes().len();
                 } else if image.is_none() {
                     continue;
-                } else if !image.is_instance_of::<StoredImage>() {
-                    facts.inline = false;
                 }
                 made += 1;
             }
@@ -307,6 +298,47 @@ pub(crate) fn read<'py>(
     Ok(read)
 }
 
+/// Whether an image is kept in a file until the rows are built (an `ImageFile`: it has a
+/// `size` and a `read()` that hands its bytes over once). Text, bytes, `None` and a
+/// `StoredImage` (which the builders read themselves) are not.
+fn in_file(image: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if image.is_instance_of::<PyString>()
+        || image.is_instance_of::<PyBytes>()
+        || image.is_none()
+        || image.is_instance_of::<StoredImage>()
+    {
+        return Ok(false);
+    }
+    let py = image.py();
+    Ok(image.hasattr(pyo3::intern!(py, "read"))? && image.hasattr(pyo3::intern!(py, "size"))?)
+}
+
+/// An answer dict's images with each `ImageFile` among them replaced by its bytes (what
+/// its `read()` returns), or `None` when none is one. The dict is given the new list, so
+/// that its raw output holds the bytes, and the files are read just before the rows are
+/// built: a batch waiting for that holds none of them in memory.
+fn read_files<'py>(py: Python<'py>, images: &Items<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+    let mut any = false;
+    for image in images.iter() {
+        if in_file(&image)? {
+            any = true;
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    let read = PyList::empty(py);
+    for image in images.iter() {
+        if in_file(&image)? {
+            read.append(image.call_method0(pyo3::intern!(py, "read"))?)?;
+        } else {
+            read.append(image)?;
+        }
+    }
+    Ok(Some(read))
+}
+
 /// One input's answer, and the entry itself when a failure's raw output keeps it.
 type Entry<'py> = (Answer, Option<Bound<'py, PyAny>>);
 
@@ -338,12 +370,16 @@ fn read_entry<'py>(
             Ok(dict) => dict.get_item(images_key)?.and_then(|images| items(&images)),
             Err(_) => None,
         };
-        let (Ok(source), Some(images)) = (part.cast::<PyDict>(), images) else {
+        let (Ok(source), Some(mut images)) = (part.cast::<PyDict>(), images) else {
             generations.truncate(start);
             let error =
                 format!("part {index} of the model's answer is not a dict with an 'images' list");
             return Ok((Answer::Failed { error }, Some(entry.clone())));
         };
+        if let Some(read) = read_files(entry.py(), &images)? {
+            source.set_item(images_key, &read)?;
+            images = Items::List(read);
+        }
         let alone = images.len() == 1 && source.len() == 1;
         for payload in images.iter().take(n - (generations.len() - start)) {
             generations.push(Generation {
@@ -359,25 +395,69 @@ fn read_entry<'py>(
 
 #[cfg(test)]
 mod tests {
-    use super::{answer_facts, AnswerFacts};
+    use pyo3::prelude::*;
+    use pyo3::types::PyString;
+
+    use super::{answer_facts, read, AnswerFacts};
     use crate::testing::{eval, with_python};
 
+    /// An `ImageFile` expression: its bytes are `data`, handed over by `read()`.
+    fn file(data: &str) -> String {
+        format!("type('F', (), {{'size': 1, 'read': lambda self: {data}}})()")
+    }
+
     #[test]
-    fn facts_count_inline_images_their_bytes_and_their_price() {
+    fn images_in_files_are_read_into_their_answer_dicts() {
+        with_python(|py| {
+            let answers = eval(
+                py,
+                &format!(
+                    "[[{{'images': ['YQ==', {}, None], 'seed': 1}}], ({{'images': ({},)}},)]",
+                    file("b'b'"),
+                    file("b'c'")
+                ),
+            );
+            let key = PyString::new(py, "images");
+            let read = read(&answers, 2, 3, &key).expect("reads");
+            let payloads: Vec<String> = (read.generations.iter())
+                .map(|generation| generation.payload.repr().unwrap().to_string())
+                .collect();
+            assert_eq!(payloads, ["'YQ=='", "b'b'", "None", "b'c'"]);
+            // The dicts hold the bytes too (their raw output keeps them).
+            assert_eq!(
+                answers.repr().unwrap().to_string(),
+                "[[{'images': ['YQ==', b'b', None], 'seed': 1}], ({'images': [b'c']},)]"
+            );
+        });
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_raises_its_error() {
+        with_python(|py| {
+            let answers = eval(
+                py,
+                &format!("[[{{'images': [{}]}}]]", file("open('/nonexistent/x.png')")),
+            );
+            let key = PyString::new(py, "images");
+            let err = read(&answers, 1, 1, &key).err().expect("raises");
+            assert!(err.is_instance_of::<pyo3::exceptions::PyFileNotFoundError>(py));
+        });
+    }
+
+    #[test]
+    fn facts_count_images_their_bytes_and_their_price() {
         with_python(|py| {
             let facts = |answers: &str| answer_facts(&eval(py, answers)).expect("reads");
             let priced = "{'images': ['aGk=', b'xy', None], 'statistics': {'cost_usd': 0.5}}";
             assert_eq!(
                 facts(&format!("[[{priced}], ({{'images': []}},)]")),
                 AnswerFacts {
-                    inline: true,
                     image_bytes: 6,
                     cost_usd: 1.0,
                     priced_images: 2
                 }
             );
             let empty = AnswerFacts {
-                inline: true,
                 image_bytes: 0,
                 cost_usd: 0.0,
                 priced_images: 0,
@@ -387,8 +467,6 @@ mod tests {
                 empty
             );
             assert_eq!(facts("'not a list'"), empty);
-            assert!(!facts("[[{'images': ['aGk=']}], [{'images': ['aGk=', object()]}]]").inline);
-            assert!(!facts("[({'seed': 1}, {'images': [1.5]})]").inline);
         });
     }
 

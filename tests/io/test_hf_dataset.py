@@ -43,11 +43,13 @@ class SometimesFailing(ImageGenerationModel):
 
 def make_task(**fields: Any) -> ImageGeneration:
     return ImageGeneration(
-        image_generation_model=SometimesFailing(),
-        images_as_bytes=True,
-        num_generations=GENERATIONS,
-        input_batch_size=4,
-        **fields,
+        **{
+            "image_generation_model": SometimesFailing(),
+            "images_as_bytes": True,
+            "num_generations": GENERATIONS,
+            "input_batch_size": 4,
+            **fields,
+        }
     )
 
 
@@ -150,6 +152,22 @@ def test_row_groups_hold_at_most_row_group_bytes_with_a_larger_row_alone(
     assert len(list((out / "data").iterdir())) > 1
     dataset = load(out, tmp_path / "cache")
     assert dataset["id"] == ids
+
+
+@pytest.mark.parametrize("gathered", [1, hf_dataset.GATHERED_BYTES])
+def test_a_shard_of_many_small_batches_holds_their_rows_in_order_in_one_row_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gathered: int
+) -> None:
+    # `gathered` 1: each staged batch is read as a table of its own.
+    monkeypatch.setattr(hf_dataset, "GATHERED_BYTES", gathered)
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    make_task(input_batch_size=1).run(rows(40), out, format="parquet")
+    make_task(input_batch_size=40).run(rows(40), whole, format="parquet")
+    [shard] = sorted((out / "data").iterdir())
+    assert pq.read_metadata(shard).num_row_groups == 1
+    table = pq.read_table(shard)
+    assert table.column("id").to_pylist() == [i for i in range(40) for _ in range(GENERATIONS)]
+    assert table.equals(pq.read_table(whole / "data" / "train-00000.parquet"))
 
 
 def _row_sizes(table: pa.Table) -> list[int]:

@@ -77,6 +77,10 @@ larger than this is a row group alone. Read when a shard is written (tests lower
 STAGED_BATCH_BYTES = 8 * 2**20
 """About the largest record batch of a staged stream (a row larger than this is one alone):
 a shard is made reading one at a time."""
+GATHERED_BYTES = 2**20
+"""The bytes of staged record batches read into one table when a shard is made."""
+STAGING_BUFFER_BYTES = 2**18
+"""The buffer between a staged stream and its file (flushed after every batch)."""
 PARQUET_DEPTH = 100
 """The deepest schema Parquet readers accept (Arrow C++'s limit), the root counted."""
 
@@ -273,6 +277,21 @@ class ParquetSink:
         with self._arrow.OSFile(str(path), "rb") as file:
             yield from self._arrow.ipc.open_stream(file)
 
+    def _gathered(self, path: Path) -> Iterator[Any]:
+        """The rows of a staged stream as tables of its record batches gathered up to
+        `GATHERED_BYTES` or more (a stream of small batches holds thousands of them); a
+        batch is not read before the ones gathered are yielded."""
+        pending: list[Any] = []
+        size = 0
+        for batch in self._batches(path):
+            pending.append(batch)
+            size += batch.get_total_buffer_size()
+            if size >= GATHERED_BYTES:
+                yield self._arrow.Table.from_batches(pending)
+                pending, size = [], 0
+        if pending:
+            yield self._arrow.Table.from_batches(pending)
+
     # -- writing ---------------------------------------------------------------
 
     def _widen(self, schema: Any) -> None:
@@ -391,8 +410,12 @@ class ParquetSink:
 
     def _staged_rows(self, table: Any) -> int:
         """The rows of a staged record batch of `table`: about `STAGED_BATCH_BYTES`."""
-        row = table.nbytes / max(table.num_rows, 1)
-        return max(1, int(STAGED_BATCH_BYTES // row)) if row else max(table.num_rows, 1)
+        rows: int = max(table.num_rows, 1)
+        if table.get_total_buffer_size() <= STAGED_BATCH_BYTES:
+            # What its buffers hold (no less than its bytes, and quicker to count) fits.
+            return rows
+        row = table.nbytes / rows
+        return max(1, int(STAGED_BATCH_BYTES // row)) if row else rows
 
     def _check_widening(self, schema: Any) -> None:
         """Raises `SinkError` unless every row written so far (shards and staged batches)
@@ -419,14 +442,13 @@ class ParquetSink:
 
     def _written(self, names: list[str]) -> Iterator[Any]:
         """The rows written so far, one table at a time: the `names` columns of each
-        shard, then each staged batch (none when `names` is empty)."""
+        shard, then the staged batches (none when `names` is empty)."""
         if not names:
             return
         for shard in self._shards:
             yield self._parquet.read_table(self.path / shard.name, columns=names)
         for staged in self._staged:
-            for batch in self._batches(self._staging / staged.name):
-                yield self._arrow.Table.from_batches([batch])
+            yield from self._gathered(self._staging / staged.name)
 
     def _conform(self, table: Any, schema: Any) -> Any:
         """`table` with `schema`'s columns, in its order (missing ones null)."""
@@ -449,7 +471,10 @@ class ParquetSink:
             if found:
                 used.append(int(found.group(1)))
         name = f"staged-{max(used, default=-1) + 1:05d}.arrows"
-        self._file = self._arrow.OSFile(str(self._staging / name), "wb")
+        # Buffered: a record batch's metadata and buffers reach the file in one write when
+        # the batch is flushed, not one system call each.
+        raw = self._arrow.OSFile(str(self._staging / name), "wb")
+        self._file = self._arrow.BufferedOutputStream(raw, STAGING_BUFFER_BYTES)
         self._writer = self._arrow.ipc.new_stream(self._file, schema)
         self._schema = schema
         self._staged.append(_File(name=name, rows=0, bytes=self._file.tell()))
@@ -467,18 +492,14 @@ class ParquetSink:
         """Turns the staged batches into the next shard (synced, then renamed); without
         staged rows, a shard without row groups (`datasets` reads it as no rows)."""
         self._close_stream()
-        arrow, parquet = self._arrow, self._parquet
+        parquet = self._parquet
         schema = self._dataset_schema if self._dataset_schema is not None else self._empty_schema
         meta = {"info": {"features": features(schema, self._image_column, self._source_columns)}}
         schema = schema.with_metadata({"huggingface": json.dumps(meta)})
         name = f"train-{len(self._shards):05d}.parquet"
         temp = self.path / f".{name}.tmp"
         staged = [self._staging / file.name for file in self._staged]
-        tables = (
-            self._conform(arrow.Table.from_batches([batch]), schema)
-            for path in staged
-            for batch in self._batches(path)
-        )
+        tables = (self._conform(table, schema) for path in staged for table in self._gathered(path))
         groups = self._row_groups(tables, ROW_GROUP_BYTES)
         try:
             # A group's image files are read just before it is written: one at a time.
@@ -552,7 +573,9 @@ class ParquetSink:
             start = 0
             while start < table.num_rows:
                 rest = table.slice(start)
-                whole = rest.nbytes + sum(files[start:])
+                # A whole table's bytes are what its buffers hold, which is quicker to count.
+                held = rest.nbytes if start else table.get_total_buffer_size()
+                whole = held + sum(files[start:])
                 if size + whole <= limit:  # the common case: the whole rest fits
                     pending.append(rest)
                     size += whole

@@ -3,10 +3,9 @@
 //! Both check every payload the same way: base64 text must decode, and an image must not
 //! be empty. Batches with many bytes are split across the machine's cores.
 
-use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{decode_base64, encode, Payload, Problem, BASE64};
+use super::{decode_base64, decode_base64_into, encode, Payload, Problem};
 
 /// A payload to check, or why the binding found it is none.
 pub type Work<'a> = Result<Payload<'a>, Problem>;
@@ -157,19 +156,7 @@ fn decoded_len(payload: &Work<'_>) -> usize {
 /// Decodes one payload into `out` (sized by `decoded_len`).
 fn decode_into(payload: &Work<'_>, out: &mut [u8]) -> Result<(), Problem> {
     match payload {
-        Ok(Payload::Text(text)) => match BASE64.decode_slice(text, out) {
-            Ok(written) if written == out.len() => {}
-            Ok(_) | Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                return Err(Problem::InvalidBase64 {
-                    reason: "its length does not fit its padding".to_owned(),
-                })
-            }
-            Err(base64::DecodeSliceError::DecodeError(e)) => {
-                return Err(Problem::InvalidBase64 {
-                    reason: e.to_string(),
-                })
-            }
-        },
+        Ok(Payload::Text(text)) => decode_base64_into(text, out)?,
         Ok(Payload::Bytes(bytes)) => out.copy_from_slice(bytes),
         Err(problem) => return Err(problem.clone()),
     }

@@ -84,6 +84,36 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, Problem> {
     })
 }
 
+/// `decode_base64` into `out`, which must be the decoded length (`Problem::InvalidBase64`
+/// when the text's padding does not fit it).
+pub fn decode_base64_into(text: &[u8], out: &mut [u8]) -> Result<(), Problem> {
+    let engine = if text.len().is_multiple_of(4) {
+        &base64_simd::STANDARD
+    } else {
+        &base64_simd::STANDARD_NO_PAD
+    };
+    let length = out.len();
+    // (`decode` panics when `out` is shorter than the text's bytes.)
+    if engine
+        .decoded_length(text)
+        .is_ok_and(|decoded| decoded == length)
+        && engine
+            .decode(text, base64_simd::Out::from_slice(out))
+            .is_ok()
+    {
+        return Ok(());
+    }
+    match BASE64.decode_slice(text, out) {
+        Ok(written) if written == length => Ok(()),
+        Ok(_) | Err(base64::DecodeSliceError::OutputSliceTooSmall) => Err(Problem::InvalidBase64 {
+            reason: "its length does not fit its padding".to_owned(),
+        }),
+        Err(base64::DecodeSliceError::DecodeError(e)) => Err(Problem::InvalidBase64 {
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// Standard base64 text of `bytes`, padded (encoded with SIMD instructions where the
 /// machine has them).
 pub fn encode(bytes: &[u8]) -> String {
@@ -147,19 +177,31 @@ pub struct ContentRef([u8; REF_LEN]);
 impl ContentRef {
     /// The reference as text.
     pub fn as_str(&self) -> &str {
-        // Only ASCII is ever written into it (see `content_ref`).
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // SAFETY: only ASCII is ever written into it (`REF_PREFIX` and `HEX_PAIRS`, in
+        // `content_ref`), and ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [HEX[byte >> 4], HEX[byte & 0x0f]];
+        byte += 1;
+    }
+    pairs
+};
+
 /// The content reference of a SHA-256 digest.
 pub fn content_ref(hash: &[u8; 32]) -> ContentRef {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; REF_LEN];
-    out[..REF_PREFIX.len()].copy_from_slice(REF_PREFIX);
-    for (i, byte) in hash.iter().enumerate() {
-        out[REF_PREFIX.len() + 2 * i] = HEX[usize::from(byte >> 4)];
-        out[REF_PREFIX.len() + 2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+    let (prefix, digits) = out.split_at_mut(REF_PREFIX.len());
+    prefix.copy_from_slice(REF_PREFIX);
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(hash) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
     }
     ContentRef(out)
 }
@@ -177,6 +219,58 @@ mod tests {
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(content_ref(&[0; 32]).as_str().len(), REF_LEN);
+    }
+
+    #[test]
+    fn decoding_into_a_slice_accepts_and_refuses_what_the_reference_decoder_does() {
+        let texts: [&[u8]; 12] = [
+            b"YWJj",
+            b"YWI=",
+            b"YWI",
+            b"YQ==",
+            b"YQ",
+            b"YR==",
+            b"YWJ=",
+            b"Y===",
+            b"YW!j",
+            b"YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OQ==",
+            b"YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4O$==",
+            b"",
+        ];
+        for text in texts {
+            let reference = BASE64.decode(text);
+            // Sized from the text, as the batch decoder sizes it.
+            let pads = text
+                .iter()
+                .rev()
+                .take(2)
+                .take_while(|&&b| b == b'=')
+                .count();
+            let digits = text.len() - pads;
+            let mut out = vec![0u8; digits / 4 * 3 + [0, 0, 1, 2][digits % 4]];
+            let fast = decode_base64_into(text, &mut out);
+            match reference {
+                Ok(bytes) => {
+                    assert_eq!(fast, Ok(()), "{text:?}");
+                    assert_eq!(out, bytes, "{text:?}");
+                }
+                Err(e) => assert_eq!(
+                    fast,
+                    Err(Problem::InvalidBase64 {
+                        reason: e.to_string()
+                    }),
+                    "{text:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn every_byte_is_written_as_two_lowercase_hex_digits() {
+        for byte in 0..=255u8 {
+            let expected = format!("sha256:{}", format!("{byte:02x}").repeat(32));
+            assert_eq!(content_ref(&[byte; 32]).as_str(), expected);
+        }
     }
 
     #[test]

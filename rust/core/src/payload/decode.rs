@@ -131,7 +131,7 @@ impl Decoded {
 
 /// The length of the bytes a payload holds, as far as its length tells (base64 text that
 /// turns out invalid is found out when decoded).
-fn decoded_len(payload: &Work<'_>) -> usize {
+pub(crate) fn decoded_len(payload: &Work<'_>) -> usize {
     match payload {
         Ok(Payload::Text(text)) => {
             let pads = text

@@ -208,6 +208,27 @@ def test_images_in_files_are_read_into_the_arrow_table() -> None:
     assert images == [b"a", None, b"b", b"c", None, b"d"]
 
 
+class Raising:
+    """An answer's image whose every attribute raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(f"no {name}")
+
+
+def test_an_image_whose_attributes_raise_fails_its_generation_not_the_batch() -> None:
+    def answer(prompts: list[str], n: int) -> Any:
+        return [[{"images": [Raising()]}], [{"images": [b64(b"b")]}]]
+
+    task = task_for(answer)
+    rows = task.process_batch([{"prompt": "p"}, {"prompt": "q"}])
+    assert [row["image"] for row in rows] == [None, b64(b"b")]
+    assert rows[0][META][ERROR] == (
+        "image 0 of the model's answer is a Raising, expected base64 text or bytes"
+    )
+    table = task.process_arrow(pa.table({"prompt": ["p", "q"]}))
+    assert [cell and cell["bytes"] for cell in table["image"].to_pylist()] == [None, b"b"]
+
+
 def priced(images: list[Any], usd: Any) -> dict[str, Any]:
     return {"images": images, "statistics": {"cost_usd": usd}}
 

@@ -13,16 +13,16 @@ data files). The image column is stored as the `Image` feature (`struct<bytes: b
 path: string>`, the artifact's path in `path` when the task saves artifacts) and every
 shard carries the `huggingface` schema metadata with its features.
 
-Batches are appended to the staging stream as they are written, in record batches of
-about `STAGED_BATCH_BYTES`; when it holds `shard_bytes`, its batches become the next shard
-(row groups of at most `ROW_GROUP_BYTES` of rows, a larger row alone: image rows are
-large), written under a temporary name, synced and renamed. A shard is made one staged
-record batch at a time, each row group written as soon as it is full: making it holds
-about one row group, however large the shard and the batches. With `image_root`, an image
-already in its file there is staged as its path alone and its bytes are read into the
-shard just before its row group is written (`imagetask.io._image_files`): the files count
-in the shard's size and the row group's. With `spooled`, the files are read when their
-batch is staged, a staged record batch at a time (they go once it is). Nothing is
+Batches are appended to the staging stream as they are written, in record batches of about
+`STAGED_BATCH_BYTES`; when it holds `shard_bytes`, its batches become the next shard (row
+groups of at most `ROW_GROUP_BYTES` of rows, a larger row alone: image rows are large),
+written under a temporary name, synced and renamed. A shard is made a few staged record
+batches at a time (`GATHERED_BYTES`), each row group written as soon as it is full: making
+it holds about one row group, however large the shard and the batches. With `image_root`,
+an image already in its file there is staged as its path alone and its bytes are read into
+the shard just before its row group is written (`imagetask.io._image_files`): the files
+count in the shard's size and the row group's. With `spooled`, the files are read when
+their batch is staged, a staged record batch at a time (they go once it is). Nothing is
 rewritten at the end of the run: `finish` only turns the last staged batches into the last
 shard and writes the card. The checkpoint records the shards and the staged streams with
 their sizes and row counts; a resumed run checks them, drops what came after (a shard
@@ -564,8 +564,8 @@ class ParquetSink:
 
     def _row_groups(self, tables: Iterator[Any], limit: int) -> Iterator[Any]:
         """The rows of `tables`, in order, cut into tables of at most `limit` bytes each
-        (Arrow's `nbytes`, with the image files their path-only images name), a row
-        larger than `limit` alone."""
+        (Arrow's `nbytes`, or the size of a whole table's buffers, which is no less; with
+        the image files their path-only images name), a row larger than `limit` alone."""
         pending: list[Any] = []
         size = 0
         for table in tables:

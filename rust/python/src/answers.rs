@@ -310,7 +310,14 @@ fn in_file(image: &Bound<'_, PyAny>) -> PyResult<bool> {
         return Ok(false);
     }
     let py = image.py();
-    Ok(image.hasattr(pyo3::intern!(py, "read"))? && image.hasattr(pyo3::intern!(py, "size"))?)
+    // An object whose attributes raise is no file (its generation fails as a wrong type);
+    // Ctrl-C while they are looked up still stops the work.
+    let has = |name: &Bound<'_, PyString>| match image.hasattr(name) {
+        Ok(has) => Ok(has),
+        Err(err) if fails_a_row(err.value(py)) => Ok(false),
+        Err(err) => Err(err),
+    };
+    Ok(has(pyo3::intern!(py, "read"))? && has(pyo3::intern!(py, "size"))?)
 }
 
 /// An answer dict's images with each `ImageFile` among them replaced by its bytes (what
@@ -428,6 +435,26 @@ mod tests {
                 answers.repr().unwrap().to_string(),
                 "[[{'images': ['YQ==', b'b', None], 'seed': 1}], ({'images': [b'c']},)]"
             );
+        });
+    }
+
+    #[test]
+    fn an_image_whose_attributes_raise_is_no_file_unless_it_is_interrupted() {
+        with_python(|py| {
+            let raising = |error: &str| {
+                format!(
+                    "[[{{'images': [type('R', (), {{'__getattr__': lambda self, name: \
+                     (_ for _ in ()).throw({error})}})()]}}]]"
+                )
+            };
+            let key = PyString::new(py, "images");
+            let answers = eval(py, &raising("ValueError('no')"));
+            let found = read(&answers, 1, 1, &key).expect("reads");
+            assert_eq!(found.generations.len(), 1);
+            assert_eq!(super::type_name(&found.generations[0].payload), "R");
+            let answers = eval(py, &raising("KeyboardInterrupt()"));
+            let err = read(&answers, 1, 1, &key).err().expect("stops");
+            assert!(err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py));
         });
     }
 

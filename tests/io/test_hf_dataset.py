@@ -41,15 +41,13 @@ class SometimesFailing(ImageGenerationModel):
         ]
 
 
-def make_task(**fields: Any) -> ImageGeneration:
+def make_task(*, input_batch_size: int = 4, **fields: Any) -> ImageGeneration:
     return ImageGeneration(
-        **{
-            "image_generation_model": SometimesFailing(),
-            "images_as_bytes": True,
-            "num_generations": GENERATIONS,
-            "input_batch_size": 4,
-            **fields,
-        }
+        image_generation_model=SometimesFailing(),
+        images_as_bytes=True,
+        num_generations=GENERATIONS,
+        input_batch_size=input_batch_size,
+        **fields,
     )
 
 

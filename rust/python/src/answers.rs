@@ -325,25 +325,22 @@ fn in_file(image: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// that its raw output holds the bytes, and the files are read just before the rows are
 /// built: a batch waiting for that holds none of them in memory.
 fn read_files<'py>(py: Python<'py>, images: &Items<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
-    let mut any = false;
-    for image in images.iter() {
-        if in_file(&image)? {
-            any = true;
-            break;
+    let mut read: Option<Bound<'py, PyList>> = None;
+    for (index, image) in images.iter().enumerate() {
+        let file = in_file(&image)?;
+        if file && read.is_none() {
+            // The images before the first file, as they are.
+            read = Some(PyList::new(py, images.iter().take(index))?);
+        }
+        if let Some(read) = &read {
+            if file {
+                read.append(image.call_method0(pyo3::intern!(py, "read"))?)?;
+            } else {
+                read.append(image)?;
+            }
         }
     }
-    if !any {
-        return Ok(None);
-    }
-    let read = PyList::empty(py);
-    for image in images.iter() {
-        if in_file(&image)? {
-            read.append(image.call_method0(pyo3::intern!(py, "read"))?)?;
-        } else {
-            read.append(image)?;
-        }
-    }
-    Ok(Some(read))
+    Ok(read)
 }
 
 /// One input's answer, and the entry itself when a failure's raw output keeps it.

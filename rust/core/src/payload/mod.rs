@@ -72,26 +72,15 @@ impl std::error::Error for Problem {}
 /// where the machine has them. Text the fast decoder refuses is decoded again by the
 /// reference one, which accepts the same texts and says why it refuses one.
 pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, Problem> {
-    let fast = if text.len().is_multiple_of(4) {
-        base64_simd::STANDARD.decode_to_vec(text)
-    } else {
-        base64_simd::STANDARD_NO_PAD.decode_to_vec(text)
-    };
-    fast.or_else(|_| {
-        BASE64.decode(text).map_err(|e| Problem::InvalidBase64 {
-            reason: e.to_string(),
-        })
-    })
+    fast_decoder(text)
+        .decode_to_vec(text)
+        .or_else(|_| BASE64.decode(text).map_err(invalid_base64))
 }
 
 /// `decode_base64` into `out`, which must be the decoded length (`Problem::InvalidBase64`
 /// when the text's padding does not fit it).
 pub fn decode_base64_into(text: &[u8], out: &mut [u8]) -> Result<(), Problem> {
-    let engine = if text.len().is_multiple_of(4) {
-        &base64_simd::STANDARD
-    } else {
-        &base64_simd::STANDARD_NO_PAD
-    };
+    let engine = fast_decoder(text);
     let length = out.len();
     // (`decode` panics when `out` is shorter than the text's bytes.)
     if engine
@@ -108,9 +97,23 @@ pub fn decode_base64_into(text: &[u8], out: &mut [u8]) -> Result<(), Problem> {
         Ok(_) | Err(base64::DecodeSliceError::OutputSliceTooSmall) => Err(Problem::InvalidBase64 {
             reason: "its length does not fit its padding".to_owned(),
         }),
-        Err(base64::DecodeSliceError::DecodeError(e)) => Err(Problem::InvalidBase64 {
-            reason: e.to_string(),
-        }),
+        Err(base64::DecodeSliceError::DecodeError(e)) => Err(invalid_base64(e)),
+    }
+}
+
+/// The SIMD decoder for `text`: padded when its length is a multiple of 4, else unpadded.
+fn fast_decoder(text: &[u8]) -> &'static base64_simd::Base64 {
+    if text.len().is_multiple_of(4) {
+        &base64_simd::STANDARD
+    } else {
+        &base64_simd::STANDARD_NO_PAD
+    }
+}
+
+/// The reference decoder's refusal, as a `Problem`.
+fn invalid_base64(error: base64::DecodeError) -> Problem {
+    Problem::InvalidBase64 {
+        reason: error.to_string(),
     }
 }
 

@@ -2,8 +2,9 @@
 
 Rows go through the task batch by batch with a `ScriptedModel` (or a `ReplayModel` of a
 finished run), on each path of `PATHS`: as dicts (`prepare`, `generate`, `finish`) and as
-Arrow tables (`prepare_arrow`, ...). The time spent outside the model is reported per
-output row, with the process's peak memory. Nothing is written.
+Arrow tables (`prepare_arrow`, ...), the paths taking turns (`TURN_ROWS`). The time spent
+outside the model is reported per output row, with the process's peak memory. Nothing is
+written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,76 +29,75 @@ from imagetask.task._generation import ImageGeneration
 from imagetask.task._task import ImageTask
 from imagetask.testing.models import ReplayModel, ScriptedModel
 
-__all__ = ["PATHS", "BenchPath", "PathResult", "add_command", "main"]
+__all__ = [
+    "PATHS",
+    "TURN_ROWS",
+    "ArrowPath",
+    "BenchPath",
+    "DictPath",
+    "PathResult",
+    "add_command",
+    "main",
+    "measure",
+]
 
 
-@dataclass(frozen=True)
+@dataclass
 class PathResult:
     """One path's figures: output rows, failed generations, seconds spent building rows
     (the model's own time excluded) and seconds spent in the model."""
 
-    rows_out: int
-    failed: int
-    seconds: float
-    model_seconds: float
+    rows_out: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
 
 
-@dataclass(frozen=True)
 class BenchPath:
-    """A way of turning rows into output rows, measured by `run`."""
+    """A way of turning rows into output rows: `data` makes a batch's rows what the path
+    takes (not timed), `prepare` makes them a batch of the task."""
 
-    name: str
-    run: Callable[[ImageTask, Iterator[list[Row]]], PathResult]
+    name = ""
 
+    def data(self, rows: list[Row]) -> Any:
+        """The rows as the path takes them."""
+        return rows
 
-def _timed(
-    task: ImageTask,
-    inputs: Iterator[Any],
-    prepare: Callable[[Any], Batch | ArrowBatch],
-) -> PathResult:
-    """`prepare`, `generate`, `finish` per batch, the model's time apart from the rest."""
-    rows_out = failed = 0
-    building = modelling = 0.0
-    model = task.image_generation_model
-    for data in inputs:
-        started = time.perf_counter()
-        batch = prepare(data)
-        prepared = time.perf_counter()
-        batch.generate()
-        generated = time.perf_counter()
-        output = batch.finish()
-        finished = time.perf_counter()
-        building += (prepared - started) + (finished - generated)
-        modelling += generated - prepared
-        rows_out += output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
-        failed += len(output.failures)
-        if isinstance(model, ScriptedModel):
-            model.calls.clear()
-    return PathResult(rows_out, failed, building, modelling)
+    def prepare(self, task: ImageTask, data: Any) -> Batch | ArrowBatch:
+        """A batch of `task` for `data`."""
+        return task.prepare(data)
 
 
-def _dict_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
+class DictPath(BenchPath):
     """The rows as dicts, as `process_batch`."""
-    return _timed(task, batches, task.prepare)
+
+    name = "dict"
 
 
-def _arrow_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
-    """The rows as pyarrow tables, as `process_arrow`; each batch is made a table before
-    its timing starts, of the schema of the batch before when its rows fit it (as the
-    batches of a Parquet file or a Hugging Face dataset share their schema)."""
-    pa = arrow()
+class ArrowPath(BenchPath):
+    """The rows as pyarrow tables, as `process_arrow`; each batch is made a table of the
+    schema of the batch before when its rows fit it (as the batches of a Parquet file or
+    a Hugging Face dataset share their schema)."""
 
-    def tables() -> Iterator[Any]:
-        schema = None
-        for rows in batches:
-            table = schema_table(rows, schema)
-            if table is None:
-                table = inferred_table(rows)
-            schema = table.schema
-            yield table
+    name = "arrow"
 
-    def schema_table(rows: list[Row], schema: Any) -> Any:
-        """The rows as a table of `schema`, or `None` if they do not fit it."""
+    def __init__(self) -> None:
+        self.pa = arrow()
+        self.schema: Any = None
+
+    def data(self, rows: list[Row]) -> Any:
+        table = self._of_schema(rows)
+        if table is None:
+            try:
+                table = self.pa.Table.from_pylist(rows)
+            except (self.pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+                raise UsageError(f"the input rows cannot be made an Arrow table: {exc}") from None
+        self.schema = table.schema
+        return table
+
+    def _of_schema(self, rows: list[Row]) -> Any:
+        """The rows as a table of the last schema, or `None` if they do not fit it."""
+        pa, schema = self.pa, self.schema
         if schema is None:
             return None
         names = set(schema.names)
@@ -108,17 +108,53 @@ def _arrow_path(task: ImageTask, batches: Iterator[list[Row]]) -> PathResult:
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             return None
 
-    def inferred_table(rows: list[Row]) -> Any:
-        try:
-            return pa.Table.from_pylist(rows)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-            raise UsageError(f"the input rows cannot be made an Arrow table: {exc}") from None
-
-    return _timed(task, tables(), task.prepare_arrow)
+    def prepare(self, task: ImageTask, data: Any) -> ArrowBatch:
+        return task.prepare_arrow(data)
 
 
-PATHS: tuple[BenchPath, ...] = (BenchPath("dict", _dict_path), BenchPath("arrow", _arrow_path))
+PATHS: tuple[type[BenchPath], ...] = (DictPath, ArrowPath)
 """The paths `imagetask bench` measures, one output line each."""
+
+TURN_ROWS = 5_000
+"""The input rows a path builds before the next path takes its turn: the paths take
+turns through the run, so that a machine that slows down or speeds up meanwhile does so
+for every path alike."""
+
+
+def _timed(task: ImageTask, path: BenchPath, rows: list[Row], result: PathResult) -> None:
+    """`prepare`, `generate`, `finish` for one batch, the model's time apart from the
+    rest, added to `result`."""
+    model = task.image_generation_model
+    data = path.data(rows)
+    started = time.perf_counter()
+    batch = path.prepare(task, data)
+    prepared = time.perf_counter()
+    batch.generate()
+    generated = time.perf_counter()
+    output = batch.finish()
+    finished = time.perf_counter()
+    result.seconds += (prepared - started) + (finished - generated)
+    result.model_seconds += generated - prepared
+    result.rows_out += (
+        output.table.num_rows if isinstance(output, ArrowOutput) else len(output.rows)
+    )
+    result.failed += len(output.failures)
+    if isinstance(model, ScriptedModel):
+        model.calls.clear()
+
+
+def measure(
+    task: ImageTask, paths: list[BenchPath], batches: Iterator[list[Row]]
+) -> list[PathResult]:
+    """Every path's figures for the same batches, the paths taking turns every
+    `TURN_ROWS` input rows (at least a batch)."""
+    results = [PathResult() for _ in paths]
+    turn = max(1, TURN_ROWS // task.input_batch_size)
+    while chunk := list(itertools.islice(batches, turn)):
+        for path, result in zip(paths, results, strict=True):
+            for rows in chunk:
+                _timed(task, path, rows, result)
+    return results
 
 
 def add_command(commands: Any) -> None:
@@ -129,7 +165,8 @@ def add_command(commands: Any) -> None:
         description=(
             "Build output rows at volume with a scripted model (or the images of a finished\n"
             "run) and print rows per second, the model's own time excluded, and peak memory.\n"
-            "Nothing is written."
+            f"The paths take turns every {TURN_ROWS:,} rows, so that a machine whose speed drifts\n"
+            "meanwhile slows every path alike. Nothing is written."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -267,15 +304,22 @@ def main(args: argparse.Namespace) -> int:
     with contextlib.suppress(MissingExtraError):
         arrow()  # loaded first: pyarrow's own libraries are not the rows' memory
     before = _peak_rss()
-    print(_HEADER)
-    for path in PATHS:
+    print(_HEADER, flush=True)
+    paths: list[BenchPath] = []
+    missing: dict[str, MissingExtraError] = {}
+    for kind in PATHS:
         try:
-            with failures_not_logged():
-                result = path.run(task, _batches(_rows(task, args.rows, replay), args.batch_size))
+            paths.append(kind())
         except MissingExtraError as exc:
-            print(f"{path.name:<6} not measured: {exc}", flush=True)
-            continue
-        print(_line(path.name, result), flush=True)
+            missing[kind.name] = exc
+    with failures_not_logged():
+        results = measure(task, paths, _batches(_rows(task, args.rows, replay), args.batch_size))
+    measured = {path.name: result for path, result in zip(paths, results, strict=True)}
+    for kind in PATHS:
+        if kind.name in missing:
+            print(f"{kind.name:<6} not measured: {missing[kind.name]}")
+        else:
+            print(_line(kind.name, measured[kind.name]))
     peak = _peak_rss()
     if peak is None or before is None:
         print("peak memory: not measured (this system has no `resource` module)")

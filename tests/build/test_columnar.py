@@ -144,7 +144,7 @@ def cases(draw: st.DrawFn) -> tuple[ImageGeneration, pa.Table, Any, str]:
         answers = None
     elif whole == "short" and answers:
         answers = answers[:-1]
-    source = draw(st.sampled_from(["pyarrow", "polars", "record-batch"]))
+    source = draw(st.sampled_from(["pyarrow", "polars", "record-batch", "chunked"]))
     return task, table, answers, source
 
 
@@ -153,6 +153,10 @@ def as_input(table: pa.Table, source: str) -> Any:
         return pl.from_arrow(table)
     if source == "record-batch":
         return table.combine_chunks().to_batches()[0] if table.num_rows else table
+    if source == "chunked":  # a chunk a row, and an empty one
+        return pa.concat_tables(
+            [table.slice(0, 0), *(table.slice(i, 1) for i in range(len(table)))]
+        )
     return table
 
 

@@ -3,6 +3,7 @@ path with its counts, and peak memory; a user's mistake is one line and exit sta
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from imagetask import ImageGeneration
+from imagetask import ImageGeneration, _bench
 from imagetask.cli import main
 from imagetask.testing import ScriptedModel
 
@@ -222,3 +223,28 @@ def test_bench_replay_of_a_malformed_run_is_one_line(
     assert capsys.readouterr().err == (
         f"imagetask: error: {run / 'run.json'}: nested too deeply: not written by imagetask\n"
     )
+
+
+def test_the_paths_take_turns_over_the_same_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def recording(name: str) -> _bench.BenchPath:
+        class Recording(_bench.DictPath):
+            def data(self, rows: list[dict[str, Any]]) -> Any:
+                seen.append((name, rows[0]["prompt"]))
+                return rows
+
+        return Recording()
+
+    monkeypatch.setattr(_bench, "TURN_ROWS", 4)
+    task = ImageGeneration(image_generation_model=ScriptedModel(), input_batch_size=2)
+    rows = iter([{"prompt": f"p{i}"} for i in range(10)])
+    batches = iter(lambda: list(itertools.islice(rows, 2)), [])
+    first, second = _bench.measure(task, [recording("a"), recording("b")], batches)
+    assert seen == [
+        ("a", "p0"), ("a", "p2"), ("b", "p0"), ("b", "p2"),
+        ("a", "p4"), ("a", "p6"), ("b", "p4"), ("b", "p6"),
+        ("a", "p8"), ("b", "p8"),
+    ]  # fmt: skip
+    assert (first.rows_out, first.failed) == (second.rows_out, second.failed) == (10, 0)
+    assert first.seconds > 0 and first.model_seconds > 0

@@ -12,6 +12,7 @@ use arrow_schema::Schema;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
+use super::pyarrow::is_pyarrow_table;
 use super::table::Input;
 use crate::errors::read_error;
 
@@ -60,15 +61,31 @@ pub(crate) fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
     Ok(arrays)
 }
 
+/// The stream of record batches `data` exports: a pyarrow `Table`'s reader writes it in
+/// place (its `__arrow_c_stream__` first walks the table's columns in Python), any other
+/// object hands it over in a capsule.
+fn table_stream(data: &Bound<'_, PyAny>) -> PyResult<RecordBatchStreamReader> {
+    let py = data.py();
+    let reader = if is_pyarrow_table(data)? {
+        let mut stream = FFI_ArrowArrayStream::empty();
+        let address = &mut stream as *mut FFI_ArrowArrayStream as usize;
+        data.call_method0(pyo3::intern!(py, "to_reader"))?
+            .call_method1(pyo3::intern!(py, "_export_to_c"), (address,))?;
+        RecordBatchStreamReader::try_new(stream)
+    } else {
+        let (_capsule, pointer) = exported(data, "__arrow_c_stream__", c"arrow_array_stream")?;
+        // SAFETY: as in `read_stream`.
+        unsafe {
+            RecordBatchStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr())
+        }
+    };
+    reader.map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))
+}
+
 /// The schema and record batches of an object that exports an Arrow stream of them (a
 /// pyarrow `Table`, say), each checked to be valid Arrow data.
 pub(crate) fn read_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
-    let (_capsule, pointer) = exported(data, "__arrow_c_stream__", c"arrow_array_stream")?;
-    // SAFETY: as in `read_stream`.
-    let reader = unsafe {
-        RecordBatchStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr())
-    }
-    .map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))?;
+    let reader = table_stream(data)?;
     let schema = reader.schema();
     let batches = reader
         .collect::<Result<Vec<_>, _>>()

@@ -11,7 +11,7 @@ use arrow_schema::ffi::FFI_ArrowSchema;
 use arrow_schema::SchemaRef;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCapsule, PyList};
+use pyo3::types::{PyCapsule, PyList, PyType};
 
 use crate::errors::read_error;
 
@@ -36,6 +36,27 @@ fn api(py: Python<'_>) -> PyResult<&'static Api> {
             from_batches: attr("Table", "from_batches")?,
         })
     })
+}
+
+static TABLE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// Whether `data` is a `pyarrow.Table` (never, while pyarrow is not imported).
+pub(crate) fn is_pyarrow_table(data: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = data.py();
+    let table = match TABLE.get(py) {
+        Some(table) => table,
+        None => {
+            let modules = py.import("sys")?.getattr("modules")?;
+            if !modules.contains("pyarrow")? {
+                return Ok(false);
+            }
+            TABLE.get_or_try_init(py, || {
+                let table = py.import("pyarrow")?.getattr("Table")?;
+                Ok::<_, PyErr>(table.cast_into::<PyType>()?.unbind())
+            })?
+        }
+    };
+    data.is_instance(table.bind(py))
 }
 
 /// Makes pyarrow tables of record batches, keeping the pyarrow `Schema` of the last

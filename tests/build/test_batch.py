@@ -13,6 +13,8 @@ from imagetask import (
     ImageGeneration,
     InputRowError,
 )
+from imagetask._core import answer_facts
+from imagetask.build import _batch as batch_module
 from imagetask.outcome import Cost
 from tests.support.models import BatchScriptedModel, task_for
 from tests.support.payloads import b64
@@ -250,3 +252,24 @@ def test_a_batch_counts_its_images_bytes_and_prices_from_any_answers(
     batch = task.prepare([{"prompt": "p"}])
     batch.generate()
     assert (batch.image_bytes(), batch.cost()) == (image_bytes, Cost(*cost))
+
+
+def test_a_batch_walks_its_answers_once_for_their_bytes_and_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walked: list[Any] = []
+
+    def counted(answers: Any) -> Any:
+        walked.append(answers)
+        return answer_facts(answers)
+
+    monkeypatch.setattr(batch_module, "answer_facts", counted)
+    first = [[priced([b"ab"], 1.0)]]
+    batch = task_for(first).prepare([{"prompt": "p"}])
+    batch.generate()
+    assert (batch.image_bytes(), batch.cost(), batch.image_bytes()) == (2, Cost(1.0, 1), 2)
+    assert walked == [first]
+    second = [[priced([b"abc", b"d"], 0.5)]]
+    batch.answers = second  # new answers are walked anew
+    assert (batch.cost(), batch.image_bytes()) == (Cost(1.0, 2), 4)
+    assert walked == [first, second]

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from imagetask._core import answer_facts
+from imagetask._core import AnswerFacts, answer_facts
 from imagetask.errors import RequestRefused
 from imagetask.models._store import storing_answers
 from imagetask.outcome import BatchOutput, Cost, Failure, Row
@@ -86,10 +86,28 @@ class ModelCall:
         self.schema = schema
         self.prompts = prompts
         self.size = size
-        self.answers: Answers = []
+        self._answers: Answers = []
+        self._facts_of_answers: AnswerFacts | None = None
         self.position: int | None = None
         self.names: Callable[[int], str] | None = None
         self.store: ImageStore | None = None
+
+    @property
+    def answers(self) -> Answers:
+        """What the model returned for the prompts (or the exception it raised), once
+        generated."""
+        return self._answers
+
+    @answers.setter
+    def answers(self, answers: Answers) -> None:
+        self._answers = answers
+        self._facts_of_answers = None
+
+    def _answer_facts(self) -> AnswerFacts:
+        """The `AnswerFacts` of the answers, found once for each answers set."""
+        if self._facts_of_answers is None:
+            self._facts_of_answers = answer_facts(self._answers)
+        return self._facts_of_answers
 
     def _kwargs(self, model: ImageModel) -> dict[str, Any]:
         """The keyword arguments of the model's call: its generation kwargs, and the
@@ -155,13 +173,14 @@ class ModelCall:
     def cost(self) -> Cost:
         """The estimated cost of the answers: each image's `cost_usd` (in its part's
         statistics, when the backend priced it) summed."""
-        facts = answer_facts(self.answers)
+        facts = self._answer_facts()
         return Cost(facts.cost_usd, facts.priced_images)
 
     def image_bytes(self) -> int:
         """The length of the images among the answers (base64 text or bytes): 0 until
-        the model answered."""
-        return answer_facts(self.answers).image_bytes
+        the model answered. Found with the cost, once: an image in a file (read when the
+        rows are built) counts its bytes only if they were read first."""
+        return self._answer_facts().image_bytes
 
     def refusal(self) -> RequestRefused | None:
         """The first `RequestRefused` among the answers, if the model met one."""

@@ -4,9 +4,12 @@ Each contender turns an Arrow table of N prompts into the output table in batche
 1000 rows, with a model that does no work: it replays answers built before timing (one
 dict per input holding `n` distinct base64 images, 48 bytes each), cycling through at
 most 100 prebuilt batches so that 10M rows fit in memory. Every measurement runs in a
-fresh process with the default garbage collector settings; the table reports the median
-and best of the repeats, the ratios against the baselines measured in the same run, and
-each process's peak RSS.
+fresh process with the default garbage collector settings; the contenders take turns,
+one round of each after another, so that a machine that drifts moves them alike. The
+table reports the median and best of the repeats, the ratios against the baselines
+measured in the same run, the same ratios by the CPU time of the thread doing the work
+(the time a busy machine's other tenants take from it left out), and each process's peak
+RSS.
 
 - imagetask: `ImageGeneration.process_arrow(batch)`.
 - imagetask-bytes: the same, the model answering with the images' bytes (decoded before
@@ -211,13 +214,14 @@ def worker(contender: str, n_rows: int, n: int, raw: bool) -> dict[str, Any]:
         def run(batch: Any) -> int:
             return len(next(task.process(batch.to_pylist())))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     produced = 0
     for offset in range(0, n_rows, BATCH):
         produced += run(table.slice(offset, BATCH))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
     return {
         "seconds": elapsed,
+        "cpu_seconds": cpu,
         "rows_out": produced,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -245,12 +249,51 @@ def images_worker(count: int, size: int, as_bytes: bool) -> dict[str, Any]:
     return {"hashlib": total / hashed, "imagetask": total / built, "bytes": total}
 
 
-def measure(args: argparse.Namespace, python: str, contender: str, config: tuple[Any, ...]) -> Any:
-    from bench_rows import run_workers  # beside this script
-
+def run_once(python: str, contender: str, config: tuple[Any, ...]) -> dict[str, Any] | None:
+    """One fresh worker process of `contender`: its figures, or `None` if it failed."""
     n_rows, n, raw = config
-    options = ["--gens", str(n), "--raw", str(int(raw))]
-    return run_workers(python, __file__, contender, n_rows, args.repeats, options)
+    cmd = [python, __file__, "--worker", contender, "--rows", str(n_rows)]
+    cmd += ["--gens", str(n), "--raw", str(int(raw))]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(f"{contender} failed: {done.stderr[-2000:]}\n")
+        return None
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(
+    args: argparse.Namespace, pythons: dict[str, str], config: tuple[Any, ...]
+) -> dict[str, dict[str, float]]:
+    """Every contender's median and best input rows/s (by the wall clock and by the
+    worker thread's CPU time) and peak RSS over `args.repeats` rounds; each round runs
+    every contender once, starting one further along, so that a machine that drifts
+    between rounds moves every contender alike."""
+    names = list(pythons)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    failed: set[str] = set()
+    for round_ in range(args.repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            if name not in failed:
+                result = run_once(pythons[name], name, config)
+                if result is None:
+                    failed.add(name)
+                else:
+                    runs[name].append(result)
+    n_rows = config[0]
+    summary = {}
+    for name, done in runs.items():
+        if name in failed or not done:
+            continue
+        rates = [n_rows / run["seconds"] for run in done]
+        cpu_rates = [n_rows / run["cpu_seconds"] for run in done]
+        summary[name] = {
+            "median": statistics.median(rates),
+            "best": max(rates),
+            "cpu": statistics.median(cpu_rates),
+            "rss": max(run["peak_rss_mb"] for run in done),
+        }
+    return summary
 
 
 def has_distilabel(python: str) -> bool:
@@ -262,25 +305,28 @@ def rows_table(args: argparse.Namespace) -> None:
     with_distilabel = has_distilabel(args.distilabel_python)
     print(
         "| rows | n | raw | contender | median input rows/s | best input rows/s | "
-        "vs python | vs user | vs distilabel | peak RSS MB |"
+        "vs python | vs user | vs distilabel | by CPU: vs user | vs distilabel | peak RSS MB |"
     )
-    print("|---:|---:|:-:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|:-:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for config in itertools.product(args.rows, args.gens, args.raw):
         n_rows, n, raw = config
-        results = {
-            name: measure(args, sys.executable, name, config)
+        pythons = {
+            name: sys.executable
             for name in ("imagetask", "imagetask-bytes", "python", "user")
             if name in args.contenders
         }
         if with_distilabel and "distilabel" in args.contenders:
-            results["distilabel"] = measure(args, args.distilabel_python, "distilabel", config)
+            pythons["distilabel"] = args.distilabel_python
+        results = measure(args, pythons, config)
         for name, result in results.items():
-            if result is None:
-                continue
             ratios = []
-            for base in ("python", "user", "distilabel"):
-                baseline = results.get(base)
-                ratios.append(f"{result['median'] / baseline['median']:.2f}x" if baseline else "-")
+            for key, bases in (
+                ("median", ("python", "user", "distilabel")),
+                ("cpu", ("user", "distilabel")),
+            ):
+                for base in bases:
+                    baseline = results.get(base)
+                    ratios.append(f"{result[key] / baseline[key]:.2f}x" if baseline else "-")
             print(
                 f"| {n_rows:,} | {n} | {'on' if raw else 'off'} | {name} "
                 f"| {result['median']:,.0f} | {result['best']:,.0f} | {' | '.join(ratios)} "

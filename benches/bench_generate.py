@@ -10,7 +10,9 @@ table is checked to equal the command's shards. The command also syncs its outpu
 checkpoint to disk (crash safety: at most every second by default, after every batch as
 `imagetask-sync`); the loop does neither.
 Each measurement is a fresh process; the table gives the median of the repeats, the
-ratio to the loop, and the process's peak RSS.
+ratio to the loop, the CPU time the process used (user and system, every thread: time a
+busy machine's other tenants take from it is not counted, the command's model thread is),
+and the process's peak RSS.
 
     python benches/bench_generate.py                  # 10k and 100k prompts
     python benches/bench_generate.py --prompts 100000 --repeats 5
@@ -25,6 +27,7 @@ import filecmp
 import hashlib
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -162,9 +165,11 @@ else:
 """
 
 
-def timed(argv: list[str], work: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MB, the process's own VmHWM) of a fresh Python process."""
+def timed(argv: list[str], work: Path) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user and system, every thread) and peak RSS (MB, the
+    process's own VmHWM) of a fresh Python process."""
     peak = work / "peak"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *argv],
@@ -173,9 +178,11 @@ def timed(argv: list[str], work: Path) -> tuple[float, int]:
         check=False,
     )
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with status {done.returncode}")
-    return seconds, int(peak.read_text()) // 1024
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, int(peak.read_text()) // 1024
 
 
 def measure(prompts: int, repeats: int, work: Path, parquet: bool) -> list[str]:
@@ -192,7 +199,7 @@ def measure(prompts: int, repeats: int, work: Path, parquet: bool) -> list[str]:
     formats = ["--format", "parquet"] if parquet else []
     lines = []
     for batch_size in BATCH_SIZES:
-        results: dict[str, list[tuple[float, int]]] = {name: [] for name in CONTENDERS}
+        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in CONTENDERS}
         for repeat in range(repeats):
             outputs = []
             for name, checkpoint_every in (("imagetask", "1"), ("imagetask-sync", "0")):
@@ -216,17 +223,22 @@ def measure(prompts: int, repeats: int, work: Path, parquet: bool) -> list[str]:
                 shutil.rmtree(out)
             loop_out.unlink()
         medians = {
-            name: statistics.median(seconds for seconds, _ in runs)
+            name: statistics.median(seconds for seconds, _, _ in runs)
+            for name, runs in results.items()
+        }
+        cpu = {
+            name: statistics.median(seconds for _, seconds, _ in runs)
             for name, runs in results.items()
         }
         for name, runs in results.items():
             rate = prompts / medians[name]
             ratio = medians["python"] / medians[name]
-            rss = max(mb for _, mb in runs)
-            best = prompts / min(seconds for seconds, _ in runs)
+            rss = max(mb for _, _, mb in runs)
+            best = prompts / min(seconds for seconds, _, _ in runs)
             lines.append(
                 f"| {prompts:,} | {batch_size} | {name} | {rate:,.0f} | {best:,.0f} "
-                f"| {ratio:.2f}x | {rss} |"
+                f"| {ratio:.2f}x | {cpu[name]:.2f} | {cpu['python'] / cpu[name]:.2f}x "
+                f"| {rss} |"
             )
     return lines
 
@@ -252,9 +264,9 @@ def main() -> None:
     )
     print(
         "| prompts | batch | contender | rows/s (median) | rows/s (best) | vs python "
-        "| peak RSS MB |"
+        "| CPU s (median) | vs python (CPU) | peak RSS MB |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as work:
         for prompts in args.prompts:
             for line in measure(prompts, args.repeats, Path(work), args.parquet):

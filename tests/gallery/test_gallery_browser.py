@@ -151,11 +151,12 @@ def test_previews_and_failures_filter_over_a_static_server(runs: Path) -> None:
         requests = list(server.requests)
     assert [r for r in requests if r[1] != 200] == []
     paths = {unquote(path.split("#")[0]) for path, _ in requests}
-    assert {path for path in paths if not path.startswith("/gallery/thumbs/")} == {
+    page_files = {path for path in paths if not path.startswith("/gallery/thumbs/")}
+    # The browser asks for the icon when it gets to it: not always before the page is read.
+    assert page_files - {"/gallery/icon.png"} == {
         "/gallery/index.html",
         "/gallery/gallery.css",
         "/gallery/gallery.js",
-        "/gallery/icon.png",
         "/gallery/index-data/meta.js",
         "/gallery/index-data/0.js",
     }

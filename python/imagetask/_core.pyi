@@ -24,6 +24,7 @@ __all__ = [
     "answer_facts",
     "assemble_rows",
     "json_text",
+    "placeholder_answers",
     "placeholder_images",
     "write_artifacts",
 ]
@@ -35,6 +36,21 @@ def placeholder_images(
     prompts: list[str], *, num_generations: int, seed: int, width: int, height: int
 ) -> list[list[bytes]]:
     """Placeholder PNG pictures: `num_generations` per prompt, `width` x `height` pixels."""
+
+def placeholder_answers(
+    prompts: list[str],
+    *,
+    num_generations: int,
+    seed: int,
+    width: int,
+    height: int,
+    store: Any = None,
+    stored_from: int,
+) -> list[list[dict[str, Any]]]:
+    """The placeholder backend's answers: for each prompt, `num_generations` dicts
+    `{"images": [picture], "seed": seed, "statistics": {"image_bytes": size}}`; a picture
+    of `stored_from` bytes or more goes to `store` (its `put` returns what the answer
+    holds)."""
 
 def write_artifacts(
     rows: list[dict[str, Any]],

@@ -82,25 +82,16 @@ class PlaceholderImageGeneration(ImageGenerationModel):
 
     def generate(self, inputs: list[str], num_generations: int = 1, **kwargs: Any) -> list[Answer]:
         width, height, seed = self._checked(self.size, self.seed, kwargs)
-        images = _core.placeholder_images(
-            inputs, num_generations=num_generations, seed=seed, width=width, height=height
+        answers: list[Answer] = _core.placeholder_answers(
+            inputs,
+            num_generations=num_generations,
+            seed=seed,
+            width=width,
+            height=height,
+            store=answer_store(),
+            stored_from=_STORED_FROM,
         )
-        store = answer_store()
-        return [
-            [
-                {
-                    "images": [
-                        picture
-                        if store is None or len(picture) < _STORED_FROM
-                        else store.put(picture)
-                    ],
-                    "seed": seed,
-                    "statistics": {"image_bytes": len(picture)},
-                }
-                for picture in pictures
-            ]
-            for pictures in images
-        ]
+        return answers
 
     def edit(
         self, inputs: list[EditInput], num_generations: int = 1, **kwargs: Any

@@ -24,24 +24,7 @@ pub(crate) fn placeholder_images(
     width: u32,
     height: u32,
 ) -> PyResult<Vec<Vec<Py<PyBytes>>>> {
-    for (side, value) in [("width", width), ("height", height)] {
-        if value == 0 || value > png::MAX_SIDE {
-            return Err(config_error(format!(
-                "placeholder {side} must be between 1 and {}, got {value}",
-                png::MAX_SIDE
-            )));
-        }
-    }
-    let pictures: Vec<Vec<Vec<u8>>> = py.detach(|| {
-        prompts
-            .iter()
-            .map(|prompt| {
-                (0..num_generations)
-                    .map(|k| png::placeholder(prompt.as_bytes(), seed, k, width, height))
-                    .collect()
-            })
-            .collect()
-    });
+    let pictures = pictures(py, &prompts, num_generations, seed, width, height)?;
     Ok(pictures
         .into_iter()
         .map(|images| {
@@ -51,6 +34,78 @@ pub(crate) fn placeholder_images(
                 .collect()
         })
         .collect())
+}
+
+/// The placeholder backend's answers: for each prompt, `num_generations` dicts
+/// `{"images": [picture], "seed": seed, "statistics": {"image_bytes": size}}`; a picture
+/// of `stored_from` bytes or more goes to `store` (its `put` returns what the answer holds).
+#[pyfunction]
+#[pyo3(signature = (prompts, *, num_generations, seed, width, height, store=None, stored_from))]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of a Python function
+pub(crate) fn placeholder_answers<'py>(
+    py: Python<'py>,
+    prompts: Vec<String>,
+    num_generations: u32,
+    seed: u64,
+    width: u32,
+    height: u32,
+    store: Option<Bound<'py, PyAny>>,
+    stored_from: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let pictures = pictures(py, &prompts, num_generations, seed, width, height)?;
+    let seed = seed.into_pyobject(py)?;
+    let answers = PyList::empty(py);
+    for images in pictures {
+        let entry = PyList::empty(py);
+        for image in images {
+            let size = image.len();
+            let bytes = PyBytes::new(py, &image).into_any();
+            let picture = match &store {
+                Some(store) if size >= stored_from => {
+                    store.call_method1(pyo3::intern!(py, "put"), (bytes,))?
+                }
+                _ => bytes,
+            };
+            let statistics = PyDict::new(py);
+            statistics.set_item(pyo3::intern!(py, "image_bytes"), size)?;
+            let answer = PyDict::new(py);
+            answer.set_item(pyo3::intern!(py, "images"), PyList::new(py, [picture])?)?;
+            answer.set_item(pyo3::intern!(py, "seed"), &seed)?;
+            answer.set_item(pyo3::intern!(py, "statistics"), statistics)?;
+            entry.append(answer)?;
+        }
+        answers.append(entry)?;
+    }
+    Ok(answers)
+}
+
+/// The pictures of `placeholder_images`, made with the GIL released.
+fn pictures(
+    py: Python<'_>,
+    prompts: &[String],
+    num_generations: u32,
+    seed: u64,
+    width: u32,
+    height: u32,
+) -> PyResult<Vec<Vec<Vec<u8>>>> {
+    for (side, value) in [("width", width), ("height", height)] {
+        if value == 0 || value > png::MAX_SIDE {
+            return Err(config_error(format!(
+                "placeholder {side} must be between 1 and {}, got {value}",
+                png::MAX_SIDE
+            )));
+        }
+    }
+    Ok(py.detach(|| {
+        prompts
+            .iter()
+            .map(|prompt| {
+                (0..num_generations)
+                    .map(|k| png::placeholder(prompt.as_bytes(), seed, k, width, height))
+                    .collect()
+            })
+            .collect()
+    }))
 }
 
 /// One image of a built row, owned so that it can be written with the GIL released.
@@ -255,4 +310,63 @@ pub(crate) fn write_artifacts(
         }
     }
     Ok(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use pyo3::prelude::*;
+
+    use super::{placeholder_answers, placeholder_images};
+    use crate::testing::{eval, with_python};
+
+    #[test]
+    fn answers_hold_the_pictures_their_seed_and_size_and_the_large_ones_go_to_the_store() {
+        with_python(|py| {
+            let prompts = vec!["a".to_owned(), "b".to_owned()];
+            let pictures = placeholder_images(py, prompts.clone(), 2, 7, 4, 4).unwrap();
+            let store = eval(
+                py,
+                "type('Store', (), {'put': lambda self, data: ('stored', len(data))})()",
+            );
+            let answers = |stored_from: usize| {
+                let made = placeholder_answers(
+                    py,
+                    prompts.clone(),
+                    2,
+                    7,
+                    4,
+                    4,
+                    Some(store.clone()),
+                    stored_from,
+                )
+                .unwrap();
+                made.repr().unwrap().to_string()
+            };
+            let expected = |stored: bool| {
+                let entries: Vec<String> = (pictures.iter())
+                    .map(|images| {
+                        let parts: Vec<String> = (images.iter())
+                            .map(|picture| {
+                                let picture = picture.bind(py);
+                                let size = picture.as_bytes().len();
+                                let image = if stored {
+                                    format!("('stored', {size})")
+                                } else {
+                                    picture.repr().unwrap().to_string()
+                                };
+                                format!(
+                                    "{{'images': [{image}], 'seed': 7, \
+                                     'statistics': {{'image_bytes': {size}}}}}"
+                                )
+                            })
+                            .collect();
+                        format!("[{}]", parts.join(", "))
+                    })
+                    .collect();
+                format!("[{}]", entries.join(", "))
+            };
+            assert_eq!(answers(usize::MAX), expected(false));
+            assert_eq!(answers(1), expected(true));
+        });
+    }
 }

@@ -35,7 +35,7 @@ mod _core {
     #[pymodule_export]
     use crate::dict::{Prepared, RowBuilder};
     #[pymodule_export]
-    use crate::images::{placeholder_images, write_artifacts};
+    use crate::images::{placeholder_answers, placeholder_images, write_artifacts};
     #[pymodule_export]
     use crate::pyjson::json_text;
     #[pymodule_export]

@@ -397,6 +397,9 @@ class ParquetSink:
         """Stages `table` with the files its path-only images name (of `sizes` bytes per
         row) read into it, their paths left out, about `STAGED_BATCH_BYTES` of files at a
         time."""
+        if not any(sizes):  # no file to read: the table as it is
+            self._writer.write_table(table, max_chunksize=self._staged_rows(table))
+            return
         start = 0
         while start < table.num_rows:
             end, held = start + 1, sizes[start]

@@ -12,7 +12,7 @@ use arrow_schema::Schema;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
-use super::pyarrow::is_pyarrow_table;
+use super::pyarrow::is_cpu_pyarrow_table;
 use super::table::Input;
 use crate::errors::read_error;
 
@@ -61,12 +61,12 @@ pub(crate) fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
     Ok(arrays)
 }
 
-/// The stream of record batches `data` exports: a pyarrow `Table`'s reader writes it in
-/// place (its `__arrow_c_stream__` first walks the table's columns in Python), any other
-/// object hands it over in a capsule.
+/// The stream of record batches `data` exports: a pyarrow `Table` in CPU memory has its
+/// reader write it in place (its `__arrow_c_stream__` first checks each column's device,
+/// in Python); any other object hands it over in a capsule.
 fn table_stream(data: &Bound<'_, PyAny>) -> PyResult<RecordBatchStreamReader> {
     let py = data.py();
-    let reader = if is_pyarrow_table(data)? {
+    let reader = if is_cpu_pyarrow_table(data)? {
         let mut stream = FFI_ArrowArrayStream::empty();
         let address = &mut stream as *mut FFI_ArrowArrayStream as usize;
         data.call_method0(pyo3::intern!(py, "to_reader"))?

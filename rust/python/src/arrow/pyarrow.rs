@@ -38,25 +38,35 @@ fn api(py: Python<'_>) -> PyResult<&'static Api> {
     })
 }
 
-static TABLE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// The type `pyarrow.Table`, when every pyarrow table is in CPU memory: `None` for a
+/// pyarrow built with CUDA, whose tables may hold device memory.
+static CPU_TABLE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
 
-/// Whether `data` is a `pyarrow.Table` (never, while pyarrow is not imported).
-pub(crate) fn is_pyarrow_table(data: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// Whether `data` is a `pyarrow.Table` of a pyarrow without CUDA, whose data is in CPU
+/// memory (never, while pyarrow is not imported).
+pub(crate) fn is_cpu_pyarrow_table(data: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = data.py();
-    let table = match TABLE.get(py) {
+    let table = match CPU_TABLE.get(py) {
         Some(table) => table,
         None => {
             let modules = py.import("sys")?.getattr("modules")?;
             if !modules.contains("pyarrow")? {
                 return Ok(false);
             }
-            TABLE.get_or_try_init(py, || {
+            CPU_TABLE.get_or_try_init(py, || {
+                let find_spec = py.import("importlib.util")?.getattr("find_spec")?;
+                if !find_spec.call1(("pyarrow._cuda",))?.is_none() {
+                    return Ok::<_, PyErr>(None);
+                }
                 let table = py.import("pyarrow")?.getattr("Table")?;
-                Ok::<_, PyErr>(table.cast_into::<PyType>()?.unbind())
+                Ok(Some(table.cast_into::<PyType>()?.unbind()))
             })?
         }
     };
-    data.is_instance(table.bind(py))
+    match table {
+        Some(table) => data.is_instance(table.bind(py)),
+        None => Ok(false),
+    }
 }
 
 /// Makes pyarrow tables of record batches, keeping the pyarrow `Schema` of the last

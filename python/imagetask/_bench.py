@@ -69,9 +69,13 @@ class BenchPath:
 
 
 class DictPath(BenchPath):
-    """The rows as dicts, as `process_batch`."""
+    """The rows as dicts, as `process_batch`: copies, so that a task that changes its input
+    rows does not change what the next path is given."""
 
     name = "dict"
+
+    def data(self, rows: list[Row]) -> Any:
+        return [dict(row) for row in rows]
 
 
 class ArrowPath(BenchPath):

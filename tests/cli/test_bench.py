@@ -248,3 +248,24 @@ def test_the_paths_take_turns_over_the_same_batches(monkeypatch: pytest.MonkeyPa
     ]  # fmt: skip
     assert (first.rows_out, first.failed) == (second.rows_out, second.failed) == (10, 0)
     assert first.seconds > 0 and first.model_seconds > 0
+
+
+def test_a_task_that_changes_its_input_rows_does_not_change_the_next_paths() -> None:
+    class Marking(ImageGeneration):
+        def format_input(self, input: dict[str, Any]) -> str:
+            input["marked"] = True
+            return str(input["prompt"])
+
+    given: list[set[str]] = []
+
+    class Arrow(_bench.ArrowPath):
+        def data(self, rows: list[dict[str, Any]]) -> Any:
+            given.extend(set(row) for row in rows)
+            return super().data(rows)
+
+    task = Marking(image_generation_model=ScriptedModel(), input_batch_size=2)
+    rows = [{"prompt": f"p{i}"} for i in range(3)]
+    batches = iter([rows[:2], rows[2:]])
+    first, second = _bench.measure(task, [_bench.DictPath(), Arrow()], batches)
+    assert given == [{"prompt"}] * 3
+    assert (first.rows_out, second.rows_out) == (3, 3)

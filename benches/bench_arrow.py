@@ -249,19 +249,6 @@ def images_worker(count: int, size: int, as_bytes: bool) -> dict[str, Any]:
     return {"hashlib": total / hashed, "imagetask": total / built, "bytes": total}
 
 
-def run_once(python: str, contender: str, config: tuple[Any, ...]) -> dict[str, Any] | None:
-    """One fresh worker process of `contender`: its figures, or `None` if it failed."""
-    n_rows, n, raw = config
-    cmd = [python, __file__, "--worker", contender, "--rows", str(n_rows)]
-    cmd += ["--gens", str(n), "--raw", str(int(raw))]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.stderr.write(f"{contender} failed: {done.stderr[-2000:]}\n")
-        return None
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def measure(
     args: argparse.Namespace, pythons: dict[str, str], config: tuple[Any, ...]
 ) -> dict[str, dict[str, float]]:
@@ -269,18 +256,21 @@ def measure(
     worker thread's CPU time) and peak RSS over `args.repeats` rounds; each round runs
     every contender once, starting one further along, so that a machine that drifts
     between rounds moves every contender alike."""
+    from bench_rows import run_worker  # beside this script
+
+    n_rows, n, raw = config
+    options = ["--gens", str(n), "--raw", str(int(raw))]
     names = list(pythons)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     failed: set[str] = set()
     for round_ in range(args.repeats):
         for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             if name not in failed:
-                result = run_once(pythons[name], name, config)
+                result = run_worker(pythons[name], __file__, name, n_rows, options)
                 if result is None:
                     failed.add(name)
                 else:
                     runs[name].append(result)
-    n_rows = config[0]
     summary = {}
     for name, done in runs.items():
         if name in failed or not done:
@@ -296,12 +286,9 @@ def measure(
     return summary
 
 
-def has_distilabel(python: str) -> bool:
-    probe = [python, "-c", "import distilabel.steps.tasks"]
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
-
-
 def rows_table(args: argparse.Namespace) -> None:
+    from bench_rows import has_distilabel  # beside this script
+
     with_distilabel = has_distilabel(args.distilabel_python)
     print(
         "| rows | n | raw | contender | median input rows/s | best input rows/s | "

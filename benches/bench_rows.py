@@ -191,12 +191,10 @@ def run_workers(
     returns the median and best input rows/s and the peak RSS (None if it failed)."""
     runs = []
     for _ in range(repeats):
-        cmd = [python, script, "--worker", contender, "--rows", str(n_rows), *options]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            sys.stderr.write(f"{contender} failed: {done.stderr[-2000:]}\n")
+        run = run_worker(python, script, contender, n_rows, options)
+        if run is None:
             return None
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        runs.append(run)
     rates = [n_rows / run["seconds"] for run in runs]
     return {
         "median": statistics.median(rates),
@@ -204,6 +202,20 @@ def run_workers(
         "rss": max(run["peak_rss_mb"] for run in runs),
         "rows_out": runs[0]["rows_out"],
     }
+
+
+def run_worker(
+    python: str, script: str, contender: str, n_rows: int, options: list[str]
+) -> dict[str, Any] | None:
+    """Runs `script --worker contender` once, in a fresh process: the figures it prints,
+    or `None` if it failed (its error written to stderr)."""
+    cmd = [python, script, "--worker", contender, "--rows", str(n_rows), *options]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(f"{contender} failed: {done.stderr[-2000:]}\n")
+        return None
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def has_distilabel(python: str) -> bool:

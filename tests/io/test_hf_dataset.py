@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,41 @@ def test_a_shard_of_many_small_batches_holds_their_rows_in_order_in_one_row_grou
     table = pq.read_table(shard)
     assert table.column("id").to_pylist() == [i for i in range(40) for _ in range(GENERATIONS)]
     assert table.equals(pq.read_table(whole / "data" / "train-00000.parquet"))
+
+
+def test_staged_batches_are_read_back_into_jemalloc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = pa.jemalloc_memory_pool()
+    held: list[tuple[int, int]] = []  # per table read back: its size, jemalloc's bytes
+    gathered = hf_dataset.ParquetSink._gathered
+
+    def spied(sink: hf_dataset.ParquetSink, path: Path) -> Iterator[pa.Table]:
+        for table in gathered(sink, path):
+            held.append((table.get_total_buffer_size(), pool.bytes_allocated()))
+            yield table
+
+    monkeypatch.setattr(hf_dataset.ParquetSink, "_gathered", spied)
+    make_task().run(rows(40), tmp_path / "out", format="parquet")
+    assert held
+    assert all(allocated >= size > 0 for size, allocated in held), held
+
+
+def test_a_pyarrow_without_jemalloc_reads_them_back_into_its_default_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing() -> pa.MemoryPool:
+        raise NotImplementedError("built without jemalloc")
+
+    make_task().run(rows(40), tmp_path / "jemalloc", format="parquet")
+    monkeypatch.setattr(pa, "jemalloc_memory_pool", missing)
+    make_task().run(rows(40), tmp_path / "default", format="parquet")
+    shards = [
+        pq.read_table(tmp_path / out / "data" / "train-00000.parquet")
+        for out in ("jemalloc", "default")
+    ]
+    assert shards[0].num_rows == 40 * GENERATIONS
+    assert shards[0].equals(shards[1])
 
 
 def _row_sizes(table: pa.Table) -> list[int]:

@@ -116,6 +116,17 @@ def _leaves(kind: Any) -> int:
     return sum(_leaves(kind.field(index).type) for index in range(kind.num_fields))
 
 
+def _read_pool(arrow: Any) -> Any:
+    """The memory pool of what the sink reads back: jemalloc's where pyarrow has it. The
+    default pool (mimalloc) takes fresh huge pages, which the kernel zeroes, for much of
+    each staged stream read back; the C library's allocator keeps more memory the larger
+    the images and the batches."""
+    try:
+        return arrow.jemalloc_memory_pool()
+    except NotImplementedError:
+        return arrow.default_memory_pool()
+
+
 class ParquetSink:
     """The Hugging Face layout described in the module's docstring.
 
@@ -166,6 +177,7 @@ class ParquetSink:
     ) -> None:
         self._arrow = require("pyarrow", "parquet", "writing Parquet")
         self._parquet = require("pyarrow.parquet", "parquet", "writing Parquet")
+        self._pool = _read_pool(self._arrow)
         self.folder = folder
         self.path = folder / DATA
         self._staging = folder / STAGING
@@ -274,8 +286,8 @@ class ParquetSink:
         not Python's)."""
         if not path.stat().st_size:
             return
-        with self._arrow.OSFile(str(path), "rb") as file:
-            yield from self._arrow.ipc.open_stream(file)
+        with self._arrow.OSFile(str(path), "rb", memory_pool=self._pool) as file:
+            yield from self._arrow.ipc.open_stream(file, memory_pool=self._pool)
 
     def _gathered(self, path: Path) -> Iterator[Any]:
         """The rows of a staged stream as tables of its record batches gathered up to
@@ -378,7 +390,7 @@ class ParquetSink:
             return [0] * table.num_rows
         column = table.column(self._image_column)
         if isinstance(column, self._arrow.ChunkedArray):
-            column = column.combine_chunks()
+            column = column.combine_chunks(self._pool)
         return self._files.sizes(column)
 
     def _with_file_bytes(self, table: Any) -> Any:
@@ -389,7 +401,7 @@ class ParquetSink:
         """`table` with its path-only images' files read (their paths kept or not)."""
         assert self._files is not None
         index = table.schema.get_field_index(self._image_column)
-        column = table.column(index).combine_chunks()
+        column = table.column(index).combine_chunks(self._pool)
         filled = self._files.filled(column, keep_paths=keep_paths)
         return table.set_column(index, table.schema.field(index), filled)
 

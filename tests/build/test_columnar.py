@@ -524,6 +524,43 @@ def test_every_batch_of_a_schema_carries_the_features_and_a_pickled_task_builds_
     assert again.equals(second, check_metadata=True)
 
 
+def test_each_batch_is_read_with_its_own_schema_as_schemas_change() -> None:
+    def kind(meta: str) -> pa.DataType:
+        return pa.struct([pa.field("c", pa.int64(), metadata={"m": meta})])
+
+    task = placeholder_task()
+    tables = [
+        pa.table({"prompt": ["a", "b"], "x": [1, 2]}),
+        pa.table({"prompt": ["c"], "x": ["one"]}),
+        pa.table(
+            {"prompt": pa.array(["d"], pa.large_string()), "x": pa.array([{"c": 1}], kind("1"))}
+        ),
+        pa.table(
+            {"prompt": pa.array(["e"], pa.large_string()), "x": pa.array([{"c": 2}], kind("2"))}
+        ),
+        pa.table({"prompt": ["f", "g"], "x": [3, 4]}),
+    ]
+    for table in tables:
+        out = task.process_arrow(table)
+        # Nested fields keep their metadata: that of this batch, not of an equal schema.
+        assert out.schema.field("x").type.equals(table.schema.field("x").type, check_metadata=True)
+        assert out.column("x").to_pylist() == table.column("x").to_pylist()
+        assert out.column("prompt").to_pylist() == table.column("prompt").to_pylist()
+
+
+def test_a_table_of_slices_and_chunks_is_read_as_its_rows() -> None:
+    task = placeholder_task()
+    whole = pa.table({"prompt": ["a", "bb", "ccc", "dddd"], "id": [1, 2, 3, 4]})
+    [batch] = whole.to_batches()
+    chunked = pa.Table.from_batches([batch.slice(0, 1), batch.slice(1, 0), batch.slice(1)])
+    assert chunked.column("prompt").num_chunks == 3
+    for table in (whole.slice(1, 2), chunked):
+        out = task.process_arrow(table)
+        raw = [meta[f"raw_input_{NAME}"] for meta in out.column(META).to_pylist()]
+        assert raw == table.column("prompt").to_pylist()
+        assert out.column("id").to_pylist() == table.column("id").to_pylist()
+
+
 def test_names_holding_a_nul_come_back_whole_in_every_batch() -> None:
     task = placeholder_task()
     tables = [task.process_arrow(pa.table({"prompt": [f"p{i}"], "a\x00b": [i]})) for i in range(3)]

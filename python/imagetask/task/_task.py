@@ -290,13 +290,11 @@ class ImageTask(Configurable, ABC):
         table = table_of(data)
         schema = self.output_schema
         cache = self._column_cache(schema)
-        prompt = cache.key[1]
-        facts: InputFacts = cache.facts.get(
-            table.schema,
-            lambda kind: InputFacts.of(
-                kind, None if cache.builder is None else prompt, schema.metadata
-            ),
-        )
+        facts: InputFacts | None = cache.facts.known(table.schema)
+        if facts is None:
+            prompt = None if cache.builder is None else cache.key[1]
+            facts = InputFacts.of(table.schema, prompt, schema.metadata)
+            cache.facts.keep(table.schema, facts)
         check_distinct(facts.named_twice)
         native = cache.builder if facts.native else None
         return ArrowBatch(
@@ -331,7 +329,8 @@ class ImageTask(Configurable, ABC):
     def _column_cache(self, schema: OutputSchema) -> BuilderCache:
         """The cache of this configuration's native builder (made when the task's hooks
         are its own) and of the facts of the input schemas it meets."""
-        prompt = self.input_mappings.get(self.inputs[0], self.inputs[0])
+        first = self.inputs[0]
+        prompt = self.input_mappings.get(first, first)
         key = (
             schema,
             prompt,
@@ -343,7 +342,7 @@ class ImageTask(Configurable, ABC):
         cache = self.__dict__.get(_COLUMN_BUILDER)
         if cache is None:
             cache = self.__dict__[_COLUMN_BUILDER] = BuilderCache()
-        if not (cache.key and cache.key[0] is schema and cache.key[1:] == key[1:]):
+        if cache.key != key:  # an equal schema's builder is this one's
             cache.renew(key, self._new_column_builder(schema, prompt))
         return cache
 

@@ -9,7 +9,7 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 use pyo3::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::ffi::{read_schema, read_table};
+use super::ffi::{read_schema, TableReader};
 use crate::errors::read_error;
 
 /// The row encoding's name, recorded beside the digest: a digest made with another one
@@ -92,6 +92,7 @@ impl RowsDigest {
 #[pyclass(module = "imagetask._core")]
 pub(crate) struct ArrowRowsDigest {
     digest: RowsDigest,
+    tables: TableReader,
 }
 
 #[pymethods]
@@ -103,6 +104,7 @@ impl ArrowRowsDigest {
     fn new() -> Self {
         Self {
             digest: RowsDigest::new(),
+            tables: TableReader::new(),
         }
     }
 
@@ -116,7 +118,7 @@ impl ArrowRowsDigest {
 
     /// Extends the digest with the rows of `data` (any object with `__arrow_c_stream__`).
     fn add(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let input = read_table(data)?;
+        let input = self.tables.read(data)?;
         let digest = &mut self.digest;
         py.detach(|| input.batches.iter().try_for_each(|batch| digest.add(batch)))
             .map_err(|e| read_error(format!("cannot digest the rows: {e}")))

@@ -4,11 +4,16 @@
 
 use std::ffi::{c_void, CStr};
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
+use arrow_array::ffi::{from_ffi_and_data_type, FFI_ArrowArray};
 use arrow_array::ffi_stream::{ArrayStreamReader, FFI_ArrowArrayStream, RecordBatchStreamReader};
-use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader};
+use arrow_array::{
+    Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchOptions, RecordBatchReader,
+    StructArray,
+};
 use arrow_schema::ffi::FFI_ArrowSchema;
-use arrow_schema::Schema;
+use arrow_schema::{DataType, Schema, SchemaRef};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
@@ -90,7 +95,13 @@ pub(crate) fn read_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
     let batches = reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))?;
-    for batch in &batches {
+    validated(Input { schema, batches })
+}
+
+/// `input`, once every column of it is checked to be valid Arrow data (offsets, views,
+/// UTF-8): data from elsewhere is checked whole before it is read.
+fn validated(input: Input) -> PyResult<Input> {
+    for batch in &input.batches {
         for column in batch.columns() {
             column
                 .to_data()
@@ -98,7 +109,75 @@ pub(crate) fn read_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
                 .map_err(|e| read_error(format!("the Arrow data is not valid: {e}")))?;
         }
     }
-    Ok(Input { schema, batches })
+    Ok(input)
+}
+
+/// Reads tables as `read_table` does, keeping the schema of the last pyarrow `Table` it
+/// read: a pyarrow table of that schema (batches of one file share theirs) has its record
+/// batches exported one by one, without a stream and its schema (whose export and import
+/// cost more than a small batch's arrays).
+pub(crate) struct TableReader {
+    last: Mutex<Option<(Py<PyAny>, SchemaRef)>>,
+}
+
+impl TableReader {
+    pub(crate) fn new() -> Self {
+        Self {
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The schema and record batches of `data`, each checked to be valid Arrow data.
+    pub(crate) fn read(&self, data: &Bound<'_, PyAny>) -> PyResult<Input> {
+        if !is_cpu_pyarrow_table(data)? {
+            return read_table(data);
+        }
+        let py = data.py();
+        let schema = self.schema(&data.getattr(pyo3::intern!(py, "schema"))?)?;
+        let kind = DataType::Struct(schema.fields().clone());
+        let mut batches = Vec::new();
+        for batch in data
+            .call_method0(pyo3::intern!(py, "to_batches"))?
+            .try_iter()?
+        {
+            let mut array = FFI_ArrowArray::empty();
+            let address = &mut array as *mut FFI_ArrowArray as usize;
+            batch?.call_method1(pyo3::intern!(py, "_export_to_c"), (address,))?;
+            // SAFETY: pyarrow wrote a struct array of the table's columns, whose type is
+            // `kind` (the table's schema is the one its batches share).
+            let data = unsafe { from_ffi_and_data_type(array, kind.clone()) }
+                .map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))?;
+            let columns = StructArray::from(data);
+            let rows = columns.len();
+            let options = RecordBatchOptions::new().with_row_count(Some(rows));
+            let (_, columns, _) = columns.into_parts();
+            batches.push(
+                RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+                    .map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))?,
+            );
+        }
+        validated(Input { schema, batches })
+    }
+
+    /// The schema of `schema` (a pyarrow `Schema`): the last one read, if it equals it
+    /// (its metadata too).
+    fn schema(&self, schema: &Bound<'_, PyAny>) -> PyResult<SchemaRef> {
+        let py = schema.py();
+        // Not compared under the lock: pyarrow may let another thread run meanwhile.
+        let last = (self.last.lock().expect("not poisoned").as_ref())
+            .map(|(last, read)| (last.clone_ref(py), read.clone()));
+        if let Some((last, read)) = last {
+            let equal = last
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "equals"), (schema, true))?;
+            if equal.is_truthy()? {
+                return Ok(read);
+            }
+        }
+        let read = Arc::new(read_schema(schema)?);
+        *self.last.lock().expect("not poisoned") = Some((schema.clone().unbind(), read.clone()));
+        Ok(read)
+    }
 }
 
 /// An Arrow table handed to Python: `pyarrow.table(it)` takes it without copying.

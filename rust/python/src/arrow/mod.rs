@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use self::columns::{CellFailure, Image, ImageFile, Options};
-use self::ffi::read_table;
+use self::ffi::TableReader;
 use self::pyarrow::ToPyArrow;
 use self::table::{Cells, Input, Layout};
 use crate::answers::{self, Generation};
@@ -43,6 +43,7 @@ pub(crate) struct ColumnBuilder {
     inline_raw_images: bool,
     pass_invalid_rows: bool,
     images: Py<PyString>,
+    inputs: TableReader,
     tables: ToPyArrow,
 }
 
@@ -94,6 +95,7 @@ impl ColumnBuilder {
             inline_raw_images,
             pass_invalid_rows,
             images: PyString::intern(py, "images").unbind(),
+            inputs: TableReader::new(),
             tables: ToPyArrow::new(),
         })
     }
@@ -105,7 +107,7 @@ impl ColumnBuilder {
         py: Python<'_>,
         table: &Bound<'_, PyAny>,
     ) -> PyResult<PreparedColumns> {
-        let input = read_table(table)?;
+        let input = self.inputs.read(table)?;
         let index = input
             .schema
             .index_of(&self.prompt_column)
@@ -136,7 +138,8 @@ impl ColumnBuilder {
             }
         }
         let prompt = utf8(&chunks, count)?;
-        let prompt_bytes = prompt.as_string::<i32>().value_data().len();
+        let offsets = prompt.as_string::<i32>().value_offsets();
+        let prompt_bytes = (offsets[offsets.len() - 1] - offsets[0]) as usize;
         Ok(PreparedColumns {
             prompts: PyList::new(py, texts)?.unbind(),
             rows,
@@ -183,8 +186,14 @@ impl ColumnBuilder {
         Ok((self.tables.table(py, batch)?, PyList::new(py, failures)?))
     }
 }
-/// A string column's rows as one `utf8` array.
+
+/// A string column's rows as one `utf8` array (its one chunk, when it is one).
 fn utf8(chunks: &[ArrayRef], count: usize) -> PyResult<ArrayRef> {
+    if let [chunk] = chunks {
+        if chunk.data_type() == &DataType::Utf8 {
+            return Ok(chunk.clone());
+        }
+    }
     let mut joined = arrow_array::builder::StringBuilder::with_capacity(count, 0);
     let mut total = 0;
     for chunk in chunks {

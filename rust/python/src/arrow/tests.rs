@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::columns::CellFailure;
-use super::ffi::{read_table, ArrowTable};
+use super::ffi::{read_table, ArrowTable, TableReader};
 use super::table::{Input, Layout};
 use super::{ColumnBuilder, ImageFolders, PreparedColumns};
 use crate::errors::ConfigError;
@@ -276,5 +276,19 @@ fn a_table_is_read_from_the_stream_it_exports() {
         let read = read_table(exported.as_any()).expect("reads");
         assert_eq!(read.schema, input.schema);
         assert_eq!(read.batches, input.batches);
+    });
+}
+
+#[test]
+fn a_table_reader_reads_what_is_no_pyarrow_table_from_its_stream() {
+    with_python(|py| {
+        let input = prepared(py).input;
+        let exported = Bound::new(py, ArrowTable::new(input.batches[0].clone())).unwrap();
+        let reader = TableReader::new();
+        for _ in 0..2 {
+            let read = reader.read(exported.as_any()).expect("reads");
+            assert_eq!(read.schema, input.schema);
+            assert_eq!(read.batches, input.batches);
+        }
     });
 }

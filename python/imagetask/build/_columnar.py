@@ -251,12 +251,15 @@ class ArrowBatch(ModelCall):
             None if target is None else target.folder,
             None if target is None else target.prefix,
             metadata,
-            spool_folder=None if self.spool is None else self.spool.folder,
-            spool_prefix=None if self.spool is None else self.spool.prefix,
+            None if self.spool is None else self.spool.folder,
+            None if self.spool is None else self.spool.prefix,
         )
         failures = [Failure(*failure) for failure in failed]
-        self.log(failures)
-        return ArrowOutput(self._described(table, metadata), failures)
+        if failures:
+            self.log(failures)
+        if metadata is None or self._facts.nul_names:
+            table = self._described(table, metadata)
+        return ArrowOutput(table, failures)
 
     def _described(self, table: pa.Table, metadata: dict[str, str] | None) -> pa.Table:
         """`table` with the input's field names given back and, unless it has them

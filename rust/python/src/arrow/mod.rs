@@ -164,7 +164,7 @@ impl ColumnBuilder {
         answers: &Bound<'py, PyAny>,
         artifacts_folder: Option<PathBuf>,
         artifacts_prefix: Option<String>,
-        schema_metadata: Option<HashMap<String, String>>,
+        schema_metadata: Option<Bound<'py, PyDict>>,
         spool_folder: Option<PathBuf>,
         spool_prefix: Option<String>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyList>)> {
@@ -178,12 +178,12 @@ impl ColumnBuilder {
             artifacts: destination(artifacts_folder, artifacts_prefix),
             spool: destination(spool_folder, spool_prefix),
         };
-        let (batch, failures) =
-            self.build_batch(py, prepared, answers, folders, schema_metadata)?;
+        let (batch, failures) = self.build_batch(py, prepared, answers, folders)?;
         let failures = failures
             .into_iter()
             .map(|failure| (failure.row, failure.generation, failure.error));
-        Ok((self.tables.table(py, batch)?, PyList::new(py, failures)?))
+        let table = self.tables.table(py, batch, schema_metadata.as_ref())?;
+        Ok((table, PyList::new(py, failures)?))
     }
 }
 
@@ -295,7 +295,6 @@ impl ColumnBuilder {
         prepared: &PreparedColumns,
         answers: &Bound<'py, PyAny>,
         folders: ImageFolders,
-        schema_metadata: Option<HashMap<String, String>>,
     ) -> PyResult<(RecordBatch, Vec<CellFailure>)> {
         prepared.rows.start_build().map_err(config_error)?;
         let valid = prepared.rows.valid();
@@ -364,10 +363,7 @@ impl ColumnBuilder {
                 model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
                 metadata,
             };
-            let mut table = table::assemble(layout, n, &prepared.input, cells)?;
-            if let Some(metadata) = schema_metadata {
-                table = table::with_metadata(table, metadata);
-            }
+            let table = table::assemble(layout, n, &prepared.input, cells)?;
             Ok::<_, String>((table, built.failures))
         })
         .map_err(config_error)

@@ -3,6 +3,7 @@
 //! schema. (Importing a schema and a stream per batch costs more than the cells of a
 //! small batch.)
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{Array, RecordBatch, StructArray};
@@ -11,7 +12,7 @@ use arrow_schema::ffi::FFI_ArrowSchema;
 use arrow_schema::SchemaRef;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCapsule, PyList, PyType};
+use pyo3::types::{PyCapsule, PyDict, PyList, PyType};
 
 use crate::errors::read_error;
 
@@ -69,10 +70,18 @@ pub(crate) fn is_cpu_pyarrow_table(data: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
+/// The last schema a `ToPyArrow` met: the batch's schema, the metadata given for it, and
+/// the pyarrow `Schema` of the two.
+struct Imported {
+    schema: SchemaRef,
+    metadata: Option<Py<PyDict>>,
+    made: Py<PyAny>,
+}
+
 /// Makes pyarrow tables of record batches, keeping the pyarrow `Schema` of the last
 /// schema it met.
 pub(crate) struct ToPyArrow {
-    last: Mutex<Option<(SchemaRef, Py<PyAny>)>>,
+    last: Mutex<Option<Imported>>,
 }
 
 impl ToPyArrow {
@@ -82,14 +91,16 @@ impl ToPyArrow {
         }
     }
 
-    /// `batch` as a one-chunk `pyarrow.Table`, its buffers shared, not copied.
+    /// `batch` as a one-chunk `pyarrow.Table`, its buffers shared, not copied, its
+    /// schema's metadata `metadata` (text keys and values).
     pub(crate) fn table<'py>(
         &self,
         py: Python<'py>,
         batch: RecordBatch,
+        metadata: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let api = api(py)?;
-        let schema = self.schema(py, api, &batch.schema())?;
+        let schema = self.schema(py, api, &batch.schema(), metadata)?;
         let data = StructArray::from(batch).to_data();
         let array = Box::new(FFI_ArrowArray::new(&data));
         let address = &*array as *const FFI_ArrowArray as usize;
@@ -102,23 +113,48 @@ impl ToPyArrow {
             .call1((PyList::new(py, [imported])?,))
     }
 
-    /// The pyarrow `Schema` of `schema`: the last one made, if `schema` equals it.
+    /// The pyarrow `Schema` of `schema` with `metadata`: the last one made, if `schema`
+    /// and `metadata` equal those it was made of.
     fn schema<'py>(
         &self,
         py: Python<'py>,
         api: &Api,
         schema: &SchemaRef,
+        metadata: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some((last, made)) = self.last.lock().expect("not poisoned").as_ref() {
-            if Arc::ptr_eq(last, schema) || last == schema {
-                return Ok(made.bind(py).clone());
+        // Metadata is compared out of the lock: a comparison runs Python code.
+        let last = (self.last.lock().expect("not poisoned").as_ref())
+            .filter(|last| Arc::ptr_eq(&last.schema, schema) || last.schema == *schema)
+            .map(|last| {
+                let metadata = last.metadata.as_ref().map(|dict| dict.clone_ref(py));
+                (metadata, last.made.clone_ref(py))
+            });
+        if let Some((last, made)) = last {
+            let same = match (&last, metadata) {
+                (None, None) => true,
+                (Some(last), Some(metadata)) => last.bind(py).eq(metadata)?,
+                _ => false,
+            };
+            if same {
+                return Ok(made.into_bound(py));
             }
         }
-        let exported = FFI_ArrowSchema::try_from(schema.as_ref())
+        let mut described = schema.as_ref().clone();
+        if let Some(metadata) = metadata {
+            described = described.with_metadata(metadata.extract::<HashMap<String, String>>()?);
+        }
+        let exported = FFI_ArrowSchema::try_from(&described)
             .map_err(|e| read_error(format!("cannot export the output schema: {e}")))?;
         let capsule = PyCapsule::new_with_value(py, exported, c"arrow_schema")?;
         let made = api.import_schema.bind(py).call1((capsule,))?;
-        *self.last.lock().expect("not poisoned") = Some((schema.clone(), made.clone().unbind()));
+        *self.last.lock().expect("not poisoned") = Some(Imported {
+            schema: schema.clone(),
+            metadata: metadata
+                .map(|dict| dict.copy())
+                .transpose()?
+                .map(Bound::unbind),
+            made: made.clone().unbind(),
+        });
         Ok(made)
     }
 }

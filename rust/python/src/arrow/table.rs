@@ -5,7 +5,6 @@
 //! column is the Hugging Face `Image` struct `{bytes, path}`; grouped, every output
 //! column and the metadata hold one list per row.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -168,14 +167,6 @@ pub(crate) fn assemble(
         &RecordBatchOptions::new().with_row_count(Some(rows_out)),
     )
     .map_err(|e| format!("cannot assemble the output table: {e}"))
-}
-
-/// `batch` with `metadata` as its schema's metadata.
-pub(crate) fn with_metadata(batch: RecordBatch, metadata: HashMap<String, String>) -> RecordBatch {
-    let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
-    batch
-        .with_schema(schema)
-        .expect("the same schema with other metadata")
 }
 
 fn field(name: &str, kind: &DataType) -> FieldRef {

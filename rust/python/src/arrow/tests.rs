@@ -91,7 +91,7 @@ fn grouped_cells_become_one_list_per_row() {
         let builder = builder(py, 2, true).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a'], 'seed': 3}]]");
         let (table, failures) = builder
-            .build_batch(py, &prepared(py), &answers, ImageFolders::default(), None)
+            .build_batch(py, &prepared(py), &answers, ImageFolders::default())
             .unwrap();
         let schema = table.schema();
         let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
@@ -169,7 +169,7 @@ fn ungrouped_generations_repeat_the_input_rows() {
         let builder = builder(py, 2, false).unwrap();
         let answers = eval(py, "[[{'images': [b'GIF89a', b'GIF89b']}]]");
         let (table, _) = builder
-            .build_batch(py, &prepared(py), &answers, ImageFolders::default(), None)
+            .build_batch(py, &prepared(py), &answers, ImageFolders::default())
             .unwrap();
         assert_eq!(table.num_rows(), 4);
         assert_eq!(
@@ -199,10 +199,10 @@ fn a_bad_count_and_a_second_build_are_config_errors() {
         let prepared = prepared(py);
         let answers = eval(py, "[[{'images': [b'GIF89a']}]]");
         builder
-            .build_batch(py, &prepared, &answers, ImageFolders::default(), None)
+            .build_batch(py, &prepared, &answers, ImageFolders::default())
             .unwrap();
         let err = builder
-            .build_batch(py, &prepared, &answers, ImageFolders::default(), None)
+            .build_batch(py, &prepared, &answers, ImageFolders::default())
             .err()
             .unwrap();
         assert!(err.is_instance_of::<ConfigError>(py));
@@ -240,7 +240,7 @@ fn a_spooled_image_stays_in_its_file_and_its_struct_names_it() {
         };
         let (table, failures) = builder(py, 1, false)
             .unwrap()
-            .build_batch(py, &prepared(py), answers.as_any(), folders, None)
+            .build_batch(py, &prepared(py), answers.as_any(), folders)
             .unwrap();
         assert_eq!(failures.len(), 1); // the invalid row
         let schema = table.schema();

@@ -92,6 +92,18 @@ def test_placeholder_makes_real_pngs_of_the_requested_size() -> None:
     assert rows[0]["model_name"] == "placeholder"
 
 
+def test_the_placeholders_answers_are_left_out_of_the_collector() -> None:
+    import gc
+
+    answers = PlaceholderImageGeneration(size="4x4").generate(["p", "q"], 2)
+    entries = list(answers)
+    parts = [part for entry in entries for part in entry]
+    containers = [answers, *entries, *parts]
+    containers += [c for part in parts for c in (part["images"], part["statistics"])]
+    assert len(containers) == 1 + 2 + 4 + 8
+    assert [type(c).__name__ for c in containers if gc.is_tracked(c)] == []
+
+
 def test_placeholder_is_identical_across_runs_and_depends_on_the_seed() -> None:
     def images(**fields: Any) -> list[bytes]:
         model = PlaceholderImageGeneration(size="8x8", **fields)

@@ -102,6 +102,23 @@ def test_lists_of_path_only_images_get_their_bytes(tmp_path: Path) -> None:
     ]
 
 
+def test_a_chunked_column_is_weighed_chunk_by_chunk_with_its_rows_counted_whole(
+    tmp_path: Path,
+) -> None:
+    path, _ = image_file(tmp_path, "0.png", 1_000)
+    kind = image_type()
+    held = pa.array([{"bytes": b"x", "path": None}], kind)
+    named = pa.array([None, {"bytes": None, "path": path}], kind)
+    files = ImageFiles(tmp_path)
+    assert files.sizes(pa.chunked_array([held, held], kind)) == [0, 0]
+    assert files.sizes(pa.chunked_array([held, named, held], kind)) == [0, 0, 1_000, 0]
+    assert files.sizes(pa.chunked_array([], kind)) == []
+    gone = pa.array([{"bytes": None, "path": f"{IMAGES}/gone.png"}], kind)
+    with pytest.raises(MissingImageFile) as raised:
+        files.sizes(pa.chunked_array([held, named, gone], kind))
+    assert (raised.value.row, raised.value.path) == (3, f"{IMAGES}/gone.png")
+
+
 def test_shards_count_the_bytes_of_the_files_their_rows_name(tmp_path: Path) -> None:
     out = sink(tmp_path, shard_bytes=250_000)
     for i in range(5):

@@ -94,9 +94,34 @@ class ImageFiles:
         chosen = compute.if_else(only, paths, None).to_pylist()
         return _PathOnly(rows, chosen)
 
+    def _path_free(self, column: Any) -> bool:
+        """Whether no image of `column` (an array or a chunked array) is path-only: each
+        holds its bytes, or the column holds no `Image` structs. Chunks are not joined."""
+        arrow, compute = self._arrow, self._compute
+        kind = column.type
+        nested = arrow.types.is_list(kind) or arrow.types.is_large_list(kind)
+        images = compute.list_flatten(column) if nested else column
+        item = images.type
+        fields = ("bytes", "path")
+        if not arrow.types.is_struct(item) or any(item.get_field_index(f) < 0 for f in fields):
+            return True
+        return bool(compute.struct_field(images, "bytes").null_count == 0)
+
     def sizes(self, column: Any) -> list[int]:
-        """The bytes of the files the path-only images of each row of `column` name;
-        `MissingImageFile` for one that is not there."""
+        """The bytes of the files the path-only images of each row of `column` (an array
+        or a chunked array) name; `MissingImageFile` for one that is not there."""
+        if isinstance(column, self._arrow.ChunkedArray):
+            if self._path_free(column):
+                return [0] * len(column)
+            sizes: list[int] = []
+            first = 0
+            for chunk in column.chunks:
+                try:
+                    sizes += self.sizes(chunk)
+                except MissingImageFile as exc:  # named by its row in the whole column
+                    raise MissingImageFile(first + exc.row, exc.path, exc.reason) from None
+                first += len(chunk)
+            return sizes
         found = self._path_only(column)
         sizes = [0] * len(column)
         for row, path in zip(found.rows, found.paths, strict=True):

@@ -80,7 +80,8 @@ a shard is made reading one at a time."""
 GATHERED_BYTES = 2**20
 """The bytes of staged record batches read into one table when a shard is made."""
 STAGING_BUFFER_BYTES = 2**18
-"""The buffer between a staged stream and its file (flushed after every batch)."""
+"""The buffer between a staged stream and its file (written out when full, and at every
+sync)."""
 PARQUET_DEPTH = 100
 """The deepest schema Parquet readers accept (Arrow C++'s limit), the root counted."""
 
@@ -372,7 +373,6 @@ class ParquetSink:
         except MissingImageFile as exc:
             raise SinkError(f"{self.path}: {exc}") from None
         referenced = sum(sizes)
-        self._file.flush()
         current = self._staged[-1]
         current.rows += table.num_rows
         current.bytes = self._file.tell()
@@ -388,10 +388,7 @@ class ParquetSink:
         (none without `image_root`); `MissingImageFile` for one that is not there."""
         if self._files is None or self._image_column not in table.column_names:
             return [0] * table.num_rows
-        column = table.column(self._image_column)
-        if isinstance(column, self._arrow.ChunkedArray):
-            column = column.combine_chunks(self._pool)
-        return self._files.sizes(column)
+        return self._files.sizes(table.column(self._image_column))
 
     def _with_file_bytes(self, table: Any) -> Any:
         """`table` with the bytes of the files its path-only images name read into them."""
@@ -460,6 +457,8 @@ class ParquetSink:
         shard, then the staged batches (none when `names` is empty)."""
         if not names:
             return
+        if self._file is not None:
+            self._file.flush()  # the stream being written, read back whole
         for shard in self._shards:
             yield self._parquet.read_table(self.path / shard.name, columns=names)
         for staged in self._staged:
@@ -486,8 +485,8 @@ class ParquetSink:
             if found:
                 used.append(int(found.group(1)))
         name = f"staged-{max(used, default=-1) + 1:05d}.arrows"
-        # Buffered: a record batch's metadata and buffers reach the file in one write when
-        # the batch is flushed, not one system call each.
+        # Buffered: record batches reach the file a buffer at a time (and at each sync), not
+        # one system call for each of their buffers.
         raw = self._arrow.OSFile(str(self._staging / name), "wb")
         self._file = self._arrow.BufferedOutputStream(raw, STAGING_BUFFER_BYTES)
         self._writer = self._arrow.ipc.new_stream(self._file, schema)
@@ -614,6 +613,10 @@ class ParquetSink:
     # -- the sink protocol -------------------------------------------------------
 
     def sync(self) -> None:
+        """Writes what the stream buffers, then syncs the staged streams written since the
+        last sync (a checkpoint records no more than what was synced before it)."""
+        if self._file is not None:
+            self._file.flush()
         for path in self._unsynced:
             if path.exists():
                 fsync_file(path)

@@ -503,7 +503,7 @@ def _image_bytes(
         sizes = compute.binary_length(compute.struct_field(images, "bytes"))
         total = int(compute.sum(sizes).as_py() or 0)
         if files is not None:
-            total += sum(files.sizes(output.table.column(column).combine_chunks()))
+            total += sum(files.sizes(output.table.column(column)))
         return total
     total = 0
     for row in output.rows:

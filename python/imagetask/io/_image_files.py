@@ -95,17 +95,19 @@ class ImageFiles:
         return _PathOnly(rows, chosen)
 
     def _path_free(self, column: Any) -> bool:
-        """Whether no image of `column` (an array or a chunked array) is path-only: each
-        holds its bytes, or the column holds no `Image` structs. Chunks are not joined."""
-        arrow, compute = self._arrow, self._compute
+        """Whether no image of `column` (an array or a chunked array) can be path-only:
+        each holds its bytes, or the column holds no `Image` structs. Chunks are not
+        joined, and no compute function is called (a batch's column is looked at whole)."""
+        arrow = self._arrow
         kind = column.type
         nested = arrow.types.is_list(kind) or arrow.types.is_large_list(kind)
-        images = compute.list_flatten(column) if nested else column
-        item = images.type
+        item = kind.value_type if nested else kind
         fields = ("bytes", "path")
         if not arrow.types.is_struct(item) or any(item.get_field_index(f) < 0 for f in fields):
             return True
-        return bool(compute.struct_field(images, "bytes").null_count == 0)
+        chunks = column.chunks if isinstance(column, arrow.ChunkedArray) else [column]
+        # A path-only image's `bytes` is null in the struct's own child array.
+        return not any((c.flatten() if nested else c).field("bytes").null_count for c in chunks)
 
     def sizes(self, column: Any) -> list[int]:
         """The bytes of the files the path-only images of each row of `column` (an array

@@ -1,7 +1,7 @@
 //! Keeping the containers of built rows out of Python's cyclic garbage collector.
 //!
 //! A batch builds a few containers per output row (the row, its metadata, the raw
-//! output and its list of images), the placeholder backend a few per image it answers. Left tracked, they outlive the young collections that
+//! output and its list of images). Left tracked, they outlive the young collections that
 //! run while the batch is built and its rows are used, are promoted, and make the full
 //! collections that walk every live object come sooner and more often. Untracked, they
 //! cost the collector nothing; CPython does the same for dicts and tuples holding only

@@ -11,7 +11,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::answers::{describe_exception, fails_a_row, image_payload, type_name};
 use crate::errors::{config_error, sink_error};
-use crate::gc;
 use crate::store::StoredImage;
 
 /// Placeholder PNG pictures: `num_generations` per prompt, `width` x `height` pixels.
@@ -40,8 +39,6 @@ pub(crate) fn placeholder_images(
 /// The placeholder backend's answers: for each prompt, `num_generations` dicts
 /// `{"images": [picture], "seed": seed, "statistics": {"image_bytes": size}}`; a picture
 /// of `stored_from` bytes or more goes to `store` (its `put` returns what the answer holds).
-/// The lists and dicts are new and in no cycle: the garbage collector does not track them
-/// (see `gc`).
 #[pyfunction]
 #[pyo3(signature = (prompts, *, num_generations, seed, width, height, store=None, stored_from))]
 #[allow(clippy::too_many_arguments)] // the keyword arguments of a Python function
@@ -71,20 +68,14 @@ pub(crate) fn placeholder_answers<'py>(
             };
             let statistics = PyDict::new(py);
             statistics.set_item(pyo3::intern!(py, "image_bytes"), size)?;
-            let images = PyList::new(py, [picture])?;
             let answer = PyDict::new(py);
-            answer.set_item(pyo3::intern!(py, "images"), &images)?;
+            answer.set_item(pyo3::intern!(py, "images"), PyList::new(py, [picture])?)?;
             answer.set_item(pyo3::intern!(py, "seed"), &seed)?;
-            answer.set_item(pyo3::intern!(py, "statistics"), &statistics)?;
-            entry.append(&answer)?;
-            for container in [statistics.as_any(), images.as_any(), answer.as_any()] {
-                gc::untrack(container);
-            }
+            answer.set_item(pyo3::intern!(py, "statistics"), statistics)?;
+            entry.append(answer)?;
         }
-        answers.append(&entry)?;
-        gc::untrack(entry.as_any());
+        answers.append(entry)?;
     }
-    gc::untrack(answers.as_any());
     Ok(answers)
 }
 

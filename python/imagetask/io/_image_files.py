@@ -75,14 +75,12 @@ class ImageFiles:
     def _path_only(self, column: Any) -> _PathOnly:
         """The path-only images of `column` (an array of `Image` structs, or of lists of
         them; another type holds none)."""
+        if self._path_free(column):
+            return _PathOnly([], [])
         arrow, compute = self._arrow, self._compute
         kind = column.type
         nested = arrow.types.is_list(kind) or arrow.types.is_large_list(kind)
         images = column.flatten() if nested else column
-        if not arrow.types.is_struct(images.type) or images.type.get_field_index("path") < 0:
-            return _PathOnly([], [])
-        if images.type.get_field_index("bytes") < 0 or images.field("bytes").null_count == 0:
-            return _PathOnly([], [])  # every image holds its bytes
         data = compute.struct_field(images, "bytes")
         paths = compute.struct_field(images, "path")
         only = compute.and_kleene(compute.is_null(data), compute.is_valid(paths))

@@ -1,6 +1,7 @@
-//! Arrow data across the boundary, through the Arrow PyCapsule interface: arrays read from
-//! any object with `__arrow_c_stream__`, and tables handed back as objects with
-//! `__arrow_c_stream__` (pyarrow, Polars and others read them without copying).
+//! Arrow data across the boundary, through the Arrow PyCapsule interface: arrays and tables
+//! read from any object with `__arrow_c_stream__` (a pyarrow table's record batches one by
+//! one, see `TableReader`), and tables handed back as objects with `__arrow_c_stream__`
+//! (pyarrow, Polars and others read them without copying).
 
 use std::ffi::{c_void, CStr};
 use std::ptr::NonNull;
@@ -66,31 +67,20 @@ pub(crate) fn read_stream(data: &Bound<'_, PyAny>) -> PyResult<Vec<ArrayRef>> {
     Ok(arrays)
 }
 
-/// The stream of record batches `data` exports: a pyarrow `Table` in CPU memory has its
-/// reader write it in place (its `__arrow_c_stream__` first checks each column's device,
-/// in Python); any other object hands it over in a capsule.
-fn table_stream(data: &Bound<'_, PyAny>) -> PyResult<RecordBatchStreamReader> {
-    let py = data.py();
-    let reader = if is_cpu_pyarrow_table(data)? {
-        let mut stream = FFI_ArrowArrayStream::empty();
-        let address = &mut stream as *mut FFI_ArrowArrayStream as usize;
-        data.call_method0(pyo3::intern!(py, "to_reader"))?
-            .call_method1(pyo3::intern!(py, "_export_to_c"), (address,))?;
-        RecordBatchStreamReader::try_new(stream)
-    } else {
-        let (_capsule, pointer) = exported(data, "__arrow_c_stream__", c"arrow_array_stream")?;
-        // SAFETY: as in `read_stream`.
-        unsafe {
-            RecordBatchStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr())
-        }
-    };
-    reader.map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))
+/// The schema and record batches of an object that exports an Arrow stream of them (a
+/// pyarrow `Table`, say), each checked to be valid Arrow data: a `TableReader` used once.
+pub(crate) fn read_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
+    TableReader::new().read(data)
 }
 
-/// The schema and record batches of an object that exports an Arrow stream of them (a
-/// pyarrow `Table`, say), each checked to be valid Arrow data.
-pub(crate) fn read_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
-    let reader = table_stream(data)?;
+/// `read_table` of an object that hands its stream over in a capsule.
+fn read_exported_table(data: &Bound<'_, PyAny>) -> PyResult<Input> {
+    let (_capsule, pointer) = exported(data, "__arrow_c_stream__", c"arrow_array_stream")?;
+    // SAFETY: as in `read_stream`.
+    let reader = unsafe {
+        RecordBatchStreamReader::from_raw(pointer.cast::<FFI_ArrowArrayStream>().as_ptr())
+    }
+    .map_err(|e| read_error(format!("cannot read the Arrow table: {e}")))?;
     let schema = reader.schema();
     let batches = reader
         .collect::<Result<Vec<_>, _>>()
@@ -112,10 +102,11 @@ fn validated(input: Input) -> PyResult<Input> {
     Ok(input)
 }
 
-/// Reads tables as `read_table` does, keeping the schema of the last pyarrow `Table` it
-/// read: a pyarrow table of that schema (batches of one file share theirs) has its record
-/// batches exported one by one, without a stream and its schema (whose export and import
-/// cost more than a small batch's arrays).
+/// Reads tables, keeping the schema of the last pyarrow `Table` it read. A pyarrow table
+/// in CPU memory has its record batches exported one by one (its `__arrow_c_stream__`
+/// would first check each column's device, in Python), its schema read only when it is
+/// not the last one (batches of one file share theirs: a schema's export and import cost
+/// more than a small batch's arrays); any other object hands its stream over in a capsule.
 pub(crate) struct TableReader {
     last: Mutex<Option<(Py<PyAny>, SchemaRef)>>,
 }
@@ -130,7 +121,7 @@ impl TableReader {
     /// The schema and record batches of `data`, each checked to be valid Arrow data.
     pub(crate) fn read(&self, data: &Bound<'_, PyAny>) -> PyResult<Input> {
         if !is_cpu_pyarrow_table(data)? {
-            return read_table(data);
+            return read_exported_table(data);
         }
         let py = data.py();
         let schema = self.schema(&data.getattr(pyo3::intern!(py, "schema"))?)?;

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::columns::CellFailure;
-use super::ffi::{read_table, ArrowTable, TableReader};
+use super::ffi::{ArrowTable, TableReader};
 use super::table::{Input, Layout};
 use super::{ColumnBuilder, ImageFolders, PreparedColumns};
 use crate::errors::ConfigError;
@@ -265,17 +265,6 @@ fn a_spooled_image_stays_in_its_file_and_its_struct_names_it() {
         );
         assert!(images.is_valid(1));
         std::fs::remove_dir_all(&spool).unwrap();
-    });
-}
-
-#[test]
-fn a_table_is_read_from_the_stream_it_exports() {
-    with_python(|py| {
-        let input = prepared(py).input;
-        let exported = Bound::new(py, ArrowTable::new(input.batches[0].clone())).unwrap();
-        let read = read_table(exported.as_any()).expect("reads");
-        assert_eq!(read.schema, input.schema);
-        assert_eq!(read.batches, input.batches);
     });
 }
 

@@ -487,6 +487,14 @@ def test_an_input_column_too_long_to_repeat_is_refused_before_the_model(
     with pytest.raises(ConfigError, match=r"the column 'notes' .* 102 bytes"):
         task.process_arrow(table)
     assert model.calls == []
+    # 100 bytes fit, though the table's buffers (offsets included) pass 50 bytes.
+    fits = pa.table({"prompt": ["a"], "notes": pa.array([b"x" * 50], pa.binary())})
+    assert fits.nbytes * 2 > 100
+    model = BatchScriptedModel([[{"images": [b64(b"A")] * 2}]])
+    task = ImageGeneration(image_generation_model=model, num_generations=2, add_raw_input=False)
+    out = task.process_arrow(fits)
+    assert out.column("notes").to_pylist() == [b"x" * 50] * 2
+    assert [image["bytes"] for image in out.column("image").to_pylist()] == [b"A", b"A"]
 
 
 def test_invalid_arrow_data_is_an_error_not_a_crash() -> None:

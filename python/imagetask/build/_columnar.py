@@ -108,6 +108,11 @@ class InputFacts:
         Whether the native builder reads tables of this schema (`reads_natively`).
     nul_names:
         Whether a field name, at any depth, holds a NUL (the Arrow C interface cuts it).
+    run_ends:
+        The repeated run-end encoded columns (see `_repeated`), each with the most rows
+        its run ends count.
+    texts:
+        The repeated string and binary columns.
     output_metadata:
         The `huggingface` schema metadata of the output, once the first batch made it.
     """
@@ -115,15 +120,34 @@ class InputFacts:
     named_twice: list[str]
     native: bool
     nul_names: bool
+    run_ends: dict[str, int]
+    texts: list[str]
     output_metadata: dict[str, str] | None = None
 
     @classmethod
-    def of(cls, schema: pa.Schema, prompt: str | None, metadata: str) -> InputFacts:
-        """The facts of `schema`; `prompt`: the prompt column the native builder
-        reads (`None`: there is no native builder)."""
+    def of(cls, schema: pa.Schema, prompt: str | None, output: OutputSchema, n: int) -> InputFacts:
+        """The facts of `schema` for a task writing `output` with `n` generations;
+        `prompt`: the prompt column the native builder reads (`None`: there is no native
+        builder)."""
+        pa = arrow()
         twice = _named_twice(schema)
-        native = not twice and prompt is not None and reads_natively(schema, prompt, metadata)
-        return cls(twice, native, any(_nul_in(field) for field in schema))
+        native = (
+            not twice and prompt is not None and reads_natively(schema, prompt, output.metadata)
+        )
+        # A table naming two columns alike is refused (`check_distinct`) before any use.
+        names = [] if twice else _repeated(output, n, schema)
+        repeated = [schema.field(name) for name in names]
+        run_ends = {
+            field.name: 2 ** (field.type.run_end_type.bit_width - 1) - 1
+            for field in repeated
+            if pa.types.is_run_end_encoded(field.type)
+        }
+        texts = [
+            field.name
+            for field in repeated
+            if pa.types.is_string(field.type) or pa.types.is_binary(field.type)
+        ]
+        return cls(twice, native, any(_nul_in(field) for field in schema), run_ends, texts)
 
 
 class BuilderCache:
@@ -204,7 +228,7 @@ class ArrowBatch(ModelCall):
             text = self._prepared.prompt_bytes
         if schema.add_raw_input and text * n > MAX_STRING_BYTES:
             _check_fits(f"the raw inputs (the prompts of {prompt_column!r})", text, n)
-        _check_repeatable(schema, n, self.table)
+        _check_repeatable(facts, n, self.table)
 
     def generate(self) -> None:
         """Asks the model for the images (the dict batch asks, when it builds the rows:
@@ -322,14 +346,15 @@ def _nul_in(field: pa.Field) -> bool:
     return "\x00" in field.name or any(_nul_in(child) for child in children)
 
 
-def _repeated(names: OutputSchema, n: int, table: pa.Table) -> list[str]:
+def _repeated(names: OutputSchema, n: int, schema: pa.Schema) -> list[str]:
     """The input columns the output repeats: every column it keeps when each row is
     repeated (`n > 1` generations, not grouped), and the metadata struct."""
     pa = arrow()
-    repeat = not names.grouped and n > 1
-    kept = [name for name in table.column_names if name not in names.written] if repeat else []
-    metadata = table.schema.field(names.metadata) if names.metadata in table.column_names else None
-    struct = metadata is not None and pa.types.is_struct(metadata.type) and n > 1
+    if n == 1:
+        return []
+    kept = [] if names.grouped else [name for name in schema.names if name not in names.written]
+    metadata = schema.field(names.metadata) if names.metadata in schema.names else None
+    struct = metadata is not None and pa.types.is_struct(metadata.type)
     return [*kept, names.metadata] if struct else kept
 
 
@@ -340,27 +365,23 @@ def _text_bytes(column: pa.ChunkedArray) -> int:
     return 0 if total is None else int(total)
 
 
-def _check_repeatable(schema: OutputSchema, n: int, table: pa.Table) -> None:
+def _check_repeatable(facts: InputFacts, n: int, table: pa.Table) -> None:
     """Raises, before the model is called, when a column could not be repeated:
     `TypeError` naming a run-end encoded column whose run ends cannot count the repeated
     rows; `ConfigError` naming a string or binary column whose bytes, once per
     generation, would not fit one Arrow array."""
-    if n == 1:
-        return
-    pa = arrow()
-    for name in _repeated(schema, n, table):
-        column = table.column(name)
-        kind = column.type
-        if pa.types.is_run_end_encoded(kind):
-            most = 2 ** (kind.run_end_type.bit_width - 1) - 1
-            if table.num_rows * n > most:
-                raise TypeError(
-                    f"process_arrow cannot repeat the column {name!r}: its run ends "
-                    f"({kind.run_end_type}) count at most {most:,} rows, not "
-                    f"{table.num_rows:,} x {n}"
-                )
-        if pa.types.is_string(kind) or pa.types.is_binary(kind):
-            _check_fits(f"the column {name!r}", _text_bytes(column), n)
+    for name, most in facts.run_ends.items():
+        if table.num_rows * n > most:
+            kind = table.schema.field(name).type
+            raise TypeError(
+                f"process_arrow cannot repeat the column {name!r}: its run ends "
+                f"({kind.run_end_type}) count at most {most:,} rows, not "
+                f"{table.num_rows:,} x {n}"
+            )
+    # The table's buffers bound its text: columns are counted only near the limit.
+    if facts.texts and table.nbytes * n > MAX_STRING_BYTES:
+        for name in facts.texts:
+            _check_fits(f"the column {name!r}", _text_bytes(table.column(name)), n)
 
 
 def _check_fits(what: str, size: int, n: int) -> None:

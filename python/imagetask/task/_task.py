@@ -293,7 +293,7 @@ class ImageTask(Configurable, ABC):
         facts: InputFacts | None = cache.facts.known(table.schema)
         if facts is None:
             prompt = None if cache.builder is None else cache.key[1]
-            facts = InputFacts.of(table.schema, prompt, schema.metadata)
+            facts = InputFacts.of(table.schema, prompt, schema, self.num_generations)
             cache.facts.keep(table.schema, facts)
         check_distinct(facts.named_twice)
         native = cache.builder if facts.native else None

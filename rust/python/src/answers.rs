@@ -25,7 +25,10 @@ impl Generation<'_> {
     /// missing, with the answer dict's `error` when it has one).
     pub(crate) fn payload(&self) -> PyResult<Result<Payload<'_>, Problem>> {
         if self.payload.is_none() {
-            let error = match self.source.get_item("error")? {
+            let error = match self
+                .source
+                .get_item(pyo3::intern!(self.source.py(), "error"))?
+            {
                 Some(error) if !error.is_none() => Some(match error.str() {
                     Ok(text) => text.to_string_lossy().into_owned(),
                     Err(err) => row_error(self.payload.py(), err)?,
@@ -159,6 +162,8 @@ pub(crate) struct Answers<'py> {
     pub(crate) raw: Vec<Option<Bound<'py, PyAny>>>,
     /// Every image of every answer, in order.
     pub(crate) generations: Vec<Generation<'py>>,
+    /// Whether an image is a `StoredImage`.
+    pub(crate) stored: bool,
 }
 
 impl<'py> Answers<'py> {
@@ -260,6 +265,7 @@ pub(crate) fn read<'py>(
         answers: Vec::with_capacity(inputs),
         raw: Vec::with_capacity(inputs),
         generations: Vec::with_capacity(inputs),
+        stored: false,
     };
     stop_if_interrupted(answers)?;
     let batch_error = if answers.is_instance_of::<PyBaseException>() {
@@ -278,7 +284,7 @@ pub(crate) fn read<'py>(
             )),
             Some(list) => {
                 for entry in list.iter() {
-                    let (answer, raw) = read_entry(&entry, n, images_key, &mut read.generations)?;
+                    let (answer, raw) = read_entry(&entry, n, images_key, &mut read)?;
                     read.push(answer, raw);
                 }
                 None
@@ -298,16 +304,24 @@ pub(crate) fn read<'py>(
     Ok(read)
 }
 
-/// Whether an image is kept in a file until the rows are built (an `ImageFile`: it has a
-/// `size` and a `read()` that hands its bytes over once). Text, bytes, `None` and a
-/// `StoredImage` (which the builders read themselves) are not.
-fn in_file(image: &Bound<'_, PyAny>) -> PyResult<bool> {
-    if image.is_instance_of::<PyString>()
-        || image.is_instance_of::<PyBytes>()
-        || image.is_none()
-        || image.is_instance_of::<StoredImage>()
-    {
-        return Ok(false);
+/// What an image of an answer dict is, as the builders read it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// A value read as it is: text, bytes, `None`, or anything else (no image).
+    Value,
+    /// A `StoredImage`, which the builders read themselves.
+    Stored,
+    /// An `ImageFile` (it has a `size` and a `read()` that hands its bytes over once): kept
+    /// in its file until the rows are built.
+    File,
+}
+
+fn held(image: &Bound<'_, PyAny>) -> PyResult<Held> {
+    if image.is_instance_of::<PyString>() || image.is_instance_of::<PyBytes>() || image.is_none() {
+        return Ok(Held::Value);
+    }
+    if image.is_instance_of::<StoredImage>() {
+        return Ok(Held::Stored);
     }
     let py = image.py();
     // An object whose attributes raise is no file (its generation fails as a wrong type);
@@ -317,17 +331,25 @@ fn in_file(image: &Bound<'_, PyAny>) -> PyResult<bool> {
         Err(err) if fails_a_row(err.value(py)) => Ok(false),
         Err(err) => Err(err),
     };
-    Ok(has(pyo3::intern!(py, "read"))? && has(pyo3::intern!(py, "size"))?)
+    let file = has(pyo3::intern!(py, "read"))? && has(pyo3::intern!(py, "size"))?;
+    Ok(if file { Held::File } else { Held::Value })
 }
 
 /// An answer dict's images with each `ImageFile` among them replaced by its bytes (what
-/// its `read()` returns), or `None` when none is one. The dict is given the new list, so
-/// that its raw output holds the bytes, and the files are read just before the rows are
-/// built: a batch waiting for that holds none of them in memory.
-fn read_files<'py>(py: Python<'py>, images: &Items<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+/// its `read()` returns), or `None` when none is one; `stored` is set when one is a
+/// `StoredImage`. The dict is given the new list, so that its raw output holds the bytes,
+/// and the files are read just before the rows are built: a batch waiting for that holds
+/// none of them in memory.
+fn read_files<'py>(
+    py: Python<'py>,
+    images: &Items<'py>,
+    stored: &mut bool,
+) -> PyResult<Option<Bound<'py, PyList>>> {
     let mut read: Option<Bound<'py, PyList>> = None;
     for (index, image) in images.iter().enumerate() {
-        let file = in_file(&image)?;
+        let held = held(&image)?;
+        *stored |= held == Held::Stored;
+        let file = held == Held::File;
         if file && read.is_none() {
             // The images before the first file, as they are.
             read = Some(PyList::new(py, images.iter().take(index))?);
@@ -350,8 +372,9 @@ fn read_entry<'py>(
     entry: &Bound<'py, PyAny>,
     n: usize,
     images_key: &Bound<'py, PyString>,
-    generations: &mut Vec<Generation<'py>>,
+    read: &mut Answers<'py>,
 ) -> PyResult<Entry<'py>> {
+    let generations = &mut read.generations;
     stop_if_interrupted(entry)?;
     if entry.is_instance_of::<PyBaseException>() {
         let error = format!("the model raised {}", describe_exception(entry));
@@ -380,7 +403,7 @@ fn read_entry<'py>(
                 format!("part {index} of the model's answer is not a dict with an 'images' list");
             return Ok((Answer::Failed { error }, Some(entry.clone())));
         };
-        if let Some(read) = read_files(entry.py(), &images)? {
+        if let Some(read) = read_files(entry.py(), &images, &mut read.stored)? {
             source.set_item(images_key, &read)?;
             images = Items::List(read);
         }

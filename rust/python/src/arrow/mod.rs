@@ -9,7 +9,6 @@ pub(crate) mod hooked;
 pub(crate) mod pyarrow;
 pub(crate) mod table;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -226,6 +225,9 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
     })
 }
 
+/// An answer dict's other members and its statistics, as JSON.
+type Described = (Arc<Members>, Option<Arc<str>>);
+
 /// How a generation's image reaches the columns.
 enum Stored {
     /// As its answer holds it (no `StoredImage`).
@@ -254,12 +256,17 @@ fn file_in(image: &StoredImage, folder: &Destination) -> Option<ImageFile> {
 }
 
 /// Every generation's image as `Stored`: a `StoredImage` in one of `kept` (when given)
-/// is kept in its file, any other is read (with the GIL released).
+/// is kept in its file, any other is read (with the GIL released). Empty when the answers
+/// hold no `StoredImage` (`Answers::stored`): every image is then as its answer holds it.
 fn stored_images(
     py: Python<'_>,
-    generations: &[Generation<'_>],
+    read: &answers::Answers<'_>,
     kept: &[&Destination],
 ) -> PyResult<Vec<Stored>> {
+    if !read.stored {
+        return Ok(Vec::new());
+    }
+    let generations = &read.generations;
     let stored: Vec<Option<StoredImage>> = generations
         .iter()
         .map(|generation| {
@@ -311,7 +318,7 @@ impl ColumnBuilder {
             .chain(&spool)
             .filter(|_| !inline)
             .collect();
-        let stored = stored_images(py, &read.generations, &kept)?;
+        let stored = stored_images(py, &read, &kept)?;
         let (payloads, images) = self.images(&read.generations, &stored)?;
         // The raw output a failed answer keeps, as JSON.
         let raw: Vec<Option<String>> = read
@@ -370,33 +377,38 @@ impl ColumnBuilder {
     }
 
     /// Every generation's image as the columnar core reads it: its payload, and what its
-    /// raw output needs.
+    /// raw output needs; `stored`: how each reaches the columns (see `stored_images`).
     fn images<'a>(
         &self,
         generations: &'a [Generation<'_>],
         stored: &'a [Stored],
     ) -> PyResult<(Vec<Work<'a>>, Vec<Image>)> {
-        // Answer dicts are shared by the images they hold: their JSON is made once.
-        let mut dicts: HashMap<usize, (Arc<Members>, Option<Arc<str>>)> = HashMap::new();
+        // An answer dict's images are read one after another: its JSON is made once for
+        // them all.
+        let mut last: Option<(*mut pyo3::ffi::PyObject, Described)> = None;
         let mut payloads = Vec::with_capacity(generations.len());
         let mut images = Vec::with_capacity(generations.len());
         let empty = Arc::new(Members::default());
-        for (generation, stored) in generations.iter().zip(stored) {
+        for (index, generation) in generations.iter().enumerate() {
             let source = &generation.source;
             // A dict that holds nothing but this image has nothing else to describe.
             let (members, statistics) = if generation.alone {
                 (empty.clone(), None)
             } else {
-                dicts
-                    .entry(source.as_ptr() as usize)
-                    .or_insert_with(|| self.describe_dict(source))
-                    .clone()
+                match &last {
+                    Some((dict, described)) if *dict == source.as_ptr() => described.clone(),
+                    _ => {
+                        let described = self.describe_dict(source);
+                        last = Some((source.as_ptr(), described.clone()));
+                        described
+                    }
+                }
             };
-            let (payload, file) = match stored {
-                Stored::Read(bytes) => (Ok(Payload::Bytes(bytes)), None),
+            let (payload, file) = match stored.get(index) {
+                Some(Stored::Read(bytes)) => (Ok(Payload::Bytes(bytes)), None),
                 // Its bytes stay in its file: nothing to decode.
-                Stored::Kept(file) => (Err(Problem::Empty), Some(file.clone())),
-                Stored::Answer => (generation.payload()?, None),
+                Some(Stored::Kept(file)) => (Err(Problem::Empty), Some(file.clone())),
+                Some(Stored::Answer) | None => (generation.payload()?, None),
             };
             // A payload that is no image is kept in the raw output as it was.
             let payload_json = match &payload {
@@ -417,13 +429,13 @@ impl ColumnBuilder {
     }
 
     /// The JSON of an answer dict's other members and of its statistics.
-    fn describe_dict(&self, source: &Bound<'_, PyDict>) -> (Arc<Members>, Option<Arc<str>>) {
+    fn describe_dict(&self, source: &Bound<'_, PyDict>) -> Described {
         let members = if self.layout.add_raw_output {
             pyjson::members(source, "statistics")
         } else {
             Members::default()
         };
-        let statistics = match source.get_item("statistics") {
+        let statistics = match source.get_item(pyo3::intern!(source.py(), "statistics")) {
             Ok(Some(value)) if !value.is_none() => Some(pyjson::to_json(&value).into()),
             _ => None,
         };

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{
     new_null_array, Array, ArrayRef, ListArray, RecordBatch, RecordBatchOptions, StringArray,
-    StructArray,
+    StructArray, UInt64Array,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_data::transform::MutableArrayData;
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
+use arrow_select::take::take;
 use pyo3::prelude::*;
 
 /// The names of what one task configuration writes (read from its `OutputSchema`).
@@ -208,14 +209,8 @@ fn image_structs(
 
 /// The first cell of each row's `n`.
 fn first_of_groups(cells: &ArrayRef, rows: usize, n: usize) -> Result<ArrayRef, String> {
-    let data = cells.to_data();
-    let mut taken = MutableArrayData::new(vec![&data], true, rows);
-    for row in 0..rows {
-        taken
-            .try_extend(0, row * n, row * n + 1)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(arrow_array::make_array(taken.freeze()))
+    let indices = UInt64Array::from_iter_values((0..rows).map(|row| (row * n) as u64));
+    take_rows(cells, &indices)
 }
 
 /// The metadata struct: the upstream struct's fields (each row once per generation) that
@@ -275,25 +270,50 @@ fn with_parent_nulls(values: &ArrayRef, parent: Option<&NullBuffer>) -> ArrayRef
 /// The rows of a chunked column, each `n` times in order, as one array; an error when
 /// the repeated values do not fit the column's type (its offsets or run ends).
 pub(crate) fn repeat(chunks: &[ArrayRef], kind: &DataType, n: usize) -> Result<ArrayRef, String> {
+    let joined = concatenate(chunks, kind)?;
     if n == 1 {
-        return concatenate(chunks, kind);
+        return Ok(joined);
     }
-    let data: Vec<_> = chunks.iter().map(|chunk| chunk.to_data()).collect();
-    let rows: usize = data.iter().map(|chunk| chunk.len()).sum();
-    if data.is_empty() {
-        return Ok(arrow_array::new_empty_array(kind));
+    let rows = joined.len() as u64;
+    let indices =
+        UInt64Array::from_iter_values((0..rows).flat_map(|row| std::iter::repeat_n(row, n)));
+    take_rows(&joined, &indices)
+}
+
+/// The rows of `array` at `indices` (in bounds), in their order.
+fn take_rows(array: &ArrayRef, indices: &UInt64Array) -> Result<ArrayRef, String> {
+    if !holds_runs(array.data_type()) {
+        return take(array, indices, None).map_err(|e| e.to_string());
     }
-    let mut repeated = MutableArrayData::new(data.iter().collect(), true, rows * n);
-    for (index, chunk) in data.iter().enumerate() {
-        for row in 0..chunk.len() {
-            for _ in 0..n {
-                repeated
-                    .try_extend(index, row, row + 1)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
+    let data = array.to_data();
+    let mut taken = MutableArrayData::new(vec![&data], true, indices.len());
+    for &row in indices.values() {
+        let row = row as usize;
+        taken
+            .try_extend(0, row, row + 1)
+            .map_err(|e| e.to_string())?;
     }
-    Ok(arrow_array::make_array(repeated.freeze()))
+    Ok(arrow_array::make_array(taken.freeze()))
+}
+
+/// Whether a type holds run-end encoded values: `take` encodes the runs of what it takes
+/// anew (comparing their values), so these are copied row by row, their runs as they are.
+fn holds_runs(kind: &DataType) -> bool {
+    match kind {
+        DataType::RunEndEncoded(_, _) => true,
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::FixedSizeList(item, _)
+        | DataType::Map(item, _) => holds_runs(item.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|field| holds_runs(field.data_type())),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .any(|(_, field)| holds_runs(field.data_type())),
+        DataType::Dictionary(_, values) => holds_runs(values),
+        _ => false,
+    }
 }
 
 /// A chunked column as one array (the chunk itself when there is one).
@@ -312,5 +332,70 @@ pub(crate) fn concatenate(chunks: &[ArrayRef], kind: &DataType) -> Result<ArrayR
             }
             Ok(arrow_array::make_array(joined.freeze()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type};
+    use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, RunArray, StringArray};
+
+    use super::{first_of_groups, repeat};
+
+    #[test]
+    fn repeating_keeps_each_row_n_times_in_order_across_chunks() {
+        let chunks: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![Some(1), None])),
+            Arc::new(Int64Array::from(vec![Some(3)])),
+        ];
+        let kind = chunks[0].data_type().clone();
+        let repeated = repeat(&chunks, &kind, 2).expect("repeats");
+        let values: Vec<Option<i64>> = repeated.as_primitive::<Int64Type>().iter().collect();
+        assert_eq!(values, [Some(1), Some(1), None, None, Some(3), Some(3)]);
+        let texts: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
+        let repeated = repeat(&[texts], &arrow_schema::DataType::Utf8, 3).expect("repeats");
+        let values: Vec<Option<&str>> = repeated.as_string::<i32>().iter().collect();
+        assert_eq!(
+            values,
+            [Some("a"); 3]
+                .into_iter()
+                .chain([None; 3])
+                .collect::<Vec<_>>()
+        );
+        assert!(repeat(&[], &kind, 2).expect("repeats").is_empty());
+    }
+
+    #[test]
+    fn run_end_encoded_rows_are_repeated_with_their_runs_as_they_are() {
+        let runs = RunArray::<Int32Type>::try_new(
+            &Int32Array::from(vec![2, 3]),
+            &StringArray::from(vec!["x", "y"]),
+        )
+        .expect("runs");
+        let kind = runs.data_type().clone();
+        let repeated = repeat(&[Arc::new(runs) as ArrayRef], &kind, 2).expect("repeats");
+        assert_eq!(repeated.data_type(), &kind);
+        repeated.to_data().validate_full().expect("valid");
+        let runs = repeated.as_run::<Int32Type>();
+        let values = runs.downcast::<StringArray>().expect("strings");
+        let logical: Vec<Option<&str>> = values.into_iter().collect();
+        assert_eq!(
+            logical,
+            [Some("x"); 4]
+                .into_iter()
+                .chain([Some("y"); 2])
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_first_cell_of_each_group_is_taken() {
+        let cells: ArrayRef = Arc::new(StringArray::from(vec!["a0", "a1", "b0", "b1"]));
+        let first = first_of_groups(&cells, 2, 2).expect("takes");
+        let values: Vec<Option<&str>> = first.as_string::<i32>().iter().collect();
+        assert_eq!(values, [Some("a0"), Some("b0")]);
     }
 }

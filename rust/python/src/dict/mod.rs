@@ -296,9 +296,12 @@ impl RowBuilder {
         let mut stored = Vec::with_capacity(read.generations.len());
         let mut work = Vec::with_capacity(read.generations.len());
         for generation in &read.generations {
-            match generation.payload.cast::<StoredImage>() {
-                Ok(image) => stored.push(Some(image.get().sha256)),
-                Err(_) => {
+            let image = (read.stored)
+                .then(|| generation.payload.cast::<StoredImage>().ok())
+                .flatten();
+            match image {
+                Some(image) => stored.push(Some(image.get().sha256)),
+                None => {
                     stored.push(None);
                     work.push(generation.payload()?);
                 }

@@ -3,9 +3,7 @@
 //! Both check every payload the same way: base64 text must decode, and an image must not
 //! be empty. Batches with many bytes are split across the machine's cores.
 
-use sha2::{Digest, Sha256};
-
-use super::{decode_base64, decode_base64_into, encode, Payload, Problem};
+use super::{decode_base64, decode_base64_into, encode, sha256, Payload, Problem};
 
 /// A payload to check, or why the binding found it is none.
 pub type Work<'a> = Result<Payload<'a>, Problem>;
@@ -44,7 +42,7 @@ pub fn derive(
                 return Err(Problem::Empty);
             }
             if needs.hash {
-                out.hash = Some(Sha256::digest(&scratch[..]).into());
+                out.hash = Some(sha256::hash(scratch));
             }
             if needs.bytes {
                 out.bytes = Some(scratch.clone());
@@ -55,7 +53,7 @@ pub fn derive(
                 return Err(Problem::Empty);
             }
             if needs.hash {
-                out.hash = Some(Sha256::digest(bytes).into());
+                out.hash = Some(sha256::hash(bytes));
             }
             if needs.text {
                 out.text = Some(encode(bytes));
@@ -198,22 +196,29 @@ pub fn decode_all(work: &[Work<'_>], hash: bool) -> Decoded {
     }
     let run = |part: Part<'_, '_>| {
         let mut at = 0;
-        part.items
-            .iter()
-            .zip(part.lengths)
+        let mut spans = (part.items.iter().zip(part.lengths))
             .map(|(item, length)| {
                 let target = &mut part.out[at..at + length];
                 let start = part.base + at;
                 at += length;
                 decode_into(item, target)?;
-                let hash = hash.then(|| Sha256::digest(&*target).into());
                 Ok(Span {
                     start,
                     end: start + length,
-                    hash,
+                    hash: None,
                 })
             })
-            .collect::<Vec<Result<Span, Problem>>>()
+            .collect::<Vec<Result<Span, Problem>>>();
+        if hash {
+            let images: Vec<&[u8]> = (spans.iter().flatten())
+                .map(|span| &part.out[span.start - part.base..span.end - part.base])
+                .collect();
+            let hashes = sha256::hash_each(&images);
+            for (span, hash) in spans.iter_mut().flatten().zip(hashes) {
+                span.hash = Some(hash);
+            }
+        }
+        spans
     };
     let spans = in_parallel(parts, run);
     let mut decoded = Decoded { values, spans };
@@ -271,6 +276,7 @@ fn threads() -> usize {
 mod tests {
     use super::*;
     use crate::payload::encode;
+    use sha2::{Digest, Sha256};
 
     const ALL: Needs = Needs {
         hash: true,

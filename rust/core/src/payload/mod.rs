@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod format;
+pub mod sha256;
 
 use std::fmt;
 use std::io::{self, Read};

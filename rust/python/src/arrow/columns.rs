@@ -6,6 +6,7 @@
 //! and generation, row-major). It holds no Python object, so it runs with the GIL
 //! released.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBufferBuilder, StringBuilder};
@@ -70,7 +71,7 @@ pub(crate) struct Columns {
     pub(crate) failures: Vec<CellFailure>,
 }
 
-/// The largest number of image bytes one batch's binary column holds (32-bit offsets).
+/// The most bytes one batch's binary or string column holds (32-bit offsets).
 const MAX_BATCH_BYTES: usize = i32::MAX as usize;
 
 /// Builds the columns of the cells of `plan` from the batch's image `payloads` (each the
@@ -108,10 +109,9 @@ pub(crate) fn build(
     let mut valid = BooleanBufferBuilder::new(cells);
     let mut with_bytes = BooleanBufferBuilder::new(cells);
     let mut raw_output = JsonColumn::with_capacity(if options.raw_output { cells } else { 0 });
-    // Sized to the cells: `StringBuilder::new()` would take room for 1024 of them.
-    let mut path = StringBuilder::with_capacity(if recorded { cells } else { 0 }, 0);
-    let mut statistics = StringBuilder::with_capacity(cells, 0);
-    let mut error = StringBuilder::with_capacity(cells, 0);
+    let mut path = SparseText::default();
+    let mut statistics = SparseText::default();
+    let mut error = SparseText::default();
     let mut failures = Vec::new();
     let mut end = 0;
     for (row, generation, source) in plan.rows().flat_map(|row| {
@@ -166,13 +166,13 @@ pub(crate) fn build(
                         error.append_null();
                     }
                     Some(Ok(name)) => {
-                        path.append_value(name);
+                        path.append_value(name.as_str());
                         error.append_null();
                     }
                     Some(Err(problem)) => {
                         let problem = format!("the image artifact was not saved: {problem}");
                         path.append_null();
-                        error.append_value(&problem);
+                        error.append_value(problem.clone());
                         failures.push(CellFailure {
                             row,
                             generation,
@@ -196,7 +196,7 @@ pub(crate) fn build(
                 if recorded {
                     path.append_null();
                 }
-                error.append_value(&problem);
+                error.append_value(problem.clone());
                 failures.push(CellFailure {
                     row,
                     generation,
@@ -205,6 +205,13 @@ pub(crate) fn build(
             }
         }
         offsets.push(end as i32);
+    }
+    if raw_output.values.len() > MAX_BATCH_BYTES {
+        return Err(format!(
+            "the batch's raw outputs hold {} bytes of JSON, more than one Arrow string column \
+             holds ({MAX_BATCH_BYTES}): use smaller batches",
+            raw_output.values.len()
+        ));
     }
     // Failed images and files left no bytes behind (`decode_all` cuts them out), so the
     // values between two offsets are exactly the cell's image.
@@ -238,6 +245,48 @@ enum RawOutput<'a, 'b> {
     Inline(&'a Image, &'a Work<'b>),
     /// What the binding made of the answer (JSON), or nothing.
     Given(Option<&'a str>),
+}
+
+/// A string column whose cells are mostly null (paths, statistics, errors): its values
+/// are kept with their cell as they come, and an all-null column is made at once.
+#[derive(Default)]
+struct SparseText<'a> {
+    len: usize,
+    values: Vec<(usize, Cow<'a, str>)>,
+}
+
+impl<'a> SparseText<'a> {
+    fn append_null(&mut self) {
+        self.len += 1;
+    }
+
+    fn append_value(&mut self, value: impl Into<Cow<'a, str>>) {
+        self.values.push((self.len, value.into()));
+        self.len += 1;
+    }
+
+    fn append_option(&mut self, value: Option<&'a str>) {
+        match value {
+            Some(value) => self.append_value(value),
+            None => self.append_null(),
+        }
+    }
+
+    fn finish(self) -> StringArray {
+        if self.values.is_empty() {
+            return StringArray::new_null(self.len);
+        }
+        let bytes = self.values.iter().map(|(_, value)| value.len()).sum();
+        let mut column = StringBuilder::with_capacity(self.len, bytes);
+        let mut next = 0;
+        for (cell, value) in &self.values {
+            column.append_nulls(cell - next);
+            column.append_value(value);
+            next = cell + 1;
+        }
+        column.append_nulls(self.len - next);
+        column.finish()
+    }
 }
 
 /// A string column of JSON texts, written in place.
@@ -290,11 +339,12 @@ impl JsonColumn {
     }
 
     fn finish(mut self) -> StringArray {
-        StringArray::new(
-            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
-            Buffer::from_vec(self.values.into_bytes()),
-            Some(NullBuffer::new(self.valid.finish())),
-        )
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        let values = Buffer::from_vec(self.values.into_bytes());
+        let nulls = Some(NullBuffer::new(self.valid.finish()));
+        // SAFETY: the values are a `String`'s bytes and every offset is its length after a
+        // whole text was written (a char boundary), one per cell, in order from 0.
+        unsafe { StringArray::new_unchecked(offsets, values, nulls) }
     }
 }
 
@@ -330,7 +380,9 @@ pub(crate) fn constant(text: &str, len: usize) -> StringArray {
     let offsets = OffsetBuffer::new(ScalarBuffer::from_iter(
         (0..=len).map(|i| (i * text.len()) as i32),
     ));
-    StringArray::new(offsets, text.repeat(len).into_bytes().into(), None)
+    let values = text.repeat(len).into_bytes().into();
+    // SAFETY: the values are `text` `len` times over, each offset where one begins.
+    unsafe { StringArray::new_unchecked(offsets, values, None) }
 }
 
 #[cfg(test)]

@@ -24,13 +24,27 @@ pub(crate) struct Image {
     /// JSON of the payload itself, when the binding had to make it (a payload that is not
     /// text or bytes, or text that cannot be encoded).
     pub(crate) payload_json: Option<String>,
-    /// The other members of its answer dict as JSON (without `statistics`).
-    pub(crate) members: Arc<Members>,
+    /// The other members of its answer dict as JSON (without `statistics`); `None` when
+    /// it has none (shared by the images of one dict: each would otherwise count its
+    /// references, which costs as much as the rest of an image's row).
+    pub(crate) members: Option<Arc<Members>>,
     /// Its answer dict's statistics as JSON, when it has any.
     pub(crate) statistics: Option<Arc<str>>,
     /// The artifact file it is already in, when its bytes stay there (its payload is then
     /// not read).
     pub(crate) file: Option<ImageFile>,
+}
+
+/// The members of a dict that has no other.
+static NO_MEMBERS: Members = Members {
+    before: String::new(),
+    after: String::new(),
+};
+
+impl Image {
+    fn members(&self) -> &Members {
+        self.members.as_deref().unwrap_or(&NO_MEMBERS)
+    }
 }
 
 /// An image already saved as an artifact: its cell records the path and holds no bytes.
@@ -149,7 +163,7 @@ pub(crate) fn build(
                 with_bytes.append(matches!(kept, Kept::Bytes(_)));
                 if options.raw_output {
                     match (options.inline_raw_images, hash) {
-                        (false, Some(hash)) => raw_output.push_reference(hash, &source.members),
+                        (false, Some(hash)) => raw_output.push_reference(hash, source.members()),
                         _ => raw_output.push_inline(source, &payloads[at]),
                     }
                 }
@@ -332,7 +346,7 @@ impl JsonColumn {
 
     /// The raw output of an image, its payload inline.
     fn push_inline(&mut self, image: &Image, payload: &Work<'_>) {
-        json::write_raw_output(&mut self.values, &image.members, |out| {
+        json::write_raw_output(&mut self.values, image.members(), |out| {
             write_payload(out, image, payload)
         });
         self.close(true);
@@ -400,10 +414,10 @@ mod tests {
             .map(|(payload, after)| {
                 let image = Image {
                     payload_json: None,
-                    members: Arc::new(Members {
+                    members: Some(Arc::new(Members {
                         before: String::new(),
                         after: (*after).to_owned(),
-                    }),
+                    })),
                     statistics: None,
                     file: None,
                 };

@@ -116,6 +116,15 @@ impl ColumnBuilder {
         let mut texts = Vec::with_capacity(count);
         let mut rows = Rows::new(self.pass_invalid_rows);
         for chunk in &chunks {
+            if chunk.data_type() == &DataType::Utf8 && chunk.null_count() == 0 {
+                // Every row valid: its texts straight from the offsets.
+                let array = chunk.as_string::<i32>();
+                for text in (0..array.len()).map(|row| array.value(row)) {
+                    texts.push(PyString::new(py, text));
+                    rows.push_valid();
+                }
+                continue;
+            }
             for value in strings(chunk)? {
                 match value {
                     Some(text) => {
@@ -226,7 +235,7 @@ fn strings(array: &ArrayRef) -> PyResult<Box<dyn Iterator<Item = Option<&str>> +
 }
 
 /// An answer dict's other members and its statistics, as JSON.
-type Described = (Arc<Members>, Option<Arc<str>>);
+type Described = (Option<Arc<Members>>, Option<Arc<str>>);
 
 /// How a generation's image reaches the columns.
 enum Stored {
@@ -388,12 +397,11 @@ impl ColumnBuilder {
         let mut last: Option<(*mut pyo3::ffi::PyObject, Described)> = None;
         let mut payloads = Vec::with_capacity(generations.len());
         let mut images = Vec::with_capacity(generations.len());
-        let empty = Arc::new(Members::default());
         for (index, generation) in generations.iter().enumerate() {
             let source = &generation.source;
             // A dict that holds nothing but this image has nothing else to describe.
             let (members, statistics) = if generation.alone {
-                (empty.clone(), None)
+                (None, None)
             } else {
                 match &last {
                     Some((dict, described)) if *dict == source.as_ptr() => described.clone(),
@@ -430,16 +438,15 @@ impl ColumnBuilder {
 
     /// The JSON of an answer dict's other members and of its statistics.
     fn describe_dict(&self, source: &Bound<'_, PyDict>) -> Described {
-        let members = if self.layout.add_raw_output {
-            pyjson::members(source, "statistics")
-        } else {
-            Members::default()
-        };
+        let members = (self.layout.add_raw_output)
+            .then(|| pyjson::members(source, "statistics"))
+            .filter(|members| members != &Members::default())
+            .map(Arc::new);
         let statistics = match source.get_item(pyo3::intern!(source.py(), "statistics")) {
             Ok(Some(value)) if !value.is_none() => Some(pyjson::to_json(&value).into()),
             _ => None,
         };
-        (Arc::new(members), statistics)
+        (members, statistics)
     }
 }
 

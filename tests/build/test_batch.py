@@ -3,7 +3,9 @@ are read once, so what the caller changes later does not reach the output."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +15,7 @@ from imagetask import (
     ImageGeneration,
     InputRowError,
 )
-from imagetask._core import answer_facts
+from imagetask._core import StoredImage, answer_facts
 from imagetask.build import _batch as batch_module
 from imagetask.outcome import Cost
 from tests.support.models import BatchScriptedModel, task_for
@@ -208,6 +210,31 @@ def test_images_in_files_are_read_into_the_arrow_table() -> None:
     table = task.process_arrow(pa.table({"prompt": ["p", "q", "r"]}))
     images = [None if cell is None else cell["bytes"] for cell in table["image"].to_pylist()]
     assert images == [b"a", None, b"b", b"c", None, b"d"]
+
+
+def test_a_file_that_hands_over_a_stored_image_is_read_from_its_store(tmp_path: Path) -> None:
+    data = b"\x89PNG\r\n\x1a\nstored"
+    path = tmp_path / "stored.png"
+    path.write_bytes(data)
+
+    class HandsOverStored:
+        size = len(data)
+
+        def read(self) -> StoredImage:
+            return stored
+
+    def answer(prompts: list[str], n: int) -> Any:
+        return [[{"images": [HandsOverStored()]}], [{"images": [b64(b"b")]}]]
+
+    stored = StoredImage(path, hashlib.sha256(data).hexdigest(), len(data), "png")
+    task = task_for(answer)
+    rows = task.process_batch([{"prompt": "p"}, {"prompt": "q"}])
+    # A dict row keeps the handle, as for a StoredImage the answer holds.
+    assert [row["image"] for row in rows] == [stored, b64(b"b")]
+    assert [row[META].get(ERROR) for row in rows] == [None, None]
+    table = task.process_arrow(pa.table({"prompt": ["p", "q"]}))
+    assert [cell["bytes"] for cell in table["image"].to_pylist()] == [data, b"b"]
+    assert table[META].combine_chunks().field(ERROR).to_pylist() == [None, None]
 
 
 class Raising:

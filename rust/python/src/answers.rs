@@ -337,9 +337,9 @@ fn held(image: &Bound<'_, PyAny>) -> PyResult<Held> {
 
 /// An answer dict's images with each `ImageFile` among them replaced by its bytes (what
 /// its `read()` returns), or `None` when none is one; `stored` is set when one is a
-/// `StoredImage`. The dict is given the new list, so that its raw output holds the bytes,
-/// and the files are read just before the rows are built: a batch waiting for that holds
-/// none of them in memory.
+/// `StoredImage` or a file's `read()` returns one. The dict is given the new list, so
+/// that its raw output holds the bytes, and the files are read just before the rows are
+/// built: a batch waiting for that holds none of them in memory.
 fn read_files<'py>(
     py: Python<'py>,
     images: &Items<'py>,
@@ -356,7 +356,9 @@ fn read_files<'py>(
         }
         if let Some(read) = &read {
             if file {
-                read.append(image.call_method0(pyo3::intern!(py, "read"))?)?;
+                let bytes = image.call_method0(pyo3::intern!(py, "read"))?;
+                *stored |= bytes.is_instance_of::<StoredImage>();
+                read.append(bytes)?;
             } else {
                 read.append(image)?;
             }

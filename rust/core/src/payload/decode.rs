@@ -85,7 +85,7 @@ pub fn derive_all(work: &[Work<'_>], needs: Needs) -> Vec<Result<Derived, Proble
 /// `run` on every part, one thread each when there are several, the results in order.
 fn in_parallel<P: Send, T: Send>(parts: Vec<P>, run: impl Fn(P) -> Vec<T> + Sync) -> Vec<T> {
     if parts.len() == 1 {
-        return parts.into_iter().flat_map(run).collect();
+        return parts.into_iter().next().map(run).unwrap_or_default();
     }
     let run = &run;
     std::thread::scope(|scope| {

@@ -389,14 +389,21 @@ fn save(destination: &Destination, decoded: &Decoded) -> Vec<Result<String, Stri
         .collect()
 }
 
-/// A column holding `text` `len` times.
-pub(crate) fn constant(text: &str, len: usize) -> StringArray {
+/// A column holding `text` `len` times, or why one string column cannot hold them.
+pub(crate) fn constant(text: &str, len: usize) -> Result<StringArray, String> {
+    let total = text.len().saturating_mul(len);
+    if total > MAX_BATCH_BYTES {
+        return Err(format!(
+            "the model name, once per row of the batch, makes {total} bytes, more than one \
+             Arrow string column holds ({MAX_BATCH_BYTES}): use smaller batches"
+        ));
+    }
     let offsets = OffsetBuffer::new(ScalarBuffer::from_iter(
         (0..=len).map(|i| (i * text.len()) as i32),
     ));
     let values = text.repeat(len).into_bytes().into();
     // SAFETY: the values are `text` `len` times over, each offset where one begins.
-    unsafe { StringArray::new_unchecked(offsets, values, None) }
+    Ok(unsafe { StringArray::new_unchecked(offsets, values, None) })
 }
 
 #[cfg(test)]
@@ -629,8 +636,11 @@ mod tests {
 
     #[test]
     fn a_constant_column_repeats_its_text() {
-        let names = constant("model", 3);
+        let names = constant("model", 3).unwrap();
         assert_eq!(names.iter().collect::<Vec<_>>(), vec![Some("model"); 3]);
-        assert_eq!(constant("m", 0).len(), 0);
+        assert_eq!(constant("m", 0).unwrap().len(), 0);
+        let long = "m".repeat(1 << 20);
+        let refused = constant(&long, 2048).unwrap_err();
+        assert!(refused.contains("2147483648 bytes"), "{refused}");
     }
 }

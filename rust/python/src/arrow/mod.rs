@@ -376,7 +376,7 @@ impl ColumnBuilder {
                 outputs,
                 image_valid,
                 file_paths,
-                model_name: Arc::new(columns::constant(&self.model_name, plan.len())),
+                model_name: Arc::new(columns::constant(&self.model_name, plan.len())?),
                 metadata,
             };
             let table = table::assemble(layout, n, &prepared.input, cells)?;

@@ -128,6 +128,12 @@ def _read_pool(arrow: Any) -> Any:
         return arrow.default_memory_pool()
 
 
+def _plain_image_structs(field: Any) -> bool:
+    """Whether a field holds `Image` structs (or lists of them) as the sink writes its
+    image column: nullable, without field metadata."""
+    return bool(field.nullable and not field.metadata and is_image_struct(field.type))
+
+
 class ParquetSink:
     """The Hugging Face layout described in the module's docstring.
 
@@ -210,6 +216,7 @@ class ParquetSink:
         self._file: Any = None
         self._schema: Any = None  # the schema of the stream being written
         self._dataset_schema: Any = None  # the union of every row's schema so far
+        self._shallow: Any = None  # the last batch schema found shallow enough for Parquet
         self.path.mkdir(exist_ok=True)
         self._staging.mkdir(exist_ok=True)
         self._restore()
@@ -337,14 +344,17 @@ class ParquetSink:
         """Stages one batch (an Arrow table) whole, or raises `SinkError` having staged
         nothing; a full stage becomes a shard."""
         arrow = self._arrow
-        for field in table.schema:
-            if 1 + self._depth(field.type) > PARQUET_DEPTH:
-                raise SinkError(
-                    f"{self.path}: the column {field.name!r} is nested too deeply for Parquet "
-                    f"(readers accept {PARQUET_DEPTH} levels)"
-                )
+        if self._shallow is None or not table.schema.equals(self._shallow):
+            for field in table.schema:
+                if 1 + self._depth(field.type) > PARQUET_DEPTH:
+                    raise SinkError(
+                        f"{self.path}: the column {field.name!r} is nested too deeply for "
+                        f"Parquet (readers accept {PARQUET_DEPTH} levels)"
+                    )
+            self._shallow = table.schema
         index = table.schema.get_field_index(self._image_column)
-        if index >= 0:
+        # A column of `Image` structs already (the native builder's) is kept as it is.
+        if index >= 0 and not _plain_image_structs(table.schema.field(index)):
             path_index = (
                 table.schema.get_field_index(self._path_column) if self._path_column else -1
             )

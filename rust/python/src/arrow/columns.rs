@@ -23,7 +23,7 @@ use imagetask_core::plan::{Failure, Plan, Source};
 pub(crate) struct Image {
     /// JSON of the payload itself, when the binding had to make it (a payload that is not
     /// text or bytes, or text that cannot be encoded).
-    pub(crate) payload_json: Option<String>,
+    pub(crate) payload_json: Option<Box<str>>,
     /// The other members of its answer dict as JSON (without `statistics`); `None` when
     /// it has none (shared by the images of one dict: each would otherwise count its
     /// references, which costs as much as the rest of an image's row).
@@ -32,7 +32,7 @@ pub(crate) struct Image {
     pub(crate) statistics: Option<Arc<str>>,
     /// The artifact file it is already in, when its bytes stay there (its payload is then
     /// not read).
-    pub(crate) file: Option<ImageFile>,
+    pub(crate) file: Option<Box<ImageFile>>,
 }
 
 /// The members of a dict that has no other.
@@ -608,10 +608,10 @@ mod tests {
             images(&[(Payload::Bytes(b"GIF89a-1"), ""), (Payload::Bytes(b""), "")]);
         let sha256 = [7u8; 32];
         payloads[1] = Err(payload::Problem::Empty);
-        images[1].file = Some(ImageFile {
+        images[1].file = Some(Box::new(ImageFile {
             recorded: "images/kept.png".to_owned(),
             sha256,
-        });
+        }));
         let rows = valid_rows(2);
         let answers = one_each(2);
         let plan = Plan::new(&rows, &answers, n(1)).unwrap();

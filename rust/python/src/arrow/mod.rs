@@ -415,14 +415,14 @@ impl ColumnBuilder {
             let (payload, file) = match stored.get(index) {
                 Some(Stored::Read(bytes)) => (Ok(Payload::Bytes(bytes)), None),
                 // Its bytes stay in its file: nothing to decode.
-                Some(Stored::Kept(file)) => (Err(Problem::Empty), Some(file.clone())),
+                Some(Stored::Kept(file)) => (Err(Problem::Empty), Some(Box::new(file.clone()))),
                 Some(Stored::Answer) | None => (generation.payload()?, None),
             };
             // A payload that is no image is kept in the raw output as it was.
             let payload_json = match &payload {
                 _ if file.is_some() => None,
-                Err(Problem::Missing { .. }) => Some("null".to_owned()),
-                Err(_) => Some(pyjson::to_json(&generation.payload)),
+                Err(Problem::Missing { .. }) => Some("null".into()),
+                Err(_) => Some(pyjson::to_json(&generation.payload).into()),
                 Ok(_) => None,
             };
             payloads.push(payload);

@@ -196,27 +196,43 @@ pub fn decode_all(work: &[Work<'_>], hash: bool) -> Decoded {
     }
     let run = |part: Part<'_, '_>| {
         let mut at = 0;
-        let mut spans = (part.items.iter().zip(part.lengths))
-            .map(|(item, length)| {
-                let target = &mut part.out[at..at + length];
-                let start = part.base + at;
-                at += length;
-                decode_into(item, target)?;
-                Ok(Span {
-                    start,
-                    end: start + length,
-                    hash: None,
-                })
-            })
-            .collect::<Vec<Result<Span, Problem>>>();
-        if hash {
-            let images: Vec<&[u8]> = (spans.iter().flatten())
-                .map(|span| &part.out[span.start - part.base..span.end - part.base])
-                .collect();
-            let hashes = sha256::hash_each(&images);
-            for (span, hash) in spans.iter_mut().flatten().zip(hashes) {
-                span.hash = Some(hash);
+        let mut spans: Vec<Result<Span, Problem>> = Vec::with_capacity(part.items.len());
+        // The image decoded last that waits for another to be hashed with (two at a time,
+        // each pair while its bytes are still in the cache).
+        let mut waiting: Option<usize> = None;
+        for (item, length) in part.items.iter().zip(part.lengths) {
+            let start = part.base + at;
+            let target = &mut part.out[at..at + length];
+            at += length;
+            let span = decode_into(item, target).map(|()| Span {
+                start,
+                end: start + length,
+                hash: None,
+            });
+            let ok = span.is_ok();
+            spans.push(span);
+            if !(hash && ok) {
+                continue;
             }
+            let Some(first) = waiting.take() else {
+                waiting = Some(spans.len() - 1);
+                continue;
+            };
+            let image = |index: usize| match &spans[index] {
+                Ok(span) => &part.out[span.start - part.base..span.end - part.base],
+                Err(_) => &[],
+            };
+            let (a, b) = sha256::hash_pair(image(first), image(spans.len() - 1));
+            let last = spans.len() - 1;
+            for (index, digest) in [(first, a), (last, b)] {
+                if let Ok(span) = &mut spans[index] {
+                    span.hash = Some(digest);
+                }
+            }
+        }
+        if let Some(Ok(span)) = waiting.map(|index| &mut spans[index]) {
+            let image = &part.out[span.start - part.base..span.end - part.base];
+            span.hash = Some(sha256::hash(image));
         }
         spans
     };
@@ -376,5 +392,25 @@ mod tests {
         assert_eq!(spans[5], Err(Problem::Empty));
         assert_eq!(spans[6], Err(invalid("Invalid input length: 5")));
         assert_eq!(decoded.values.len(), 3 + 3 + big.len());
+        // Every image is hashed, failures between them or not (they are hashed in pairs).
+        for span in spans.iter().flatten() {
+            assert_eq!(span.hash, Some(Sha256::digest(decoded.bytes(span)).into()));
+        }
+        let images = [b"a".as_slice(), b"bc", b"def", b"ghij", b"klmno"];
+        for count in 0..=images.len() {
+            let work: Vec<Work<'_>> = images[..count]
+                .iter()
+                .map(|i| Ok(Payload::Bytes(i)))
+                .collect();
+            let decoded = decode_all(&work, true);
+            for (span, image) in decoded.spans.iter().zip(&images) {
+                let span = span.as_ref().unwrap();
+                assert_eq!(
+                    span.hash,
+                    Some(Sha256::digest(image).into()),
+                    "{count} images"
+                );
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -22,6 +23,7 @@ from imagetask import (
 )
 from imagetask.cli import main
 from imagetask.models import PlaceholderImageGeneration
+from imagetask.readers import Reader
 from tests.support.engine_models import EndpointModel, log_lines
 from tests.support.outputs import image_bytes, recorded_table
 from tests.support.repository import EXAMPLES
@@ -253,6 +255,23 @@ def test_resume_after_the_first_checkpoint_only(tmp_path: Path) -> None:
     summary = make_task().run(prompts(4), out, resume=True)
     assert (summary.rows_in, summary.rows_out) == (4, 4)
     assert (out / "data.jsonl").read_bytes() == (tmp_path / "whole" / "data.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_checkpoint_keeps_the_first_batchs_first_row_and_the_last_batchs_last(
+    tmp_path: Path, fmt: str
+) -> None:
+    from imagetask.io._checkpoint import row_digest
+
+    rows = [{"prompt": f"A{i}"} for i in range(9)]
+    source: Any = rows
+    if fmt == "parquet":
+        source = tmp_path / "in.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), source)
+        source = Reader(source)
+    make_task(input_batch_size=2).run(source, tmp_path / "out", format=fmt, limit=7)
+    mark = checkpoint(tmp_path / "out")["input"]
+    assert (mark["first"], mark["last"]) == (row_digest(rows[0]), row_digest(rows[6]))
 
 
 def test_resuming_with_another_input_is_refused(tmp_path: Path) -> None:

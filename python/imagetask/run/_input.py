@@ -38,7 +38,8 @@ class Chunk:
     rows, table:
         The rows: one of the two is `None`.
     mark:
-        The digests of the chunk's first and last rows, and of the input up to its last.
+        The digests of the input's first row (in its first chunk only: a checkpoint keeps
+        that one), of the chunk's last row, and of the input up to it.
     """
 
     numbers: Sequence[int]
@@ -102,6 +103,7 @@ class RowInput:
             self._rows, self.where = enumerate(rows), lambda index: f"input row {index}"
         self._digest = RowsDigest()
         self._following: list[tuple[int, Row]] = []
+        self._started = False  # whether a row was taken or skipped
 
     def skip(self, done: int, mark: InputMark) -> None:
         """Skips the `done` rows a resumed run had done, checking that they are the rows
@@ -116,6 +118,7 @@ class RowInput:
             skipped.saw(number, row)
             skipped.count += 1
             self._digest.add(row)
+            self._started = True
         skipped.check(self.where, done, mark, self._digest.hexdigest())
 
     def more(self) -> bool:
@@ -133,7 +136,9 @@ class RowInput:
         rows = [row for _, row in numbered]
         for row in rows:
             self._digest.add(row)
-        mark = InputMark(row_digest(rows[0]), row_digest(rows[-1]), self._digest.hexdigest())
+        first = None if self._started else row_digest(rows[0])
+        self._started = True
+        mark = InputMark(first, row_digest(rows[-1]), self._digest.hexdigest())
         return Chunk([number for number, _ in numbered], rows, None, mark)
 
 
@@ -214,7 +219,7 @@ class TableInput:
         digest.add_table(table)
         last = table.num_rows - 1
         mark = InputMark(
-            row_digest(_row(table, 0)),
+            row_digest(_row(table, 0)) if number == 1 else None,
             row_digest(_row(table, last)),
             digest.hexdigest(),
             digest.encoding,

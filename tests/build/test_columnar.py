@@ -440,6 +440,34 @@ def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_mod
     assert model.calls == []
 
 
+@pytest.mark.parametrize("where", ["struct", "list", "metadata"])
+def test_run_ends_nested_in_a_column_are_checked_before_the_model(where: str) -> None:
+    def table(rows: int) -> pa.Table:
+        runs = pa.RunEndEncodedArray.from_arrays(pa.array([rows], pa.int16()), pa.array(["x"]))
+        nested = {
+            "struct": ("s", pa.StructArray.from_arrays([runs], names=["r"])),
+            "list": ("l", pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), runs)),
+            "metadata": (META, pa.StructArray.from_arrays([runs], names=["r"])),
+        }
+        name, column = nested[where]
+        return pa.table({"prompt": ["a"] * rows, name: column})
+
+    refused = BatchScriptedModel([])
+    task = ImageGeneration(image_generation_model=refused, num_generations=2)
+    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column '.*': the run"):
+        task.process_arrow(table(20_000))
+    assert refused.calls == []
+    fits = ImageGeneration(
+        image_generation_model=BatchScriptedModel(
+            lambda p, n: [[{"images": [b64(b"A")] * n}]] * len(p)
+        ),
+        num_generations=2,
+    )
+    out = fits.process_arrow(table(16_000))
+    out.validate(full=True)
+    assert out.num_rows == 32_000
+
+
 class Exclaimed(ImageGeneration):
     """Sends each prompt with a "!" (a hook: the slow path)."""
 

@@ -111,6 +111,9 @@ class InputFacts:
     run_ends:
         The repeated run-end encoded columns (see `_repeated`), each with the most rows
         its run ends count.
+    nested_runs:
+        The repeated columns holding run-end encoded values below their top level (in a
+        struct, a list, a map or a union).
     texts:
         The repeated string and binary columns.
     output_metadata:
@@ -121,6 +124,7 @@ class InputFacts:
     native: bool
     nul_names: bool
     run_ends: dict[str, int]
+    nested_runs: list[str]
     texts: list[str]
     output_metadata: dict[str, str] | None = None
 
@@ -142,12 +146,18 @@ class InputFacts:
             for field in repeated
             if pa.types.is_run_end_encoded(field.type)
         }
+        nested_runs = [
+            field.name
+            for field in repeated
+            if field.name not in run_ends and _holds_runs(field.type)
+        ]
         texts = [
             field.name
             for field in repeated
             if pa.types.is_string(field.type) or pa.types.is_binary(field.type)
         ]
-        return cls(twice, native, any(_nul_in(field) for field in schema), run_ends, texts)
+        nul_names = any(_nul_in(field) for field in schema)
+        return cls(twice, native, nul_names, run_ends, nested_runs, texts)
 
 
 class BuilderCache:
@@ -378,10 +388,46 @@ def _check_repeatable(facts: InputFacts, n: int, table: pa.Table) -> None:
                 f"({kind.run_end_type}) count at most {most:,} rows, not "
                 f"{table.num_rows:,} x {n}"
             )
+    for name in facts.nested_runs:
+        for chunk in table.column(name).chunks:
+            _check_nested_runs(name, chunk, n)
     # The table's buffers bound its text: columns are counted only near the limit.
     if facts.texts and table.nbytes * n > MAX_STRING_BYTES:
         for name in facts.texts:
             _check_fits(f"the column {name!r}", _text_bytes(table.column(name)), n)
+
+
+def _holds_runs(kind: pa.DataType) -> bool:
+    """Whether `kind` is run-end encoded or holds such values at any depth."""
+    if arrow().types.is_run_end_encoded(kind):
+        return True
+    return any(_holds_runs(kind.field(index).type) for index in range(kind.num_fields))
+
+
+def _check_nested_runs(name: str, array: pa.Array, n: int) -> None:
+    """Raises `TypeError` when a run-end encoded array within `array` (a chunk of the
+    column `name`) holds more values than its run ends count once repeated `n` times."""
+    types = arrow().types
+    kind = array.type
+    if types.is_run_end_encoded(kind):
+        most = 2 ** (kind.run_end_type.bit_width - 1) - 1
+        if len(array) * n > most:
+            raise TypeError(
+                f"process_arrow cannot repeat the column {name!r}: the run ends "
+                f"({kind.run_end_type}) of values within it count at most {most:,} values, "
+                f"not {len(array):,} x {n}"
+            )
+        return
+    if types.is_struct(kind) or types.is_union(kind):
+        children = [array.field(index) for index in range(kind.num_fields)]
+    elif types.is_map(kind):
+        children = [array.keys, array.items]
+    elif kind.num_fields:  # a list, a list view or a fixed-size list: its items
+        children = [array.flatten()]
+    else:
+        children = []
+    for child in children:
+        _check_nested_runs(name, child, n)
 
 
 def _check_fits(what: str, size: int, n: int) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "StoredImage",
     "answer_facts",
     "assemble_rows",
+    "check_repeatable",
     "json_text",
     "placeholder_answers",
     "placeholder_images",
@@ -246,6 +247,11 @@ def assemble_rows(
     Arrow array (an object exporting an Arrow stream) of the list of values of each other
     output column. Raises `ReadError` naming the row and column of a cell that is not of
     its kind."""
+
+def check_repeatable(*, table: Any, columns: list[str], num_generations: int) -> None:
+    """Raises `ConfigError` when one of `columns` of `table` cannot be repeated
+    `num_generations` times (its offsets or run ends, at any depth, cannot count the
+    repeated values): the repeat itself, made and dropped."""
 
 @final
 class PreparedColumns:

@@ -440,32 +440,47 @@ def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_mod
     assert model.calls == []
 
 
-@pytest.mark.parametrize("where", ["struct", "list", "metadata"])
+@pytest.mark.parametrize("where", ["struct", "list", "metadata", "chunks", "runs in runs"])
 def test_run_ends_nested_in_a_column_are_checked_before_the_model(where: str) -> None:
-    def table(rows: int) -> pa.Table:
-        runs = pa.RunEndEncodedArray.from_arrays(pa.array([rows], pa.int16()), pa.array(["x"]))
-        nested = {
-            "struct": ("s", pa.StructArray.from_arrays([runs], names=["r"])),
-            "list": ("l", pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), runs)),
-            "metadata": (META, pa.StructArray.from_arrays([runs], names=["r"])),
+    def runs(length: int) -> pa.Array:
+        return pa.RunEndEncodedArray.from_arrays(
+            pa.array(range(1, length + 1), pa.int16()), pa.array(range(length))
+        )
+
+    def table(rows: int) -> tuple[str, pa.Table]:
+        struct = pa.StructArray.from_arrays([runs(rows)], names=["r"])
+        half = pa.StructArray.from_arrays([runs(rows // 2)], names=["r"])
+        nested: dict[str, tuple[str, Any]] = {
+            "struct": ("s", struct),
+            "list": (
+                "l",
+                pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), runs(rows)),
+            ),
+            "metadata": (META, struct),
+            # Each chunk fits alone; the column is repeated whole.
+            "chunks": ("c", pa.chunked_array([half, half])),
+            "runs in runs": (
+                "o",
+                pa.RunEndEncodedArray.from_arrays(pa.array(range(1, rows + 1), pa.int32()), struct),
+            ),
         }
         name, column = nested[where]
-        return pa.table({"prompt": ["a"] * rows, name: column})
+        return name, pa.table({"prompt": ["a"] * rows, name: column})
 
     refused = BatchScriptedModel([])
     task = ImageGeneration(image_generation_model=refused, num_generations=2)
-    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column '.*': the run"):
-        task.process_arrow(table(20_000))
+    name, too_long = table(20_000)
+    with pytest.raises(ConfigError, match=rf"^process_arrow cannot repeat the column '{name}': "):
+        task.process_arrow(too_long)
     assert refused.calls == []
-    fits = ImageGeneration(
-        image_generation_model=BatchScriptedModel(
-            lambda p, n: [[{"images": [b64(b"A")] * n}]] * len(p)
-        ),
-        num_generations=2,
-    )
-    out = fits.process_arrow(table(16_000))
+    answers = BatchScriptedModel(lambda p, n: [[{"images": [b64(b"A")] * n}]] * len(p))
+    fits = ImageGeneration(image_generation_model=answers, num_generations=2)
+    name, table_that_fits = table(16_000)
+    out = fits.process_arrow(table_that_fits)
     out.validate(full=True)
     assert out.num_rows == 32_000
+    if name != META:
+        assert out.column(name).to_pylist()[::2] == table_that_fits.column(name).to_pylist()
 
 
 class Exclaimed(ImageGeneration):

@@ -113,7 +113,8 @@ class InputFacts:
         its run ends count.
     nested_runs:
         The repeated columns holding run-end encoded values below their top level (in a
-        struct, a list, a map or a union).
+        struct, a list, a map, a union or a run-end encoded column's values): repeated
+        once before the model is called, as the only exact check.
     texts:
         The repeated string and binary columns.
     output_metadata:
@@ -149,7 +150,7 @@ class InputFacts:
         nested_runs = [
             field.name
             for field in repeated
-            if field.name not in run_ends and _holds_runs(field.type)
+            if any(_holds_runs(field.type.field(i).type) for i in range(field.type.num_fields))
         ]
         texts = [
             field.name
@@ -378,8 +379,9 @@ def _text_bytes(column: pa.ChunkedArray) -> int:
 def _check_repeatable(facts: InputFacts, n: int, table: pa.Table) -> None:
     """Raises, before the model is called, when a column could not be repeated:
     `TypeError` naming a run-end encoded column whose run ends cannot count the repeated
-    rows; `ConfigError` naming a string or binary column whose bytes, once per
-    generation, would not fit one Arrow array."""
+    rows; `ConfigError` naming a column whose run-end encoded values below its top level
+    could not be repeated, or a string or binary column whose bytes, once per generation,
+    would not fit one Arrow array."""
     for name, most in facts.run_ends.items():
         if table.num_rows * n > most:
             kind = table.schema.field(name).type
@@ -388,9 +390,8 @@ def _check_repeatable(facts: InputFacts, n: int, table: pa.Table) -> None:
                 f"({kind.run_end_type}) count at most {most:,} rows, not "
                 f"{table.num_rows:,} x {n}"
             )
-    for name in facts.nested_runs:
-        for chunk in table.column(name).chunks:
-            _check_nested_runs(name, chunk, n)
+    if facts.nested_runs:
+        _core.check_repeatable(table=table, columns=facts.nested_runs, num_generations=n)
     # The table's buffers bound its text: columns are counted only near the limit.
     if facts.texts and table.nbytes * n > MAX_STRING_BYTES:
         for name in facts.texts:
@@ -402,32 +403,6 @@ def _holds_runs(kind: pa.DataType) -> bool:
     if arrow().types.is_run_end_encoded(kind):
         return True
     return any(_holds_runs(kind.field(index).type) for index in range(kind.num_fields))
-
-
-def _check_nested_runs(name: str, array: pa.Array, n: int) -> None:
-    """Raises `TypeError` when a run-end encoded array within `array` (a chunk of the
-    column `name`) holds more values than its run ends count once repeated `n` times."""
-    types = arrow().types
-    kind = array.type
-    if types.is_run_end_encoded(kind):
-        most = 2 ** (kind.run_end_type.bit_width - 1) - 1
-        if len(array) * n > most:
-            raise TypeError(
-                f"process_arrow cannot repeat the column {name!r}: the run ends "
-                f"({kind.run_end_type}) of values within it count at most {most:,} values, "
-                f"not {len(array):,} x {n}"
-            )
-        return
-    if types.is_struct(kind) or types.is_union(kind):
-        children = [array.field(index) for index in range(kind.num_fields)]
-    elif types.is_map(kind):
-        children = [array.keys, array.items]
-    elif kind.num_fields:  # a list, a list view or a fixed-size list: its items
-        children = [array.flatten()]
-    else:
-        children = []
-    for child in children:
-        _check_nested_runs(name, child, n)
 
 
 def _check_fits(what: str, size: int, n: int) -> None:

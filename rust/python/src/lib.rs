@@ -31,6 +31,8 @@ mod _core {
     #[pymodule_export]
     use crate::arrow::hooked::assemble_rows;
     #[pymodule_export]
+    use crate::arrow::table::check_repeatable;
+    #[pymodule_export]
     use crate::arrow::{ColumnBuilder, PreparedColumns};
     #[pymodule_export]
     use crate::dict::{Prepared, RowBuilder};

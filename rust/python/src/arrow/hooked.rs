@@ -21,6 +21,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use super::ffi::{read_stream, read_table, ArrowTable};
 use super::table::{self, Cells, Layout};
+use crate::answers::{row_error, type_name};
 use crate::errors::{config_error, read_error};
 use crate::pyjson;
 
@@ -160,7 +161,9 @@ impl<'py> RowCells<'py> {
                         value
                     };
                     match cells {
-                        Column::Image(values) => values.append_option(image_bytes(&value)?),
+                        Column::Image(values) => {
+                            values.append_option(image_bytes(&value, index, column)?)
+                        }
                         Column::Text(values) => values.append_option(text(&value, index, column)?),
                         Column::Values(values) => values.append(value)?,
                     }
@@ -232,9 +235,10 @@ fn text(value: &Bound<'_, PyAny>, index: usize, name: &str) -> PyResult<Option<S
     Ok(Some(text.to_string_lossy().into_owned()))
 }
 
-/// An image cell as bytes: bytes as they are, base64 text decoded, other text as its
-/// UTF-8 bytes (lone surrogates escaped), any other value as `bytes(value)`.
-fn image_bytes(value: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+/// An image cell of output row `index` as bytes: bytes as they are, base64 text decoded,
+/// other text as its UTF-8 bytes (lone surrogates escaped), any other value as
+/// `bytes(value)`, or a `ReadError` naming the row and column when `bytes` refuses it.
+fn image_bytes(value: &Bound<'_, PyAny>, index: usize, name: &str) -> PyResult<Option<Vec<u8>>> {
     if value.is_none() {
         return Ok(None);
     }
@@ -254,8 +258,18 @@ fn image_bytes(value: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
         let encoded = text.call_method1("encode", ("utf-8", "backslashreplace"))?;
         return Ok(Some(encoded.cast::<PyBytes>()?.as_bytes().to_vec()));
     }
-    let builtins = value.py().import("builtins")?;
-    let bytes = builtins.getattr("bytes")?.call1((value,))?;
+    let py = value.py();
+    let bytes = match py.import("builtins")?.getattr("bytes")?.call1((value,)) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let reason = row_error(py, err)?;
+            return Err(read_error(format!(
+                "output row {index}: '{name}' holds a {}, not image bytes or base64 text \
+                 ({reason})",
+                type_name(value)
+            )));
+        }
+    };
     Ok(Some(bytes.cast::<PyBytes>()?.as_bytes().to_vec()))
 }
 
@@ -279,9 +293,17 @@ mod tests {
                 ("None", None),
             ];
             for (value, expected) in cases {
-                let got = image_bytes(&eval(py, value)).unwrap();
+                let got = image_bytes(&eval(py, value), 0, "image").unwrap();
                 assert_eq!(got.as_deref(), expected, "{value}");
             }
+            let refused = image_bytes(&eval(py, "{'bytes': b'x', 'path': 'x.png'}"), 3, "image");
+            let err = refused.unwrap_err();
+            assert!(err.is_instance_of::<crate::errors::ReadError>(py));
+            let message = err.value(py).to_string();
+            assert!(
+                message.starts_with("output row 3: 'image' holds a dict, not image bytes"),
+                "{message}"
+            );
         });
     }
 

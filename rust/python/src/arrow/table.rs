@@ -18,6 +18,9 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use arrow_select::take::take;
 use pyo3::prelude::*;
 
+use super::ffi::read_table;
+use crate::errors::{config_error, read_error};
+
 /// The names of what one task configuration writes (read from its `OutputSchema`).
 #[derive(Debug, Clone, FromPyObject)]
 pub(crate) struct Layout {
@@ -278,6 +281,31 @@ pub(crate) fn repeat(chunks: &[ArrayRef], kind: &DataType, n: usize) -> Result<A
     let indices =
         UInt64Array::from_iter_values((0..rows).flat_map(|row| std::iter::repeat_n(row, n)));
     take_rows(&joined, &indices)
+}
+
+/// Raises `ConfigError` when a column of `table` named in `columns` cannot be repeated
+/// `num_generations` times (its offsets or run ends, at any depth, cannot count the
+/// repeated values): the repeat itself, made before the model is called and dropped.
+#[pyfunction]
+#[pyo3(signature = (*, table, columns, num_generations))]
+pub(crate) fn check_repeatable(
+    table: &Bound<'_, PyAny>,
+    columns: Vec<String>,
+    num_generations: usize,
+) -> PyResult<()> {
+    let input = read_table(table)?;
+    for name in &columns {
+        let index = (input.schema.index_of(name))
+            .map_err(|_| read_error(format!("the table has no column '{name}'")))?;
+        let kind = input.schema.field(index).data_type();
+        let chunks = input.chunks(index);
+        (table.py().detach(|| repeat(&chunks, kind, num_generations))).map_err(|e| {
+            config_error(format!(
+                "process_arrow cannot repeat the column '{name}': {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// The rows of `array` at `indices` (in bounds), in their order.

@@ -56,35 +56,32 @@ mod shani {
     /// A message cut into 64-byte blocks: its whole blocks in place, then its last bytes
     /// with the padding and the length in bits (one block or two).
     struct Blocks<'a> {
-        whole: &'a [u8],
-        tail: [u8; 128],
+        whole: &'a [[u8; 64]],
+        tail: [[u8; 64]; 2],
         count: usize,
     }
 
     impl<'a> Blocks<'a> {
         fn new(message: &'a [u8]) -> Self {
-            let split = message.len() / 64 * 64;
-            let (whole, rest) = message.split_at(split);
+            let (whole, rest) = message.as_chunks::<64>();
             let mut tail = [0u8; 128];
             tail[..rest.len()].copy_from_slice(rest);
             tail[rest.len()] = 0x80;
             let tail_blocks = if rest.len() + 9 <= 64 { 1 } else { 2 };
             let bits = (message.len() as u64).wrapping_mul(8).to_be_bytes();
             tail[tail_blocks * 64 - 8..tail_blocks * 64].copy_from_slice(&bits);
+            let (tail, _) = tail.as_chunks::<64>();
             Self {
                 whole,
-                tail,
-                count: split / 64 + tail_blocks,
+                tail: [tail[0], tail[1]],
+                count: whole.len() + tail_blocks,
             }
         }
 
-        fn block(&self, index: usize) -> &[u8] {
-            let whole = self.whole.len() / 64;
-            if index < whole {
-                &self.whole[index * 64..index * 64 + 64]
-            } else {
-                &self.tail[(index - whole) * 64..(index - whole) * 64 + 64]
-            }
+        fn block(&self, index: usize) -> &[u8; 64] {
+            self.whole
+                .get(index)
+                .unwrap_or_else(|| &self.tail[index - self.whole.len()])
         }
     }
 
@@ -131,7 +128,7 @@ mod shani {
     /// One 64-byte block into each of `N` states, the `N` computed step by step together.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     #[inline]
-    fn compress<const N: usize>(states: &mut [State; N], blocks: [&[u8]; N]) {
+    fn compress<const N: usize>(states: &mut [State; N], blocks: [&[u8; 64]; N]) {
         let mask = _mm_set_epi64x(
             0x0C0D_0E0F_0809_0A0Bu64 as i64,
             0x0405_0607_0001_0203u64 as i64,
@@ -139,7 +136,6 @@ mod shani {
         let saved = *states;
         let mut window = [[_mm_setzero_si128(); 4]; N];
         for (words, block) in window.iter_mut().zip(blocks) {
-            assert_eq!(block.len(), 64);
             for (quarter, word) in words.iter_mut().enumerate() {
                 // SAFETY: the block holds 64 bytes, four unaligned 16-byte loads.
                 let loaded =
@@ -185,16 +181,10 @@ mod shani {
         }
         let [mut first, mut second] = both;
         for index in common..a.count {
-            compress(
-                std::slice::from_mut(&mut first).try_into().unwrap(),
-                [a.block(index)],
-            );
+            compress(std::array::from_mut(&mut first), [a.block(index)]);
         }
         for index in common..b.count {
-            compress(
-                std::slice::from_mut(&mut second).try_into().unwrap(),
-                [b.block(index)],
-            );
+            compress(std::array::from_mut(&mut second), [b.block(index)]);
         }
         (digest(first), digest(second))
     }

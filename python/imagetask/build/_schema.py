@@ -140,15 +140,6 @@ class SchemaMemo:
             last = self._last = (schema, make(schema))
         return last[1]
 
-    def known(self, schema: pa.Schema) -> Any:
-        """What is kept for `schema` (`keep`), or `None`."""
-        last = self._last
-        return last[1] if last is not None and last[0].equals(schema) else None
-
-    def keep(self, schema: pa.Schema, value: Any) -> None:
-        """Keeps `value` for `schema` (and the schemas equal to it)."""
-        self._last = (schema, value)
-
 
 def _feature(kind: Any, image: bool) -> Any:
     types = _arrow().types

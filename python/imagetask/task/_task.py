@@ -290,11 +290,11 @@ class ImageTask(Configurable, ABC):
         table = table_of(data)
         schema = self.output_schema
         cache = self._column_cache(schema)
-        facts: InputFacts | None = cache.facts.known(table.schema)
-        if facts is None:
-            prompt = None if cache.builder is None else cache.key[1]
-            facts = InputFacts.of(table.schema, prompt, schema, self.num_generations)
-            cache.facts.keep(table.schema, facts)
+        prompt = None if cache.builder is None else cache.key[1]
+        facts: InputFacts = cache.facts.get(
+            table.schema,
+            lambda kind: InputFacts.of(kind, prompt, schema, self.num_generations),
+        )
         check_distinct(facts.named_twice)
         native = cache.builder if facts.native else None
         return ArrowBatch(

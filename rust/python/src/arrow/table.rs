@@ -397,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn run_end_encoded_rows_are_repeated_with_their_runs_as_they_are() {
+    fn run_end_encoded_rows_are_repeated_keeping_their_type_and_values() {
         let runs = RunArray::<Int32Type>::try_new(
             &Int32Array::from(vec![2, 3]),
             &StringArray::from(vec!["x", "y"]),

@@ -612,6 +612,20 @@ def test_a_table_of_slices_and_chunks_is_read_as_its_rows() -> None:
         assert out.column("id").to_pylist() == table.column("id").to_pylist()
 
 
+def test_the_model_is_given_each_prompt_as_its_column_holds_it() -> None:
+    model = BatchScriptedModel(lambda inputs, n: [[{"images": [b64(b"x")]}] for _ in inputs])
+    task = ImageGeneration(image_generation_model=model)
+    [plain] = pa.table({"prompt": ["a cat", "", "x" * 300]}).to_batches()
+    [mixed] = pa.table({"prompt": ["dég", "a dog", "🐕", ""]}).to_batches()
+    # The slice's own text is ASCII; the bytes before it in the buffer are not.
+    chunks = [plain, mixed, mixed.slice(1, 1), mixed.slice(3)]
+    table = pa.Table.from_batches(chunks)
+    task.process_arrow(table)
+    [call] = model.calls
+    assert call.prompts == ["a cat", "", "x" * 300, "dég", "a dog", "🐕", "", "a dog", ""]
+    assert {type(prompt) for prompt in call.prompts} == {str}
+
+
 def test_names_holding_a_nul_come_back_whole_in_every_batch() -> None:
     task = placeholder_task()
     tables = [task.process_arrow(pa.table({"prompt": [f"p{i}"], "a\x00b": [i]})) for i in range(3)]

@@ -17,7 +17,7 @@ import pytest
 from imagetask import ImageGeneration, _core
 from imagetask.errors import ReadError, RequestError
 from imagetask.models import OpenAIImageGeneration, PlaceholderImageGeneration
-from imagetask.models._store import storing_answers
+from imagetask.models._store import StoringAnswers
 from imagetask.run import run
 
 
@@ -171,7 +171,7 @@ def test_a_store_makes_its_folder_with_its_first_image(tmp_path: Path) -> None:
 
 def test_the_placeholder_stores_only_its_images_of_64_kib_or_more(tmp_path: Path) -> None:
     model = PlaceholderImageGeneration()
-    with storing_answers(_core.ImageStore(tmp_path)):
+    with StoringAnswers(_core.ImageStore(tmp_path)):
         [[small]] = model.generate(["a"], size="256x256")
         [[large]] = model.generate(["a"], size="2048x2048")
     [image] = small["images"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagetask._core import AnswerFacts, answer_facts
 from imagetask.errors import RequestRefused
-from imagetask.models._store import storing_answers
+from imagetask.models._store import StoringAnswers
 from imagetask.outcome import BatchOutput, Cost, Failure, Row
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class ModelCall:
         """Keeps what the model's call `ask` returns as the answers (its images going to
         `store`), or the exception it raised (see `_failed`)."""
         try:
-            with storing_answers(self.store):
+            with StoringAnswers(self.store):
                 self.answers = ask()
         except MemoryError:
             raise
@@ -159,7 +159,7 @@ class ModelCall:
     async def _aask(self, ask: Callable[[], Awaitable[Answers]]) -> None:
         """`_ask` for a coroutine function."""
         try:
-            with storing_answers(self.store):
+            with StoringAnswers(self.store):
                 self.answers = await ask()
         except MemoryError:
             raise

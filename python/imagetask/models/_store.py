@@ -6,13 +6,11 @@ text or bytes: see `imagetask.run._spool`). With a store, an answer's `images` h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from imagetask._core import ImageStore, StoredImage
 
-__all__ = ["answer_store", "kept", "storing_answers"]
+__all__ = ["StoringAnswers", "answer_store", "kept"]
 
 _STORE: ContextVar[ImageStore | None] = ContextVar("imagetask_answer_store", default=None)
 
@@ -22,15 +20,22 @@ def answer_store() -> ImageStore | None:
     return _STORE.get()
 
 
-@contextmanager
-def storing_answers(store: ImageStore | None) -> Iterator[None]:
-    """Answers made in the block (in this thread, and in the requests it starts) go to
-    `store`."""
-    token = _STORE.set(store)
-    try:
-        yield
-    finally:
-        _STORE.reset(token)
+class StoringAnswers:
+    """`with StoringAnswers(store):` answers made in the block (in this thread, and in the
+    requests it starts) go to `store`."""
+
+    __slots__ = ("_store", "_token")
+
+    def __init__(self, store: ImageStore | None) -> None:
+        self._store = store
+        self._token: Token[ImageStore | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _STORE.set(self._store)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _STORE.reset(self._token)
 
 
 async def kept(image: bytes) -> StoredImage | bytes:

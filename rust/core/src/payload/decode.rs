@@ -3,6 +3,8 @@
 //! Both check every payload the same way: base64 text must decode, and an image must not
 //! be empty. Batches with many bytes are split across the machine's cores.
 
+use std::ops::Range;
+
 use super::{decode_base64, decode_base64_into, encode, sha256, Payload, Problem};
 
 /// A payload to check, or why the binding found it is none.
@@ -195,44 +197,47 @@ pub fn decode_all(work: &[Work<'_>], hash: bool) -> Decoded {
         base += length;
     }
     let run = |part: Part<'_, '_>| {
+        let Part {
+            items,
+            lengths,
+            out,
+            base,
+        } = part;
         let mut at = 0;
-        let mut spans: Vec<Result<Span, Problem>> = Vec::with_capacity(part.items.len());
         // The image decoded last that waits for another to be hashed with (two at a time,
-        // each pair while its bytes are still in the cache).
-        let mut waiting: Option<usize> = None;
-        for (item, length) in part.items.iter().zip(part.lengths) {
-            let start = part.base + at;
-            let target = &mut part.out[at..at + length];
-            at += length;
-            let span = decode_into(item, target).map(|()| Span {
-                start,
-                end: start + length,
-                hash: None,
-            });
-            let ok = span.is_ok();
-            spans.push(span);
-            if !(hash && ok) {
-                continue;
-            }
-            let Some(first) = waiting.take() else {
-                waiting = Some(spans.len() - 1);
-                continue;
-            };
-            let image = |index: usize| match &spans[index] {
-                Ok(span) => &part.out[span.start - part.base..span.end - part.base],
-                Err(_) => &[],
-            };
-            let (a, b) = sha256::hash_pair(image(first), image(spans.len() - 1));
-            let last = spans.len() - 1;
-            for (index, digest) in [(first, a), (last, b)] {
-                if let Ok(span) = &mut spans[index] {
-                    span.hash = Some(digest);
+        // each pair while its bytes are still in the cache), and the digests made.
+        let mut waiting: Option<(usize, Range<usize>)> = None;
+        let mut digests = Vec::with_capacity(if hash { items.len() } else { 0 });
+        // Collected, not pushed: a pushed `Result` went through the stack, written in parts
+        // and read back whole, a load the CPU cannot forward.
+        let mut spans: Vec<Result<Span, Problem>> = (items.iter().zip(lengths).enumerate())
+            .map(|(index, (item, &length))| {
+                let range = at..at + length;
+                at += length;
+                decode_into(item, &mut out[range.clone()])?;
+                if hash {
+                    match waiting.take() {
+                        None => waiting = Some((index, range.clone())),
+                        Some((first, earlier)) => {
+                            let (a, b) = sha256::hash_pair(&out[earlier], &out[range.clone()]);
+                            digests.extend([(first, a), (index, b)]);
+                        }
+                    }
                 }
-            }
+                Ok(Span {
+                    start: base + range.start,
+                    end: base + range.end,
+                    hash: None,
+                })
+            })
+            .collect();
+        if let Some((index, range)) = waiting {
+            digests.push((index, sha256::hash(&out[range])));
         }
-        if let Some(Ok(span)) = waiting.map(|index| &mut spans[index]) {
-            let image = &part.out[span.start - part.base..span.end - part.base];
-            span.hash = Some(sha256::hash(image));
+        for (index, digest) in digests {
+            if let Ok(span) = &mut spans[index] {
+                span.hash = Some(digest);
+            }
         }
         spans
     };

@@ -9,9 +9,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBufferBuilder, StringBuilder};
+use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, BinaryArray, StringArray};
-use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{Buffer, NullBuffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use imagetask_core::artifacts::Destination;
 use imagetask_core::json::{self, Members};
 use imagetask_core::payload::decode::{self, Decoded, Work};
@@ -76,8 +76,8 @@ pub(crate) struct CellFailure {
 pub(crate) struct Columns {
     /// The images' bytes (null for a cell without an image, or whose image is a file).
     pub(crate) image: ArrayRef,
-    /// Which cells hold an image (bytes or a file).
-    pub(crate) image_valid: NullBuffer,
+    /// Which cells hold an image (bytes or a file), when not those with bytes.
+    pub(crate) image_valid: Option<NullBuffer>,
     pub(crate) image_path: Option<ArrayRef>,
     pub(crate) raw_output: Option<ArrayRef>,
     pub(crate) statistics: ArrayRef,
@@ -120,8 +120,9 @@ pub(crate) fn build(
 
     let mut offsets: Vec<i32> = Vec::with_capacity(cells + 1);
     offsets.push(0);
-    let mut valid = BooleanBufferBuilder::new(cells);
-    let mut with_bytes = BooleanBufferBuilder::new(cells);
+    // (Bitmaps made only once a cell is null.)
+    let mut valid = NullBufferBuilder::new(cells);
+    let mut with_bytes = NullBufferBuilder::new(cells);
     let mut raw_output = JsonColumn::with_capacity(if options.raw_output { cells } else { 0 });
     let mut path = SparseText::default();
     let mut statistics = SparseText::default();
@@ -229,14 +230,19 @@ pub(crate) fn build(
     }
     // Failed images and files left no bytes behind (`decode_all` cuts them out), so the
     // values between two offsets are exactly the cell's image.
+    let with_bytes = with_bytes.finish();
+    let image_valid = match valid.finish() {
+        None if with_bytes.is_some() => Some(NullBuffer::new_valid(cells)),
+        valid => valid,
+    };
     let image = BinaryArray::new(
         OffsetBuffer::new(ScalarBuffer::from(offsets)),
         Buffer::from_vec(decoded.values),
-        Some(NullBuffer::new(with_bytes.finish())),
+        with_bytes,
     );
     Ok(Columns {
         image: Arc::new(image),
-        image_valid: NullBuffer::new(valid.finish()),
+        image_valid,
         image_path: recorded.then(|| Arc::new(path.finish()) as ArrayRef),
         raw_output: options
             .raw_output
@@ -307,7 +313,7 @@ impl<'a> SparseText<'a> {
 struct JsonColumn {
     values: String,
     offsets: Vec<i32>,
-    valid: BooleanBufferBuilder,
+    valid: NullBufferBuilder,
 }
 
 impl JsonColumn {
@@ -317,7 +323,7 @@ impl JsonColumn {
         Self {
             values: String::with_capacity(cells * 96),
             offsets,
-            valid: BooleanBufferBuilder::new(cells),
+            valid: NullBufferBuilder::new(cells),
         }
     }
 
@@ -355,7 +361,7 @@ impl JsonColumn {
     fn finish(mut self) -> StringArray {
         let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
         let values = Buffer::from_vec(self.values.into_bytes());
-        let nulls = Some(NullBuffer::new(self.valid.finish()));
+        let nulls = self.valid.finish();
         // SAFETY: the values are a `String`'s bytes and every offset is its length after a
         // whole text was written (a char boundary), one per cell, in order from 0.
         unsafe { StringArray::new_unchecked(offsets, values, nulls) }
@@ -623,7 +629,7 @@ mod tests {
             .unwrap();
         assert_eq!(bytes.value(0), b"GIF89a-1");
         assert!(bytes.is_null(1));
-        assert_eq!(columns.image_valid.null_count(), 0);
+        assert_eq!(columns.image_valid.map(|valid| valid.null_count()), Some(0));
         let paths = strings(columns.image_path.as_ref().unwrap());
         assert_eq!(paths, vec![None, Some("images/kept.png".to_owned())]);
         let raw = strings(columns.raw_output.as_ref().unwrap());

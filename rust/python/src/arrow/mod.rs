@@ -119,8 +119,15 @@ impl ColumnBuilder {
             if chunk.data_type() == &DataType::Utf8 && chunk.null_count() == 0 {
                 // Every row valid: its texts straight from the offsets.
                 let array = chunk.as_string::<i32>();
+                let offsets = array.value_offsets();
+                let (first, last) = (offsets[0] as usize, offsets[array.len()] as usize);
+                let ascii = array.value_data()[first..last].is_ascii();
                 for text in (0..array.len()).map(|row| array.value(row)) {
-                    texts.push(PyString::new(py, text));
+                    texts.push(if ascii {
+                        ascii_text(py, text)?
+                    } else {
+                        PyString::new(py, text)
+                    });
                     rows.push_valid();
                 }
                 continue;
@@ -303,6 +310,22 @@ fn stored_images(
     .map_err(read_error)
 }
 
+/// A `str` of ASCII text, its bytes copied in as they are (not decoded as UTF-8).
+fn ascii_text<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyString>> {
+    debug_assert!(text.is_ascii());
+    let length = pyo3::ffi::Py_ssize_t::try_from(text.len())
+        .map_err(|_| read_error("a prompt is too long for a Python string"))?;
+    // SAFETY: the GIL is held; a new compact ASCII string holds `length` one-byte
+    // characters, written before it is shared.
+    unsafe {
+        let made = pyo3::ffi::PyUnicode_New(length, 127);
+        let made = Bound::from_owned_ptr_or_err(py, made)?.cast_into_unchecked::<PyString>();
+        let data = pyo3::ffi::PyUnicode_1BYTE_DATA(made.as_ptr());
+        std::ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
+        Ok(made)
+    }
+}
+
 impl ColumnBuilder {
     /// The output record batch of a prepared batch and the generations that failed.
     pub(crate) fn build_batch<'py>(
@@ -346,7 +369,7 @@ impl ColumnBuilder {
         let n = self.n.get();
         py.detach(|| {
             let built = columns::build(&payloads, &images, &plan, &raw, &options)?;
-            let image_valid = Some(built.image_valid);
+            let image_valid = built.image_valid;
             let layout = &self.layout;
             let mut outputs = Vec::new();
             if let Some(image) = &layout.image {
@@ -392,47 +415,64 @@ impl ColumnBuilder {
         generations: &'a [Generation<'_>],
         stored: &'a [Stored],
     ) -> PyResult<(Vec<Work<'a>>, Vec<Image>)> {
+        // Each vector is collected in a pass of its own: pushed one at a time, their
+        // items were copied through the stack (each read back whole just after it was
+        // written in parts, a load the CPU cannot forward).
+        let mut raised = None;
+        let payloads: Vec<Work<'a>> = (generations.iter().enumerate())
+            .map(|(index, generation)| match stored.get(index) {
+                Some(Stored::Read(bytes)) => Ok(Payload::Bytes(bytes)),
+                // Its bytes stay in its file: nothing to decode.
+                Some(Stored::Kept(_)) => Err(Problem::Empty),
+                // (None read once an error is raised.)
+                _ if raised.is_some() => Err(Problem::Empty),
+                Some(Stored::Answer) | None => generation.payload().unwrap_or_else(|err| {
+                    raised = Some(err);
+                    Err(Problem::Empty)
+                }),
+            })
+            .collect();
+        if let Some(err) = raised {
+            return Err(err);
+        }
         // An answer dict's images are read one after another: its JSON is made once for
         // them all.
         let mut last: Option<(*mut pyo3::ffi::PyObject, Described)> = None;
-        let mut payloads = Vec::with_capacity(generations.len());
-        let mut images = Vec::with_capacity(generations.len());
-        for (index, generation) in generations.iter().enumerate() {
-            let source = &generation.source;
-            // A dict that holds nothing but this image has nothing else to describe.
-            let (members, statistics) = if generation.alone {
-                (None, None)
-            } else {
-                match &last {
-                    Some((dict, described)) if *dict == source.as_ptr() => described.clone(),
-                    _ => {
-                        let described = self.describe_dict(source);
-                        last = Some((source.as_ptr(), described.clone()));
-                        described
+        let images = (generations.iter().zip(&payloads).enumerate())
+            .map(|(index, (generation, payload))| {
+                let source = &generation.source;
+                // A dict that holds nothing but this image has nothing else to describe.
+                let (members, statistics) = if generation.alone {
+                    (None, None)
+                } else {
+                    match &last {
+                        Some((dict, described)) if *dict == source.as_ptr() => described.clone(),
+                        _ => {
+                            let described = self.describe_dict(source);
+                            last = Some((source.as_ptr(), described.clone()));
+                            described
+                        }
                     }
+                };
+                let file = match stored.get(index) {
+                    Some(Stored::Kept(file)) => Some(Box::new(file.clone())),
+                    _ => None,
+                };
+                // A payload that is no image is kept in the raw output as it was.
+                let payload_json = match payload {
+                    _ if file.is_some() => None,
+                    Err(Problem::Missing { .. }) => Some("null".into()),
+                    Err(_) => Some(pyjson::to_json(&generation.payload).into()),
+                    Ok(_) => None,
+                };
+                Image {
+                    payload_json,
+                    members,
+                    statistics,
+                    file,
                 }
-            };
-            let (payload, file) = match stored.get(index) {
-                Some(Stored::Read(bytes)) => (Ok(Payload::Bytes(bytes)), None),
-                // Its bytes stay in its file: nothing to decode.
-                Some(Stored::Kept(file)) => (Err(Problem::Empty), Some(Box::new(file.clone()))),
-                Some(Stored::Answer) | None => (generation.payload()?, None),
-            };
-            // A payload that is no image is kept in the raw output as it was.
-            let payload_json = match &payload {
-                _ if file.is_some() => None,
-                Err(Problem::Missing { .. }) => Some("null".into()),
-                Err(_) => Some(pyjson::to_json(&generation.payload).into()),
-                Ok(_) => None,
-            };
-            payloads.push(payload);
-            images.push(Image {
-                payload_json,
-                members,
-                statistics,
-                file,
-            });
-        }
+            })
+            .collect();
         Ok((payloads, images))
     }
 

@@ -12,6 +12,8 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 
 use crate::store::StoredImage;
 
+mod ahead;
+
 /// One generated image and the dict of the answer it came from.
 pub(crate) struct Generation<'py> {
     pub(crate) source: Bound<'py, PyDict>,
@@ -23,6 +25,7 @@ pub(crate) struct Generation<'py> {
 impl Generation<'_> {
     /// The image payload as the core reads it, or why it is none (a `None` payload is
     /// missing, with the answer dict's `error` when it has one).
+    #[inline(always)]
     pub(crate) fn payload(&self) -> PyResult<Result<Payload<'_>, Problem>> {
         if self.payload.is_none() {
             let error = match self
@@ -42,6 +45,7 @@ impl Generation<'_> {
 }
 
 /// A value read as an image payload: base64 text or bytes, or why it is neither.
+#[inline(always)]
 pub(crate) fn image_payload<'a>(value: &'a Bound<'_, PyAny>) -> Result<Payload<'a>, Problem> {
     if let Ok(text) = value.cast::<PyString>() {
         match text.to_str() {
@@ -237,8 +241,12 @@ impl<'py> Items<'py> {
                 return None;
             }
             match self {
-                Items::List(list) => list.get_item(index).ok(),
-                Items::Tuple(tuple) => tuple.get_item(index).ok(),
+                // A free-threaded Python's lists may change under another thread.
+                Items::List(list) if cfg!(Py_GIL_DISABLED) => list.get_item(index).ok(),
+                // SAFETY: `index` is below the length, the GIL held.
+                Items::List(list) => Some(unsafe { list.get_item_unchecked(index) }),
+                // SAFETY: `index` is below the length.
+                Items::Tuple(tuple) => Some(unsafe { tuple.get_item_unchecked(index) }),
             }
         })
     }
@@ -283,7 +291,8 @@ pub(crate) fn read<'py>(
                 list.len()
             )),
             Some(list) => {
-                for entry in list.iter() {
+                for (index, entry) in list.iter().enumerate() {
+                    ahead::fetch(answers, index);
                     let (answer, raw) = read_entry(&entry, n, images_key, &mut read)?;
                     read.push(answer, raw);
                 }

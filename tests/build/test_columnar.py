@@ -626,6 +626,19 @@ def test_the_model_is_given_each_prompt_as_its_column_holds_it() -> None:
     assert {type(prompt) for prompt in call.prompts} == {str}
 
 
+@pytest.mark.parametrize(
+    "payload", ["YQ===", "YWJjZA===", "Y", "=", "Y=Q=", "YQ==YQ==", "YW Jj", "!!!!", "é"]
+)
+def test_a_refused_payload_fails_with_the_dict_paths_error(payload: str) -> None:
+    task = task_for(lambda inputs, n: [[{"images": [payload]}] for _ in inputs])
+    [row] = task.process_batch([{"prompt": "a"}])
+    error = f"error_{NAME}"
+    expected = row[META][error]
+    assert expected.startswith("image 0 of the model's answer is not valid base64")
+    out = task.process_arrow(pa.table({"prompt": ["a"]}))
+    assert out.column(META).to_pylist()[0][error] == expected
+
+
 def test_names_holding_a_nul_come_back_whole_in_every_batch() -> None:
     task = placeholder_task()
     tables = [task.process_arrow(pa.table({"prompt": [f"p{i}"], "a\x00b": [i]})) for i in range(3)]

@@ -435,7 +435,7 @@ def test_run_ends_that_cannot_count_the_repeated_rows_are_refused_before_the_mod
     model = BatchScriptedModel([])
     task = ImageGeneration(image_generation_model=model, num_generations=2)
     table = pa.table({"prompt": ["a"] * 20_000, "run": encoded})
-    with pytest.raises(TypeError, match=r"^process_arrow cannot repeat the column 'run': its run"):
+    with pytest.raises(ConfigError, match=r"^process_arrow cannot repeat the column 'run': its "):
         task.process_arrow(table)
     assert model.calls == []
 

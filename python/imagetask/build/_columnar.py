@@ -377,15 +377,14 @@ def _text_bytes(column: pa.ChunkedArray) -> int:
 
 
 def _check_repeatable(facts: InputFacts, n: int, table: pa.Table) -> None:
-    """Raises, before the model is called, when a column could not be repeated:
-    `TypeError` naming a run-end encoded column whose run ends cannot count the repeated
-    rows; `ConfigError` naming a column whose run-end encoded values below its top level
-    could not be repeated, or a string or binary column whose bytes, once per generation,
-    would not fit one Arrow array."""
+    """Raises `ConfigError`, before the model is called, naming a column that could not
+    be repeated: a run-end encoded column whose run ends (at its top level or below it)
+    cannot count the repeated rows, or a string or binary column whose bytes, once per
+    generation, would not fit one Arrow array."""
     for name, most in facts.run_ends.items():
         if table.num_rows * n > most:
             kind = table.schema.field(name).type
-            raise TypeError(
+            raise ConfigError(
                 f"process_arrow cannot repeat the column {name!r}: its run ends "
                 f"({kind.run_end_type}) count at most {most:,} rows, not "
                 f"{table.num_rows:,} x {n}"

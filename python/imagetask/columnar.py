@@ -36,15 +36,16 @@ input.
 `format_input` or `format_output` is overridden, an `image_format` conversion, a prompt
 column that is not text or a metadata column that is not a struct take a slower path:
 the rows are materialised as dicts for the hooks, built as `process_batch` builds them,
-and converted to the same columns.
+and converted to the same columns (an image a `format_output` gives as an `Image` struct
+dict, `{"bytes": ..., "path": ...}`, keeps its path).
 
 The extension assembles the output table (`_core.ColumnBuilder`, or `_core.assemble_rows`
 reading the cells of the slower path's dict rows, pyarrow inferring only the types of
 the output columns a task's own hooks fill). A batch whose columns cannot be repeated is refused
-before the model is called: a run-end encoded column whose run ends cannot count the
-repeated rows (`TypeError` naming it), or text that would not fit one Arrow string column
-once repeated `num_generations` times (`ConfigError`: the raw inputs, one per
-generation, hold the prompts that many times).
+before the model is called with a `ConfigError` naming the column: a run-end encoded
+column whose run ends (at any depth) cannot count the repeated rows, or text that would
+not fit one Arrow string column once repeated `num_generations` times (the raw inputs,
+one per generation, hold the prompts that many times).
 """
 
 from imagetask.build._columnar import (

@@ -686,6 +686,46 @@ def test_a_hooks_cells_are_read_as_the_dict_rows_hold_them() -> None:
     assert out.column("model_name").to_pylist() == ["placeholder"] * 6
 
 
+class StructImages(ImageGeneration):
+    """A hook that writes each row's image as an `Image` struct dict chosen by its prompt."""
+
+    def format_output(self, output: dict[str, Any], input: dict[str, Any] | None = None) -> Any:
+        assert input is not None
+        return {"image": STRUCTS[input["prompt"]]}
+
+
+STRUCTS: dict[str, Any] = {
+    "both": {"bytes": b"GIF89a", "path": "a.gif"},
+    "bytes": {"bytes": "YWJj"},
+    "path": {"path": "b.png", "bytes": None},
+    "empty": {},
+    "none": None,
+    "plain": b"xy",
+    "extra": {"bytes": b"x", "size": 3},
+}
+
+
+def test_a_hooks_image_struct_dicts_become_image_structs() -> None:
+    task = StructImages(image_generation_model=PlaceholderImageGeneration())
+    prompts = ["both", "bytes", "path", "empty", "none", "plain"]
+    out = task.process_arrow(pa.table({"prompt": prompts}))
+    assert out.column("image").type == IMAGE
+    assert out.column("image").to_pylist() == [
+        {"bytes": b"GIF89a", "path": "a.gif"},
+        {"bytes": b"abc", "path": None},
+        {"bytes": None, "path": "b.png"},
+        None,
+        None,
+        {"bytes": b"xy", "path": None},
+    ]
+    with pytest.raises(ReadError) as raised:
+        task.process_arrow(pa.table({"prompt": ["both", "extra"]}))
+    assert str(raised.value) == (
+        "output row 1: 'image' holds a dict with the key 'size', not an Image struct "
+        "(its keys are 'bytes' and 'path')"
+    )
+
+
 class BadRawInput(ImageGeneration):
     """A hook that records a raw input that is not text."""
 

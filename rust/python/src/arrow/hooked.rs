@@ -2,7 +2,7 @@
 //! (`format_input`, `format_output`, `complete_rows`): their cells are read natively
 //! (one per row and generation), then assembled as the native builder's are (see
 //! `table`). The image column becomes bytes (base64 text decoded, text that is not base64
-//! as its UTF-8 bytes), the artifact paths, `model_name`, `statistics` and `error` text,
+//! as its UTF-8 bytes; an `Image` struct dict its bytes and path), the artifact paths, `model_name`, `statistics` and `error` text,
 //! the raw output and statistics JSON text. An output column of the task's own holds
 //! whatever its hook returned, so its values are handed to `infer` (pyarrow's type
 //! inference): Arrow has no rule of its own for the type of arbitrary Python values.
@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, StringBuilder};
-use arrow_array::ArrayRef;
+use arrow_array::{ArrayRef, StructArray};
+use arrow_buffer::NullBufferBuilder;
 use base64::alphabet::STANDARD;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -76,7 +77,7 @@ pub(crate) fn assemble_rows(
 
 /// An output column's cells as they are read.
 enum Column<'py> {
-    Image(BinaryBuilder),
+    Image(ImageCells),
     Text(StringBuilder),
     /// The hook's own values, for `infer`.
     Values(Bound<'py, PyList>),
@@ -85,7 +86,7 @@ enum Column<'py> {
 impl Column<'_> {
     fn finish(self, infer: &Bound<'_, PyAny>) -> PyResult<ArrayRef> {
         Ok(match self {
-            Column::Image(mut values) => Arc::new(values.finish()),
+            Column::Image(cells) => cells.finish(),
             Column::Text(mut values) => Arc::new(values.finish()),
             Column::Values(values) => {
                 let chunks = read_stream(&infer.call1((values,))?)?;
@@ -97,6 +98,86 @@ impl Column<'_> {
             }
         })
     }
+}
+
+/// The image column's cells: bytes, or `Image` struct dicts (`{"bytes": ..., "path":
+/// ...}`, as Hugging Face's `Image` feature holds an image).
+struct ImageCells {
+    bytes: BinaryBuilder,
+    paths: StringBuilder,
+    valid: NullBufferBuilder,
+    /// Whether a cell was an `Image` struct dict.
+    structs: bool,
+}
+
+impl ImageCells {
+    fn new() -> Self {
+        Self {
+            bytes: BinaryBuilder::new(),
+            paths: StringBuilder::new(),
+            valid: NullBufferBuilder::new(0),
+            structs: false,
+        }
+    }
+
+    fn append(&mut self, value: &Bound<'_, PyAny>, index: usize, name: &str) -> PyResult<()> {
+        let (bytes, path) = match value.cast::<PyDict>() {
+            Ok(image) => {
+                self.structs = true;
+                image_struct(image, index, name)?
+            }
+            Err(_) => (image_bytes(value, index, name)?, None),
+        };
+        self.valid.append(bytes.is_some() || path.is_some());
+        self.bytes.append_option(bytes);
+        self.paths.append_option(path);
+        Ok(())
+    }
+
+    /// The image bytes, or `Image` structs when a cell was one.
+    fn finish(mut self) -> ArrayRef {
+        let bytes = Arc::new(self.bytes.finish()) as ArrayRef;
+        if !self.structs {
+            return bytes;
+        }
+        let paths = Arc::new(self.paths.finish()) as ArrayRef;
+        let nulls = self.valid.finish();
+        Arc::new(StructArray::new(
+            table::image_fields(),
+            vec![bytes, paths],
+            nulls,
+        ))
+    }
+}
+
+/// The bytes and the path of an `Image` struct dict: `bytes` an image cell's bytes,
+/// `path` text (each missing or `None` for none); any other key is a `ReadError`.
+fn image_struct(
+    image: &Bound<'_, PyDict>,
+    index: usize,
+    name: &str,
+) -> PyResult<(Option<Vec<u8>>, Option<String>)> {
+    let mut bytes = None;
+    let mut path = None;
+    for (key, value) in image.iter() {
+        let key_text = key
+            .cast::<PyString>()
+            .ok()
+            .and_then(|key| key.to_str().ok());
+        match key_text {
+            Some("bytes") => bytes = image_bytes(&value, index, name)?,
+            Some("path") => path = text(&value, index, &format!("{name}.path"))?,
+            _ => {
+                return Err(read_error(format!(
+                    "output row {index}: '{name}' holds a dict with the key {}, not an Image \
+                     struct (its keys are 'bytes' and 'path')",
+                    key.repr()
+                        .map_or_else(|_| "?".to_owned(), |key| key.to_string())
+                )))
+            }
+        }
+    }
+    Ok((bytes, path))
 }
 
 /// The cells of dict rows, one per row and generation (row-major).
@@ -115,7 +196,7 @@ impl<'py> RowCells<'py> {
             .iter()
             .map(|name| {
                 let column = if layout.image.as_ref() == Some(name) {
-                    Column::Image(BinaryBuilder::new())
+                    Column::Image(ImageCells::new())
                 } else if layout.image_path.as_ref() == Some(name) {
                     Column::Text(StringBuilder::new())
                 } else {
@@ -161,9 +242,7 @@ impl<'py> RowCells<'py> {
                         value
                     };
                     match cells {
-                        Column::Image(values) => {
-                            values.append_option(image_bytes(&value, index, column)?)
-                        }
+                        Column::Image(cells) => cells.append(&value, index, column)?,
                         Column::Text(values) => values.append_option(text(&value, index, column)?),
                         Column::Values(values) => values.append(value)?,
                     }
@@ -275,7 +354,7 @@ fn image_bytes(value: &Bound<'_, PyAny>, index: usize, name: &str) -> PyResult<O
 
 #[cfg(test)]
 mod tests {
-    use arrow_array::Array;
+    use arrow_array::{Array, BinaryArray, StringArray};
 
     use super::*;
     use crate::testing::{eval, with_python};
@@ -308,6 +387,46 @@ mod tests {
     }
 
     #[test]
+    fn image_struct_dicts_make_the_column_image_structs() {
+        with_python(|py| {
+            let mut cells = ImageCells::new();
+            for value in [
+                "b'x'",
+                "{'path': 'a.png'}",
+                "None",
+                "{'bytes': 'YWJj', 'path': None}",
+            ] {
+                cells.append(&eval(py, value), 0, "image").unwrap();
+            }
+            let images = cells.finish();
+            let images = images.as_any().downcast_ref::<StructArray>().unwrap();
+            let bytes = images.column(0).as_any().downcast_ref::<BinaryArray>();
+            let paths = images.column(1).as_any().downcast_ref::<StringArray>();
+            assert_eq!(
+                bytes.unwrap().iter().collect::<Vec<_>>(),
+                [Some(&b"x"[..]), None, None, Some(b"abc")]
+            );
+            assert_eq!(
+                paths.unwrap().iter().collect::<Vec<_>>(),
+                [None, Some("a.png"), None, None]
+            );
+            assert_eq!(images.null_count(), 1);
+            assert!(images.is_null(2));
+            let mut plain = ImageCells::new();
+            plain.append(&eval(py, "b'x'"), 0, "image").unwrap();
+            assert_eq!(plain.finish().data_type(), &arrow_schema::DataType::Binary);
+            let err = ImageCells::new()
+                .append(&eval(py, "{'bytes': b'x', 1: 2}"), 4, "image")
+                .unwrap_err();
+            assert_eq!(
+                err.value(py).to_string(),
+                "output row 4: 'image' holds a dict with the key 1, not an Image struct \
+                 (its keys are 'bytes' and 'path')"
+            );
+        });
+    }
+
+    #[test]
     fn grouped_rows_give_one_cell_per_generation_and_bad_cells_name_their_row() {
         with_python(|py| {
             let layout = crate::arrow::tests::layout(true);
@@ -319,10 +438,11 @@ mod tests {
             );
             let rows = rows.cast::<PyList>().unwrap();
             let mut cells = RowCells::read(&layout, rows).unwrap();
-            let Column::Image(images) = &mut cells.outputs[0].1 else {
+            let (_, Column::Image(images)) = cells.outputs.remove(0) else {
                 panic!("the image column is read as images");
             };
             let images = images.finish();
+            let images = images.as_any().downcast_ref::<BinaryArray>().unwrap();
             assert_eq!(images.iter().collect::<Vec<_>>(), [Some(&b"abc"[..]), None]);
             assert_eq!(
                 cells.model_name.finish().iter().collect::<Vec<_>>(),

@@ -311,6 +311,7 @@ fn stored_images(
 }
 
 /// A `str` of ASCII text, its bytes copied in as they are (not decoded as UTF-8).
+#[cfg(not(any(PyPy, GraalPy)))]
 fn ascii_text<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyString>> {
     debug_assert!(text.is_ascii());
     let length = pyo3::ffi::Py_ssize_t::try_from(text.len())
@@ -324,6 +325,12 @@ fn ascii_text<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyString>
         std::ptr::copy_nonoverlapping(text.as_ptr(), data, text.len());
         Ok(made)
     }
+}
+
+/// A `str` of ASCII text (a Python whose strings are not CPython's decodes it).
+#[cfg(any(PyPy, GraalPy))]
+fn ascii_text<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyString>> {
+    Ok(PyString::new(py, text))
 }
 
 impl ColumnBuilder {

@@ -639,6 +639,30 @@ def test_a_refused_payload_fails_with_the_dict_paths_error(payload: str) -> None
     assert out.column(META).to_pylist()[0][error] == expected
 
 
+def test_the_python_code_of_the_answers_runs_answer_after_answer() -> None:
+    calls: list[str] = []
+
+    class Noted:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __str__(self) -> str:
+            calls.append(self.name)
+            return self.name
+
+    def answers(inputs: list[str], n: int) -> Any:
+        return [
+            [{"images": [None, Noted(f"payload {i}")], "error": Noted(f"error {i}")}]
+            for i in range(len(inputs))
+        ]
+
+    task = task_for(answers, num_generations=2)
+    task.process_arrow(pa.table({"prompt": ["a", "b", "c"]}))
+    answered = [int(name.split()[-1]) for name in calls]
+    assert set(answered) == {0, 1, 2}
+    assert answered == sorted(answered)
+
+
 def test_names_holding_a_nul_come_back_whole_in_every_batch() -> None:
     task = placeholder_task()
     tables = [task.process_arrow(pa.table({"prompt": [f"p{i}"], "a\x00b": [i]})) for i in range(3)]

@@ -310,6 +310,23 @@ fn stored_images(
     .map_err(read_error)
 }
 
+/// Adds the JSON of generation `index`'s payload, which is no image (`problem`), as the
+/// raw output keeps it (apart from the loop over the generations: few fail).
+#[cold]
+#[inline(never)]
+fn payload_json_into(
+    payload_jsons: &mut Vec<(usize, Box<str>)>,
+    index: usize,
+    problem: &Problem,
+    payload: &Bound<'_, PyAny>,
+) {
+    let json = match problem {
+        Problem::Missing { .. } => "null".into(),
+        _ => pyjson::to_json(payload).into(),
+    };
+    payload_jsons.push((index, json));
+}
+
 /// A `str` of ASCII text, its bytes copied in as they are (not decoded as UTF-8).
 #[cfg(not(any(PyPy, GraalPy)))]
 fn ascii_text<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyString>> {
@@ -424,54 +441,66 @@ impl ColumnBuilder {
     ) -> PyResult<(Vec<Work<'a>>, Vec<Image>)> {
         // Each vector is collected in a pass of its own: pushed one at a time, their
         // items were copied through the stack (each read back whole just after it was
-        // written in parts, a load the CPU cannot forward).
+        // written in parts, a load the CPU cannot forward). What runs Python code runs in
+        // the first pass, generation after generation: an answer dict's description when
+        // the dict changes (made once for its consecutive images), then the payload, then
+        // the JSON of a payload that is no image (kept in the raw output as it was).
         let mut raised = None;
+        let mut last: Option<*mut pyo3::ffi::PyObject> = None;
+        let mut descriptions: Vec<(usize, Described)> = Vec::new();
+        let mut payload_jsons: Vec<(usize, Box<str>)> = Vec::new();
         let payloads: Vec<Work<'a>> = (generations.iter().enumerate())
-            .map(|(index, generation)| match stored.get(index) {
-                Some(Stored::Read(bytes)) => Ok(Payload::Bytes(bytes)),
-                // Its bytes stay in its file: nothing to decode.
-                Some(Stored::Kept(_)) => Err(Problem::Empty),
-                // (None read once an error is raised.)
-                _ if raised.is_some() => Err(Problem::Empty),
-                Some(Stored::Answer) | None => generation.payload().unwrap_or_else(|err| {
-                    raised = Some(err);
-                    Err(Problem::Empty)
-                }),
+            .map(|(index, generation)| {
+                if raised.is_some() {
+                    // None read once an error is raised.
+                    return Err(Problem::Empty);
+                }
+                // A dict that holds nothing but this image has nothing else to describe.
+                let source = &generation.source;
+                if !generation.alone && last != Some(source.as_ptr()) {
+                    last = Some(source.as_ptr());
+                    self.describe_into(&mut descriptions, index, source);
+                }
+                let payload = match stored.get(index) {
+                    Some(Stored::Read(bytes)) => return Ok(Payload::Bytes(bytes)),
+                    // Its bytes stay in its file: nothing to decode.
+                    Some(Stored::Kept(_)) => return Err(Problem::Empty),
+                    Some(Stored::Answer) | None => match generation.payload() {
+                        Ok(payload) => payload,
+                        Err(err) => {
+                            raised = Some(err);
+                            return Err(Problem::Empty);
+                        }
+                    },
+                };
+                if let Err(problem) = &payload {
+                    payload_json_into(&mut payload_jsons, index, problem, &generation.payload);
+                }
+                payload
             })
             .collect();
         if let Some(err) = raised {
             return Err(err);
         }
-        // An answer dict's images are read one after another: its JSON is made once for
-        // them all.
-        let mut last: Option<(*mut pyo3::ffi::PyObject, Described)> = None;
-        let images = (generations.iter().zip(&payloads).enumerate())
-            .map(|(index, (generation, payload))| {
-                let source = &generation.source;
-                // A dict that holds nothing but this image has nothing else to describe.
+        let mut descriptions = descriptions.into_iter().peekable();
+        let mut payload_jsons = payload_jsons.into_iter().peekable();
+        let mut described: Described = (None, None);
+        let images = (generations.iter().enumerate())
+            .map(|(index, generation)| {
                 let (members, statistics) = if generation.alone {
                     (None, None)
                 } else {
-                    match &last {
-                        Some((dict, described)) if *dict == source.as_ptr() => described.clone(),
-                        _ => {
-                            let described = self.describe_dict(source);
-                            last = Some((source.as_ptr(), described.clone()));
-                            described
-                        }
+                    if let Some((_, next)) = descriptions.next_if(|(at, _)| *at == index) {
+                        described = next;
                     }
+                    described.clone()
                 };
                 let file = match stored.get(index) {
                     Some(Stored::Kept(file)) => Some(Box::new(file.clone())),
                     _ => None,
                 };
-                // A payload that is no image is kept in the raw output as it was.
-                let payload_json = match payload {
-                    _ if file.is_some() => None,
-                    Err(Problem::Missing { .. }) => Some("null".into()),
-                    Err(_) => Some(pyjson::to_json(&generation.payload).into()),
-                    Ok(_) => None,
-                };
+                let payload_json =
+                    (payload_jsons.next_if(|(at, _)| *at == index)).map(|(_, json)| json);
                 Image {
                     payload_json,
                     members,
@@ -481,6 +510,19 @@ impl ColumnBuilder {
             })
             .collect();
         Ok((payloads, images))
+    }
+
+    /// Adds the description of generation `index`'s answer dict (apart from the loop over
+    /// the generations: only a dict with more than its one image has one).
+    #[cold]
+    #[inline(never)]
+    fn describe_into(
+        &self,
+        descriptions: &mut Vec<(usize, Described)>,
+        index: usize,
+        source: &Bound<'_, PyDict>,
+    ) {
+        descriptions.push((index, self.describe_dict(source)));
     }
 
     /// The JSON of an answer dict's other members and of its statistics.

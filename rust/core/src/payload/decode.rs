@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::{decode_base64, decode_base64_into, encode, sha256, Payload, Problem};
+use super::{base64_len, decode_base64, decode_base64_into, encode, sha256, Payload, Problem};
 
 /// A payload to check, or why the binding found it is none.
 pub type Work<'a> = Result<Payload<'a>, Problem>;
@@ -133,21 +133,7 @@ impl Decoded {
 /// turns out invalid is found out when decoded).
 pub(crate) fn decoded_len(payload: &Work<'_>) -> usize {
     match payload {
-        Ok(Payload::Text(text)) => {
-            let pads = text
-                .iter()
-                .rev()
-                .take(2)
-                .take_while(|&&b| b == b'=')
-                .count();
-            let digits = text.len() - pads;
-            digits / 4 * 3
-                + match digits % 4 {
-                    2 => 1,
-                    3 => 2,
-                    _ => 0,
-                }
-        }
+        Ok(Payload::Text(text)) => base64_len(text),
         Ok(Payload::Bytes(bytes)) => bytes.len(),
         Err(_) => 0,
     }

@@ -25,6 +25,8 @@ pub(crate) struct Generation<'py> {
 impl Generation<'_> {
     /// The image payload as the core reads it, or why it is none (a `None` payload is
     /// missing, with the answer dict's `error` when it has one).
+    // (Inlined into the loops that push its result: returned through memory, it was
+    // copied again through the stack.)
     #[inline(always)]
     pub(crate) fn payload(&self) -> PyResult<Result<Payload<'_>, Problem>> {
         if self.payload.is_none() {

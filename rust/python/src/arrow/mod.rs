@@ -512,9 +512,9 @@ impl ColumnBuilder {
         Ok((payloads, images))
     }
 
-    /// Adds the description of generation `index`'s answer dict (apart from the loop over
-    /// the generations: only a dict with more than its one image has one).
-    #[cold]
+    /// Adds the description of generation `index`'s answer dict (a call apart from the
+    /// loop over the generations, which it keeps small: a dict alone with its one image
+    /// has none).
     #[inline(never)]
     fn describe_into(
         &self,

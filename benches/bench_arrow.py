@@ -32,6 +32,11 @@ the machine's own limit measured in the same run: SHA-256 of the same bytes with
     python benches/bench_arrow.py --rows 100000 10000000 --gens 1 --raw 1 --contenders imagetask
     python benches/bench_arrow.py --images 2000
     python benches/bench_arrow.py --distilabel-python /path/to/venv/bin/python
+    python benches/bench_arrow.py --worker imagetask --gens 1 --raw 0 --pool 2  # one run
+
+A worker run prints its seconds as JSON; `--pool 2` replays 2 batches of answers over and
+over, which stay in the cache, where the 100 of the table's runs do not: the difference is
+what reading answers out of the cache costs.
 """
 
 from __future__ import annotations
@@ -178,9 +183,9 @@ def imagetask_task(replay: Replay, n: int, raw: bool) -> Any:
     )
 
 
-def worker(contender: str, n_rows: int, n: int, raw: bool) -> dict[str, Any]:
+def worker(contender: str, n_rows: int, n: int, raw: bool, pool: int = POOL) -> dict[str, Any]:
     table = make_table(n_rows)
-    replay = Replay(make_answers(min(POOL, -(-n_rows // BATCH)), n))
+    replay = Replay(make_answers(min(pool, -(-n_rows // BATCH)), n))
     if contender == "imagetask-bytes":
         replay = Replay(
             [
@@ -354,9 +359,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--distilabel-python", default=sys.executable)
+    parser.add_argument(
+        "--pool", type=int, default=POOL, help="with --worker: the batches of answers replayed"
+    )
     args = parser.parse_args()
     if args.worker:
-        result = worker(args.worker, args.rows[0], args.gens[0], bool(args.raw[0]))
+        result = worker(args.worker, args.rows[0], args.gens[0], bool(args.raw[0]), args.pool)
         print(json.dumps(result))
         return
     if args.images_worker:
